@@ -1,0 +1,23 @@
+//! Swell's pure core: domain types, scaling policies, placement and the simulator engine.
+//!
+//! Nothing in this crate does I/O, spawns tasks or reads a clock (DESIGN.md invariant 1):
+//! the controller and `swell sim` call the same code with the time passed in, so what the
+//! simulator shows is what the product does.
+#![warn(missing_docs)]
+
+pub mod duration;
+pub mod event;
+pub mod group;
+pub mod ids;
+pub mod instance;
+pub mod metrics;
+pub mod policy;
+pub mod time;
+
+pub use event::{Cause, EventKind};
+pub use group::{Capacity, GroupSpec, LoadBalancerSpec, Template, ValidationError};
+pub use ids::{GroupName, InstanceId, TenantId};
+pub use instance::{InstanceStatus, Lifecycle};
+pub use metrics::{Metric, MetricSample, MetricWindow};
+pub use policy::{Decision, DecisionKind, GroupState, PolicyEngine, PolicySpec};
+pub use time::Timestamp;

@@ -1,0 +1,220 @@
+//! Metric windows: the group-level samples a policy reads.
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// A metric a policy can scale on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// CPU utilisation, percent of one instance's allotment, averaged over the
+    /// group's counted instances. In the simulator: load / ready capacity × 100.
+    #[default]
+    Cpu,
+    /// Resident memory per instance, MiB, averaged over counted instances.
+    Memory,
+}
+
+impl Metric {
+    /// The snake_case name used in config, events and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cpu => "cpu",
+            Metric::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One group-level observation: the average of `metric` over the instances that count
+/// (running and out of warmup) at `at`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricSample {
+    /// When it was measured.
+    pub at: Timestamp,
+    /// What was measured.
+    pub metric: Metric,
+    /// The group average.
+    pub value: f64,
+    /// How many instances the average is over.
+    pub instances: u32,
+}
+
+/// The recent samples of a group, oldest first, pruned to `retention`.
+#[derive(Debug, Clone)]
+pub struct MetricWindow {
+    samples: VecDeque<MetricSample>,
+    retention: Duration,
+}
+
+impl MetricWindow {
+    /// An empty window keeping samples for `retention`.
+    pub fn new(retention: Duration) -> Self {
+        MetricWindow {
+            samples: VecDeque::new(),
+            retention,
+        }
+    }
+
+    /// Adds a sample (samples older than the newest by more than `retention` drop out).
+    /// Samples must come in time order; an out-of-order one is ignored.
+    pub fn push(&mut self, sample: MetricSample) {
+        if !sample.value.is_finite() {
+            return;
+        }
+        if let Some(last) = self.samples.back()
+            && sample.at < last.at
+        {
+            return;
+        }
+        self.samples.push_back(sample);
+        let oldest = sample.at.sub(self.retention);
+        while self.samples.front().is_some_and(|s| s.at < oldest) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Drops every sample (e.g. after the group's membership changed entirely).
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+
+    /// All samples, oldest first.
+    pub fn samples(&self) -> impl DoubleEndedIterator<Item = &MetricSample> {
+        self.samples.iter()
+    }
+
+    /// The samples of `metric` taken in `(now - period, now]`.
+    pub fn over(&self, metric: Metric, now: Timestamp, period: Duration) -> Vec<f64> {
+        let from = now.sub(period);
+        self.samples
+            .iter()
+            .filter(|s| s.metric == metric && s.at > from && s.at <= now)
+            .map(|s| s.value)
+            .collect()
+    }
+
+    /// Mean of `metric` over `(now - period, now]`; `None` if there is no sample.
+    pub fn average(&self, metric: Metric, now: Timestamp, period: Duration) -> Option<f64> {
+        let values = self.over(metric, now, period);
+        if values.is_empty() {
+            None
+        } else {
+            Some(values.iter().sum::<f64>() / values.len() as f64)
+        }
+    }
+
+    /// The newest sample of `metric` at or before `now`.
+    pub fn latest(&self, metric: Metric, now: Timestamp) -> Option<MetricSample> {
+        self.samples
+            .iter()
+            .rev()
+            .find(|s| s.metric == metric && s.at <= now)
+            .copied()
+    }
+}
+
+/// One instance's reading, as the collector hands it to [`group_average`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceReading {
+    /// The reading.
+    pub value: f64,
+    /// When the instance started (its warmup runs from here).
+    pub started_at: Timestamp,
+}
+
+/// The group average over the readings of instances out of warmup at `now`; `None` when
+/// every instance is still warming up (or there are none), so policies see no sample
+/// rather than a misleading zero.
+pub fn group_average(
+    readings: &[InstanceReading],
+    warmup: Duration,
+    now: Timestamp,
+) -> Option<(f64, u32)> {
+    let counted: Vec<f64> = readings
+        .iter()
+        .filter(|r| now.since(r.started_at) >= warmup && r.value.is_finite())
+        .map(|r| r.value)
+        .collect();
+    if counted.is_empty() {
+        None
+    } else {
+        Some((
+            counted.iter().sum::<f64>() / counted.len() as f64,
+            counted.len() as u32,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(at: i64, v: f64) -> MetricSample {
+        MetricSample {
+            at: Timestamp::from_secs(at),
+            metric: Metric::Cpu,
+            value: v,
+            instances: 1,
+        }
+    }
+
+    #[test]
+    fn average_covers_half_open_period() {
+        let mut w = MetricWindow::new(Duration::from_secs(600));
+        for (t, v) in [(0, 100.0), (10, 10.0), (20, 20.0), (30, 30.0)] {
+            w.push(s(t, v));
+        }
+        let now = Timestamp::from_secs(30);
+        assert_eq!(
+            w.average(Metric::Cpu, now, Duration::from_secs(20)),
+            Some(25.0)
+        );
+        assert_eq!(
+            w.average(Metric::Memory, now, Duration::from_secs(20)),
+            None
+        );
+        assert_eq!(
+            w.average(
+                Metric::Cpu,
+                Timestamp::from_secs(100),
+                Duration::from_secs(5)
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn retention_prunes_and_order_is_kept() {
+        let mut w = MetricWindow::new(Duration::from_secs(10));
+        w.push(s(0, 1.0));
+        w.push(s(20, 2.0));
+        w.push(s(5, 3.0));
+        w.push(s(21, f64::NAN));
+        assert_eq!(w.samples().count(), 1);
+    }
+
+    #[test]
+    fn warming_instances_do_not_count() {
+        let r = |v, t| InstanceReading {
+            value: v,
+            started_at: Timestamp::from_secs(t),
+        };
+        let now = Timestamp::from_secs(100);
+        let warmup = Duration::from_secs(60);
+        assert_eq!(
+            group_average(&[r(80.0, 0), r(0.0, 90)], warmup, now),
+            Some((80.0, 1))
+        );
+        assert_eq!(group_average(&[r(80.0, 50), r(0.0, 90)], warmup, now), None);
+        assert_eq!(group_average(&[], warmup, now), None);
+    }
+}

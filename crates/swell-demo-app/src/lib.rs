@@ -1,0 +1,1 @@
+//! swell-demo-app

@@ -1,0 +1,124 @@
+//! Where instances run: one small [`Provider`] trait, one implementation per target.
+//!
+//! Every instance carries its Swell ids (instance, group, tenant, owner) on itself — an
+//! environment variable for processes, a label for containers, metadata for servers —
+//! so that [`Provider::list`] lets the reconciler match what runs with what the store
+//! recorded after a crash (DESIGN.md invariant 2).
+#![warn(missing_docs)]
+
+pub mod process;
+
+use async_trait::async_trait;
+use std::net::SocketAddr;
+use std::time::Duration;
+use swell_core::{InstanceId, Template, TenantId};
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRequest {
+    /// The instance's id: also the idempotency key; creating an id that already runs
+    /// returns the running one instead of starting a second.
+    pub instance_id: InstanceId,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The group's name.
+    pub group: String,
+    /// What to run.
+    pub template: Template,
+}
+
+/// What a provider observes about an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObservedState {
+    /// Alive.
+    Running,
+    /// Alive but paused (SIGSTOP, docker pause, nova pause).
+    Paused,
+    /// Gone or exited.
+    Exited,
+}
+
+/// One instance as the provider sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderInstance {
+    /// Swell's id, read back from the instance's own tag.
+    pub instance_id: InstanceId,
+    /// Tenant, from the tag.
+    pub tenant: String,
+    /// Group, from the tag.
+    pub group: String,
+    /// The provider's id (pid, container id, server id).
+    pub native_id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Where it serves traffic.
+    pub address: Option<SocketAddr>,
+    /// Alive, paused or gone.
+    pub state: ObservedState,
+}
+
+/// One instance's resource use at a moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceMetrics {
+    /// CPU use in percent of one core (or of the instance's CPU limit), since the
+    /// previous sample.
+    pub cpu_percent: f64,
+    /// Resident memory, MiB.
+    pub memory_mb: f64,
+}
+
+/// What can go wrong in a provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The instance is not known to the provider.
+    #[error("instance {0} not found")]
+    NotFound(InstanceId),
+    /// The template cannot be run by this provider.
+    #[error("invalid template: {0}")]
+    InvalidTemplate(String),
+    /// The provider has no room.
+    #[error("no capacity: {0}")]
+    NoCapacity(String),
+    /// An operating-system or remote call failed.
+    #[error("{action} failed: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else the backend reported.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// A place instances run.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The provider's name (`process`, …), as in a group's `provider` field.
+    fn name(&self) -> &str;
+
+    /// Starts an instance. Idempotent on `instance_id`.
+    async fn create(&self, request: &CreateRequest) -> Result<ProviderInstance, ProviderError>;
+
+    /// Stops and removes an instance: a graceful stop, then a forced one after `grace`.
+    /// Deleting an instance that is already gone succeeds.
+    async fn delete(&self, id: &InstanceId, grace: Duration) -> Result<(), ProviderError>;
+
+    /// Pauses an instance (it keeps its memory but gets no CPU).
+    async fn pause(&self, id: &InstanceId) -> Result<(), ProviderError>;
+
+    /// Resumes a paused instance.
+    async fn resume(&self, id: &InstanceId) -> Result<(), ProviderError>;
+
+    /// Every instance this Swell owns on the provider, alive or not, read from the
+    /// instances' own tags.
+    async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError>;
+
+    /// Resource use of the given instances; ones that are gone are left out.
+    async fn metrics(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<(InstanceId, InstanceMetrics)>, ProviderError>;
+}

@@ -1,0 +1,1 @@
+//! The process provider (see the crate docs).

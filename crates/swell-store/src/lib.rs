@@ -1,0 +1,267 @@
+//! Swell's storage: the source of truth (DESIGN.md invariant 2).
+//!
+//! One [`Store`] trait, one adapter per engine (SQLite now, PostgreSQL for HA later), one
+//! conformance suite run against each. Every row carries its tenant; every query that
+//! reads tenant data takes the tenant and filters by it. State changes that deserve an
+//! event record it in the same transaction, so no event is ever lost or invented.
+#![warn(missing_docs)]
+
+use async_trait::async_trait;
+use swell_core::{
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp,
+};
+
+/// A stored scaling group: its spec plus the state the controller keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRecord {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The group's configuration (validated before it was stored).
+    pub spec: GroupSpec,
+    /// The capacity the reconciler converges to.
+    pub desired_capacity: u32,
+    /// When a scaling action last changed `desired_capacity` (cooldown reference).
+    pub last_scaling_at: Option<Timestamp>,
+    /// Set when a delete was requested: the controller scales to zero, then removes the row.
+    pub deleting: bool,
+    /// When the group was created.
+    pub created_at: Timestamp,
+    /// When the spec or desired capacity last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A stored instance. A `pending` row is the durable create intent, a `terminating` row
+/// the delete intent; `id` is the idempotency key stamped on the instance itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// The instance's id (also the intent's idempotency key).
+    pub id: InstanceId,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The group's name.
+    pub group: String,
+    /// Where it is in its life.
+    pub status: InstanceStatus,
+    /// Permanent (part of `min`) or scaled-up (seed 1's ScaledUpResource).
+    pub lifecycle: Lifecycle,
+    /// Creation order within the group, 1, 2, 3… (seed 1's ScaledUpOrder); assigned by
+    /// the store on insert.
+    pub created_order: i64,
+    /// The provider's name (`process`, …).
+    pub provider: String,
+    /// The host it runs on, once known.
+    pub host: Option<String>,
+    /// The address the load balancer sends traffic to (`127.0.0.1:41234`), once known.
+    pub address: Option<String>,
+    /// The provider's own id (a pid, a container id, a server id), once known.
+    pub native_id: Option<String>,
+    /// Never chosen for scale-in.
+    pub protected: bool,
+    /// Why it is in its status (an error, "adopted after restart", …).
+    pub status_reason: Option<String>,
+    /// When the intent was recorded.
+    pub created_at: Timestamp,
+    /// When it started running (its warmup counts from here).
+    pub started_at: Option<Timestamp>,
+    /// When the row last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Changes to an instance, applied together with its new status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceUpdate {
+    /// New host, if it changed.
+    pub host: Option<String>,
+    /// New address, if it changed.
+    pub address: Option<String>,
+    /// New native id, if it changed.
+    pub native_id: Option<String>,
+    /// New start time, if it changed.
+    pub started_at: Option<Timestamp>,
+    /// New reason (replaces the old one when set).
+    pub status_reason: Option<String>,
+    /// New protection flag, if it changed.
+    pub protected: Option<bool>,
+}
+
+/// An event to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The group it is about.
+    pub group: String,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: EventKind,
+    /// The instance it is about, if any.
+    pub instance_id: Option<InstanceId>,
+    /// The decision's cause, for scaling events.
+    pub cause: Option<Cause>,
+    /// One line for humans.
+    pub message: String,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Increasing id (also the order of recording).
+    pub id: i64,
+    /// The event.
+    pub event: NewEvent,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only events at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only events before this time.
+    pub until: Option<Timestamp>,
+    /// Only events with an id greater than this (for following).
+    pub after_id: Option<i64>,
+    /// At most this many (newest last); default 1000.
+    pub limit: Option<u32>,
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist (in this tenant).
+    #[error("{kind} `{name}` not found")]
+    NotFound {
+        /// `group`, `instance`, …
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// The object already exists.
+    #[error("{kind} `{name}` already exists")]
+    Conflict {
+        /// `group`, …
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A stored row could not be decoded (a bug or a manual edit).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Result of store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Swell's storage.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the tenant if it does not exist.
+    async fn ensure_tenant(&self, tenant: &TenantId, now: Timestamp) -> Result<()>;
+
+    /// Stores a new group with `desired_capacity = spec.initial_desired()` and records
+    /// `event` in the same transaction; `Conflict` if the name is taken in the tenant.
+    async fn create_group(
+        &self,
+        tenant: &TenantId,
+        spec: &GroupSpec,
+        now: Timestamp,
+        event: NewEvent,
+    ) -> Result<GroupRecord>;
+
+    /// The group, if it exists in the tenant.
+    async fn get_group(&self, tenant: &TenantId, name: &str) -> Result<Option<GroupRecord>>;
+
+    /// The tenant's groups, by name.
+    async fn list_groups(&self, tenant: &TenantId) -> Result<Vec<GroupRecord>>;
+
+    /// Every group of every tenant (for the controller only).
+    async fn list_all_groups(&self) -> Result<Vec<GroupRecord>>;
+
+    /// Replaces the spec (the name cannot change), clamps `desired_capacity` into the new
+    /// `[min, max]`, records `event`; `NotFound` if absent.
+    async fn update_group(
+        &self,
+        tenant: &TenantId,
+        spec: &GroupSpec,
+        now: Timestamp,
+        event: NewEvent,
+    ) -> Result<GroupRecord>;
+
+    /// Sets the desired capacity and, when `scaling_at` is given, the cooldown reference;
+    /// records `event` in the same transaction.
+    async fn set_desired_capacity(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        desired: u32,
+        scaling_at: Option<Timestamp>,
+        event: NewEvent,
+    ) -> Result<GroupRecord>;
+
+    /// Marks the group for deletion and records `event`.
+    async fn mark_group_deleting(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        event: NewEvent,
+    ) -> Result<GroupRecord>;
+
+    /// Removes the group row (and its instances' rows); its events stay.
+    async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()>;
+
+    /// Records a create intent: inserts `instance` (its `created_order` is assigned here,
+    /// one more than the group's largest) and `event`, in one transaction. Returns the
+    /// stored record.
+    async fn create_instance(
+        &self,
+        instance: &InstanceRecord,
+        event: Option<NewEvent>,
+    ) -> Result<InstanceRecord>;
+
+    /// Moves an instance to `status` with `update`, and records `event`, in one transaction.
+    async fn update_instance(
+        &self,
+        tenant: &TenantId,
+        id: &InstanceId,
+        status: InstanceStatus,
+        update: InstanceUpdate,
+        now: Timestamp,
+        event: Option<NewEvent>,
+    ) -> Result<InstanceRecord>;
+
+    /// The instance, if it exists in the tenant.
+    async fn get_instance(
+        &self,
+        tenant: &TenantId,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>>;
+
+    /// The group's instances by `created_order`; final ones (terminated, failed) only when
+    /// `include_final`.
+    async fn list_instances(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        include_final: bool,
+    ) -> Result<Vec<InstanceRecord>>;
+
+    /// Every non-final instance of every tenant (for the reconciler only).
+    async fn list_live_instances(&self) -> Result<Vec<InstanceRecord>>;
+
+    /// Records an event.
+    async fn append_event(&self, event: NewEvent) -> Result<EventRecord>;
+
+    /// The group's events, oldest first, per `filter`.
+    async fn list_events(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>>;
+}
