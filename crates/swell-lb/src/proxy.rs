@@ -1,0 +1,435 @@
+//! Forwarding one request: backend choice, retry, header rewriting, timeouts.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::LbConfig;
+use crate::pool::{InFlightGuard, Pool};
+
+/// Body type of everything the load balancer sends, both ways.
+pub(crate) type LbBody = BoxBody<Bytes, hyper::Error>;
+
+/// Why a request could not be forwarded; each maps to one status code.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("no instance is ready to serve this request")]
+    NoBackend,
+    #[error("backend {backend} could not be reached")]
+    Connect {
+        backend: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("backend {backend} failed")]
+    Upstream {
+        backend: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("backend {backend} did not answer within {timeout:?}")]
+    Timeout { backend: String, timeout: Duration },
+    #[error("request could not be rewritten for the backend")]
+    BadRequest(#[source] hyper::http::Error),
+}
+
+impl ProxyError {
+    fn into_response(self) -> Response<LbBody> {
+        let (status, text) = match &self {
+            ProxyError::NoBackend => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no instance is ready to serve this request\n",
+            ),
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "the instance could not be reached\n",
+            ),
+            ProxyError::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the instance did not answer in time\n",
+            ),
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request\n"),
+        };
+        let mut resp = Response::new(
+            Full::new(Bytes::from_static(text.as_bytes()))
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+        );
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// Shared forwarding state: the pool and one keep-alive client for all backends.
+pub(crate) struct Proxy {
+    pub(crate) pool: Pool,
+    client: Client<HttpConnector, LbBody>,
+    request_timeout: Duration,
+}
+
+impl Proxy {
+    pub(crate) fn new(config: &LbConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .build(connector);
+        Self {
+            pool: Pool::new(),
+            client,
+            request_timeout: config.request_timeout,
+        }
+    }
+
+    /// Serves one client request. Never fails: errors become 5xx responses.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<LbBody>, Infallible> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let result = self.forward(req, peer, &path).await;
+        let resp = match result {
+            Ok((resp, backend)) => {
+                tracing::debug!(%method, %path, %peer, %backend, status = resp.status().as_u16(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, "proxied");
+                resp
+            }
+            Err(err) => {
+                let error = err_chain(&err);
+                let resp = err.into_response();
+                tracing::debug!(%method, %path, %peer, status = resp.status().as_u16(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, %error,
+                    "not proxied");
+                resp
+            }
+        };
+        Ok(resp)
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        path: &str,
+    ) -> Result<(Response<LbBody>, String), ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        add_forwarding_headers(&mut parts.headers, peer.ip());
+        // Only requests that carry no body and are idempotent may be sent twice:
+        // nothing of theirs can be lost or applied twice by a refused connect.
+        let retryable = is_idempotent(&parts.method) && body.is_end_stream();
+        let mut body = Some(body);
+
+        let mut guard = self.pool.acquire(None).ok_or(ProxyError::NoBackend)?;
+        let mut retried = false;
+        loop {
+            let upstream_body = match (retryable, body.take()) {
+                (false, Some(b)) => b.boxed(),
+                _ => Empty::new().map_err(|never| match never {}).boxed(),
+            };
+            let upstream = build_upstream(&parts, guard.addr(), path, upstream_body)
+                .map_err(ProxyError::BadRequest)?;
+            match tokio::time::timeout(self.request_timeout, self.client.request(upstream)).await {
+                Ok(Ok(resp)) => {
+                    let backend = guard.id().to_owned();
+                    return Ok((finish_response(resp, guard), backend));
+                }
+                Ok(Err(source)) if source.is_connect() => {
+                    guard.record_failure();
+                    let backend = guard.id().to_owned();
+                    tracing::debug!(%backend, error = %err_chain(&source), "connect to backend failed");
+                    let next = if retryable && !retried {
+                        self.pool.acquire(Some(&backend))
+                    } else {
+                        None
+                    };
+                    match next {
+                        Some(next) => {
+                            retried = true;
+                            tracing::debug!(from = %backend, to = %next.id(), "retrying on the next backend");
+                            guard = next;
+                        }
+                        None => return Err(ProxyError::Connect { backend, source }),
+                    }
+                }
+                Ok(Err(source)) => {
+                    guard.record_failure();
+                    let backend = guard.id().to_owned();
+                    return Err(ProxyError::Upstream { backend, source });
+                }
+                Err(_elapsed) => {
+                    guard.record_failure();
+                    return Err(ProxyError::Timeout {
+                        backend: guard.id().to_owned(),
+                        timeout: self.request_timeout,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn err_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+fn build_upstream(
+    parts: &hyper::http::request::Parts,
+    addr: SocketAddr,
+    path: &str,
+    body: LbBody,
+) -> Result<Request<LbBody>, hyper::http::Error> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query(path)
+        .build()?;
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(Version::HTTP_11)
+        .body(body)?;
+    *req.headers_mut() = parts.headers.clone();
+    Ok(req)
+}
+
+fn finish_response(resp: Response<Incoming>, guard: InFlightGuard) -> Response<LbBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        GuardedBody {
+            inner: body,
+            guard: Some(guard),
+        }
+        .boxed(),
+    )
+}
+
+/// The headers RFC 9110 §7.6.1 says a proxy must not forward, plus `Proxy-*`.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and `Forwarded`, and sets
+/// `X-Forwarded-Proto: http`.
+pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: IpAddr) {
+    append_list(
+        headers,
+        HeaderName::from_static("x-forwarded-for"),
+        &client.to_string(),
+    );
+    let node = match client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    append_list(
+        headers,
+        header::FORWARDED,
+        &format!("for={node};proto=http"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+}
+
+/// Folds every existing value of `name` and `item` into one comma-separated value.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let mut values: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    values.push(item);
+    if let Ok(v) = HeaderValue::from_str(&values.join(", ")) {
+        headers.insert(name, v);
+    }
+}
+
+/// A backend's response body that holds its request's [`InFlightGuard`] until
+/// the last byte has been read from the backend (or the body is dropped, when the
+/// client goes away).
+struct GuardedBody {
+    inner: Incoming,
+    guard: Option<InFlightGuard>,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.guard = None,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(g) = self.guard.take() {
+                    g.record_failure();
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_headers() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-length", "3"),
+            ("host", "app"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-length", "host"]);
+    }
+
+    #[test]
+    fn forwarding_headers_append_to_existing_ones() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarding_headers(&mut h, "127.0.0.1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http");
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6() {
+        let mut h = headers(&[("forwarded", "for=192.0.2.1")]);
+        add_forwarding_headers(&mut h, "::1".parse().unwrap());
+        assert_eq!(h["forwarded"], "for=192.0.2.1, for=\"[::1]\";proto=http");
+        assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn only_bodiless_idempotent_methods_are_retried() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+
+    #[test]
+    fn no_backend_is_503_with_retry_after() {
+        let resp = ProxyError::NoBackend.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+}
