@@ -6,6 +6,12 @@
 //! event record it in the same transaction, so no event is ever lost or invented.
 #![warn(missing_docs)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
 use async_trait::async_trait;
 use swell_core::{
     Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp,

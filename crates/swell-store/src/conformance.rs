@@ -1,0 +1,1128 @@
+//! The conformance suite: what every [`Store`] adapter must do, checked the same way for
+//! each (STYLE.md 5; model: garage `src/db/test.rs`).
+//!
+//! Each check is an `async fn(&dyn Store)` that panics on the first broken rule. Checks
+//! use their own tenants (named after the check), so they may share one store and run in
+//! any order, one after another or at once; cross-tenant listings are filtered to the
+//! check's tenants. [`CHECKS`] lists them all; [`run_all`] runs them in turn.
+//!
+//! ```ignore
+//! let store = SqliteStore::open_in_memory().await?;
+//! swell_store::conformance::run_all(&store).await;
+//! ```
+
+use crate::{
+    EventFilter, EventRecord, InstanceRecord, InstanceUpdate, NewEvent, Store, StoreError,
+};
+use std::future::Future;
+use std::pin::Pin;
+use swell_core::{
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp,
+};
+
+/// A boxed check, as listed in [`CHECKS`].
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// One named check.
+pub type Check = for<'a> fn(&'a dyn Store) -> CheckFuture<'a>;
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        /// Every check, by name.
+        pub const CHECKS: &[(&str, Check)] = &[
+            $((stringify!($name), |s| Box::pin($name(s)))),*
+        ];
+    };
+}
+
+checks!(
+    group_lifecycle,
+    group_conflict,
+    tenant_isolation,
+    desired_clamped_into_bounds,
+    instance_order,
+    instance_transitions,
+    list_instances_include_final,
+    live_instances,
+    events_filters,
+    events_default_limit,
+    failed_transactions_record_nothing,
+    concurrent_writes,
+);
+
+/// Runs every check in [`CHECKS`], one after another, on `store`.
+pub async fn run_all(store: &dyn Store) {
+    for (_, check) in CHECKS {
+        check(store).await;
+    }
+}
+
+// ---- fixtures ----
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).expect("a valid tenant name")
+}
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+/// A valid group spec named `name` with bounds `[min, max]`.
+pub fn spec(name: &str, min: u32, max: u32) -> GroupSpec {
+    let spec: GroupSpec = serde_json::from_value(serde_json::json!({
+        "name": name,
+        "template": {"command": ["app", "--port", "{port}"], "env": {"MODE": "test"}},
+        "min": min,
+        "max": max,
+        "cooldown": "30s",
+        "policies": [{"type": "threshold", "scale_out_above": 20, "evaluation_period": "40s"}],
+    }))
+    .expect("a valid group spec");
+    spec.validate().expect("a valid group spec");
+    spec
+}
+
+fn event(tenant: &TenantId, group: &str, kind: EventKind, at: i64) -> NewEvent {
+    NewEvent {
+        tenant: tenant.clone(),
+        group: group.to_string(),
+        at: t(at),
+        kind,
+        instance_id: None,
+        cause: None,
+        message: format!("{kind} at {at}"),
+    }
+}
+
+fn instance(tenant: &TenantId, group: &str, id: &str, at: i64) -> InstanceRecord {
+    InstanceRecord {
+        id: InstanceId(id.to_string()),
+        tenant: tenant.clone(),
+        group: group.to_string(),
+        status: InstanceStatus::Pending,
+        lifecycle: Lifecycle::Permanent,
+        created_order: 99, // the store assigns it
+        provider: "process".into(),
+        host: None,
+        address: None,
+        native_id: None,
+        protected: false,
+        status_reason: None,
+        created_at: t(at),
+        started_at: None,
+        updated_at: t(at),
+    }
+}
+
+async fn events_of(store: &dyn Store, tenant: &TenantId, group: &str) -> Vec<EventRecord> {
+    store
+        .list_events(tenant, group, &EventFilter::default())
+        .await
+        .expect("list_events")
+}
+
+async fn new_group(store: &dyn Store, tenant: &TenantId, name: &str, min: u32, max: u32) {
+    store
+        .create_group(
+            tenant,
+            &spec(name, min, max),
+            t(1_000),
+            event(tenant, name, EventKind::GroupCreated, 1_000),
+        )
+        .await
+        .expect("create_group");
+}
+
+fn assert_not_found(result: Result<impl std::fmt::Debug, StoreError>, kind: &str, what: &str) {
+    match result {
+        Err(StoreError::NotFound { kind: k, .. }) if k == kind => {}
+        other => panic!("{what}: expected NotFound({kind}), got {other:?}"),
+    }
+}
+
+// ---- checks ----
+
+/// Create, get, list, update, set desired, mark deleting and delete a group; every
+/// change records its event; deleting keeps the events and removes the instances.
+pub async fn group_lifecycle(store: &dyn Store) {
+    let a = tenant("lifecycle-a");
+    store.ensure_tenant(&a, t(1)).await.expect("ensure_tenant");
+    store
+        .ensure_tenant(&a, t(2))
+        .await
+        .expect("ensure_tenant twice");
+
+    let mut web = spec("web", 1, 5);
+    web.desired_capacity = Some(3);
+    let created = store
+        .create_group(
+            &a,
+            &web,
+            t(1_000),
+            event(&a, "web", EventKind::GroupCreated, 1_000),
+        )
+        .await
+        .expect("create_group");
+    assert_eq!(created.tenant, a);
+    assert_eq!(created.spec, web);
+    assert_eq!(created.desired_capacity, 3, "desired starts at spec's");
+    assert_eq!(created.last_scaling_at, None);
+    assert!(!created.deleting);
+    assert_eq!(
+        (created.created_at, created.updated_at),
+        (t(1_000), t(1_000))
+    );
+    new_group(store, &a, "api", 2, 4).await;
+
+    let got = store.get_group(&a, "web").await.expect("get_group");
+    assert_eq!(
+        got.as_ref(),
+        Some(&created),
+        "get returns what create returned"
+    );
+    let api = store
+        .get_group(&a, "api")
+        .await
+        .expect("get_group")
+        .unwrap();
+    assert_eq!(api.desired_capacity, 2, "desired starts at min");
+    assert_eq!(store.get_group(&a, "nope").await.expect("get_group"), None);
+
+    let names: Vec<_> = store
+        .list_groups(&a)
+        .await
+        .expect("list_groups")
+        .into_iter()
+        .map(|g| g.spec.name)
+        .collect();
+    assert_eq!(names, ["api", "web"], "list_groups is by name");
+    let all: Vec<_> = store
+        .list_all_groups()
+        .await
+        .expect("list_all_groups")
+        .into_iter()
+        .filter(|g| g.tenant == a)
+        .map(|g| g.spec.name)
+        .collect();
+    assert_eq!(all, ["api", "web"]);
+
+    let mut web2 = spec("web", 1, 5);
+    web2.cooldown = std::time::Duration::from_secs(90);
+    web2.template.command = vec!["app2".into(), "{port}".into()];
+    let updated = store
+        .update_group(
+            &a,
+            &web2,
+            t(2_000),
+            event(&a, "web", EventKind::GroupUpdated, 2_000),
+        )
+        .await
+        .expect("update_group");
+    assert_eq!(updated.spec, web2);
+    assert_eq!(updated.desired_capacity, 3, "in bounds: unchanged");
+    assert_eq!(
+        (updated.created_at, updated.updated_at),
+        (t(1_000), t(2_000))
+    );
+    assert_eq!(
+        store.get_group(&a, "web").await.unwrap().as_ref(),
+        Some(&updated)
+    );
+
+    let set = store
+        .set_desired_capacity(
+            &a,
+            "web",
+            4,
+            Some(t(3_000)),
+            event(&a, "web", EventKind::ScaleOut, 3_000),
+        )
+        .await
+        .expect("set_desired_capacity");
+    assert_eq!(set.desired_capacity, 4);
+    assert_eq!(set.last_scaling_at, Some(t(3_000)));
+    let set = store
+        .set_desired_capacity(
+            &a,
+            "web",
+            2,
+            None,
+            event(&a, "web", EventKind::DesiredCapacitySet, 4_000),
+        )
+        .await
+        .expect("set_desired_capacity");
+    assert_eq!(set.desired_capacity, 2);
+    assert_eq!(
+        set.last_scaling_at,
+        Some(t(3_000)),
+        "no scaling_at keeps the cooldown reference"
+    );
+    assert_eq!(
+        store.get_group(&a, "web").await.unwrap().as_ref(),
+        Some(&set)
+    );
+
+    let marked = store
+        .mark_group_deleting(&a, "web", event(&a, "web", EventKind::GroupDeleted, 5_000))
+        .await
+        .expect("mark_group_deleting");
+    assert!(marked.deleting);
+    assert!(store.get_group(&a, "web").await.unwrap().unwrap().deleting);
+
+    store
+        .create_instance(&instance(&a, "web", "lifecycle-i1", 5_500), None)
+        .await
+        .expect("create_instance");
+    store.delete_group(&a, "web").await.expect("delete_group");
+    assert_eq!(store.get_group(&a, "web").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_instance(&a, &InstanceId("lifecycle-i1".into()))
+            .await
+            .unwrap(),
+        None,
+        "delete_group removes the instances"
+    );
+    assert!(
+        store
+            .list_instances(&a, "web", true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_not_found(store.delete_group(&a, "web").await, "group", "delete twice");
+
+    let kinds: Vec<_> = events_of(store, &a, "web")
+        .await
+        .into_iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::GroupCreated,
+            EventKind::GroupUpdated,
+            EventKind::ScaleOut,
+            EventKind::DesiredCapacitySet,
+            EventKind::GroupDeleted,
+        ],
+        "every change recorded its event, and deletion kept them"
+    );
+    let names: Vec<_> = store
+        .list_groups(&a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.spec.name)
+        .collect();
+    assert_eq!(names, ["api"]);
+}
+
+/// A taken name is a `Conflict` in its tenant and free in another.
+pub async fn group_conflict(store: &dyn Store) {
+    let a = tenant("conflict-a");
+    let b = tenant("conflict-b");
+    new_group(store, &a, "web", 1, 3).await;
+    let err = store
+        .create_group(
+            &a,
+            &spec("web", 2, 8),
+            t(2_000),
+            event(&a, "web", EventKind::GroupCreated, 2_000),
+        )
+        .await
+        .expect_err("same name twice");
+    assert!(
+        matches!(&err, StoreError::Conflict { kind: "group", name } if name == "web"),
+        "{err:?}"
+    );
+    let g = store.get_group(&a, "web").await.unwrap().unwrap();
+    assert_eq!(
+        (g.spec.min, g.spec.max),
+        (1, 3),
+        "the first group is untouched"
+    );
+    assert_eq!(events_of(store, &a, "web").await.len(), 1);
+    new_group(store, &b, "web", 1, 3).await;
+}
+
+/// Tenant B can neither see nor change tenant A's groups, instances or events; an event
+/// given with a foreign tenant is recorded under the call's tenant.
+pub async fn tenant_isolation(store: &dyn Store) {
+    let a = tenant("isolation-a");
+    let b = tenant("isolation-b");
+    store.ensure_tenant(&b, t(1)).await.unwrap();
+    new_group(store, &a, "web", 1, 5).await;
+    let inst = store
+        .create_instance(&instance(&a, "web", "isolation-i1", 1_100), None)
+        .await
+        .unwrap();
+    let id = inst.id.clone();
+    let before_group = store.get_group(&a, "web").await.unwrap();
+
+    assert_eq!(store.get_group(&b, "web").await.unwrap(), None);
+    assert!(store.list_groups(&b).await.unwrap().is_empty());
+    assert_not_found(
+        store
+            .update_group(
+                &b,
+                &spec("web", 0, 1),
+                t(2_000),
+                event(&b, "web", EventKind::GroupUpdated, 2_000),
+            )
+            .await,
+        "group",
+        "update a foreign group",
+    );
+    assert_not_found(
+        store
+            .set_desired_capacity(
+                &b,
+                "web",
+                4,
+                Some(t(2_000)),
+                event(&b, "web", EventKind::ScaleOut, 2_000),
+            )
+            .await,
+        "group",
+        "set desired on a foreign group",
+    );
+    assert_not_found(
+        store
+            .mark_group_deleting(&b, "web", event(&b, "web", EventKind::GroupDeleted, 2_000))
+            .await,
+        "group",
+        "mark a foreign group deleting",
+    );
+    assert_not_found(
+        store.delete_group(&b, "web").await,
+        "group",
+        "delete a foreign group",
+    );
+    assert_eq!(store.get_instance(&b, &id).await.unwrap(), None);
+    assert!(
+        store
+            .list_instances(&b, "web", true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_not_found(
+        store
+            .update_instance(
+                &b,
+                &id,
+                InstanceStatus::Terminating,
+                InstanceUpdate::default(),
+                t(2_000),
+                Some(event(&b, "web", EventKind::InstanceTerminated, 2_000)),
+            )
+            .await,
+        "instance",
+        "update a foreign instance",
+    );
+    assert_not_found(
+        store
+            .create_instance(&instance(&b, "web", "isolation-i2", 2_000), None)
+            .await,
+        "group",
+        "create an instance in a foreign group",
+    );
+    assert!(events_of(store, &b, "web").await.is_empty());
+
+    // A's state is untouched.
+    assert_eq!(store.get_group(&a, "web").await.unwrap(), before_group);
+    assert_eq!(store.get_instance(&a, &id).await.unwrap(), Some(inst));
+    assert_eq!(events_of(store, &a, "web").await.len(), 1);
+
+    // The same names in B are B's own.
+    new_group(store, &b, "web", 2, 2).await;
+    let b_inst = store
+        .create_instance(&instance(&b, "web", "isolation-i1", 3_000), None)
+        .await
+        .expect("the same instance id in another tenant");
+    assert_eq!(b_inst.created_order, 1);
+    assert_eq!(store.get_group(&a, "web").await.unwrap(), before_group);
+    assert_eq!(
+        store.list_instances(&a, "web", true).await.unwrap().len(),
+        1
+    );
+
+    // An event carrying A's tenant, recorded by a call on B, lands in B's log.
+    store
+        .set_desired_capacity(
+            &b,
+            "web",
+            2,
+            None,
+            event(&a, "web", EventKind::DesiredCapacitySet, 4_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(events_of(store, &a, "web").await.len(), 1);
+    let b_events = events_of(store, &b, "web").await;
+    assert_eq!(b_events.len(), 2);
+    assert!(b_events.iter().all(|e| e.event.tenant == b));
+}
+
+/// `update_group` clamps the desired capacity into the new bounds; so does
+/// `set_desired_capacity` if given a value outside them.
+pub async fn desired_clamped_into_bounds(store: &dyn Store) {
+    let a = tenant("clamp-a");
+    let mut s = spec("web", 1, 10);
+    s.desired_capacity = Some(5);
+    store
+        .create_group(
+            &a,
+            &s,
+            t(1_000),
+            event(&a, "web", EventKind::GroupCreated, 1_000),
+        )
+        .await
+        .unwrap();
+    let update = |min, max, at| {
+        let s = spec("web", min, max);
+        let a = a.clone();
+        async move {
+            store
+                .update_group(&a, &s, t(at), event(&a, "web", EventKind::GroupUpdated, at))
+                .await
+                .expect("update_group")
+                .desired_capacity
+        }
+    };
+    assert_eq!(
+        update(1, 3, 2_000).await,
+        3,
+        "lowered max pulls desired down"
+    );
+    assert_eq!(update(4, 8, 3_000).await, 4, "raised min pushes desired up");
+    assert_eq!(update(0, 8, 4_000).await, 4, "in bounds: unchanged");
+    assert_eq!(
+        store
+            .get_group(&a, "web")
+            .await
+            .unwrap()
+            .unwrap()
+            .desired_capacity,
+        4
+    );
+    let g = store
+        .set_desired_capacity(
+            &a,
+            "web",
+            50,
+            None,
+            event(&a, "web", EventKind::DesiredCapacitySet, 5_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        g.desired_capacity, 8,
+        "set_desired_capacity stays within max"
+    );
+}
+
+/// `created_order` is 1, 2, 3… per group, whatever the caller passed, and keeps growing
+/// past final instances.
+pub async fn instance_order(store: &dyn Store) {
+    let a = tenant("order-a");
+    new_group(store, &a, "web", 0, 10).await;
+    new_group(store, &a, "api", 0, 10).await;
+    let mut orders = Vec::new();
+    for i in 1..=3 {
+        let mut rec = instance(&a, "web", &format!("order-web-{i}"), 2_000 + i);
+        rec.lifecycle = Lifecycle::ScaledUp;
+        rec.protected = i == 2;
+        rec.status_reason = Some("intent".into());
+        let stored = store
+            .create_instance(
+                &rec,
+                Some(NewEvent {
+                    instance_id: Some(rec.id.clone()),
+                    ..event(&a, "web", EventKind::InstanceCreated, 2_000 + i)
+                }),
+            )
+            .await
+            .expect("create_instance");
+        assert_eq!(
+            stored,
+            InstanceRecord {
+                created_order: i,
+                ..rec.clone()
+            }
+        );
+        assert_eq!(
+            store.get_instance(&a, &rec.id).await.unwrap(),
+            Some(stored.clone()),
+            "get returns what create returned"
+        );
+        orders.push(stored.created_order);
+    }
+    assert_eq!(orders, [1, 2, 3]);
+    let api1 = store
+        .create_instance(&instance(&a, "api", "order-api-1", 3_000), None)
+        .await
+        .unwrap();
+    assert_eq!(api1.created_order, 1, "numbering is per group");
+
+    store
+        .update_instance(
+            &a,
+            &InstanceId("order-web-3".into()),
+            InstanceStatus::Failed,
+            InstanceUpdate::default(),
+            t(4_000),
+            None,
+        )
+        .await
+        .unwrap();
+    let next = store
+        .create_instance(&instance(&a, "web", "order-web-4", 5_000), None)
+        .await
+        .unwrap();
+    assert_eq!(next.created_order, 4, "final instances keep their number");
+
+    let events = events_of(store, &a, "web").await;
+    let created: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::InstanceCreated)
+        .map(|e| e.event.instance_id.clone().unwrap().0)
+        .collect();
+    assert_eq!(created, ["order-web-1", "order-web-2", "order-web-3"]);
+}
+
+/// `update_instance` moves through the status machine, applies only the fields it is
+/// given, stamps `updated_at`, and records its event.
+pub async fn instance_transitions(store: &dyn Store) {
+    let a = tenant("transitions-a");
+    new_group(store, &a, "web", 0, 5).await;
+    let mut rec = instance(&a, "web", "transitions-i1", 2_000);
+    rec.status_reason = Some("create intent".into());
+    let rec = store.create_instance(&rec, None).await.unwrap();
+    let id = rec.id.clone();
+
+    let cause = Cause {
+        policy: "threshold".into(),
+        metric: Some("cpu".into()),
+        value: Some(42.5),
+        threshold: Some(20.0),
+        before: 1,
+        after: 2,
+        reason: "cpu 42.5 > 20".into(),
+    };
+    let running = store
+        .update_instance(
+            &a,
+            &id,
+            InstanceStatus::Running,
+            InstanceUpdate {
+                host: Some("localhost".into()),
+                address: Some("127.0.0.1:41234".into()),
+                native_id: Some("4242".into()),
+                started_at: Some(t(3_000)),
+                status_reason: None,
+                protected: None,
+            },
+            t(3_100),
+            Some(NewEvent {
+                instance_id: Some(id.clone()),
+                cause: Some(cause.clone()),
+                ..event(&a, "web", EventKind::InstanceCreated, 3_100)
+            }),
+        )
+        .await
+        .expect("pending -> running");
+    let expect = InstanceRecord {
+        status: InstanceStatus::Running,
+        host: Some("localhost".into()),
+        address: Some("127.0.0.1:41234".into()),
+        native_id: Some("4242".into()),
+        started_at: Some(t(3_000)),
+        updated_at: t(3_100),
+        ..rec.clone()
+    };
+    assert_eq!(running, expect);
+    assert_eq!(
+        running.status_reason.as_deref(),
+        Some("create intent"),
+        "a field not given is kept"
+    );
+    assert_eq!(store.get_instance(&a, &id).await.unwrap(), Some(expect));
+
+    let protected = store
+        .update_instance(
+            &a,
+            &id,
+            InstanceStatus::Running,
+            InstanceUpdate {
+                protected: Some(true),
+                status_reason: Some("protected by user".into()),
+                ..Default::default()
+            },
+            t(3_500),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(protected.protected);
+    assert_eq!(
+        protected.status_reason.as_deref(),
+        Some("protected by user")
+    );
+    assert_eq!(protected.address.as_deref(), Some("127.0.0.1:41234"));
+
+    let mut at = 4_000;
+    for (status, kind) in [
+        (InstanceStatus::Draining, EventKind::InstanceDraining),
+        (InstanceStatus::Terminating, EventKind::InstanceTerminated),
+        (InstanceStatus::Terminated, EventKind::InstanceTerminated),
+    ] {
+        let r = store
+            .update_instance(
+                &a,
+                &id,
+                status,
+                InstanceUpdate::default(),
+                t(at),
+                Some(NewEvent {
+                    instance_id: Some(id.clone()),
+                    ..event(&a, "web", kind, at)
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("-> {status}: {e}"));
+        assert_eq!((r.status, r.updated_at), (status, t(at)));
+        assert_eq!(
+            store.get_instance(&a, &id).await.unwrap().unwrap().status,
+            status
+        );
+        at += 1_000;
+    }
+
+    let events = events_of(store, &a, "web").await;
+    assert_eq!(events.len(), 5, "created group + 4 instance events");
+    let first = &events[1].event;
+    assert_eq!(first.kind, EventKind::InstanceCreated);
+    assert_eq!(first.instance_id.as_ref(), Some(&id));
+    assert_eq!(first.cause.as_ref(), Some(&cause), "the cause round-trips");
+    assert_eq!(first.at, t(3_100));
+    assert_eq!(first.message, "instance_created at 3100");
+    assert_eq!(
+        events.last().unwrap().event.kind,
+        EventKind::InstanceTerminated
+    );
+
+    assert_not_found(
+        store
+            .update_instance(
+                &a,
+                &InstanceId("transitions-nope".into()),
+                InstanceStatus::Running,
+                InstanceUpdate::default(),
+                t(9_000),
+                None,
+            )
+            .await,
+        "instance",
+        "update a missing instance",
+    );
+}
+
+/// `list_instances` is by `created_order` and hides final instances unless asked.
+pub async fn list_instances_include_final(store: &dyn Store) {
+    let a = tenant("final-a");
+    new_group(store, &a, "web", 0, 10).await;
+    let statuses = InstanceStatus::ALL;
+    for (i, status) in statuses.iter().enumerate() {
+        let id = InstanceId(format!("final-{i}"));
+        store
+            .create_instance(&instance(&a, "web", id.as_str(), 2_000), None)
+            .await
+            .unwrap();
+        store
+            .update_instance(&a, &id, *status, InstanceUpdate::default(), t(3_000), None)
+            .await
+            .unwrap();
+    }
+    let all = store.list_instances(&a, "web", true).await.unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.created_order).collect::<Vec<_>>(),
+        (1..=statuses.len() as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        all.iter().map(|i| i.status).collect::<Vec<_>>(),
+        statuses.to_vec()
+    );
+    let live = store.list_instances(&a, "web", false).await.unwrap();
+    let expect: Vec<_> = statuses.into_iter().filter(|s| !s.is_final()).collect();
+    assert_eq!(live.iter().map(|i| i.status).collect::<Vec<_>>(), expect);
+    assert!(
+        store
+            .list_instances(&a, "other", true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// `list_live_instances` returns every tenant's non-final instances.
+pub async fn live_instances(store: &dyn Store) {
+    let a = tenant("live-a");
+    let b = tenant("live-b");
+    for tn in [&a, &b] {
+        new_group(store, tn, "web", 0, 10).await;
+        for (i, status) in [
+            InstanceStatus::Running,
+            InstanceStatus::Terminated,
+            InstanceStatus::Pending,
+            InstanceStatus::Failed,
+            InstanceStatus::Draining,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = InstanceId(format!("{tn}-{i}"));
+            store
+                .create_instance(&instance(tn, "web", id.as_str(), 2_000), None)
+                .await
+                .unwrap();
+            store
+                .update_instance(tn, &id, status, InstanceUpdate::default(), t(3_000), None)
+                .await
+                .unwrap();
+        }
+    }
+    let mut live: Vec<_> = store
+        .list_live_instances()
+        .await
+        .expect("list_live_instances")
+        .into_iter()
+        .filter(|i| i.tenant == a || i.tenant == b)
+        .map(|i| (i.tenant.to_string(), i.id.0, i.status))
+        .collect();
+    live.sort_by(|x, y| x.1.cmp(&y.1));
+    let mut expect = Vec::new();
+    for tn in ["live-a", "live-b"] {
+        expect.push((tn.to_string(), format!("{tn}-0"), InstanceStatus::Running));
+        expect.push((tn.to_string(), format!("{tn}-2"), InstanceStatus::Pending));
+        expect.push((tn.to_string(), format!("{tn}-4"), InstanceStatus::Draining));
+    }
+    assert_eq!(live, expect);
+}
+
+/// `list_events`: per group, oldest first, `since` ≤ at < `until`, id > `after_id`,
+/// and `limit` keeps the newest (or, after an id, the oldest after it).
+pub async fn events_filters(store: &dyn Store) {
+    let a = tenant("events-a");
+    let b = tenant("events-b");
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let rec = store
+            .append_event(event(&a, "web", EventKind::ScaleOut, 1_000 * i))
+            .await
+            .expect("append_event");
+        assert_eq!(rec.event, event(&a, "web", EventKind::ScaleOut, 1_000 * i));
+        ids.push(rec.id);
+        // Noise in another group and another tenant.
+        store
+            .append_event(event(&a, "api", EventKind::ScaleIn, 1_000 * i))
+            .await
+            .unwrap();
+        store
+            .append_event(event(&b, "web", EventKind::ScaleIn, 1_000 * i))
+            .await
+            .unwrap();
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+
+    let a = &a;
+    let list = |filter: EventFilter| async move {
+        store
+            .list_events(a, "web", &filter)
+            .await
+            .expect("list_events")
+            .into_iter()
+            .map(|e| e.event.at.as_millis() / 1_000)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(EventFilter::default()).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        list(EventFilter {
+            since: Some(t(3_000)),
+            until: Some(t(6_000)),
+            ..Default::default()
+        })
+        .await,
+        [3, 4, 5],
+        "since inclusive, until exclusive"
+    );
+    assert_eq!(
+        list(EventFilter {
+            limit: Some(3),
+            ..Default::default()
+        })
+        .await,
+        [7, 8, 9],
+        "limit keeps the newest, oldest first"
+    );
+    assert_eq!(
+        list(EventFilter {
+            after_id: Some(ids[6]),
+            ..Default::default()
+        })
+        .await,
+        [7, 8, 9]
+    );
+    assert_eq!(
+        list(EventFilter {
+            after_id: Some(ids[2]),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await,
+        [3, 4],
+        "after an id, limit pages forward without gaps"
+    );
+    assert_eq!(
+        list(EventFilter {
+            since: Some(t(2_000)),
+            until: Some(t(9_000)),
+            after_id: Some(ids[4]),
+            limit: Some(10),
+        })
+        .await,
+        [5, 6, 7, 8]
+    );
+    assert!(
+        list(EventFilter {
+            limit: Some(0),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        list(EventFilter {
+            after_id: Some(ids[9]),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        store
+            .list_events(a, "nope", &EventFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Without a limit, `list_events` returns the newest 1000.
+pub async fn events_default_limit(store: &dyn Store) {
+    let a = tenant("event-limit-a");
+    for i in 0..1_005 {
+        store
+            .append_event(event(&a, "web", EventKind::ScaleOut, i))
+            .await
+            .expect("append_event");
+    }
+    let events = events_of(store, &a, "web").await;
+    assert_eq!(events.len(), 1_000);
+    assert_eq!(events.first().unwrap().event.at, t(5));
+    assert_eq!(events.last().unwrap().event.at, t(1_004));
+}
+
+/// A call that fails changes nothing: no row, no event.
+pub async fn failed_transactions_record_nothing(store: &dyn Store) {
+    let a = tenant("atomic-a");
+    new_group(store, &a, "web", 1, 5).await;
+    let inst = store
+        .create_instance(&instance(&a, "web", "atomic-i1", 1_500), None)
+        .await
+        .unwrap();
+    let group = store.get_group(&a, "web").await.unwrap();
+
+    // Conflicting create: the event is not recorded.
+    store
+        .create_group(
+            &a,
+            &spec("web", 1, 5),
+            t(2_000),
+            event(&a, "web", EventKind::GroupCreated, 2_000),
+        )
+        .await
+        .expect_err("conflict");
+    // Missing targets: no event under their name.
+    store
+        .update_group(
+            &a,
+            &spec("gone", 1, 5),
+            t(2_000),
+            event(&a, "gone", EventKind::GroupUpdated, 2_000),
+        )
+        .await
+        .expect_err("update a missing group");
+    store
+        .set_desired_capacity(
+            &a,
+            "gone",
+            2,
+            None,
+            event(&a, "gone", EventKind::ScaleOut, 2_000),
+        )
+        .await
+        .expect_err("set desired on a missing group");
+    store
+        .mark_group_deleting(
+            &a,
+            "gone",
+            event(&a, "gone", EventKind::GroupDeleted, 2_000),
+        )
+        .await
+        .expect_err("mark a missing group");
+    store
+        .create_instance(
+            &instance(&a, "gone", "atomic-i2", 2_000),
+            Some(event(&a, "gone", EventKind::InstanceCreated, 2_000)),
+        )
+        .await
+        .expect_err("instance in a missing group");
+    store
+        .update_instance(
+            &a,
+            &InstanceId("atomic-nope".into()),
+            InstanceStatus::Running,
+            InstanceUpdate::default(),
+            t(2_000),
+            Some(event(&a, "gone", EventKind::InstanceCreated, 2_000)),
+        )
+        .await
+        .expect_err("update a missing instance");
+    // Duplicate instance id: the first is untouched, the event is not recorded.
+    let mut dup = instance(&a, "web", "atomic-i1", 2_000);
+    dup.status = InstanceStatus::Running;
+    let err = store
+        .create_instance(
+            &dup,
+            Some(event(&a, "web", EventKind::InstanceCreated, 2_000)),
+        )
+        .await
+        .expect_err("duplicate instance id");
+    assert!(
+        matches!(
+            &err,
+            StoreError::Conflict {
+                kind: "instance",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    assert_eq!(store.get_group(&a, "web").await.unwrap(), group);
+    assert_eq!(store.get_instance(&a, &inst.id).await.unwrap(), Some(inst));
+    assert_eq!(
+        store.list_instances(&a, "web", true).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store
+            .get_instance(&a, &InstanceId("atomic-i2".into()))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.get_group(&a, "gone").await.unwrap(), None);
+    assert!(events_of(store, &a, "gone").await.is_empty());
+    assert_eq!(
+        events_of(store, &a, "web").await.len(),
+        1,
+        "only the create"
+    );
+}
+
+/// Writers running at once (as the controller's tasks do) neither fail nor lose
+/// updates, and `created_order` stays unique and gapless.
+pub async fn concurrent_writes(store: &dyn Store) {
+    let a = tenant("concurrent-a");
+    new_group(store, &a, "web", 0, 100).await;
+    let create = |i: u32| {
+        let a = a.clone();
+        async move {
+            let rec = instance(&a, "web", &format!("concurrent-{i}"), 2_000);
+            store
+                .create_instance(
+                    &rec,
+                    Some(NewEvent {
+                        instance_id: Some(rec.id.clone()),
+                        ..event(&a, "web", EventKind::InstanceCreated, 2_000)
+                    }),
+                )
+                .await
+                .expect("concurrent create_instance")
+                .created_order
+        }
+    };
+    let desired = |n: u32| {
+        let a = a.clone();
+        async move {
+            store
+                .set_desired_capacity(
+                    &a,
+                    "web",
+                    n,
+                    Some(t(2_000)),
+                    event(&a, "web", EventKind::ScaleOut, 2_000),
+                )
+                .await
+                .expect("concurrent set_desired_capacity");
+        }
+    };
+    let read = || {
+        let a = a.clone();
+        async move {
+            store
+                .list_instances(&a, "web", true)
+                .await
+                .expect("concurrent list_instances");
+        }
+    };
+    let (o1, o2, o3, o4, o5, o6, o7, o8, (), (), (), ()) = tokio::join!(
+        create(1),
+        create(2),
+        create(3),
+        create(4),
+        create(5),
+        create(6),
+        create(7),
+        create(8),
+        desired(3),
+        desired(4),
+        read(),
+        read(),
+    );
+    let mut orders = vec![o1, o2, o3, o4, o5, o6, o7, o8];
+    orders.sort_unstable();
+    assert_eq!(orders, (1..=8).collect::<Vec<_>>());
+    let stored: Vec<_> = store
+        .list_instances(&a, "web", true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.created_order)
+        .collect();
+    assert_eq!(stored, (1..=8).collect::<Vec<_>>());
+    assert_eq!(events_of(store, &a, "web").await.len(), 1 + 8 + 2);
+    let d = store
+        .get_group(&a, "web")
+        .await
+        .unwrap()
+        .unwrap()
+        .desired_capacity;
+    assert!(d == 3 || d == 4, "{d}");
+}

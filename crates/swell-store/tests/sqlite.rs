@@ -1,0 +1,272 @@
+//! The conformance suite against the SQLite adapter, in memory and in a file; plus what
+//! only a file store has: reopening (migrations are idempotent) and the WAL journal.
+
+use std::sync::Arc;
+use swell_core::{EventKind, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
+use swell_store::conformance::{self, CHECKS};
+use swell_store::{EventFilter, InstanceRecord, NewEvent, SqliteStore, Store, StoreError};
+use tempfile::TempDir;
+
+async fn memory() -> SqliteStore {
+    SqliteStore::open_in_memory().await.expect("open in memory")
+}
+
+async fn file() -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("data/swell.db"))
+        .await
+        .expect("open file");
+    (dir, store)
+}
+
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        /// The names this file runs, to check that it runs all of them.
+        const NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    swell_store::conformance::$name(&super::memory().await).await;
+                }
+            )*
+        }
+
+        mod in_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (_dir, store) = super::file().await;
+                    swell_store::conformance::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_tests!(
+    group_lifecycle,
+    group_conflict,
+    tenant_isolation,
+    desired_clamped_into_bounds,
+    instance_order,
+    instance_transitions,
+    list_instances_include_final,
+    live_instances,
+    events_filters,
+    events_default_limit,
+    failed_transactions_record_nothing,
+    concurrent_writes,
+);
+
+#[test]
+fn every_check_is_run() {
+    let listed: Vec<_> = CHECKS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(listed, NAMES);
+}
+
+#[tokio::test]
+async fn all_checks_share_one_memory_store() {
+    conformance::run_all(&memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_checks_at_once_on_one_file_store() {
+    let (_dir, store) = file().await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let mut set = tokio::task::JoinSet::new();
+    for (name, check) in CHECKS {
+        let store = store.clone();
+        set.spawn(async move {
+            check(&*store).await;
+            name
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("a check panicked");
+    }
+}
+
+fn tenant() -> TenantId {
+    TenantId::new("reopen").unwrap()
+}
+
+async fn write_some(store: &SqliteStore) {
+    let a = tenant();
+    store
+        .create_group(
+            &a,
+            &conformance::spec("web", 1, 3),
+            Timestamp::from_millis(1_000),
+            NewEvent {
+                tenant: a.clone(),
+                group: "web".into(),
+                at: Timestamp::from_millis(1_000),
+                kind: EventKind::GroupCreated,
+                instance_id: None,
+                cause: None,
+                message: "created".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .create_instance(
+            &InstanceRecord {
+                id: InstanceId("reopen-1".into()),
+                tenant: a.clone(),
+                group: "web".into(),
+                status: InstanceStatus::Pending,
+                lifecycle: Lifecycle::Permanent,
+                created_order: 0,
+                provider: "process".into(),
+                host: None,
+                address: None,
+                native_id: None,
+                protected: false,
+                status_reason: None,
+                created_at: Timestamp::from_millis(1_100),
+                started_at: None,
+                updated_at: Timestamp::from_millis(1_100),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+async fn journal_mode(store: &SqliteStore) -> String {
+    sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reopen_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/swell.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    write_some(&store).await;
+    store.close().await;
+    drop(store);
+    assert!(path.exists());
+
+    for _ in 0..2 {
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let a = tenant();
+        let g = store
+            .get_group(&a, "web")
+            .await
+            .unwrap()
+            .expect("the group survived");
+        assert_eq!((g.spec.min, g.spec.max, g.desired_capacity), (1, 3, 1));
+        let inst = store.list_instances(&a, "web", true).await.unwrap();
+        assert_eq!(inst.len(), 1);
+        assert_eq!(inst[0].created_order, 1);
+        let events = store
+            .list_events(&a, "web", &EventFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, 1, "each migration applied once");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn file_store_is_durable_wal() {
+    let (_dir, store) = file().await;
+    assert_eq!(journal_mode(&store).await, "wal");
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous = FULL");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+}
+
+#[tokio::test]
+async fn memory_stores_are_private() {
+    let one = memory().await;
+    let two = memory().await;
+    write_some(&one).await;
+    assert!(two.list_groups(&tenant()).await.unwrap().is_empty());
+    assert_eq!(one.list_groups(&tenant()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_errors_not_panics() {
+    let store = memory().await;
+    write_some(&store).await;
+    let a = tenant();
+    sqlx::query("UPDATE scaling_groups SET spec = '{\"name\": \"web\"}'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.get_group(&a, "web").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("spec")),
+        "{err}"
+    );
+    assert!(matches!(
+        store.list_all_groups().await,
+        Err(StoreError::Corrupt(_))
+    ));
+
+    sqlx::query("UPDATE instances SET status = 'zombie'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.list_live_instances().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("zombie")),
+        "{err}"
+    );
+
+    sqlx::query("UPDATE events SET kind = 'exploded', cause = 'not json'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store
+        .list_events(&a, "web", &EventFilter::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("exploded")),
+        "{err}"
+    );
+
+    sqlx::query("UPDATE events SET kind = 'scale_out'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store
+        .list_events(&a, "web", &EventFilter::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("cause")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn open_fails_cleanly_on_a_bad_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let err = SqliteStore::open(&blocker.join("swell.db"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err}");
+}
