@@ -97,8 +97,9 @@ pub struct BackendStats {
 /// [`LoadBalancer::bind`] uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbConfig {
-    /// Time from dispatch until the backend's response headers arrive; past it
-    /// the client gets `504`. Default 60 s.
+    /// Time from dispatch until the backend's response headers arrive, a retry
+    /// included; past it the client gets `504`. It does not limit how long a
+    /// response body may stream. Default 60 s.
     pub request_timeout: Duration,
     /// Time allowed for a TCP connect to a backend; past it the connect counts
     /// as failed (and may be retried). Default 5 s.
@@ -249,9 +250,11 @@ impl LoadBalancer {
             .map_or(0, |s| s.requests_after_drain())
     }
 
-    /// Stops accepting connections, lets in-flight requests finish (each is
-    /// bounded by the request timeout once its headers are in), closes idle
-    /// client connections, and returns when every connection has closed.
+    /// Stops accepting connections, lets in-flight requests finish, closes idle
+    /// client connections, and returns when every connection has closed. The
+    /// wait is bounded by the request timeout (for the backend's response
+    /// headers) plus however long the response bodies take to stream; wrap it
+    /// in a timeout to bound it harder.
     pub async fn shutdown(&self) {
         tracing::info!(lb = %self.inner.local_addr, "load balancer shutting down");
         self.inner.cancel.cancel();

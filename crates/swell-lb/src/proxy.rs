@@ -150,6 +150,8 @@ impl Proxy {
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
         let mut body = Some(body);
 
+        // One deadline for the whole request, retry included.
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
         let mut guard = self.pool.acquire(None).ok_or(ProxyError::NoBackend)?;
         let mut retried = false;
         loop {
@@ -159,7 +161,7 @@ impl Proxy {
             };
             let upstream = build_upstream(&parts, guard.addr(), path, upstream_body)
                 .map_err(ProxyError::BadRequest)?;
-            match tokio::time::timeout(self.request_timeout, self.client.request(upstream)).await {
+            match tokio::time::timeout_at(deadline, self.client.request(upstream)).await {
                 Ok(Ok(resp)) => {
                     let backend = guard.id().to_owned();
                     return Ok((finish_response(resp, guard), backend));
