@@ -127,7 +127,9 @@ pub struct EventFilter {
     pub until: Option<Timestamp>,
     /// Only events with an id greater than this (for following).
     pub after_id: Option<i64>,
-    /// At most this many (newest last); default 1000.
+    /// At most this many; default 1000. Without `after_id` these are the newest matches
+    /// (a tail); with it, the oldest after that id (so a follower paging with the last id
+    /// it saw skips nothing). Either way they are returned oldest first.
     pub limit: Option<u32>,
 }
 
@@ -165,6 +167,12 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Swell's storage.
+///
+/// Every adapter passes the conformance suite (`swell_store::conformance`, feature
+/// `conformance`). Rules that hold for every method: a group or instance of another
+/// tenant is absent (`None`, `NotFound`); an event recorded together with a state change
+/// is stored under the call's tenant, whatever its own `tenant` field says; a call that
+/// fails records nothing.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the tenant if it does not exist.
