@@ -26,8 +26,10 @@
 //! simply goes to another backend.
 //!
 //! A bodiless idempotent request (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`) whose
-//! connect to a backend fails is retried once on the next backend, so an instance
-//! that dies between a pool update and the connect does not fail a request.
+//! connect to a backend fails, or whose pooled backend connection closes before
+//! any response, is retried once on the next backend, so an instance that dies
+//! between a pool update and the connect does not fail a request. A request with
+//! a body is never retried: it gets `502`.
 //!
 //! Not yet here (later issues): HTTP/2, TCP listeners, active health checks,
 //! WebSocket upgrades (`Upgrade` is stripped as a hop-by-hop header).

@@ -166,10 +166,10 @@ impl Proxy {
                     let backend = guard.id().to_owned();
                     return Ok((finish_response(resp, guard), backend));
                 }
-                Ok(Err(source)) if source.is_connect() => {
+                Ok(Err(source)) if is_unsent(&source) => {
                     guard.record_failure();
                     let backend = guard.id().to_owned();
-                    tracing::debug!(%backend, error = %err_chain(&source), "connect to backend failed");
+                    tracing::debug!(%backend, error = %err_chain(&source), "backend unreachable");
                     let next = if retryable && !retried {
                         self.pool.acquire(Some(&backend))
                     } else {
@@ -210,6 +210,20 @@ fn err_chain(err: &dyn std::error::Error) -> String {
         cur = e.source();
     }
     s
+}
+
+/// Whether an attempt failed before the backend could have answered: the
+/// connect failed (refused, unreachable, timed out), or a pooled keep-alive
+/// connection was closed by the backend before any response arrived (the race
+/// every keep-alive proxy has when an instance exits). Only requests for which
+/// this is true are retried, and only if they are bodiless and idempotent.
+fn is_unsent(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return true;
+    }
+    std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
 }
 
 fn is_idempotent(method: &Method) -> bool {

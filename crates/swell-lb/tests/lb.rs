@@ -22,6 +22,7 @@ use swell_lb::{Backend, DrainOutcome, LbConfig, LoadBalancer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------- test backend
 
@@ -32,6 +33,9 @@ struct TestBackend {
     addr: SocketAddr,
     hits: Arc<AtomicU64>,
     accept: JoinHandle<()>,
+    /// Cancelled by [`TestBackend::stop`]: every connection closes (after the
+    /// response in progress, like a process exiting cleanly).
+    stopped: CancellationToken,
 }
 
 impl TestBackend {
@@ -39,24 +43,38 @@ impl TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let stopped = CancellationToken::new();
         let accept = tokio::spawn({
             let id = id.to_owned();
             let hits = Arc::clone(&hits);
+            let stopped = stopped.clone();
             async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
+                    let stream = tokio::select! {
+                        () = stopped.cancelled() => return, // drops the listener
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(_) => continue,
+                        },
                     };
                     let id = id.clone();
                     let hits = Arc::clone(&hits);
+                    let stopped = stopped.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             hits.fetch_add(1, Ordering::SeqCst);
                             backend_answer(id.clone(), req)
                         });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        let conn =
+                            http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => {}
+                            () = stopped.cancelled() => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = conn.await;
+                            }
+                        }
                     });
                 }
             }
@@ -66,7 +84,15 @@ impl TestBackend {
             addr,
             hits,
             accept,
+            stopped,
         }
+    }
+
+    /// Stops the backend: its port refuses connections from when this returns,
+    /// and its open connections close.
+    async fn stop(&mut self) {
+        self.stopped.cancel();
+        (&mut self.accept).await.unwrap();
     }
 
     fn backend(&self) -> Backend {
@@ -83,7 +109,7 @@ impl TestBackend {
 
 impl Drop for TestBackend {
     fn drop(&mut self) {
-        self.accept.abort();
+        self.stopped.cancel();
     }
 }
 
@@ -589,4 +615,45 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
         .unwrap();
     assert_eq!(n, 0);
     assert!(TcpStream::connect(lb.local_addr()).await.is_err());
+}
+
+#[tokio::test]
+async fn an_instance_dying_while_still_in_the_pool_fails_no_bodiless_request() {
+    let (mut a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let lb = lb().await;
+    lb.set_backends(vec![a.backend(), b.backend()]);
+    let done = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (lb, done) = (lb.clone(), Arc::clone(&done));
+        workers.push(tokio::spawn(async move {
+            // Keep-alive client connections, so the LB holds pooled
+            // connections to `a` when it dies.
+            let client = client();
+            let mut statuses = Vec::new();
+            for _ in 0..60 {
+                statuses.push(get(&client, &lb, "/").await.status);
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            statuses
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while done.load(Ordering::SeqCst) < 60 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // `a` exits without leaving the pool first (a crash, not a scale-in).
+    a.stop().await;
+    for w in workers {
+        for status in w.await.unwrap() {
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    assert!(
+        stats_of(&lb, "a").failures > 0,
+        "the test never hit the dead instance"
+    );
 }
