@@ -29,7 +29,7 @@ pub(crate) enum ProxyError {
     #[error("no instance is ready to serve this request")]
     NoBackend,
     #[error("backend {backend} could not be reached")]
-    Connect {
+    Unreachable {
         backend: String,
         #[source]
         source: hyper_util::client::legacy::Error,
@@ -53,7 +53,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no instance is ready to serve this request\n",
             ),
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => (
+            ProxyError::Unreachable { .. } | ProxyError::Upstream { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "the instance could not be reached\n",
             ),
@@ -146,7 +146,7 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         add_forwarding_headers(&mut parts.headers, peer.ip());
         // Only requests that carry no body and are idempotent may be sent twice:
-        // nothing of theirs can be lost or applied twice by a refused connect.
+        // nothing of theirs is lost by resending, and RFC 9110 §9.2.2 allows it.
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
         let mut body = Some(body);
 
@@ -181,7 +181,7 @@ impl Proxy {
                             tracing::debug!(from = %backend, to = %next.id(), "retrying on the next backend");
                             guard = next;
                         }
-                        None => return Err(ProxyError::Connect { backend, source }),
+                        None => return Err(ProxyError::Unreachable { backend, source }),
                     }
                 }
                 Ok(Err(source)) => {
