@@ -54,6 +54,18 @@ const STATE_WAIT: Duration = Duration::from_secs(1);
 /// How long a port handed out stays reserved, so that two instances started in quick
 /// succession (before the first one binds) do not get the same port.
 const PORT_RESERVATION: Duration = Duration::from_secs(60);
+/// How long a scan waits before each further look at a process whose environment
+/// read empty (see [`scan_owned`]).
+const EXEC_RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(2),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+];
+/// How often create looks whether a new process shows its tags yet.
+const STARTUP_POLL: Duration = Duration::from_millis(5);
+/// How long create waits for a new process to show its tags in `/proc`.
+const STARTUP_WAIT: Duration = Duration::from_secs(2);
 /// Samples closer together than this are too noisy to compute a CPU rate from.
 const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 /// CPU samples of processes not seen for this long are forgotten.
@@ -137,9 +149,9 @@ impl ProcessProvider {
 
     /// This owner's instances as found in `/proc`, one entry per instance.
     async fn scan(&self) -> Result<Vec<Found>, ProviderError> {
-        let owner = self.config.owner.clone();
-        let own_pid = self.own_pid;
-        blocking(move || representatives(scan_owned(&owner, own_pid))).await
+        Ok(representatives(
+            scan_owned(&self.config.owner, self.own_pid).await?,
+        ))
     }
 
     /// The live processes of one instance (normally one).
@@ -150,6 +162,32 @@ impl ProcessProvider {
             .into_iter()
             .filter(|f| f.instance_id == id.as_str() && !f.stat.is_exited())
             .collect())
+    }
+
+    /// Waits until a process just spawned shows its tags in `/proc` (it has not
+    /// finished its `execve` when spawn returns), so that a create is visible to the
+    /// very next list. Gives up quietly if the process exits or takes too long.
+    async fn wait_tagged(&self, pid: i32, id: &InstanceId) -> Result<(), ProviderError> {
+        let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+        loop {
+            let owner = self.config.owner.clone();
+            let seen = blocking(move || match examine(pid, &owner) {
+                Seen::Ours(found) => Some(found.instance_id),
+                Seen::Blank => None,
+                Seen::NotOurs => Some(String::new()),
+            })
+            .await?;
+            match seen {
+                Some(seen_id) if seen_id == id.as_str() => return Ok(()),
+                // Exited already, or never readable: nothing to wait for.
+                Some(_) => return Ok(()),
+                None if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(instance = %id, pid, "process shows no environment yet");
+                    return Ok(());
+                }
+                None => tokio::time::sleep(STARTUP_POLL).await,
+            }
+        }
     }
 
     /// What to signal for one found process: its group when that is safe.
@@ -309,6 +347,7 @@ impl Provider for ProcessProvider {
             let _ = child.wait().await;
         });
         tracing::info!(instance = %id, pid, port, "started process instance");
+        self.wait_tagged(pid as i32, id).await?;
 
         Ok(ProviderInstance {
             instance_id: id.clone(),
@@ -367,15 +406,15 @@ impl Provider for ProcessProvider {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let owner = self.config.owner.clone();
-        let own_pid = self.own_pid;
         let own_pgrp = self.own_pgrp;
-        let wanted: HashSet<String> = ids.iter().map(|id| id.as_str().to_string()).collect();
+        let wanted: HashSet<&str> = ids.iter().map(InstanceId::as_str).collect();
+        let found: Vec<Found> = self
+            .scan()
+            .await?
+            .into_iter()
+            .filter(|f| wanted.contains(f.instance_id.as_str()) && !f.stat.is_exited())
+            .collect();
         let (readings, uptime) = blocking(move || {
-            let found: Vec<Found> = representatives(scan_owned(&owner, own_pid))
-                .into_iter()
-                .filter(|f| wanted.contains(&f.instance_id) && !f.stat.is_exited())
-                .collect();
             let readings = read_usage(found, own_pgrp);
             let uptime = fs::read_to_string("/proc/uptime")
                 .ok()
@@ -621,40 +660,88 @@ fn all_stats() -> Vec<Stat> {
     proc_pids().into_iter().filter_map(read_stat).collect()
 }
 
+/// What one look at a process found.
+enum Seen {
+    /// One of ours.
+    Ours(Found),
+    /// Somebody else's, gone, or unreadable.
+    NotOurs,
+    /// A live user process with an empty environment: most likely in the middle of an
+    /// `execve` (the kernel shows no environment until the new program's stack is
+    /// set up), so it deserves a second look.
+    Blank,
+}
+
+/// Looks at one process.
+fn examine(pid: i32, owner: &str) -> Seen {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+        return Seen::NotOurs;
+    };
+    if environ.is_empty() {
+        return match read_stat(pid) {
+            Some(stat) if !stat.is_kernel_thread() && !stat.is_exited() => Seen::Blank,
+            _ => Seen::NotOurs,
+        };
+    }
+    let mut vars = procfs::parse_environ(&environ);
+    if vars.get(ENV_OWNER).map(String::as_str) != Some(owner) {
+        return Seen::NotOurs;
+    }
+    let Some(instance_id) = vars.remove(ENV_INSTANCE_ID) else {
+        return Seen::NotOurs;
+    };
+    let Some(stat) = read_stat(pid) else {
+        return Seen::NotOurs;
+    };
+    Seen::Ours(Found {
+        stat,
+        instance_id,
+        tenant: vars.remove(ENV_TENANT).unwrap_or_default(),
+        group: vars.remove(ENV_GROUP).unwrap_or_default(),
+        port: vars.get(ENV_PORT).and_then(|p| p.parse().ok()),
+    })
+}
+
+/// Looks at `pids`: ours, and the blank ones to look at again.
+fn examine_all(pids: Vec<i32>, owner: &str) -> (Vec<Found>, Vec<i32>) {
+    let mut found = Vec::new();
+    let mut blank = Vec::new();
+    for pid in pids {
+        match examine(pid, owner) {
+            Seen::Ours(f) => found.push(f),
+            Seen::NotOurs => {}
+            Seen::Blank => blank.push(pid),
+        }
+    }
+    (found, blank)
+}
+
 /// Every process tagged with `owner` (except this one), sorted by instance id and pid.
 /// Unreadable processes are skipped; zombies have an empty environment, so they drop
-/// out here.
-fn scan_owned(owner: &str, own_pid: i32) -> Vec<Found> {
-    let mut found = Vec::new();
-    for pid in proc_pids() {
-        if pid == own_pid {
-            continue;
+/// out here. Processes caught in the middle of an `execve` are looked at again a few
+/// milliseconds later, so that an instance starting through a chain of wrappers (a
+/// pyenv shim, `env`, `sh -c exec …`) does not blink out of the list.
+async fn scan_owned(owner: &str, own_pid: i32) -> Result<Vec<Found>, ProviderError> {
+    let who = owner.to_string();
+    let (mut found, mut blank) = blocking(move || {
+        let pids = proc_pids().into_iter().filter(|p| *p != own_pid).collect();
+        examine_all(pids, &who)
+    })
+    .await?;
+    for delay in EXEC_RETRY_DELAYS {
+        if blank.is_empty() {
+            break;
         }
-        let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let mut vars = procfs::parse_environ(&environ);
-        if vars.get(ENV_OWNER).map(String::as_str) != Some(owner) {
-            continue;
-        }
-        let Some(instance_id) = vars.remove(ENV_INSTANCE_ID) else {
-            continue;
-        };
-        let Some(stat) = read_stat(pid) else {
-            continue;
-        };
-        found.push(Found {
-            stat,
-            instance_id,
-            tenant: vars.remove(ENV_TENANT).unwrap_or_default(),
-            group: vars.remove(ENV_GROUP).unwrap_or_default(),
-            port: vars.get(ENV_PORT).and_then(|p| p.parse().ok()),
-        });
+        tokio::time::sleep(delay).await;
+        let who = owner.to_string();
+        let (more, still_blank) = blocking(move || examine_all(blank, &who)).await?;
+        found.extend(more);
+        blank = still_blank;
     }
     found.sort_by(|a, b| {
         (a.instance_id.as_str(), a.stat.pid).cmp(&(b.instance_id.as_str(), b.stat.pid))
     });
-    found
+    Ok(found)
 }
 
 /// One entry per instance: an instance's children inherit its environment, so the
@@ -770,6 +857,7 @@ mod tests {
             comm: "x".into(),
             state,
             pgrp,
+            flags: 0,
             utime: 0,
             stime: 0,
             cutime: 0,

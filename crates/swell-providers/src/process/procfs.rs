@@ -17,6 +17,8 @@ pub(crate) struct Stat {
     pub state: char,
     /// Field 5: the process group id.
     pub pgrp: i32,
+    /// Field 9: the kernel's `PF_*` flags.
+    pub flags: u64,
     /// Field 14: user-mode CPU time, in clock ticks.
     pub utime: u64,
     /// Field 15: kernel-mode CPU time, in clock ticks.
@@ -39,6 +41,11 @@ impl Stat {
     /// Whether the process is stopped (SIGSTOP).
     pub fn is_stopped(&self) -> bool {
         self.state == 'T'
+    }
+
+    /// Whether it is a kernel thread (`PF_KTHREAD`): no environment, never ours.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & 0x0020_0000 != 0
     }
 
     /// CPU time of the process itself, in clock ticks.
@@ -80,6 +87,7 @@ pub(crate) fn parse_stat(line: &str) -> Option<Stat> {
         comm,
         state,
         pgrp: field(5)?.parse().ok()?,
+        flags: field(9)?.parse().ok()?,
         utime: field(14)?.parse().ok()?,
         stime: field(15)?.parse().ok()?,
         cutime: signed(16)?,
@@ -137,6 +145,7 @@ mod tests {
                 comm: "sleep".into(),
                 state: 'S',
                 pgrp: 1234,
+                flags: 4194304,
                 utime: 5,
                 stime: 3,
                 cutime: 7,
@@ -148,6 +157,9 @@ mod tests {
         assert_eq!(stat.children_ticks(), 9);
         assert!(!stat.is_exited());
         assert!(!stat.is_stopped());
+        assert!(!stat.is_kernel_thread());
+        let kthread = SLEEP.replace(" 4194304 ", " 2129984 ");
+        assert!(parse_stat(&kthread).unwrap().is_kernel_thread());
     }
 
     #[test]

@@ -1,0 +1,545 @@
+//! The process provider against real child processes (`sleep`, `sh`, `python3`).
+//!
+//! Every test uses its own owner tag, and an [`OwnerGuard`] SIGKILLs whatever carries
+//! that tag when the test ends, passed or failed.
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use swell_core::{InstanceId, Template, TenantId};
+use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError, ProviderInstance};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A tag no other test (or test run) uses.
+fn unique_owner() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "test-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Kills every process tagged with its owner when dropped.
+struct OwnerGuard {
+    owner: String,
+}
+
+impl OwnerGuard {
+    fn pids(&self) -> Vec<i32> {
+        let needle = format!("SWELL_OWNER={}", self.owner);
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|entry| entry == needle.as_bytes())
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+struct Fixture {
+    provider: ProcessProvider,
+    dir: tempfile::TempDir,
+    guard: OwnerGuard,
+}
+
+fn fixture() -> Fixture {
+    let owner = unique_owner();
+    let dir = tempfile::tempdir().unwrap();
+    let provider = ProcessProvider::new(ProcessConfig {
+        instances_dir: dir.path().join("instances"),
+        owner: owner.clone(),
+    });
+    Fixture {
+        provider,
+        dir,
+        guard: OwnerGuard { owner },
+    }
+}
+
+impl Fixture {
+    /// Another provider with the same owner, as a restarted server would build.
+    fn restarted(&self) -> ProcessProvider {
+        ProcessProvider::new(ProcessConfig {
+            instances_dir: self.dir.path().join("instances"),
+            owner: self.guard.owner.clone(),
+        })
+    }
+}
+
+fn request(id: &str, command: &[&str]) -> CreateRequest {
+    CreateRequest {
+        instance_id: InstanceId(id.into()),
+        tenant: TenantId::new("acme").unwrap(),
+        group: "web".into(),
+        template: Template {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            ..Template::default()
+        },
+    }
+}
+
+fn pid_of(instance: &ProviderInstance) -> i32 {
+    instance.native_id.parse().unwrap()
+}
+
+/// Field 3 (state) and 5 (pgrp) of `/proc/<pid>/stat`; `None` once the pid is gone.
+fn proc_state(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some((rest[0].chars().next()?, rest[2].parse().ok()?))
+}
+
+async fn find(provider: &ProcessProvider, id: &str) -> Option<ProviderInstance> {
+    provider
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.instance_id.as_str() == id)
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET path` over HTTP/1.0; the whole response.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test]
+async fn a_python_web_server_runs_is_listed_answers_and_is_deleted() {
+    let f = fixture();
+    let mut req = request(
+        "web-1",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
+    req.template.env = BTreeMap::from([
+        ("GREETING".to_string(), "hello-{port}".to_string()),
+        // The provider's own tags win over the template's.
+        ("SWELL_OWNER".to_string(), "somebody-else".to_string()),
+    ]);
+    let created = f.provider.create(&req).await.unwrap();
+    let pid = pid_of(&created);
+    let addr = created.address.expect("an address");
+    assert_eq!(created.instance_id, InstanceId("web-1".into()));
+    assert_eq!(
+        (created.tenant.as_str(), created.group.as_str()),
+        ("acme", "web")
+    );
+    assert_eq!(created.host, "localhost");
+    assert_eq!(created.state, ObservedState::Running);
+    assert!(addr.ip().is_loopback());
+    assert_ne!(addr.port(), 0);
+
+    // While the pyenv shim execs its way to python, the instance never blinks out of
+    // the list (mid-exec, /proc shows an empty environment).
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(400) {
+        assert!(find(&f.provider, "web-1").await.is_some(), "blinked out");
+    }
+
+    // Its own process group, so that Ctrl-C on the server's terminal misses it.
+    let (_, pgrp) = proc_state(pid).unwrap();
+    assert_eq!(pgrp, pid);
+
+    // Its environment carries the tags, the port and the template's variables.
+    // (A pyenv shim execs a few times; mid-exec the environment reads empty.)
+    let mut environ = Vec::new();
+    for _ in 0..100 {
+        environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        if !environ.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let environ: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    let port = addr.port();
+    for expected in [
+        "SWELL_INSTANCE_ID=web-1".to_string(),
+        "SWELL_GROUP=web".into(),
+        "SWELL_TENANT=acme".into(),
+        format!("SWELL_OWNER={}", f.guard.owner),
+        format!("PORT={port}"),
+        format!("GREETING=hello-{port}"),
+    ] {
+        assert!(environ.contains(&expected), "{expected} in {environ:?}");
+    }
+
+    let listed = find(&f.provider, "web-1").await.expect("listed");
+    assert_eq!(listed, created);
+    assert_eq!(f.provider.list().await.unwrap().len(), 1);
+
+    // It serves on the port it was given.
+    let start = Instant::now();
+    let response = loop {
+        match http_get(addr, "/").await {
+            Ok(response) => break response,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(15), "python: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(response.starts_with("HTTP/1."), "{response}");
+    assert!(response.contains(" 200 "), "{response}");
+
+    // Idempotent: the same id again is the same process.
+    let again = f.provider.create(&req).await.unwrap();
+    assert_eq!(again, created);
+    assert_eq!(f.provider.list().await.unwrap().len(), 1);
+
+    // Logs are per instance; python logs each request on stderr.
+    let logs = f.provider.log_dir(&req.instance_id);
+    assert_eq!(logs, f.dir.path().join("instances").join("web-1"));
+    assert!(logs.join("stdout.log").is_file());
+    eventually(Duration::from_secs(5), "the request is logged", || {
+        let text = std::fs::read_to_string(logs.join("stderr.log")).unwrap_or_default();
+        async move { text.contains("GET /") }
+    })
+    .await;
+
+    let start = Instant::now();
+    f.provider
+        .delete(&req.instance_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(find(&f.provider, "web-1").await, None);
+    assert!(
+        http_get(addr, "/").await.is_err(),
+        "nothing listens any more"
+    );
+    // Deleting what is gone succeeds; the logs stay.
+    f.provider
+        .delete(&req.instance_id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(logs.join("stderr.log").is_file());
+}
+
+#[tokio::test]
+async fn metrics_tell_a_busy_loop_from_a_sleeper_and_pause_stops_the_loop() {
+    let f = fixture();
+    let busy = request("busy", &["sh", "-c", "while :; do :; done"]);
+    let idle = request("idle", &["sleep", "300"]);
+    f.provider.create(&busy).await.unwrap();
+    f.provider.create(&idle).await.unwrap();
+    let ids = vec![
+        busy.instance_id.clone(),
+        idle.instance_id.clone(),
+        InstanceId("not-there".into()),
+    ];
+
+    f.provider.metrics(&ids).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = f.provider.metrics(&ids).await.unwrap();
+    let got: Vec<&str> = metrics.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(got, ["busy", "idle"], "an unknown id is left out");
+    let (busy_m, idle_m) = (metrics[0].1, metrics[1].1);
+    eprintln!("busy: {busy_m:?}, idle: {idle_m:?}");
+    // The machine is shared, so "busy" only means clearly more than idle.
+    assert!(busy_m.cpu_percent > 20.0, "busy: {busy_m:?}");
+    assert!(busy_m.cpu_percent < 250.0, "busy: {busy_m:?}");
+    assert!(idle_m.cpu_percent < 5.0, "idle: {idle_m:?}");
+    for m in [busy_m, idle_m] {
+        assert!(m.memory_mb > 0.1 && m.memory_mb < 100.0, "{m:?}");
+    }
+
+    // Paused, the loop gets no CPU; resumed, it does again.
+    f.provider.pause(&busy.instance_id).await.unwrap();
+    assert_eq!(
+        find(&f.provider, "busy").await.unwrap().state,
+        ObservedState::Paused
+    );
+    f.provider.metrics(&ids[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let paused = f.provider.metrics(&ids[..1]).await.unwrap();
+    assert!(paused[0].1.cpu_percent < 5.0, "paused: {paused:?}");
+
+    f.provider.resume(&busy.instance_id).await.unwrap();
+    assert_eq!(
+        find(&f.provider, "busy").await.unwrap().state,
+        ObservedState::Running
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let resumed = f.provider.metrics(&ids[..1]).await.unwrap();
+    assert!(resumed[0].1.cpu_percent > 20.0, "resumed: {resumed:?}");
+
+    for id in &ids {
+        f.provider.delete(id, Duration::from_secs(5)).await.unwrap();
+    }
+    assert!(f.provider.list().await.unwrap().is_empty());
+    assert!(f.provider.metrics(&ids).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let f = fixture();
+    let stubborn = request(
+        "stubborn",
+        &["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
+    );
+    let created = f.provider.create(&stubborn).await.unwrap();
+    let pid = pid_of(&created);
+    // Give sh time to install its trap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let grace = Duration::from_millis(700);
+    let start = Instant::now();
+    f.provider
+        .delete(&stubborn.instance_id, grace)
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert!(took >= grace, "killed before the grace period: {took:?}");
+    assert!(took < grace + Duration::from_secs(3), "{took:?}");
+    assert_eq!(find(&f.provider, "stubborn").await, None);
+    eventually(Duration::from_secs(5), "the pid is reaped", || async move {
+        proc_state(pid).is_none()
+    })
+    .await;
+    assert!(f.guard.pids().is_empty(), "no group member is left");
+}
+
+#[tokio::test]
+async fn a_paused_instance_still_stops_promptly_on_sigterm() {
+    let f = fixture();
+    let req = request("sleeper", &["sleep", "300"]);
+    f.provider.create(&req).await.unwrap();
+    f.provider.pause(&req.instance_id).await.unwrap();
+    let start = Instant::now();
+    f.provider
+        .delete(&req.instance_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(find(&f.provider, "sleeper").await, None);
+}
+
+#[tokio::test]
+async fn a_restarted_server_adopts_its_instances_and_others_do_not_see_them() {
+    let f = fixture();
+    let req = request("adopted", &["sleep", "300"]);
+    let created = f.provider.create(&req).await.unwrap();
+
+    let restarted = f.restarted();
+    let seen = find(&restarted, "adopted").await.expect("adopted");
+    assert_eq!(seen, created);
+    // Creating it again through the new provider returns the running one.
+    assert_eq!(restarted.create(&req).await.unwrap(), created);
+    let metrics = restarted.metrics(&[req.instance_id.clone()]).await.unwrap();
+    assert_eq!(metrics.len(), 1);
+
+    let stranger = ProcessProvider::new(ProcessConfig {
+        instances_dir: f.dir.path().join("other"),
+        owner: unique_owner(),
+    });
+    let _stranger_guard = OwnerGuard {
+        owner: stranger.owner().to_string(),
+    };
+    assert!(stranger.list().await.unwrap().is_empty());
+    assert!(
+        stranger
+            .metrics(&[req.instance_id.clone()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        stranger.pause(&req.instance_id).await,
+        Err(ProviderError::NotFound(_))
+    ));
+    // A stranger's delete of the same id is a no-op on our process.
+    stranger
+        .delete(&req.instance_id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(find(&f.provider, "adopted").await.is_some());
+
+    restarted
+        .delete(&req.instance_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(find(&f.provider, "adopted").await, None);
+    assert_eq!(find(&restarted, "adopted").await, None);
+}
+
+#[tokio::test]
+async fn instances_get_distinct_ports_and_exited_ones_are_reaped() {
+    let f = fixture();
+    let mut ports = Vec::new();
+    for i in 0..5 {
+        let created = f
+            .provider
+            .create(&request(&format!("s-{i}"), &["sleep", "300"]))
+            .await
+            .unwrap();
+        ports.push(created.address.unwrap().port());
+    }
+    let mut unique = ports.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ports.len(), "{ports:?}");
+    assert_eq!(f.provider.list().await.unwrap().len(), 5);
+
+    let short = f
+        .provider
+        .create(&request(
+            "short",
+            &["sh", "-c", "echo hi; echo oops >&2; exit 3"],
+        ))
+        .await
+        .unwrap();
+    let pid = pid_of(&short);
+    eventually(
+        Duration::from_secs(5),
+        "the exited process is reaped",
+        || async move { proc_state(pid).is_none() },
+    )
+    .await;
+    assert_eq!(find(&f.provider, "short").await, None);
+    let logs = f.provider.log_dir(&short.instance_id);
+    assert_eq!(
+        std::fs::read_to_string(logs.join("stdout.log")).unwrap(),
+        "hi\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("stderr.log")).unwrap(),
+        "oops\n"
+    );
+    // An exited instance is created anew; its logs are appended to.
+    let again = f
+        .provider
+        .create(&request("short", &["sh", "-c", "echo again"]))
+        .await
+        .unwrap();
+    assert_ne!(again.native_id, short.native_id);
+    eventually(Duration::from_secs(5), "the second run logs", || {
+        let text = std::fs::read_to_string(logs.join("stdout.log")).unwrap_or_default();
+        async move { text == "hi\nagain\n" }
+    })
+    .await;
+
+    for i in 0..5 {
+        f.provider
+            .delete(&InstanceId(format!("s-{i}")), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    assert!(f.provider.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unrunnable_templates_are_invalid() {
+    let f = fixture();
+    let not_executable = f.dir.path().join("script.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").unwrap();
+    let not_executable = not_executable.to_str().unwrap().to_string();
+    for (command, name) in [
+        (
+            vec!["/nonexistent/swell-test-program"],
+            "swell-test-program",
+        ),
+        (
+            vec!["swell-no-such-program-on-path", "x"],
+            "swell-no-such-program-on-path",
+        ),
+        (vec![not_executable.as_str()], "script.sh"),
+        (vec![], "command"),
+    ] {
+        let err = f
+            .provider
+            .create(&request("bad", &command))
+            .await
+            .unwrap_err();
+        match &err {
+            ProviderError::InvalidTemplate(message) => {
+                assert!(message.contains(name), "{message}")
+            }
+            other => panic!("{command:?}: {other:?}"),
+        }
+    }
+    assert!(f.provider.list().await.unwrap().is_empty());
+
+    let err = f
+        .provider
+        .create(&request("../escape", &["sleep", "1"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("../escape"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_instances() {
+    let f = fixture();
+    let id = InstanceId("ghost".into());
+    assert!(matches!(
+        f.provider.pause(&id).await,
+        Err(ProviderError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.provider.resume(&id).await,
+        Err(ProviderError::NotFound(_))
+    ));
+    f.provider
+        .delete(&id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(f.provider.metrics(&[id]).await.unwrap().is_empty());
+    assert_eq!(f.provider.name(), "process");
+}
