@@ -150,7 +150,7 @@ pub struct GroupSpec {
     pub metrics_interval: Duration,
     /// The scaling policies; several combine (largest scale-out wins, scale-in only
     /// when all agree).
-    #[serde(default)]
+    #[serde(default = "crate::policy::default_policies")]
     pub policies: Vec<PolicySpec>,
     /// The group's load balancer, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod instance;
 pub mod metrics;
 pub mod policy;
+pub mod sim;
 pub mod time;
 
 pub use event::{Cause, EventKind};

@@ -1,10 +1,182 @@
-//! `swell bench` (placeholder until the benchmarks land).
+//! `swell bench`: benchmarks that print figures against baselines measured in the same
+//! run. `swell bench policies` runs every policy on every trace (docs/benchmarks.md).
+
+use crate::cmd_sim::{ModelArgs, load_trace};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use swell_core::sim::{SimPolicy, SimReport, simulate};
 
 /// Options of `swell bench`.
-#[derive(clap::Args)]
-pub struct BenchArgs {}
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Every scaling policy on every trace: cost, SLO and stability, against hpa and oracle.
+    Policies(PoliciesArgs),
+}
+
+/// Options of `swell bench policies`.
+#[derive(clap::Args, Debug)]
+pub struct PoliciesArgs {
+    /// The folder of `*.csv` traces [default: ../shared/traces from the repo root].
+    #[arg(long)]
+    pub traces: Option<PathBuf>,
+    /// Only these policies (comma separated) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print one JSON object per (trace, policy) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Runs `swell bench`.
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("swell bench is not built yet")
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Policies(a) => policies(a),
+    }
+}
+
+fn default_traces() -> Option<PathBuf> {
+    let mut candidates = vec![PathBuf::from("../shared/traces")];
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            candidates.push(dir.join("../shared/traces"));
+        }
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces"));
+    candidates.into_iter().find(|p| p.is_dir())
+}
+
+fn policies(args: PoliciesArgs) -> anyhow::Result<()> {
+    let opts = args.model.options()?;
+    let dir = match args.traces {
+        Some(d) => d,
+        None => default_traces().context("no ../shared/traces found: pass --traces DIR")?,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no *.csv trace in {}", dir.display());
+    }
+    let names: Vec<String> = if args.policies.is_empty() {
+        SimPolicy::NAMED.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.policies.clone()
+    };
+    let mut chosen = vec![];
+    for n in &names {
+        chosen.push(SimPolicy::named(n).with_context(|| {
+            format!(
+                "--policies: unknown policy `{n}` (available: {})",
+                SimPolicy::NAMED.join(", ")
+            )
+        })?);
+    }
+    let total = files.len() * chosen.len();
+    let mut done = 0;
+    let started = Instant::now();
+    let mut all: Vec<(String, Vec<SimReport>)> = vec![];
+    for file in &files {
+        let (name, trace) = load_trace(file)?;
+        let mut reports = vec![];
+        for policy in &chosen {
+            let t0 = Instant::now();
+            let r = simulate(&trace, &name, policy, &opts)?;
+            done += 1;
+            eprintln!(
+                "[{done}/{total}] {name} {:<12} {:.1}s (total {:.0}s)",
+                policy.name(),
+                t0.elapsed().as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            reports.push(r);
+        }
+        all.push((name, reports));
+    }
+    if !args.json {
+        print_tables(&all);
+    }
+    Ok(())
+}
+
+fn find<'a>(reports: &'a [SimReport], policy: &str) -> Option<&'a SimReport> {
+    reports.iter().find(|r| r.policy == policy)
+}
+
+fn ratio(a: f64, b: Option<&SimReport>) -> Option<f64> {
+    b.map(|b| b.instance_hours)
+        .filter(|&b| b > 0.0)
+        .map(|b| a / b)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.3}"))
+}
+
+fn print_tables(all: &[(String, Vec<SimReport>)]) {
+    for (trace, reports) in all {
+        let hpa = find(reports, "hpa");
+        let oracle = find(reports, "oracle");
+        println!("### {trace}\n");
+        println!(
+            "| policy | instance-hours | × hpa | × oracle | under-provisioned time % | unserved % | instability | actions |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in reports {
+            println!(
+                "| {} | {:.1} | {} | {} | {:.3} | {:.4} | {:.4} | {} |",
+                r.policy,
+                r.instance_hours,
+                fmt_ratio(ratio(r.instance_hours, hpa)),
+                fmt_ratio(ratio(r.instance_hours, oracle)),
+                r.under_time_share * 100.0,
+                r.unserved_fraction * 100.0,
+                r.instability,
+                r.scaling_actions
+            );
+        }
+        println!();
+    }
+    // Geometric means of the instance-hour ratios over the traces.
+    let policies: Vec<String> = all
+        .first()
+        .map(|(_, rs)| rs.iter().map(|r| r.policy.clone()).collect())
+        .unwrap_or_default();
+    println!("### geometric mean over {} traces\n", all.len());
+    println!("| policy | instance-hours × hpa | instance-hours × oracle |");
+    println!("|---|---:|---:|");
+    for p in policies {
+        let gm = |base: &str| -> Option<f64> {
+            let logs: Option<Vec<f64>> = all
+                .iter()
+                .map(|(_, rs)| {
+                    let r = find(rs, &p)?;
+                    ratio(r.instance_hours, find(rs, base)).map(f64::ln)
+                })
+                .collect();
+            logs.filter(|l| !l.is_empty())
+                .map(|l| (l.iter().sum::<f64>() / l.len() as f64).exp())
+        };
+        println!(
+            "| {p} | {} | {} |",
+            fmt_ratio(gm("hpa")),
+            fmt_ratio(gm("oracle"))
+        );
+    }
 }

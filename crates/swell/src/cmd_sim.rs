@@ -1,10 +1,203 @@
-//! `swell sim` (placeholder until the simulator lands).
+//! `swell sim`: replays a load trace through a scaling policy (DESIGN.md's "Simulator
+//! contract"; docs/simulator.md).
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use swell_core::PolicySpec;
+use swell_core::sim::{SimOptions, SimPolicy, SimReport, Trace, simulate};
 
 /// Options of `swell sim`.
-#[derive(clap::Args)]
-pub struct SimArgs {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// The trace: CSV with header `t_seconds,value`.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// swell, hpa, aws-target, lab, static-peak or oracle.
+    #[arg(long, default_value = "swell", conflicts_with = "policy_file")]
+    pub policy: String,
+    /// A group's `policies:` section in YAML, instead of a named policy.
+    #[arg(long)]
+    pub policy_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The simulated group and provider (shared with `swell bench policies`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Load one instance serves within its SLO, in trace units, or `auto` (the trace's
+    /// peak needs 50 instances).
+    #[arg(long, default_value = "auto")]
+    pub capacity: String,
+    /// Time from create to ready.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub provision_delay: Duration,
+    /// Simulation step.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// Utilisation (percent) every target-based policy aims at.
+    #[arg(long, default_value_t = 70.0)]
+    pub target: f64,
+    /// Fewest instances.
+    #[arg(long, default_value_t = 1)]
+    pub min: u32,
+    /// Most instances.
+    #[arg(long, default_value_t = 1000)]
+    pub max: u32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    swell_core::duration::parse(s)
+}
+
+impl ModelArgs {
+    /// The simulator options these flags describe.
+    pub fn options(&self) -> anyhow::Result<SimOptions> {
+        let capacity = match self.capacity.trim() {
+            "auto" => None,
+            c => Some(
+                c.parse::<f64>()
+                    .ok()
+                    .filter(|c| c.is_finite() && *c > 0.0)
+                    .with_context(|| format!("--capacity: `{c}` must be a number > 0 or `auto`"))?,
+            ),
+        };
+        Ok(SimOptions {
+            capacity,
+            provision_delay: self.provision_delay,
+            tick: self.tick,
+            target: self.target,
+            min: self.min,
+            max: self.max,
+            ..SimOptions::default()
+        })
+    }
+}
+
+/// Reads and parses a trace file; its name in reports is the file stem.
+pub fn load_trace(path: &Path) -> anyhow::Result<(String, Trace)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the trace {}", path.display()))?;
+    let trace = Trace::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    Ok((name, trace))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    policies: Vec<PolicySpec>,
+}
+
+/// Parses a group's `policies:` section (or a bare list of policies) and validates it.
+pub fn parse_policy_file(text: &str) -> anyhow::Result<Vec<PolicySpec>> {
+    let bare = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && l != &"---")
+        .is_some_and(|l| l.starts_with('-'));
+    let specs = if bare {
+        serde_saphyr::from_str::<Vec<PolicySpec>>(text).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        serde_saphyr::from_str::<PolicySection>(text)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .policies
+    };
+    if specs.is_empty() {
+        bail!("policies: the list is empty");
+    }
+    for (i, p) in specs.iter().enumerate() {
+        p.validate()
+            .map_err(|e| anyhow::anyhow!("{}", e.within(&format!("policies[{i}]"))))?;
+    }
+    Ok(specs)
+}
 
 /// Runs `swell sim`.
-pub fn run(_args: SimArgs) -> anyhow::Result<()> {
-    anyhow::bail!("swell sim is not built yet")
+pub fn run(args: SimArgs) -> anyhow::Result<()> {
+    let opts = args.model.options()?;
+    let (name, trace) = load_trace(&args.trace)?;
+    let policy = match &args.policy_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            SimPolicy::Specs(
+                parse_policy_file(&text).with_context(|| format!("{}", path.display()))?,
+            )
+        }
+        None => SimPolicy::named(&args.policy).with_context(|| {
+            format!(
+                "--policy: unknown policy `{}` (available: {})",
+                args.policy,
+                SimPolicy::NAMED.join(", ")
+            )
+        })?,
+    };
+    let report = simulate(&trace, &name, &policy, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &SimReport) {
+    println!("policy             {}", r.policy);
+    println!("trace              {}", r.trace);
+    println!("duration           {} s", r.duration_s);
+    println!("instance-hours     {:.1}", r.instance_hours);
+    println!(
+        "under-provisioned  {:.3} % of the time",
+        r.under_time_share * 100.0
+    );
+    println!(
+        "over-provisioned   {:.3} % of the time",
+        r.over_time_share * 100.0
+    );
+    println!("under accuracy     {:.4}", r.under_accuracy);
+    println!("over accuracy      {:.4}", r.over_accuracy);
+    println!("instability        {:.4}", r.instability);
+    println!("unserved load      {:.4} %", r.unserved_fraction * 100.0);
+    println!("scaling actions    {}", r.scaling_actions);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_file_section_and_list() {
+        let specs = parse_policy_file(
+            "policies:\n  - type: target\n    target: 60\n  - type: schedule\n    cron: '0 8 * * *'\n    duration: 2h\n    desired: 4\n",
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 2);
+        let specs = parse_policy_file("- type: proportional\n  target: 60\n").unwrap();
+        assert_eq!(specs.len(), 1);
+    }
+
+    #[test]
+    fn policy_file_errors_name_the_place() {
+        let err =
+            parse_policy_file("policies:\n  - type: target\n    target: 60\n    tolerence: 1\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("tolerence"), "{err}");
+        assert!(err.contains("line"), "{err}");
+        let err = parse_policy_file("polices: []\n").unwrap_err().to_string();
+        assert!(err.contains("polices") && err.contains("line"), "{err}");
+        let err = parse_policy_file("policies:\n  - type: target\n    target: -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policies[0].target"), "{err}");
+    }
 }

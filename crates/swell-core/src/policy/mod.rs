@@ -7,8 +7,19 @@
 //! allows it, nothing happens within `cooldown` of the previous action, and the result is
 //! always within `[min, max]`.
 
+pub mod forecast;
+mod predictive;
+mod proportional;
+mod schedule;
+mod swell;
+mod target;
 mod threshold;
 
+pub use predictive::{PredictivePolicy, PredictiveRunner};
+pub use proportional::ProportionalPolicy;
+pub use schedule::{SchedulePolicy, ScheduleRunner};
+pub use swell::{SwellPolicy, SwellRunner};
+pub use target::TargetPolicy;
 pub use threshold::{StepAdjustment, ThresholdPolicy};
 
 use crate::event::Cause;
@@ -16,6 +27,7 @@ use crate::group::{Capacity, ValidationError};
 use crate::metrics::MetricWindow;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::time::Duration;
 
 /// What the group looks like when a policy decides.
@@ -55,6 +67,52 @@ pub trait Policy: Send {
 
     /// How much metric history this policy reads (the window must keep at least this).
     fn lookback(&self) -> Duration;
+
+    /// Bounds this policy imposes after its last evaluation (a schedule in its window);
+    /// the engine holds the group within them, cooldown or not.
+    fn capacity_override(&self) -> Option<CapacityOverride> {
+        None
+    }
+
+    /// Whether the policy's recommendation takes part in the scale-out/scale-in vote
+    /// (a schedule only sets bounds, so it does not block a scale-in by abstaining).
+    fn votes(&self) -> bool {
+        true
+    }
+}
+
+/// Bounds a schedule imposes while it is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapacityOverride {
+    /// The floor.
+    pub min: Option<u32>,
+    /// The ceiling.
+    pub max: Option<u32>,
+    /// The count the group is raised to; dynamic policies may go above it (seed 2: the
+    /// schedule's count is their floor).
+    pub desired: Option<u32>,
+}
+
+impl fmt::Display for CapacityOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = vec![];
+        for (name, v) in [
+            ("min", self.min),
+            ("max", self.max),
+            ("desired", self.desired),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{name} {v}"));
+            }
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// The policies a group gets when its spec names none: the `swell` policy with its
+/// defaults.
+pub fn default_policies() -> Vec<PolicySpec> {
+    vec![PolicySpec::Swell(SwellPolicy::default())]
 }
 
 /// A policy's configuration, as written in a group's `policies:` list.
@@ -63,6 +121,16 @@ pub trait Policy: Send {
 pub enum PolicySpec {
     /// Thresholds with an idle band between them (seeds 0, 1, 2).
     Threshold(ThresholdPolicy),
+    /// Seed 2's proportional step.
+    Proportional(ProportionalPolicy),
+    /// Target tracking with tolerance and scale-in stabilisation.
+    Target(TargetPolicy),
+    /// Cron + time zone + duration → min/max/desired override.
+    Schedule(SchedulePolicy),
+    /// Forecast (trend, daily and weekly seasonality) and scale ahead.
+    Predictive(PredictivePolicy),
+    /// The product's default: predictive target tracking with learned headroom.
+    Swell(SwellPolicy),
 }
 
 impl PolicySpec {
@@ -70,14 +138,58 @@ impl PolicySpec {
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
             PolicySpec::Threshold(p) => p.validate(),
+            PolicySpec::Proportional(p) => p.validate(),
+            PolicySpec::Target(p) => p.validate(),
+            PolicySpec::Schedule(p) => p.validate(),
+            PolicySpec::Predictive(p) => p.validate(),
+            PolicySpec::Swell(p) => p.validate(),
         }
     }
 
-    /// A fresh policy with empty memory.
+    /// A fresh policy with empty memory. An invalid spec (which [`PolicySpec::validate`]
+    /// would have rejected) builds a policy that never recommends anything.
     pub fn build(&self) -> Box<dyn Policy> {
         match self {
             PolicySpec::Threshold(p) => Box::new(p.clone()),
+            PolicySpec::Proportional(p) => Box::new(p.clone()),
+            PolicySpec::Target(p) => Box::new(p.clone()),
+            PolicySpec::Schedule(p) => match p.runner() {
+                Ok(r) => Box::new(r),
+                Err(e) => Box::new(Inert(e)),
+            },
+            PolicySpec::Predictive(p) => Box::new(p.runner()),
+            PolicySpec::Swell(p) => Box::new(p.runner()),
         }
+    }
+}
+
+/// Stands in for a policy whose spec is invalid: no opinion, no vote.
+struct Inert(ValidationError);
+
+impl Policy for Inert {
+    fn name(&self) -> &'static str {
+        "invalid"
+    }
+
+    fn evaluate(&mut self, state: &GroupState, _: &MetricWindow, _: Timestamp) -> Recommendation {
+        Recommendation {
+            desired: None,
+            cause: Cause {
+                policy: "invalid".into(),
+                before: state.desired_capacity,
+                after: state.desired_capacity,
+                reason: format!("invalid policy ignored: {}", self.0),
+                ..Cause::default()
+            },
+        }
+    }
+
+    fn lookback(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn votes(&self) -> bool {
+        false
     }
 }
 
@@ -158,23 +270,48 @@ impl PolicyEngine {
             .map(|p| p.evaluate(state, window, now))
             .collect();
 
-        let clamped = self.capacity.clamp(before);
+        // Schedules in their window narrow the bounds; their floor holds over cooldowns.
+        let overrides: Vec<CapacityOverride> = self
+            .policies
+            .iter()
+            .filter_map(|p| p.capacity_override())
+            .collect();
+        let bounds = effective_bounds(self.capacity, &overrides);
+        let clamped = bounds.clamp(before);
         if clamped != before {
+            let (policy, why) = if self.capacity.clamp(before) == before {
+                (
+                    "schedule",
+                    format!("a schedule holds the group within {bounds}"),
+                )
+            } else {
+                (
+                    "bounds",
+                    format!(
+                        "desired capacity {before} is outside {}; clamped",
+                        self.capacity
+                    ),
+                )
+            };
             return decision(
                 clamped,
                 before,
                 Cause {
-                    policy: "bounds".into(),
+                    policy: policy.into(),
                     before,
                     after: clamped,
-                    reason: format!(
-                        "desired capacity {before} is outside {}; clamped",
-                        self.capacity
-                    ),
+                    reason: why,
                     ..Cause::default()
                 },
             );
         }
+        let recs: Vec<Recommendation> = self
+            .policies
+            .iter()
+            .zip(recs)
+            .filter(|(p, _)| p.votes())
+            .map(|(_, r)| r)
+            .collect();
 
         let out = recs
             .iter()
@@ -197,15 +334,12 @@ impl PolicyEngine {
             return idle(before, Cause { reason, ..first });
         };
 
-        let target = self.capacity.clamp(rec.desired.unwrap_or(before));
+        let target = bounds.clamp(rec.desired.unwrap_or(before));
         if target == before {
             return idle(
                 before,
                 Cause {
-                    reason: format!(
-                        "{}; already at the bound {}",
-                        rec.cause.reason, self.capacity
-                    ),
+                    reason: format!("{}; already at the bound {bounds}", rec.cause.reason),
                     ..rec.cause.clone()
                 },
             );
@@ -239,6 +373,25 @@ impl PolicyEngine {
     }
 }
 
+/// The group's bounds narrowed by the active schedules: the largest floor (`min` or
+/// `desired`) and the smallest ceiling, within the group's own bounds; a floor above a
+/// ceiling wins (running short is worse than running over).
+fn effective_bounds(capacity: Capacity, overrides: &[CapacityOverride]) -> Capacity {
+    let mut lo = capacity.min();
+    let mut hi = capacity.max();
+    for o in overrides {
+        for floor in [o.min, o.desired].into_iter().flatten() {
+            lo = lo.max(floor);
+        }
+        if let Some(m) = o.max {
+            hi = hi.min(m);
+        }
+    }
+    let lo = capacity.clamp(lo);
+    let hi = capacity.clamp(hi).max(lo);
+    Capacity::new(lo, hi).unwrap_or(capacity)
+}
+
 fn decision(desired: u32, before: u32, cause: Cause) -> Decision {
     let kind = match desired.cmp(&before) {
         std::cmp::Ordering::Greater => DecisionKind::ScaleOut,
@@ -261,5 +414,38 @@ fn idle(before: u32, cause: Cause) -> Decision {
             after: before,
             ..cause
         },
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testkit {
+    //! Shared helpers for the policies' unit tests.
+    use super::GroupState;
+    use crate::metrics::{Metric, MetricSample, MetricWindow};
+    use crate::time::Timestamp;
+    use std::time::Duration;
+
+    /// A settled group of `n` instances.
+    pub fn state(n: u32) -> GroupState {
+        GroupState {
+            desired_capacity: n,
+            provisioned: n,
+            ready: n,
+            last_scaling_at: None,
+        }
+    }
+
+    /// A window with `(seconds, cpu %)` samples.
+    pub fn window(points: &[(i64, f64)]) -> MetricWindow {
+        let mut w = MetricWindow::new(Duration::from_secs(3600));
+        for &(t, v) in points {
+            w.push(MetricSample {
+                at: Timestamp::from_secs(t),
+                metric: Metric::Cpu,
+                value: v,
+                instances: 1,
+            });
+        }
+        w
     }
 }

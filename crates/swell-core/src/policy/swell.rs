@@ -1,0 +1,362 @@
+//! `swell`: the product's default policy — predictive target tracking that learns its own
+//! headroom.
+//!
+//! Each evaluation it
+//! 1. forecasts the peak load over the next `horizon` (time to boot an instance plus the
+//!    group's cooldown plus an evaluation: the longest the group can go before an action
+//!    taken *now* is its last chance) as the larger of the short-term trend and, once a day
+//!    of history exists, the daily/weekly seasonal peak;
+//! 2. scores every forecast once its horizon has passed (`actual peak / forecast`) and
+//!    covers the `confidence` quantile of that ratio: the group is sized so that this
+//!    upper bound of the coming peak stays below `saturation` (100 % CPU, the point past
+//!    which requests queue). The headroom is therefore what this group's load has been
+//!    shown to need, not a fixed 30 %;
+//! 3. until `min_scored` forecasts have been scored, sizes for the forecast peak at
+//!    `target` instead (plain predictive target tracking);
+//! 4. scales out at once to that count, and scales in only to the largest count it asked
+//!    for over `scale_in_window` — a dip shorter than that changes nothing.
+//!
+//! It never scales in on a forecast alone: the count is never below what the present
+//! load needs at `saturation` with the learned margin.
+
+use super::forecast::{ForecastScore, LoadHistory};
+use super::target::target_count;
+use super::{GroupState, Policy, Recommendation};
+use crate::duration::serde_human;
+use crate::event::Cause;
+use crate::group::ValidationError;
+use crate::metrics::{Metric, MetricWindow};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// The `swell` policy's configuration; every field has a default (see docs/policies.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwellPolicy {
+    /// The metric (`cpu`, the group-average CPU %).
+    #[serde(default)]
+    pub metric: Metric,
+    /// The utilisation the group is sized at while the forecast has no track record.
+    #[serde(default = "default_target")]
+    pub target: f64,
+    /// The metric value at which an instance is full (100 for CPU %).
+    #[serde(default = "default_saturation")]
+    pub saturation: f64,
+    /// The share of forecast errors the headroom covers.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// How long an instance takes from create to ready.
+    #[serde(with = "serde_human", default = "default_delay")]
+    pub provisioning_delay: Duration,
+    /// How far ahead to size; defaults to `provisioning_delay` + 150 s (the default
+    /// cooldown and one evaluation).
+    #[serde(with = "opt_human", default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<Duration>,
+    /// Scale in only to the largest count asked for over this window.
+    #[serde(with = "serde_human", default = "default_scale_in_window")]
+    pub scale_in_window: Duration,
+    /// The window of the short-term trend.
+    #[serde(with = "serde_human", default = "default_trend")]
+    pub trend_window: Duration,
+    /// Forecasts to score before the learned headroom replaces `target`.
+    #[serde(default = "default_min_scored")]
+    pub min_scored: u64,
+}
+
+mod opt_human {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => crate::duration::serde_human::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "crate::duration::serde_human")] Duration);
+        Ok(Some(W::deserialize(d)?.0))
+    }
+}
+
+fn default_target() -> f64 {
+    70.0
+}
+fn default_saturation() -> f64 {
+    100.0
+}
+fn default_confidence() -> f64 {
+    0.99
+}
+fn default_delay() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_scale_in_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_trend() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_min_scored() -> u64 {
+    100
+}
+
+impl Default for SwellPolicy {
+    fn default() -> Self {
+        SwellPolicy {
+            metric: Metric::Cpu,
+            target: default_target(),
+            saturation: default_saturation(),
+            confidence: default_confidence(),
+            provisioning_delay: default_delay(),
+            horizon: None,
+            scale_in_window: default_scale_in_window(),
+            trend_window: default_trend(),
+            min_scored: default_min_scored(),
+        }
+    }
+}
+
+impl SwellPolicy {
+    /// Checks the policy's rules.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        for (field, v) in [("target", self.target), ("saturation", self.saturation)] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{field} ({v}) must be a number > 0"),
+                ));
+            }
+        }
+        if self.target > self.saturation {
+            return Err(ValidationError::new(
+                "target",
+                format!(
+                    "target ({}) must be <= saturation ({})",
+                    self.target, self.saturation
+                ),
+            ));
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(ValidationError::new(
+                "confidence",
+                format!("confidence ({}) must be within (0, 1)", self.confidence),
+            ));
+        }
+        if self.trend_window.is_zero() {
+            return Err(ValidationError::new("trend_window", "must be > 0"));
+        }
+        if self.horizon.is_some_and(|h| h.is_zero()) {
+            return Err(ValidationError::new("horizon", "must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// The horizon in force.
+    pub fn horizon(&self) -> Duration {
+        self.horizon
+            .unwrap_or(self.provisioning_delay + Duration::from_secs(150))
+    }
+
+    /// A fresh policy with empty memory.
+    pub fn runner(&self) -> SwellRunner {
+        let recent = self.trend_window.max(self.horizon()) + Duration::from_secs(120);
+        SwellRunner {
+            spec: self.clone(),
+            history: LoadHistory::new(self.metric, Duration::from_secs(300), recent),
+            score: ForecastScore::new(2000.0),
+            asked: VecDeque::new(),
+        }
+    }
+}
+
+/// The `swell` policy with its memory.
+#[derive(Debug, Clone)]
+pub struct SwellRunner {
+    spec: SwellPolicy,
+    history: LoadHistory,
+    score: ForecastScore,
+    asked: VecDeque<(Timestamp, u32)>,
+}
+
+/// The present load is read over this window (one sample at the controller's cadence
+/// and at the simulator's).
+const LEVEL_WINDOW: Duration = Duration::from_secs(30);
+
+impl Policy for SwellRunner {
+    fn name(&self) -> &'static str {
+        "swell"
+    }
+
+    fn lookback(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn evaluate(
+        &mut self,
+        state: &GroupState,
+        window: &MetricWindow,
+        now: Timestamp,
+    ) -> Recommendation {
+        let spec = &self.spec;
+        let base = state.desired_capacity;
+        self.history.ingest(window);
+        self.score.settle(&self.history, now);
+        let cause = |value, reason: String| Cause {
+            policy: "swell".into(),
+            metric: Some(spec.metric.as_str().into()),
+            value,
+            threshold: Some(spec.target),
+            before: base,
+            after: base,
+            reason,
+        };
+        let avg = window.average(spec.metric, now, LEVEL_WINDOW);
+        let (Some(avg), Some(level)) = (avg, self.history.level(now, LEVEL_WINDOW)) else {
+            return Recommendation {
+                desired: None,
+                cause: cause(None, format!("no recent {} samples", spec.metric)),
+            };
+        };
+        let horizon = spec.horizon();
+        let trend = self
+            .history
+            .slope(now, spec.trend_window)
+            .map_or(level, |s| level + s.max(0.0) * horizon.as_secs_f64());
+        let season = self.history.seasonal_peak(now, horizon, level);
+        let forecast = season.map_or(trend, |s| s.max(trend)).max(level);
+        self.score.record(now, now.add(horizon), forecast);
+
+        let learned = (self.score.scored() >= spec.min_scored)
+            .then(|| self.score.ratio_quantile(spec.confidence))
+            .flatten();
+        let (raw, how) = match learned {
+            Some(q) => {
+                let upper = (forecast * q).max(level);
+                (
+                    target_count(1, upper, spec.saturation),
+                    format!(
+                        "peak {forecast:.0} × {q:.2} (p{}) below {}",
+                        spec.confidence * 100.0,
+                        spec.saturation
+                    ),
+                )
+            }
+            None => (
+                target_count(1, forecast, spec.target),
+                format!(
+                    "peak {forecast:.0} at {} (no track record yet)",
+                    spec.target
+                ),
+            ),
+        };
+
+        self.asked.push_back((now, raw));
+        let from = now.sub(spec.scale_in_window);
+        while self.asked.front().is_some_and(|&(t, _)| t <= from) {
+            self.asked.pop_front();
+        }
+        let held = self.asked.iter().map(|&(_, r)| r).max().unwrap_or(raw);
+        let desired = if raw > base {
+            Some(raw)
+        } else if held < base {
+            Some(held)
+        } else {
+            None
+        };
+        Recommendation {
+            desired,
+            cause: cause(
+                Some(avg),
+                format!(
+                    "{} {avg:.1} on {} ready; {how} → {raw}, {held} over {}",
+                    spec.metric,
+                    state.ready,
+                    crate::duration::format(spec.scale_in_window)
+                ),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricSample;
+
+    fn st(n: u32) -> GroupState {
+        GroupState {
+            desired_capacity: n,
+            provisioned: n,
+            ready: n,
+            last_scaling_at: None,
+        }
+    }
+
+    fn push(w: &mut MetricWindow, t: i64, load: f64, n: u32) {
+        w.push(MetricSample {
+            at: Timestamp::from_secs(t),
+            metric: Metric::Cpu,
+            value: load / f64::from(n),
+            instances: n,
+        });
+    }
+
+    #[test]
+    fn cold_start_sizes_the_forecast_at_target() {
+        let mut p = SwellPolicy::default().runner();
+        let mut w = MetricWindow::new(Duration::from_secs(60));
+        // A flat 10 instances × 84 %: ceil(840 / 70) = 12.
+        let mut r = None;
+        for t in (0..=300).step_by(15) {
+            push(&mut w, t, 840.0, 10);
+            r = Some(p.evaluate(&st(10), &w, Timestamp::from_secs(t)));
+        }
+        assert_eq!(r.unwrap().desired, Some(12));
+    }
+
+    #[test]
+    fn a_rise_is_extrapolated_over_the_horizon() {
+        let mut p = SwellPolicy::default().runner();
+        let mut w = MetricWindow::new(Duration::from_secs(60));
+        // Load rising by 1 unit/s from 350: at t = 300 it is 650, the 270 s horizon adds
+        // 270: ceil(920 / 70) = 14.
+        let mut r = None;
+        for t in (0..=300).step_by(15) {
+            push(&mut w, t, 350.0 + t as f64, 10);
+            r = Some(p.evaluate(&st(10), &w, Timestamp::from_secs(t)));
+        }
+        assert_eq!(r.unwrap().desired, Some(14));
+    }
+
+    #[test]
+    fn learned_headroom_replaces_target_and_scale_in_waits() {
+        let mut p = SwellPolicy::default().runner();
+        let mut w = MetricWindow::new(Duration::from_secs(60));
+        let mut last = None;
+        // Flat load of 500 for an hour: forecasts are exact, the ratio quantile is just
+        // above 1, so the group is sized at saturation: ceil(500 × 1.0x / 100) = 6.
+        for t in (0..=3600).step_by(15) {
+            push(&mut w, t, 500.0, 8);
+            last = Some(p.evaluate(&st(8), &w, Timestamp::from_secs(t)));
+        }
+        let r = last.unwrap();
+        assert_eq!(r.desired, Some(6), "{}", r.cause.reason);
+        // The load drops to 200 (needs 3); the count asked for at 3600 (6) holds for
+        // scale_in_window, so nothing changes before 3900, when the largest count left
+        // is the one of 3615 (its 30 s level is (500 + 200) / 2 → 4).
+        let mut first = None;
+        for t in (3615..=4200).step_by(15) {
+            push(&mut w, t, 200.0, 6);
+            let r = p.evaluate(&st(6), &w, Timestamp::from_secs(t));
+            if r.desired.is_some() && first.is_none() {
+                first = Some((t, r.desired));
+            }
+        }
+        assert_eq!(first, Some((3900, Some(4))));
+    }
+}

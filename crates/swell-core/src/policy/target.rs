@@ -1,0 +1,284 @@
+//! `target` tracking: keep the metric near `target` with `desired = ceil(N * avg / target)`
+//! (N = instances whose metrics count), idle within a tolerance band, scale out at once
+//! on a short window, and scale in only to the largest recommendation of a stabilisation
+//! window (so a dip shorter than the window changes nothing).
+
+use super::{GroupState, Policy, Recommendation};
+use crate::duration::serde_human;
+use crate::event::Cause;
+use crate::group::ValidationError;
+use crate::metrics::{Metric, MetricWindow};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// The target-tracking policy's configuration (its memory is not part of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetPolicy {
+    /// The metric to track (`cpu` by default).
+    #[serde(default)]
+    pub metric: Metric,
+    /// The value to keep the metric at (percent for `cpu`).
+    pub target: f64,
+    /// No change while `|avg / target - 1| <= tolerance`.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// The (short) window a scale-out reads: reacting fast is cheap to undo.
+    #[serde(with = "serde_human", default = "default_out_period")]
+    pub scale_out_period: Duration,
+    /// The window a scale-in recommendation reads.
+    #[serde(with = "serde_human", default = "default_in_period")]
+    pub scale_in_period: Duration,
+    /// Scale in only to the largest recommendation of this long a window.
+    #[serde(with = "serde_human", default = "default_stabilization")]
+    pub scale_in_stabilization: Duration,
+    /// At most this many instances added or removed per evaluation (unlimited if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step: Option<u32>,
+    #[serde(skip)]
+    history: VecDeque<(Timestamp, u32)>,
+}
+
+fn default_tolerance() -> f64 {
+    0.1
+}
+fn default_out_period() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_in_period() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_stabilization() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `ceil(n * avg / target)`, forgiving floating-point noise just above an integer.
+pub(crate) fn target_count(n: u32, avg: f64, target: f64) -> u32 {
+    let x = f64::from(n) * avg / target;
+    (x - 1e-9).ceil().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+impl TargetPolicy {
+    /// A policy with the documented defaults around `target`.
+    pub fn new(target: f64) -> Self {
+        TargetPolicy {
+            metric: Metric::Cpu,
+            target,
+            tolerance: default_tolerance(),
+            scale_out_period: default_out_period(),
+            scale_in_period: default_in_period(),
+            scale_in_stabilization: default_stabilization(),
+            max_step: None,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Checks the policy's rules.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if !self.target.is_finite() || self.target <= 0.0 {
+            return Err(ValidationError::new(
+                "target",
+                format!("target ({}) must be a number > 0", self.target),
+            ));
+        }
+        if !self.tolerance.is_finite() || !(0.0..1.0).contains(&self.tolerance) {
+            return Err(ValidationError::new(
+                "tolerance",
+                format!("tolerance ({}) must be within [0, 1)", self.tolerance),
+            ));
+        }
+        for (field, d) in [
+            ("scale_out_period", self.scale_out_period),
+            ("scale_in_period", self.scale_in_period),
+        ] {
+            if d.is_zero() {
+                return Err(ValidationError::new(field, "must be > 0"));
+            }
+        }
+        if self.max_step == Some(0) {
+            return Err(ValidationError::new("max_step", "max_step must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+impl Policy for TargetPolicy {
+    fn name(&self) -> &'static str {
+        "target"
+    }
+
+    fn lookback(&self) -> Duration {
+        self.scale_out_period.max(self.scale_in_period)
+    }
+
+    fn evaluate(
+        &mut self,
+        state: &GroupState,
+        window: &MetricWindow,
+        now: Timestamp,
+    ) -> Recommendation {
+        let base = state.desired_capacity;
+        let n = state.ready;
+        let cause = |value, reason: String| Cause {
+            policy: "target".into(),
+            metric: Some(self.metric.as_str().into()),
+            value,
+            threshold: Some(self.target),
+            before: base,
+            after: base,
+            reason,
+        };
+        let out_avg = window.average(self.metric, now, self.scale_out_period);
+        let in_avg = window.average(self.metric, now, self.scale_in_period);
+        let (Some(out_avg), Some(in_avg)) = (out_avg, in_avg) else {
+            return Recommendation {
+                desired: None,
+                cause: cause(None, format!("no recent {} samples", self.metric)),
+            };
+        };
+        if n == 0 {
+            return Recommendation {
+                desired: None,
+                cause: cause(Some(out_avg), "no instance is ready to measure".into()),
+            };
+        }
+        let step = self.max_step.unwrap_or(u32::MAX);
+
+        // The scale-in recommendation is remembered for the stabilisation window.
+        let in_rec = if in_avg / self.target < 1.0 - self.tolerance {
+            target_count(n, in_avg, self.target)
+        } else {
+            base
+        };
+        self.history.push_back((now, in_rec));
+        let from = now.sub(self.scale_in_stabilization);
+        while self.history.front().is_some_and(|&(t, _)| t <= from) {
+            self.history.pop_front();
+        }
+
+        if out_avg / self.target > 1.0 + self.tolerance {
+            let want = target_count(n, out_avg, self.target);
+            if want > base {
+                let desired = want.min(base.saturating_add(step));
+                return Recommendation {
+                    desired: Some(desired),
+                    cause: cause(
+                        Some(out_avg),
+                        format!(
+                            "{} {out_avg:.1} > {} on {n} instances: ceil({n} × {out_avg:.1} / {}) = {want}",
+                            self.metric, self.target, self.target
+                        ),
+                    ),
+                };
+            }
+        }
+        let stable = self.history.iter().map(|&(_, r)| r).max().unwrap_or(base);
+        if stable < base {
+            let desired = stable.max(base.saturating_sub(step));
+            return Recommendation {
+                desired: Some(desired),
+                cause: cause(
+                    Some(in_avg),
+                    format!(
+                        "{} {in_avg:.1} < {} for {}: the largest recommendation is {stable}",
+                        self.metric,
+                        self.target,
+                        crate::duration::format(self.scale_in_stabilization)
+                    ),
+                ),
+            };
+        }
+        Recommendation {
+            desired: None,
+            cause: cause(
+                Some(out_avg),
+                format!(
+                    "{} {out_avg:.1} near {} (tolerance {})",
+                    self.metric, self.target, self.tolerance
+                ),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testkit::{state, window};
+
+    #[test]
+    fn scales_out_at_once_to_the_target_count() {
+        let mut p = TargetPolicy::new(60.0);
+        // 9 ready at 80 % against 60 %: ceil(9 × 80 / 60) = 12.
+        let r = p.evaluate(
+            &state(9),
+            &window(&[(90, 80.0), (100, 80.0)]),
+            Timestamp::from_secs(100),
+        );
+        assert_eq!(r.desired, Some(12));
+    }
+
+    #[test]
+    fn tolerance_band_is_idle() {
+        let mut p = TargetPolicy::new(60.0);
+        let now = Timestamp::from_secs(100);
+        // 65 / 60 = 1.083: inside the 10 % band.
+        assert_eq!(
+            p.evaluate(&state(9), &window(&[(100, 65.0)]), now).desired,
+            None
+        );
+        // 55 / 60 = 0.917: inside too.
+        assert_eq!(
+            p.evaluate(&state(9), &window(&[(100, 55.0)]), now).desired,
+            None
+        );
+    }
+
+    #[test]
+    fn scale_in_waits_for_the_stabilisation_window() {
+        let mut p = TargetPolicy::new(50.0);
+        p.scale_in_stabilization = Duration::from_secs(60);
+        // At t = 0..60 the load is at the target: the recommendation is the current 10.
+        let mut points = vec![];
+        for t in (0..=60).step_by(10) {
+            points.push((t, 50.0));
+        }
+        // Then it halves: ceil(10 × 25 / 50) = 5.
+        for t in (70..=200).step_by(10) {
+            points.push((t, 25.0));
+        }
+        let w = window(&points);
+        let mut first_in = None;
+        for t in (0..=200).step_by(10) {
+            let r = p.evaluate(&state(10), &w, Timestamp::from_secs(t));
+            if r.desired.is_some() && first_in.is_none() {
+                first_in = Some((t, r.desired));
+            }
+        }
+        // t = 70: mean of 20..70 is 45.8 (inside the tolerance) → 10; t = 80: 41.7 →
+        // ceil(8.3) = 9; later ones are lower. The stabilisation window keeps the largest
+        // recommendation of (t - 60, t]: 10 until t = 130, when the t = 70 one drops out.
+        assert_eq!(first_in, Some((130, Some(9))));
+    }
+
+    #[test]
+    fn max_step_limits_each_move() {
+        let mut p = TargetPolicy::new(50.0);
+        p.max_step = Some(2);
+        let r = p.evaluate(
+            &state(4),
+            &window(&[(100, 100.0)]),
+            Timestamp::from_secs(100),
+        );
+        assert_eq!(r.desired, Some(6));
+    }
+
+    #[test]
+    fn target_count_forgives_rounding_noise() {
+        assert_eq!(target_count(3, 70.0, 70.0), 3);
+        assert_eq!(target_count(10, 70.000_000_000_01, 70.0), 10);
+        assert_eq!(target_count(10, 70.1, 70.0), 11);
+    }
+}

@@ -1,0 +1,346 @@
+//! The baselines `swell sim` compares against, each faithful to its public documentation
+//! and to DESIGN.md's "Model details": Kubernetes' HPA v2 with its default behaviour and
+//! AWS target tracking. (`lab` is the threshold policy with seed 0's numbers; `oracle`
+//! and `static-peak` need no policy: the simulator computes them from the demand.)
+
+use crate::event::Cause;
+use crate::metrics::{Metric, MetricWindow};
+use crate::policy::{GroupState, Policy, Recommendation};
+use crate::time::Timestamp;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Kubernetes HorizontalPodAutoscaler (autoscaling/v2) with the default behaviour:
+/// 15 s sync period, tolerance 0.1, 300 s scale-down stabilisation, scale-up limited to
+/// `max(4 pods, 100 %)` per 15 s, scale-down to 100 % per 15 s. The replica calculator
+/// is Kubernetes' `GetResourceReplicas`: within the tolerance nothing changes; a scale-down
+/// is `ceil(ratio × ready)`; on a scale-up, not-yet-ready pods count at 0 % and the ratio
+/// is recomputed over all of them (no change if it falls within the tolerance or flips).
+#[derive(Debug, Clone)]
+pub struct Hpa {
+    target: f64,
+    tolerance: f64,
+    period_ms: i64,
+    stabilization: Duration,
+    recommendations: VecDeque<(Timestamp, u32)>,
+}
+
+impl Hpa {
+    /// An HPA aiming at `target` percent CPU, with the default behaviour.
+    pub fn new(target: f64) -> Self {
+        Hpa {
+            target,
+            tolerance: 0.1,
+            period_ms: 15_000,
+            stabilization: Duration::from_secs(300),
+            recommendations: VecDeque::new(),
+        }
+    }
+
+    /// The replica calculator alone: the count for utilisation `u` with `ready` of
+    /// `current` replicas ready.
+    pub fn replicas(&self, u: f64, ready: u32, current: u32) -> u32 {
+        let ratio = u / self.target;
+        let unready = current.saturating_sub(ready);
+        if unready == 0 || ratio <= 1.0 {
+            if (1.0 - ratio).abs() <= self.tolerance {
+                return current;
+            }
+            return (ratio * f64::from(ready)).ceil() as u32;
+        }
+        // Scale-up with pods not ready: they count at 0 %.
+        let new_ratio = u * f64::from(ready) / (self.target * f64::from(current));
+        if (1.0 - new_ratio).abs() <= self.tolerance || new_ratio < 1.0 {
+            return current;
+        }
+        let n = (new_ratio * f64::from(current)).ceil() as u32;
+        n.max(current)
+    }
+}
+
+impl Policy for Hpa {
+    fn name(&self) -> &'static str {
+        "hpa"
+    }
+
+    fn lookback(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn evaluate(
+        &mut self,
+        state: &GroupState,
+        window: &MetricWindow,
+        now: Timestamp,
+    ) -> Recommendation {
+        let current = state.provisioned;
+        let cause = |value, reason: String| Cause {
+            policy: "hpa".into(),
+            metric: Some("cpu".into()),
+            value,
+            threshold: Some(self.target),
+            before: state.desired_capacity,
+            after: state.desired_capacity,
+            reason,
+        };
+        if now.as_millis().rem_euclid(self.period_ms) != 0 {
+            return Recommendation {
+                desired: None,
+                cause: cause(None, "between sync periods".into()),
+            };
+        }
+        let Some(sample) = window.latest(Metric::Cpu, now).filter(|_| state.ready > 0) else {
+            return Recommendation {
+                desired: None,
+                cause: cause(None, "no metrics".into()),
+            };
+        };
+        let u = sample.value;
+        let raw = self.replicas(u, state.ready, current);
+        self.recommendations.push_back((now, raw));
+        let from = now.sub(self.stabilization);
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|&(t, _)| t <= from)
+        {
+            self.recommendations.pop_front();
+        }
+        let stable = self
+            .recommendations
+            .iter()
+            .map(|&(_, r)| r)
+            .max()
+            .unwrap_or(raw);
+        let limit = current.saturating_add(4).max(current.saturating_mul(2));
+        let desired = stable.min(limit);
+        Recommendation {
+            desired: (desired != current).then_some(desired),
+            cause: cause(
+                Some(u),
+                format!(
+                    "cpu {u:.1} against {} on {}/{current} ready: {raw}, stabilised {stable}, limited {desired}",
+                    self.target, state.ready
+                ),
+            ),
+        }
+    }
+}
+
+/// AWS EC2 Auto Scaling target tracking: one-minute datapoints (mean utilisation of the
+/// ticks in `[t − 60 s, t)`, formed at multiples of 60 s); the scale-out alarm fires after
+/// 3 datapoints above the target, the scale-in alarm after 15 below 0.9 × target; either
+/// sets `ceil(provisioned × datapoint / target)`. Both alarm windows restart after the
+/// provisioned count changes.
+#[derive(Debug, Clone)]
+pub struct AwsTarget {
+    target: f64,
+    points: VecDeque<f64>,
+    last_provisioned: Option<u32>,
+}
+
+impl AwsTarget {
+    /// Target tracking at `target` percent CPU.
+    pub fn new(target: f64) -> Self {
+        AwsTarget {
+            target,
+            points: VecDeque::new(),
+            last_provisioned: None,
+        }
+    }
+}
+
+const AWS_OUT_POINTS: usize = 3;
+const AWS_IN_POINTS: usize = 15;
+
+impl Policy for AwsTarget {
+    fn name(&self) -> &'static str {
+        "aws-target"
+    }
+
+    fn lookback(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    fn evaluate(
+        &mut self,
+        state: &GroupState,
+        window: &MetricWindow,
+        now: Timestamp,
+    ) -> Recommendation {
+        let current = state.provisioned;
+        if self.last_provisioned != Some(current) {
+            self.points.clear();
+            self.last_provisioned = Some(current);
+        }
+        let cause = |value, reason: String| Cause {
+            policy: "aws-target".into(),
+            metric: Some("cpu".into()),
+            value,
+            threshold: Some(self.target),
+            before: state.desired_capacity,
+            after: state.desired_capacity,
+            reason,
+        };
+        if now.as_millis().rem_euclid(60_000) != 0 {
+            return Recommendation {
+                desired: None,
+                cause: cause(None, "between datapoints".into()),
+            };
+        }
+        let from = now.sub(Duration::from_secs(60));
+        let (sum, n) = window
+            .samples()
+            .filter(|s| s.metric == Metric::Cpu && s.at >= from && s.at < now)
+            .fold((0.0, 0u32), |(a, n), s| (a + s.value, n + 1));
+        if n == 0 {
+            return Recommendation {
+                desired: None,
+                cause: cause(None, "missing datapoint".into()),
+            };
+        }
+        let dp = sum / f64::from(n);
+        self.points.push_back(dp);
+        while self.points.len() > AWS_IN_POINTS {
+            self.points.pop_front();
+        }
+        let high = self.points.len() >= AWS_OUT_POINTS
+            && self
+                .points
+                .iter()
+                .rev()
+                .take(AWS_OUT_POINTS)
+                .all(|&p| p > self.target);
+        let low = self.points.len() >= AWS_IN_POINTS
+            && self
+                .points
+                .iter()
+                .rev()
+                .take(AWS_IN_POINTS)
+                .all(|&p| p < 0.9 * self.target);
+        if !(high || low) {
+            return Recommendation {
+                desired: None,
+                cause: cause(Some(dp), format!("datapoint {dp:.1}: no alarm")),
+            };
+        }
+        let want = (f64::from(current) * dp / self.target).ceil() as u32;
+        Recommendation {
+            desired: (want != current).then_some(want),
+            cause: cause(
+                Some(dp),
+                format!(
+                    "{} alarm: ceil({current} × {dp:.1} / {}) = {want}",
+                    if high { "high" } else { "low" },
+                    self.target
+                ),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricSample;
+
+    /// Kubernetes' documentation: "if the current metric value is 200m, and the desired
+    /// value is 100m, the number of replicas will be doubled"; and the walkthrough's
+    /// figure: 50 replicas at 90 % CPU against a 75 % target → 60.
+    #[test]
+    fn hpa_documented_examples() {
+        let h = Hpa::new(75.0);
+        assert_eq!(h.replicas(90.0, 50, 50), 60);
+        let h = Hpa::new(100.0);
+        assert_eq!(h.replicas(200.0, 3, 3), 6);
+        // "if the current value is 50m, you'll halve the number of replicas"
+        assert_eq!(h.replicas(50.0, 4, 4), 2);
+        // Within the 0.1 tolerance: no change.
+        assert_eq!(h.replicas(109.0, 4, 4), 4);
+        assert_eq!(h.replicas(91.0, 4, 4), 4);
+    }
+
+    #[test]
+    fn hpa_counts_unready_pods_at_zero_on_scale_up() {
+        let h = Hpa::new(50.0);
+        // 4 ready at 100 % of 6: ratio 2 → recomputed 4 × 100 / (50 × 6) = 1.333 → 8.
+        assert_eq!(h.replicas(100.0, 4, 6), 8);
+        // 4 ready at 80 % of 6: recomputed 1.067, within the tolerance → 6.
+        assert_eq!(h.replicas(80.0, 4, 6), 6);
+        // 4 ready at 60 % of 8: recomputed 0.6 < 1 flips direction → 8.
+        assert_eq!(h.replicas(60.0, 4, 8), 8);
+    }
+
+    fn win(points: &[(i64, f64)]) -> MetricWindow {
+        let mut w = MetricWindow::new(Duration::from_secs(3600));
+        for &(t, v) in points {
+            w.push(MetricSample {
+                at: Timestamp::from_secs(t),
+                metric: Metric::Cpu,
+                value: v,
+                instances: 1,
+            });
+        }
+        w
+    }
+
+    fn st(n: u32) -> GroupState {
+        GroupState {
+            desired_capacity: n,
+            provisioned: n,
+            ready: n,
+            last_scaling_at: None,
+        }
+    }
+
+    #[test]
+    fn hpa_stabilises_scale_down_and_limits_scale_up() {
+        let mut h = Hpa::new(50.0);
+        // 2 replicas at 500 %: ratio 10 → 20, limited to max(2 + 4, 4) = 6.
+        let r = h.evaluate(&st(2), &win(&[(0, 500.0)]), Timestamp::from_secs(15));
+        assert_eq!(r.desired, Some(6));
+        // Not at a multiple of 15 s: nothing.
+        let r = h.evaluate(&st(2), &win(&[(0, 500.0)]), Timestamp::from_secs(20));
+        assert_eq!(r.desired, None);
+        // Then 10 replicas at 10 %: raw 2, but 20 was recommended within 300 s → 20,
+        // limited to 20.
+        let r = h.evaluate(&st(10), &win(&[(20, 10.0)]), Timestamp::from_secs(30));
+        assert_eq!(r.desired, Some(20));
+        let r = h.evaluate(&st(20), &win(&[(300, 5.0)]), Timestamp::from_secs(315));
+        // (15 s is outside (15, 315]; 30 s is inside: its raw was 2; now raw is 2.)
+        assert_eq!(r.desired, Some(2));
+    }
+
+    #[test]
+    fn aws_alarms() {
+        let mut a = AwsTarget::new(50.0);
+        // Datapoints from 15 s ticks: minute 1 mean of [0,60) etc.
+        let mut pts = vec![];
+        for t in (0..240).step_by(15) {
+            pts.push((t, 80.0));
+        }
+        let w = win(&pts);
+        let r1 = a.evaluate(&st(4), &w, Timestamp::from_secs(60));
+        let r2 = a.evaluate(&st(4), &w, Timestamp::from_secs(120));
+        assert_eq!((r1.desired, r2.desired), (None, None));
+        let r3 = a.evaluate(&st(4), &w, Timestamp::from_secs(180));
+        // ceil(4 × 80 / 50) = 7
+        assert_eq!(r3.desired, Some(7));
+        // The count changed: the windows restart.
+        let r4 = a.evaluate(&st(7), &w, Timestamp::from_secs(240));
+        assert_eq!(r4.desired, None);
+        // Scale-in needs 15 low datapoints.
+        let mut a = AwsTarget::new(50.0);
+        let pts: Vec<(i64, f64)> = (0..1000).step_by(15).map(|t| (t, 20.0)).collect();
+        let w = win(&pts);
+        let mut first = None;
+        for m in 1..=16 {
+            let r = a.evaluate(&st(10), &w, Timestamp::from_secs(m * 60));
+            if r.desired.is_some() && first.is_none() {
+                first = Some((m, r.desired));
+            }
+        }
+        // ceil(10 × 20 / 50) = 4 at the 15th datapoint.
+        assert_eq!(first, Some((15, Some(4))));
+    }
+}
