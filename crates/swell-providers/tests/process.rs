@@ -382,7 +382,10 @@ async fn a_restarted_server_adopts_its_instances_and_others_do_not_see_them() {
     assert_eq!(seen, created);
     // Creating it again through the new provider returns the running one.
     assert_eq!(restarted.create(&req).await.unwrap(), created);
-    let metrics = restarted.metrics(&[req.instance_id.clone()]).await.unwrap();
+    let metrics = restarted
+        .metrics(std::slice::from_ref(&req.instance_id))
+        .await
+        .unwrap();
     assert_eq!(metrics.len(), 1);
 
     let stranger = ProcessProvider::new(ProcessConfig {
@@ -395,7 +398,7 @@ async fn a_restarted_server_adopts_its_instances_and_others_do_not_see_them() {
     assert!(stranger.list().await.unwrap().is_empty());
     assert!(
         stranger
-            .metrics(&[req.instance_id.clone()])
+            .metrics(std::slice::from_ref(&req.instance_id))
             .await
             .unwrap()
             .is_empty()
