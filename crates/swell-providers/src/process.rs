@@ -154,14 +154,20 @@ impl ProcessProvider {
         ))
     }
 
-    /// The live processes of one instance (normally one).
-    async fn find_live(&self, id: &InstanceId) -> Result<Vec<Found>, ProviderError> {
-        Ok(self
-            .scan()
-            .await?
-            .into_iter()
-            .filter(|f| f.instance_id == id.as_str() && !f.stat.is_exited())
-            .collect())
+    /// What to signal to reach every live process carrying `id`: normally the one
+    /// process group the provider started; more if some descendant left the group.
+    async fn targets(&self, id: &InstanceId) -> Result<Vec<Target>, ProviderError> {
+        let mut targets: Vec<Target> = Vec::new();
+        for found in scan_owned(&self.config.owner, self.own_pid).await? {
+            if found.instance_id != id.as_str() || found.stat.is_exited() {
+                continue;
+            }
+            let target = self.target(&found);
+            if target.pgid.is_none() || targets.iter().all(|t| t.pgid != target.pgid) {
+                targets.push(target);
+            }
+        }
+        Ok(targets)
     }
 
     /// Waits until a process just spawned shows its tags in `/proc` (it has not
@@ -276,11 +282,10 @@ impl ProcessProvider {
 
     /// Pause or resume: `sig` to the instance's group, then wait for the new state.
     async fn stop_or_continue(&self, id: &InstanceId, sig: Signal) -> Result<(), ProviderError> {
-        let found = self.find_live(id).await?;
-        if found.is_empty() {
+        let targets = self.targets(id).await?;
+        if targets.is_empty() {
             return Err(ProviderError::NotFound(id.clone()));
         }
-        let targets: Vec<Target> = found.iter().map(|f| self.target(f)).collect();
         self.signal_all(&targets, sig)?;
         self.wait_stopped(&targets, sig == Signal::SIGSTOP).await
     }
@@ -361,11 +366,10 @@ impl Provider for ProcessProvider {
     }
 
     async fn delete(&self, id: &InstanceId, grace: Duration) -> Result<(), ProviderError> {
-        let found = self.find_live(id).await?;
-        if found.is_empty() {
+        let targets = self.targets(id).await?;
+        if targets.is_empty() {
             return Ok(());
         }
-        let targets: Vec<Target> = found.iter().map(|f| self.target(f)).collect();
         self.signal_all(&targets, Signal::SIGTERM)?;
         // A paused process only sees the SIGTERM once it runs again.
         self.signal_all(&targets, Signal::SIGCONT)?;
@@ -745,35 +749,22 @@ async fn scan_owned(owner: &str, own_pid: i32) -> Result<Vec<Found>, ProviderErr
 }
 
 /// One entry per instance: an instance's children inherit its environment, so the
-/// group leader (the process the provider started) stands for the instance. With no
-/// leader left, the oldest remaining process does.
+/// oldest process carrying an id (the one the provider started, or, once that has
+/// exited, the oldest of what it left behind) stands for the instance. `found` must be
+/// sorted by instance id.
 fn representatives(found: Vec<Found>) -> Vec<Found> {
-    let mut by_id: Vec<(String, Vec<Found>)> = Vec::new();
+    let mut reps: Vec<Found> = Vec::new();
     for f in found {
-        match by_id.last_mut() {
-            Some((id, members)) if *id == f.instance_id => members.push(f),
-            _ => by_id.push((f.instance_id.clone(), vec![f])),
+        match reps.last_mut() {
+            Some(rep) if rep.instance_id == f.instance_id => {
+                if (f.stat.starttime, f.stat.pid) < (rep.stat.starttime, rep.stat.pid) {
+                    *rep = f;
+                }
+            }
+            _ => reps.push(f),
         }
     }
-    by_id
-        .into_iter()
-        .flat_map(|(_, members)| {
-            let leaders: Vec<Found> = members
-                .iter()
-                .filter(|f| f.stat.pid == f.stat.pgrp)
-                .cloned()
-                .collect();
-            if leaders.is_empty() {
-                members
-                    .into_iter()
-                    .min_by_key(|f| (f.stat.starttime, f.stat.pid))
-                    .into_iter()
-                    .collect()
-            } else {
-                leaders
-            }
-        })
-        .collect()
+    reps
 }
 
 /// Instance ids become directory names: no separators, no `.` or `..`.
@@ -955,13 +946,16 @@ mod tests {
     }
 
     #[test]
-    fn the_group_leader_stands_for_the_instance() {
+    fn the_oldest_process_stands_for_the_instance() {
         let picked = representatives(vec![
             found("a", stat(10, 10, 1, 'S')),
             found("a", stat(11, 10, 2, 'R')),
             found("b", stat(20, 19, 5, 'S')),
             found("b", stat(21, 19, 4, 'S')),
             found("c", stat(30, 30, 1, 'T')),
+            // A descendant that made its own group (a daemon) is not a second instance.
+            found("d", stat(40, 40, 1, 'S')),
+            found("d", stat(41, 41, 3, 'S')),
         ]);
         let pids: Vec<(String, i32)> = picked
             .iter()
@@ -969,7 +963,12 @@ mod tests {
             .collect();
         assert_eq!(
             pids,
-            vec![("a".into(), 10), ("b".into(), 21), ("c".into(), 30)]
+            vec![
+                ("a".into(), 10),
+                ("b".into(), 21),
+                ("c".into(), 30),
+                ("d".into(), 40)
+            ]
         );
         assert_eq!(picked[2].state(), ObservedState::Paused);
         assert_eq!(

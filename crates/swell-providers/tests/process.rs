@@ -546,3 +546,46 @@ async fn unknown_instances() {
     assert!(f.provider.metrics(&[id]).await.unwrap().is_empty());
     assert_eq!(f.provider.name(), "process");
 }
+
+#[tokio::test]
+async fn a_wrapper_and_everything_it_starts_are_one_instance() {
+    let f = fixture();
+    // A shell that starts a child in its group and a daemon in a session of its own;
+    // all three inherit the tags.
+    let req = request(
+        "family",
+        &["sh", "-c", "sleep 300 & setsid sleep 301 & wait"],
+    );
+    let created = f.provider.create(&req).await.unwrap();
+    eventually(Duration::from_secs(5), "all three run", || async {
+        f.guard.pids().len() == 3
+    })
+    .await;
+    let listed = f.provider.list().await.unwrap();
+    assert_eq!(listed, vec![created.clone()], "one instance, the shell");
+    let metrics = f
+        .provider
+        .metrics(std::slice::from_ref(&req.instance_id))
+        .await
+        .unwrap();
+    assert_eq!(metrics.len(), 1);
+    assert!(metrics[0].1.memory_mb > 0.0);
+
+    f.provider.pause(&req.instance_id).await.unwrap();
+    for pid in f.guard.pids() {
+        eventually(
+            Duration::from_secs(2),
+            "every process is stopped",
+            || async move { proc_state(pid).is_none_or(|(state, _)| state == 'T') },
+        )
+        .await;
+    }
+    f.provider.resume(&req.instance_id).await.unwrap();
+
+    f.provider
+        .delete(&req.instance_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(f.guard.pids().is_empty(), "{:?}", f.guard.pids());
+    assert!(f.provider.list().await.unwrap().is_empty());
+}
