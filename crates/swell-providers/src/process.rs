@@ -1,11 +1,14 @@
 //! The process provider: every instance is a local child process.
 //!
 //! An instance runs its template's `command` (an argv list, no shell) with a free
-//! `127.0.0.1` port chosen here and substituted for `{port}`. Its Swell ids travel in
-//! its environment (`SWELL_INSTANCE_ID`, `SWELL_GROUP`, `SWELL_TENANT`, `SWELL_OWNER`,
-//! plus `PORT`), so [`ProcessProvider::list`](crate::Provider::list) finds this server's
-//! instances by reading `/proc/*/environ` — also after the server restarted, and also
-//! the ones an earlier server process started (adoption).
+//! `127.0.0.1` port chosen here and substituted for `{port}` in every argument and in
+//! the template's `env` values. Its Swell ids travel in its environment
+//! (`SWELL_INSTANCE_ID`, `SWELL_GROUP`, `SWELL_TENANT`, `SWELL_OWNER`, plus `PORT`),
+//! so [`list`](crate::Provider::list) finds this server's instances by reading
+//! `/proc/*/environ` — also after the server restarted, and also the ones an earlier
+//! server process started (adoption). The process the provider started (the oldest
+//! one carrying an id) stands for the instance; its descendants inherit the tags and
+//! are part of it.
 //!
 //! Each instance gets its own process group, so that a Ctrl-C on the server's terminal
 //! does not reach it and it outlives a `kill -9` of the server; signals (stop, pause,
@@ -13,7 +16,40 @@
 //! appended to `instances_dir/<instance_id>/stdout.log` and `stderr.log`, which are
 //! never removed by the provider.
 //!
+//! Metrics are read from `/proc/<pid>/stat` and `statm`, summed over the instance's
+//! process group: CPU in percent of one core since this provider's previous sample of
+//! the instance (the first sample: the average since the process started), resident
+//! memory in MiB.
+//!
 //! Linux only (it reads `/proc`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use swell_core::{InstanceId, Template, TenantId};
+//! use swell_providers::process::{ProcessConfig, ProcessProvider};
+//! use swell_providers::{CreateRequest, Provider};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = ProcessProvider::new(ProcessConfig {
+//!     instances_dir: "swell-data/instances".into(),
+//!     owner: "server-1f3a".into(),
+//! });
+//! let web = provider
+//!     .create(&CreateRequest {
+//!         instance_id: InstanceId("web-0001".into()),
+//!         tenant: TenantId::default_tenant(),
+//!         group: "web".into(),
+//!         template: Template {
+//!             command: vec!["swell".into(), "demo-app".into(), "--port".into(), "{port}".into()],
+//!             ..Template::default()
+//!         },
+//!     })
+//!     .await?;
+//! println!("pid {} serving on {:?}", web.native_id, web.address);
+//! provider.delete(&web.instance_id, Duration::from_secs(10)).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod procfs;
 
