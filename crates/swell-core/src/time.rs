@@ -29,6 +29,7 @@ impl Timestamp {
     }
 
     /// This time plus `d` (saturating).
+    #[allow(clippy::should_implement_trait)] // saturating, unlike `ops::Add`
     pub fn add(self, d: Duration) -> Self {
         Timestamp(
             self.0
@@ -37,6 +38,7 @@ impl Timestamp {
     }
 
     /// This time minus `d` (saturating).
+    #[allow(clippy::should_implement_trait)] // saturating, unlike `ops::Sub`
     pub fn sub(self, d: Duration) -> Self {
         Timestamp(
             self.0

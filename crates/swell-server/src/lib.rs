@@ -1,1 +1,155 @@
-//! swell-server
+//! Swell's control plane in one process: the store, the controller (one worker per
+//! group), the providers and the REST API. `swell serve` and `swell demo` both run a
+//! [`Server`].
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod controller;
+pub mod http;
+pub mod service;
+
+use crate::clock::{Clock, TokioClock};
+use crate::controller::{Controller, ControllerOptions, Providers};
+use crate::service::Service;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use swell_providers::Provider;
+use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_store::{SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+
+/// Everything `swell serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the REST API listens (`127.0.0.1:7700`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Where the SQLite store and instance logs live (`./swell-data`).
+    pub data_dir: PathBuf,
+    /// Stop every instance on shutdown instead of leaving them for the next start.
+    pub stop_instances_on_exit: bool,
+}
+
+/// What can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store cannot be opened or recovered.
+    #[error("store: {0}")]
+    Store(#[from] swell_store::StoreError),
+    /// The API address cannot be bound.
+    #[error(
+        "cannot listen on {addr}: {source} (is another swell running? use --listen to pick another address)"
+    )]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    service: Arc<Service>,
+    controller: Arc<Controller>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store, recovers what a previous run left, starts the workers and the API.
+    pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let data_dir = std::fs::canonicalize(&data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("swell.db")).await?);
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+        let process = ProcessProvider::new(ProcessConfig {
+            instances_dir: data_dir.join("instances"),
+            owner: owner_tag(&data_dir),
+        });
+        let mut providers = Providers::new();
+        providers.insert(
+            process.name().to_string(),
+            Arc::new(process) as Arc<dyn Provider>,
+        );
+        let controller = Controller::new(
+            store.clone(),
+            providers,
+            clock.clone(),
+            ControllerOptions {
+                stop_instances_on_exit: config.stop_instances_on_exit,
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        controller.start().await?;
+        let service = Arc::new(Service::new(store, controller.clone(), clock));
+        let stop = CancellationToken::new();
+        let app = http::router(service.clone());
+        let stopped = stop.clone();
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!("API server: {e}");
+            }
+        });
+        tracing::info!(%addr, data_dir = %data_dir.display(), "swell serving");
+        Ok(Server {
+            service,
+            controller,
+            addr,
+            stop,
+            http,
+        })
+    }
+
+    /// The API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The internal API.
+    pub fn service(&self) -> Arc<Service> {
+        self.service.clone()
+    }
+
+    /// Stops the API and the workers; instances keep running unless configured otherwise.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.http.await;
+        self.controller.shutdown().await;
+    }
+}
+
+/// The tag that marks this server's instances: its canonical data directory, so two
+/// servers with different data directories never adopt each other's instances.
+fn owner_tag(data_dir: &std::path::Path) -> String {
+    data_dir.display().to_string()
+}

@@ -1,30 +1,359 @@
 //! `swell`: the server, the demo, the simulator, the benchmarks and the client, in one binary.
 
+mod client;
 mod cmd_bench;
+mod cmd_demo;
 mod cmd_sim;
+mod docs;
 
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use client::{Client, Output, print};
+use reqwest::Method;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use swell_api as api;
 
 /// Swell: autoscaling for private and hybrid clouds.
 #[derive(Parser)]
-#[command(name = "swell", version, about)]
+#[command(name = "swell", version, about, propagate_version = true)]
 struct Cli {
+    /// The Swell server the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "SWELL_URL",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    url: String,
+    /// Output format of client commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: REST API, controller and load balancers.
+    Serve(ServeArgs),
+    /// Watch a fleet scale out and back in on the embedded defaults.
+    Demo(cmd_demo::DemoArgs),
+    /// Create or update the groups of a tenant document (YAML or JSON).
+    Apply {
+        /// The tenant document (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Manage scaling groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Manage a group's instances.
+    #[command(subcommand)]
+    Instance(InstanceCmd),
+    /// Show a group's events (decisions and actions, with their causes).
+    Events {
+        /// The group.
+        group: String,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Set a group's desired capacity.
+    Scale {
+        /// The group.
+        group: String,
+        /// The new desired capacity, within [min, max].
+        desired_capacity: u32,
+    },
     /// Replay a load trace through a scaling policy (see docs/simulator.md).
     Sim(cmd_sim::SimArgs),
     /// Benchmarks that print figures against a baseline measured in the same run.
     Bench(cmd_bench::BenchArgs),
+    /// The demo application (an HTTP service whose CPU cost is set per request).
+    #[command(hide = true)]
+    DemoApp {
+        /// Port on 127.0.0.1.
+        #[arg(long, env = "PORT")]
+        port: u16,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address of the REST API.
+    #[arg(long, env = "SWELL_LISTEN", default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Where the store and the instances' logs live.
+    #[arg(long, env = "SWELL_DATA_DIR", default_value = "./swell-data")]
+    data_dir: PathBuf,
+    /// Stop every instance on shutdown (default: keep them running and adopt them at the
+    /// next start).
+    #[arg(long)]
+    stop_instances_on_exit: bool,
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Create a group from a group document.
+    Create {
+        /// The group document (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List the groups.
+    List,
+    /// Show one group.
+    Show {
+        /// The group.
+        name: String,
+    },
+    /// Replace a group's document.
+    Update {
+        /// The group document (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Delete a group (its instances are drained and deleted first).
+    Delete {
+        /// The group.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstanceCmd {
+    /// List a group's instances.
+    List {
+        /// The group.
+        group: String,
+        /// Include terminated and failed instances.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Pause an instance (out of the load balancer, no CPU).
+    Pause {
+        /// The group.
+        group: String,
+        /// The instance id.
+        id: String,
+    },
+    /// Resume a paused instance.
+    Resume {
+        /// The group.
+        group: String,
+        /// The instance id.
+        id: String,
+    },
+}
+
+fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => cmd_sim::run(args),
         Command::Bench(args) => cmd_bench::run(args),
+        command => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(run_async(command, &cli.url, cli.output))
+        }
     }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWELL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => cmd_demo::run(args).await,
+        Command::DemoApp { port } => swell_demo_app::run(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .context("demo app"),
+        Command::Sim(_) | Command::Bench(_) => unreachable!("handled before the runtime starts"),
+        client_command => run_client(client_command, &Client::new(url)?, output).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    init_tracing("info");
+    let server = swell_server::Server::start(swell_server::ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        stop_instances_on_exit: args.stop_instances_on_exit,
+    })
+    .await?;
+    eprintln!(
+        "swell serving the API on http://{} (Ctrl-C to stop)",
+        server.addr()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("shutting down…");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> {
+    match command {
+        Command::Group(GroupCmd::List) => {
+            let list: api::GroupList = c.get("/v1/groups").await?;
+            print(output, &list, |l| client::groups_table(&l.groups))
+        }
+        Command::Group(GroupCmd::Show { name }) => {
+            let g: api::Group = c.get(&format!("/v1/groups/{name}")).await?;
+            print(output, &g, |g| {
+                client::groups_table(std::slice::from_ref(g))
+            })
+        }
+        Command::Group(GroupCmd::Create { file }) => {
+            let spec: swell_core::GroupSpec = docs::read(&file)?;
+            let g: api::Group = c
+                .call(Method::POST, "/v1/groups", Some(&docs::group_json(&spec)?))
+                .await?;
+            print(output, &g, |g| {
+                client::groups_table(std::slice::from_ref(g))
+            })
+        }
+        Command::Group(GroupCmd::Update { file }) => {
+            let spec: swell_core::GroupSpec = docs::read(&file)?;
+            let g: api::Group = c
+                .call(
+                    Method::PUT,
+                    &format!("/v1/groups/{}", spec.name),
+                    Some(&docs::group_json(&spec)?),
+                )
+                .await?;
+            print(output, &g, |g| {
+                client::groups_table(std::slice::from_ref(g))
+            })
+        }
+        Command::Group(GroupCmd::Delete { name }) => {
+            let g: api::Group = c
+                .call(Method::DELETE, &format!("/v1/groups/{name}"), None)
+                .await?;
+            print(output, &g, |g| {
+                client::groups_table(std::slice::from_ref(g))
+            })
+        }
+        Command::Apply { file } => apply(c, &file, output).await,
+        Command::Instance(InstanceCmd::List { group, all }) => {
+            let list: api::InstanceList = c
+                .get(&format!("/v1/groups/{group}/instances?all={all}"))
+                .await?;
+            print(output, &list, |l| client::instances_table(&l.instances))
+        }
+        Command::Instance(InstanceCmd::Pause { group, id }) => {
+            let i: api::Instance = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/groups/{group}/instances/{id}/pause"),
+                    None,
+                )
+                .await?;
+            print(output, &i, |i| {
+                client::instances_table(std::slice::from_ref(i))
+            })
+        }
+        Command::Instance(InstanceCmd::Resume { group, id }) => {
+            let i: api::Instance = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/groups/{group}/instances/{id}/resume"),
+                    None,
+                )
+                .await?;
+            print(output, &i, |i| {
+                client::instances_table(std::slice::from_ref(i))
+            })
+        }
+        Command::Events {
+            group,
+            since,
+            limit,
+        } => {
+            let mut q = Vec::new();
+            if let Some(s) = since {
+                q.push(format!("since={s}"));
+            }
+            if let Some(l) = limit {
+                q.push(format!("limit={l}"));
+            }
+            let list: api::EventList = c
+                .get(&format!("/v1/groups/{group}/events?{}", q.join("&")))
+                .await?;
+            print(output, &list, |l| client::events_table(&l.events))
+        }
+        Command::Scale {
+            group,
+            desired_capacity,
+        } => {
+            let body = serde_json::json!({ "desired_capacity": desired_capacity });
+            let g: api::Group = c
+                .call(
+                    Method::PUT,
+                    &format!("/v1/groups/{group}/desired_capacity"),
+                    Some(&body),
+                )
+                .await?;
+            print(output, &g, |g| {
+                client::groups_table(std::slice::from_ref(g))
+            })
+        }
+        Command::Serve(_)
+        | Command::Demo(_)
+        | Command::DemoApp { .. }
+        | Command::Sim(_)
+        | Command::Bench(_) => unreachable!("not a client command"),
+    }
+}
+
+/// Creates the document's missing groups and updates the others. Every group is
+/// validated before anything is sent, so an invalid document changes nothing.
+async fn apply(c: &Client, file: &std::path::Path, output: Output) -> Result<()> {
+    let doc: docs::TenantDoc = docs::read(file)?;
+    if let Some(t) = &doc.tenant
+        && t != "default"
+    {
+        anyhow::bail!("tenant `{t}`: only the `default` tenant exists on this server");
+    }
+    let bodies = doc
+        .groups
+        .iter()
+        .map(|g| Ok((g.name.clone(), docs::group_json(g)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let existing: api::GroupList = c.get("/v1/groups").await?;
+    let mut results = Vec::new();
+    for (name, body) in bodies {
+        let exists = existing.groups.iter().any(|g| g.name == name);
+        let (g, action): (api::Group, &str) = if exists {
+            (
+                c.call(Method::PUT, &format!("/v1/groups/{name}"), Some(&body))
+                    .await?,
+                "updated",
+            )
+        } else {
+            (
+                c.call(Method::POST, "/v1/groups", Some(&body)).await?,
+                "created",
+            )
+        };
+        if output == Output::Table {
+            eprintln!("group {name} {action}");
+        }
+        results.push(g);
+    }
+    print(output, &results, |r| client::groups_table(r))
 }

@@ -1,0 +1,442 @@
+//! The REST API at `/v1`: it only translates HTTP to service calls and back. Errors map
+//! to statuses here and nowhere else, as `application/problem+json`.
+
+use crate::clock::{parse_rfc3339, rfc3339};
+use crate::service::{Service, ServiceError};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use std::sync::Arc;
+use swell_api as api;
+use swell_core::{GroupSpec, InstanceStatus, TenantId};
+use swell_store::{EventFilter, EventRecord, GroupRecord, InstanceRecord};
+use utoipa::OpenApi;
+
+/// The OpenAPI document, generated from the handlers and the boundary types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Swell API",
+        description = "Autoscaling for private and hybrid clouds."
+    ),
+    paths(
+        health,
+        list_groups,
+        create_group,
+        get_group,
+        update_group,
+        delete_group,
+        set_desired,
+        list_instances,
+        pause_instance,
+        resume_instance,
+        list_events
+    ),
+    components(schemas(
+        api::Problem,
+        api::Group,
+        api::GroupList,
+        api::InstanceCounts,
+        api::Instance,
+        api::InstanceList,
+        api::Event,
+        api::EventList,
+        api::Cause,
+        api::SetDesiredCapacity,
+        api::Health,
+        api::WorkerStatus
+    ))
+)]
+pub struct ApiDoc;
+
+/// The `/v1` router.
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/groups", get(list_groups).post(create_group))
+        .route(
+            "/v1/groups/{name}",
+            get(get_group).put(update_group).delete(delete_group),
+        )
+        .route("/v1/groups/{name}/desired_capacity", put(set_desired))
+        .route("/v1/groups/{name}/instances", get(list_instances))
+        .route(
+            "/v1/groups/{name}/instances/{id}/pause",
+            post(pause_instance),
+        )
+        .route(
+            "/v1/groups/{name}/instances/{id}/resume",
+            post(resume_instance),
+        )
+        .route("/v1/groups/{name}/events", get(list_events))
+        .fallback(|| async {
+            problem(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "no such route; see /v1/openapi.json".into(),
+                None,
+            )
+        })
+        .with_state(service)
+}
+
+/// The tenant of a request. Until authentication lands every request is the `default`
+/// tenant's; the point is that handlers take it from here, never from the body.
+fn tenant() -> TenantId {
+    TenantId::default_tenant()
+}
+
+fn problem(
+    status: StatusCode,
+    title: &str,
+    detail: String,
+    field_rule: Option<(String, String)>,
+) -> Response {
+    let (field, rule) = field_rule.map_or((None, None), |(f, r)| (Some(f), Some(r)));
+    let body = api::Problem {
+        kind: "about:blank".into(),
+        title: title.into(),
+        status: status.as_u16(),
+        detail,
+        field,
+        rule,
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, api::PROBLEM_JSON)],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        match self {
+            ServiceError::Invalid(e) => {
+                let detail = e.to_string();
+                problem(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid input",
+                    detail,
+                    Some((e.field, e.rule)),
+                )
+            }
+            e @ ServiceError::NotFound { .. } => {
+                problem(StatusCode::NOT_FOUND, "Not found", e.to_string(), None)
+            }
+            e @ ServiceError::Conflict { .. } => {
+                problem(StatusCode::CONFLICT, "Conflict", e.to_string(), None)
+            }
+            e @ ServiceError::State(_) => {
+                problem(StatusCode::CONFLICT, "Conflict", e.to_string(), None)
+            }
+            e @ ServiceError::Provider(_) => problem(
+                StatusCode::BAD_GATEWAY,
+                "Provider error",
+                e.to_string(),
+                None,
+            ),
+            e @ ServiceError::Store(_) => {
+                tracing::error!("{e}");
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error",
+                    "the store failed; see the server log".into(),
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// Parses a JSON body, naming the field on error.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ServiceError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        let rule = e.into_inner().to_string();
+        ServiceError::Invalid(swell_core::ValidationError::new(
+            if field.is_empty() {
+                "body".to_string()
+            } else {
+                field
+            },
+            rule,
+        ))
+    })
+}
+
+/// The API view of a group.
+pub fn group_view(service: &Service, g: &GroupRecord, instances: &[InstanceRecord]) -> api::Group {
+    let mut counts = api::InstanceCounts::default();
+    for i in instances {
+        match i.status {
+            InstanceStatus::Pending => counts.pending += 1,
+            InstanceStatus::Running => counts.running += 1,
+            InstanceStatus::Draining => counts.draining += 1,
+            InstanceStatus::Terminating => counts.terminating += 1,
+            InstanceStatus::Paused => counts.paused += 1,
+            InstanceStatus::Terminated | InstanceStatus::Failed => {}
+        }
+    }
+    api::Group {
+        name: g.spec.name.clone(),
+        tenant: g.tenant.to_string(),
+        spec: serde_json::to_value(&g.spec).unwrap_or_default(),
+        desired_capacity: g.desired_capacity,
+        instances: counts,
+        last_scaling_at: g.last_scaling_at.map(rfc3339),
+        deleting: g.deleting,
+        load_balancer: service
+            .controller()
+            .load_balancer_addr(&g.tenant, &g.spec.name)
+            .map(|a| a.to_string()),
+        created_at: rfc3339(g.created_at),
+    }
+}
+
+/// The API view of an instance.
+pub fn instance_view(service: &Service, i: &InstanceRecord) -> api::Instance {
+    let latest = service.controller().latest_metrics();
+    let m = latest
+        .read()
+        .ok()
+        .and_then(|l| l.get(&i.id).copied())
+        .filter(|_| i.status == InstanceStatus::Running);
+    api::Instance {
+        id: i.id.to_string(),
+        group: i.group.clone(),
+        status: i.status.to_string(),
+        lifecycle: i.lifecycle.as_str().into(),
+        created_order: i.created_order,
+        provider: i.provider.clone(),
+        host: i.host.clone(),
+        address: i.address.clone(),
+        native_id: i.native_id.clone(),
+        protected: i.protected,
+        status_reason: i.status_reason.clone(),
+        cpu_percent: m.map(|m| m.cpu_percent),
+        memory_mb: m.map(|m| m.memory_mb),
+        created_at: rfc3339(i.created_at),
+        started_at: i.started_at.map(rfc3339),
+    }
+}
+
+/// The API view of an event.
+pub fn event_view(e: &EventRecord) -> api::Event {
+    api::Event {
+        id: e.id,
+        at: rfc3339(e.event.at),
+        group: e.event.group.clone(),
+        kind: e.event.kind.to_string(),
+        instance_id: e.event.instance_id.as_ref().map(|i| i.to_string()),
+        cause: e.event.cause.as_ref().map(|c| api::Cause {
+            policy: c.policy.clone(),
+            metric: c.metric.clone(),
+            value: c.value,
+            threshold: c.threshold,
+            before: c.before,
+            after: c.after,
+            reason: c.reason.clone(),
+        }),
+        message: e.event.message.clone(),
+    }
+}
+
+type ApiResult<T> = Result<T, ServiceError>;
+
+async fn with_instances(s: &Service, g: GroupRecord) -> ApiResult<api::Group> {
+    let instances = s
+        .list_instances(&g.tenant, &g.spec.name, false)
+        .await
+        .unwrap_or_default();
+    Ok(group_view(s, &g, &instances))
+}
+
+/// Service health and the controller's workers.
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = api::Health)))]
+async fn health(State(s): State<Arc<Service>>) -> axum::Json<api::Health> {
+    let workers = s
+        .controller()
+        .worker_statuses()
+        .into_iter()
+        .map(|(name, state)| api::WorkerStatus { name, state })
+        .collect();
+    axum::Json(api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        workers,
+    })
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+    )
+}
+
+/// Lists the tenant's groups.
+#[utoipa::path(get, path = "/v1/groups", responses((status = 200, body = api::GroupList)))]
+async fn list_groups(State(s): State<Arc<Service>>) -> ApiResult<axum::Json<api::GroupList>> {
+    let mut groups = Vec::new();
+    for g in s.list_groups(&tenant()).await? {
+        groups.push(with_instances(&s, g).await?);
+    }
+    Ok(axum::Json(api::GroupList { groups }))
+}
+
+/// Creates a group from a group document.
+#[utoipa::path(post, path = "/v1/groups", request_body(content = Object, description = "a group document (docs/configuration.md)"),
+    responses((status = 201, body = api::Group), (status = 400, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn create_group(
+    State(s): State<Arc<Service>>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<api::Group>)> {
+    let spec: GroupSpec = parse_body(&body)?;
+    let g = s.create_group(&tenant(), spec).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(with_instances(&s, g).await?),
+    ))
+}
+
+/// Shows a group.
+#[utoipa::path(get, path = "/v1/groups/{name}", params(("name" = String, Path)), responses((status = 200, body = api::Group), (status = 404, body = api::Problem)))]
+async fn get_group(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<api::Group>> {
+    let g = s.get_group(&tenant(), &name).await?;
+    Ok(axum::Json(with_instances(&s, g).await?))
+}
+
+/// Replaces a group's document.
+#[utoipa::path(put, path = "/v1/groups/{name}", params(("name" = String, Path)), request_body(content = Object),
+    responses((status = 200, body = api::Group), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
+async fn update_group(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<api::Group>> {
+    let spec: GroupSpec = parse_body(&body)?;
+    let g = s.update_group(&tenant(), &name, spec).await?;
+    Ok(axum::Json(with_instances(&s, g).await?))
+}
+
+/// Deletes a group: its instances are drained and deleted first.
+#[utoipa::path(delete, path = "/v1/groups/{name}", params(("name" = String, Path)), responses((status = 202, body = api::Group), (status = 404, body = api::Problem)))]
+async fn delete_group(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, axum::Json<api::Group>)> {
+    let g = s.delete_group(&tenant(), &name).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(with_instances(&s, g).await?),
+    ))
+}
+
+/// Sets the desired capacity by hand.
+#[utoipa::path(put, path = "/v1/groups/{name}/desired_capacity", params(("name" = String, Path)), request_body = api::SetDesiredCapacity,
+    responses((status = 200, body = api::Group), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
+async fn set_desired(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<api::Group>> {
+    let req: api::SetDesiredCapacity = parse_body(&body)?;
+    let g = s
+        .set_desired_capacity(&tenant(), &name, req.desired_capacity)
+        .await?;
+    Ok(axum::Json(with_instances(&s, g).await?))
+}
+
+/// Query of the instance list.
+#[derive(Deserialize, utoipa::IntoParams)]
+struct InstanceQuery {
+    /// Include terminated and failed instances.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Lists a group's instances.
+#[utoipa::path(get, path = "/v1/groups/{name}/instances", params(("name" = String, Path), InstanceQuery),
+    responses((status = 200, body = api::InstanceList), (status = 404, body = api::Problem)))]
+async fn list_instances(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+    Query(q): Query<InstanceQuery>,
+) -> ApiResult<axum::Json<api::InstanceList>> {
+    let list = s.list_instances(&tenant(), &name, q.all).await?;
+    Ok(axum::Json(api::InstanceList {
+        instances: list.iter().map(|i| instance_view(&s, i)).collect(),
+    }))
+}
+
+/// Pauses an instance.
+#[utoipa::path(post, path = "/v1/groups/{name}/instances/{id}/pause", params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = api::Instance), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn pause_instance(
+    State(s): State<Arc<Service>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<api::Instance>> {
+    let i = s.pause_instance(&tenant(), &name, &id).await?;
+    Ok(axum::Json(instance_view(&s, &i)))
+}
+
+/// Resumes a paused instance.
+#[utoipa::path(post, path = "/v1/groups/{name}/instances/{id}/resume", params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = api::Instance), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn resume_instance(
+    State(s): State<Arc<Service>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<api::Instance>> {
+    let i = s.resume_instance(&tenant(), &name, &id).await?;
+    Ok(axum::Json(instance_view(&s, &i)))
+}
+
+/// Query of the event list.
+#[derive(Deserialize, utoipa::IntoParams)]
+struct EventQuery {
+    /// Only events at or after this RFC 3339 time.
+    since: Option<String>,
+    /// Only events before this RFC 3339 time.
+    until: Option<String>,
+    /// Only events with a larger id (to follow).
+    after_id: Option<i64>,
+    /// At most this many (the newest); default 1000.
+    limit: Option<u32>,
+}
+
+/// Lists a group's events, oldest first.
+#[utoipa::path(get, path = "/v1/groups/{name}/events", params(("name" = String, Path), EventQuery),
+    responses((status = 200, body = api::EventList), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
+async fn list_events(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<axum::Json<api::EventList>> {
+    let time = |field: &str, v: &Option<String>| -> ApiResult<_> {
+        v.as_deref()
+            .map(parse_rfc3339)
+            .transpose()
+            .map_err(|rule| ServiceError::Invalid(swell_core::ValidationError::new(field, rule)))
+    };
+    let filter = EventFilter {
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        after_id: q.after_id,
+        limit: q.limit,
+    };
+    let events = s.list_events(&tenant(), &name, &filter).await?;
+    Ok(axum::Json(api::EventList {
+        events: events.iter().map(event_view).collect(),
+    }))
+}

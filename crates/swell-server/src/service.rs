@@ -1,0 +1,413 @@
+//! The service layer: the one internal API that the HTTP handlers, the CLI's in-process
+//! paths (the demo) and the tests share. It validates input whole before anything is
+//! stored (DESIGN.md invariant 6) and scopes every call by tenant (invariant 3).
+
+use crate::clock::Clock;
+use crate::controller::{Controller, bind_lb};
+use std::sync::Arc;
+use swell_core::{
+    EventKind, GroupName, GroupSpec, InstanceId, InstanceStatus, TenantId, Timestamp,
+    ValidationError,
+};
+use swell_lb::LoadBalancer;
+use swell_store::{
+    EventFilter, EventRecord, GroupRecord, InstanceRecord, InstanceUpdate, NewEvent, Store,
+    StoreError,
+};
+
+/// What a service call can fail with; mapped to HTTP statuses in one place (`http.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The input broke a rule; nothing was changed.
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    /// No such object in this tenant.
+    #[error("{kind} `{name}` not found")]
+    NotFound {
+        /// `group` or `instance`.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// The object already exists.
+    #[error("{kind} `{name}` already exists")]
+    Conflict {
+        /// `group`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The request cannot be applied in the object's current state.
+    #[error("{0}")]
+    State(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[source] StoreError),
+    /// The provider failed.
+    #[error("provider: {0}")]
+    Provider(#[source] swell_providers::ProviderError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, name } => ServiceError::NotFound { kind, name },
+            StoreError::Conflict { kind, name } => ServiceError::Conflict { kind, name },
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+/// Result of service calls.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// The internal API.
+pub struct Service {
+    store: Arc<dyn Store>,
+    controller: Arc<Controller>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Service {
+    /// A service over the store and the controller.
+    pub fn new(store: Arc<dyn Store>, controller: Arc<Controller>, clock: Arc<dyn Clock>) -> Self {
+        Service {
+            store,
+            controller,
+            clock,
+        }
+    }
+
+    /// The controller (for status and load balancer lookups).
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// The current time of the injected clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn event(&self, tenant: &TenantId, group: &str, kind: EventKind, message: String) -> NewEvent {
+        NewEvent {
+            tenant: tenant.clone(),
+            group: group.to_string(),
+            at: self.clock.now(),
+            kind,
+            instance_id: None,
+            cause: None,
+            message,
+        }
+    }
+
+    async fn bind_if_needed(
+        &self,
+        spec: &GroupSpec,
+        current: Option<&GroupSpec>,
+    ) -> Result<Option<LoadBalancer>> {
+        let Some(lb) = &spec.load_balancer else {
+            return Ok(None);
+        };
+        if current.and_then(|c| c.load_balancer.as_ref()) == Some(lb) {
+            return Ok(None);
+        }
+        bind_lb(&lb.listen)
+            .await
+            .map(Some)
+            .map_err(|rule| ValidationError::new("load_balancer.listen", rule).into())
+    }
+
+    fn check_provider(&self, spec: &GroupSpec) -> Result<()> {
+        if self.controller.provider(&spec.provider).is_none() {
+            return Err(ValidationError::new(
+                "provider",
+                format!(
+                    "provider `{}` is not configured on this server",
+                    spec.provider
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Creates a group and starts its worker.
+    pub async fn create_group(&self, tenant: &TenantId, spec: GroupSpec) -> Result<GroupRecord> {
+        spec.validate()?;
+        self.check_provider(&spec)?;
+        if self.store.get_group(tenant, &spec.name).await?.is_some() {
+            return Err(ServiceError::Conflict {
+                kind: "group",
+                name: spec.name,
+            });
+        }
+        let lb = self.bind_if_needed(&spec, None).await?;
+        self.store.ensure_tenant(tenant, self.clock.now()).await?;
+        let event = self.event(
+            tenant,
+            &spec.name,
+            EventKind::GroupCreated,
+            format!("group {} created ({}..{})", spec.name, spec.min, spec.max),
+        );
+        let record = match self
+            .store
+            .create_group(tenant, &spec, self.clock.now(), event)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(lb) = lb {
+                    lb.shutdown().await;
+                }
+                return Err(e.into());
+            }
+        };
+        self.controller.spawn_worker(&record, lb).await;
+        Ok(record)
+    }
+
+    /// Replaces a group's spec (its name cannot change).
+    pub async fn update_group(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        spec: GroupSpec,
+    ) -> Result<GroupRecord> {
+        spec.validate()?;
+        if spec.name != name {
+            return Err(ValidationError::new(
+                "name",
+                format!("the name cannot change (`{name}` → `{}`)", spec.name),
+            )
+            .into());
+        }
+        self.check_provider(&spec)?;
+        let current = self.get_group(tenant, name).await?;
+        if current.deleting {
+            return Err(ServiceError::State(format!(
+                "group `{name}` is being deleted"
+            )));
+        }
+        if current.spec.provider != spec.provider {
+            return Err(ValidationError::new(
+                "provider",
+                "the provider of a group cannot change; create a new group",
+            )
+            .into());
+        }
+        let lb = self.bind_if_needed(&spec, Some(&current.spec)).await?;
+        let event = self.event(
+            tenant,
+            name,
+            EventKind::GroupUpdated,
+            format!("group {name} updated"),
+        );
+        let record = self
+            .store
+            .update_group(tenant, &spec, self.clock.now(), event)
+            .await?;
+        self.controller.notify(tenant, name, lb);
+        Ok(record)
+    }
+
+    /// The group.
+    pub async fn get_group(&self, tenant: &TenantId, name: &str) -> Result<GroupRecord> {
+        self.store
+            .get_group(tenant, name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "group",
+                name: name.to_string(),
+            })
+    }
+
+    /// The tenant's groups.
+    pub async fn list_groups(&self, tenant: &TenantId) -> Result<Vec<GroupRecord>> {
+        Ok(self.store.list_groups(tenant).await?)
+    }
+
+    /// Starts deleting a group: its instances are drained and deleted, then the group.
+    pub async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<GroupRecord> {
+        self.get_group(tenant, name).await?;
+        let event = self.event(
+            tenant,
+            name,
+            EventKind::GroupDeleted,
+            format!("group {name} is being deleted"),
+        );
+        let record = self.store.mark_group_deleting(tenant, name, event).await?;
+        self.controller.notify(tenant, name, None);
+        Ok(record)
+    }
+
+    /// Sets the desired capacity by hand (within [min, max]).
+    pub async fn set_desired_capacity(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        desired: u32,
+    ) -> Result<GroupRecord> {
+        let group = self.get_group(tenant, name).await?;
+        let cap = group.spec.capacity()?;
+        if desired < cap.min() || desired > cap.max() {
+            return Err(ValidationError::new(
+                "desired_capacity",
+                format!(
+                    "desired_capacity ({desired}) must be within [min, max] = [{}, {}]",
+                    cap.min(),
+                    cap.max()
+                ),
+            )
+            .into());
+        }
+        if group.deleting {
+            return Err(ServiceError::State(format!(
+                "group `{name}` is being deleted"
+            )));
+        }
+        let before = group.desired_capacity;
+        let mut event = self.event(
+            tenant,
+            name,
+            EventKind::DesiredCapacitySet,
+            format!("desired capacity set {before} → {desired} by a user"),
+        );
+        event.cause = Some(swell_core::Cause {
+            policy: "manual".into(),
+            before,
+            after: desired,
+            reason: "set by a user".into(),
+            ..Default::default()
+        });
+        let now = self.clock.now();
+        let record = self
+            .store
+            .set_desired_capacity(tenant, name, desired, Some(now), event)
+            .await?;
+        self.controller.notify(tenant, name, None);
+        Ok(record)
+    }
+
+    /// The group's instances (final ones too when `all`).
+    pub async fn list_instances(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        all: bool,
+    ) -> Result<Vec<InstanceRecord>> {
+        self.get_group(tenant, name).await?;
+        Ok(self.store.list_instances(tenant, name, all).await?)
+    }
+
+    /// The group's events.
+    pub async fn list_events(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>> {
+        GroupName::new(name)?;
+        let events = self.store.list_events(tenant, name, filter).await?;
+        if events.is_empty() && self.store.get_group(tenant, name).await?.is_none() {
+            return Err(ServiceError::NotFound {
+                kind: "group",
+                name: name.to_string(),
+            });
+        }
+        Ok(events)
+    }
+
+    /// Pauses a running instance (seed 3): out of the load balancer, no CPU, still counted.
+    pub async fn pause_instance(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        id: &str,
+    ) -> Result<InstanceRecord> {
+        self.set_paused(tenant, group, id, true).await
+    }
+
+    /// Resumes a paused instance.
+    pub async fn resume_instance(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        id: &str,
+    ) -> Result<InstanceRecord> {
+        self.set_paused(tenant, group, id, false).await
+    }
+
+    async fn set_paused(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        id: &str,
+        pause: bool,
+    ) -> Result<InstanceRecord> {
+        let iid = InstanceId(id.to_string());
+        let inst = self
+            .store
+            .get_instance(tenant, &iid)
+            .await?
+            .filter(|i| i.group == group)
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "instance",
+                name: id.to_string(),
+            })?;
+        let (from, to, kind) = if pause {
+            (
+                InstanceStatus::Running,
+                InstanceStatus::Paused,
+                EventKind::InstancePaused,
+            )
+        } else {
+            (
+                InstanceStatus::Paused,
+                InstanceStatus::Running,
+                EventKind::InstanceResumed,
+            )
+        };
+        if inst.status != from {
+            return Err(ServiceError::State(format!(
+                "instance {id} is {}, it must be {from} to {}",
+                inst.status,
+                if pause { "pause" } else { "resume" }
+            )));
+        }
+        let provider = self.controller.provider(&inst.provider).ok_or_else(|| {
+            ServiceError::State(format!("provider {} is not configured", inst.provider))
+        })?;
+        if pause {
+            // Out of the load balancer first, so no request goes to a stopped process.
+            if let Some(lb) = self.controller.load_balancer(tenant, group) {
+                lb.drain(id, std::time::Duration::from_secs(5)).await;
+            }
+            provider.pause(&iid).await.map_err(ServiceError::Provider)?;
+        } else {
+            provider
+                .resume(&iid)
+                .await
+                .map_err(ServiceError::Provider)?;
+        }
+        let mut event = self.event(
+            tenant,
+            group,
+            kind,
+            format!("instance {id} {}", if pause { "paused" } else { "resumed" }),
+        );
+        event.instance_id = Some(iid.clone());
+        let record = self
+            .store
+            .update_instance(
+                tenant,
+                &iid,
+                to,
+                InstanceUpdate::default(),
+                self.clock.now(),
+                Some(event),
+            )
+            .await?;
+        self.controller.notify(tenant, group, None);
+        Ok(record)
+    }
+}

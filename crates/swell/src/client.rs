@@ -1,0 +1,165 @@
+//! The CLI's HTTP client and its output: tables by default, `-o json` for scripts.
+
+use anyhow::{Context, Result, bail};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use swell_api as api;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human tables.
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// A client of one Swell server.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the server at `url` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(url: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client {
+            base: url.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// Sends a request and decodes the answer, turning problem documents into errors
+    /// that say what to do.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => bail!(
+                "cannot reach Swell at {}: is `swell serve` running? (set --url or SWELL_URL to point elsewhere)",
+                self.base
+            ),
+            Err(e) => return Err(e).with_context(|| format!("calling {url}")),
+        };
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        if !status.is_success() {
+            if let Ok(p) = serde_json::from_slice::<api::Problem>(&bytes) {
+                bail!("{} ({}): {}", p.title, p.status, p.detail);
+            }
+            bail!("{status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("decoding the answer of {url}"))
+    }
+
+    /// GET.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+/// Prints `value` as JSON, or as the table `table` builds.
+pub fn print<T: Serialize>(
+    output: Output,
+    value: &T,
+    table: impl FnOnce(&T) -> Table,
+) -> Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Table => println!("{}", table(value)),
+    }
+    Ok(())
+}
+
+/// A table with a header row.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t
+}
+
+/// The group table.
+pub fn groups_table(groups: &[api::Group]) -> Table {
+    let mut t = table(&[
+        "NAME",
+        "DESIRED",
+        "RUNNING",
+        "PENDING",
+        "DRAINING",
+        "MIN",
+        "MAX",
+        "LOAD BALANCER",
+        "LAST SCALING",
+    ]);
+    for g in groups {
+        let num = |k: &str| g.spec.get(k).map(|v| v.to_string()).unwrap_or_default();
+        t.add_row(vec![
+            if g.deleting {
+                format!("{} (deleting)", g.name)
+            } else {
+                g.name.clone()
+            },
+            g.desired_capacity.to_string(),
+            g.instances.running.to_string(),
+            g.instances.pending.to_string(),
+            g.instances.draining.to_string(),
+            num("min"),
+            num("max"),
+            g.load_balancer.clone().unwrap_or_else(|| "-".into()),
+            g.last_scaling_at.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
+}
+
+/// The instance table.
+pub fn instances_table(list: &[api::Instance]) -> Table {
+    let mut t = table(&[
+        "ID",
+        "#",
+        "STATUS",
+        "LIFECYCLE",
+        "ADDRESS",
+        "PID",
+        "CPU %",
+        "MEM MiB",
+        "STARTED",
+    ]);
+    for i in list {
+        t.add_row(vec![
+            i.id.clone(),
+            i.created_order.to_string(),
+            i.status.clone(),
+            i.lifecycle.clone(),
+            i.address.clone().unwrap_or_else(|| "-".into()),
+            i.native_id.clone().unwrap_or_else(|| "-".into()),
+            i.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
+            i.memory_mb.map_or("-".into(), |m| format!("{m:.1}")),
+            i.started_at.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
+}
+
+/// The event table.
+pub fn events_table(list: &[api::Event]) -> Table {
+    let mut t = table(&["TIME", "KIND", "MESSAGE"]);
+    for e in list {
+        t.add_row(vec![e.at.clone(), e.kind.clone(), e.message.clone()]);
+    }
+    t
+}
