@@ -96,25 +96,68 @@ async fn health_index_and_bad_requests() {
     assert_eq!(status, 404);
 }
 
+/// Reads one response with a `Content-Length` body from a kept-alive connection.
+async fn read_response(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (u16, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut status_line = String::new();
+    stream.read_line(&mut status_line).await.unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        stream.read_line(&mut header).await.unwrap();
+        if header == "\r\n" || header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_request_in_flight() {
     let mut server = start("").await;
     let addr = server.addr;
-    let in_flight = tokio::spawn(async move { get(addr, "/work?ms=400").await });
-    // Let the request reach the handler, then ask the server to stop.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A first request on a kept-alive connection proves the server serves it…
+    let mut conn = tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    conn.get_mut()
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut conn).await, (200, "ok".to_string()));
+    // … then the slow one goes out on it, and the server is asked to stop meanwhile.
+    conn.get_mut()
+        .write_all(b"GET /work?ms=600 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
     server.stop.take().unwrap().send(()).unwrap();
 
-    let (status, body) = in_flight.await.unwrap();
+    let (status, body) = read_response(&mut conn).await;
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json, serde_json::json!({"instance": "", "burned_ms": 400}));
+    assert_eq!(json, serde_json::json!({"instance": "", "burned_ms": 600}));
 
     tokio::time::timeout(Duration::from_secs(5), server.task)
         .await
         .expect("the server stops once the request is done")
         .unwrap()
         .unwrap();
+    assert!(
+        asked.elapsed() >= Duration::from_millis(200),
+        "it waited for the work"
+    );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
