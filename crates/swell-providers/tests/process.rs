@@ -589,3 +589,83 @@ async fn a_wrapper_and_everything_it_starts_are_one_instance() {
     assert!(f.guard.pids().is_empty(), "{:?}", f.guard.pids());
     assert!(f.provider.list().await.unwrap().is_empty());
 }
+
+/// The "server" of [`instances_outlive_their_server`]: a second copy of this test
+/// binary that creates one instance, prints its pid and waits to be killed. It does
+/// nothing when run as an ordinary test.
+#[tokio::test]
+#[ignore = "run by instances_outlive_their_server"]
+async fn helper_server() {
+    let (Ok(owner), Ok(dir)) = (
+        std::env::var("SWELL_TEST_HELPER_OWNER"),
+        std::env::var("SWELL_TEST_HELPER_DIR"),
+    ) else {
+        return;
+    };
+    let provider = ProcessProvider::new(ProcessConfig {
+        instances_dir: dir.into(),
+        owner,
+    });
+    let created = provider
+        .create(&request("survivor", &["sleep", "300"]))
+        .await
+        .unwrap();
+    println!("PID {}", created.native_id);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+}
+
+#[tokio::test]
+async fn instances_outlive_their_server() {
+    use tokio::io::AsyncBufReadExt;
+    let f = fixture();
+    let mut server = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "helper_server",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("SWELL_TEST_HELPER_OWNER", &f.guard.owner)
+        .env("SWELL_TEST_HELPER_DIR", f.dir.path().join("instances"))
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let server_pid = Pid::from_raw(server.id().unwrap() as i32);
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let pid: i32 = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(pid) = line.strip_prefix("PID ") {
+                return pid.parse().unwrap();
+            }
+        }
+        panic!("the helper server printed no pid");
+    })
+    .await
+    .expect("the helper server starts an instance");
+
+    // Ctrl-C on the server's terminal: SIGINT to its (foreground) process group.
+    killpg(server_pid, Signal::SIGINT).unwrap();
+    let _ = kill(server_pid, Signal::SIGKILL);
+    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success());
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (state, _) = proc_state(pid).expect("the instance outlived its server");
+    assert_ne!(state, 'Z');
+
+    // The restarted server finds it and deletes it.
+    let adopted = find(&f.provider, "survivor").await.expect("adopted");
+    assert_eq!(pid_of(&adopted), pid);
+    assert_eq!(adopted.state, ObservedState::Running);
+    f.provider
+        .delete(&adopted.instance_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(find(&f.provider, "survivor").await, None);
+    assert!(f.guard.pids().is_empty());
+}
