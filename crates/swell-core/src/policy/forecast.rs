@@ -137,6 +137,14 @@ impl LoadHistory {
         (n > 0).then(|| sum / f64::from(n))
     }
 
+    /// The loads seen in `(from, to]`.
+    pub fn between(&self, from: Timestamp, to: Timestamp) -> impl Iterator<Item = f64> + '_ {
+        self.recent
+            .iter()
+            .filter(move |&&(t, _)| t > from.as_millis() && t <= to.as_millis())
+            .map(|&(_, v)| v)
+    }
+
     /// The largest load seen in `(from, to]`.
     pub fn max_between(&self, from: Timestamp, to: Timestamp) -> Option<f64> {
         self.recent
@@ -209,31 +217,40 @@ impl LoadHistory {
 }
 
 /// How wrong past forecasts were: each forecast of the peak over a horizon is scored
-/// when the horizon has passed, as `actual / forecast`, and kept in a decaying log-scale
-/// histogram so that quantiles cost a fixed amount of work.
+/// when the horizon has passed. Two measures are kept, both with exponential forgetting:
+/// the mean of `|ln(actual / forecast)|` (is the forecast any good?) and a histogram of
+/// the error in *square-root units* `z = (actual - forecast) / sqrt(forecast)`, with the
+/// load counted in instances (`unit` = one instance's load). Counting noise such as
+/// requests arriving at random grows like the square root of the load, so `z` has the
+/// same spread at night and at peak, and one quantile serves every load level.
 #[derive(Debug, Clone)]
 pub struct ForecastScore {
     pending: VecDeque<(Timestamp, Timestamp, f64)>,
     bins: Vec<f64>,
     total: f64,
+    weight: f64,
     decay: f64,
+    unit: f64,
     /// Exponentially weighted mean of `|ln(actual / forecast)|`.
     abs_log_error: Option<f64>,
     scored: u64,
 }
 
-const BINS: usize = 256;
-/// Bins cover ln(ratio) in [-2, 2] (ratios 0.14 to 7.4).
-const LOG_SPAN: f64 = 2.0;
+const BINS: usize = 400;
+/// Bins cover z in [-Z_SPAN, Z_SPAN].
+const Z_SPAN: f64 = 10.0;
 
 impl ForecastScore {
-    /// An empty score; `memory` is roughly how many recent forecasts weigh in.
-    pub fn new(memory: f64) -> Self {
+    /// An empty score; `memory` is roughly how many recent forecasts weigh in, `unit` the
+    /// load of one instance.
+    pub fn new(memory: f64, unit: f64) -> Self {
         ForecastScore {
             pending: VecDeque::new(),
             bins: vec![0.0; BINS],
             total: 0.0,
+            weight: 1.0,
             decay: 1.0 - 1.0 / memory.max(1.0),
+            unit: if unit > 0.0 { unit } else { 1.0 },
             abs_log_error: None,
             scored: 0,
         }
@@ -241,7 +258,7 @@ impl ForecastScore {
 
     /// Remembers a forecast of the peak over `(made, until]`.
     pub fn record(&mut self, made: Timestamp, until: Timestamp, forecast: f64) {
-        if forecast.is_finite() && forecast > 0.0 {
+        if forecast.is_finite() && forecast >= 0.0 {
             self.pending.push_back((made, until, forecast));
         }
         // A controller that stopped evaluating for long leaves stale forecasts behind.
@@ -250,29 +267,47 @@ impl ForecastScore {
         }
     }
 
-    /// Scores every forecast whose horizon has passed by `now`.
+    /// Scores every forecast whose horizon has passed by `now`: every load observed in
+    /// `(made, until]` is one error sample (so the quantile is the share of *time* the
+    /// load exceeded the bound, the quantity under-provisioning is measured in).
     pub fn settle(&mut self, history: &LoadHistory, now: Timestamp) {
         while let Some(&(made, until, forecast)) = self.pending.front() {
             if until > now {
                 break;
             }
             self.pending.pop_front();
-            let Some(actual) = history.max_between(made, until) else {
-                continue;
-            };
-            let ratio = (actual.max(1e-9) / forecast).ln();
-            let bin = (((ratio + LOG_SPAN) / (2.0 * LOG_SPAN) * BINS as f64).floor() as i64)
-                .clamp(0, BINS as i64 - 1) as usize;
-            for b in &mut self.bins {
-                *b *= self.decay;
+            let f = forecast / self.unit;
+            let sd = f.max(1.0).sqrt();
+            let mut any = false;
+            for actual in history.between(made, until) {
+                any = true;
+                let z = (actual / self.unit - f) / sd;
+                let bin = (((z + Z_SPAN) / (2.0 * Z_SPAN) * BINS as f64).floor() as i64)
+                    .clamp(0, BINS as i64 - 1) as usize;
+                // Exponential forgetting without touching every bin: newer samples weigh
+                // more, and everything is rescaled before the weights overflow.
+                self.weight /= self.decay;
+                if self.weight > 1e200 {
+                    for b in &mut self.bins {
+                        *b /= self.weight;
+                    }
+                    self.total /= self.weight;
+                    self.weight = 1.0;
+                }
+                self.bins[bin] += self.weight;
+                self.total += self.weight;
             }
-            self.total = self.total * self.decay + 1.0;
-            self.bins[bin] += 1.0;
-            let e = ratio.abs();
-            self.abs_log_error = Some(match self.abs_log_error {
-                None => e,
-                Some(m) => m * self.decay + e * (1.0 - self.decay),
-            });
+            if !any {
+                continue;
+            }
+            if let Some(actual) = history.max_between(made, until) {
+                let e = (actual.max(1e-9) / forecast.max(1e-9)).ln().abs().min(5.0);
+                let d = self.decay;
+                self.abs_log_error = Some(match self.abs_log_error {
+                    None => e,
+                    Some(m) => m * d + e * (1.0 - d),
+                });
+            }
             self.scored += 1;
         }
     }
@@ -287,9 +322,8 @@ impl ForecastScore {
         self.abs_log_error
     }
 
-    /// The `q` quantile of `actual / forecast` (upper edge of its bin), `None` when
-    /// nothing was scored.
-    pub fn ratio_quantile(&self, q: f64) -> Option<f64> {
+    /// The `q` quantile of `z` (upper edge of its bin), `None` when nothing was scored.
+    pub fn z_quantile(&self, q: f64) -> Option<f64> {
         if self.total <= 0.0 {
             return None;
         }
@@ -298,11 +332,18 @@ impl ForecastScore {
         for (i, b) in self.bins.iter().enumerate() {
             acc += b;
             if acc >= want {
-                let upper = (i + 1) as f64 / BINS as f64 * 2.0 * LOG_SPAN - LOG_SPAN;
-                return Some(upper.exp());
+                return Some((i + 1) as f64 / BINS as f64 * 2.0 * Z_SPAN - Z_SPAN);
             }
         }
-        Some(LOG_SPAN.exp())
+        Some(Z_SPAN)
+    }
+
+    /// The load, in instances, that `forecast` (load units) reaches with the `q` quantile
+    /// of past errors: `f + z_q * sqrt(f)`.
+    pub fn upper(&self, forecast: f64, q: f64) -> Option<f64> {
+        let z = self.z_quantile(q)?;
+        let f = forecast / self.unit;
+        Some(f + z * f.max(1.0).sqrt())
     }
 }
 
@@ -366,7 +407,8 @@ mod tests {
             Duration::from_secs(300),
             Duration::from_secs(600),
         );
-        let mut s = ForecastScore::new(1000.0);
+        // One instance carries 10: forecasts of 10 instances, actual 11 → z = 1 / sqrt(10).
+        let mut s = ForecastScore::new(1000.0, 10.0);
         for i in 0..100 {
             h.push(Timestamp::from_secs(i * 10), 110.0);
             s.record(
@@ -376,8 +418,11 @@ mod tests {
             );
         }
         s.settle(&h, Timestamp::from_secs(2000));
-        let q = s.ratio_quantile(0.99).unwrap();
-        assert!((1.1..1.15).contains(&q), "{q}");
+        let z = s.z_quantile(0.99).unwrap();
+        let want = 1.0 / 10f64.sqrt();
+        assert!(z >= want && z < want + 0.06, "{z}");
+        let up = s.upper(100.0, 0.99).unwrap();
+        assert!((11.0..11.2).contains(&up), "{up}");
         assert!((s.error().unwrap() - 1.1f64.ln()).abs() < 1e-9);
     }
 }

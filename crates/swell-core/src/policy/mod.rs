@@ -10,6 +10,8 @@
 pub mod forecast;
 mod predictive;
 mod proportional;
+#[cfg(test)]
+mod props;
 mod schedule;
 mod swell;
 mod target;

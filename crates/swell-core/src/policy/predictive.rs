@@ -100,7 +100,7 @@ impl PredictivePolicy {
         PredictiveRunner {
             spec: self.clone(),
             history: LoadHistory::new(self.metric, Duration::from_secs(300), recent),
-            score: ForecastScore::new(2000.0),
+            score: ForecastScore::new(50_000.0, self.target),
         }
     }
 }

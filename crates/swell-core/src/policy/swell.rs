@@ -168,7 +168,7 @@ impl SwellPolicy {
         SwellRunner {
             spec: self.clone(),
             history: LoadHistory::new(self.metric, Duration::from_secs(300), recent),
-            score: ForecastScore::new(2000.0),
+            score: ForecastScore::new(SCORE_MEMORY, self.saturation),
             asked: VecDeque::new(),
         }
     }
@@ -182,6 +182,10 @@ pub struct SwellRunner {
     score: ForecastScore,
     asked: VecDeque<(Timestamp, u32)>,
 }
+
+/// How many recent error samples the headroom is learned from (exponential forgetting):
+/// about half a day at the simulator's cadence, a few hours at the controller's.
+const SCORE_MEMORY: f64 = 50_000.0;
 
 /// The present load is read over this window (one sample at the controller's cadence
 /// and at the simulator's).
@@ -232,16 +236,17 @@ impl Policy for SwellRunner {
         self.score.record(now, now.add(horizon), forecast);
 
         let learned = (self.score.scored() >= spec.min_scored)
-            .then(|| self.score.ratio_quantile(spec.confidence))
+            .then(|| self.score.upper(forecast, spec.confidence))
             .flatten();
         let (raw, how) = match learned {
-            Some(q) => {
-                let upper = (forecast * q).max(level);
+            Some(upper) => {
+                let upper = upper.max(level / spec.saturation);
                 (
-                    target_count(1, upper, spec.saturation),
+                    target_count(1, upper, 1.0),
                     format!(
-                        "peak {forecast:.0} × {q:.2} (p{}) below {}",
+                        "peak {forecast:.0}, p{} {:.0}, below {}",
                         spec.confidence * 100.0,
+                        upper * spec.saturation,
                         spec.saturation
                     ),
                 )

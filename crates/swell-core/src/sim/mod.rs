@@ -577,3 +577,6 @@ pub fn score(
         scaling_actions: series.actions,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! Property tests over every policy: the engine's guarantees hold whatever the input.
+
+use super::*;
+use crate::metrics::{Metric, MetricSample};
+use proptest::prelude::*;
+
+fn specs(target: f64) -> Vec<PolicySpec> {
+    let json = [
+        serde_json::json!({"type": "threshold", "scale_out_above": 60, "scale_in_below": 20, "step": 3}),
+        serde_json::json!({"type": "proportional", "target": target}),
+        serde_json::json!({"type": "target", "target": target, "max_step": 5}),
+        serde_json::json!({"type": "predictive", "target": target}),
+        serde_json::json!({"type": "swell", "target": target}),
+    ];
+    json.into_iter()
+        .map(|j| serde_json::from_value(j).unwrap())
+        .collect()
+}
+
+/// Drives an engine over a random CPU series; returns every (state, decision).
+fn drive(
+    engine: &mut PolicyEngine,
+    cpu: &[f64],
+    start: u32,
+) -> Vec<(Timestamp, GroupState, Decision)> {
+    let mut w = MetricWindow::new(Duration::from_secs(600));
+    let mut desired = start;
+    let mut last = None;
+    let mut out = vec![];
+    for (i, &v) in cpu.iter().enumerate() {
+        let now = Timestamp::from_secs(i as i64 * 10);
+        w.push(MetricSample {
+            at: now,
+            metric: Metric::Cpu,
+            value: v,
+            instances: desired.max(1),
+        });
+        let state = GroupState {
+            desired_capacity: desired,
+            provisioned: desired,
+            ready: desired,
+            last_scaling_at: last,
+        };
+        let d = engine.decide(&state, &w, now);
+        if d.desired_capacity != desired {
+            // Bounds and schedules move the group even in cooldown; policies do not.
+            if d.cause.policy != "bounds" && d.cause.policy != "schedule" {
+                last = Some(now);
+            }
+            desired = d.desired_capacity;
+        }
+        out.push((now, state, d));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn desired_within_bounds_for_every_policy(
+        cpu in proptest::collection::vec(0.0f64..400.0, 1..80),
+        min in 0u32..5, extra in 0u32..20, start in 0u32..40, which in 0usize..5,
+    ) {
+        let cap = Capacity::new(min, min + extra).unwrap();
+        let mut e = PolicyEngine::new(&specs(60.0)[which..=which], cap, Duration::ZERO);
+        for (_, _, d) in drive(&mut e, &cpu, start) {
+            prop_assert!(d.desired_capacity >= min && d.desired_capacity <= min + extra);
+        }
+    }
+
+    #[test]
+    fn no_policy_action_inside_a_cooldown(
+        cpu in proptest::collection::vec(0.0f64..400.0, 1..80),
+        which in 0usize..5, cooldown in 10u64..200,
+    ) {
+        let cap = Capacity::new(1, 50).unwrap();
+        let mut e = PolicyEngine::new(&specs(60.0)[which..=which], cap, Duration::from_secs(cooldown));
+        for (now, state, d) in drive(&mut e, &cpu, 5) {
+            if d.kind != DecisionKind::Idle && let Some(last) = state.last_scaling_at {
+                prop_assert!(now.since(last) >= Duration::from_secs(cooldown), "{}", d.cause.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn a_schedule_floor_always_holds(
+        cpu in proptest::collection::vec(0.0f64..400.0, 1..80),
+        which in 0usize..5, floor in 1u32..30, start in 1u32..40,
+    ) {
+        // Active all the time: every minute for an hour.
+        let mut all = specs(60.0)[which..=which].to_vec();
+        all.push(serde_json::from_value(serde_json::json!({
+            "type": "schedule", "cron": "* * * * *", "duration": "1h", "desired": floor
+        })).unwrap());
+        let cap = Capacity::new(1, 40).unwrap();
+        let mut e = PolicyEngine::new(&all, cap, Duration::from_secs(120));
+        for (_, _, d) in drive(&mut e, &cpu, start) {
+            prop_assert!(d.desired_capacity >= floor, "{} < {floor}: {}", d.desired_capacity, d.cause.reason);
+        }
+    }
+
+    #[test]
+    fn a_forecast_never_scales_in_by_itself(
+        history in proptest::collection::vec(0.0f64..2000.0, 10..200),
+        now_load in 0.0f64..2000.0, n in 1u32..30,
+    ) {
+        // Whatever the past (a load that fell, rose or jumped), if the present load needs
+        // at least the current count at the target, the predictive policy does not go below it.
+        let spec: PolicySpec = serde_json::from_value(serde_json::json!({
+            "type": "predictive", "target": 50, "min_history": "0s"
+        })).unwrap();
+        let mut p = spec.build();
+        let mut w = MetricWindow::new(Duration::from_secs(120));
+        let step = 900; // 15 min between history points: the past spans days
+        for (i, &l) in history.iter().enumerate() {
+            let at = Timestamp::from_secs(i as i64 * step);
+            w.push(MetricSample { at, metric: Metric::Cpu, value: l / f64::from(n), instances: n });
+            let st = GroupState { desired_capacity: n, provisioned: n, ready: n, last_scaling_at: None };
+            p.evaluate(&st, &w, at);
+        }
+        let at = Timestamp::from_secs(history.len() as i64 * step);
+        w.push(MetricSample { at, metric: Metric::Cpu, value: now_load / f64::from(n), instances: n });
+        let st = GroupState { desired_capacity: n, provisioned: n, ready: n, last_scaling_at: None };
+        let r = p.evaluate(&st, &w, at);
+        let reactive = (now_load / 50.0 - 1e-9).ceil() as u32;
+        if reactive >= n {
+            prop_assert!(r.desired.is_none_or(|d| d >= n), "{:?} {}", r.desired, r.cause.reason);
+        }
+    }
+}
