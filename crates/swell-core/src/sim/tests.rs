@@ -120,9 +120,11 @@ fn baselines_run_and_respect_bounds() {
             .collect(),
     )
     .unwrap();
-    let mut o = SimOptions::default();
-    o.min = 2;
-    o.max = 30;
+    let o = SimOptions {
+        min: 2,
+        max: 30,
+        ..SimOptions::default()
+    };
     for name in SimPolicy::NAMED {
         let s = simulate_series(&t, &SimPolicy::named(name).unwrap(), &o).unwrap();
         assert!(s.supply.iter().all(|&x| (2..=30).contains(&x)), "{name}");
