@@ -829,7 +829,9 @@ impl GroupWorker {
             template: group.spec.template.clone(),
         };
         let outcome = match provider.create(&request).await {
-            Ok(p) => match p.address {
+            // Only instances that serve traffic through a load balancer must accept
+            // connections before they count as running.
+            Ok(p) => match p.address.filter(|_| group.spec.load_balancer.is_some()) {
                 Some(addr) => match wait_ready(addr).await {
                     Ok(()) => Ok(p),
                     Err(e) => Err(e),

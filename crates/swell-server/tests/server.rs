@@ -1,0 +1,435 @@
+//! The server in-process over real HTTP, a real SQLite file and real child processes:
+//! API validation (bad input changes nothing) and recovery after a restart.
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use swell_core::{InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
+use swell_server::{Server, ServerConfig};
+use swell_store::{InstanceRecord, SqliteStore, Store};
+
+async fn start(dir: &Path) -> (Server, String) {
+    let server = Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        stop_instances_on_exit: false,
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.addr());
+    (server, url)
+}
+
+/// A group of `sleep` processes: no load balancer, so they count as running once spawned.
+fn sleepers(name: &str, desired: u32) -> Value {
+    json!({
+        "name": name,
+        "template": {"command": ["sleep", "1000"]},
+        "min": 0, "max": 5, "desired_capacity": desired,
+        "evaluation_interval": "200ms", "metrics_interval": "200ms",
+        "policies": [{"type": "threshold", "scale_out_above": 1000}]
+    })
+}
+
+async fn running_ids(http: &reqwest::Client, url: &str, group: &str) -> Vec<String> {
+    let v: Value = http
+        .get(format!("{url}/v1/groups/{group}/instances"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "running")
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn wait_running(http: &reqwest::Client, url: &str, group: &str, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let ids = running_ids(http, url, group).await;
+        if ids.len() == n {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("group {group} never reached {n} running instances");
+}
+
+/// Pids of live processes tagged with this data dir.
+fn tagged_processes(owner: &Path) -> Vec<(u32, String)> {
+    let owner = format!("SWELL_OWNER={}", owner.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if vars.iter().any(|v| v == &owner) && !zombie {
+            let id = vars
+                .iter()
+                .find_map(|v| v.strip_prefix("SWELL_INSTANCE_ID="))
+                .unwrap_or_default()
+                .to_string();
+            out.push((pid, id));
+        }
+    }
+    out
+}
+
+fn kill_tagged(owner: &Path) {
+    for (pid, _) in tagged_processes(owner) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+struct Cleanup(std::path::PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        kill_tagged(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn invalid_input_is_rejected_whole_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url) = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let cases = [
+        (
+            json!({"name": "web", "template": {"command": ["a"]}, "min": 3, "max": 1}),
+            "max",
+            "max (1) must be >= min (3)",
+        ),
+        (
+            json!({"name": "Web!", "template": {"command": ["a"]}, "max": 1}),
+            "name",
+            "lowercase",
+        ),
+        (
+            json!({"name": "web", "template": {"command": ["a"]}, "max": 1, "maxx": 2}),
+            "body",
+            "unknown field `maxx`",
+        ),
+        (
+            json!({"name": "web", "template": {"command": ["a"]}, "max": "three"}),
+            "max",
+            "invalid type",
+        ),
+        (
+            json!({"name": "web", "template": {"command": ["a"]}, "max": 2, "cooldown": "soon"}),
+            "cooldown",
+            "not a duration",
+        ),
+        (
+            json!({"name": "web", "template": {"command": ["a"]}, "max": 2, "policies": [{"type": "threshold", "scale_out_above": 10, "step": 0}]}),
+            "policies[0].step",
+            "step must be >= 1",
+        ),
+        (
+            json!({"name": "web", "template": {"command": ["a"]}, "max": 2, "load_balancer": {"listen": "nowhere"}}),
+            "load_balancer.listen",
+            "address",
+        ),
+    ];
+    for (body, field, rule) in cases {
+        let resp = http
+            .post(format!("{url}/v1/groups"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let p: Value = resp.json().await.unwrap();
+        assert!(
+            p["field"]
+                .as_str()
+                .unwrap()
+                .contains(field.trim_start_matches("body")),
+            "{p} for {field}"
+        );
+        assert!(
+            p["detail"].as_str().unwrap().contains(rule),
+            "{p} for {rule}"
+        );
+    }
+    let resp = http
+        .post(format!("{url}/v1/groups"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let groups: Value = http
+        .get(format!("{url}/v1/groups"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(groups["groups"], json!([]));
+    assert_eq!(
+        http.get(format!("{url}/v1/groups/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{url}/v1/groups/nope/events"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // A valid group, then conflicts and bad updates that leave it untouched.
+    let _cleanup = Cleanup(std::fs::canonicalize(dir.path()).unwrap());
+    let created = http
+        .post(format!("{url}/v1/groups"))
+        .json(&sleepers("web", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        http.post(format!("{url}/v1/groups"))
+            .json(&sleepers("web", 1))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let resp = http
+        .put(format!("{url}/v1/groups/web/desired_capacity"))
+        .json(&json!({"desired_capacity": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["field"], "desired_capacity");
+    let mut renamed = sleepers("other", 1);
+    renamed["max"] = json!(3);
+    assert_eq!(
+        http.put(format!("{url}/v1/groups/web"))
+            .json(&renamed)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let g: Value = http
+        .get(format!("{url}/v1/groups/web"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (g["spec"]["max"].clone(), g["desired_capacity"].clone()),
+        (json!(5), json!(1))
+    );
+
+    let doc: Value = http
+        .get(format!("{url}/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/groups",
+        "/v1/groups/{name}/events",
+        "/v1/groups/{name}/desired_capacity",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_adopts_live_instances_fails_dead_intents_and_removes_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(dir.path()).unwrap();
+    let _cleanup = Cleanup(data.clone());
+    let http = reqwest::Client::new();
+
+    let (server, url) = start(&data).await;
+    assert_eq!(
+        http.post(format!("{url}/v1/groups"))
+            .json(&sleepers("batch", 2))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let before = wait_running(&http, &url, "batch", 2).await;
+    server.shutdown().await;
+    // Instances outlive a clean stop by default.
+    let mut alive: Vec<String> = tagged_processes(&data)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    alive.sort();
+    assert_eq!(alive, before);
+
+    // What a crash can leave behind: a create intent whose process never started, and a
+    // tagged process the store does not know (an orphan).
+    let store = SqliteStore::open(&data.join("swell.db")).await.unwrap();
+    let tenant = TenantId::default_tenant();
+    let now = Timestamp::from_secs(1);
+    store
+        .create_instance(
+            &InstanceRecord {
+                id: InstanceId("never-started".into()),
+                tenant: tenant.clone(),
+                group: "batch".into(),
+                status: InstanceStatus::Pending,
+                lifecycle: Lifecycle::ScaledUp,
+                created_order: 0,
+                provider: "process".into(),
+                host: None,
+                address: None,
+                native_id: None,
+                protected: false,
+                status_reason: None,
+                created_at: now,
+                started_at: None,
+                updated_at: now,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("1000")
+        .env("SWELL_OWNER", &data)
+        .env("SWELL_INSTANCE_ID", "orphan")
+        .env("SWELL_GROUP", "batch")
+        .env("SWELL_TENANT", "default")
+        .spawn()
+        .unwrap();
+
+    let (server, url) = start(&data).await;
+    let after = wait_running(&http, &url, "batch", 2).await;
+    assert_eq!(
+        after, before,
+        "the same instances are adopted, none duplicated"
+    );
+    let status = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || orphan.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert!(!status.success(), "the orphan was stopped");
+    let mut alive: Vec<String> = tagged_processes(&data)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    alive.sort();
+    assert_eq!(alive, before, "no orphan, no duplicate");
+
+    let events: Value = http
+        .get(format!("{url}/v1/groups/batch/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<(String, String)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["instance_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for id in &before {
+        assert!(
+            kinds.contains(&("instance_created".into(), id.clone())),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&("instance_adopted".into(), id.clone())),
+            "{kinds:?}"
+        );
+    }
+    assert!(
+        kinds.contains(&("instance_failed".into(), "never-started".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("instance_terminated".into(), "orphan".into())),
+        "{kinds:?}"
+    );
+
+    // Deleting the group stops everything.
+    assert_eq!(
+        http.delete(format!("{url}/v1/groups/batch"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    for _ in 0..300 {
+        if http
+            .get(format!("{url}/v1/groups/batch"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 404
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        http.get(format!("{url}/v1/groups/batch"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert!(tagged_processes(&data).is_empty());
+    server.shutdown().await;
+}
