@@ -213,7 +213,7 @@ impl ProcessProvider {
         let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
         loop {
             let owner = self.config.owner.clone();
-            let seen = blocking(move || match examine(pid, &owner) {
+            let seen = blocking(move || match examine(pid, &owner, &mut Vec::new()) {
                 Seen::Ours(found) => Some(found.instance_id),
                 Seen::Blank => None,
                 Seen::NotOurs => Some(String::new()),
@@ -713,17 +713,18 @@ enum Seen {
 }
 
 /// Looks at one process.
-fn examine(pid: i32, owner: &str) -> Seen {
-    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+fn examine(pid: i32, owner: &str, buf: &mut Vec<u8>) -> Seen {
+    let Ok(len) = read_environ(pid, buf) else {
         return Seen::NotOurs;
     };
+    let environ = &buf[..len];
     if environ.is_empty() {
         return match read_stat(pid) {
             Some(stat) if !stat.is_kernel_thread() && !stat.is_exited() => Seen::Blank,
             _ => Seen::NotOurs,
         };
     }
-    let mut vars = procfs::parse_environ(&environ);
+    let mut vars = procfs::parse_environ(environ);
     if vars.get(ENV_OWNER).map(String::as_str) != Some(owner) {
         return Seen::NotOurs;
     }
@@ -742,12 +743,42 @@ fn examine(pid: i32, owner: &str) -> Seen {
     })
 }
 
+/// Reads `/proc/<pid>/environ` into `buf` (reused between calls: its length is a
+/// capacity, not the content), the first 64 KiB in one `read` call; the length read.
+///
+/// The kernel copies the environment out of the memory of the process as it is at
+/// that call; a reader that takes it in several small reads (as `fs::read` does, with
+/// a 32-byte probe first) can see the process `execve` in between and get a cut-off
+/// environment without our tags. One large read sees one consistent copy.
+fn read_environ(pid: i32, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::io::Read;
+    const FIRST_READ: usize = 64 * 1024;
+    let mut file = File::open(format!("/proc/{pid}/environ"))?;
+    if buf.len() < FIRST_READ {
+        buf.resize(FIRST_READ, 0);
+    }
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
+}
+
 /// Looks at `pids`: ours, and the blank ones to look at again.
 fn examine_all(pids: Vec<i32>, owner: &str) -> (Vec<Found>, Vec<i32>) {
     let mut found = Vec::new();
     let mut blank = Vec::new();
+    let mut buf = Vec::new();
     for pid in pids {
-        match examine(pid, owner) {
+        match examine(pid, owner, &mut buf) {
             Seen::Ours(f) => found.push(f),
             Seen::NotOurs => {}
             Seen::Blank => blank.push(pid),

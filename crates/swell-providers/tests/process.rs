@@ -27,6 +27,17 @@ fn unique_owner() -> String {
     )
 }
 
+/// `/proc/<pid>/environ` in one large read (several small ones can straddle an
+/// `execve` and return a cut-off environment).
+fn read_environ(pid: i32) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+    let mut buf = vec![0; 1 << 20];
+    let n = file.read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// Kills every process tagged with its owner when dropped.
 struct OwnerGuard {
     owner: String,
@@ -41,7 +52,7 @@ impl OwnerGuard {
         entries
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                read_environ(*pid).is_some_and(|env| {
                     env.split(|b| *b == 0)
                         .any(|entry| entry == needle.as_bytes())
                 })
@@ -178,7 +189,7 @@ async fn a_python_web_server_runs_is_listed_answers_and_is_deleted() {
     assert_ne!(addr.port(), 0);
 
     // While the pyenv shim execs its way to python, the instance never blinks out of
-    // the list (mid-exec, /proc shows an empty environment).
+    // the list (mid-exec, /proc can show an empty or cut-off environment).
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(400) {
         assert!(find(&f.provider, "web-1").await.is_some(), "blinked out");
@@ -192,7 +203,7 @@ async fn a_python_web_server_runs_is_listed_answers_and_is_deleted() {
     // (A pyenv shim execs a few times; mid-exec the environment reads empty.)
     let mut environ = Vec::new();
     for _ in 0..100 {
-        environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        environ = read_environ(pid).unwrap();
         if !environ.is_empty() {
             break;
         }
