@@ -1,8 +1,32 @@
-//! `swell-lb`: the per-group HTTP/1.1 load balancer, with draining.
+//! `swell-lb`: the per-group load balancer: HTTP/1.1 and HTTP/2 (h2c) or raw
+//! TCP, round robin or least outstanding, weights, active and passive health,
+//! traffic metrics, and an exact drain.
 //!
-//! One [`LoadBalancer`] fronts one scaling group. It listens on one address,
-//! spreads requests round robin over the group's current pool of [`Backend`]s and
-//! reverse-proxies them with a keep-alive client, streaming bodies both ways.
+//! One [`LoadBalancer`] fronts one scaling group on one listener. In
+//! [`Protocol::Http`] mode it speaks HTTP/1.1 and HTTP/2 with prior knowledge
+//! (h2c) on the same port, and reverse-proxies every request over HTTP/1.1
+//! keep-alive connections to the instances, streaming bodies both ways. In
+//! [`Protocol::Tcp`] mode it pipes each client connection to one instance.
+//!
+//! # Balancing and membership
+//!
+//! [`Algorithm::RoundRobin`] is smooth weighted round robin (nginx's);
+//! [`Algorithm::LeastOutstanding`] picks the instance with the fewest requests
+//! (connections, in TCP mode) in flight relative to its weight. The controller
+//! sets the pool with [`LoadBalancer::set_backends`] or
+//! [`LoadBalancer::set_weighted_backends`]; the routing snapshot is swapped
+//! atomically and no open connection is touched.
+//!
+//! # Health
+//!
+//! With [`LbConfig::health_check`] set, an instance joins routing only once it
+//! has passed `healthy_threshold` checks in a row, and leaves it after
+//! `unhealthy_threshold` failures in a row. With
+//! [`LbConfig::passive_ejection`] set, `consecutive_failures` failed requests
+//! in a row (connect errors, timeouts, 5xx answers) eject an instance for
+//! `ejection_time`; the last routable instance is never ejected.
+//! [`LoadBalancer::unhealthy`] and [`LoadBalancer::health_changes`] tell the
+//! controller which instances to replace.
 //!
 //! # The drain contract (design invariant 4: scale-in loses no request)
 //!
@@ -17,8 +41,9 @@
 //!    and must stay 0.
 //! 2. Every request dispatched before that moment is *in flight* until its
 //!    response body has been read to the end from the backend (or the client
-//!    went away). `drain` returns [`DrainOutcome::Drained`] as soon as the count
-//!    reaches zero, or [`DrainOutcome::TimedOut`] when the timeout passes first.
+//!    went away); in TCP mode, every connection until it closes. `drain`
+//!    returns [`DrainOutcome::Drained`] as soon as the count reaches zero, or
+//!    [`DrainOutcome::TimedOut`] when the timeout passes first.
 //! 3. Only then does the controller delete the instance.
 //!
 //! Client connections belong to the load balancer, not to a backend, so a
@@ -31,32 +56,77 @@
 //! between a pool update and the connect does not fail a request. A request with
 //! a body is never retried: it gets `502`.
 //!
-//! Not yet here (later issues): HTTP/2, TCP listeners, active health checks,
-//! WebSocket upgrades (`Upgrade` is stripped as a hop-by-hop header).
+//! Not here: TLS, WebSocket upgrades (`Upgrade` is stripped as a hop-by-hop
+//! header), several listeners sharing one pool (run one [`LoadBalancer`] per
+//! listener).
 
+pub mod bench;
+mod health;
+mod io;
 mod pool;
 mod proxy;
+mod tcp;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::io::{ActivityIo, idle_watchdog};
 use crate::proxy::Proxy;
+
+pub use crate::traffic::{BackendTraffic, TrafficSnapshot, WINDOW, render_prometheus};
 
 /// One instance the load balancer may send requests to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Backend {
     /// Stable identity (the instance id); drains and stats are keyed by it.
     pub id: String,
-    /// Where the instance listens for HTTP/1.1.
+    /// Where the instance listens (HTTP/1.1 in HTTP mode).
     pub addr: SocketAddr,
+}
+
+impl Backend {
+    /// A backend with weight 1 (what [`LoadBalancer::set_backends`] gives every one).
+    pub fn new(id: impl Into<String>, addr: SocketAddr) -> Self {
+        Self {
+            id: id.into(),
+            addr,
+        }
+    }
+
+    /// The same backend with a weight, for [`LoadBalancer::set_weighted_backends`].
+    pub fn with_weight(self, weight: u32) -> WeightedBackend {
+        WeightedBackend {
+            backend: self,
+            weight,
+        }
+    }
+}
+
+/// A [`Backend`] with its share of the traffic: an instance of weight 3 gets
+/// three times the requests (or in-flight requests, with least outstanding)
+/// of an instance of weight 1. Weights are clamped to 1..=100.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WeightedBackend {
+    /// The instance.
+    pub backend: Backend,
+    /// Its weight, 1 by default.
+    pub weight: u32,
+}
+
+impl From<Backend> for WeightedBackend {
+    fn from(backend: Backend) -> Self {
+        Self { backend, weight: 1 }
+    }
 }
 
 /// How a [`LoadBalancer::drain`] ended.
@@ -72,16 +142,33 @@ pub enum DrainOutcome {
     },
 }
 
+/// What active health checks last concluded about a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    /// Not yet passed `healthy_threshold` checks in a row (a new instance while
+    /// checks are on): it gets no traffic yet.
+    #[default]
+    Pending,
+    /// Takes traffic (unless ejected or draining). Every backend is healthy
+    /// at once when checks are off.
+    Healthy,
+    /// Failed `unhealthy_threshold` checks in a row: no traffic until it passes
+    /// `healthy_threshold` in a row again.
+    Unhealthy,
+}
+
 /// Counters for one backend id, kept for every backend ever seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendStats {
     /// The backend's id.
     pub id: String,
     /// Its last known address (`None` if it was only ever named in a drain).
     pub addr: Option<SocketAddr>,
-    /// Whether it is in the current pool (may take new requests).
+    /// Its weight in the pool.
+    pub weight: u32,
+    /// Whether it is in the current pool (may take new requests if healthy).
     pub in_pool: bool,
-    /// Requests dispatched to it, retried attempts included.
+    /// Requests dispatched to it, retried attempts included (TCP: connections).
     pub requests: u64,
     /// Requests dispatched to it whose response has not finished yet.
     pub in_flight: u64,
@@ -93,16 +180,133 @@ pub struct BackendStats {
     pub draining_since: Option<SystemTime>,
     /// Requests dispatched to it while it was draining; must stay 0.
     pub requests_after_drain: u64,
+    /// What active checks say (always `Healthy` when checks are off).
+    pub health: Health,
+    /// Taken out of routing by passive ejection right now.
+    pub ejected: bool,
+    /// How many times passive ejection has taken it out.
+    pub ejections: u64,
+    /// Since when it has been unhealthy or ejected.
+    pub unhealthy_since: Option<SystemTime>,
+    /// Requests per second dispatched to it over the last [`WINDOW`].
+    pub request_rate: f64,
 }
 
-/// Tuning for a [`LoadBalancer`]; [`LbConfig::default`] is what
-/// [`LoadBalancer::bind`] uses.
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port, proxied
+    /// per request (L7).
+    #[default]
+    Http,
+    /// Raw TCP: each client connection is piped to one instance (L4).
+    Tcp,
+}
+
+/// How the next request (TCP: connection) picks its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight relative to weight (least connections in TCP
+    /// mode); ties rotate.
+    LeastOutstanding,
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// `GET path` over HTTP/1.1; healthy on a 2xx or 3xx within the timeout.
+    Http {
+        /// Path and optional query, e.g. `/healthz`.
+        path: String,
+    },
+    /// A TCP connect within the timeout.
+    Tcp,
+}
+
+/// Active health checking of every instance in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What a probe does.
+    pub kind: HealthCheckKind,
+    /// Time between probes of one instance. Default 5 s.
+    pub interval: Duration,
+    /// A probe slower than this fails. Default 2 s.
+    pub timeout: Duration,
+    /// Passed probes in a row that make an instance healthy. Default 2.
+    pub healthy_threshold: u32,
+    /// Failed probes in a row that make an instance unhealthy. Default 3.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            kind: HealthCheckKind::Http {
+                path: "/healthz".to_owned(),
+            },
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// Passive health: ejection of an instance that fails real requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveEjection {
+    /// Failed requests in a row (connect errors, upstream errors, timeouts and
+    /// 5xx answers) that eject an instance. Default 5.
+    pub consecutive_failures: u32,
+    /// How long an ejected instance gets no traffic. Default 30 s.
+    pub ejection_time: Duration,
+}
+
+impl Default for PassiveEjection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration that cannot work, naming the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct ConfigError {
+    /// The offending field, e.g. `health_check.interval`.
+    pub field: &'static str,
+    /// The rule it breaks.
+    pub rule: String,
+}
+
+/// Everything about one load balancer except its address; [`LbConfig::default`]
+/// is what [`LoadBalancer::bind`] uses (HTTP, round robin, no health checks,
+/// no body limit).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbConfig {
+    /// What the listener speaks. Default [`Protocol::Http`].
+    pub protocol: Protocol,
+    /// How instances are picked. Default [`Algorithm::RoundRobin`].
+    pub algorithm: Algorithm,
+    /// Active health checks; `None` (the default): every instance joins at once.
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection; `None` (the default): off.
+    pub passive_ejection: Option<PassiveEjection>,
     /// Time from dispatch until the backend's response headers arrive, a retry
     /// included; past it the client gets `504`. It does not limit how long a
     /// response body may stream. Default 60 s.
     pub request_timeout: Duration,
+    /// A client connection with no byte read or written for this long is
+    /// closed (HTTP: gracefully, after the request in progress). Default 60 s.
+    pub idle_timeout: Duration,
+    /// Largest request body accepted; a larger one gets `413`. `None` (the
+    /// default): unlimited.
+    pub max_body_bytes: Option<u64>,
     /// Time allowed for a TCP connect to a backend; past it the connect counts
     /// as failed (and may be retried). Default 5 s.
     pub connect_timeout: Duration,
@@ -115,11 +319,77 @@ pub struct LbConfig {
 impl Default for LbConfig {
     fn default() -> Self {
         Self {
+            protocol: Protocol::Http,
+            algorithm: Algorithm::RoundRobin,
+            health_check: None,
+            passive_ejection: None,
             request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_body_bytes: None,
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
             header_read_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl LbConfig {
+    /// Checks the rules [`LoadBalancer::bind_with`] relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |field: &'static str, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError {
+                    field,
+                    rule: "must be greater than 0".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("request_timeout", self.request_timeout)?;
+        positive("idle_timeout", self.idle_timeout)?;
+        positive("connect_timeout", self.connect_timeout)?;
+        positive("header_read_timeout", self.header_read_timeout)?;
+        if let Some(h) = &self.health_check {
+            positive("health_check.interval", h.interval)?;
+            positive("health_check.timeout", h.timeout)?;
+            if h.healthy_threshold == 0 {
+                return Err(ConfigError {
+                    field: "health_check.healthy_threshold",
+                    rule: "must be at least 1".into(),
+                });
+            }
+            if h.unhealthy_threshold == 0 {
+                return Err(ConfigError {
+                    field: "health_check.unhealthy_threshold",
+                    rule: "must be at least 1".into(),
+                });
+            }
+            if let HealthCheckKind::Http { path } = &h.kind
+                && !path.starts_with('/')
+            {
+                return Err(ConfigError {
+                    field: "health_check.path",
+                    rule: format!("must start with / (got {path:?})"),
+                });
+            }
+        }
+        if let Some(p) = &self.passive_ejection {
+            if p.consecutive_failures == 0 {
+                return Err(ConfigError {
+                    field: "passive_ejection.consecutive_failures",
+                    rule: "must be at least 1".into(),
+                });
+            }
+            positive("passive_ejection.ejection_time", p.ejection_time)?;
+        }
+        if self.max_body_bytes == Some(0) {
+            return Err(ConfigError {
+                field: "max_body_bytes",
+                rule: "must be greater than 0 (omit it for no limit)".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -134,6 +404,7 @@ pub struct LoadBalancer {
 struct Inner {
     proxy: Arc<Proxy>,
     local_addr: SocketAddr,
+    config: LbConfig,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -148,6 +419,7 @@ impl std::fmt::Debug for LoadBalancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadBalancer")
             .field("local_addr", &self.inner.local_addr)
+            .field("protocol", &self.inner.config.protocol)
             .field("pool", &self.backends())
             .finish()
     }
@@ -161,8 +433,13 @@ impl LoadBalancer {
         Self::bind_with(listen, LbConfig::default()).await
     }
 
-    /// Like [`LoadBalancer::bind`], with explicit tuning.
+    /// Like [`LoadBalancer::bind`], with explicit configuration. An invalid
+    /// `config` is an [`std::io::ErrorKind::InvalidInput`] error wrapping a
+    /// [`ConfigError`].
     pub async fn bind_with(listen: SocketAddr, config: LbConfig) -> std::io::Result<LoadBalancer> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
         let proxy = Arc::new(Proxy::new(&config));
@@ -171,15 +448,20 @@ impl LoadBalancer {
         tasks.spawn(accept_loop(
             listener,
             Arc::clone(&proxy),
-            config,
+            config.clone(),
             cancel.clone(),
             tasks.clone(),
         ));
-        tracing::info!(%local_addr, "load balancer listening");
+        if let Some(check) = config.health_check.clone() {
+            tasks.spawn(health::run(Arc::clone(&proxy.pool), check, cancel.clone()));
+        }
+        tracing::info!(%local_addr, protocol = ?config.protocol, algorithm = ?config.algorithm,
+            "load balancer listening");
         Ok(LoadBalancer {
             inner: Arc::new(Inner {
                 proxy,
                 local_addr,
+                config,
                 cancel,
                 tasks,
             }),
@@ -191,10 +473,22 @@ impl LoadBalancer {
         self.inner.local_addr
     }
 
-    /// Replaces the pool atomically. A backend that leaves gets no new request
-    /// once this returns (its in-flight ones finish); a backend that (re)joins is
-    /// no longer draining. Duplicate ids keep the first entry.
+    /// The configuration it runs with.
+    pub fn config(&self) -> &LbConfig {
+        &self.inner.config
+    }
+
+    /// Replaces the pool atomically, every backend with weight 1. A backend
+    /// that leaves gets no new request once this returns (its in-flight ones
+    /// finish); a backend that (re)joins is no longer draining. Duplicate ids
+    /// keep the first entry. With health checks on, a backend never seen
+    /// before takes traffic only once it has passed them.
     pub fn set_backends(&self, backends: Vec<Backend>) {
+        self.set_weighted_backends(backends.into_iter().map(WeightedBackend::from).collect());
+    }
+
+    /// Like [`LoadBalancer::set_backends`], with a weight per backend.
+    pub fn set_weighted_backends(&self, backends: Vec<WeightedBackend>) {
         let (joined, left) = self.inner.proxy.pool.set(backends);
         if !joined.is_empty() || !left.is_empty() {
             let pool: Vec<String> = self.backends().into_iter().map(|b| b.id).collect();
@@ -202,12 +496,28 @@ impl LoadBalancer {
         }
     }
 
-    /// The current pool, in round-robin order.
+    /// The configured pool, in the order it was set, healthy or not.
     pub fn backends(&self) -> Vec<Backend> {
         self.inner
             .proxy
             .pool
-            .snapshot()
+            .configured()
+            .into_iter()
+            .map(|m| Backend {
+                id: m.id,
+                addr: m.addr,
+            })
+            .collect()
+    }
+
+    /// The backends that may take a request now: configured, healthy, not
+    /// ejected.
+    pub fn routable(&self) -> Vec<Backend> {
+        self.inner
+            .proxy
+            .pool
+            .routing()
+            .members
             .iter()
             .map(|m| Backend {
                 id: m.id.clone(),
@@ -242,6 +552,64 @@ impl LoadBalancer {
         self.inner.proxy.pool.stats()
     }
 
+    /// Configured instances that active checks found unhealthy or that passive
+    /// ejection took out, with since when, sorted by id. The controller
+    /// replaces one that stays here past its grace period. A new instance
+    /// still waiting for its first passed checks is not listed.
+    pub fn unhealthy(&self) -> Vec<(String, SystemTime)> {
+        self.inner.proxy.pool.unhealthy()
+    }
+
+    /// A receiver that sees a new value on every health or membership change;
+    /// `changed().await` on it, then read [`LoadBalancer::unhealthy`] or
+    /// [`LoadBalancer::stats`].
+    pub fn health_changes(&self) -> watch::Receiver<u64> {
+        self.inner.proxy.pool.subscribe()
+    }
+
+    /// A sample of the traffic: totals, rates and latency percentiles over the
+    /// last [`WINDOW`], per load balancer and per instance.
+    pub fn traffic(&self) -> TrafficSnapshot {
+        let t = &self.inner.proxy.traffic;
+        let stats = self.stats();
+        let routable: Vec<String> = self.routable().into_iter().map(|b| b.id).collect();
+        let [p50, p90, p99] = t.latency.quantiles([0.5, 0.9, 0.99]);
+        let in_window = t.requests.count();
+        let errors_in_window = t.errors.count();
+        TrafficSnapshot {
+            requests_total: t.requests_total.load(std::sync::atomic::Ordering::Relaxed),
+            errors_total: t.errors_total.load(std::sync::atomic::Ordering::Relaxed),
+            request_rate: t.requests.per_second(),
+            error_rate: t.errors.per_second(),
+            error_ratio: if in_window == 0 {
+                0.0
+            } else {
+                (errors_in_window as f64 / in_window as f64).min(1.0)
+            },
+            in_flight: stats.iter().map(|s| s.in_flight).sum(),
+            latency_p50: p50,
+            latency_p90: p90,
+            latency_p99: p99,
+            backends: stats
+                .into_iter()
+                .map(|s| BackendTraffic {
+                    routable: routable.contains(&s.id),
+                    id: s.id,
+                    requests_total: s.requests,
+                    request_rate: s.request_rate,
+                    in_flight: s.in_flight,
+                    failures: s.failures,
+                })
+                .collect(),
+        }
+    }
+
+    /// [`LoadBalancer::traffic`] in the Prometheus text format, labelled
+    /// `group="<group>"` (see [`render_prometheus`]).
+    pub fn prometheus(&self, group: &str) -> String {
+        render_prometheus(group, &self.traffic())
+    }
+
     /// Requests dispatched to `id` after its drain began. The drain contract
     /// keeps it at 0; anything else is a bug.
     pub fn requests_after_drain(&self, id: &str) -> u64 {
@@ -253,10 +621,10 @@ impl LoadBalancer {
     }
 
     /// Stops accepting connections, lets in-flight requests finish, closes idle
-    /// client connections, and returns when every connection has closed. The
-    /// wait is bounded by the request timeout (for the backend's response
-    /// headers) plus however long the response bodies take to stream; wrap it
-    /// in a timeout to bound it harder.
+    /// client connections (TCP mode: every connection), and returns when every
+    /// connection has closed. The wait is bounded by the request timeout (for
+    /// the backend's response headers) plus however long the response bodies
+    /// take to stream; wrap it in a timeout to bound it harder.
     pub async fn shutdown(&self) {
         tracing::info!(lb = %self.inner.local_addr, "load balancer shutting down");
         self.inner.cancel.cancel();
@@ -273,6 +641,7 @@ async fn accept_loop(
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let config = Arc::new(config);
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => break,
@@ -280,13 +649,16 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tasks.spawn(serve_connection(
-                    stream,
-                    peer,
-                    Arc::clone(&proxy),
-                    config.header_read_timeout,
-                    cancel.clone(),
-                ));
+                let (proxy, config, cancel) =
+                    (Arc::clone(&proxy), Arc::clone(&config), cancel.clone());
+                match config.protocol {
+                    Protocol::Http => {
+                        tasks.spawn(serve_http(stream, peer, proxy, config, cancel));
+                    }
+                    Protocol::Tcp => {
+                        tasks.spawn(tcp::serve(stream, peer, proxy, config, cancel));
+                    }
+                }
             }
             Err(err) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -301,27 +673,38 @@ async fn accept_loop(
     // Dropping the listener here refuses new connections.
 }
 
-async fn serve_connection(
+async fn serve_http(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    header_read_timeout: Duration,
+    config: Arc<LbConfig>,
     cancel: CancellationToken,
 ) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %err, "set_nodelay failed");
     }
+    let (io, activity) = ActivityIo::new(stream);
     let service = service_fn(move |req| Arc::clone(&proxy).handle(req, peer));
-    let conn = http1::Builder::new()
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let idle = idle_watchdog(activity, config.idle_timeout);
+    tokio::pin!(idle);
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = cancel.cancelled() => {
             // Finishes the request in progress, if any, then closes.
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+        () = &mut idle => {
+            tracing::debug!(%peer, "client connection idle: closing");
             conn.as_mut().graceful_shutdown();
             conn.as_mut().await
         }

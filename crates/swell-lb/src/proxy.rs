@@ -1,27 +1,33 @@
-//! Forwarding one request: backend choice, retry, header rewriting, timeouts.
+//! Forwarding one request: backend choice, retry, header rewriting, limits,
+//! timeouts, passive health and traffic accounting.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
-use crate::LbConfig;
 use crate::pool::{InFlightGuard, Pool};
+use crate::traffic::Traffic;
+use crate::{Health, LbConfig, PassiveEjection};
+
+/// Errors of bodies flowing through the load balancer.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Body type of everything the load balancer sends, both ways.
-pub(crate) type LbBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type LbBody = BoxBody<Bytes, BoxError>;
 
 /// Why a request could not be forwarded; each maps to one status code.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,8 @@ pub(crate) enum ProxyError {
     Timeout { backend: String, timeout: Duration },
     #[error("request could not be rewritten for the backend")]
     BadRequest(#[source] hyper::http::Error),
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
 }
 
 impl ProxyError {
@@ -62,6 +70,9 @@ impl ProxyError {
                 "the instance did not answer in time\n",
             ),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request\n"),
+            ProxyError::TooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+            }
         };
         let mut resp = Response::new(
             Full::new(Bytes::from_static(text.as_bytes()))
@@ -77,15 +88,23 @@ impl ProxyError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body may still be on its way: do not read it.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
 
-/// Shared forwarding state: the pool and one keep-alive client for all backends.
+/// Shared forwarding state: the pool, one keep-alive client for all backends,
+/// limits and the traffic recorders.
 pub(crate) struct Proxy {
-    pub(crate) pool: Pool,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) traffic: Traffic,
     client: Client<HttpConnector, LbBody>,
     request_timeout: Duration,
+    max_body_bytes: Option<u64>,
+    passive: Option<PassiveEjection>,
 }
 
 impl Proxy {
@@ -98,10 +117,42 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .build(connector);
+        let initial = if config.health_check.is_some() {
+            Health::Pending
+        } else {
+            Health::Healthy
+        };
         Self {
-            pool: Pool::new(),
+            pool: Arc::new(Pool::new(config.algorithm, initial)),
+            traffic: Traffic::new(),
             client,
             request_timeout: config.request_timeout,
+            max_body_bytes: config.max_body_bytes,
+            passive: config.passive_ejection.clone(),
+        }
+    }
+
+    /// Passive health: records the outcome of one attempt on `guard`'s
+    /// backend and, when that ejects it, schedules its re-admission.
+    pub(crate) fn outcome(&self, guard: &InFlightGuard, ok: bool) {
+        let Some(passive) = &self.passive else {
+            return;
+        };
+        if self
+            .pool
+            .record_outcome(guard.state(), ok, passive.consecutive_failures)
+        {
+            let (pool, state, after) = (
+                Arc::clone(&self.pool),
+                Arc::clone(guard.state()),
+                passive.ejection_time,
+            );
+            tracing::warn!(backend = %guard.id(), failures = passive.consecutive_failures,
+                ejection = ?after, "instance ejected after consecutive failures");
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                pool.readmit(&state);
+            });
         }
     }
 
@@ -112,27 +163,17 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Result<Response<LbBody>, Infallible> {
         let started = Instant::now();
-        let method = req.method().clone();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let result = self.forward(req, peer, &path).await;
+        let result = self.forward(req, peer).await;
         let resp = match result {
-            Ok((resp, backend)) => {
-                tracing::debug!(%method, %path, %peer, %backend, status = resp.status().as_u16(),
-                    elapsed_ms = started.elapsed().as_millis() as u64, "proxied");
-                resp
-            }
+            Ok(resp) => resp,
             Err(err) => {
-                let error = err_chain(&err);
-                let resp = err.into_response();
-                tracing::debug!(%method, %path, %peer, status = resp.status().as_u16(),
-                    elapsed_ms = started.elapsed().as_millis() as u64, %error,
-                    "not proxied");
-                resp
+                tracing::debug!(%peer, error = %err_chain(&err), "not proxied");
+                err.into_response()
             }
         };
+        let status = resp.status();
+        self.traffic
+            .record(Some(started.elapsed()), status.is_server_error());
         Ok(resp)
     }
 
@@ -140,34 +181,59 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        path: &str,
-    ) -> Result<(Response<LbBody>, String), ProxyError> {
+    ) -> Result<Response<LbBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
+        if let Some(limit) = self.max_body_bytes
+            && body.size_hint().lower() > limit
+        {
+            return Err(ProxyError::TooLarge { limit });
+        }
+        // HTTP/2 carries the host in `:authority`; HTTP/1.1 backends need `Host`.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
         strip_hop_by_hop(&mut parts.headers);
         add_forwarding_headers(&mut parts.headers, peer.ip());
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         // Only requests that carry no body and are idempotent may be sent twice:
         // nothing of theirs is lost by resending, and RFC 9110 §9.2.2 allows it.
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
         let mut body = Some(body);
 
         // One deadline for the whole request, retry included.
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let deadline = Instant::now() + self.request_timeout;
         let mut guard = self.pool.acquire(None).ok_or(ProxyError::NoBackend)?;
         let mut retried = false;
         loop {
             let upstream_body = match (retryable, body.take()) {
-                (false, Some(b)) => b.boxed(),
+                (false, Some(b)) => match self.max_body_bytes {
+                    Some(limit) => Limited::new(b, limit as usize).boxed(),
+                    None => b.map_err(BoxError::from).boxed(),
+                },
                 _ => Empty::new().map_err(|never| match never {}).boxed(),
             };
-            let upstream = build_upstream(&parts, guard.addr(), path, upstream_body)
+            let upstream = build_upstream(&parts, guard.addr(), &path, upstream_body)
                 .map_err(ProxyError::BadRequest)?;
             match tokio::time::timeout_at(deadline, self.client.request(upstream)).await {
                 Ok(Ok(resp)) => {
-                    let backend = guard.id().to_owned();
-                    return Ok((finish_response(resp, guard), backend));
+                    self.outcome(&guard, !resp.status().is_server_error());
+                    return Ok(finish_response(resp, guard));
+                }
+                Ok(Err(source)) if is_too_large(&source) => {
+                    // The client's fault, not the instance's.
+                    let limit = self.max_body_bytes.unwrap_or(0);
+                    return Err(ProxyError::TooLarge { limit });
                 }
                 Ok(Err(source)) if is_unsent(&source) => {
                     guard.record_failure();
+                    self.outcome(&guard, false);
                     let backend = guard.id().to_owned();
                     tracing::debug!(%backend, error = %err_chain(&source), "backend unreachable");
                     let next = if retryable && !retried {
@@ -186,11 +252,13 @@ impl Proxy {
                 }
                 Ok(Err(source)) => {
                     guard.record_failure();
+                    self.outcome(&guard, false);
                     let backend = guard.id().to_owned();
                     return Err(ProxyError::Upstream { backend, source });
                 }
                 Err(_elapsed) => {
                     guard.record_failure();
+                    self.outcome(&guard, false);
                     return Err(ProxyError::Timeout {
                         backend: guard.id().to_owned(),
                         timeout: self.request_timeout,
@@ -199,6 +267,18 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Whether a client error was caused by the request body passing the limit.
+fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 fn err_chain(err: &dyn std::error::Error) -> String {
@@ -262,6 +342,7 @@ fn finish_response(resp: Response<Incoming>, guard: InFlightGuard) -> Response<L
             inner: body,
             guard: Some(guard),
         }
+        .map_err(BoxError::from)
         .boxed(),
     )
 }

@@ -1,0 +1,1 @@
+//! `swell bench lb`: Swell's load balancer against nginx, measured by wrk.

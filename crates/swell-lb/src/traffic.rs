@@ -1,0 +1,481 @@
+//! Traffic metrics: request and error rates and latency percentiles over a
+//! sliding window, cheap enough to record on every request (a few relaxed
+//! atomic increments, no lock), and their Prometheus text rendering.
+//!
+//! The window is a ring of [`SLOTS`] slots of [`SLOT`] each; a slot is reset
+//! lazily by the first event of a new period. An event racing with that reset
+//! may be lost: the figures are for scaling decisions and dashboards, not for
+//! billing. Time is `tokio::time`, so a paused test clock drives it.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Length of one slot of the sliding window.
+pub const SLOT: Duration = Duration::from_secs(5);
+/// Slots in the ring: the window is `(SLOTS - 1) × SLOT` full slots (60 s)
+/// plus the slot in progress.
+pub const SLOTS: usize = 13;
+/// The span rates and percentiles are computed over (at most).
+pub const WINDOW: Duration = Duration::from_secs(SLOT.as_secs() * (SLOTS as u64 - 1));
+
+/// Histogram buckets: 8 linear ones for 0-7 µs, then 8 per power of two
+/// (at most 12.5 % relative error) up to 2^40 µs.
+const BUCKETS: usize = 8 + 38 * 8;
+
+fn bucket_of(micros: u64) -> usize {
+    if micros < 8 {
+        return micros as usize;
+    }
+    let exp = 63 - u64::from(micros.leading_zeros()); // >= 3
+    let sub = (micros >> (exp - 3)) & 7;
+    (8 + (exp - 3) * 8 + sub).min(BUCKETS as u64 - 1) as usize
+}
+
+/// The middle of a bucket, in microseconds.
+fn bucket_value(index: usize) -> u64 {
+    if index < 8 {
+        return index as u64;
+    }
+    let exp = (index - 8) / 8 + 3;
+    let sub = ((index - 8) % 8) as u64;
+    let width = 1u64 << (exp - 3);
+    ((8 + sub) << (exp - 3)) + width / 2
+}
+
+/// The current period number and where the ring's slot for it is.
+fn epoch(base: Instant) -> u64 {
+    (base.elapsed().as_millis() / SLOT.as_millis()) as u64
+}
+
+/// Seconds the window covers at `base.elapsed()`: the full slots behind the
+/// current one plus its elapsed part, or less while the process is young.
+fn covered_secs(base: Instant) -> f64 {
+    let elapsed = base.elapsed();
+    let in_slot = Duration::from_millis((elapsed.as_millis() % SLOT.as_millis()) as u64);
+    elapsed.min(WINDOW + in_slot).as_secs_f64().max(1e-3)
+}
+
+struct Slot {
+    /// Period this slot counts for (`u64::MAX`: never used).
+    epoch: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Events per second over the sliding window.
+pub(crate) struct RateWindow {
+    base: Instant,
+    slots: [Slot; SLOTS],
+}
+
+impl RateWindow {
+    pub(crate) fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            slots: std::array::from_fn(|_| Slot {
+                epoch: AtomicU64::new(u64::MAX),
+                count: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub(crate) fn record(&self) {
+        let e = epoch(self.base);
+        let slot = &self.slots[e as usize % SLOTS];
+        let seen = slot.epoch.load(Ordering::Acquire);
+        if seen != e
+            && slot
+                .epoch
+                .compare_exchange(seen, e, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            slot.count.store(0, Ordering::Release);
+        }
+        slot.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events in the window.
+    pub(crate) fn count(&self) -> u64 {
+        let e = epoch(self.base);
+        self.slots
+            .iter()
+            .filter(|s| {
+                let se = s.epoch.load(Ordering::Acquire);
+                se != u64::MAX && se <= e && e - se < SLOTS as u64
+            })
+            .map(|s| s.count.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn per_second(&self) -> f64 {
+        self.count() as f64 / covered_secs(self.base)
+    }
+}
+
+struct HistSlot {
+    epoch: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+}
+
+/// A latency histogram over the sliding window.
+pub(crate) struct LatencyWindow {
+    base: Instant,
+    slots: Vec<HistSlot>,
+}
+
+impl LatencyWindow {
+    pub(crate) fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            slots: (0..SLOTS)
+                .map(|_| HistSlot {
+                    epoch: AtomicU64::new(u64::MAX),
+                    buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn record(&self, latency: Duration) {
+        let e = epoch(self.base);
+        let slot = &self.slots[e as usize % SLOTS];
+        let seen = slot.epoch.load(Ordering::Acquire);
+        if seen != e
+            && slot
+                .epoch
+                .compare_exchange(seen, e, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            for b in slot.buckets.iter() {
+                b.store(0, Ordering::Relaxed);
+            }
+        }
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        slot.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The window's quantiles `qs` (each in 0..=1), `None` when it is empty.
+    pub(crate) fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<Duration>; N] {
+        let e = epoch(self.base);
+        let mut merged = vec![0u64; BUCKETS];
+        for s in &self.slots {
+            let se = s.epoch.load(Ordering::Acquire);
+            if se == u64::MAX || se > e || e - se >= SLOTS as u64 {
+                continue;
+            }
+            for (m, b) in merged.iter_mut().zip(s.buckets.iter()) {
+                *m += b.load(Ordering::Relaxed);
+            }
+        }
+        let total: u64 = merged.iter().sum();
+        qs.map(|q| {
+            if total == 0 {
+                return None;
+            }
+            // The smallest value with at least q of the samples at or below it.
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+            let mut seen = 0;
+            for (i, n) in merged.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return Some(Duration::from_micros(bucket_value(i)));
+                }
+            }
+            None
+        })
+    }
+}
+
+/// The load balancer-wide recorders.
+pub(crate) struct Traffic {
+    pub(crate) requests_total: AtomicU64,
+    pub(crate) errors_total: AtomicU64,
+    pub(crate) requests: RateWindow,
+    pub(crate) errors: RateWindow,
+    pub(crate) latency: LatencyWindow,
+}
+
+impl Traffic {
+    pub(crate) fn new() -> Self {
+        Self {
+            requests_total: AtomicU64::new(0),
+            errors_total: AtomicU64::new(0),
+            requests: RateWindow::new(),
+            errors: RateWindow::new(),
+            latency: LatencyWindow::new(),
+        }
+    }
+
+    /// Records one finished request (or, in TCP mode, one connection, with no
+    /// latency). `error` is a 5xx answer, from the instance or the proxy.
+    pub(crate) fn record(&self, latency: Option<Duration>, error: bool) {
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.requests.record();
+        if error {
+            self.errors_total.fetch_add(1, Ordering::Relaxed);
+            self.errors.record();
+        }
+        if let Some(l) = latency {
+            self.latency.record(l);
+        }
+    }
+}
+
+/// A sample of one load balancer's traffic, for scaling policies and `/metrics`.
+/// Rates and percentiles cover the last [`WINDOW`] (less while the load
+/// balancer is younger than that).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficSnapshot {
+    /// Requests answered since start (in TCP mode: connections accepted).
+    pub requests_total: u64,
+    /// Of those, answered with a 5xx: the instance's own or the proxy's
+    /// (`502`, `503`, `504`).
+    pub errors_total: u64,
+    /// Requests per second over the window.
+    pub request_rate: f64,
+    /// 5xx answers per second over the window.
+    pub error_rate: f64,
+    /// 5xx answers as a fraction (0 to 1) of the window's requests; 0 when idle.
+    pub error_ratio: f64,
+    /// Requests (connections in TCP mode) in flight to instances now.
+    pub in_flight: u64,
+    /// Median time from a request's arrival to its response headers.
+    pub latency_p50: Option<Duration>,
+    /// 90th percentile of the same.
+    pub latency_p90: Option<Duration>,
+    /// 99th percentile of the same.
+    pub latency_p99: Option<Duration>,
+    /// Per instance, sorted by id; every instance ever seen.
+    pub backends: Vec<BackendTraffic>,
+}
+
+/// One instance's share of a [`TrafficSnapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendTraffic {
+    /// The instance id.
+    pub id: String,
+    /// Requests dispatched to it since start, retried attempts included.
+    pub requests_total: u64,
+    /// Requests per second dispatched to it over the window (AWS's "request
+    /// count per target", as a rate).
+    pub request_rate: f64,
+    /// Requests in flight to it now.
+    pub in_flight: u64,
+    /// Failed attempts since start.
+    pub failures: u64,
+    /// Whether it is in the pool, healthy and not ejected: it may take requests.
+    pub routable: bool,
+}
+
+/// Renders `snapshot` in the Prometheus text exposition format (0.0.4), every
+/// series labelled with `group`. Series: `swell_lb_requests_total`,
+/// `swell_lb_errors_total`, `swell_lb_request_rate`, `swell_lb_error_ratio`,
+/// `swell_lb_in_flight`, `swell_lb_latency_seconds{quantile}`, and per instance
+/// `swell_lb_backend_requests_total`, `swell_lb_backend_request_rate`,
+/// `swell_lb_backend_in_flight`, `swell_lb_backend_failures_total`,
+/// `swell_lb_backend_up`.
+pub fn render_prometheus(group: &str, snapshot: &TrafficSnapshot) -> String {
+    let g = escape_label(group);
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{group=\"{g}\"{labels}}} {value}");
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    family(
+        "swell_lb_requests_total",
+        "counter",
+        "Requests answered by the load balancer.",
+        &one(snapshot.requests_total.to_string()),
+    );
+    family(
+        "swell_lb_errors_total",
+        "counter",
+        "Requests answered with a 5xx, by an instance or by the proxy.",
+        &one(snapshot.errors_total.to_string()),
+    );
+    family(
+        "swell_lb_request_rate",
+        "gauge",
+        "Requests per second over the last minute.",
+        &one(float(snapshot.request_rate)),
+    );
+    family(
+        "swell_lb_error_ratio",
+        "gauge",
+        "Fraction of the last minute's requests answered with a 5xx.",
+        &one(float(snapshot.error_ratio)),
+    );
+    family(
+        "swell_lb_in_flight",
+        "gauge",
+        "Requests in flight to instances.",
+        &one(snapshot.in_flight.to_string()),
+    );
+    let quantiles: Vec<(String, String)> = [
+        ("0.5", snapshot.latency_p50),
+        ("0.9", snapshot.latency_p90),
+        ("0.99", snapshot.latency_p99),
+    ]
+    .into_iter()
+    .map(|(q, v)| {
+        (
+            format!(",quantile=\"{q}\""),
+            v.map_or_else(|| "NaN".to_owned(), |d| float(d.as_secs_f64())),
+        )
+    })
+    .collect();
+    family(
+        "swell_lb_latency_seconds",
+        "summary",
+        "Time from a request's arrival to its response headers, last minute.",
+        &quantiles,
+    );
+    let per = |f: &dyn Fn(&BackendTraffic) -> String| -> Vec<(String, String)> {
+        snapshot
+            .backends
+            .iter()
+            .map(|b| (format!(",instance=\"{}\"", escape_label(&b.id)), f(b)))
+            .collect()
+    };
+    family(
+        "swell_lb_backend_requests_total",
+        "counter",
+        "Requests dispatched to an instance.",
+        &per(&|b| b.requests_total.to_string()),
+    );
+    family(
+        "swell_lb_backend_request_rate",
+        "gauge",
+        "Requests per second dispatched to an instance over the last minute.",
+        &per(&|b| float(b.request_rate)),
+    );
+    family(
+        "swell_lb_backend_in_flight",
+        "gauge",
+        "Requests in flight to an instance.",
+        &per(&|b| b.in_flight.to_string()),
+    );
+    family(
+        "swell_lb_backend_failures_total",
+        "counter",
+        "Failed attempts to an instance: connect errors, upstream errors, timeouts.",
+        &per(&|b| b.failures.to_string()),
+    );
+    family(
+        "swell_lb_backend_up",
+        "gauge",
+        "1 when the instance is in the pool, healthy and not ejected.",
+        &per(&|b| u8::from(b.routable).to_string()),
+    );
+    out
+}
+
+fn float(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "NaN".to_owned()
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for v in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            65_535,
+            1 << 30,
+            1 << 39,
+        ] {
+            let b = bucket_of(v);
+            assert!(b >= last, "{v}");
+            last = b;
+            let mid = bucket_value(b) as f64;
+            assert!(
+                (mid - v as f64).abs() <= (v as f64) * 0.125 + 1.0,
+                "{v} -> {mid}"
+            );
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn percentiles_and_rates_slide_with_the_window() {
+        let t = Traffic::new();
+        for ms in 1..=100u64 {
+            t.record(Some(Duration::from_millis(ms)), ms > 95);
+        }
+        let [p50, p90, p99] = t.latency.quantiles([0.5, 0.9, 0.99]);
+        let within = |d: Option<Duration>, ms: f64| {
+            let got = d.unwrap().as_secs_f64() * 1000.0;
+            assert!((got - ms).abs() <= ms * 0.125, "{got} vs {ms}");
+        };
+        within(p50, 50.0);
+        within(p90, 90.0);
+        within(p99, 99.0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!((t.requests.per_second() - 10.0).abs() < 0.01);
+        assert_eq!(t.errors.count(), 5);
+        // Past the window, everything has slid out; totals remain.
+        tokio::time::advance(WINDOW + SLOT).await;
+        assert_eq!(t.requests.count(), 0);
+        assert_eq!(t.latency.quantiles([0.5]), [None]);
+        assert_eq!(t.requests_total.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn prometheus_text_has_every_family_labelled() {
+        let snap = TrafficSnapshot {
+            requests_total: 7,
+            errors_total: 1,
+            request_rate: 0.5,
+            error_rate: 0.0,
+            error_ratio: 0.25,
+            in_flight: 2,
+            latency_p50: Some(Duration::from_millis(3)),
+            latency_p90: None,
+            latency_p99: None,
+            backends: vec![BackendTraffic {
+                id: "i-\"1\"".into(),
+                requests_total: 7,
+                request_rate: 0.5,
+                in_flight: 2,
+                failures: 0,
+                routable: true,
+            }],
+        };
+        let text = render_prometheus("web", &snap);
+        assert!(
+            text.contains("swell_lb_requests_total{group=\"web\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("swell_lb_latency_seconds{group=\"web\",quantile=\"0.5\"} 0.003\n"));
+        assert!(text.contains("swell_lb_latency_seconds{group=\"web\",quantile=\"0.99\"} NaN\n"));
+        assert!(text.contains("swell_lb_backend_up{group=\"web\",instance=\"i-\\\"1\\\"\"} 1\n"));
+        assert!(text.contains("# TYPE swell_lb_error_ratio gauge\n"));
+    }
+}
