@@ -216,38 +216,94 @@ impl LoadHistory {
     }
 }
 
-/// How wrong past forecasts were: each forecast of the peak over a horizon is scored
-/// when the horizon has passed. Two measures are kept, both with exponential forgetting:
-/// the mean of `|ln(actual / forecast)|` (is the forecast any good?) and a histogram of
-/// the error in *square-root units* `z = (actual - forecast) / sqrt(forecast)`, with the
-/// load counted in instances (`unit` = one instance's load). Counting noise such as
-/// requests arriving at random grows like the square root of the load, so `z` has the
-/// same spread at night and at peak, and one quantile serves every load level.
+/// How wrong past forecasts were. Each forecast of the peak over a horizon is scored
+/// when the horizon has passed, against every load observed in it. Two measures are kept,
+/// both with exponential forgetting:
+///
+/// - the mean of `|ln(actual peak / forecast)|`: is the forecast any good at all?
+/// - histograms of the error in *square-root units*, `z = (actual - forecast) /
+///   sqrt(forecast)`, with the load counted in instances (`unit` = one instance's load).
+///   Counting noise — requests arriving at random — grows like the square root of the
+///   load, so `z` spreads alike at night and at peak. Real loads are burstier at some
+///   levels than at others, so one histogram is kept per load class (forecasts of 1-2,
+///   2-4, 4-8, … instances) besides the pooled one; a class's own quantile is used once
+///   it has [`CLASS_MIN`] recent samples.
 #[derive(Debug, Clone)]
 pub struct ForecastScore {
     pending: VecDeque<(Timestamp, Timestamp, f64)>,
-    bins: Vec<f64>,
-    total: f64,
+    pooled: Histogram,
+    classes: Vec<Histogram>,
+    /// The weight of the newest sample: it grows by `1 / decay` per sample, which is
+    /// exponential forgetting without touching every bin.
     weight: f64,
     decay: f64,
     unit: f64,
-    /// Exponentially weighted mean of `|ln(actual / forecast)|`.
     abs_log_error: Option<f64>,
     scored: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    bins: Vec<f64>,
+    total: f64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            bins: vec![0.0; BINS],
+            total: 0.0,
+        }
+    }
+
+    fn add(&mut self, bin: usize, w: f64) {
+        self.bins[bin] += w;
+        self.total += w;
+    }
+
+    fn rescale(&mut self, by: f64) {
+        for b in &mut self.bins {
+            *b /= by;
+        }
+        self.total /= by;
+    }
+
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if self.total <= 0.0 {
+            return None;
+        }
+        let want = q.clamp(0.0, 1.0) * self.total;
+        let mut acc = 0.0;
+        for (i, b) in self.bins.iter().enumerate() {
+            acc += b;
+            if acc >= want {
+                return Some((i + 1) as f64 / BINS as f64 * 2.0 * Z_SPAN - Z_SPAN);
+            }
+        }
+        Some(Z_SPAN)
+    }
 }
 
 const BINS: usize = 400;
 /// Bins cover z in [-Z_SPAN, Z_SPAN].
 const Z_SPAN: f64 = 10.0;
+/// Load classes: forecasts of [2^k, 2^(k+1)) instances, the last one open.
+const CLASSES: usize = 16;
+/// Recent samples a class needs before its own quantile is trusted over the pooled one.
+pub const CLASS_MIN: f64 = 100.0;
+
+fn class_of(instances: f64) -> usize {
+    (instances.max(1.0).log2().floor() as usize).min(CLASSES - 1)
+}
 
 impl ForecastScore {
-    /// An empty score; `memory` is roughly how many recent forecasts weigh in, `unit` the
-    /// load of one instance.
+    /// An empty score; `memory` is roughly how many recent error samples weigh in,
+    /// `unit` the load of one instance.
     pub fn new(memory: f64, unit: f64) -> Self {
         ForecastScore {
             pending: VecDeque::new(),
-            bins: vec![0.0; BINS],
-            total: 0.0,
+            pooled: Histogram::new(),
+            classes: vec![Histogram::new(); CLASSES],
             weight: 1.0,
             decay: 1.0 - 1.0 / memory.max(1.0),
             unit: if unit > 0.0 { unit } else { 1.0 },
@@ -268,8 +324,8 @@ impl ForecastScore {
     }
 
     /// Scores every forecast whose horizon has passed by `now`: every load observed in
-    /// `(made, until]` is one error sample (so the quantile is the share of *time* the
-    /// load exceeded the bound, the quantity under-provisioning is measured in).
+    /// `(made, until]` is one error sample, so a quantile is a share of *time*, the unit
+    /// under-provisioning is measured in.
     pub fn settle(&mut self, history: &LoadHistory, now: Timestamp) {
         while let Some(&(made, until, forecast)) = self.pending.front() {
             if until > now {
@@ -278,24 +334,23 @@ impl ForecastScore {
             self.pending.pop_front();
             let f = forecast / self.unit;
             let sd = f.max(1.0).sqrt();
+            let class = class_of(f);
             let mut any = false;
             for actual in history.between(made, until) {
                 any = true;
                 let z = (actual / self.unit - f) / sd;
                 let bin = (((z + Z_SPAN) / (2.0 * Z_SPAN) * BINS as f64).floor() as i64)
                     .clamp(0, BINS as i64 - 1) as usize;
-                // Exponential forgetting without touching every bin: newer samples weigh
-                // more, and everything is rescaled before the weights overflow.
                 self.weight /= self.decay;
                 if self.weight > 1e200 {
-                    for b in &mut self.bins {
-                        *b /= self.weight;
+                    self.pooled.rescale(self.weight);
+                    for c in &mut self.classes {
+                        c.rescale(self.weight);
                     }
-                    self.total /= self.weight;
                     self.weight = 1.0;
                 }
-                self.bins[bin] += self.weight;
-                self.total += self.weight;
+                self.pooled.add(bin, self.weight);
+                self.classes[class].add(bin, self.weight);
             }
             if !any {
                 continue;
@@ -322,27 +377,22 @@ impl ForecastScore {
         self.abs_log_error
     }
 
-    /// The `q` quantile of `z` (upper edge of its bin), `None` when nothing was scored.
+    /// The pooled `q` quantile of `z` (upper edge of its bin), `None` when nothing was
+    /// scored.
     pub fn z_quantile(&self, q: f64) -> Option<f64> {
-        if self.total <= 0.0 {
-            return None;
-        }
-        let want = q.clamp(0.0, 1.0) * self.total;
-        let mut acc = 0.0;
-        for (i, b) in self.bins.iter().enumerate() {
-            acc += b;
-            if acc >= want {
-                return Some((i + 1) as f64 / BINS as f64 * 2.0 * Z_SPAN - Z_SPAN);
-            }
-        }
-        Some(Z_SPAN)
+        self.pooled.quantile(q)
     }
 
-    /// The load, in instances, that `forecast` (load units) reaches with the `q` quantile
-    /// of past errors: `f + z_q * sqrt(f)`.
+    /// The load, in instances, that a forecast (in load units) reaches at the `q`
+    /// quantile of past errors at its level: `f + z_q * sqrt(f)`.
     pub fn upper(&self, forecast: f64, q: f64) -> Option<f64> {
-        let z = self.z_quantile(q)?;
         let f = forecast / self.unit;
+        let class = &self.classes[class_of(f)];
+        let z = if class.total / self.weight >= CLASS_MIN {
+            class.quantile(q)?
+        } else {
+            self.pooled.quantile(q)?
+        };
         Some(f + z * f.max(1.0).sqrt())
     }
 }

@@ -164,7 +164,11 @@ impl SwellPolicy {
 
     /// A fresh policy with empty memory.
     pub fn runner(&self) -> SwellRunner {
-        let recent = self.trend_window.max(self.horizon()) + Duration::from_secs(120);
+        let recent = self
+            .trend_window
+            .max(self.horizon())
+            .max(self.scale_in_window)
+            + Duration::from_secs(120);
         SwellRunner {
             spec: self.clone(),
             history: LoadHistory::new(self.metric, Duration::from_secs(300), recent),
@@ -259,6 +263,15 @@ impl Policy for SwellRunner {
                 ),
             ),
         };
+
+        // Never more headroom than target tracking would keep on the recent peak: the
+        // learned margin may only make the group smaller than that.
+        let recent_peak = self
+            .history
+            .max_between(now.sub(spec.scale_in_window), now)
+            .unwrap_or(level);
+        let cap = target_count(1, recent_peak, spec.target);
+        let raw = if learned.is_some() { raw.min(cap) } else { raw };
 
         self.asked.push_back((now, raw));
         let from = now.sub(spec.scale_in_window);
