@@ -11,6 +11,7 @@ pub mod group;
 pub mod ids;
 pub mod instance;
 pub mod metrics;
+pub mod placement;
 pub mod policy;
 pub mod sim;
 pub mod time;
