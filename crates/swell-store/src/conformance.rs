@@ -12,7 +12,9 @@
 //! ```
 
 use crate::{
-    EventFilter, EventRecord, InstanceRecord, InstanceUpdate, NewEvent, Store, StoreError,
+    ApiKeyRecord, EventFilter, EventRecord, InstanceOwner, InstanceRecord, InstanceUpdate,
+    NewAudit, NewEvent, Quota, Role, Sealed, Store, StoreError, TenantRecord, TokenRecord,
+    UserRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +50,9 @@ checks!(
     events_default_limit,
     failed_transactions_record_nothing,
     concurrent_writes,
+    tenants_and_quotas,
+    users_roles_and_tokens,
+    api_keys_owners_audit_credentials,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.
@@ -1125,4 +1130,344 @@ pub async fn concurrent_writes(store: &dyn Store) {
         .unwrap()
         .desired_capacity;
     assert!(d == 3 || d == 4, "{d}");
+}
+
+// ---- identity, access and accounting ----
+
+fn tenant_record(id: &TenantId, at: i64) -> TenantRecord {
+    TenantRecord {
+        id: id.clone(),
+        display_name: format!("{id} display"),
+        description: String::new(),
+        quota: Quota::default(),
+        deleting: false,
+        created_at: t(at),
+        updated_at: t(at),
+    }
+}
+
+fn user_record(name: &str, at: i64) -> UserRecord {
+    UserRecord {
+        name: name.to_string(),
+        password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        is_admin: false,
+        created_at: t(at),
+        password_changed_at: t(at),
+    }
+}
+
+/// Tenants are created once, updated, listed; the effective quota falls back field by
+/// field to the default; a tenant with groups cannot be deleted.
+pub async fn tenants_and_quotas(store: &dyn Store) {
+    let a = tenant("conf-tq-a");
+    let b = tenant("conf-tq-b");
+    store.create_tenant(&tenant_record(&a, 1)).await.unwrap();
+    store.create_tenant(&tenant_record(&b, 1)).await.unwrap();
+    assert!(matches!(
+        store.create_tenant(&tenant_record(&a, 2)).await,
+        Err(StoreError::Conflict { kind: "tenant", .. })
+    ));
+    let mut rec = store.get_tenant(&a).await.unwrap().expect("stored");
+    assert_eq!(rec, tenant_record(&a, 1));
+    rec.quota.max_instances = Some(7);
+    rec.display_name = "A".into();
+    rec.updated_at = t(5);
+    assert_eq!(store.update_tenant(&rec).await.unwrap(), rec);
+    let ids: Vec<_> = store
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .filter(|id| id == &a || id == &b)
+        .collect();
+    assert_eq!(ids, vec![a.clone(), b.clone()]);
+
+    // The default quota is service-wide; other checks may not set it, so restore it.
+    let before = store.get_default_quota().await.unwrap();
+    let default = Quota {
+        max_instances: Some(3),
+        max_vcpus: Some(8),
+        max_memory_mb: Some(1 << 33),
+    };
+    store.set_default_quota(&default).await.unwrap();
+    assert_eq!(store.get_default_quota().await.unwrap(), default);
+    let q = store.get_quota(&a).await.unwrap();
+    assert_eq!(
+        q,
+        Quota {
+            max_instances: Some(7),
+            ..default
+        }
+    );
+    assert_eq!(store.get_quota(&b).await.unwrap(), default);
+    store.set_default_quota(&before).await.unwrap();
+    assert!(matches!(
+        store.get_quota(&tenant("conf-tq-none")).await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
+
+    store
+        .create_group(
+            &b,
+            &spec("web", 0, 2),
+            t(10),
+            event(&b, "web", EventKind::GroupCreated, 10),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_tenant(&b).await,
+        Err(StoreError::Conflict { kind: "tenant", .. })
+    ));
+    store.delete_group(&b, "web").await.unwrap();
+    store.delete_tenant(&b).await.unwrap();
+    assert!(store.get_tenant(&b).await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_tenant(&b).await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
+    assert!(store.get_tenant(&a).await.unwrap().is_some());
+}
+
+/// Users are unique; roles are one per tenant; a password change revokes every token.
+pub async fn users_roles_and_tokens(store: &dyn Store) {
+    let a = tenant("conf-urt-a");
+    let b = tenant("conf-urt-b");
+    store.create_tenant(&tenant_record(&a, 1)).await.unwrap();
+    store.create_tenant(&tenant_record(&b, 1)).await.unwrap();
+    let ann = "conf-urt-ann";
+    store.create_user(&user_record(ann, 1)).await.unwrap();
+    assert!(matches!(
+        store.create_user(&user_record(ann, 2)).await,
+        Err(StoreError::Conflict { kind: "user", .. })
+    ));
+    assert_eq!(
+        store.get_user(ann).await.unwrap(),
+        Some(user_record(ann, 1))
+    );
+    assert!(!format!("{:?}", user_record(ann, 1)).contains("argon2"));
+
+    store.set_role(ann, &a, Role::Viewer, t(2)).await.unwrap();
+    store.set_role(ann, &a, Role::Owner, t(3)).await.unwrap();
+    assert_eq!(store.get_role(ann, &a).await.unwrap(), Some(Role::Owner));
+    assert_eq!(store.get_role(ann, &b).await.unwrap(), None);
+    assert_eq!(store.list_roles(&a).await.unwrap().len(), 1);
+    assert!(store.list_roles(&b).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .set_role("conf-urt-nobody", &a, Role::Viewer, t(3))
+            .await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+    assert!(matches!(
+        store
+            .set_role(ann, &tenant("conf-urt-none"), Role::Viewer, t(3))
+            .await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
+    assert!(matches!(
+        store.remove_role(ann, &b).await,
+        Err(StoreError::NotFound { kind: "role", .. })
+    ));
+
+    for (hash, tenant) in [("conf-urt-h1", &a), ("conf-urt-h2", &b)] {
+        store
+            .create_token(&TokenRecord {
+                hash: hash.into(),
+                user: ann.into(),
+                tenant: tenant.clone(),
+                created_at: t(4),
+                expires_at: t(1_000),
+                revoked: false,
+            })
+            .await
+            .unwrap();
+    }
+    store.revoke_token("conf-urt-h1").await.unwrap();
+    assert!(
+        store
+            .get_token("conf-urt-h1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    assert!(
+        !store
+            .get_token("conf-urt-h2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    store
+        .set_password(ann, "$argon2id$new", t(9))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_token("conf-urt-h2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    let u = store.get_user(ann).await.unwrap().unwrap();
+    assert_eq!(
+        (u.password_hash.as_str(), u.password_changed_at),
+        ("$argon2id$new", t(9))
+    );
+    assert_eq!(store.revoke_user_tokens(ann).await.unwrap(), 0);
+
+    store.remove_role(ann, &a).await.unwrap();
+    assert_eq!(store.get_role(ann, &a).await.unwrap(), None);
+    store.set_role(ann, &a, Role::Member, t(10)).await.unwrap();
+    store.delete_user(ann).await.unwrap();
+    assert!(store.get_user(ann).await.unwrap().is_none());
+    assert!(store.list_roles(&a).await.unwrap().is_empty());
+    assert!(store.get_token("conf-urt-h2").await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_user(ann).await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+}
+
+/// API keys are unique per tenant; instance owners are scoped; audit lists per tenant;
+/// credentials round-trip as stored.
+pub async fn api_keys_owners_audit_credentials(store: &dyn Store) {
+    let a = tenant("conf-koac-a");
+    let b = tenant("conf-koac-b");
+    store.create_tenant(&tenant_record(&a, 1)).await.unwrap();
+    store.create_tenant(&tenant_record(&b, 1)).await.unwrap();
+    let key = ApiKeyRecord {
+        hash: "conf-koac-k1".into(),
+        tenant: a.clone(),
+        name: "ci".into(),
+        role: Role::Member,
+        created_by: "someone".into(),
+        created_at: t(1),
+    };
+    store.create_api_key(&key).await.unwrap();
+    let dup = ApiKeyRecord {
+        hash: "conf-koac-k2".into(),
+        ..key.clone()
+    };
+    assert!(matches!(
+        store.create_api_key(&dup).await,
+        Err(StoreError::Conflict {
+            kind: "api key",
+            ..
+        })
+    ));
+    let other = ApiKeyRecord {
+        tenant: b.clone(),
+        ..dup.clone()
+    };
+    store.create_api_key(&other).await.unwrap();
+    assert_eq!(
+        store.get_api_key("conf-koac-k1").await.unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(store.list_api_keys(&a).await.unwrap(), vec![key.clone()]);
+    store.delete_api_key(&a, "ci").await.unwrap();
+    assert!(store.get_api_key("conf-koac-k1").await.unwrap().is_none());
+    assert_eq!(store.list_api_keys(&b).await.unwrap().len(), 1);
+
+    store
+        .create_group(
+            &a,
+            &spec("web", 0, 2),
+            t(2),
+            event(&a, "web", EventKind::GroupCreated, 2),
+        )
+        .await
+        .unwrap();
+    store
+        .create_instance(&instance(&a, "web", "conf-koac-i1", 3), None)
+        .await
+        .unwrap();
+    let bob = "conf-koac-bob";
+    store.create_user(&user_record(bob, 1)).await.unwrap();
+    let own = InstanceOwner {
+        tenant: a.clone(),
+        instance: InstanceId("conf-koac-i1".into()),
+        user: bob.into(),
+    };
+    store.add_instance_owner(&own, t(4)).await.unwrap();
+    store.add_instance_owner(&own, t(5)).await.unwrap();
+    let foreign = InstanceOwner {
+        tenant: b.clone(),
+        ..own.clone()
+    };
+    assert!(matches!(
+        store.add_instance_owner(&foreign, t(5)).await,
+        Err(StoreError::NotFound {
+            kind: "instance",
+            ..
+        })
+    ));
+    assert_eq!(
+        store.list_instance_owners(&a, Some(bob)).await.unwrap(),
+        vec![own.clone()]
+    );
+    assert!(
+        store
+            .list_instance_owners(&b, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.remove_instance_owner(&own).await.unwrap();
+    assert!(
+        store
+            .list_instance_owners(&a, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    for (tenant, result) in [(Some(a.clone()), 201), (Some(b.clone()), 403), (None, 401)] {
+        store
+            .append_audit(&NewAudit {
+                at: t(6),
+                user: Some(bob.into()),
+                tenant,
+                action: "POST /v1/groups".into(),
+                target: "/v1/groups".into(),
+                source: Some("127.0.0.1:5000".into()),
+                result,
+            })
+            .await
+            .unwrap();
+    }
+    let mine = store.list_audit(Some(&a), None).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].entry.result, 201);
+    let all = store.list_audit(None, None).await.unwrap();
+    assert!(all.len() >= 3);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+
+    let sealed = Sealed(vec![1, 2, 3, 0, 255]);
+    store
+        .put_credential(&a, "openstack", &sealed, t(7))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_credential(&a, "openstack").await.unwrap(),
+        Some(sealed)
+    );
+    assert!(
+        store
+            .get_credential(&b, "openstack")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store
+            .put_credential(&tenant("conf-koac-none"), "x", &Sealed(vec![1]), t(8))
+            .await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
 }

@@ -8,8 +8,13 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod identity;
 pub mod sqlite;
 
+pub use identity::{
+    ApiKeyRecord, AuditRecord, InstanceOwner, NewAudit, Quota, Role, RoleBinding, Sealed,
+    TenantRecord, TokenRecord, UserRecord,
+};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -278,4 +283,132 @@ pub trait Store: Send + Sync + 'static {
         group: &str,
         filter: &EventFilter,
     ) -> Result<Vec<EventRecord>>;
+
+    // ---- identity, access and accounting (see `identity`) ----
+
+    /// Stores a new tenant; `Conflict` if the id is taken.
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord>;
+
+    /// The tenant, if it exists.
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>>;
+
+    /// Every tenant, by id.
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
+
+    /// Replaces the tenant's display fields, quota, deleting flag and `updated_at`;
+    /// `NotFound` if absent.
+    async fn update_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord>;
+
+    /// Removes the tenant with its role bindings, instance owners, tokens, API keys and
+    /// credentials (its events and audit records stay); `NotFound` if absent, `Conflict`
+    /// (kind `tenant`) while it still has groups.
+    async fn delete_tenant(&self, id: &TenantId) -> Result<()>;
+
+    /// The tenant's effective quota: its own limits, each missing one taken from the
+    /// service-wide default. `NotFound` if the tenant does not exist.
+    async fn get_quota(&self, tenant: &TenantId) -> Result<Quota>;
+
+    /// The service-wide default quota (unlimited until an admin sets one).
+    async fn get_default_quota(&self) -> Result<Quota>;
+
+    /// Sets the service-wide default quota.
+    async fn set_default_quota(&self, quota: &Quota) -> Result<()>;
+
+    /// Stores a new user; `Conflict` if the name is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<()>;
+
+    /// The user, if it exists.
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
+
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+
+    /// Removes the user with its bindings and tokens; `NotFound` if absent.
+    async fn delete_user(&self, name: &str) -> Result<()>;
+
+    /// Replaces the password hash and revokes every token of the user, in one
+    /// transaction; `NotFound` if absent.
+    async fn set_password(&self, name: &str, password_hash: &str, now: Timestamp) -> Result<()>;
+
+    /// Gives the user `role` in the tenant (replacing any other role there); `NotFound`
+    /// (kind `user` or `tenant`) if either is absent.
+    async fn set_role(
+        &self,
+        user: &str,
+        tenant: &TenantId,
+        role: Role,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Takes the user's role in the tenant away; `NotFound` (kind `role`) if there is none.
+    async fn remove_role(&self, user: &str, tenant: &TenantId) -> Result<()>;
+
+    /// The user's role in the tenant, if any.
+    async fn get_role(&self, user: &str, tenant: &TenantId) -> Result<Option<Role>>;
+
+    /// The tenant's role bindings, by user.
+    async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<RoleBinding>>;
+
+    /// Binds a user to an instance of the tenant; `NotFound` (kind `instance` or `user`)
+    /// if either is absent. Idempotent.
+    async fn add_instance_owner(&self, owner: &InstanceOwner, now: Timestamp) -> Result<()>;
+
+    /// Removes the binding; `NotFound` (kind `instance owner`) if there is none.
+    async fn remove_instance_owner(&self, owner: &InstanceOwner) -> Result<()>;
+
+    /// The tenant's instance-owner bindings (of one user when `user` is given), by
+    /// instance then user.
+    async fn list_instance_owners(
+        &self,
+        tenant: &TenantId,
+        user: Option<&str>,
+    ) -> Result<Vec<InstanceOwner>>;
+
+    /// Stores a new token (by hash).
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+
+    /// The token with this hash, if any (revoked and expired ones too).
+    async fn get_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+
+    /// Revokes one token; `NotFound` if absent.
+    async fn revoke_token(&self, hash: &str) -> Result<()>;
+
+    /// Revokes every token of the user; returns how many were live.
+    async fn revoke_user_tokens(&self, user: &str) -> Result<u64>;
+
+    /// Stores a new API key; `Conflict` if the name is taken in its tenant, `NotFound`
+    /// (kind `tenant`) if the tenant is absent.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+
+    /// The API key with this hash, if any.
+    async fn get_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// The tenant's API keys, by name.
+    async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>>;
+
+    /// Removes the tenant's API key; `NotFound` if absent.
+    async fn delete_api_key(&self, tenant: &TenantId, name: &str) -> Result<()>;
+
+    /// Appends an audit record.
+    async fn append_audit(&self, entry: &NewAudit) -> Result<AuditRecord>;
+
+    /// Audit records oldest first: of one tenant, or of all when `tenant` is `None`; the
+    /// newest `limit` (default 1000).
+    async fn list_audit(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: Option<u32>,
+    ) -> Result<Vec<AuditRecord>>;
+
+    /// Stores (or replaces) an encrypted provider credential of the tenant.
+    async fn put_credential(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        sealed: &Sealed,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// The encrypted provider credential, if any.
+    async fn get_credential(&self, tenant: &TenantId, name: &str) -> Result<Option<Sealed>>;
 }

@@ -16,8 +16,9 @@
 //!   Times are integer milliseconds; a group's spec and an event's cause are JSON.
 
 use crate::{
-    EventFilter, EventRecord, GroupRecord, InstanceRecord, InstanceUpdate, NewEvent, Result, Store,
-    StoreError,
+    ApiKeyRecord, AuditRecord, EventFilter, EventRecord, GroupRecord, InstanceOwner,
+    InstanceRecord, InstanceUpdate, NewAudit, NewEvent, Quota, Result, Role, RoleBinding, Sealed,
+    Store, StoreError, TenantRecord, TokenRecord, UserRecord,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -347,6 +348,95 @@ async fn fetch_instance(
 fn encode_spec(spec: &GroupSpec) -> Result<String> {
     serde_json::to_string(spec)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode group `{}`: {e}", spec.name)))
+}
+
+// ---- identity rows ----
+
+const TENANT_COLUMNS: &str = "id, created_at, display_name, description, max_instances, \
+     max_vcpus, max_memory_mb, deleting, updated_at";
+
+const USER_COLUMNS: &str = "name, password_hash, is_admin, created_at, password_changed_at";
+
+const API_KEY_COLUMNS: &str = "hash, tenant, name, role, created_by, created_at";
+
+fn col_opt_u32(row: &SqliteRow, name: &str) -> Result<Option<u32>> {
+    col::<Option<i64>>(row, name)?
+        .map(|v| {
+            u32::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("column `{name}`: {v} out of range")))
+        })
+        .transpose()
+}
+
+fn decode_tenant(row: &SqliteRow) -> Result<TenantRecord> {
+    let id: String = col(row, "id")?;
+    let max_memory_mb = col::<Option<i64>>(row, "max_memory_mb")?
+        .map(|v| {
+            u64::try_from(v).map_err(|_| {
+                StoreError::Corrupt(format!("column `max_memory_mb`: {v} out of range"))
+            })
+        })
+        .transpose()?;
+    Ok(TenantRecord {
+        id: TenantId::new(id).map_err(|e| StoreError::Corrupt(format!("column `id`: {e}")))?,
+        display_name: col(row, "display_name")?,
+        description: col(row, "description")?,
+        quota: Quota {
+            max_instances: col_opt_u32(row, "max_instances")?,
+            max_vcpus: col_opt_u32(row, "max_vcpus")?,
+            max_memory_mb,
+        },
+        deleting: col_bool(row, "deleting")?,
+        created_at: col_time(row, "created_at")?,
+        updated_at: col_time(row, "updated_at")?,
+    })
+}
+
+fn decode_user(row: &SqliteRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        name: col(row, "name")?,
+        password_hash: col(row, "password_hash")?,
+        is_admin: col_bool(row, "is_admin")?,
+        created_at: col_time(row, "created_at")?,
+        password_changed_at: col_time(row, "password_changed_at")?,
+    })
+}
+
+fn decode_api_key(row: &SqliteRow) -> Result<ApiKeyRecord> {
+    let role: String = col(row, "role")?;
+    Ok(ApiKeyRecord {
+        hash: col(row, "hash")?,
+        tenant: col_tenant(row)?,
+        name: col(row, "name")?,
+        role: role.parse().map_err(StoreError::Corrupt)?,
+        created_by: col(row, "created_by")?,
+        created_at: col_time(row, "created_at")?,
+    })
+}
+
+/// `NotFound` (kind `user` or `tenant`) unless both exist.
+async fn user_and_tenant_exist(
+    tx: &mut Transaction<'static, Sqlite>,
+    user: &str,
+    tenant: &TenantId,
+) -> Result<()> {
+    let u: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE name = ?")
+        .bind(user)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?;
+    if u.is_none() {
+        return Err(not_found("user", user));
+    }
+    let t: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = ?")
+        .bind(tenant.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?;
+    if t.is_none() {
+        return Err(not_found("tenant", tenant.as_str()));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -785,5 +875,614 @@ impl Store for SqliteStore {
             events.reverse();
         }
         Ok(events)
+    }
+
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord> {
+        let q = &tenant.quota;
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, created_at, display_name, description, max_instances, \
+             max_vcpus, max_memory_mb, deleting, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.id.as_str())
+        .bind(millis(tenant.created_at))
+        .bind(&tenant.display_name)
+        .bind(&tenant.description)
+        .bind(q.max_instances.map(i64::from))
+        .bind(q.max_vcpus.map(i64::from))
+        .bind(q.max_memory_mb.map(|v| v as i64))
+        .bind(tenant.deleting)
+        .bind(millis(tenant.updated_at))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(tenant.clone()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                kind: "tenant",
+                name: tenant.id.to_string(),
+            }),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(decode_tenant).transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(decode_tenant).collect()
+    }
+
+    async fn update_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord> {
+        let q = &tenant.quota;
+        let updated = sqlx::query(
+            "UPDATE tenants SET display_name = ?, description = ?, max_instances = ?, \
+             max_vcpus = ?, max_memory_mb = ?, deleting = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&tenant.display_name)
+        .bind(&tenant.description)
+        .bind(q.max_instances.map(i64::from))
+        .bind(q.max_vcpus.map(i64::from))
+        .bind(q.max_memory_mb.map(|v| v as i64))
+        .bind(tenant.deleting)
+        .bind(millis(tenant.updated_at))
+        .bind(tenant.id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found("tenant", tenant.id.as_str()));
+        }
+        self.get_tenant(&tenant.id)
+            .await?
+            .ok_or_else(|| not_found("tenant", tenant.id.as_str()))
+    }
+
+    async fn delete_tenant(&self, id: &TenantId) -> Result<()> {
+        let mut tx = self.write().await?;
+        let groups: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM scaling_groups WHERE tenant = ?")
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        if groups > 0 {
+            return Err(StoreError::Conflict {
+                kind: "tenant",
+                name: format!("{id}` still has {groups} group(s); `{id}"),
+            });
+        }
+        let deleted = sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(not_found("tenant", id.as_str()));
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn get_quota(&self, tenant: &TenantId) -> Result<Quota> {
+        let own = self
+            .get_tenant(tenant)
+            .await?
+            .ok_or_else(|| not_found("tenant", tenant.as_str()))?
+            .quota;
+        let default = self.get_default_quota().await?;
+        Ok(Quota {
+            max_instances: own.max_instances.or(default.max_instances),
+            max_vcpus: own.max_vcpus.or(default.max_vcpus),
+            max_memory_mb: own.max_memory_mb.or(default.max_memory_mb),
+        })
+    }
+
+    async fn get_default_quota(&self) -> Result<Quota> {
+        let raw: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'default_quota'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        let Some(raw) = raw else {
+            return Ok(Quota::default());
+        };
+        let v: serde_json::Value = serde_json::from_str(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("setting `default_quota`: {e}")))?;
+        let field = |k: &str| -> Result<Option<u64>> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(x) => x.as_u64().map(Some).ok_or_else(|| {
+                    StoreError::Corrupt(format!("setting `default_quota`: `{k}` is not a count"))
+                }),
+            }
+        };
+        let small = |k: &str| -> Result<Option<u32>> {
+            field(k)?
+                .map(|n| {
+                    u32::try_from(n).map_err(|_| {
+                        StoreError::Corrupt(format!("setting `default_quota`: `{k}` too large"))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Quota {
+            max_instances: small("max_instances")?,
+            max_vcpus: small("max_vcpus")?,
+            max_memory_mb: field("max_memory_mb")?,
+        })
+    }
+
+    async fn set_default_quota(&self, quota: &Quota) -> Result<()> {
+        let value = serde_json::json!({
+            "max_instances": quota.max_instances,
+            "max_vcpus": quota.max_vcpus,
+            "max_memory_mb": quota.max_memory_mb,
+        });
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('default_quota', ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(value.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO users (name, password_hash, is_admin, created_at, password_changed_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.is_admin)
+        .bind(millis(user.created_at))
+        .bind(millis(user.password_changed_at))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                kind: "user",
+                name: user.name.clone(),
+            }),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(decode_user).collect()
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM users WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(not_found("user", name));
+        }
+        Ok(())
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str, now: Timestamp) -> Result<()> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE name = ?",
+        )
+        .bind(password_hash)
+        .bind(millis(now))
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found("user", name));
+        }
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn set_role(
+        &self,
+        user: &str,
+        tenant: &TenantId,
+        role: Role,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        user_and_tenant_exist(&mut tx, user, tenant).await?;
+        sqlx::query(
+            "INSERT INTO role_bindings (user_name, tenant, role, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (user_name, tenant) DO UPDATE SET role = excluded.role",
+        )
+        .bind(user)
+        .bind(tenant.as_str())
+        .bind(role.as_str())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn remove_role(&self, user: &str, tenant: &TenantId) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM role_bindings WHERE user_name = ? AND tenant = ?")
+            .bind(user)
+            .bind(tenant.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(not_found("role", format!("{user}@{tenant}")));
+        }
+        Ok(())
+    }
+
+    async fn get_role(&self, user: &str, tenant: &TenantId) -> Result<Option<Role>> {
+        let raw: Option<String> =
+            sqlx::query_scalar("SELECT role FROM role_bindings WHERE user_name = ? AND tenant = ?")
+                .bind(user)
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        raw.map(|r| r.parse::<Role>().map_err(StoreError::Corrupt))
+            .transpose()
+    }
+
+    async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<RoleBinding>> {
+        let rows = sqlx::query(
+            "SELECT user_name, tenant, role FROM role_bindings WHERE tenant = ? ORDER BY user_name",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let role: String = col(row, "role")?;
+                Ok(RoleBinding {
+                    user: col(row, "user_name")?,
+                    tenant: col_tenant(row)?,
+                    role: role.parse().map_err(StoreError::Corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_instance_owner(&self, owner: &InstanceOwner, now: Timestamp) -> Result<()> {
+        let mut tx = self.write().await?;
+        if fetch_instance(&mut tx, &owner.tenant, &owner.instance)
+            .await?
+            .is_none()
+        {
+            return Err(not_found("instance", owner.instance.as_str()));
+        }
+        user_and_tenant_exist(&mut tx, &owner.user, &owner.tenant).await?;
+        sqlx::query(
+            "INSERT INTO instance_owners (tenant, instance_id, user_name, created_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(owner.tenant.as_str())
+        .bind(owner.instance.as_str())
+        .bind(&owner.user)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn remove_instance_owner(&self, owner: &InstanceOwner) -> Result<()> {
+        let deleted = sqlx::query(
+            "DELETE FROM instance_owners WHERE tenant = ? AND instance_id = ? AND user_name = ?",
+        )
+        .bind(owner.tenant.as_str())
+        .bind(owner.instance.as_str())
+        .bind(&owner.user)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(not_found(
+                "instance owner",
+                format!("{} of {}", owner.user, owner.instance),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn list_instance_owners(
+        &self,
+        tenant: &TenantId,
+        user: Option<&str>,
+    ) -> Result<Vec<InstanceOwner>> {
+        let rows = sqlx::query(
+            "SELECT tenant, instance_id, user_name FROM instance_owners \
+             WHERE tenant = ? AND (? IS NULL OR user_name = ?) ORDER BY instance_id, user_name",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(InstanceOwner {
+                    tenant: col_tenant(row)?,
+                    instance: InstanceId(col(row, "instance_id")?),
+                    user: col(row, "user_name")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (hash, user_name, tenant, created_at, expires_at, revoked) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.hash)
+        .bind(&token.user)
+        .bind(token.tenant.as_str())
+        .bind(millis(token.created_at))
+        .bind(millis(token.expires_at))
+        .bind(token.revoked)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT hash, user_name, tenant, created_at, expires_at, revoked FROM tokens \
+             WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref()
+            .map(|row| {
+                Ok(TokenRecord {
+                    hash: col(row, "hash")?,
+                    user: col(row, "user_name")?,
+                    tenant: col_tenant(row)?,
+                    created_at: col_time(row, "created_at")?,
+                    expires_at: col_time(row, "expires_at")?,
+                    revoked: col_bool(row, "revoked")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn revoke_token(&self, hash: &str) -> Result<()> {
+        let updated = sqlx::query("UPDATE tokens SET revoked = 1 WHERE hash = ?")
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found("token", "(hidden)"));
+        }
+        Ok(())
+    }
+
+    async fn revoke_user_tokens(&self, user: &str) -> Result<u64> {
+        let updated =
+            sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_name = ? AND revoked = 0")
+                .bind(user)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(updated.rows_affected())
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = ?")
+            .bind(key.tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(not_found("tenant", key.tenant.as_str()));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (hash, tenant, name, role, created_by, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.hash)
+        .bind(key.tenant.as_str())
+        .bind(&key.name)
+        .bind(key.role.as_str())
+        .bind(&key.created_by)
+        .bind(millis(key.created_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => tx.commit().await.map_err(db),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                kind: "api key",
+                name: key.name.clone(),
+            }),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn get_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(decode_api_key).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant = ? ORDER BY name"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(decode_api_key).collect()
+    }
+
+    async fn delete_api_key(&self, tenant: &TenantId, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM api_keys WHERE tenant = ? AND name = ?")
+            .bind(tenant.as_str())
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(not_found("api key", name));
+        }
+        Ok(())
+    }
+
+    async fn append_audit(&self, entry: &NewAudit) -> Result<AuditRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, user_name, tenant, action, target, source, result) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(millis(entry.at))
+        .bind(&entry.user)
+        .bind(entry.tenant.as_ref().map(TenantId::as_str))
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&entry.source)
+        .bind(i64::from(entry.result))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(AuditRecord {
+            id,
+            entry: entry.clone(),
+        })
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: Option<u32>,
+    ) -> Result<Vec<AuditRecord>> {
+        let t = tenant.map(TenantId::as_str);
+        let rows = sqlx::query(
+            "SELECT id, at, user_name, tenant, action, target, source, result FROM audit_log \
+             WHERE (? IS NULL OR tenant = ?) ORDER BY id DESC LIMIT ?",
+        )
+        .bind(t)
+        .bind(t)
+        .bind(i64::from(limit.unwrap_or(DEFAULT_EVENT_LIMIT)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out = rows
+            .iter()
+            .map(|row| {
+                let tenant = col::<Option<String>>(row, "tenant")?
+                    .map(|t| {
+                        TenantId::new(t)
+                            .map_err(|e| StoreError::Corrupt(format!("audit tenant: {e}")))
+                    })
+                    .transpose()?;
+                let result: i64 = col(row, "result")?;
+                Ok(AuditRecord {
+                    id: col(row, "id")?,
+                    entry: NewAudit {
+                        at: col_time(row, "at")?,
+                        user: col(row, "user_name")?,
+                        tenant,
+                        action: col(row, "action")?,
+                        target: col(row, "target")?,
+                        source: col(row, "source")?,
+                        result: u16::try_from(result).map_err(|_| {
+                            StoreError::Corrupt(format!("audit result {result} out of range"))
+                        })?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn put_credential(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        sealed: &Sealed,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO provider_credentials (tenant, name, sealed, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (tenant, name) DO UPDATE SET sealed = excluded.sealed, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(&sealed.0)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if e.as_database_error()
+                .is_some_and(|d| d.is_foreign_key_violation())
+            {
+                not_found("tenant", tenant.as_str())
+            } else {
+                db(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn get_credential(&self, tenant: &TenantId, name: &str) -> Result<Option<Sealed>> {
+        let raw: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT sealed FROM provider_credentials WHERE tenant = ? AND name = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(raw.map(Sealed))
     }
 }
