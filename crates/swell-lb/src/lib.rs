@@ -60,6 +60,8 @@
 //! header), several listeners sharing one pool (run one [`LoadBalancer`] per
 //! listener).
 
+#![warn(missing_docs)]
+
 pub mod bench;
 mod health;
 mod io;
