@@ -129,3 +129,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_group_without_policies_gets_swell() {
+    let g: crate::group::GroupSpec = serde_json::from_value(serde_json::json!({
+        "name": "web", "template": {"command": ["app"]}, "max": 5
+    }))
+    .unwrap();
+    assert_eq!(g.policies, default_policies());
+    assert!(matches!(g.policies[..], [PolicySpec::Swell(_)]));
+    g.validate().unwrap();
+}
+
+/// Seed 2: the schedule's count is the dynamic policies' floor; they may go above it.
+#[test]
+fn schedule_floor_with_a_dynamic_policy_by_hand() {
+    let specs: Vec<PolicySpec> = serde_json::from_value(serde_json::json!([
+        {"type": "target", "target": 50, "tolerance": 0},
+        {"type": "schedule", "cron": "* * * * *", "duration": "1h", "desired": 5}
+    ]))
+    .unwrap();
+    let cap = Capacity::new(1, 20).unwrap();
+    let now = Timestamp::from_secs(600);
+    let w = |v: f64| {
+        let mut w = MetricWindow::new(Duration::from_secs(600));
+        w.push(MetricSample {
+            at: now,
+            metric: Metric::Cpu,
+            value: v,
+            instances: 5,
+        });
+        w
+    };
+    let st = |n: u32| GroupState {
+        desired_capacity: n,
+        provisioned: n,
+        ready: n,
+        last_scaling_at: None,
+    };
+    // Below the floor: raised to 5 by the schedule.
+    let mut e = PolicyEngine::new(&specs, cap, Duration::from_secs(120));
+    let d = e.decide(&st(2), &w(50.0), now);
+    assert_eq!(
+        (d.desired_capacity, d.cause.policy.as_str()),
+        (5, "schedule")
+    );
+    // Target wants ceil(5 × 80 / 50) = 8: above the floor, allowed.
+    let mut e = PolicyEngine::new(&specs, cap, Duration::from_secs(120));
+    assert_eq!(e.decide(&st(5), &w(80.0), now).desired_capacity, 8);
+    // Target wants ceil(5 × 10 / 50) = 1 (after its stabilisation): held at the floor.
+    let mut e = PolicyEngine::new(&specs, cap, Duration::from_secs(120));
+    let d = e.decide(&st(5), &w(10.0), now);
+    assert_eq!((d.desired_capacity, d.kind), (5, DecisionKind::Idle));
+}
