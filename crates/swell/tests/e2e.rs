@@ -1,0 +1,710 @@
+//! End-to-end tests: each starts the real `swell serve` binary on its own port and data
+//! directory, drives it through the real CLI and the REST API, runs real `swell
+//! demo-app` instances behind the group's load balancer, and checks what the server
+//! did: instances, processes, events. The timings are those of `swell demo --fast`;
+//! waits poll with a deadline for the real system to converge, nothing sleeps to test
+//! timing logic.
+
+mod common;
+
+use common::{Swell, eventually, group_doc, kinds_for, never_scale, of_kind, process_state};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Long enough for a loaded two-core machine; convergence normally takes seconds.
+const CONVERGE: Duration = Duration::from_secs(90);
+
+/// Requests sent through a load balancer, counted.
+struct Load {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    failures: Mutex<Vec<String>>,
+    heavy: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Load {
+    fn new() -> Arc<Load> {
+        Arc::new(Load {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+            heavy: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+        })
+    }
+}
+
+/// `heavy` clients loop on `/work?ms=20` while `load.heavy` is set; one light client
+/// sends `/work?ms=1` every 250 ms until `load.stop`.
+fn start_load(lb: &str, load: &Arc<Load>, heavy: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a load client");
+    (0..=heavy)
+        .map(|w| {
+            let (client, load, lb) = (client.clone(), load.clone(), lb.to_string());
+            tokio::spawn(async move {
+                let is_heavy = w < heavy;
+                while !load.stop.load(Ordering::Relaxed) {
+                    if is_heavy && !load.heavy.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let ms = if is_heavy { 20 } else { 1 };
+                    let outcome = match client.get(format!("http://{lb}/work?ms={ms}")).send().await
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+                        }
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match outcome {
+                        Ok(()) => load.ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            if let Ok(mut f) = load.failures.lock() {
+                                f.push(e);
+                            }
+                            load.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    if !is_heavy {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits until the group has exactly `n` instances, all `running`, and `desired == n`.
+async fn wait_running(s: &Swell, group: &str, n: usize) -> Vec<Value> {
+    eventually(
+        &format!("group {group} to run exactly {n} instances"),
+        CONVERGE,
+        || async {
+            let g = s.get(&format!("/v1/groups/{group}")).await;
+            let list = s.instances(group, false).await;
+            let statuses: Vec<&str> = list.iter().filter_map(|i| i["status"].as_str()).collect();
+            if g["desired_capacity"] == n
+                && list.len() == n
+                && statuses.iter().all(|s| *s == "running")
+            {
+                Ok(list)
+            } else {
+                Err(format!(
+                    "desired {}, instances {statuses:?}",
+                    g["desired_capacity"]
+                ))
+            }
+        },
+    )
+    .await
+}
+
+fn ids(list: &[Value]) -> BTreeSet<String> {
+    list.iter()
+        .map(|i| i["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+/// Checks a scale decision's cause: the threshold policy on cpu, with the average it
+/// saw, the threshold it crossed and a one-instance step from `before` to `after`.
+fn check_cause(e: &Value, out: bool) {
+    let c = &e["cause"];
+    assert_eq!(c["policy"], "threshold", "{e}");
+    assert_eq!(c["metric"], "cpu", "{e}");
+    let value = c["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no value: {e}"));
+    let threshold = c["threshold"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no threshold: {e}"));
+    let (before, after) = (
+        c["before"].as_u64().expect("before"),
+        c["after"].as_u64().expect("after"),
+    );
+    if out {
+        assert_eq!(threshold, 20.0, "{e}");
+        assert!(value > threshold, "scale-out below its threshold: {e}");
+        assert_eq!(after, before + 1, "{e}");
+    } else {
+        assert_eq!(threshold, 5.0, "{e}");
+        assert!(value < threshold, "scale-in above its threshold: {e}");
+        assert_eq!(after + 1, before, "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cli_scale_out_to_max_and_in_to_min() {
+    let s = Swell::start().await;
+    let exe = common::SWELL;
+    let yaml = format!(
+        r#"# the seed-0 lab on the compressed timings of `swell demo --fast`
+name: web
+provider: process
+template:
+  command: ["{exe}", "demo-app", "--port", "{{port}}"]
+min: 1
+max: 3
+cooldown: 3s
+warmup: 0s
+drain_timeout: 2s
+evaluation_interval: 1s
+metrics_interval: 500ms
+policies:
+  - type: threshold
+    metric: cpu
+    scale_out_above: 20
+    scale_in_below: 5
+    step: 1
+    evaluation_period: 4s
+load_balancer:
+  listen: 127.0.0.1:0
+"#
+    );
+    let file = s.write("group.yaml", &yaml);
+    let created = s.cli_json(&["group", "create", "-f", &file]).await;
+    assert_eq!(created["name"], "web");
+    let list = s.cli_json(&["group", "list"]).await;
+    let groups = list["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{list}");
+    assert_eq!(groups[0]["name"], "web");
+    assert_eq!(groups[0]["spec"]["max"], 3);
+    assert_eq!(groups[0]["spec"]["min"], 1);
+
+    let first = wait_running(&s, "web", 1).await;
+    let first_id = first[0]["id"].as_str().expect("id").to_string();
+    let lb = s.load_balancer("web").await;
+
+    // Surge: CPU-heavy requests until the group runs its max.
+    let load = Load::new();
+    let tasks = start_load(&lb, &load, 4);
+    let at_max = wait_running(&s, "web", 3).await;
+    assert!(ids(&at_max).contains(&first_id));
+    let ok_at_max = load.ok.load(Ordering::Relaxed);
+    assert!(ok_at_max > 0, "no request got through during the surge");
+
+    // Quiet: only the light client, which keeps running through the scale-in so that a
+    // request sent to a retiring instance would show up as a failure.
+    load.heavy.store(false, Ordering::Relaxed);
+    let at_min = wait_running(&s, "web", 1).await;
+    load.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("a load task");
+    }
+    let (ok, failed) = (
+        load.ok.load(Ordering::Relaxed),
+        load.failed.load(Ordering::Relaxed),
+    );
+    let failures = load.failures.lock().map(|f| f.clone()).unwrap_or_default();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed through the load balancer: {failures:?}",
+        ok + failed
+    );
+    assert!(ok > ok_at_max, "no request got through during the scale-in");
+    // Scale-in retires the newest scaled-up instances first: the permanent one stays.
+    assert_eq!(ids(&at_min), BTreeSet::from([first_id.clone()]));
+
+    let events = s.cli_json(&["events", "web"]).await;
+    let events = events["events"].as_array().expect("events").clone();
+    let outs = of_kind(&events, "scale_out");
+    let ins = of_kind(&events, "scale_in");
+    assert!(
+        outs.len() >= 2,
+        "expected two scale-outs (1 → 2 → 3): {outs:#?}"
+    );
+    assert!(
+        ins.len() >= 2,
+        "expected two scale-ins (3 → 2 → 1): {ins:#?}"
+    );
+    for e in &outs {
+        check_cause(e, true);
+    }
+    for e in &ins {
+        check_cause(e, false);
+    }
+    let steps = |list: &[&Value]| -> Vec<(u64, u64)> {
+        list.iter()
+            .map(|e| {
+                let c = &e["cause"];
+                (
+                    c["before"].as_u64().unwrap_or_default(),
+                    c["after"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(steps(&outs), vec![(1, 2), (2, 3)], "{outs:#?}");
+    assert_eq!(steps(&ins), vec![(3, 2), (2, 1)], "{ins:#?}");
+    // Every retired instance was drained before it was terminated.
+    let retired: BTreeSet<String> = ids(&at_max).difference(&ids(&at_min)).cloned().collect();
+    assert_eq!(retired.len(), 2);
+    for id in &retired {
+        let kinds = kinds_for(&events, id);
+        let drained = kinds.iter().position(|k| k == "instance_draining");
+        let terminated = kinds.iter().position(|k| k == "instance_terminated");
+        assert!(
+            matches!((drained, terminated), (Some(d), Some(t)) if d < t),
+            "instance {id} was not drained, then terminated: {kinds:?}"
+        );
+    }
+
+    let instances = s.cli_json(&["instance", "list", "web"]).await;
+    let instances = instances["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["id"], first_id.as_str());
+    assert_eq!(instances[0]["status"], "running");
+    assert_eq!(instances[0]["lifecycle"], "permanent");
+    // Exactly that one process runs for the group.
+    eventually("the retired processes to exit", CONVERGE, || async {
+        let tagged = s.tagged();
+        if tagged.keys().cloned().collect::<BTreeSet<_>>() == ids(&at_min) {
+            Ok(())
+        } else {
+            Err(format!("{tagged:?}"))
+        }
+    })
+    .await;
+}
+
+/// After a restart: waits until the group runs exactly `n` instances and the processes
+/// tagged with the server's data directory are exactly those instances, one process
+/// each, with the pid the API shows (no orphan, no duplicate); then checks that every
+/// instance the store ever had has an event for its current state (no lost event).
+/// Returns the processes by instance id.
+async fn check_converged(s: &Swell, group: &str, n: usize) -> BTreeMap<String, Vec<i32>> {
+    let running = wait_running(s, group, n).await;
+    let running_ids = ids(&running);
+    let tagged = eventually(
+        "the tagged processes to be the running instances",
+        CONVERGE,
+        || async {
+            let tagged = s.tagged();
+            if tagged.keys().cloned().collect::<BTreeSet<_>>() == running_ids {
+                Ok(tagged)
+            } else {
+                Err(format!("tagged {tagged:?}, running {running_ids:?}"))
+            }
+        },
+    )
+    .await;
+    for inst in &running {
+        let id = inst["id"].as_str().expect("id");
+        assert_eq!(
+            tagged[id].len(),
+            1,
+            "instance {id} runs as several processes: {tagged:?}"
+        );
+        assert_eq!(
+            inst["native_id"].as_str(),
+            Some(tagged[id][0].to_string().as_str()),
+            "the API's pid of {id} is not its process: {inst}"
+        );
+    }
+    let g = s.get(&format!("/v1/groups/{group}")).await;
+    assert_eq!(g["instances"]["running"], n, "{g}");
+    assert_eq!(g["instances"]["pending"], 0, "{g}");
+
+    let events = s.events(group).await;
+    for inst in s.instances(group, true).await {
+        let id = inst["id"].as_str().expect("id");
+        let kinds = kinds_for(&events, id);
+        let expected: &[&str] = match inst["status"].as_str() {
+            Some("running") => &["instance_created", "instance_adopted"],
+            Some("failed") => &["instance_failed"],
+            other => panic!("instance {id} is {other:?} after convergence: {inst}"),
+        };
+        assert!(
+            kinds.iter().any(|k| expected.contains(&k.as_str())),
+            "instance {id} ({}) has none of {expected:?}: {kinds:?}",
+            inst["status"]
+        );
+    }
+    assert!(
+        of_kind(&events, "instance_terminated").is_empty(),
+        "nothing should have been terminated (an orphan?): {events:#?}"
+    );
+    tagged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_scale_then_restart_adopts() {
+    let mut s = Swell::start().await;
+    let doc = group_doc("fleet", 1, 6, never_scale());
+    let file = s.write("fleet.json", &doc.to_string());
+    s.cli_json(&["group", "create", "-f", &file]).await;
+    let first = wait_running(&s, "fleet", 1).await;
+    let first_id = first[0]["id"].as_str().expect("id").to_string();
+
+    // Crash 1: kill -9 as soon as the first new instance shows in the API (its create
+    // intent is stored; its process may or may not have started).
+    let scaled = s.cli_json(&["scale", "fleet", "4"]).await;
+    assert_eq!(scaled["desired_capacity"], 4);
+    let deadline = Instant::now() + CONVERGE;
+    let at_kill = loop {
+        let list = s.instances("fleet", true).await;
+        if list.len() > 1 {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "no new instance: {list:#?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    s.kill9();
+    let interrupted: BTreeSet<String> = ids(&at_kill)
+        .into_iter()
+        .filter(|id| *id != first_id)
+        .collect();
+    eprintln!(
+        "crash 1: instances {at_kill:#?}, processes {:?}",
+        s.tagged()
+    );
+    s.restart().await;
+    let tagged = check_converged(&s, "fleet", 4).await;
+    let events = s.events("fleet").await;
+    assert!(
+        kinds_for(&events, &first_id).contains(&"instance_adopted".to_string()),
+        "the instance that ran before the crash was not adopted: {:?}",
+        kinds_for(&events, &first_id)
+    );
+    for id in &interrupted {
+        let kinds = kinds_for(&events, id);
+        assert!(
+            kinds
+                .iter()
+                .any(|k| k == "instance_adopted" || k == "instance_failed"),
+            "no adopted/failed event for {id}, whose create the crash interrupted: {kinds:?}"
+        );
+    }
+
+    // Crash 2: kill -9 as soon as the process of a new instance runs, most likely before
+    // the server recorded that its create succeeded: the restart must adopt that very
+    // process, not start a second one.
+    s.cli_json(&["scale", "fleet", "6"]).await;
+    let deadline = Instant::now() + CONVERGE;
+    let (new_id, new_pids) = loop {
+        if let Some((id, pids)) = s
+            .tagged()
+            .into_iter()
+            .find(|(id, _)| !tagged.contains_key(id))
+        {
+            break (id, pids);
+        }
+        assert!(Instant::now() < deadline, "no new process");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    s.kill9();
+    eprintln!("crash 2: new process {new_id} {new_pids:?}");
+    s.restart().await;
+    let tagged = check_converged(&s, "fleet", 6).await;
+    assert_eq!(
+        tagged.get(&new_id),
+        Some(&new_pids),
+        "the process that ran at the crash was not adopted"
+    );
+    let events = s.events("fleet").await;
+    assert!(
+        kinds_for(&events, &new_id).contains(&"instance_adopted".to_string()),
+        "{:?}",
+        kinds_for(&events, &new_id)
+    );
+
+    // A clean stop leaves the instances running; the next start adopts them.
+    let last_event = events.last().and_then(|e| e["id"].as_i64()).unwrap_or(0);
+    s.stop().await;
+    assert_eq!(
+        s.tagged(),
+        tagged,
+        "instances must outlive a SIGTERM'd server"
+    );
+    s.restart().await;
+    assert_eq!(
+        check_converged(&s, "fleet", 6).await,
+        tagged,
+        "the restart must adopt, not replace"
+    );
+    let events = s
+        .get(&format!("/v1/groups/fleet/events?after_id={last_event}"))
+        .await;
+    let events = events["events"].as_array().expect("events").clone();
+    for id in tagged.keys() {
+        assert_eq!(
+            kinds_for(&events, id),
+            ["instance_adopted"],
+            "after the clean restart: {events:#?}"
+        );
+    }
+
+    // Deleting the group leaves no process behind.
+    let deleting = s.cli_json(&["group", "delete", "fleet"]).await;
+    assert_eq!(deleting["deleting"], true);
+    eventually("the group to be deleted", CONVERGE, || async {
+        let a = s
+            .request(reqwest::Method::GET, "/v1/groups/fleet", None)
+            .await;
+        if a.status == 404 {
+            Ok(())
+        } else {
+            Err(format!("{a:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        s.tagged(),
+        BTreeMap::new(),
+        "processes outlived their group"
+    );
+}
+
+#[tokio::test]
+async fn invalid_input_changes_nothing() {
+    let s = Swell::start().await;
+    let exe = common::SWELL;
+
+    let bad_bounds = s.write(
+        "bounds.yaml",
+        &format!("name: bad\nmin: 3\nmax: 1\ntemplate:\n  command: [\"{exe}\", \"demo-app\", \"--port\", \"{{port}}\"]\n"),
+    );
+    let out = s.cli(&["group", "create", "-f", &bad_bounds]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(
+        out.stderr.contains("max: max (1) must be >= min (3)"),
+        "the field and the rule: {out:#?}"
+    );
+
+    let unknown = s.write(
+        "unknown.yaml",
+        "name: bad\nmax: 3\ntemplate:\n  command: [app, '{port}']\nmaxx: 4\n",
+    );
+    let out = s.cli(&["group", "create", "-f", &unknown]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("maxx"), "the unknown field: {out:#?}");
+    assert!(
+        out.stderr.contains(" line ") && out.stderr.contains(" column "),
+        "a line and a column: {out:#?}"
+    );
+
+    let problem = |a: &common::Answer, status: u16, field: &str| {
+        assert_eq!(a.status, status, "{a:?}");
+        assert_eq!(a.content_type, "application/problem+json", "{a:?}");
+        assert_eq!(a.body["status"], status, "{a:?}");
+        assert_eq!(a.body["field"], field, "{a:?}");
+    };
+    let post = |body: &'static str| s.request(reqwest::Method::POST, "/v1/groups", Some(body));
+    let a = post(r#"{"name": "bad", "max": "three", "template": {"command": ["app"]}}"#).await;
+    problem(&a, 400, "max");
+    // Truncated JSON: a 400 problem document (its `field` is wrong, see
+    // `malformed_json_names_the_body`).
+    let a = post(r#"{"name": "bad", "max": 3, "template": {"command": ["app"]}"#).await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(a.content_type, "application/problem+json", "{a:?}");
+    assert!(
+        a.body["rule"].as_str().is_some_and(|r| r.contains("EOF")),
+        "{a:?}"
+    );
+    let a = post(r#"{"name": "bad", "min": 3, "max": 1, "template": {"command": ["app"]}}"#).await;
+    problem(&a, 400, "max");
+    assert_eq!(a.body["rule"], "max (1) must be >= min (3)", "{a:?}");
+    let a = post(r#"{"name": "bad", "max": 3, "template": {"command": ["app"]}, "maxx": 1}"#).await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(
+        a.body["rule"].as_str().unwrap_or_default().contains("maxx"),
+        "{a:?}"
+    );
+
+    let a = s
+        .request(reqwest::Method::GET, "/v1/groups/nope", None)
+        .await;
+    assert_eq!(a.status, 404, "{a:?}");
+    assert_eq!(a.content_type, "application/problem+json", "{a:?}");
+    let out = s.cli(&["scale", "nope", "2"]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("not found"), "{out:#?}");
+
+    let list = s.cli_json(&["group", "list"]).await;
+    assert_eq!(
+        list,
+        json!({ "groups": [] }),
+        "bad input changed the stored state"
+    );
+    assert!(s.tagged().is_empty(), "bad input started processes");
+
+    let a = s
+        .request(reqwest::Method::GET, "/v1/openapi.json", None)
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(a.content_type.starts_with("application/json"), "{a:?}");
+    assert!(a.body["openapi"].is_string(), "{}", a.body);
+    assert!(a.body["paths"]["/v1/groups"].is_object(), "{}", a.body);
+}
+
+/// DESIGN.md: unknown fields are errors that give the line and column *of the field*.
+/// serde-saphyr, as `swell::docs::parse` calls it, points at the start of the mapping
+/// that holds the unknown key instead (here `line 1 column 1`, not line 5).
+#[tokio::test]
+#[ignore = "bug: unknown-field errors point at the enclosing mapping, not at the field"]
+async fn unknown_field_error_points_at_the_field() {
+    let s = Swell::start().await;
+    let unknown = s.write(
+        "unknown.yaml",
+        "name: bad\nmax: 3\ntemplate:\n  command: [app, '{port}']\nmaxx: 4\n",
+    );
+    let out = s.cli(&["group", "create", "-f", &unknown]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("line 5 column 1"), "{out:#?}");
+}
+
+/// A body that is not JSON at all has no field to name: the API means to say `body`
+/// (`http.rs` maps serde_path_to_error's root path `.` to it), but a syntax error's path
+/// is `?`, which reaches the client as `"field": "?"`.
+#[tokio::test]
+#[ignore = "bug: a JSON syntax error is reported with field `?` instead of `body`"]
+async fn malformed_json_names_the_body() {
+    let s = Swell::start().await;
+    let a = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/groups",
+            Some(r#"{"name": "bad", "max": 3"#),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(a.body["field"], "body", "{a:?}");
+}
+
+#[tokio::test]
+async fn apply_is_declarative() {
+    let s = Swell::start().await;
+    let tenant = |b_max: u32| {
+        json!({
+            "tenant": "default",
+            "groups": [group_doc("alpha", 1, 2, never_scale()), group_doc("beta", 1, b_max, never_scale())],
+        })
+    };
+    // JSON is YAML: write the document as YAML-compatible JSON, then as real YAML.
+    let file = s.write("tenant.yaml", &tenant(3).to_string());
+    let applied = s.cli_json(&["apply", "-f", &file]).await;
+    let names: Vec<&str> = applied
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let before = s.get("/v1/groups/beta").await;
+    assert_eq!(before["spec"]["max"], 3);
+
+    let file = s.write("tenant.yaml", &tenant(5).to_string());
+    let out = s.cli(&["apply", "-f", &file]).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("group alpha updated"), "{out:#?}");
+    assert!(out.stderr.contains("group beta updated"), "{out:#?}");
+
+    let list = s.cli_json(&["group", "list"]).await;
+    let groups = list["groups"].as_array().expect("groups");
+    let mut names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["alpha", "beta"], "no duplicate");
+    let beta = s.get("/v1/groups/beta").await;
+    assert_eq!(beta["spec"]["max"], 5);
+    assert_eq!(
+        beta["created_at"], before["created_at"],
+        "updated, not re-created"
+    );
+    let alpha = s.get("/v1/groups/alpha").await;
+    assert_eq!(alpha["spec"]["max"], 2);
+    let events = s.events("beta").await;
+    assert_eq!(of_kind(&events, "group_created").len(), 1, "{events:#?}");
+    assert_eq!(of_kind(&events, "group_updated").len(), 1, "{events:#?}");
+
+    // A document with one bad group changes nothing, not even its good groups.
+    let bad = json!({
+        "groups": [group_doc("gamma", 1, 2, never_scale()), group_doc("delta", 3, 1, never_scale())],
+    });
+    let file = s.write("bad.yaml", &bad.to_string());
+    let out = s.cli(&["apply", "-f", &file]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("delta"), "{out:#?}");
+    assert!(
+        out.stderr.contains("max (1) must be >= min (3)"),
+        "{out:#?}"
+    );
+    let list = s.cli_json(&["group", "list"]).await;
+    assert_eq!(list["groups"].as_array().map(Vec::len), Some(2), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume() {
+    let s = Swell::start().await;
+    let doc = group_doc("portal", 2, 2, never_scale());
+    let file = s.write("portal.json", &doc.to_string());
+    s.cli_json(&["group", "create", "-f", &file]).await;
+    let running = wait_running(&s, "portal", 2).await;
+    let id = running[0]["id"].as_str().expect("id").to_string();
+    let pid: i32 = running[0]["native_id"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .expect("a pid");
+    assert_eq!(s.tagged().get(&id), Some(&vec![pid]));
+
+    let paused = s.cli_json(&["instance", "pause", "portal", &id]).await;
+    assert_eq!(paused["status"], "paused", "{paused}");
+    assert_eq!(process_state(pid), Some('T'), "the process must be stopped");
+    let g = s.get("/v1/groups/portal").await;
+    assert_eq!(g["instances"]["paused"], 1, "{g}");
+    assert_eq!(g["instances"]["running"], 1, "{g}");
+
+    // Out of the load balancer: every request reaches the other instance.
+    let lb = s.load_balancer("portal").await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a client");
+    for _ in 0..10 {
+        let r = client
+            .get(format!("http://{lb}/work?ms=1"))
+            .send()
+            .await
+            .expect("the load balancer answers while an instance is paused");
+        assert!(r.status().is_success(), "{r:?}");
+    }
+    // Still counted: the paused instance is not replaced.
+    let list = s.instances("portal", true).await;
+    assert_eq!(
+        list.len(),
+        2,
+        "a paused instance must not be replaced: {list:#?}"
+    );
+    assert_eq!(
+        s.instances("portal", false)
+            .await
+            .iter()
+            .find(|i| i["id"] == id.as_str())
+            .map(|i| i["status"].clone()),
+        Some(json!("paused"))
+    );
+
+    let out = s.cli(&["instance", "pause", "portal", &id]).await;
+    assert!(!out.status.success(), "pausing twice: {out:#?}");
+    assert!(out.stderr.contains("must be running"), "{out:#?}");
+
+    let resumed = s.cli_json(&["instance", "resume", "portal", &id]).await;
+    assert_eq!(resumed["status"], "running", "{resumed}");
+    let state = process_state(pid).expect("the process still runs");
+    assert!(matches!(state, 'S' | 'R'), "state {state} after resume");
+    assert_eq!(s.tagged().get(&id), Some(&vec![pid]), "same process");
+    let events = s.events("portal").await;
+    assert_eq!(
+        kinds_for(&events, &id),
+        ["instance_created", "instance_paused", "instance_resumed"],
+        "{events:#?}"
+    );
+    wait_running(&s, "portal", 2).await;
+}
