@@ -379,10 +379,39 @@ impl Service {
         })?;
         if pause {
             // Out of the load balancer first, so no request goes to a stopped process.
+            // The instance is recorded as paused before the drain: the worker puts
+            // every `running` instance into the load balancer, and a reconcile during
+            // the drain would otherwise put this one back and send it requests that
+            // then hang on the stopped process. (Recovery maps a crash in between
+            // back to `running`: it reads the process state.)
+            self.store
+                .update_instance(
+                    tenant,
+                    &iid,
+                    InstanceStatus::Paused,
+                    InstanceUpdate::default(),
+                    self.clock.now(),
+                    None,
+                )
+                .await?;
             if let Some(lb) = self.controller.load_balancer(tenant, group) {
                 lb.drain(id, std::time::Duration::from_secs(5)).await;
             }
-            provider.pause(&iid).await.map_err(ServiceError::Provider)?;
+            if let Err(e) = provider.pause(&iid).await {
+                // Not paused after all: running again, and back in the load balancer.
+                self.store
+                    .update_instance(
+                        tenant,
+                        &iid,
+                        InstanceStatus::Running,
+                        InstanceUpdate::default(),
+                        self.clock.now(),
+                        None,
+                    )
+                    .await?;
+                self.controller.notify(tenant, group, None);
+                return Err(ServiceError::Provider(e));
+            }
         } else {
             provider
                 .resume(&iid)
