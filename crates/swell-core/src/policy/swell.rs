@@ -57,9 +57,10 @@ pub struct SwellPolicy {
     /// Scale in only to the largest count asked for over this window.
     #[serde(with = "serde_human", default = "default_scale_in_window")]
     pub scale_in_window: Duration,
-    /// The window of the short-term trend.
-    #[serde(with = "serde_human", default = "default_trend")]
-    pub trend_window: Duration,
+    /// The window of the short-term trend; defaults to `provisioning_delay` (look back as
+    /// far as the group must look ahead).
+    #[serde(with = "opt_human", default, skip_serializing_if = "Option::is_none")]
+    pub trend_window: Option<Duration>,
     /// Forecasts to score before the learned headroom replaces `target`.
     #[serde(default = "default_min_scored")]
     pub min_scored: u64,
@@ -98,9 +99,6 @@ fn default_delay() -> Duration {
 fn default_scale_in_window() -> Duration {
     Duration::from_secs(300)
 }
-fn default_trend() -> Duration {
-    Duration::from_secs(300)
-}
 fn default_min_scored() -> u64 {
     100
 }
@@ -115,7 +113,7 @@ impl Default for SwellPolicy {
             provisioning_delay: default_delay(),
             horizon: None,
             scale_in_window: default_scale_in_window(),
-            trend_window: default_trend(),
+            trend_window: None,
             min_scored: default_min_scored(),
         }
     }
@@ -147,11 +145,18 @@ impl SwellPolicy {
                 format!("confidence ({}) must be within (0, 1)", self.confidence),
             ));
         }
-        if self.trend_window.is_zero() {
-            return Err(ValidationError::new("trend_window", "must be > 0"));
+        if self.trend_window() < Duration::from_secs(1) {
+            return Err(ValidationError::new("trend_window", "must be at least 1s"));
         }
-        if self.horizon.is_some_and(|h| h.is_zero()) {
-            return Err(ValidationError::new("horizon", "must be > 0"));
+        if self.horizon() <= self.provisioning_delay {
+            return Err(ValidationError::new(
+                "horizon",
+                format!(
+                    "horizon ({}) must be longer than provisioning_delay ({})",
+                    crate::duration::format(self.horizon()),
+                    crate::duration::format(self.provisioning_delay)
+                ),
+            ));
         }
         Ok(())
     }
@@ -162,10 +167,16 @@ impl SwellPolicy {
             .unwrap_or(self.provisioning_delay + Duration::from_secs(150))
     }
 
+    /// The trend window in force.
+    pub fn trend_window(&self) -> Duration {
+        self.trend_window
+            .unwrap_or(self.provisioning_delay.max(Duration::from_secs(60)))
+    }
+
     /// A fresh policy with empty memory.
     pub fn runner(&self) -> SwellRunner {
         let recent = self
-            .trend_window
+            .trend_window()
             .max(self.horizon())
             .max(self.scale_in_window)
             + Duration::from_secs(120);
@@ -233,11 +244,14 @@ impl Policy for SwellRunner {
         let horizon = spec.horizon();
         let trend = self
             .history
-            .slope(now, spec.trend_window)
+            .slope(now, spec.trend_window())
             .map_or(level, |s| level + s.max(0.0) * horizon.as_secs_f64());
         let season = self.history.seasonal_peak(now, horizon, level);
         let forecast = season.map_or(trend, |s| s.max(trend)).max(level);
-        self.score.record(now, now.add(horizon), forecast);
+        // Capacity asked for now is ready only after the provisioning delay: the forecast
+        // is scored on the loads it will actually have to serve.
+        self.score
+            .record(now.add(spec.provisioning_delay), now.add(horizon), forecast);
 
         let learned = (self.score.scored() >= spec.min_scored)
             .then(|| self.score.upper(forecast, spec.confidence))
@@ -264,13 +278,11 @@ impl Policy for SwellRunner {
             ),
         };
 
-        // Never more headroom than target tracking would keep on the recent peak: the
-        // learned margin may only make the group smaller than that.
-        let recent_peak = self
-            .history
-            .max_between(now.sub(spec.scale_in_window), now)
-            .unwrap_or(level);
-        let cap = target_count(1, recent_peak, spec.target);
+        // Never more headroom than target tracking would ask for now: the learned margin
+        // may only make the group smaller than that. (The scale-in hold below applies to
+        // both, so the cap is held over `scale_in_window` like a target tracker's
+        // stabilisation.)
+        let cap = target_count(1, level, spec.target);
         let raw = if learned.is_some() { raw.min(cap) } else { raw };
 
         self.asked.push_back((now, raw));
