@@ -6,6 +6,7 @@
 //! recorded after a crash (DESIGN.md invariant 2).
 #![warn(missing_docs)]
 
+pub mod docker;
 pub mod process;
 
 use async_trait::async_trait;
