@@ -708,3 +708,143 @@ async fn pause_and_resume() {
     );
     wait_running(&s, "portal", 2).await;
 }
+
+/// What answered a request through a load balancer: the demo app names its instance.
+async fn served_by(client: &reqwest::Client, lb: &str, ms: u64) -> Result<String, String> {
+    let r = client
+        .get(format!("http://{lb}/work?ms={ms}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("status {}", r.status()));
+    }
+    let body: Value = r.json().await.map_err(|e| e.to_string())?;
+    body["instance"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no instance in {body}"))
+}
+
+/// One request's outcome and how long it took.
+type Timed = (Result<String, String>, Duration);
+
+/// Seed 3's portal under traffic: pausing an instance that is serving requests takes it
+/// out of the load balancer before its process stops, so no request meets a stopped
+/// process (it would hang until the resume); resuming puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_under_load_loses_no_request() {
+    let s = Swell::start().await;
+    let doc = group_doc("busy", 2, 2, never_scale());
+    let file = s.write("busy.json", &doc.to_string());
+    s.cli_json(&["group", "create", "-f", &file]).await;
+    let running = wait_running(&s, "busy", 2).await;
+    let (a, b) = (
+        running[0]["id"].as_str().expect("id").to_string(),
+        running[1]["id"].as_str().expect("id").to_string(),
+    );
+    let lb = s.load_balancer("busy").await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a client");
+
+    // Long requests on both instances make the pause drain for longer than an
+    // evaluation interval; light clients keep sending meanwhile and after.
+    let stop = Arc::new(AtomicBool::new(false));
+    let light = Arc::new(Mutex::new(Vec::<Timed>::new()));
+    let mut heavy_tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, lb) = (client.clone(), lb.clone());
+        heavy_tasks.push(tokio::spawn(
+            async move { served_by(&client, &lb, 2500).await },
+        ));
+    }
+    let mut light_tasks = Vec::new();
+    for _ in 0..6 {
+        let (client, lb, light, stop) = (client.clone(), lb.clone(), light.clone(), stop.clone());
+        light_tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let r = served_by(&client, &lb, 2).await;
+                light.lock().expect("results").push((r, start.elapsed()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    let count = |light: &Arc<Mutex<Vec<Timed>>>| light.lock().expect("results").len();
+    eventually("light requests to flow", CONVERGE, || async {
+        if count(&light) >= 20 {
+            Ok(())
+        } else {
+            Err(format!("{}", count(&light)))
+        }
+    })
+    .await;
+    let paused = s.cli_json(&["instance", "pause", "busy", &a]).await;
+    assert_eq!(paused["status"], "paused");
+    // `a` stays stopped for a while with traffic going on: a request sent to it would
+    // hang for that long.
+    let paused_at = Instant::now();
+    let before = count(&light);
+    eventually("traffic while `a` is paused", CONVERGE, || async {
+        let n = count(&light);
+        if n >= before + 100 && paused_at.elapsed() >= Duration::from_secs(3) {
+            Ok(())
+        } else {
+            Err(format!("{} requests", n - before))
+        }
+    })
+    .await;
+    let resumed = s.cli_json(&["instance", "resume", "busy", &a]).await;
+    assert_eq!(resumed["status"], "running");
+    // Back in the load balancer: `a` answers again.
+    eventually("`a` to serve again", CONVERGE, || async {
+        let done = light.lock().expect("results");
+        if done
+            .iter()
+            .rev()
+            .take(20)
+            .any(|(r, _)| r.as_deref() == Ok(a.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(format!("{} requests", done.len()))
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in light_tasks {
+        t.await.expect("a client task");
+    }
+    for t in heavy_tasks {
+        let r = t.await.expect("a client task");
+        assert!(r.is_ok(), "a long request failed: {r:?}");
+    }
+    let light = light.lock().expect("results").clone();
+    let failed: Vec<&String> = light.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed around the pause: {failed:?}",
+        failed.len(),
+        light.len()
+    );
+    // A 2 ms request takes milliseconds, even on a busy machine; one that met the
+    // stopped process waited for the resume (seconds).
+    let slow: Vec<&Timed> = light
+        .iter()
+        .filter(|(_, took)| *took > Duration::from_millis(1500))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "{} of {} light requests waited for the paused process: {slow:?}",
+        slow.len(),
+        light.len()
+    );
+    assert!(
+        light[before..]
+            .iter()
+            .any(|(r, _)| r.as_deref() == Ok(b.as_str()))
+    );
+    wait_running(&s, "busy", 2).await;
+}
