@@ -24,6 +24,12 @@ fn main() {
                 opts.duration =
                     Duration::from_secs(args.next().and_then(|v| v.parse().ok()).expect("--secs S"))
             }
+            "--workers" => {
+                opts.workers = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--workers N")
+            }
             "--" => {
                 opts.backend_command = args.by_ref().collect();
             }

@@ -47,6 +47,9 @@ pub struct BenchOptions {
     pub wrk: PathBuf,
     /// Install nginx and wrk with `apt-get` when missing (needs root).
     pub install: bool,
+    /// Swell's [`LbConfig::workers`]; nginx runs `worker_processes auto`
+    /// (one per core), so the default is the number of cores too.
+    pub workers: usize,
 }
 
 impl Default for BenchOptions {
@@ -62,6 +65,7 @@ impl Default for BenchOptions {
             nginx: "nginx".into(),
             wrk: "wrk".into(),
             install: false,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -480,11 +484,14 @@ pub async fn bench_lb(
         backends.push(addr);
     }
 
-    // Swell, in this process, with its defaults.
-    let swell =
-        LoadBalancer::bind_with("127.0.0.1:0".parse().expect("literal"), LbConfig::default())
-            .await
-            .map_err(io("binding Swell's load balancer"))?;
+    // Swell, in this process, with its defaults but for the worker threads.
+    let config = LbConfig {
+        workers: opts.workers,
+        ..LbConfig::default()
+    };
+    let swell = LoadBalancer::bind_with("127.0.0.1:0".parse().expect("literal"), config)
+        .await
+        .map_err(io("binding Swell's load balancer"))?;
     swell.set_backends(
         backends
             .iter()

@@ -316,6 +316,13 @@ pub struct LbConfig {
     pub pool_idle_timeout: Duration,
     /// How long a client may take to send a request's headers. Default 30 s.
     pub header_read_timeout: Duration,
+    /// Dedicated worker threads, each with its own single-threaded runtime,
+    /// its own listening socket on the same port (`SO_REUSEPORT`) and its own
+    /// connections to the instances, like nginx's worker processes: nothing
+    /// of one connection ever crosses threads. 0 (the default): serve on the
+    /// runtime that called [`LoadBalancer::bind_with`]. For a busy listener,
+    /// use the number of cores.
+    pub workers: usize,
 }
 
 impl Default for LbConfig {
@@ -331,6 +338,7 @@ impl Default for LbConfig {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
             header_read_timeout: Duration::from_secs(30),
+            workers: 0,
         }
     }
 }
@@ -442,18 +450,23 @@ impl LoadBalancer {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(listen).await?;
-        let local_addr = listener.local_addr()?;
         let proxy = Arc::new(Proxy::new(&config));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(accept_loop(
-            listener,
-            Arc::clone(&proxy),
-            config.clone(),
-            cancel.clone(),
-            tasks.clone(),
-        ));
+        let local_addr = if config.workers == 0 {
+            let listener = TcpListener::bind(listen).await?;
+            let local_addr = listener.local_addr()?;
+            tasks.spawn(accept_loop(
+                listener,
+                Arc::clone(&proxy),
+                Arc::new(config.clone()),
+                cancel.clone(),
+                tasks.clone(),
+            ));
+            local_addr
+        } else {
+            spawn_workers(listen, &proxy, &config, &cancel, &tasks)?
+        };
         if let Some(check) = config.health_check.clone() {
             tasks.spawn(health::run(Arc::clone(&proxy.pool), check, cancel.clone()));
         }
@@ -636,14 +649,74 @@ impl LoadBalancer {
     }
 }
 
+/// Binds `workers` listening sockets on one port with `SO_REUSEPORT` and
+/// starts one thread per socket, each running its own accept loop on its own
+/// single-threaded runtime. Returns the bound address.
+fn spawn_workers(
+    listen: SocketAddr,
+    proxy: &Arc<Proxy>,
+    config: &LbConfig,
+    cancel: &CancellationToken,
+    tasks: &TaskTracker,
+) -> std::io::Result<SocketAddr> {
+    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        // Registered with the caller's runtime only until `into_std`.
+        socket.listen(4096)?.into_std()
+    };
+    let first = bind(listen)?;
+    let local_addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..config.workers {
+        listeners.push(bind(local_addr)?);
+    }
+    let config = Arc::new(config.clone());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let proxy = Arc::new(Proxy::sharing(
+            &config,
+            Arc::clone(&proxy.pool),
+            Arc::clone(&proxy.traffic),
+        ));
+        let (config, cancel, token) = (Arc::clone(&config), cancel.clone(), tasks.token());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("swell-lb-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let local = TaskTracker::new();
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            accept_loop(listener, proxy, config, cancel, local.clone()).await;
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "load balancer worker could not listen")
+                        }
+                    }
+                    local.close();
+                    local.wait().await;
+                });
+                drop(token);
+            })?;
+    }
+    Ok(local_addr)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    config: LbConfig,
+    config: Arc<LbConfig>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let config = Arc::new(config);
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => break,

@@ -100,7 +100,7 @@ impl ProxyError {
 /// limits and the traffic recorders.
 pub(crate) struct Proxy {
     pub(crate) pool: Arc<Pool>,
-    pub(crate) traffic: Traffic,
+    pub(crate) traffic: Arc<Traffic>,
     client: Client<HttpConnector, LbBody>,
     request_timeout: Duration,
     max_body_bytes: Option<u64>,
@@ -108,7 +108,23 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy with a fresh pool and traffic recorders.
     pub(crate) fn new(config: &LbConfig) -> Self {
+        let initial = if config.health_check.is_some() {
+            Health::Pending
+        } else {
+            Health::Healthy
+        };
+        Self::sharing(
+            config,
+            Arc::new(Pool::new(config.algorithm, initial)),
+            Arc::new(Traffic::new()),
+        )
+    }
+
+    /// A proxy with its own client (for one worker thread) over a shared pool
+    /// and shared traffic recorders.
+    pub(crate) fn sharing(config: &LbConfig, pool: Arc<Pool>, traffic: Arc<Traffic>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -117,14 +133,9 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .build(connector);
-        let initial = if config.health_check.is_some() {
-            Health::Pending
-        } else {
-            Health::Healthy
-        };
         Self {
-            pool: Arc::new(Pool::new(config.algorithm, initial)),
-            traffic: Traffic::new(),
+            pool,
+            traffic,
             client,
             request_timeout: config.request_timeout,
             max_body_bytes: config.max_body_bytes,

@@ -727,3 +727,36 @@ async fn traffic_snapshot_counts_rates_errors_and_latency() {
     assert!(text.contains("swell_lb_backend_requests_total{group=\"web\",instance=\"a\"} 5\n"));
     assert!(text.contains("swell_lb_latency_seconds{group=\"web\",quantile=\"0.99\"} 0.0"));
 }
+
+#[tokio::test]
+async fn dedicated_workers_share_one_port_one_pool_and_shut_down() {
+    let (a, b) = (HttpBackend::start("a").await, HttpBackend::start("b").await);
+    let lb = lb_with(LbConfig {
+        workers: 2,
+        ..LbConfig::default()
+    })
+    .await;
+    lb.set_backends(vec![a.backend(), b.backend()]);
+    // New connections land on either worker; the pool and the counters are shared.
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(lb.local_addr()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    assert_eq!(a.hits() + b.hits(), 20);
+    assert!(
+        a.hits() >= 8 && b.hits() >= 8,
+        "{} / {}",
+        a.hits(),
+        b.hits()
+    );
+    assert_eq!(lb.traffic().requests_total, 20);
+    tokio::time::timeout(Duration::from_secs(5), lb.shutdown())
+        .await
+        .expect("shutdown hung");
+    assert!(TcpStream::connect(lb.local_addr()).await.is_err());
+}
