@@ -106,12 +106,208 @@ fn default_memory_mb() -> u32 {
     256
 }
 
-/// The group's load balancer (the basic one: round robin over running instances).
+/// What a group's load balancer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbProtocol {
+    /// HTTP/1.1 and HTTP/2 (h2c), proxied per request (L7).
+    #[default]
+    Http,
+    /// Raw TCP: each connection piped to one instance (L4).
+    Tcp,
+}
+
+/// How the load balancer picks an instance for a request (TCP: a connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbAlgorithm {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight (least connections in TCP mode).
+    LeastOutstanding,
+}
+
+/// What an active health check probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckType {
+    /// `GET path`, healthy on 2xx/3xx.
+    #[default]
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+/// Active health checks of a group's instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// `http` or `tcp`.
+    #[serde(rename = "type", default)]
+    pub kind: HealthCheckType,
+    /// The path an `http` check requests.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes of one instance.
+    #[serde(with = "serde_human", default = "default_health_interval")]
+    pub interval: Duration,
+    /// A probe slower than this fails.
+    #[serde(with = "serde_human", default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Passed probes in a row that make an instance healthy (and let it join the pool).
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failed probes in a row that make an instance unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// An instance unhealthy for this long is replaced (seed 1's self-healing).
+    #[serde(with = "serde_human", default = "default_replace_after")]
+    pub replace_after: Duration,
+}
+
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+fn default_replace_after() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Passive ejection of instances that fail real requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveEjectionSpec {
+    /// Failed requests in a row that eject an instance.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// How long an ejected instance gets no traffic.
+    #[serde(with = "serde_human", default = "default_ejection_time")]
+    pub ejection_time: Duration,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_ejection_time() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The group's load balancer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancerSpec {
-    /// Address the group's listener binds, e.g. `127.0.0.1:8080`.
+    /// Address the group's listener binds, e.g. `127.0.0.1:8080` (`:0` picks a port).
     pub listen: String,
+    /// `http` (HTTP/1.1 and h2c) or `tcp`.
+    #[serde(default)]
+    pub protocol: LbProtocol,
+    /// `round_robin` or `least_outstanding`.
+    #[serde(default)]
+    pub algorithm: LbAlgorithm,
+    /// Active health checks; without them an instance joins once it accepts connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+    /// Passive ejection on consecutive failures; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_ejection: Option<PassiveEjectionSpec>,
+    /// Longest wait for an instance's response headers (then `504`).
+    #[serde(with = "serde_human", default = "default_lb_timeout")]
+    pub request_timeout: Duration,
+    /// A client connection idle this long is closed.
+    #[serde(with = "serde_human", default = "default_lb_timeout")]
+    pub idle_timeout: Duration,
+    /// Largest request body accepted (then `413`); unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+}
+
+fn default_lb_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl LoadBalancerSpec {
+    /// A plain HTTP round-robin load balancer on `listen`.
+    pub fn http(listen: impl Into<String>) -> Self {
+        LoadBalancerSpec {
+            listen: listen.into(),
+            protocol: LbProtocol::Http,
+            algorithm: LbAlgorithm::RoundRobin,
+            health_check: None,
+            passive_ejection: None,
+            request_timeout: default_lb_timeout(),
+            idle_timeout: default_lb_timeout(),
+            max_body_bytes: None,
+        }
+    }
+
+    /// Checks the load balancer's rules (fields relative to `load_balancer`).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ValidationError::new(
+                "listen",
+                format!("`{}` must be an address like 127.0.0.1:8080", self.listen),
+            ));
+        }
+        let positive = |field: &str, d: Duration| {
+            if d.is_zero() {
+                Err(ValidationError::new(field, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("request_timeout", self.request_timeout)?;
+        positive("idle_timeout", self.idle_timeout)?;
+        if let Some(h) = &self.health_check {
+            positive("health_check.interval", h.interval)?;
+            positive("health_check.timeout", h.timeout)?;
+            if h.healthy_threshold == 0 {
+                return Err(ValidationError::new(
+                    "health_check.healthy_threshold",
+                    "must be at least 1",
+                ));
+            }
+            if h.unhealthy_threshold == 0 {
+                return Err(ValidationError::new(
+                    "health_check.unhealthy_threshold",
+                    "must be at least 1",
+                ));
+            }
+            if h.kind == HealthCheckType::Http && !h.path.starts_with('/') {
+                return Err(ValidationError::new(
+                    "health_check.path",
+                    format!("must start with / (got `{}`)", h.path),
+                ));
+            }
+        }
+        if let Some(p) = &self.passive_ejection {
+            if p.consecutive_failures == 0 {
+                return Err(ValidationError::new(
+                    "passive_ejection.consecutive_failures",
+                    "must be at least 1",
+                ));
+            }
+            positive("passive_ejection.ejection_time", p.ejection_time)?;
+        }
+        if self.max_body_bytes == Some(0) {
+            return Err(ValidationError::new(
+                "max_body_bytes",
+                "must be greater than 0 (omit it for no limit)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A scaling group's desired configuration.
@@ -234,13 +430,8 @@ impl GroupSpec {
             p.validate()
                 .map_err(|e| e.within(&format!("policies[{i}]")))?;
         }
-        if let Some(lb) = &self.load_balancer
-            && lb.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(ValidationError::new(
-                "load_balancer.listen",
-                format!("`{}` must be an address like 127.0.0.1:8080", lb.listen),
-            ));
+        if let Some(lb) = &self.load_balancer {
+            lb.validate().map_err(|e| e.within("load_balancer"))?;
         }
         Ok(())
     }
@@ -315,11 +506,7 @@ mod tests {
             "unknown provider",
         );
         check(
-            &|g| {
-                g.load_balancer = Some(LoadBalancerSpec {
-                    listen: "nowhere".into(),
-                })
-            },
+            &|g| g.load_balancer = Some(LoadBalancerSpec::http("nowhere")),
             "load_balancer.listen",
             "address",
         );

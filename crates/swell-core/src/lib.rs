@@ -17,7 +17,10 @@ pub mod sim;
 pub mod time;
 
 pub use event::{Cause, EventKind};
-pub use group::{Capacity, GroupSpec, LoadBalancerSpec, Template, ValidationError};
+pub use group::{
+    Capacity, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
+    LoadBalancerSpec, PassiveEjectionSpec, Template, ValidationError,
+};
 pub use ids::{GroupName, InstanceId, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};
 pub use metrics::{Metric, MetricSample, MetricWindow};

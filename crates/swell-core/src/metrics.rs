@@ -16,6 +16,16 @@ pub enum Metric {
     Cpu,
     /// Resident memory per instance, MiB, averaged over counted instances.
     Memory,
+    /// Requests per second through the group's load balancer.
+    RequestRate,
+    /// Requests per second per running instance (AWS's request count per target).
+    RequestRatePerInstance,
+    /// Requests in flight through the load balancer.
+    InFlight,
+    /// 99th percentile latency to response headers, milliseconds.
+    LatencyP99,
+    /// Share of requests answered with a 5xx, percent.
+    ErrorRate,
 }
 
 impl Metric {
@@ -24,6 +34,11 @@ impl Metric {
         match self {
             Metric::Cpu => "cpu",
             Metric::Memory => "memory",
+            Metric::RequestRate => "request_rate",
+            Metric::RequestRatePerInstance => "request_rate_per_instance",
+            Metric::InFlight => "in_flight",
+            Metric::LatencyP99 => "latency_p99",
+            Metric::ErrorRate => "error_rate",
         }
     }
 }

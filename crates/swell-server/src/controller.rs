@@ -18,7 +18,11 @@ use swell_core::{
     DecisionKind, EventKind, GroupState, InstanceId, InstanceStatus, Lifecycle, Metric,
     MetricSample, MetricWindow, PolicyEngine, TenantId,
 };
-use swell_lb::{Backend, LoadBalancer};
+use swell_core::{HealthCheckType, LbAlgorithm, LbProtocol, LoadBalancerSpec};
+use swell_lb::{
+    Algorithm, Backend, HealthCheck, HealthCheckKind, LbConfig, LoadBalancer, PassiveEjection,
+    Protocol,
+};
 use swell_providers::{CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderInstance};
 use swell_store::{GroupRecord, InstanceRecord, InstanceUpdate, NewEvent, Store, StoreError};
 use tokio::sync::mpsc;
@@ -106,7 +110,7 @@ impl Controller {
         self.recover().await?;
         for group in self.store.list_all_groups().await? {
             let lb = match &group.spec.load_balancer {
-                Some(spec) => match bind_lb(&spec.listen).await {
+                Some(spec) => match bind_lb(spec).await {
                     Ok(lb) => Some(lb),
                     Err(e) => {
                         tracing::error!(group = %group.spec.name, "load balancer: {e}");
@@ -243,6 +247,7 @@ impl Controller {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new("starting".to_string()));
+        let lb_spec = lb.as_ref().and(group.spec.load_balancer.clone());
         let lb = Arc::new(Mutex::new(lb));
         let worker = GroupWorker {
             controller: self.clone(),
@@ -252,7 +257,8 @@ impl Controller {
             window: MetricWindow::new(Duration::from_secs(3600)),
             engine: None,
             retiring: JoinSet::new(),
-            retiring_ids: Arc::new(Mutex::new(HashSet::new())),
+            retiring_ids: HashMap::new(),
+            lb_spec,
         };
         if let Ok(mut workers) = self.workers.lock() {
             workers.insert(key, WorkerHandle { tx, status, lb });
@@ -393,19 +399,85 @@ impl Controller {
 }
 
 /// Binds a group's load balancer.
-pub async fn bind_lb(listen: &str) -> Result<LoadBalancer, String> {
-    let addr: SocketAddr = listen
+pub async fn bind_lb(spec: &LoadBalancerSpec) -> Result<LoadBalancer, String> {
+    let addr: SocketAddr = spec
+        .listen
         .parse()
-        .map_err(|_| format!("`{listen}` must be an address like 127.0.0.1:8080"))?;
-    LoadBalancer::bind(addr)
+        .map_err(|_| format!("`{}` must be an address like 127.0.0.1:8080", spec.listen))?;
+    LoadBalancer::bind_with(addr, lb_config(spec))
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// The load balancer's configuration from the group document's section.
+pub fn lb_config(spec: &LoadBalancerSpec) -> LbConfig {
+    LbConfig {
+        protocol: match spec.protocol {
+            LbProtocol::Http => Protocol::Http,
+            LbProtocol::Tcp => Protocol::Tcp,
+        },
+        algorithm: match spec.algorithm {
+            LbAlgorithm::RoundRobin => Algorithm::RoundRobin,
+            LbAlgorithm::LeastOutstanding => Algorithm::LeastOutstanding,
+        },
+        health_check: spec.health_check.as_ref().map(|h| HealthCheck {
+            kind: match h.kind {
+                HealthCheckType::Http => HealthCheckKind::Http {
+                    path: h.path.clone(),
+                },
+                HealthCheckType::Tcp => HealthCheckKind::Tcp,
+            },
+            interval: h.interval,
+            timeout: h.timeout,
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+        }),
+        passive_ejection: spec.passive_ejection.as_ref().map(|p| PassiveEjection {
+            consecutive_failures: p.consecutive_failures,
+            ejection_time: p.ejection_time,
+        }),
+        request_timeout: spec.request_timeout,
+        idle_timeout: spec.idle_timeout,
+        max_body_bytes: spec.max_body_bytes,
+        ..LbConfig::default()
+    }
 }
 
 fn reason(text: &str) -> InstanceUpdate {
     InstanceUpdate {
         status_reason: Some(text.into()),
         ..InstanceUpdate::default()
+    }
+}
+
+/// A retirement under way. Its drain can be cancelled (and the instance reused) until
+/// the retirement commits to deleting: whichever of `cancel` and `commit` comes first
+/// wins, atomically.
+#[derive(Clone, Default)]
+struct Retirement {
+    cancel: CancellationToken,
+    /// 0 draining, 1 committed to deletion, 2 cancelled.
+    state: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Retirement {
+    fn commit(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.state
+            .compare_exchange(0, 1, AcqRel, std::sync::atomic::Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn cancel(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        let won = self
+            .state
+            .compare_exchange(0, 2, AcqRel, std::sync::atomic::Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.cancel.cancel();
+        }
+        won
     }
 }
 
@@ -417,8 +489,12 @@ struct GroupWorker {
     lb: Arc<Mutex<Option<LoadBalancer>>>,
     window: MetricWindow,
     engine: Option<(swell_core::GroupSpec, PolicyEngine)>,
-    retiring: JoinSet<()>,
-    retiring_ids: Arc<Mutex<HashSet<InstanceId>>>,
+    retiring: JoinSet<InstanceId>,
+    /// The retirements under way, so a scale-out can cancel a drain and reuse the
+    /// instance, and a reload does not start a second retirement of the same one.
+    retiring_ids: HashMap<InstanceId, Retirement>,
+    /// The section the current load balancer was built from.
+    lb_spec: Option<LoadBalancerSpec>,
 }
 
 impl GroupWorker {
@@ -430,6 +506,43 @@ impl GroupWorker {
 
     fn lb(&self) -> Option<LoadBalancer> {
         self.lb.lock().ok().and_then(|l| l.clone())
+    }
+
+    fn replace_lb(&mut self, lb: Option<LoadBalancer>) -> Option<LoadBalancer> {
+        self.lb
+            .lock()
+            .ok()
+            .and_then(|mut l| std::mem::replace(&mut *l, lb))
+    }
+
+    /// Brings the load balancer in line with the group's section: `bound` is a new one
+    /// the service already bound (a new address); a change of settings on the same
+    /// address rebinds here.
+    async fn refresh_lb(&mut self, group: &GroupRecord, bound: Option<LoadBalancer>) {
+        let wanted = group.spec.load_balancer.clone();
+        if let Some(new_lb) = bound {
+            if let Some(old) = self.replace_lb(Some(new_lb)) {
+                old.shutdown().await;
+            }
+            self.lb_spec = wanted;
+            return;
+        }
+        if wanted == self.lb_spec {
+            return;
+        }
+        if let Some(old) = self.replace_lb(None) {
+            old.shutdown().await;
+        }
+        self.lb_spec = None;
+        if let Some(spec) = wanted {
+            match bind_lb(&spec).await {
+                Ok(lb) => {
+                    self.replace_lb(Some(lb));
+                    self.lb_spec = Some(spec);
+                }
+                Err(e) => self.set_status(format!("load balancer: {e}")),
+            }
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WorkerInput>) {
@@ -456,12 +569,8 @@ impl GroupWorker {
                 }
                 Some(input) = rx.recv() => {
                     let WorkerInput::Reload { lb } = input;
-                    if let Some(new_lb) = lb {
-                        let old = self.lb.lock().ok().and_then(|mut l| l.replace(new_lb));
-                        if let Some(old) = old { old.shutdown().await; }
-                    }
-                    self.engine = None;
                     if let Some(g) = self.load().await {
+                        self.refresh_lb(&g, lb).await;
                         let now_intervals = (g.spec.evaluation_interval, g.spec.metrics_interval);
                         if now_intervals != intervals {
                             intervals = now_intervals;
@@ -471,7 +580,10 @@ impl GroupWorker {
                     }
                     self.reconcile().await
                 }
-                Some(_) = self.retiring.join_next(), if !self.retiring.is_empty() => {
+                Some(joined) = self.retiring.join_next(), if !self.retiring.is_empty() => {
+                    if let Ok(id) = joined {
+                        self.retiring_ids.remove(&id);
+                    }
                     self.reconcile().await
                 }
             };
@@ -492,8 +604,12 @@ impl GroupWorker {
                 let rebuild = self.engine.as_ref().is_none_or(|(spec, _)| spec != &g.spec);
                 if rebuild && let Ok(capacity) = g.spec.capacity() {
                     let engine = PolicyEngine::new(&g.spec.policies, capacity, g.spec.cooldown);
-                    self.window =
+                    let mut window =
                         MetricWindow::new(engine.lookback().max(Duration::from_secs(600)) * 2);
+                    for sample in self.window.samples() {
+                        window.push(*sample);
+                    }
+                    self.window = window;
                     self.engine = Some((g.spec.clone(), engine));
                 }
                 Some(g)
@@ -560,6 +676,28 @@ impl GroupWorker {
                     metric,
                     value,
                     instances: n,
+                });
+            }
+        }
+        // The load balancer's traffic, as scaling metrics.
+        if let Some(lb) = self.lb() {
+            let t = lb.traffic();
+            let per_instance = t.request_rate / running.len().max(1) as f64;
+            let mut values = vec![
+                (Metric::RequestRate, t.request_rate),
+                (Metric::RequestRatePerInstance, per_instance),
+                (Metric::InFlight, t.in_flight as f64),
+                (Metric::ErrorRate, t.error_ratio * 100.0),
+            ];
+            if let Some(p99) = t.latency_p99 {
+                values.push((Metric::LatencyP99, p99.as_secs_f64() * 1000.0));
+            }
+            for (metric, value) in values {
+                self.window.push(MetricSample {
+                    at: now,
+                    metric,
+                    value,
+                    instances: running.len() as u32,
                 });
             }
         }
@@ -701,6 +839,13 @@ impl GroupWorker {
             }
         }
 
+        if self.replace_unhealthy(&group, &instances, &provider).await {
+            match c.store.list_instances(&tenant, &name, false).await {
+                Ok(list) => instances = list,
+                Err(_) => return false,
+            }
+        }
+
         let target = if group.deleting {
             0
         } else {
@@ -710,12 +855,24 @@ impl GroupWorker {
             .iter()
             .filter(|i| i.status.counts_toward_capacity())
             .collect();
-        let have = counted.len() as u32;
+        let mut have = counted.len() as u32;
+        let mut permanent = counted
+            .iter()
+            .filter(|i| i.lifecycle == Lifecycle::Permanent)
+            .count() as u32;
         if have < target {
-            let mut permanent = counted
+            let draining: Vec<&InstanceRecord> = instances
                 .iter()
-                .filter(|i| i.lifecycle == Lifecycle::Permanent)
-                .count() as u32;
+                .filter(|i| i.status == InstanceStatus::Draining)
+                .collect();
+            for inst in draining {
+                if have < target && self.reuse_draining(&group, &inst.id).await {
+                    have += 1;
+                    permanent += u32::from(inst.lifecycle == Lifecycle::Permanent);
+                }
+            }
+        }
+        if have < target {
             for _ in have..target {
                 let lifecycle = if permanent < group.spec.min {
                     permanent += 1;
@@ -750,12 +907,7 @@ impl GroupWorker {
                 InstanceStatus::Draining | InstanceStatus::Terminating
             )
         }) {
-            let busy = self
-                .retiring_ids
-                .lock()
-                .map(|r| r.contains(&inst.id))
-                .unwrap_or(true);
-            if !busy {
+            if !self.retiring_ids.contains_key(&inst.id) {
                 self.spawn_retire(&group, inst.id.clone(), provider.clone());
             }
         }
@@ -930,9 +1082,11 @@ impl GroupWorker {
     }
 
     fn spawn_retire(&mut self, group: &GroupRecord, id: InstanceId, provider: Arc<dyn Provider>) {
-        if let Ok(mut r) = self.retiring_ids.lock() {
-            r.insert(id.clone());
+        if self.retiring_ids.contains_key(&id) {
+            return;
         }
+        let retirement = Retirement::default();
+        self.retiring_ids.insert(id.clone(), retirement.clone());
         let c = self.controller.clone();
         let lb = self.lb();
         let (tenant, name, drain_timeout) = (
@@ -940,11 +1094,18 @@ impl GroupWorker {
             group.spec.name.clone(),
             group.spec.drain_timeout,
         );
-        let retiring = self.retiring_ids.clone();
         self.retiring.spawn(async move {
             if let Some(lb) = lb {
-                let outcome = lb.drain(id.as_str(), drain_timeout).await;
-                tracing::info!(instance = %id, ?outcome, "drained");
+                tokio::select! {
+                    outcome = lb.drain(id.as_str(), drain_timeout) => {
+                        tracing::info!(instance = %id, ?outcome, "drained");
+                    }
+                    _ = retirement.cancel.cancelled() => {}
+                }
+            }
+            if !retirement.commit() {
+                // A scale-out took the instance back before its deletion began.
+                return id;
             }
             let result = async {
                 c.store
@@ -986,10 +1147,102 @@ impl GroupWorker {
             if let Err(e) = result {
                 tracing::error!(instance = %id, "retire: {e}");
             }
-            if let Ok(mut r) = retiring.lock() {
-                r.remove(&id);
-            }
+            id
         });
+    }
+
+    /// Retires the running instances the load balancer has found unhealthy for longer
+    /// than `health_check.replace_after`; the next pass replaces them (seed 1's
+    /// self-healing). True when it retired any.
+    async fn replace_unhealthy(
+        &mut self,
+        group: &GroupRecord,
+        instances: &[InstanceRecord],
+        provider: &Arc<dyn Provider>,
+    ) -> bool {
+        let (Some(lb), Some(check)) = (
+            self.lb(),
+            group
+                .spec
+                .load_balancer
+                .as_ref()
+                .and_then(|l| l.health_check.as_ref()),
+        ) else {
+            return false;
+        };
+        let c = self.controller.clone();
+        let mut any = false;
+        // The load balancer stamps health changes with the system clock.
+        let now = std::time::SystemTime::now();
+        for (id, since) in lb.unhealthy() {
+            let unhealthy_for = now.duration_since(since).unwrap_or_default();
+            let Some(inst) = instances
+                .iter()
+                .find(|i| i.id.as_str() == id && i.status == InstanceStatus::Running)
+            else {
+                continue;
+            };
+            if unhealthy_for < check.replace_after {
+                continue;
+            }
+            let event = c.event(
+                &group.tenant,
+                &group.spec.name,
+                EventKind::InstanceFailed,
+                Some(&inst.id),
+                format!(
+                    "instance {id} failed its health checks for {}s; replacing it",
+                    unhealthy_for.as_secs()
+                ),
+            );
+            let updated = c
+                .store
+                .update_instance(
+                    &group.tenant,
+                    &inst.id,
+                    InstanceStatus::Draining,
+                    reason("unhealthy"),
+                    c.clock.now(),
+                    Some(event),
+                )
+                .await;
+            if updated.is_ok() {
+                self.spawn_retire(group, inst.id.clone(), provider.clone());
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Takes a draining instance back into service instead of creating a new one (a
+    /// scale-out during a drain). False when its deletion has already begun.
+    async fn reuse_draining(&mut self, group: &GroupRecord, id: &InstanceId) -> bool {
+        let Some(retirement) = self.retiring_ids.get(id) else {
+            return false;
+        };
+        if !retirement.cancel() {
+            return false;
+        }
+        self.retiring_ids.remove(id);
+        let c = self.controller.clone();
+        let event = c.event(
+            &group.tenant,
+            &group.spec.name,
+            EventKind::InstanceCreated,
+            Some(id),
+            format!("drain of instance {id} cancelled: reused for the scale-out"),
+        );
+        c.store
+            .update_instance(
+                &group.tenant,
+                id,
+                InstanceStatus::Running,
+                reason("reused after a cancelled drain"),
+                c.clock.now(),
+                Some(event),
+            )
+            .await
+            .is_ok()
     }
 
     /// Points the load balancer at exactly the running instances.

@@ -108,10 +108,16 @@ impl Service {
         let Some(lb) = &spec.load_balancer else {
             return Ok(None);
         };
-        if current.and_then(|c| c.load_balancer.as_ref()) == Some(lb) {
+        // Only a new address is bound here, so that a taken port is reported before
+        // anything is stored; other changes on the same address the worker applies.
+        if current
+            .and_then(|c| c.load_balancer.as_ref())
+            .map(|c| &c.listen)
+            == Some(&lb.listen)
+        {
             return Ok(None);
         }
-        bind_lb(&lb.listen)
+        bind_lb(lb)
             .await
             .map(Some)
             .map_err(|rule| ValidationError::new("load_balancer.listen", rule).into())
