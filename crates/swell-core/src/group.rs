@@ -379,11 +379,26 @@ impl GroupSpec {
     /// Checks every rule; the first broken one is returned with its field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         GroupName::new(self.name.clone())?;
-        if self.provider != "process" {
-            return Err(ValidationError::new(
-                "provider",
-                format!("unknown provider `{}` (available: process)", self.provider),
-            ));
+        match self.provider.as_str() {
+            "process" if self.template.command.is_empty() => {
+                return Err(ValidationError::new(
+                    "template.command",
+                    "the process provider needs a command (e.g. [\"./my-app\", \"--port\", \"{port}\"])",
+                ));
+            }
+            "docker" if self.template.image.as_deref().is_none_or(str::is_empty) => {
+                return Err(ValidationError::new(
+                    "template.image",
+                    "the docker provider needs an image (e.g. swell-demo-app:latest)",
+                ));
+            }
+            "process" | "docker" => {}
+            other => {
+                return Err(ValidationError::new(
+                    "provider",
+                    format!("unknown provider `{other}` (available: process, docker)"),
+                ));
+            }
         }
         if self.max > MAX_GROUP_SIZE {
             return Err(ValidationError::new(
@@ -402,12 +417,6 @@ impl GroupSpec {
                     capacity.min(),
                     capacity.max()
                 ),
-            ));
-        }
-        if self.provider == "process" && self.template.command.is_empty() {
-            return Err(ValidationError::new(
-                "template.command",
-                "the process provider needs a command (e.g. [\"./my-app\", \"--port\", \"{port}\"])",
             ));
         }
         for key in self.template.env.keys() {
