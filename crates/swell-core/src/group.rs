@@ -515,6 +515,11 @@ mod tests {
             "unknown provider",
         );
         check(
+            &|g| g.provider = "docker".into(),
+            "template.image",
+            "needs an image",
+        );
+        check(
             &|g| g.load_balancer = Some(LoadBalancerSpec::http("nowhere")),
             "load_balancer.listen",
             "address",
