@@ -912,3 +912,91 @@ async fn pause_under_load_loses_no_request() {
     );
     wait_running(&s, "busy", 2).await;
 }
+
+/// DESIGN.md invariant 4 with requests in flight: a manual scale-in takes the retiring
+/// instances out of the load balancer, lets their long requests finish (within the
+/// drain timeout), and only then stops them; light traffic goes on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_in_drains_requests_in_flight() {
+    let s = Swell::start().await;
+    let doc = group_doc("drain", 1, 3, never_scale());
+    let file = s.write("drain.json", &doc.to_string());
+    s.cli_json(&["group", "create", "-f", &file]).await;
+    s.cli_json(&["scale", "drain", "3"]).await;
+    let running = wait_running(&s, "drain", 3).await;
+    let lb = s.load_balancer("drain").await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a client");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let light = Arc::new(Mutex::new(Vec::<Timed>::new()));
+    let mut light_tasks = Vec::new();
+    for _ in 0..2 {
+        let (client, lb, light, stop) = (client.clone(), lb.clone(), light.clone(), stop.clone());
+        light_tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let r = served_by(&client, &lb, 0).await;
+                light.lock().expect("results").push((r, start.elapsed()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    // Six long requests: two on each instance (round robin).
+    let mut long = Vec::new();
+    for _ in 0..6 {
+        let (client, lb) = (client.clone(), lb.clone());
+        long.push(tokio::spawn(async move {
+            let start = Instant::now();
+            (served_by(&client, &lb, 1200).await, start.elapsed())
+        }));
+    }
+    eventually("long requests in flight", CONVERGE, || async {
+        let n = light.lock().expect("results").len();
+        if n >= 10 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    let scaled = s.cli_json(&["scale", "drain", "1"]).await;
+    assert_eq!(scaled["desired_capacity"], 1);
+    let kept = wait_running(&s, "drain", 1).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in light_tasks {
+        t.await.expect("a client task");
+    }
+    let mut served_by_retired = 0;
+    for t in long {
+        let (r, took) = t.await.expect("a client task");
+        let id = r.unwrap_or_else(|e| panic!("a long request failed during the scale-in: {e}"));
+        assert!(took >= Duration::from_millis(1200), "{took:?}");
+        if id != kept[0]["id"] {
+            served_by_retired += 1;
+        }
+    }
+    assert!(
+        served_by_retired > 0,
+        "no long request was in flight on a retired instance"
+    );
+    let light = light.lock().expect("results").clone();
+    let failed: Vec<&String> = light.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+
+    // Each retired instance drained before it was terminated.
+    let events = s.events("drain").await;
+    let retired: BTreeSet<String> = ids(&running).difference(&ids(&kept)).cloned().collect();
+    assert_eq!(retired.len(), 2);
+    for id in &retired {
+        let kinds = kinds_for(&events, id);
+        let drained = kinds.iter().position(|k| k == "instance_draining");
+        let terminated = kinds.iter().position(|k| k == "instance_terminated");
+        assert!(
+            matches!((drained, terminated), (Some(d), Some(t)) if d < t),
+            "instance {id}: {kinds:?}"
+        );
+    }
+    assert_eq!(
+        s.tagged().keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&kept)
+    );
+}
