@@ -325,10 +325,10 @@ impl Controller {
                     .collect()
             })
             .unwrap_or_default();
-        if self.options.stop_instances_on_exit {
-            if let Err(e) = self.stop_all().await {
-                tracing::error!("stopping instances on exit: {e}");
-            }
+        if self.options.stop_instances_on_exit
+            && let Err(e) = self.stop_all().await
+        {
+            tracing::error!("stopping instances on exit: {e}");
         }
         for lb in lbs {
             lb.shutdown().await;
