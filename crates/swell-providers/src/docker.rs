@@ -26,9 +26,9 @@
 //! of the Swell containers running on it (any owner's), its measured load the CPU this
 //! provider last read from its containers. An engine that stops answering is marked
 //! down: placement skips it, and `list` reports the containers last seen on it as
-//! exited, so the controller replaces them elsewhere. Those containers are *condemned*:
-//! when the engine answers again they are removed, so that nothing the controller
-//! already replaced comes back beside its replacement. Every call tries a down engine
+//! exited (after one retry), so the controller replaces them elsewhere. Those
+//! containers are *condemned*: when the engine answers again they are removed, so that
+//! nothing the controller already replaced comes back beside its replacement. Every call tries a down engine
 //! again, so it is used again as soon as it answers. When no engine answers at all,
 //! `list` fails instead (there is nowhere to replace anything).
 //!
@@ -116,6 +116,8 @@ pub const NAME_PREFIX: &str = "swell-";
 /// The Unix socket of a local engine.
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
+/// How long `list` waits before asking an engine that did not answer once more.
+const RETRY_DELAY: Duration = Duration::from_millis(250);
 /// How long a container may take to stop beyond its grace before the call gives up.
 const STOP_SLACK: Duration = Duration::from_secs(30);
 
@@ -444,8 +446,8 @@ impl DockerProvider {
         (load, running.len())
     }
 
-    /// This owner's containers on one engine.
-    async fn list_engine(&self, engine: &Engine) -> Result<Vec<ProviderInstance>, CallError> {
+    /// This owner's containers on one engine, as the engine lists them.
+    async fn owned_summaries(&self, engine: &Engine) -> Result<Vec<ContainerSummary>, CallError> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(HashMap::from([(
@@ -454,9 +456,14 @@ impl DockerProvider {
             )])),
             ..ListContainersOptions::default()
         };
-        let summaries = engine
+        engine
             .call(|d| async move { d.list_containers(Some(options)).await })
-            .await?;
+            .await
+    }
+
+    /// This owner's containers on one engine; removes the condemned ones.
+    async fn list_engine(&self, engine: &Engine) -> Result<Vec<ProviderInstance>, CallError> {
+        let summaries = self.owned_summaries(engine).await?;
         let mut instances: Vec<ProviderInstance> = summaries
             .iter()
             .filter_map(|s| self.summary_instance(engine, s))
@@ -1073,7 +1080,18 @@ impl Provider for DockerProvider {
     }
 
     async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError> {
-        let results = join_all(self.engines.iter().map(|e| self.list_engine(e))).await;
+        let results = join_all(self.engines.iter().map(|e| async move {
+            match self.list_engine(e).await {
+                // One more try before its containers count as gone: a single lost
+                // call must not get them all replaced.
+                Err(CallError::Down(_)) => {
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    self.list_engine(e).await
+                }
+                other => other,
+            }
+        }))
+        .await;
         if let Some(reason) = results
             .iter()
             .map(|r| match r {
@@ -1125,40 +1143,52 @@ impl Provider for DockerProvider {
             return Ok(Vec::new());
         }
         let wanted: HashSet<&str> = ids.iter().map(InstanceId::as_str).collect();
-        let listed = join_all(self.engines.iter().map(|e| self.list_engine(e))).await;
-        let mut targets: Vec<(&Engine, InstanceId)> = Vec::new();
+        let listed = join_all(self.engines.iter().map(|e| self.owned_summaries(e))).await;
+        // (engine, instance id, container name, CPU limit in vCPUs)
+        let mut targets: Vec<(&Engine, InstanceId, String, f64)> = Vec::new();
         for (engine, result) in self.engines.iter().zip(listed) {
-            for instance in result.unwrap_or_default() {
-                if instance.state != ObservedState::Exited
-                    && wanted.contains(instance.instance_id.as_str())
-                    && targets.iter().all(|(_, id)| *id != instance.instance_id)
+            for summary in result.unwrap_or_default() {
+                let Some(instance) = self.summary_instance(engine, &summary) else {
+                    continue;
+                };
+                if instance.state == ObservedState::Exited
+                    || !wanted.contains(instance.instance_id.as_str())
+                    || engine
+                        .condemned()
+                        .contains(&container_name(&instance.instance_id))
+                    || targets.iter().any(|t| t.1 == instance.instance_id)
                 {
-                    targets.push((engine, instance.instance_id));
+                    continue;
                 }
+                let limit = summary
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_VCPUS))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                let name = container_name(&instance.instance_id);
+                targets.push((engine, instance.instance_id, name, limit));
             }
         }
-        let readings = join_all(targets.iter().map(|(engine, id)| async move {
-            let name = container_name(id);
+        let readings = join_all(targets.iter().map(|(engine, _, name, _)| async move {
             let options = StatsOptions {
                 stream: false,
                 one_shot: false,
             };
             let n = name.clone();
-            let stats = engine
+            engine
                 .call(|d| async move {
                     match d.stats(&n, Some(options)).next().await {
                         Some(result) => result.map(Some),
                         None => Ok(None),
                     }
                 })
-                .await;
-            let limit = self.limit_vcpus(engine, &name).await;
-            (stats, limit)
+                .await
         }))
         .await;
         let mut out = Vec::new();
         let mut cores = lock(&self.cores);
-        for ((_, id), (stats, limit)) in targets.into_iter().zip(readings) {
+        for ((_, id, _, limit), stats) in targets.into_iter().zip(readings) {
             let Ok(Some(stats)) = stats else {
                 continue;
             };
@@ -1167,20 +1197,6 @@ impl Provider for DockerProvider {
             out.push((id, reading.metrics));
         }
         Ok(out)
-    }
-}
-
-impl DockerProvider {
-    /// The container's CPU limit in vCPUs (0 when it has none).
-    async fn limit_vcpus(&self, engine: &Engine, name: &str) -> f64 {
-        match self.inspect(engine, name).await {
-            Ok(Some(c)) => c
-                .host_config
-                .and_then(|h| h.nano_cpus)
-                .map(|n| n as f64 / 1e9)
-                .unwrap_or(0.0),
-            _ => 0.0,
-        }
     }
 }
 
