@@ -20,7 +20,45 @@ pub struct TenantDoc {
 
 /// Parses YAML or JSON text (JSON is YAML) into `T`; errors carry line and column.
 pub fn parse<T: for<'de> Deserialize<'de>>(text: &str, origin: &str) -> Result<T> {
-    serde_saphyr::from_str::<T>(text).map_err(|e| anyhow!("{origin}: {e}"))
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
+        let message = e.to_string();
+        match unknown_field_position(text, &message) {
+            Some((line, column, rule)) => anyhow!("{origin}: line {line} column {column}: {rule}"),
+            None => anyhow!("{origin}: {message}"),
+        }
+    })
+}
+
+/// The YAML parser places an unknown field at the start of its enclosing mapping; find
+/// the key itself, at or after that line, so the error points at what to fix.
+fn unknown_field_position(text: &str, message: &str) -> Option<(usize, usize, String)> {
+    let start = message.find("unknown field `")?;
+    let rest = &message[start..];
+    let name = rest["unknown field `".len()..].split('`').next()?;
+    let rule = rest.split(" at line ").next()?.to_string();
+    let from_line: usize = message
+        .split("line ")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    for (i, line) in text.lines().enumerate().skip(from_line.saturating_sub(1)) {
+        let body = line.trim_start();
+        let body = body.strip_prefix("- ").unwrap_or(body).trim_start();
+        let indent = line.len() - body.len();
+        for quoted in [
+            format!("{name}:"),
+            format!("\"{name}\":"),
+            format!("'{name}':"),
+            format!("\"{name}\" :"),
+        ] {
+            if body.starts_with(&quoted) {
+                return Some((i + 1, indent + 1, rule));
+            }
+        }
+    }
+    None
 }
 
 /// Reads a document from a file (`-` for standard input).
@@ -50,7 +88,17 @@ mod tests {
             "groups:\n  - name: web\n    max: 3\n    template: {command: [a]}\n    maxx: 4\n";
         let err = parse::<TenantDoc>(text, "t.yaml").unwrap_err().to_string();
         assert!(err.contains("maxx"), "{err}");
-        assert!(err.contains("line 5") || err.contains("5:"), "{err}");
+        assert!(err.contains("line 5 column 5"), "{err}");
+        let err = parse::<GroupSpec>(
+            "name: bad\nmax: 3\ntemplate:\n  command: [app]\nmaxx: 4\n",
+            "g.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("g.yaml: line 5 column 1: unknown field `maxx`"),
+            "{err}"
+        );
     }
 
     #[test]
