@@ -607,7 +607,7 @@ impl DockerProvider {
                 .await
             {
                 Ok(()) => {}
-                Err(e) => return Err(backend(engine, "starting", name, e)),
+                Err(e) => return Err(start_error(engine, name, e)),
             }
             match self.inspect(engine, name).await {
                 Ok(Some(c)) => c,
@@ -879,12 +879,7 @@ impl DockerProvider {
                 // Leave nothing half-made behind (the command may not exist in the
                 // image, the port may not bind).
                 let _ = self.remove_container(engine, &name).await;
-                Err(match e {
-                    ProviderError::Backend(m) if m.contains("400") || m.contains("executable") => {
-                        ProviderError::InvalidTemplate(m)
-                    }
-                    other => other,
-                })
+                Err(e)
             }
         }
     }
@@ -1233,6 +1228,24 @@ fn check_instance_id(id: &InstanceId) -> Result<(), ProviderError> {
         Err(ProviderError::Backend(format!(
             "instance id `{s}` must be 1 to 128 ASCII letters, digits, '-', '_' or '.'"
         )))
+    }
+}
+
+/// A failed start: the template's fault when the engine says the request was bad or
+/// the program cannot be run (`executable file not found`, `no such file`).
+fn start_error(engine: &Engine, name: &str, error: CallError) -> ProviderError {
+    match &error {
+        CallError::Api { status, message }
+            if *status == 400
+                || message.contains("executable file not found")
+                || message.contains("no such file or directory") =>
+        {
+            ProviderError::InvalidTemplate(format!(
+                "engine {} cannot start {name}: {message}",
+                engine.name()
+            ))
+        }
+        _ => backend(engine, "starting", name, error),
     }
 }
 

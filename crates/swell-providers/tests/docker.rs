@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use swell_core::{InstanceId, Template, TenantId};
-use swell_providers::docker::{DockerConfig, DockerProvider, EngineConfig};
+use swell_providers::docker::{DockerConfig, DockerProvider, EngineConfig, TlsConfig};
 use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError, ProviderInstance};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -95,6 +95,8 @@ struct Cleanup {
     tenants: Vec<String>,
     hosts: Vec<Option<String>>,
     daemons: Vec<Daemon>,
+    /// Removed after the daemons have stopped (a running daemon keeps mounts there).
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cleanup {
@@ -104,7 +106,15 @@ impl Cleanup {
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
             hosts: vec![None],
             daemons: Vec::new(),
+            dirs: Vec::new(),
         }
+    }
+
+    /// Keeps `dir` until the end of the test; its path.
+    fn keep_dir(&mut self, dir: tempfile::TempDir) -> PathBuf {
+        let path = dir.path().to_path_buf();
+        self.dirs.push(dir);
+        path
     }
 }
 
@@ -131,6 +141,7 @@ impl Drop for Cleanup {
         for daemon in &mut self.daemons {
             daemon.stop();
         }
+        self.dirs.clear();
     }
 }
 
@@ -144,6 +155,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    /// Starts it with extra `dockerd` arguments.
+    fn start_with(dir: &Path, extra: &[String]) -> Daemon {
         std::fs::create_dir_all(dir).expect("daemon dir");
         std::fs::write(dir.join("daemon.json"), "{}").expect("daemon.json");
         let log = std::fs::OpenOptions::new()
@@ -162,6 +178,7 @@ impl Daemon {
             .args(["--storage-driver", "vfs", "--mtu", "1400"])
             .args(["--containerd-namespace", "swelltest"])
             .args(["--containerd-plugins-namespace", "swelltest-plugins"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -187,8 +204,15 @@ impl Daemon {
         format!("unix://{}", self.dir.join("d.sock").display())
     }
 
-    /// SIGTERM, then SIGKILL after 20 s; waits for it.
+    /// SIGTERM, then SIGKILL after 20 s; waits for it, then removes what it leaves
+    /// behind: the shims of its containers (their containerd is gone) and the mounts
+    /// under its directory (it bind-mounts its data root), so the directory can go.
     fn stop(&mut self) {
+        self.stop_daemon();
+        self.reap_leftovers();
+    }
+
+    fn stop_daemon(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -205,6 +229,43 @@ impl Daemon {
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(100)),
             }
+        }
+    }
+}
+
+impl Daemon {
+    fn reap_leftovers(&self) {
+        let dir = self.dir.display().to_string();
+        // Shims started for this daemon's containers name its containerd socket.
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("containerd-shim") && cmdline.contains(&format!("{dir}/")) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Mounts under the directory, deepest first.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&format!("{dir}/")) || *point == dir)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").args(["-l", point]).status();
         }
     }
 }
@@ -573,7 +634,8 @@ async fn a_second_engine_shares_the_load_and_is_skipped_while_down() {
         .prefix("swell-dockerd-")
         .tempdir_in("/tmp")
         .expect("temp dir");
-    let daemon = Daemon::start(dir.path());
+    let dir = cleanup.keep_dir(dir);
+    let daemon = Daemon::start(&dir);
     let second_host = daemon.host();
     cleanup.hosts.push(Some(second_host.clone()));
     cleanup.daemons.push(daemon);
@@ -707,7 +769,7 @@ async fn a_second_engine_shares_the_load_and_is_skipped_while_down() {
         .expect("delete on a down engine");
 
     // Back again: used again, and what was reported exited meanwhile is removed.
-    let restarted = Daemon::start(dir.path());
+    let restarted = Daemon::start(&dir);
     cleanup.daemons.push(restarted);
     let listed = p.list().await.expect("list");
     assert!(
@@ -768,4 +830,145 @@ async fn an_unreachable_engine_is_reported_not_fatal() {
         .expect("deleting on a down engine defers");
     let status = p.engines().await;
     assert!(!status[0].up);
+}
+
+/// Runs one `openssl` command in `dir`.
+fn openssl(dir: &Path, args: &str) {
+    let status = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl {args}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// `dockerd --tlsverify` and `docker --tlsverify` use them.
+fn make_certs(dir: &Path) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("server.ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("client.ext");
+    openssl(
+        dir,
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=swell-test-ca",
+    );
+    openssl(
+        dir,
+        "req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=localhost",
+    );
+    openssl(
+        dir,
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 1 -extfile server.ext",
+    );
+    openssl(
+        dir,
+        "req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr -subj /CN=swell-client",
+    );
+    openssl(
+        dir,
+        "x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile client.ext",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_over_tcp_with_tls() {
+    if !docker_here("tls engine") {
+        return;
+    }
+    let tools_here = [("dockerd", "--version"), ("openssl", "version")]
+        .iter()
+        .all(|(tool, arg)| {
+            Command::new(tool)
+                .arg(arg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        });
+    if !tools_here {
+        eprintln!("SKIPPED tls engine: needs `dockerd` and `openssl`");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    ensure_image();
+    let (owner, tenant) = (unique("own"), unique("ten"));
+    let mut cleanup = Cleanup::new(&owner, &[&tenant]);
+    let dir = tempfile::Builder::new()
+        .prefix("swell-dockerd-tls-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let dir = cleanup.keep_dir(dir);
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    make_certs(&certs);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let cert = |name: &str| certs.join(name).display().to_string();
+    let daemon = Daemon::start_with(
+        &dir.join("daemon"),
+        &[
+            "--host".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            cert("ca.pem"),
+            "--tlscert".into(),
+            cert("server-cert.pem"),
+            "--tlskey".into(),
+            cert("server-key.pem"),
+        ],
+    );
+    let unix_host = daemon.host();
+    cleanup.hosts.push(Some(unix_host.clone()));
+    cleanup.daemons.push(daemon);
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker save {IMAGE} | docker -H {unix_host} load -q"
+        ))
+        .status()
+        .expect("docker save | load");
+    assert!(status.success());
+
+    let engine = EngineConfig {
+        endpoint: format!("tcp://127.0.0.1:{port}"),
+        tls: Some(TlsConfig {
+            ca: certs.join("ca.pem"),
+            cert: certs.join("cert.pem"),
+            key: certs.join("key.pem"),
+        }),
+        ..local_engine("remote")
+    };
+    let p = provider(&owner, vec![engine.clone()]);
+    let inst = p
+        .create(&request("tls-1", &tenant, template()))
+        .await
+        .expect("create over TLS");
+    assert_eq!(inst.host, "remote");
+    wait_healthy(inst.address.expect("address")).await;
+    assert_eq!(p.list().await.expect("list"), vec![inst.clone()]);
+    let (_, names) = docker(Some(&unix_host), &["ps", "--format", "{{.Names}}"]);
+    assert_eq!(names, "swell-tls-1");
+
+    // Without the client certificate the engine is out of reach.
+    let plain = provider(
+        &owner,
+        vec![EngineConfig {
+            tls: None,
+            ..engine.clone()
+        }],
+    );
+    assert!(plain.list().await.is_err());
+
+    p.delete(&inst.instance_id, Duration::from_secs(2))
+        .await
+        .expect("delete over TLS");
+    assert!(p.list().await.expect("list").is_empty());
 }
