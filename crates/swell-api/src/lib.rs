@@ -193,3 +193,270 @@ pub struct WorkerStatus {
     /// What it is doing or last did.
     pub state: String,
 }
+
+// ---- identity, access and accounting ----
+
+/// Body of `POST /v1/auth/tokens`: log in to one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The user's name.
+    pub user: String,
+    /// The user's password (sent once; never stored or logged in clear).
+    pub password: String,
+    /// The tenant the token acts in.
+    pub tenant: String,
+}
+
+/// Answer of `POST /v1/auth/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// The opaque bearer token (`Authorization: Bearer TOKEN`); shown only here.
+    pub token: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// Who the caller is (`GET /v1/auth/whoami`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    /// The user, or `key:NAME` for an API key.
+    pub principal: String,
+    /// The tenant the credential acts in.
+    pub tenant: String,
+    /// The role in that tenant, if any (`owner`, `member`, `viewer`).
+    pub role: Option<String>,
+    /// A service-wide administrator.
+    pub admin: bool,
+    /// Instances the caller owns in the tenant (seed 3).
+    pub owned_instances: Vec<String>,
+}
+
+/// A tenant's limits; `null` is unlimited (in a tenant: the service-wide default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Most live instances over all its groups.
+    #[serde(default)]
+    pub max_instances: Option<u32>,
+    /// Most vCPUs over all its live instances.
+    #[serde(default)]
+    pub max_vcpus: Option<u32>,
+    /// Most memory (MiB) over all its live instances.
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    /// Its id.
+    pub name: String,
+    /// A name for humans.
+    pub display_name: String,
+    /// A description for humans.
+    pub description: String,
+    /// Its own limits (`null`: the default applies).
+    pub quota: Quota,
+    /// The limits in force: its own, else the service-wide default.
+    pub effective_quota: Quota,
+    /// Its groups.
+    pub groups: u32,
+    /// True while a forced delete scales its groups to zero.
+    pub deleting: bool,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// `GET /v1/tenants` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TenantList {
+    /// Every tenant.
+    pub tenants: Vec<Tenant>,
+}
+
+/// Body of `POST /v1/tenants`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Its id: 1 to 63 lowercase letters, digits or '-'.
+    pub name: String,
+    /// A name for humans (at most 200 characters).
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// A description (at most 2000 characters).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its own limits.
+    #[serde(default)]
+    pub quota: Option<Quota>,
+}
+
+/// Body of `PUT /v1/tenants/{tenant}`: the fields given replace the stored ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// A name for humans.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// A description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its own limits (replaced whole).
+    #[serde(default)]
+    pub quota: Option<Quota>,
+}
+
+/// A user as the API shows it (never its password or hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    /// Its name.
+    pub name: String,
+    /// A service-wide administrator.
+    pub admin: bool,
+    /// Its role in the caller's tenant, if any.
+    pub role: Option<String>,
+    /// Instances it owns in the caller's tenant.
+    pub owned_instances: Vec<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When its password last changed (RFC 3339).
+    pub password_changed_at: String,
+}
+
+/// `GET /v1/users` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserList {
+    /// The users.
+    pub users: Vec<User>,
+}
+
+/// Body of `POST /v1/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Unique name: 1 to 64 letters, digits, '.', '_', '-' or '@'.
+    pub name: String,
+    /// At least 8 characters.
+    pub password: String,
+    /// A service-wide administrator (only an admin may set it).
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// Body of `PUT /v1/users/{user}/password`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    /// The new password (at least 8 characters). Every token of the user is revoked.
+    pub password: String,
+}
+
+/// Body of `PUT /v1/tenants/{tenant}/users/{user}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// `owner`, `member` or `viewer`.
+    pub role: String,
+}
+
+/// A user's role in a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RoleBinding {
+    /// The user.
+    pub user: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The role.
+    pub role: String,
+}
+
+/// `GET /v1/tenants/{tenant}/users` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RoleBindingList {
+    /// The tenant's role bindings.
+    pub bindings: Vec<RoleBinding>,
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    /// Its name, unique in the tenant.
+    pub name: String,
+    /// The role it acts with.
+    pub role: String,
+    /// Who created it.
+    pub created_by: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+}
+
+/// `GET /v1/api-keys` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyList {
+    /// The tenant's keys.
+    pub keys: Vec<ApiKey>,
+}
+
+/// Body of `POST /v1/api-keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// Its name: 1 to 63 lowercase letters, digits or '-'.
+    pub name: String,
+    /// `owner`, `member` or `viewer`.
+    pub role: String,
+}
+
+/// Answer of `POST /v1/api-keys`: the key, shown only here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The key (`Authorization: Bearer KEY`).
+    pub key: String,
+    /// Its description.
+    pub api_key: ApiKey,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Increasing id.
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who (`key:NAME` for API keys; `null`: unauthenticated).
+    pub user: Option<String>,
+    /// In which tenant.
+    pub tenant: Option<String>,
+    /// What (`POST /v1/groups`).
+    pub action: String,
+    /// On what (the request path).
+    pub target: String,
+    /// From where (peer address).
+    pub source: Option<String>,
+    /// The HTTP status of the answer.
+    pub result: u16,
+}
+
+/// `GET /v1/audit` answer (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    /// Records, oldest first.
+    pub entries: Vec<AuditEntry>,
+}
+
+/// `GET /v1/instances` and `GET .../owners` answers: instance owner bindings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceOwnerList {
+    /// (instance, user) pairs.
+    pub owners: Vec<InstanceOwner>,
+}
+
+/// A user bound to an instance (seed 3: may see, pause and resume it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceOwner {
+    /// The instance.
+    pub instance: String,
+    /// The user.
+    pub user: String,
+}

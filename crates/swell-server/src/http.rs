@@ -1,18 +1,23 @@
 //! The REST API at `/v1`: it only translates HTTP to service calls and back. Errors map
 //! to statuses here and nowhere else, as `application/problem+json`.
 
+use crate::auth::middleware::authorize;
+use crate::auth::{AuthError, Principal};
 use crate::clock::{parse_rfc3339, rfc3339};
+use crate::http_identity;
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use std::sync::Arc;
 use swell_api as api;
-use swell_core::{GroupSpec, InstanceStatus, TenantId};
+use swell_core::{GroupSpec, InstanceStatus};
+use swell_store::Role;
 use swell_store::{EventFilter, EventRecord, GroupRecord, InstanceRecord};
 use utoipa::OpenApi;
 
@@ -34,7 +39,33 @@ use utoipa::OpenApi;
         list_instances,
         pause_instance,
         resume_instance,
-        list_events
+        list_events,
+        http_identity::login,
+        http_identity::logout,
+        http_identity::whoami,
+        http_identity::list_visible_instances,
+        http_identity::list_instance_owners,
+        http_identity::add_instance_owner,
+        http_identity::remove_instance_owner,
+        http_identity::list_tenants,
+        http_identity::create_tenant,
+        http_identity::get_tenant,
+        http_identity::update_tenant,
+        http_identity::delete_tenant,
+        http_identity::list_roles,
+        http_identity::grant,
+        http_identity::revoke,
+        http_identity::get_default_quota,
+        http_identity::set_default_quota,
+        http_identity::list_users,
+        http_identity::create_user,
+        http_identity::get_user,
+        http_identity::delete_user,
+        http_identity::set_password,
+        http_identity::list_api_keys,
+        http_identity::create_api_key,
+        http_identity::delete_api_key,
+        http_identity::list_audit
     ),
     components(schemas(
         api::Problem,
@@ -48,12 +79,52 @@ use utoipa::OpenApi;
         api::Cause,
         api::SetDesiredCapacity,
         api::Health,
-        api::WorkerStatus
-    ))
+        api::WorkerStatus,
+        api::LoginRequest,
+        api::LoginResponse,
+        api::Whoami,
+        api::Quota,
+        api::Tenant,
+        api::TenantList,
+        api::CreateTenant,
+        api::UpdateTenant,
+        api::User,
+        api::UserList,
+        api::CreateUser,
+        api::SetPassword,
+        api::Grant,
+        api::RoleBinding,
+        api::RoleBindingList,
+        api::ApiKey,
+        api::ApiKeyList,
+        api::CreateApiKey,
+        api::CreatedApiKey,
+        api::AuditEntry,
+        api::AuditList,
+        api::InstanceOwner,
+        api::InstanceOwnerList
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
-/// The `/v1` router.
+/// Declares the bearer scheme in the OpenAPI document.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The `/v1` router. Every route goes through [`authorize`], which checks the route's
+/// rule in [`crate::auth::rules::RULES`].
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
@@ -74,6 +145,11 @@ pub fn router(service: Arc<Service>) -> Router {
             post(resume_instance),
         )
         .route("/v1/groups/{name}/events", get(list_events))
+        .merge(http_identity::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            authorize,
+        ))
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,
@@ -85,13 +161,33 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
-/// The tenant of a request. Until authentication lands every request is the `default`
-/// tenant's; the point is that handlers take it from here, never from the body.
-fn tenant() -> TenantId {
-    TenantId::default_tenant()
+/// The caller, as the authorization middleware resolved it from the token: handlers take
+/// the tenant from here, never from the body.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            problem(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "this call needs `Authorization: Bearer TOKEN`".into(),
+                None,
+            )
+        })
+    }
 }
 
-fn problem(
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
+/// An `application/problem+json` answer.
+pub(crate) fn problem(
     status: StatusCode,
     title: &str,
     detail: String,
@@ -141,7 +237,28 @@ impl IntoResponse for ServiceError {
                 e.to_string(),
                 None,
             ),
-            e @ ServiceError::Store(_) => {
+            e @ ServiceError::Forbidden(_) => {
+                problem(StatusCode::FORBIDDEN, "Forbidden", e.to_string(), None)
+            }
+            ServiceError::Auth(AuthError::Unauthorized(why)) => {
+                let mut r = problem(StatusCode::UNAUTHORIZED, "Unauthorized", why, None);
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            ServiceError::Auth(AuthError::RateLimited(secs)) => {
+                let mut r = problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests",
+                    format!("too many login attempts; retry in {secs} s"),
+                    None,
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+            e @ (ServiceError::Store(_) | ServiceError::Auth(_) | ServiceError::Secret(_)) => {
                 tracing::error!("{e}");
                 problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -155,7 +272,7 @@ impl IntoResponse for ServiceError {
 }
 
 /// Parses a JSON body, naming the field on error.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ServiceError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ServiceError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -261,11 +378,17 @@ async fn with_instances(s: &Service, g: GroupRecord) -> ApiResult<api::Group> {
 
 /// Service health and the controller's workers.
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, body = api::Health)))]
-async fn health(State(s): State<Arc<Service>>) -> axum::Json<api::Health> {
+async fn health(State(s): State<Arc<Service>>, p: Option<Principal>) -> axum::Json<api::Health> {
+    // Workers are named `group/TENANT/NAME`: a caller sees its own tenant's (an admin all).
     let workers = s
         .controller()
         .worker_statuses()
         .into_iter()
+        .filter(|(name, _)| match &p {
+            None => false,
+            Some(p) if p.admin => true,
+            Some(p) => name.starts_with(&format!("group/{}/", p.tenant)),
+        })
         .map(|(name, state)| api::WorkerStatus { name, state })
         .collect();
     axum::Json(api::Health {
@@ -284,9 +407,12 @@ async fn openapi() -> impl IntoResponse {
 
 /// Lists the tenant's groups.
 #[utoipa::path(get, path = "/v1/groups", responses((status = 200, body = api::GroupList)))]
-async fn list_groups(State(s): State<Arc<Service>>) -> ApiResult<axum::Json<api::GroupList>> {
+async fn list_groups(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+) -> ApiResult<axum::Json<api::GroupList>> {
     let mut groups = Vec::new();
-    for g in s.list_groups(&tenant()).await? {
+    for g in s.list_groups(&p.tenant).await? {
         groups.push(with_instances(&s, g).await?);
     }
     Ok(axum::Json(api::GroupList { groups }))
@@ -297,10 +423,11 @@ async fn list_groups(State(s): State<Arc<Service>>) -> ApiResult<axum::Json<api:
     responses((status = 201, body = api::Group), (status = 400, body = api::Problem), (status = 409, body = api::Problem)))]
 async fn create_group(
     State(s): State<Arc<Service>>,
+    p: Principal,
     body: Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<api::Group>)> {
     let spec: GroupSpec = parse_body(&body)?;
-    let g = s.create_group(&tenant(), spec).await?;
+    let g = s.create_group(&p.tenant, spec).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(with_instances(&s, g).await?),
@@ -311,9 +438,10 @@ async fn create_group(
 #[utoipa::path(get, path = "/v1/groups/{name}", params(("name" = String, Path)), responses((status = 200, body = api::Group), (status = 404, body = api::Problem)))]
 async fn get_group(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<api::Group>> {
-    let g = s.get_group(&tenant(), &name).await?;
+    let g = s.get_group(&p.tenant, &name).await?;
     Ok(axum::Json(with_instances(&s, g).await?))
 }
 
@@ -322,11 +450,12 @@ async fn get_group(
     responses((status = 200, body = api::Group), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
 async fn update_group(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<axum::Json<api::Group>> {
     let spec: GroupSpec = parse_body(&body)?;
-    let g = s.update_group(&tenant(), &name, spec).await?;
+    let g = s.update_group(&p.tenant, &name, spec).await?;
     Ok(axum::Json(with_instances(&s, g).await?))
 }
 
@@ -334,9 +463,10 @@ async fn update_group(
 #[utoipa::path(delete, path = "/v1/groups/{name}", params(("name" = String, Path)), responses((status = 202, body = api::Group), (status = 404, body = api::Problem)))]
 async fn delete_group(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<api::Group>)> {
-    let g = s.delete_group(&tenant(), &name).await?;
+    let g = s.delete_group(&p.tenant, &name).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(with_instances(&s, g).await?),
@@ -348,12 +478,13 @@ async fn delete_group(
     responses((status = 200, body = api::Group), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
 async fn set_desired(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<axum::Json<api::Group>> {
     let req: api::SetDesiredCapacity = parse_body(&body)?;
     let g = s
-        .set_desired_capacity(&tenant(), &name, req.desired_capacity)
+        .set_desired_capacity(&p.tenant, &name, req.desired_capacity)
         .await?;
     Ok(axum::Json(with_instances(&s, g).await?))
 }
@@ -371,12 +502,19 @@ struct InstanceQuery {
     responses((status = 200, body = api::InstanceList), (status = 404, body = api::Problem)))]
 async fn list_instances(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path(name): Path<String>,
     Query(q): Query<InstanceQuery>,
 ) -> ApiResult<axum::Json<api::InstanceList>> {
-    let list = s.list_instances(&tenant(), &name, q.all).await?;
+    let list = s.list_instances(&p.tenant, &name, q.all).await?;
+    // An instance owner without a role sees only their instances (seed 3).
+    let visible = |i: &&InstanceRecord| p.at_least(Role::Viewer) || p.owns(i.id.as_str());
     Ok(axum::Json(api::InstanceList {
-        instances: list.iter().map(|i| instance_view(&s, i)).collect(),
+        instances: list
+            .iter()
+            .filter(visible)
+            .map(|i| instance_view(&s, i))
+            .collect(),
     }))
 }
 
@@ -385,9 +523,10 @@ async fn list_instances(
     responses((status = 200, body = api::Instance), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
 async fn pause_instance(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<api::Instance>> {
-    let i = s.pause_instance(&tenant(), &name, &id).await?;
+    let i = s.pause_instance(&p.tenant, &name, &id).await?;
     Ok(axum::Json(instance_view(&s, &i)))
 }
 
@@ -396,9 +535,10 @@ async fn pause_instance(
     responses((status = 200, body = api::Instance), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
 async fn resume_instance(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<api::Instance>> {
-    let i = s.resume_instance(&tenant(), &name, &id).await?;
+    let i = s.resume_instance(&p.tenant, &name, &id).await?;
     Ok(axum::Json(instance_view(&s, &i)))
 }
 
@@ -420,6 +560,7 @@ struct EventQuery {
     responses((status = 200, body = api::EventList), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
 async fn list_events(
     State(s): State<Arc<Service>>,
+    p: Principal,
     Path(name): Path<String>,
     Query(q): Query<EventQuery>,
 ) -> ApiResult<axum::Json<api::EventList>> {
@@ -435,7 +576,7 @@ async fn list_events(
         after_id: q.after_id,
         limit: q.limit,
     };
-    let events = s.list_events(&tenant(), &name, &filter).await?;
+    let events = s.list_events(&p.tenant, &name, &filter).await?;
     Ok(axum::Json(api::EventList {
         events: events.iter().map(event_view).collect(),
     }))

@@ -3,9 +3,13 @@
 //! [`Server`].
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod clock;
 pub mod controller;
 pub mod http;
+pub mod http_identity;
+pub mod identity;
+pub mod secrets;
 pub mod service;
 
 use crate::clock::{Clock, TokioClock};
@@ -28,6 +32,14 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Stop every instance on shutdown instead of leaving them for the next start.
     pub stop_instances_on_exit: bool,
+    /// The bootstrap admin's password, used only on first start with an empty store
+    /// (`SWELL_ADMIN_PASSWORD` or `--admin-password-file`); when `None` one is
+    /// generated and returned by [`Server::generated_admin_password`].
+    pub admin_password: Option<secrets::SecretString>,
+    /// The key sealing provider credentials (`SWELL_SECRET_KEY`: 32 bytes, base64 or hex).
+    pub secret_key: Option<secrets::SecretString>,
+    /// A file holding that key; default `<data dir>/secret.key`, generated (0600) if absent.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// What can stop the server from starting.
@@ -45,6 +57,12 @@ pub enum StartError {
     /// The store cannot be opened or recovered.
     #[error("store: {0}")]
     Store(#[from] swell_store::StoreError),
+    /// The secret key cannot be read or created.
+    #[error("secret key: {0}")]
+    Secret(#[from] secrets::SecretError),
+    /// The bootstrap admin cannot be created.
+    #[error("bootstrap admin: {0}")]
+    Bootstrap(#[from] service::ServiceError),
     /// The API address cannot be bound.
     #[error(
         "cannot listen on {addr}: {source} (is another swell running? use --listen to pick another address)"
@@ -65,6 +83,7 @@ pub struct Server {
     addr: SocketAddr,
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
+    generated_admin_password: Option<secrets::SecretString>,
 }
 
 impl Server {
@@ -109,9 +128,18 @@ impl Server {
             source,
         })?;
         controller.start().await?;
-        let service = Arc::new(Service::new(store, controller.clone(), clock));
+        let key = secrets::SecretKey::load_or_create(
+            &data_dir,
+            config.secret_key.as_ref(),
+            config.secret_key_file.as_deref(),
+        )?;
+        let service = Arc::new(Service::new(store, controller.clone(), clock).with_secret_key(key));
+        let generated_admin_password = service
+            .bootstrap(config.admin_password.as_ref().map(|p| p.expose()))
+            .await?
+            .map(secrets::SecretString::new);
         let stop = CancellationToken::new();
-        let app = http::router(service.clone());
+        let app = http::router(service.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stopped = stop.clone();
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, app)
@@ -127,7 +155,14 @@ impl Server {
             addr,
             stop,
             http,
+            generated_admin_password,
         })
+    }
+
+    /// The bootstrap admin's password when this start created the admin without one
+    /// given: `swell serve` prints it once.
+    pub fn generated_admin_password(&self) -> Option<&secrets::SecretString> {
+        self.generated_admin_password.as_ref()
     }
 
     /// The API's address.

@@ -2,8 +2,10 @@
 //! paths (the demo) and the tests share. It validates input whole before anything is
 //! stored (DESIGN.md invariant 6) and scopes every call by tenant (invariant 3).
 
+use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
 use crate::controller::{Controller, bind_lb};
+use crate::secrets::{SecretError, SecretKey};
 use std::sync::Arc;
 use swell_core::{
     EventKind, GroupName, GroupSpec, InstanceId, InstanceStatus, TenantId, Timestamp,
@@ -46,6 +48,15 @@ pub enum ServiceError {
     /// The provider failed.
     #[error("provider: {0}")]
     Provider(#[source] swell_providers::ProviderError),
+    /// The caller is authenticated but may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Authentication failed or was refused (401, or 429 when rate-limited).
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// Sealing or opening a secret failed.
+    #[error("secrets: {0}")]
+    Secret(#[from] SecretError),
 }
 
 impl From<StoreError> for ServiceError {
@@ -63,19 +74,46 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 /// The internal API.
 pub struct Service {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     controller: Arc<Controller>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
+    auth: Auth,
+    secret_key: Option<SecretKey>,
 }
 
 impl Service {
     /// A service over the store and the controller.
     pub fn new(store: Arc<dyn Store>, controller: Arc<Controller>, clock: Arc<dyn Clock>) -> Self {
         Service {
+            auth: Auth::new(store.clone(), clock.clone()),
             store,
             controller,
             clock,
+            secret_key: None,
         }
+    }
+
+    /// The same service, sealing provider credentials with `key`.
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.secret_key = Some(key);
+        self
+    }
+
+    /// Authentication (logins, tokens, API keys).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The store (for the audit log and tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The key sealing provider credentials; `Secret` error when none was configured.
+    pub(crate) fn secret_key(&self) -> Result<&SecretKey> {
+        self.secret_key
+            .as_ref()
+            .ok_or_else(|| ServiceError::State("no secret key is configured".into()))
     }
 
     /// The controller (for status and load balancer lookups).

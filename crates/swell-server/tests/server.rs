@@ -13,11 +13,41 @@ async fn start(dir: &Path) -> (Server, String) {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         stop_instances_on_exit: false,
+        admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
+        secret_key: None,
+        secret_key_file: None,
     })
     .await
     .unwrap();
     let url = format!("http://{}", server.addr());
     (server, url)
+}
+
+/// The bootstrap admin's password in these tests.
+const ADMIN_PASSWORD: &str = "server-test-admin";
+
+/// A client logged in as the bootstrap admin on the `default` tenant: every request
+/// carries its bearer token (tokens are stored, so it outlives a restart).
+async fn login(url: &str) -> reqwest::Client {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{url}/v1/auth/tokens"))
+        .json(&json!({"user": "admin", "password": ADMIN_PASSWORD, "tenant": "default"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = answer["token"].as_str().expect("a token").to_string();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// A group of `sleep` processes: no load balancer, so they count as running once spawned.
@@ -113,7 +143,7 @@ impl Drop for Cleanup {
 async fn invalid_input_is_rejected_whole_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (server, url) = start(dir.path()).await;
-    let http = reqwest::Client::new();
+    let http = login(&url).await;
     let cases = [
         (
             json!({"name": "web", "template": {"command": ["a"]}, "min": 3, "max": 1}),
@@ -280,9 +310,8 @@ async fn restart_adopts_live_instances_fails_dead_intents_and_removes_orphans() 
     let dir = tempfile::tempdir().unwrap();
     let data = std::fs::canonicalize(dir.path()).unwrap();
     let _cleanup = Cleanup(data.clone());
-    let http = reqwest::Client::new();
-
     let (server, url) = start(&data).await;
+    let http = login(&url).await;
     assert_eq!(
         http.post(format!("{url}/v1/groups"))
             .json(&sleepers("batch", 2))

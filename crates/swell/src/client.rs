@@ -15,10 +15,38 @@ pub enum Output {
     Json,
 }
 
-/// A client of one Swell server.
+/// A client of one Swell server. It sends `Authorization: Bearer TOKEN` on every call:
+/// the token in `SWELL_TOKEN`, else the one `swell login` stored.
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// Where `swell login` keeps the token: `$XDG_CONFIG_HOME/swell/token`, else
+/// `~/.config/swell/token`.
+pub fn token_path() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".config"))
+        })?;
+    Some(base.join("swell").join("token"))
+}
+
+/// The token to send: `SWELL_TOKEN` if set, else the stored one.
+pub fn current_token() -> Option<String> {
+    if let Ok(t) = std::env::var("SWELL_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Some(t.trim().to_string());
+    }
+    let text = std::fs::read_to_string(token_path()?).ok()?;
+    let t = text.trim();
+    (!t.is_empty()).then(|| t.to_string())
 }
 
 impl Client {
@@ -31,19 +59,27 @@ impl Client {
         Ok(Client {
             base: url.trim_end_matches('/').to_string(),
             http,
+            token: current_token(),
         })
     }
 
-    /// Sends a request and decodes the answer, turning problem documents into errors
-    /// that say what to do.
-    pub async fn call<T: DeserializeOwned>(
+    /// Sends a request and returns the answer's body as text (for CSV exports).
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let bytes = self.send(reqwest::Method::GET, path, None).await?;
+        String::from_utf8(bytes).context("the answer is not UTF-8")
+    }
+
+    async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<T> {
+    ) -> Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -58,12 +94,30 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the answer")?;
         if !status.is_success() {
+            let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+                " (log in with `swell login --user U --password-file F --tenant T`, or set SWELL_TOKEN)"
+            } else {
+                ""
+            };
             if let Ok(p) = serde_json::from_slice::<api::Problem>(&bytes) {
-                bail!("{} ({}): {}", p.title, p.status, p.detail);
+                bail!("{} ({}): {}{hint}", p.title, p.status, p.detail);
             }
-            bail!("{status}: {}", String::from_utf8_lossy(&bytes));
+            bail!("{status}: {}{hint}", String::from_utf8_lossy(&bytes));
         }
-        serde_json::from_slice(&bytes).with_context(|| format!("decoding the answer of {url}"))
+        Ok(bytes.to_vec())
+    }
+
+    /// Sends a request and decodes the answer, turning problem documents into errors
+    /// that say what to do.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T> {
+        let bytes = self.send(method, path, body).await?;
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).with_context(|| format!("decoding the answer of {path}"))
     }
 
     /// GET.

@@ -122,6 +122,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data.path().to_path_buf(),
         stop_instances_on_exit: true,
+        // The demo drives the service in-process as the bootstrap admin on `default`.
+        admin_password: None,
+        secret_key: None,
+        secret_key_file: None,
     })
     .await?;
     let service = server.service();

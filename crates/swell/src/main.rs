@@ -1,7 +1,9 @@
 //! `swell`: the server, the demo, the simulator, the benchmarks and the client, in one binary.
 
 mod client;
+mod cmd_auth;
 mod cmd_bench;
+mod cmd_bench_lb;
 mod cmd_demo;
 mod cmd_sim;
 mod docs;
@@ -73,6 +75,8 @@ enum Command {
     Sim(cmd_sim::SimArgs),
     /// Benchmarks that print figures against a baseline measured in the same run.
     Bench(cmd_bench::BenchArgs),
+    #[command(flatten)]
+    Auth(cmd_auth::AuthCommand),
     /// The demo application (an HTTP service whose CPU cost is set per request).
     #[command(hide = true)]
     DemoApp {
@@ -94,6 +98,24 @@ struct ServeArgs {
     /// next start).
     #[arg(long)]
     stop_instances_on_exit: bool,
+    /// The bootstrap admin's password, used on first start only (from the environment,
+    /// never a flag; else --admin-password-file; else one is generated and printed once).
+    #[arg(
+        long,
+        env = "SWELL_ADMIN_PASSWORD",
+        hide = true,
+        hide_env_values = true
+    )]
+    admin_password: Option<String>,
+    /// A file holding the bootstrap admin's password (first start only).
+    #[arg(long, env = "SWELL_ADMIN_PASSWORD_FILE")]
+    admin_password_file: Option<PathBuf>,
+    /// The key sealing provider credentials: 32 bytes as base64 or hex (environment only).
+    #[arg(long, env = "SWELL_SECRET_KEY", hide = true, hide_env_values = true)]
+    secret_key: Option<String>,
+    /// A file holding that key (default: <data dir>/secret.key, generated if absent).
+    #[arg(long, env = "SWELL_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -179,18 +201,39 @@ async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
             .await
             .context("demo app"),
         Command::Sim(_) | Command::Bench(_) => unreachable!("handled before the runtime starts"),
+        Command::Auth(cmd) => cmd_auth::run(cmd, url, output).await,
         client_command => run_client(client_command, &Client::new(url)?, output).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
     init_tracing("info");
+    use swell_server::secrets::SecretString;
+    let admin_password = match (args.admin_password, &args.admin_password_file) {
+        (Some(p), _) => Some(p),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
     let server = swell_server::Server::start(swell_server::ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
         stop_instances_on_exit: args.stop_instances_on_exit,
+        admin_password: admin_password.map(SecretString::new),
+        secret_key: args.secret_key.map(SecretString::new),
+        secret_key_file: args.secret_key_file,
     })
     .await?;
+    if let Some(p) = server.generated_admin_password() {
+        eprintln!(
+            "created the admin user `admin` with the password {} (shown only now; change it with `swell user passwd admin`)",
+            p.expose()
+        );
+    }
     eprintln!(
         "swell serving the API on http://{} (Ctrl-C to stop)",
         server.addr()
@@ -313,6 +356,7 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
             })
         }
         Command::Serve(_)
+        | Command::Auth(_)
         | Command::Demo(_)
         | Command::DemoApp { .. }
         | Command::Sim(_)

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// The `swell` binary under test.
 pub const SWELL: &str = env!("CARGO_BIN_EXE_swell");
 
+/// The bootstrap admin's password of every test server (`SWELL_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
+
 /// How long a server may take to answer `/v1/health` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM.
@@ -68,6 +71,9 @@ pub struct Swell {
     child: Option<Child>,
     starts: u32,
     http: reqwest::Client,
+    /// The bootstrap admin's token on the `default` tenant: every API call and CLI run
+    /// (as `SWELL_TOKEN`) carries it.
+    pub token: String,
 }
 
 impl Swell {
@@ -93,6 +99,7 @@ impl Swell {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("an HTTP client"),
+            token: String::new(),
         };
         swell.restart().await;
         swell
@@ -127,6 +134,7 @@ impl Swell {
                 ])
                 .arg(self.data_dir())
                 .env("SWELL_LOG", "info")
+                .env("SWELL_ADMIN_PASSWORD", ADMIN_PASSWORD)
                 .env_remove("SWELL_URL")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log file"))
@@ -152,6 +160,7 @@ impl Swell {
                     .await
                     && r.status().is_success()
                 {
+                    self.login().await;
                     return;
                 }
                 assert!(
@@ -163,6 +172,23 @@ impl Swell {
             }
         }
         panic!("swell serve could not bind a free port in 3 attempts");
+    }
+
+    /// Logs in as the bootstrap admin on `default` and keeps the token.
+    async fn login(&mut self) {
+        let r = self
+            .http
+            .post(format!("{}/v1/auth/tokens", self.url))
+            .json(&serde_json::json!({
+                "user": "admin", "password": ADMIN_PASSWORD, "tenant": "default"
+            }))
+            .send()
+            .await
+            .expect("the login answers");
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status.as_u16(), 201, "login as admin: {body}");
+        self.token = body["token"].as_str().expect("a token").to_string();
     }
 
     /// The server's pid.
@@ -223,6 +249,8 @@ impl Swell {
             .arg(&self.url)
             .args(args)
             .env_remove("SWELL_URL")
+            .env("SWELL_TOKEN", &self.token)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             // What a user sees: no backtraces in error messages.
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
@@ -254,7 +282,10 @@ impl Swell {
 
     /// A raw API request.
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> Answer {
-        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
