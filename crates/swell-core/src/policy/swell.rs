@@ -202,9 +202,12 @@ pub struct SwellRunner {
 /// about half a day at the simulator's cadence, a few hours at the controller's.
 const SCORE_MEMORY: f64 = 50_000.0;
 
-/// The present load is read over this window (one sample at the controller's cadence
-/// and at the simulator's).
-const LEVEL_WINDOW: Duration = Duration::from_secs(30);
+/// The present load is read over this window, ending at the newest sample.
+const LEVEL_WINDOW: Duration = Duration::from_secs(15);
+
+/// A newest sample older than this means the group has no metrics (all instances warming
+/// up, the collector down): no opinion rather than acting on old news.
+const STALE_AFTER: Duration = Duration::from_secs(600);
 
 impl Policy for SwellRunner {
     fn name(&self) -> &'static str {
@@ -234,8 +237,15 @@ impl Policy for SwellRunner {
             after: base,
             reason,
         };
-        let avg = window.average(spec.metric, now, LEVEL_WINDOW);
-        let (Some(avg), Some(level)) = (avg, self.history.level(now, LEVEL_WINDOW)) else {
+        // The present is the newest sample and those within LEVEL_WINDOW before it, at
+        // whatever cadence samples come (5 s live, the tick in the simulator).
+        let newest = window
+            .latest(spec.metric, now)
+            .filter(|s| now.since(s.at) <= STALE_AFTER)
+            .map(|s| s.at);
+        let avg = newest.and_then(|at| window.average(spec.metric, at, LEVEL_WINDOW));
+        let level = newest.and_then(|at| self.history.level(at, LEVEL_WINDOW));
+        let (Some(avg), Some(level)) = (avg, level) else {
             return Recommendation {
                 desired: None,
                 cause: cause(None, format!("no recent {} samples", spec.metric)),
@@ -377,8 +387,7 @@ mod tests {
         let r = last.unwrap();
         assert_eq!(r.desired, Some(6), "{}", r.cause.reason);
         // The load drops to 200 (needs 3); the count asked for at 3600 (6) holds for
-        // scale_in_window, so nothing changes before 3900, when the largest count left
-        // is the one of 3615 (its 30 s level is (500 + 200) / 2 → 4).
+        // scale_in_window, so nothing changes before 3900, when it leaves the window.
         let mut first = None;
         for t in (3615..=4200).step_by(15) {
             push(&mut w, t, 200.0, 6);
@@ -387,6 +396,6 @@ mod tests {
                 first = Some((t, r.desired));
             }
         }
-        assert_eq!(first, Some((3900, Some(4))));
+        assert_eq!(first, Some((3900, Some(3))));
     }
 }
