@@ -398,4 +398,17 @@ mod tests {
         }
         assert_eq!(first, Some((3900, Some(3))));
     }
+
+    /// At the simulator's 60 s tick the newest sample is a minute old when it decides.
+    #[test]
+    fn works_at_any_cadence() {
+        let mut p = SwellPolicy::default().runner();
+        let mut w = MetricWindow::new(Duration::from_secs(180));
+        let mut r = None;
+        for m in 0..10 {
+            push(&mut w, m * 60, 840.0, 10);
+            r = Some(p.evaluate(&st(10), &w, Timestamp::from_secs(m * 60 + 60)));
+        }
+        assert_eq!(r.unwrap().desired, Some(12));
+    }
 }
