@@ -69,6 +69,7 @@ mod pool;
 mod proxy;
 mod tcp;
 mod traffic;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,13 +14,11 @@ use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::pool::{InFlightGuard, Pool};
 use crate::traffic::Traffic;
+use crate::upstream::{Lease, Upstream, UpstreamError};
 use crate::{Health, LbConfig, PassiveEjection};
 
 /// Errors of bodies flowing through the load balancer.
@@ -38,13 +36,13 @@ pub(crate) enum ProxyError {
     Unreachable {
         backend: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     #[error("backend {backend} failed")]
     Upstream {
         backend: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     #[error("backend {backend} did not answer within {timeout:?}")]
     Timeout { backend: String, timeout: Duration },
@@ -101,7 +99,7 @@ impl ProxyError {
 pub(crate) struct Proxy {
     pub(crate) pool: Arc<Pool>,
     pub(crate) traffic: Arc<Traffic>,
-    client: Client<HttpConnector, LbBody>,
+    upstream: Arc<Upstream>,
     request_timeout: Duration,
     max_body_bytes: Option<u64>,
     passive: Option<PassiveEjection>,
@@ -125,18 +123,13 @@ impl Proxy {
     /// A proxy with its own client (for one worker thread) over a shared pool
     /// and shared traffic recorders.
     pub(crate) fn sharing(config: &LbConfig, pool: Arc<Pool>, traffic: Arc<Traffic>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .build(connector);
         Self {
             pool,
             traffic,
-            client,
+            upstream: Arc::new(Upstream::new(
+                config.connect_timeout,
+                config.pool_idle_timeout,
+            )),
             request_timeout: config.request_timeout,
             max_body_bytes: config.max_body_bytes,
             passive: config.passive_ejection.clone(),
@@ -232,17 +225,19 @@ impl Proxy {
             };
             let upstream = build_upstream(&parts, guard.addr(), &path, upstream_body)
                 .map_err(ProxyError::BadRequest)?;
-            match tokio::time::timeout_at(deadline, self.client.request(upstream)).await {
-                Ok(Ok(resp)) => {
+            match tokio::time::timeout_at(deadline, self.upstream.send(guard.addr(), upstream))
+                .await
+            {
+                Ok(Ok((resp, lease))) => {
                     self.outcome(&guard, !resp.status().is_server_error());
-                    return Ok(finish_response(resp, guard));
+                    return Ok(finish_response(resp, guard, lease, &self.upstream));
                 }
                 Ok(Err(source)) if is_too_large(&source) => {
                     // The client's fault, not the instance's.
                     let limit = self.max_body_bytes.unwrap_or(0);
                     return Err(ProxyError::TooLarge { limit });
                 }
-                Ok(Err(source)) if is_unsent(&source) => {
+                Ok(Err(source)) if source.is_unsent() => {
                     guard.record_failure();
                     self.outcome(&guard, false);
                     let backend = guard.id().to_owned();
@@ -303,20 +298,6 @@ fn err_chain(err: &dyn std::error::Error) -> String {
     s
 }
 
-/// Whether an attempt failed before the backend could have answered: the
-/// connect failed (refused, unreachable, timed out), or a pooled keep-alive
-/// connection was closed by the backend before any response arrived (the race
-/// every keep-alive proxy has when an instance exits). Only requests for which
-/// this is true are retried, and only if they are bodiless and idempotent.
-fn is_unsent(err: &hyper_util::client::legacy::Error) -> bool {
-    if err.is_connect() {
-        return true;
-    }
-    std::error::Error::source(err)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
-}
-
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
@@ -330,21 +311,28 @@ fn build_upstream(
     path: &str,
     body: LbBody,
 ) -> Result<Request<LbBody>, hyper::http::Error> {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path)
-        .build()?;
+    // Origin form: the connection already goes to the instance.
+    let uri = Uri::builder().path_and_query(path).build()?;
     let mut req = Request::builder()
         .method(parts.method.clone())
         .uri(uri)
         .version(Version::HTTP_11)
         .body(body)?;
     *req.headers_mut() = parts.headers.clone();
+    if !req.headers().contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(&addr.to_string())
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
     Ok(req)
 }
 
-fn finish_response(resp: Response<Incoming>, guard: InFlightGuard) -> Response<LbBody> {
+fn finish_response(
+    resp: Response<Incoming>,
+    guard: InFlightGuard,
+    lease: Lease,
+    upstream: &Arc<Upstream>,
+) -> Response<LbBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(
@@ -352,6 +340,8 @@ fn finish_response(resp: Response<Incoming>, guard: InFlightGuard) -> Response<L
         GuardedBody {
             inner: body,
             guard: Some(guard),
+            lease: Some(lease),
+            upstream: Arc::clone(upstream),
         }
         .map_err(BoxError::from)
         .boxed(),
@@ -432,6 +422,21 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
 struct GuardedBody {
     inner: Incoming,
     guard: Option<InFlightGuard>,
+    /// The instance connection, returned to the pool at the end of the body.
+    lease: Option<Lease>,
+    upstream: Arc<Upstream>,
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        // A body that was never polled because it was empty (HEAD, 204,
+        // `Content-Length: 0`) still leaves a reusable connection.
+        if let Some(lease) = self.lease.take()
+            && self.inner.is_end_stream()
+        {
+            self.upstream.checkin(lease);
+        }
+    }
 }
 
 impl Body for GuardedBody {
@@ -444,7 +449,12 @@ impl Body for GuardedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => self.guard = None,
+            Poll::Ready(None) => {
+                if let Some(lease) = self.lease.take() {
+                    self.upstream.checkin(lease);
+                }
+                self.guard = None;
+            }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(g) = self.guard.take() {
                     g.record_failure();

@@ -1,0 +1,167 @@
+//! Keep-alive HTTP/1.1 connections to the instances.
+//!
+//! A small pool of idle connections per instance address, built on hyper's
+//! connection-level client: a request checks one out (or connects), and the
+//! proxy checks it back in when the response body has been read to the end.
+//! Compared with a general-purpose client it skips the per-request task the
+//! latter spawns to watch for the connection's return, and its pool key
+//! hashing; a request that a stale idle connection could not send is resent
+//! once on a fresh connection to the same instance (hyper hands the unsent
+//! request back), bodies included.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::proxy::LbBody;
+
+/// Idle connections kept per instance, at most.
+const MAX_IDLE_PER_ADDR: usize = 512;
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// The TCP connect failed: nothing was sent.
+    #[error("connect failed")]
+    Connect(#[source] std::io::Error),
+    /// The TCP connect took longer than the connect timeout: nothing was sent.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The HTTP/1.1 handshake failed: nothing was sent.
+    #[error("handshake failed")]
+    Handshake(#[source] hyper::Error),
+    /// Sending the request or reading the response failed.
+    #[error("request failed")]
+    Send(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether the instance cannot have seen the request: the connect failed,
+    /// or the connection closed before any response (the race every
+    /// keep-alive proxy has when an instance exits).
+    pub(crate) fn is_unsent(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_)
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::Handshake(_) => true,
+            UpstreamError::Send(e) => e.is_incomplete_message() || e.is_canceled(),
+        }
+    }
+}
+
+struct Idle {
+    sender: SendRequest<LbBody>,
+    since: Instant,
+}
+
+/// A connection to return with [`Upstream::checkin`] once its response has
+/// been read to the end.
+pub(crate) struct Lease {
+    addr: SocketAddr,
+    sender: SendRequest<LbBody>,
+}
+
+/// The pool of idle connections, per instance address.
+pub(crate) struct Upstream {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Upstream {
+    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::new(HashMap::new()),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// An idle connection that is still open, if any.
+    async fn reuse(&self, addr: SocketAddr) -> Option<SendRequest<LbBody>> {
+        loop {
+            let idle = {
+                let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                map.get_mut(&addr)?.pop()?
+            };
+            if idle.since.elapsed() >= self.idle_timeout || idle.sender.is_closed() {
+                continue; // dropping it closes the connection
+            }
+            let mut sender = idle.sender;
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<LbBody>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%addr, error = %err, "instance connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` to `addr` on an idle connection or a new one. Returns the
+    /// response and the connection, to check in when the body is done.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        req: Request<LbBody>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let mut req = req;
+        let mut fresh = false;
+        loop {
+            let reused = if fresh { None } else { self.reuse(addr).await };
+            let was_reused = reused.is_some();
+            let mut sender = match reused {
+                Some(s) => s,
+                None => self.connect(addr).await?,
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Lease { addr, sender })),
+                Err(mut err) => match err.take_message() {
+                    // A stale idle connection never sent it: once more, fresh.
+                    Some(unsent) if was_reused => {
+                        req = unsent;
+                        fresh = true;
+                    }
+                    _ => return Err(UpstreamError::Send(err.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Returns a connection whose response has been read to the end.
+    pub(crate) fn checkin(&self, lease: Lease) {
+        if lease.sender.is_closed() {
+            return;
+        }
+        let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = map.entry(lease.addr).or_default();
+        if idle.len() < MAX_IDLE_PER_ADDR {
+            idle.push(Idle {
+                sender: lease.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
