@@ -688,3 +688,31 @@ async fn owner(c: &Client, cmd: OwnerCmd, output: Output) -> Result<()> {
         }
     }
 }
+
+/// After `swell serve` created the admin with a generated password: unless the CLI
+/// already holds a token this server accepts, log the admin in on `default` and store
+/// the token, so that the client commands work at once on a fresh install.
+pub async fn store_bootstrap_token(server: &swell_server::Server, password: &str) -> Result<()> {
+    let service = server.service();
+    if let Some(existing) = client::current_token()
+        && service.auth().authenticate(&existing).await.is_ok()
+    {
+        return Ok(());
+    }
+    let (token, _) = service
+        .auth()
+        .login(
+            swell_server::auth::BOOTSTRAP_ADMIN,
+            password,
+            "default",
+            None,
+        )
+        .await
+        .context("logging the bootstrap admin in")?;
+    let path = store_token(&token)?;
+    eprintln!(
+        "the CLI is logged in as admin on tenant default (token in {})",
+        path.display()
+    );
+    Ok(())
+}

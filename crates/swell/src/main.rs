@@ -233,6 +233,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             "created the admin user `admin` with the password {} (shown only now; change it with `swell user passwd admin`)",
             p.expose()
         );
+        if let Err(e) = cmd_auth::store_bootstrap_token(&server, p.expose()).await {
+            eprintln!("could not store a token for the CLI: {e:#}");
+        }
     }
     eprintln!(
         "swell serving the API on http://{} (Ctrl-C to stop)",

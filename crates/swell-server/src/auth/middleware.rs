@@ -205,6 +205,15 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
     if mutating {
         let note = response.extensions().get::<AuditNote>().cloned();
         let (user, tenant) = match (&principal, note) {
+            // An admin acting on a tenant named in the path is recorded in that tenant's
+            // log, so that its owners see what was done to it.
+            (Some(p), _) if p.admin => (
+                Some(p.name()),
+                params
+                    .get("tenant")
+                    .and_then(|t| TenantId::new(t).ok())
+                    .or_else(|| Some(p.tenant.clone())),
+            ),
             (Some(p), _) => (Some(p.name()), Some(p.tenant.clone())),
             (None, Some(n)) => (Some(n.user), n.tenant),
             (None, None) => (None, None),
