@@ -105,11 +105,9 @@ pub fn parse_policy_file(text: &str) -> anyhow::Result<Vec<PolicySpec>> {
         .find(|l| !l.is_empty() && !l.starts_with('#') && l != &"---")
         .is_some_and(|l| l.starts_with('-'));
     let specs = if bare {
-        serde_saphyr::from_str::<Vec<PolicySpec>>(text).map_err(|e| anyhow::anyhow!("{e}"))?
+        crate::docs::parse::<Vec<PolicySpec>>(text, "policy file")?
     } else {
-        serde_saphyr::from_str::<PolicySection>(text)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .policies
+        crate::docs::parse::<PolicySection>(text, "policy file")?.policies
     };
     if specs.is_empty() {
         bail!("policies: the list is empty");
@@ -192,7 +190,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("tolerence"), "{err}");
-        assert!(err.contains("line"), "{err}");
+        assert!(err.contains("line 4 column 5"), "{err}");
         let err = parse_policy_file("polices: []\n").unwrap_err().to_string();
         assert!(err.contains("polices") && err.contains("line"), "{err}");
         let err = parse_policy_file("policies:\n  - type: target\n    target: -1\n")
