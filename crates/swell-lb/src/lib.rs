@@ -318,9 +318,9 @@ pub struct LbConfig {
     /// How long a client may take to send a request's headers. Default 30 s.
     pub header_read_timeout: Duration,
     /// Dedicated worker threads, each with its own single-threaded runtime,
-    /// its own listening socket on the same port (`SO_REUSEPORT`) and its own
-    /// connections to the instances, like nginx's worker processes: nothing
-    /// of one connection ever crosses threads. 0 (the default): serve on the
+    /// accepting from the one listening socket, with its own connections to
+    /// the instances, like nginx's worker processes: nothing of one
+    /// connection ever crosses threads. 0 (the default): serve on the
     /// runtime that called [`LoadBalancer::bind_with`]. For a busy listener,
     /// use the number of cores.
     pub workers: usize,
@@ -416,6 +416,8 @@ struct Inner {
     proxy: Arc<Proxy>,
     local_addr: SocketAddr,
     config: LbConfig,
+    /// Every worker's pool of instance connections (one when `workers == 0`).
+    upstreams: Vec<Arc<upstream::Upstream>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -454,6 +456,7 @@ impl LoadBalancer {
         let proxy = Arc::new(Proxy::new(&config));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let mut upstreams = vec![Arc::clone(&proxy.upstream)];
         let local_addr = if config.workers == 0 {
             let listener = TcpListener::bind(listen).await?;
             let local_addr = listener.local_addr()?;
@@ -466,7 +469,9 @@ impl LoadBalancer {
             ));
             local_addr
         } else {
-            spawn_workers(listen, &proxy, &config, &cancel, &tasks)?
+            let (addr, workers) = spawn_workers(listen, &proxy, &config, &cancel, &tasks)?;
+            upstreams = workers;
+            addr
         };
         if let Some(check) = config.health_check.clone() {
             tasks.spawn(health::run(Arc::clone(&proxy.pool), check, cancel.clone()));
@@ -478,6 +483,7 @@ impl LoadBalancer {
                 proxy,
                 local_addr,
                 config,
+                upstreams,
                 cancel,
                 tasks,
             }),
@@ -559,6 +565,12 @@ impl LoadBalancer {
                 in_flight => DrainOutcome::TimedOut { in_flight },
             },
         };
+        // Its idle keep-alive connections close now, not when it is deleted.
+        if let Some(addr) = state.addr() {
+            for u in &self.inner.upstreams {
+                u.forget(addr);
+            }
+        }
         tracing::info!(%lb, backend = %id, ?outcome, "drain finished");
         outcome
     }
@@ -650,41 +662,41 @@ impl LoadBalancer {
     }
 }
 
-/// Binds `workers` listening sockets on one port with `SO_REUSEPORT` and
-/// starts one thread per socket, each running its own accept loop on its own
-/// single-threaded runtime. Returns the bound address.
+/// Binds `listen` once and starts `workers` threads, each running its own
+/// accept loop on the same socket on its own single-threaded runtime: the
+/// kernel wakes the waiting workers and whichever is least busy accepts first,
+/// as with nginx's workers. Returns the bound address.
 fn spawn_workers(
     listen: SocketAddr,
     proxy: &Arc<Proxy>,
     config: &LbConfig,
     cancel: &CancellationToken,
     tasks: &TaskTracker,
-) -> std::io::Result<SocketAddr> {
-    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        // Registered with the caller's runtime only until `into_std`.
-        socket.listen(4096)?.into_std()
+) -> std::io::Result<(SocketAddr, Vec<Arc<upstream::Upstream>>)> {
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
     };
-    let first = bind(listen)?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    // Registered with the caller's runtime only until `into_std`.
+    let first = socket.listen(4096)?.into_std()?;
     let local_addr = first.local_addr()?;
-    let mut listeners = vec![first];
+    let mut listeners = Vec::with_capacity(config.workers);
     for _ in 1..config.workers {
-        listeners.push(bind(local_addr)?);
+        listeners.push(first.try_clone()?);
     }
+    listeners.push(first);
     let config = Arc::new(config.clone());
+    let mut upstreams = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let proxy = Arc::new(Proxy::sharing(
             &config,
             Arc::clone(&proxy.pool),
             Arc::clone(&proxy.traffic),
         ));
+        upstreams.push(Arc::clone(&proxy.upstream));
         let (config, cancel, token) = (Arc::clone(&config), cancel.clone(), tasks.token());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -708,7 +720,7 @@ fn spawn_workers(
                 drop(token);
             })?;
     }
-    Ok(local_addr)
+    Ok((local_addr, upstreams))
 }
 
 async fn accept_loop(

@@ -168,6 +168,11 @@ impl BackendState {
         })
     }
 
+    /// The backend's last known address.
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        lock(&self.counters).addr
+    }
+
     pub(crate) fn in_flight(&self) -> u64 {
         lock(&self.counters).in_flight
     }

@@ -99,7 +99,7 @@ impl ProxyError {
 pub(crate) struct Proxy {
     pub(crate) pool: Arc<Pool>,
     pub(crate) traffic: Arc<Traffic>,
-    upstream: Arc<Upstream>,
+    pub(crate) upstream: Arc<Upstream>,
     request_timeout: Duration,
     max_body_bytes: Option<u64>,
     passive: Option<PassiveEjection>,

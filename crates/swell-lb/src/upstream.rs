@@ -150,6 +150,16 @@ impl Upstream {
         }
     }
 
+    /// Closes every idle connection to `addr` (a drained instance).
+    pub(crate) fn forget(&self, addr: SocketAddr) {
+        let gone = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
+        drop(gone);
+    }
+
     /// Returns a connection whose response has been read to the end.
     pub(crate) fn checkin(&self, lease: Lease) {
         if lease.sender.is_closed() {

@@ -34,6 +34,8 @@ struct HttpBackend {
     hits: Arc<AtomicU64>,
     status: Arc<AtomicU16>,
     health: Arc<AtomicU16>,
+    /// Connections open now.
+    conns: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -47,8 +49,10 @@ impl HttpBackend {
             hits: Arc::new(AtomicU64::new(0)),
             status: Arc::new(AtomicU16::new(200)),
             health: Arc::new(AtomicU16::new(200)),
+            conns: Arc::new(AtomicU64::new(0)),
             stop: CancellationToken::new(),
         };
+        let conns = Arc::clone(&b.conns);
         let (id, hits, status, health, stop) = (
             b.id.clone(),
             Arc::clone(&b.hits),
@@ -71,6 +75,8 @@ impl HttpBackend {
                     Arc::clone(&status),
                     Arc::clone(&health),
                 );
+                let conns = Arc::clone(&conns);
+                conns.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (id, hits, status, health) = (
@@ -113,6 +119,7 @@ impl HttpBackend {
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
+                    conns.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -759,4 +766,32 @@ async fn dedicated_workers_share_one_port_one_pool_and_shut_down() {
         .await
         .expect("shutdown hung");
     assert!(TcpStream::connect(lb.local_addr()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_drain_closes_the_idle_keep_alive_connections_to_the_instance() {
+    let (a, b) = (HttpBackend::start("a").await, HttpBackend::start("b").await);
+    let lb = lb_with(LbConfig::default()).await;
+    lb.set_backends(vec![a.backend(), b.backend()]);
+    let client = client();
+    for _ in 0..4 {
+        assert_eq!(get(&client, &lb, "/").await.0, StatusCode::OK);
+    }
+    assert!(
+        a.conns.load(Ordering::SeqCst) >= 1,
+        "no pooled connection to a"
+    );
+    assert_eq!(
+        lb.drain("a", Duration::from_secs(5)).await,
+        DrainOutcome::Drained
+    );
+    eventually("a's idle connections closed", || {
+        a.conns.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert!(
+        b.conns.load(Ordering::SeqCst) >= 1,
+        "b's connections are kept"
+    );
+    assert_eq!(get(&client, &lb, "/").await, (StatusCode::OK, "b".into()));
 }
