@@ -20,6 +20,9 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Every scaling policy on every trace: cost, SLO and stability, against hpa and oracle.
     Policies(PoliciesArgs),
+    /// Swell's load balancer against nginx under wrk: requests/s and p50/p99, keep-alive
+    /// and new-connection loads.
+    Lb(crate::cmd_bench_lb::LbBenchArgs),
 }
 
 /// Options of `swell bench policies`.
@@ -42,6 +45,7 @@ pub struct PoliciesArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Policies(a) => policies(a),
+        BenchCommand::Lb(a) => crate::cmd_bench_lb::run(a),
     }
 }
 
