@@ -371,10 +371,15 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
 /// validated before anything is sent, so an invalid document changes nothing.
 async fn apply(c: &Client, file: &std::path::Path, output: Output) -> Result<()> {
     let doc: docs::TenantDoc = docs::read(file)?;
-    if let Some(t) = &doc.tenant
-        && t != "default"
-    {
-        anyhow::bail!("tenant `{t}`: only the `default` tenant exists on this server");
+    if let Some(t) = &doc.tenant {
+        // The tenant comes from the token: the document only says which one it expects.
+        let me: api::Whoami = c.get("/v1/auth/whoami").await?;
+        if &me.tenant != t {
+            anyhow::bail!(
+                "the document is for tenant `{t}` but you are logged in to `{}`: swell login --tenant {t} …",
+                me.tenant
+            );
+        }
     }
     let bodies = doc
         .groups

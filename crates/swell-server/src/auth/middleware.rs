@@ -120,7 +120,7 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
     let source = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
+        .map(|c| c.0.ip().to_string());
     let path = parts.uri.path().to_string();
     let params: HashMap<String, String> = RawPathParams::from_request_parts(&mut parts, &())
         .await
