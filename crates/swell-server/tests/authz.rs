@@ -816,3 +816,80 @@ async fn every_route_every_role_both_tenants() {
 
     server.shutdown().await;
 }
+
+/// A tenant with groups is kept unless forced; forced, its groups scale to zero (their
+/// processes stop), its credentials stop working, and then it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_tenant_with_groups_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(dir.path()).unwrap();
+    let _cleanup = Cleanup(data.clone());
+    let server = start(&data).await;
+    let api = Api {
+        url: format!("http://{}", server.addr()),
+        http: reqwest::Client::new(),
+    };
+    let root = api.login("admin", ADMIN_PASSWORD, "default").await;
+    let t = setup_tenant(&api, &root, "doomed").await;
+    let owner = t.token(Who::Owner).unwrap().to_string();
+
+    let refused = api
+        .call(Some(&root), Method::DELETE, "/v1/tenants/doomed", None)
+        .await;
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(refused.body["detail"].as_str().unwrap().contains("force"));
+    assert_eq!(
+        running(&api, &owner, &t.group, 2).await.len(),
+        2,
+        "nothing changed"
+    );
+
+    let forced = api
+        .call(
+            Some(&root),
+            Method::DELETE,
+            "/v1/tenants/doomed?force=true",
+            None,
+        )
+        .await;
+    assert_eq!(forced.status, 202, "{forced:?}");
+    assert_eq!(forced.body["deleting"], true);
+    let stale = api
+        .call(Some(&owner), Method::GET, "/v1/groups", None)
+        .await;
+    assert_eq!(stale.status, 401, "a deleting tenant's tokens stop at once");
+    let mut gone = false;
+    for _ in 0..400 {
+        let a = api
+            .call(Some(&root), Method::GET, "/v1/tenants/doomed", None)
+            .await;
+        if a.status == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the tenant was never removed");
+    let owner_tag = format!("SWELL_OWNER={}", data.display());
+    let tagged = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|v| v == owner_tag.as_bytes())
+        })
+        .count();
+    assert_eq!(tagged, 0, "the tenant's instances were stopped");
+    let login = api
+        .call(
+            None,
+            Method::POST,
+            "/v1/auth/tokens",
+            Some(&json!({"user": "doomed-owner", "password": pw("doomed-owner"), "tenant": "doomed"})),
+        )
+        .await;
+    assert_eq!(login.status, 401);
+    server.shutdown().await;
+}
