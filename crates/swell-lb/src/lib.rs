@@ -318,9 +318,9 @@ pub struct LbConfig {
     /// How long a client may take to send a request's headers. Default 30 s.
     pub header_read_timeout: Duration,
     /// Dedicated worker threads, each with its own single-threaded runtime,
-    /// accepting from the one listening socket, with its own connections to
-    /// the instances, like nginx's worker processes: nothing of one
-    /// connection ever crosses threads. 0 (the default): serve on the
+    /// its own listening socket on the same port (`SO_REUSEPORT`) and its own
+    /// connections to the instances, like nginx's worker processes: nothing
+    /// of one connection ever crosses threads. 0 (the default): serve on the
     /// runtime that called [`LoadBalancer::bind_with`]. For a busy listener,
     /// use the number of cores.
     pub workers: usize,
@@ -662,10 +662,11 @@ impl LoadBalancer {
     }
 }
 
-/// Binds `listen` once and starts `workers` threads, each running its own
-/// accept loop on the same socket on its own single-threaded runtime: the
-/// kernel wakes the waiting workers and whichever is least busy accepts first,
-/// as with nginx's workers. Returns the bound address.
+/// Binds `workers` listening sockets on one port with `SO_REUSEPORT` (the
+/// kernel spreads new connections over them, as with nginx's `reuseport`) and
+/// starts one thread per socket, each running its own accept loop on its own
+/// single-threaded runtime. (One shared socket would let the first worker to
+/// wake take a whole burst of connections.) Returns the bound address.
 fn spawn_workers(
     listen: SocketAddr,
     proxy: &Arc<Proxy>,
@@ -673,21 +674,24 @@ fn spawn_workers(
     cancel: &CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<(SocketAddr, Vec<Arc<upstream::Upstream>>)> {
-    let socket = if listen.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
+    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        // Registered with the caller's runtime only until `into_std`.
+        socket.listen(4096)?.into_std()
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(listen)?;
-    // Registered with the caller's runtime only until `into_std`.
-    let first = socket.listen(4096)?.into_std()?;
+    let first = bind(listen)?;
     let local_addr = first.local_addr()?;
-    let mut listeners = Vec::with_capacity(config.workers);
+    let mut listeners = vec![first];
     for _ in 1..config.workers {
-        listeners.push(first.try_clone()?);
+        listeners.push(bind(local_addr)?);
     }
-    listeners.push(first);
     let config = Arc::new(config.clone());
     let mut upstreams = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
