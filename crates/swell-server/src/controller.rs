@@ -831,6 +831,10 @@ impl GroupWorker {
                             Some(event),
                         )
                         .await;
+                    // What is left of it (an exited container, a tenant network) goes too.
+                    if let Err(e) = provider.delete(&inst.id, STOP_GRACE).await {
+                        tracing::warn!(instance = %inst.id, "cleaning up a dead instance: {e}");
+                    }
                 }
             }
             match c.store.list_instances(&tenant, &name, false).await {

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use swell_providers::Provider;
+use swell_providers::docker::{DockerConfig, DockerProvider};
 use swell_providers::process::{ProcessConfig, ProcessProvider};
 use swell_store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,9 @@ pub struct ServerConfig {
     pub secret_key: Option<secrets::SecretString>,
     /// A file holding that key; default `<data dir>/secret.key`, generated (0600) if absent.
     pub secret_key_file: Option<PathBuf>,
+    /// Docker engines of the `docker` provider (`--docker-engine NAME=ENDPOINT`); the
+    /// provider is available only when at least one is given.
+    pub docker_engines: Vec<swell_providers::docker::EngineConfig>,
 }
 
 /// What can stop the server from starting.
@@ -63,6 +67,9 @@ pub enum StartError {
     /// The bootstrap admin cannot be created.
     #[error("bootstrap admin: {0}")]
     Bootstrap(#[from] service::ServiceError),
+    /// The docker provider's configuration is invalid.
+    #[error("docker provider: {0}")]
+    Docker(#[from] swell_providers::docker::DockerConfigError),
     /// The API address cannot be bound.
     #[error(
         "cannot listen on {addr}: {source} (is another swell running? use --listen to pick another address)"
@@ -109,6 +116,16 @@ impl Server {
             process.name().to_string(),
             Arc::new(process) as Arc<dyn Provider>,
         );
+        if !config.docker_engines.is_empty() {
+            let docker = DockerProvider::new(DockerConfig::new(
+                owner_tag(&data_dir),
+                config.docker_engines.clone(),
+            ))?;
+            providers.insert(
+                docker.name().to_string(),
+                Arc::new(docker) as Arc<dyn Provider>,
+            );
+        }
         let controller = Controller::new(
             store.clone(),
             providers,

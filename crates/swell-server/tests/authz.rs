@@ -152,6 +152,7 @@ async fn start(dir: &Path) -> Server {
         admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
         secret_key: None,
         secret_key_file: None,
+        docker_engines: Vec::new(),
     })
     .await
     .unwrap()

@@ -21,20 +21,30 @@ pub struct DemoArgs {
     /// Print progress on stderr and, as the last line on stdout, a JSON summary.
     #[arg(long)]
     json: bool,
-    /// Where instances run (only `process` on this build).
+    /// Where instances run: `process` (local child processes) or `docker` (containers
+    /// of the `swell-demo-app:latest` image on the local engine; build it with
+    /// `scripts/build-demo-image`).
     #[arg(long, default_value = "process")]
     provider: String,
 }
+
+/// The image the docker demo runs.
+const DEMO_IMAGE: &str = "swell-demo-app:latest";
 
 /// The demo's group: seed 0's lab (CPU above 20 % over 40 s → +1, max 4), with a
 /// scale-in threshold added so that the fleet comes back to its minimum.
 fn lab_group(exe: &str, fast: bool, provider: &str) -> Result<GroupSpec> {
     let k = if fast { 4 } else { 1 };
     let secs = |s: u64| format!("{}ms", s * 1000 / k);
+    let template = if provider == "docker" {
+        serde_json::json!({ "image": DEMO_IMAGE })
+    } else {
+        serde_json::json!({ "command": [exe, "demo-app", "--port", "{port}"] })
+    };
     let doc = serde_json::json!({
         "name": "lab",
         "provider": provider,
-        "template": { "command": [exe, "demo-app", "--port", "{port}"] },
+        "template": template,
         "min": 1,
         "max": 4,
         "cooldown": secs(40),
@@ -64,7 +74,7 @@ struct Load {
     stop: AtomicBool,
 }
 
-/// Sends requests through the load balancer: `workers` loops of `/work?ms=25` while
+/// Sends requests through the load balancer: `workers` loops of `/work?ms=40` while
 /// `surge` is set, plus one light request every 250 ms throughout.
 fn start_load(lb: String, load: Arc<Load>, workers: usize) -> Vec<tokio::task::JoinHandle<()>> {
     let client = reqwest::Client::builder()
@@ -81,7 +91,7 @@ fn start_load(lb: String, load: Arc<Load>, workers: usize) -> Vec<tokio::task::J
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-                let ms = if heavy { 25 } else { 1 };
+                let ms = if heavy { 40 } else { 1 };
                 let ok = match client.get(format!("http://{lb}/work?ms={ms}")).send().await {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                     Err(_) => false,
@@ -99,11 +109,22 @@ fn start_load(lb: String, load: Arc<Load>, workers: usize) -> Vec<tokio::task::J
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> Result<()> {
-    if args.provider != "process" {
-        bail!(
-            "provider `{}` is not available in this build; use --provider process",
-            args.provider
-        );
+    match args.provider.as_str() {
+        "process" => {}
+        "docker" => {
+            let found = std::process::Command::new("docker")
+                .args(["image", "inspect", DEMO_IMAGE])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !found {
+                bail!(
+                    "the image {DEMO_IMAGE} is not on the local Docker engine: build it with ./scripts/build-demo-image"
+                );
+            }
+        }
+        other => bail!("unknown provider `{other}`: use --provider process or --provider docker"),
     }
     let say = |line: String| {
         if args.json {
@@ -126,6 +147,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         admin_password: None,
         secret_key: None,
         secret_key_file: None,
+        docker_engines: if args.provider == "docker" {
+            vec![swell_providers::docker::EngineConfig::local("local")]
+        } else {
+            Vec::new()
+        },
     })
     .await?;
     let service = server.service();
@@ -137,7 +163,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .load_balancer_addr(&tenant, "lab")
         .context("the demo group has no load balancer")?;
     say(format!(
-        "Swell demo: group `lab` on the process provider (seed 0: cpu > 20 % over {} → +1, max 4; < 5 % → -1), load balancer http://{lb}, API http://{}",
+        "Swell demo: group `lab` on the {} provider (seed 0: cpu > 20 % over {} → +1, max 4; < 5 % → -1), load balancer http://{lb}, API http://{}",
+        args.provider,
         if args.fast { "10s" } else { "40s" },
         server.addr()
     ));
@@ -194,7 +221,7 @@ async fn drive(
         surge: AtomicBool::new(true),
         stop: AtomicBool::new(false),
     });
-    let tasks = start_load(lb.to_string(), load.clone(), 6);
+    let tasks = start_load(lb.to_string(), load.clone(), 8);
     let start = Instant::now();
     let mut phase_start = start;
     let mut surge = true;
@@ -203,7 +230,7 @@ async fn drive(
     let mut final_instances;
     let mut last_event = 0i64;
     let (mut outs, mut ins) = (0u32, 0u32);
-    say("phase 1: surge — 6 clients send CPU-heavy requests through the load balancer".into());
+    say("phase 1: surge — 8 clients send CPU-heavy requests through the load balancer".into());
     loop {
         tokio::time::sleep(tick).await;
         let group = service.get_group(tenant, "lab").await?;

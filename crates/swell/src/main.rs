@@ -116,6 +116,37 @@ struct ServeArgs {
     /// A file holding that key (default: <data dir>/secret.key, generated if absent).
     #[arg(long, env = "SWELL_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// Enable the `docker` provider on the local engine (/var/run/docker.sock).
+    #[arg(long)]
+    docker: bool,
+    /// A Docker engine (a host) of the `docker` provider, `NAME=ENDPOINT`, e.g.
+    /// `h2=tcp://10.0.0.2:2375` or `local=unix:///var/run/docker.sock`; repeatable.
+    #[arg(
+        long = "docker-engine",
+        env = "SWELL_DOCKER_ENGINES",
+        value_delimiter = ','
+    )]
+    docker_engines: Vec<String>,
+}
+
+/// The docker provider's engines from `--docker` and `--docker-engine NAME=ENDPOINT`.
+fn docker_engines(
+    local: bool,
+    specs: &[String],
+) -> Result<Vec<swell_providers::docker::EngineConfig>> {
+    let mut engines = Vec::new();
+    if local {
+        engines.push(swell_providers::docker::EngineConfig::local("local"));
+    }
+    for spec in specs {
+        let (name, endpoint) = spec
+            .split_once('=')
+            .with_context(|| format!("--docker-engine `{spec}` must be NAME=ENDPOINT, e.g. local=unix:///var/run/docker.sock"))?;
+        let mut engine = swell_providers::docker::EngineConfig::local(name);
+        engine.endpoint = endpoint.to_string();
+        engines.push(engine);
+    }
+    Ok(engines)
 }
 
 #[derive(Subcommand)]
@@ -226,6 +257,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin_password: admin_password.map(SecretString::new),
         secret_key: args.secret_key.map(SecretString::new),
         secret_key_file: args.secret_key_file,
+        docker_engines: docker_engines(args.docker, &args.docker_engines)?,
     })
     .await?;
     if let Some(p) = server.generated_admin_password() {
