@@ -512,6 +512,14 @@ impl LoadBalancer {
     /// Like [`LoadBalancer::set_backends`], with a weight per backend.
     pub fn set_weighted_backends(&self, backends: Vec<WeightedBackend>) {
         let (joined, left) = self.inner.proxy.pool.set(backends);
+        // Idle connections to leavers close now; in-flight ones finish.
+        for id in &left {
+            if let Some(addr) = self.inner.proxy.pool.state(id).and_then(|s| s.addr()) {
+                for u in &self.inner.upstreams {
+                    u.forget(addr);
+                }
+            }
+        }
         if !joined.is_empty() || !left.is_empty() {
             let pool: Vec<String> = self.backends().into_iter().map(|b| b.id).collect();
             tracing::info!(lb = %self.inner.local_addr, ?joined, ?left, ?pool, "pool updated");
