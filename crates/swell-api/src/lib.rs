@@ -460,3 +460,48 @@ pub struct InstanceOwner {
     /// The user.
     pub user: String,
 }
+
+/// `GET /v1/groups/{name}/load_balancer`: the group's load balancer and its instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadBalancerStatus {
+    /// The address it listens on; `None` when the group has no load balancer (then
+    /// everything else is empty).
+    pub address: Option<String>,
+    /// Requests per second over the last minute.
+    pub request_rate: f64,
+    /// Share of those answered with a 5xx (0 to 1).
+    pub error_ratio: f64,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Median latency to response headers, milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile latency, milliseconds.
+    pub latency_p99_ms: Option<f64>,
+    /// Every instance the load balancer has known.
+    pub backends: Vec<LoadBalancerBackend>,
+}
+
+/// One instance as the load balancer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadBalancerBackend {
+    /// The instance id.
+    pub id: String,
+    /// Where requests go.
+    pub address: Option<String>,
+    /// In the pool (not draining, not removed).
+    pub in_pool: bool,
+    /// `pending`, `healthy` or `unhealthy` (active checks).
+    pub health: String,
+    /// Ejected by passive health checking.
+    pub ejected: bool,
+    /// Requests dispatched to it.
+    pub requests: u64,
+    /// Requests in flight to it.
+    pub in_flight: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// When its drain began (RFC 3339), if it is draining or drained.
+    pub draining_since: Option<String>,
+    /// Requests dispatched after its drain began: always 0 (DESIGN.md invariant 4).
+    pub requests_after_drain: u64,
+}

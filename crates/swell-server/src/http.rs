@@ -40,6 +40,8 @@ use utoipa::OpenApi;
         pause_instance,
         resume_instance,
         list_events,
+        load_balancer,
+        metrics,
         http_identity::login,
         http_identity::logout,
         http_identity::whoami,
@@ -80,6 +82,8 @@ use utoipa::OpenApi;
         api::SetDesiredCapacity,
         api::Health,
         api::WorkerStatus,
+        api::LoadBalancerStatus,
+        api::LoadBalancerBackend,
         api::LoginRequest,
         api::LoginResponse,
         api::Whoami,
@@ -145,6 +149,8 @@ pub fn router(service: Arc<Service>) -> Router {
             post(resume_instance),
         )
         .route("/v1/groups/{name}/events", get(list_events))
+        .route("/v1/groups/{name}/load_balancer", get(load_balancer))
+        .route("/v1/metrics", get(metrics))
         .merge(http_identity::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
@@ -487,6 +493,70 @@ async fn set_desired(
         .set_desired_capacity(&p.tenant, &name, req.desired_capacity)
         .await?;
     Ok(axum::Json(with_instances(&s, g).await?))
+}
+
+/// Shows the group's load balancer: traffic, and each instance's share, health and drain.
+#[utoipa::path(get, path = "/v1/groups/{name}/load_balancer", params(("name" = String, Path)),
+    responses((status = 200, body = api::LoadBalancerStatus), (status = 404, body = api::Problem)))]
+async fn load_balancer(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<api::LoadBalancerStatus>> {
+    s.get_group(&p.tenant, &name).await?;
+    let Some(lb) = s.controller().load_balancer(&p.tenant, &name) else {
+        return Ok(axum::Json(api::LoadBalancerStatus {
+            address: None,
+            request_rate: 0.0,
+            error_ratio: 0.0,
+            in_flight: 0,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+            backends: Vec::new(),
+        }));
+    };
+    let t = lb.traffic();
+    let time = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| rfc3339(swell_core::Timestamp::from_millis(d.as_millis() as i64)))
+    };
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    Ok(axum::Json(api::LoadBalancerStatus {
+        address: Some(lb.local_addr().to_string()),
+        request_rate: t.request_rate,
+        error_ratio: t.error_ratio,
+        in_flight: t.in_flight,
+        latency_p50_ms: ms(t.latency_p50),
+        latency_p99_ms: ms(t.latency_p99),
+        backends: lb
+            .stats()
+            .into_iter()
+            .map(|b| api::LoadBalancerBackend {
+                id: b.id,
+                address: b.addr.map(|a| a.to_string()),
+                in_pool: b.in_pool,
+                health: format!("{:?}", b.health).to_lowercase(),
+                ejected: b.ejected,
+                requests: b.requests,
+                in_flight: b.in_flight,
+                failures: b.failures,
+                draining_since: time(b.draining_since),
+                requests_after_drain: b.requests_after_drain,
+            })
+            .collect(),
+    }))
+}
+
+/// The tenant's load balancers' traffic in the Prometheus text format.
+#[utoipa::path(get, path = "/v1/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics(State(s): State<Arc<Service>>, p: Principal) -> ApiResult<Response> {
+    let mut text = String::new();
+    for g in s.list_groups(&p.tenant).await? {
+        if let Some(lb) = s.controller().load_balancer(&g.tenant, &g.spec.name) {
+            text.push_str(&lb.prometheus(&g.spec.name));
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// Query of the instance list.

@@ -103,6 +103,12 @@ pub const RULES: &[(Method, &str, Permission)] = &[
         Role(Role::Owner),
     ),
     (Method::GET, "/v1/groups/{name}/events", Role(Role::Viewer)),
+    (
+        Method::GET,
+        "/v1/groups/{name}/load_balancer",
+        Role(Role::Viewer),
+    ),
+    (Method::GET, "/v1/metrics", Role(Role::Viewer)),
     (Method::GET, "/v1/instances", OwnInstances),
     (Method::GET, "/v1/tenants", Admin),
     (Method::POST, "/v1/tenants", Admin),
