@@ -86,7 +86,9 @@ use tokio_util::task::TaskTracker;
 use crate::io::{ActivityIo, idle_watchdog};
 use crate::proxy::Proxy;
 
-pub use crate::traffic::{BackendTraffic, TrafficSnapshot, WINDOW, render_prometheus};
+pub use crate::traffic::{
+    BackendTraffic, TrafficSnapshot, WINDOW, render_prometheus, render_prometheus_groups,
+};
 
 /// One instance the load balancer may send requests to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -275,103 +275,117 @@ pub struct BackendTraffic {
 /// `swell_lb_in_flight`, `swell_lb_latency_seconds{quantile}`, and per instance
 /// `swell_lb_backend_requests_total`, `swell_lb_backend_request_rate`,
 /// `swell_lb_backend_in_flight`, `swell_lb_backend_failures_total`,
-/// `swell_lb_backend_up`.
+/// `swell_lb_backend_up`. For several groups on one page, use
+/// [`render_prometheus_groups`]: each family's `HELP`/`TYPE` may appear once.
 pub fn render_prometheus(group: &str, snapshot: &TrafficSnapshot) -> String {
-    let g = escape_label(group);
+    render_prometheus_groups(&[(group, snapshot)])
+}
+
+type Rows = Vec<(String, String)>;
+
+/// [`render_prometheus`] for several groups' load balancers, each family once
+/// with one series per group (and instance).
+pub fn render_prometheus_groups(groups: &[(&str, &TrafficSnapshot)]) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, String)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{{group=\"{g}\"{labels}}} {value}");
-        }
-    };
-    let one = |v: String| vec![(String::new(), v)];
+    let mut family =
+        |name: &str, kind: &str, help: &str, rows: &dyn Fn(&TrafficSnapshot) -> Rows| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (group, snapshot) in groups {
+                let g = escape_label(group);
+                for (labels, value) in rows(snapshot) {
+                    let _ = writeln!(out, "{name}{{group=\"{g}\"{labels}}} {value}");
+                }
+            }
+        };
+    fn one(v: String) -> Rows {
+        vec![(String::new(), v)]
+    }
+    fn per(s: &TrafficSnapshot, f: impl Fn(&BackendTraffic) -> String) -> Rows {
+        s.backends
+            .iter()
+            .map(|b| (format!(",instance=\"{}\"", escape_label(&b.id)), f(b)))
+            .collect()
+    }
     family(
         "swell_lb_requests_total",
         "counter",
         "Requests answered by the load balancer.",
-        &one(snapshot.requests_total.to_string()),
+        &|s| one(s.requests_total.to_string()),
     );
     family(
         "swell_lb_errors_total",
         "counter",
         "Requests answered with a 5xx, by an instance or by the proxy.",
-        &one(snapshot.errors_total.to_string()),
+        &|s| one(s.errors_total.to_string()),
     );
     family(
         "swell_lb_request_rate",
         "gauge",
         "Requests per second over the last minute.",
-        &one(float(snapshot.request_rate)),
+        &|s| one(float(s.request_rate)),
     );
     family(
         "swell_lb_error_ratio",
         "gauge",
         "Fraction of the last minute's requests answered with a 5xx.",
-        &one(float(snapshot.error_ratio)),
+        &|s| one(float(s.error_ratio)),
     );
     family(
         "swell_lb_in_flight",
         "gauge",
         "Requests in flight to instances.",
-        &one(snapshot.in_flight.to_string()),
+        &|s| one(s.in_flight.to_string()),
     );
-    let quantiles: Vec<(String, String)> = [
-        ("0.5", snapshot.latency_p50),
-        ("0.9", snapshot.latency_p90),
-        ("0.99", snapshot.latency_p99),
-    ]
-    .into_iter()
-    .map(|(q, v)| {
-        (
-            format!(",quantile=\"{q}\""),
-            v.map_or_else(|| "NaN".to_owned(), |d| float(d.as_secs_f64())),
-        )
-    })
-    .collect();
     family(
         "swell_lb_latency_seconds",
         "summary",
         "Time from a request's arrival to its response headers, last minute.",
-        &quantiles,
-    );
-    let per = |f: &dyn Fn(&BackendTraffic) -> String| -> Vec<(String, String)> {
-        snapshot
-            .backends
-            .iter()
-            .map(|b| (format!(",instance=\"{}\"", escape_label(&b.id)), f(b)))
+        &|s| {
+            [
+                ("0.5", s.latency_p50),
+                ("0.9", s.latency_p90),
+                ("0.99", s.latency_p99),
+            ]
+            .into_iter()
+            .map(|(q, v)| {
+                (
+                    format!(",quantile=\"{q}\""),
+                    v.map_or_else(|| "NaN".to_owned(), |d| float(d.as_secs_f64())),
+                )
+            })
             .collect()
-    };
+        },
+    );
     family(
         "swell_lb_backend_requests_total",
         "counter",
         "Requests dispatched to an instance.",
-        &per(&|b| b.requests_total.to_string()),
+        &|s| per(s, |b| b.requests_total.to_string()),
     );
     family(
         "swell_lb_backend_request_rate",
         "gauge",
         "Requests per second dispatched to an instance over the last minute.",
-        &per(&|b| float(b.request_rate)),
+        &|s| per(s, |b| float(b.request_rate)),
     );
     family(
         "swell_lb_backend_in_flight",
         "gauge",
         "Requests in flight to an instance.",
-        &per(&|b| b.in_flight.to_string()),
+        &|s| per(s, |b| b.in_flight.to_string()),
     );
     family(
         "swell_lb_backend_failures_total",
         "counter",
         "Failed attempts to an instance: connect errors, upstream errors, timeouts.",
-        &per(&|b| b.failures.to_string()),
+        &|s| per(s, |b| b.failures.to_string()),
     );
     family(
         "swell_lb_backend_up",
         "gauge",
         "1 when the instance is in the pool, healthy and not ejected.",
-        &per(&|b| u8::from(b.routable).to_string()),
+        &|s| per(s, |b| u8::from(b.routable).to_string()),
     );
     out
 }
@@ -477,5 +491,13 @@ mod tests {
         assert!(text.contains("swell_lb_latency_seconds{group=\"web\",quantile=\"0.99\"} NaN\n"));
         assert!(text.contains("swell_lb_backend_up{group=\"web\",instance=\"i-\\\"1\\\"\"} 1\n"));
         assert!(text.contains("# TYPE swell_lb_error_ratio gauge\n"));
+        let both = render_prometheus_groups(&[("web", &snap), ("api", &snap)]);
+        assert_eq!(
+            both.matches("# TYPE swell_lb_requests_total counter")
+                .count(),
+            1
+        );
+        assert!(both.contains("swell_lb_requests_total{group=\"api\"} 7\n"));
+        assert!(both.contains("swell_lb_requests_total{group=\"web\"} 7\n"));
     }
 }
