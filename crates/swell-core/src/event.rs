@@ -35,6 +35,8 @@ pub enum EventKind {
     GroupDeleted,
     /// A provider call failed.
     ProviderError,
+    /// A scale-out was capped by the tenant's quota.
+    QuotaCapped,
 }
 
 impl EventKind {
@@ -55,6 +57,7 @@ impl EventKind {
             Self::GroupUpdated => "group_updated",
             Self::GroupDeleted => "group_deleted",
             Self::ProviderError => "provider_error",
+            Self::QuotaCapped => "quota_capped",
         }
     }
 

@@ -259,6 +259,7 @@ impl Controller {
             retiring: JoinSet::new(),
             retiring_ids: HashMap::new(),
             lb_spec,
+            quota_capped_at: None,
         };
         if let Ok(mut workers) = self.workers.lock() {
             workers.insert(key, WorkerHandle { tx, status, lb });
@@ -495,6 +496,8 @@ struct GroupWorker {
     retiring_ids: HashMap<InstanceId, Retirement>,
     /// The section the current load balancer was built from.
     lb_spec: Option<LoadBalancerSpec>,
+    /// The target whose scale-out the quota last cut (one event per cut).
+    quota_capped_at: Option<u32>,
 }
 
 impl GroupWorker {
@@ -876,6 +879,11 @@ impl GroupWorker {
                 }
             }
         }
+        let target = if have < target {
+            self.quota_cap(&group, have, target).await
+        } else {
+            target
+        };
         if have < target {
             for _ in have..target {
                 let lifecycle = if permanent < group.spec.min {
@@ -1153,6 +1161,80 @@ impl GroupWorker {
             }
             id
         });
+    }
+
+    /// The largest count up to `target` the tenant's quota allows this group, given
+    /// every live instance of the tenant; records a `quota_capped` event when it cuts a
+    /// scale-out (once per cut target).
+    async fn quota_cap(&mut self, group: &GroupRecord, have: u32, target: u32) -> u32 {
+        let c = self.controller.clone();
+        let quota = match c.store.get_quota(&group.tenant).await {
+            Ok(q) => q,
+            Err(StoreError::NotFound { .. }) => return target,
+            Err(e) => {
+                self.set_status(format!("store error: {e}"));
+                return have;
+            }
+        };
+        if quota.max_instances.is_none()
+            && quota.max_vcpus.is_none()
+            && quota.max_memory_mb.is_none()
+        {
+            return target;
+        }
+        let (Ok(groups), Ok(live)) = (
+            c.store.list_groups(&group.tenant).await,
+            c.store.list_live_instances().await,
+        ) else {
+            return have;
+        };
+        let (mut instances, mut vcpus, mut memory) = (0u64, 0u64, 0u64);
+        for inst in live
+            .iter()
+            .filter(|i| i.tenant == group.tenant && i.status.counts_toward_capacity())
+        {
+            instances += 1;
+            if let Some(g) = groups.iter().find(|g| g.spec.name == inst.group) {
+                vcpus += u64::from(g.spec.template.vcpus);
+                memory += u64::from(g.spec.template.memory_mb);
+            }
+        }
+        let room = |limit: Option<u64>, used: u64, each: u64| -> u64 {
+            match limit {
+                Some(l) if each > 0 => l.saturating_sub(used) / each,
+                _ => u64::MAX,
+            }
+        };
+        let t = &group.spec.template;
+        let extra = room(quota.max_instances.map(u64::from), instances, 1)
+            .min(room(
+                quota.max_vcpus.map(u64::from),
+                vcpus,
+                u64::from(t.vcpus),
+            ))
+            .min(room(quota.max_memory_mb, memory, u64::from(t.memory_mb)));
+        let allowed = have
+            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
+            .min(target);
+        if allowed < target && self.quota_capped_at != Some(target) {
+            self.quota_capped_at = Some(target);
+            let event = c.event(
+                &group.tenant,
+                &group.spec.name,
+                EventKind::QuotaCapped,
+                None,
+                format!(
+                    "scale-out to {target} capped at {allowed} by the tenant's quota (instances {:?}, vcpus {:?}, memory_mb {:?}; in use: {instances} instances, {vcpus} vcpus, {memory} MiB)",
+                    quota.max_instances, quota.max_vcpus, quota.max_memory_mb
+                ),
+            );
+            if let Err(e) = c.store.append_event(event).await {
+                self.set_status(format!("store error: {e}"));
+            }
+        } else if allowed == target {
+            self.quota_capped_at = None;
+        }
+        allowed
     }
 
     /// Retires the running instances the load balancer has found unhealthy for longer

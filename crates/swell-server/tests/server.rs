@@ -463,3 +463,90 @@ async fn restart_adopts_live_instances_fails_dead_intents_and_removes_orphans() 
     assert!(tagged_processes(&data).is_empty());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_scale_out_is_capped_by_the_tenant_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(dir.path()).unwrap();
+    let _cleanup = Cleanup(data.clone());
+    let (server, url) = start(&data).await;
+    let http = login(&url).await;
+    // Two instances of 1 vCPU each, at most: by count for one group, by vCPU overall.
+    let quota = json!({"max_instances": 5, "max_vcpus": 3});
+    assert!(
+        http.put(format!("{url}/v1/quota/default"))
+            .json(&quota)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let mut a = sleepers("a", 2);
+    a["template"]["vcpus"] = json!(1);
+    assert_eq!(
+        http.post(format!("{url}/v1/groups"))
+            .json(&a)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    wait_running(&http, &url, "a", 2).await;
+    let b = sleepers("b", 4);
+    assert_eq!(
+        http.post(format!("{url}/v1/groups"))
+            .json(&b)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // 3 vCPUs in all, 2 taken by `a`: `b` gets one instance, not four.
+    wait_running(&http, &url, "b", 1).await;
+    let events: Value = http
+        .get(format!("{url}/v1/groups/b/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let capped: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "quota_capped")
+        .collect();
+    assert_eq!(capped.len(), 1, "{events}");
+    assert!(
+        capped[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("capped at 1"),
+        "{events}"
+    );
+    // It stays capped: a later pass neither creates more nor records the cap again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(running_ids(&http, &url, "b").await.len(), 1);
+    let events: Value = http
+        .get(format!("{url}/v1/groups/b/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "quota_capped")
+            .count(),
+        1
+    );
+    server.shutdown().await;
+}
