@@ -406,6 +406,37 @@ async fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), BenchError> 
     )))
 }
 
+/// The nginx master, stopped with `nginx -s stop` when dropped (also on an
+/// early return with `?`): killing the master alone would orphan its workers.
+struct Nginx {
+    bin: PathBuf,
+    dir: PathBuf,
+    conf: PathBuf,
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.bin)
+            .arg("-p")
+            .arg(&self.dir)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-s", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // The master exits once its workers have; bounded, then forced.
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
 /// Children killed when dropped (also on an early return with `?`).
 struct Children(Vec<Child>);
 
@@ -519,7 +550,12 @@ pub async fn bench_lb(
         .kill_on_drop(true)
         .spawn()
         .map_err(io("starting nginx"))?;
-    children.0.push(nginx);
+    let nginx = Nginx {
+        bin: nginx_bin,
+        dir: dir.clone(),
+        conf,
+        child: nginx,
+    };
     wait_listening(nginx_addr, "nginx").await?;
 
     let targets = [("swell", swell.local_addr()), ("nginx", nginx_addr)];
@@ -569,6 +605,7 @@ pub async fn bench_lb(
             }
         }
     }
+    drop(nginx);
     drop(children);
     swell.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
