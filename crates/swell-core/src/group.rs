@@ -231,6 +231,15 @@ pub struct LoadBalancerSpec {
     /// Largest request body accepted (then `413`); unlimited when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Dedicated threads serving the listener, each with its own socket (`SO_REUSEPORT`)
+    /// like nginx's workers; 0 (the default) serves on the server's shared runtime. For
+    /// a busy group, the number of cores.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub workers: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_lb_timeout() -> Duration {
@@ -249,6 +258,7 @@ impl LoadBalancerSpec {
             request_timeout: default_lb_timeout(),
             idle_timeout: default_lb_timeout(),
             max_body_bytes: None,
+            workers: 0,
         }
     }
 
@@ -299,6 +309,12 @@ impl LoadBalancerSpec {
                 ));
             }
             positive("passive_ejection.ejection_time", p.ejection_time)?;
+        }
+        if self.workers > 256 {
+            return Err(ValidationError::new(
+                "workers",
+                format!("{} must be <= 256", self.workers),
+            ));
         }
         if self.max_body_bytes == Some(0) {
             return Err(ValidationError::new(

@@ -440,6 +440,7 @@ pub fn lb_config(spec: &LoadBalancerSpec) -> LbConfig {
         request_timeout: spec.request_timeout,
         idle_timeout: spec.idle_timeout,
         max_body_bytes: spec.max_body_bytes,
+        workers: spec.workers as usize,
         ..LbConfig::default()
     }
 }
