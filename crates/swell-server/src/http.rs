@@ -282,16 +282,13 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
+        // The root (`.`) or no position at all (`?`, a syntax error): the body itself.
+        let field = match path.as_str() {
+            "." | "?" | "" => "body".to_string(),
+            _ => path,
+        };
         let rule = e.into_inner().to_string();
-        ServiceError::Invalid(swell_core::ValidationError::new(
-            if field.is_empty() {
-                "body".to_string()
-            } else {
-                field
-            },
-            rule,
-        ))
+        ServiceError::Invalid(swell_core::ValidationError::new(field, rule))
     })
 }
 

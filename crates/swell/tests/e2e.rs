@@ -623,11 +623,8 @@ async fn unknown_field_error_points_at_the_field() {
     assert!(out.stderr.contains("line 5 column 1"), "{out:#?}");
 }
 
-/// A body that is not JSON at all has no field to name: the API means to say `body`
-/// (`http.rs` maps serde_path_to_error's root path `.` to it), but a syntax error's path
-/// is `?`, which reaches the client as `"field": "?"`.
+/// A body that is not JSON at all has no field to name: the problem names `body`.
 #[tokio::test]
-#[ignore = "bug: a JSON syntax error is reported with field `?` instead of `body`"]
 async fn malformed_json_names_the_body() {
     let s = Swell::start().await;
     let a = s
