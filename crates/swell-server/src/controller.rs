@@ -204,6 +204,14 @@ impl Controller {
                     }
                     (InstanceStatus::Terminated | InstanceStatus::Failed, _) => continue,
                 };
+                if status == InstanceStatus::Failed {
+                    // What the interrupted create or the dead instance left behind (a
+                    // created or exited container, a tenant network) goes too: the
+                    // orphan sweep below only sees live instances.
+                    if let Err(e) = provider.delete(&inst.id, STOP_GRACE).await {
+                        tracing::warn!(instance = %inst.id, "cleaning up a failed instance: {e}");
+                    }
+                }
                 let event = self.event(&inst.tenant, &inst.group, kind, Some(&inst.id), message);
                 self.store
                     .update_instance(&inst.tenant, &inst.id, status, update, now, Some(event))
