@@ -648,7 +648,34 @@ async fn kill_9_mid_docker_scale_out_leaves_no_orphan() {
         if all == ids(&four).into_iter().collect::<Vec<_>>() {
             Ok(all)
         } else {
-            Err(format!("{all:?}"))
+            let filter = format!("label=swell.owner={}", h.s.owner);
+            let states = docker(
+                None,
+                &[
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &filter,
+                    "--format",
+                    "{{.Label \"swell.instance\"}} {{.State}} {{.Status}}",
+                ],
+            )
+            .1;
+            let api: Vec<String> =
+                h.s.instances("crash", true)
+                    .await
+                    .iter()
+                    .map(|i| format!("{} {}", i["id"], i["status"]))
+                    .collect();
+            let events: Vec<String> =
+                h.s.events("crash")
+                    .await
+                    .iter()
+                    .map(|e| format!("{} {} {}", e["instance_id"], e["kind"], e["message"]))
+                    .collect();
+            Err(format!(
+                "docker -a: {states}\nAPI: {api:#?}\nevents: {events:#?}"
+            ))
         }
     })
     .await;
