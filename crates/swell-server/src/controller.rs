@@ -811,6 +811,7 @@ impl GroupWorker {
         };
 
         // Instances the provider no longer runs are failed (and replaced below).
+        let mut lost = false;
         if let Ok(observed) = provider.list().await {
             let alive: HashSet<InstanceId> = observed
                 .into_iter()
@@ -822,6 +823,7 @@ impl GroupWorker {
                 .filter(|i| matches!(i.status, InstanceStatus::Running | InstanceStatus::Paused))
             {
                 if !alive.contains(&inst.id) {
+                    lost = true;
                     let event = c.event(
                         &tenant,
                         &name,
@@ -853,6 +855,10 @@ impl GroupWorker {
                 Ok(list) => instances = list,
                 Err(_) => return false,
             }
+        }
+        if lost {
+            // Out of the load balancer now, not after their replacements are created.
+            self.update_lb(&tenant, &name).await;
         }
 
         if self.replace_unhealthy(&group, &instances, &provider).await {
