@@ -871,6 +871,12 @@ async fn a_lost_host_is_replaced_on_the_other() {
         failures.len(),
         started.elapsed()
     );
+    // The timeline of the loss, as the server logged it.
+    for line in h.logs().lines().filter(|l| {
+        l.contains("marked down") || l.contains("pool updated") || l.contains("started container")
+    }) {
+        eprintln!("{line}");
+    }
     // Losing a host loses the requests it was serving and, until Swell takes its
     // instances out of the pool, the ones sent there: the second daemon publishes ports
     // through its userland proxy (`--iptables=false`), which accepts connections for
