@@ -1011,7 +1011,7 @@ impl GroupWorker {
             // Only instances that serve traffic through a load balancer must accept
             // connections before they count as running.
             Ok(p) => match p.address.filter(|_| group.spec.load_balancer.is_some()) {
-                Some(addr) => match wait_ready(addr).await {
+                Some(addr) => match wait_ready(addr, readiness_path(&group.spec)).await {
                     Ok(()) => Ok(p),
                     Err(e) => Err(e),
                 },
@@ -1372,17 +1372,56 @@ impl GroupWorker {
     }
 }
 
-/// Waits until `addr` accepts TCP connections.
-async fn wait_ready(addr: SocketAddr) -> Result<(), String> {
+/// The path a new instance must answer before it joins an HTTP load balancer: the
+/// health check's, else `/`; `None` for a TCP load balancer.
+fn readiness_path(spec: &swell_core::GroupSpec) -> Option<&str> {
+    let lb = spec.load_balancer.as_ref()?;
+    if lb.protocol == LbProtocol::Tcp {
+        return None;
+    }
+    Some(
+        lb.health_check
+            .as_ref()
+            .filter(|h| h.kind == HealthCheckType::Http)
+            .map_or("/", |h| h.path.as_str()),
+    )
+}
+
+/// Waits until the instance at `addr` serves: for an HTTP load balancer, until it
+/// answers an HTTP request (any status) on `path`; for TCP, until it accepts a
+/// connection. A connect alone is not enough for HTTP: a port published through a
+/// proxy (Docker's) accepts connections before the application listens.
+async fn wait_ready(addr: SocketAddr, http_path: Option<&str>) -> Result<(), String> {
     let attempt = async {
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+                match http_path {
+                    None => return,
+                    Some(path) if answers_http(&mut stream, addr, path).await => return,
+                    Some(_) => {}
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     tokio::time::timeout(READY_TIMEOUT, attempt)
         .await
-        .map_err(|_| format!("did not accept connections on {addr} within {READY_TIMEOUT:?}"))
+        .map_err(|_| format!("did not serve on {addr} within {READY_TIMEOUT:?}"))
+}
+
+/// Whether a `GET path` on `stream` gets the start of an HTTP response within a second.
+async fn answers_http(stream: &mut tokio::net::TcpStream, addr: SocketAddr, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let exchange = async {
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(&head == b"HTTP/")
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
