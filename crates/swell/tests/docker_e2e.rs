@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{ADMIN_PASSWORD, SWELL, Swell, eventually, free_port, group_doc, never_scale};
+use common::{ADMIN_PASSWORD, SWELL, Swell, eventually, free_port, group_doc, ids, never_scale};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -545,12 +545,6 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
-}
-
-fn ids(list: &[Value]) -> BTreeSet<String> {
-    list.iter()
-        .map(|i| i["id"].as_str().expect("an id").to_string())
-        .collect()
 }
 
 /// Issue 6: a docker group scales 1 → 4 → 1 under steady traffic with no failed

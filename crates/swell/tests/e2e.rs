@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Swell, eventually, group_doc, kinds_for, never_scale, of_kind, process_state};
+use common::{Swell, eventually, group_doc, ids, kinds_for, never_scale, of_kind, process_state};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -85,37 +85,6 @@ fn start_load(lb: &str, load: &Arc<Load>, heavy: usize) -> Vec<tokio::task::Join
         .collect()
 }
 
-/// Waits until the group has exactly `n` instances, all `running`, and `desired == n`.
-async fn wait_running(s: &Swell, group: &str, n: usize) -> Vec<Value> {
-    eventually(
-        &format!("group {group} to run exactly {n} instances"),
-        CONVERGE,
-        || async {
-            let g = s.get(&format!("/v1/groups/{group}")).await;
-            let list = s.instances(group, false).await;
-            let statuses: Vec<&str> = list.iter().filter_map(|i| i["status"].as_str()).collect();
-            if g["desired_capacity"] == n
-                && list.len() == n
-                && statuses.iter().all(|s| *s == "running")
-            {
-                Ok(list)
-            } else {
-                Err(format!(
-                    "desired {}, instances {statuses:?}",
-                    g["desired_capacity"]
-                ))
-            }
-        },
-    )
-    .await
-}
-
-fn ids(list: &[Value]) -> BTreeSet<String> {
-    list.iter()
-        .map(|i| i["id"].as_str().expect("an id").to_string())
-        .collect()
-}
-
 /// Checks a scale decision's cause: the threshold policy on cpu, with the average it
 /// saw, the threshold it crossed and a one-instance step from `before` to `after`.
 fn check_cause(e: &Value, out: bool) {
@@ -141,6 +110,11 @@ fn check_cause(e: &Value, out: bool) {
         assert!(value < threshold, "scale-in above its threshold: {e}");
         assert_eq!(after + 1, before, "{e}");
     }
+}
+
+/// Waits until the group has exactly `n` instances, all `running`, and `desired == n`.
+async fn wait_running(s: &Swell, group: &str, n: usize) -> Vec<Value> {
+    common::wait_running(s, group, n, CONVERGE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Swell, eventually, group_doc, kinds_for, never_scale, of_kind};
+use common::{Swell, eventually, group_doc, ids, kinds_for, never_scale, of_kind};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,37 +75,6 @@ fn start_load(lb: &str, fast: usize, slow: usize) -> (Arc<Load>, Vec<tokio::task
     (load, tasks)
 }
 
-/// Waits until the group has exactly `n` instances, all `running`, and `desired == n`.
-async fn wait_running(s: &Swell, group: &str, n: usize) -> Vec<Value> {
-    eventually(
-        &format!("group {group} to run exactly {n} instances"),
-        CONVERGE,
-        || async {
-            let g = s.get(&format!("/v1/groups/{group}")).await;
-            let list = s.instances(group, false).await;
-            let statuses: Vec<&str> = list.iter().filter_map(|i| i["status"].as_str()).collect();
-            if g["desired_capacity"] == n
-                && list.len() == n
-                && statuses.iter().all(|s| *s == "running")
-            {
-                Ok(list)
-            } else {
-                Err(format!(
-                    "desired {}, instances {statuses:?}",
-                    g["desired_capacity"]
-                ))
-            }
-        },
-    )
-    .await
-}
-
-fn ids(list: &[Value]) -> BTreeSet<String> {
-    list.iter()
-        .map(|i| i["id"].as_str().expect("an id").to_string())
-        .collect()
-}
-
 /// Waits until at least `n` more requests succeeded than `since`.
 async fn more_requests(load: &Load, n: u64) {
     let since = load.ok();
@@ -118,6 +87,11 @@ async fn more_requests(load: &Load, n: u64) {
         }
     })
     .await;
+}
+
+/// Waits until the group has exactly `n` instances, all `running`, and `desired == n`.
+async fn wait_running(s: &Swell, group: &str, n: usize) -> Vec<Value> {
+    common::wait_running(s, group, n, CONVERGE).await
 }
 
 /// Invariant 4 under steady traffic: 4 → 1 → 4 → 1 by `swell scale` loses no request;

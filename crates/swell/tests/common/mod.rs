@@ -506,3 +506,35 @@ pub fn kinds_for(events: &[Value], id: &str) -> Vec<String> {
         .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// Waits until the group has exactly `n` instances, all `running`, and `desired == n`.
+pub async fn wait_running(s: &Swell, group: &str, n: usize, within: Duration) -> Vec<Value> {
+    eventually(
+        &format!("group {group} to run exactly {n} instances"),
+        within,
+        || async {
+            let g = s.get(&format!("/v1/groups/{group}")).await;
+            let list = s.instances(group, false).await;
+            let statuses: Vec<&str> = list.iter().filter_map(|i| i["status"].as_str()).collect();
+            if g["desired_capacity"] == n
+                && list.len() == n
+                && statuses.iter().all(|s| *s == "running")
+            {
+                Ok(list)
+            } else {
+                Err(format!(
+                    "desired {}, instances {statuses:?}",
+                    g["desired_capacity"]
+                ))
+            }
+        },
+    )
+    .await
+}
+
+/// The ids of instances as the API lists them.
+pub fn ids(list: &[Value]) -> std::collections::BTreeSet<String> {
+    list.iter()
+        .map(|i| i["id"].as_str().expect("an id").to_string())
+        .collect()
+}
