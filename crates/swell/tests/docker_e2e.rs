@@ -441,6 +441,21 @@ impl Drop for Host {
             for id in ids.split_whitespace() {
                 docker(engine.as_deref(), &["rm", "-f", id]);
             }
+            // The tenant networks those containers used; one still in use (another
+            // test's) refuses to go, which is what we want.
+            let (_, networks) = docker(
+                engine.as_deref(),
+                &[
+                    "network",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    "label=swell.network=tenant",
+                ],
+            );
+            for network in networks.split_whitespace() {
+                docker(engine.as_deref(), &["network", "rm", network]);
+            }
         }
         for daemon in &mut self.daemons {
             daemon.stop();
