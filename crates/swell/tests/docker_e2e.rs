@@ -16,14 +16,15 @@
 
 mod common;
 
-use common::{ADMIN_PASSWORD, SWELL, Swell, eventually, free_port, group_doc, ids, never_scale};
+use common::{
+    ADMIN_PASSWORD, SWELL, Swell, eventually, free_port, group_doc, ids, never_scale, start_load,
+    unix_now,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SOCKET: &str = "/var/run/docker.sock";
@@ -472,96 +473,6 @@ impl Drop for Host {
     }
 }
 
-/// Requests sent through a load balancer, counted; every failure kept with its reason.
-struct Load {
-    ok: AtomicU64,
-    failures: Mutex<Vec<String>>,
-    stop: AtomicBool,
-}
-
-impl Load {
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    fn failures(&self) -> Vec<String> {
-        self.failures.lock().expect("failures").clone()
-    }
-
-    /// Stops the clients and waits for them.
-    async fn finish(&self, tasks: Vec<tokio::task::JoinHandle<()>>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in tasks {
-            t.await.expect("a client task");
-        }
-    }
-
-    /// Waits until at least `n` more requests succeeded.
-    async fn more(&self, n: u64) {
-        let since = self.ok();
-        eventually("traffic to flow", CONVERGE, || async {
-            let now = self.ok();
-            if now >= since + n {
-                Ok(())
-            } else {
-                Err(format!("{} requests", now - since))
-            }
-        })
-        .await;
-    }
-}
-
-/// `fast` clients loop on `/work?ms=5`, `slow` ones on `/work?ms=300`, until
-/// `load.stop`.
-fn start_load(lb: &str, fast: usize, slow: usize) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-    let load = Arc::new(Load {
-        ok: AtomicU64::new(0),
-        failures: Mutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a load client");
-    let tasks = (0..fast + slow)
-        .map(|w| {
-            let (client, load, lb) = (client.clone(), load.clone(), lb.to_string());
-            let ms = if w < fast { 5 } else { 300 };
-            tokio::spawn(async move {
-                while !load.stop.load(Ordering::Relaxed) {
-                    let outcome = match client.get(format!("http://{lb}/work?ms={ms}")).send().await
-                    {
-                        Ok(r) if r.status().is_success() => {
-                            r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
-                        }
-                        Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(format!("{e:?}")),
-                    };
-                    match outcome {
-                        Ok(()) => {
-                            load.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => load
-                            .failures
-                            .lock()
-                            .expect("failures")
-                            .push(format!("{:.3} /work?ms={ms}: {e}", unix_now())),
-                    }
-                }
-            })
-        })
-        .collect();
-    (load, tasks)
-}
-
-/// Seconds since the epoch, to line failures up with the server's log.
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
 /// Issue 6: a docker group scales 1 → 4 → 1 under steady traffic with no failed
 /// request, and docker shows exactly the containers of the API's instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -576,15 +487,15 @@ async fn docker_group_scales_out_and_in_under_load() {
     h.create_group("ctr", 4).await;
     let lb = h.s.load_balancer("ctr").await;
     let (load, tasks) = start_load(&lb, 3, 1);
-    load.more(20).await;
+    load.more(20, CONVERGE).await;
 
     h.s.cli_json(&["scale", "ctr", "4"]).await;
     let four = h.converged("ctr", 4).await;
     assert!(four.iter().all(|i| i["host"] == "local"), "{four:#?}");
-    load.more(100).await;
+    load.more(100, CONVERGE).await;
     h.s.cli_json(&["scale", "ctr", "1"]).await;
     let one = h.converged("ctr", 1).await;
-    load.more(20).await;
+    load.more(20, CONVERGE).await;
     load.finish(tasks).await;
     let (ok, failures) = (load.ok(), load.failures());
     assert!(
@@ -814,7 +725,7 @@ async fn a_lost_host_is_replaced_on_the_other() {
     h.create_group("spread", 4).await;
     let lb = h.s.load_balancer("spread").await;
     let (load, tasks) = start_load(&lb, 3, 1);
-    load.more(20).await;
+    load.more(20, CONVERGE).await;
     h.s.cli_json(&["scale", "spread", "4"]).await;
     let four = h.converged("spread", 4).await;
     let on = |list: &[Value], host: &str| -> BTreeSet<String> {
@@ -832,7 +743,7 @@ async fn a_lost_host_is_replaced_on_the_other() {
         containers(Some(&second), &h.s.owner, false),
         on_h2.iter().cloned().collect::<Vec<_>>()
     );
-    load.more(100).await;
+    load.more(100, CONVERGE).await;
 
     // The second host goes away.
     let failed_before = load.failures().len();
@@ -864,7 +775,7 @@ async fn a_lost_host_is_replaced_on_the_other() {
         "an instance of the lost host still counts as running: {replaced:#?}"
     );
     let failed_at_replacement = load.failures().len();
-    load.more(100).await;
+    load.more(100, CONVERGE).await;
     load.finish(tasks).await;
     let desired = h.s.get("/v1/groups/spread").await["desired_capacity"].clone();
     assert_eq!(desired, 4);

@@ -5,89 +5,13 @@
 
 mod common;
 
-use common::{Swell, eventually, group_doc, ids, kinds_for, never_scale, of_kind};
+use common::{Swell, eventually, group_doc, ids, kinds_for, never_scale, of_kind, start_load};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Long enough for a loaded two-core machine; convergence normally takes seconds.
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// Requests sent through a load balancer, counted; every failure kept with its reason.
-struct Load {
-    ok: AtomicU64,
-    failures: Mutex<Vec<String>>,
-    stop: AtomicBool,
-}
-
-impl Load {
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    fn failures(&self) -> Vec<String> {
-        self.failures.lock().expect("failures").clone()
-    }
-}
-
-/// `fast` clients loop on `/work?ms=5`, `slow` ones on `/work?ms=300`, until
-/// `load.stop`.
-fn start_load(lb: &str, fast: usize, slow: usize) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-    let load = Arc::new(Load {
-        ok: AtomicU64::new(0),
-        failures: Mutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a load client");
-    let tasks = (0..fast + slow)
-        .map(|w| {
-            let (client, load, lb) = (client.clone(), load.clone(), lb.to_string());
-            let ms = if w < fast { 5 } else { 300 };
-            tokio::spawn(async move {
-                while !load.stop.load(Ordering::Relaxed) {
-                    let outcome = match client.get(format!("http://{lb}/work?ms={ms}")).send().await
-                    {
-                        Ok(r) if r.status().is_success() => {
-                            r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
-                        }
-                        Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(format!("{e:?}")),
-                    };
-                    match outcome {
-                        Ok(()) => {
-                            load.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => load
-                            .failures
-                            .lock()
-                            .expect("failures")
-                            .push(format!("/work?ms={ms}: {e}")),
-                    }
-                }
-            })
-        })
-        .collect();
-    (load, tasks)
-}
-
-/// Waits until at least `n` more requests succeeded than `since`.
-async fn more_requests(load: &Load, n: u64) {
-    let since = load.ok();
-    eventually("traffic to flow", CONVERGE, || async {
-        let now = load.ok();
-        if now >= since + n {
-            Ok(())
-        } else {
-            Err(format!("{} requests", now - since))
-        }
-    })
-    .await;
-}
 
 /// Waits until the group has exactly `n` instances, all `running`, and `desired == n`.
 async fn wait_running(s: &Swell, group: &str, n: usize) -> Vec<Value> {
@@ -107,7 +31,7 @@ async fn no_request_fails_across_scale_in_and_out() {
     wait_running(&s, "steady", 1).await;
     let lb = s.load_balancer("steady").await;
     let (load, tasks) = start_load(&lb, 4, 2);
-    more_requests(&load, 20).await;
+    load.more(20, CONVERGE).await;
 
     let mut retired = BTreeSet::new();
     for round in 0..2 {
@@ -115,17 +39,14 @@ async fn no_request_fails_across_scale_in_and_out() {
         assert_eq!(scaled["desired_capacity"], 4, "round {round}: {scaled}");
         let four = wait_running(&s, "steady", 4).await;
         // Every new instance takes traffic before the scale-in.
-        more_requests(&load, 150).await;
+        load.more(150, CONVERGE).await;
         let scaled = s.cli_json(&["scale", "steady", "1"]).await;
         assert_eq!(scaled["desired_capacity"], 1, "round {round}: {scaled}");
         let one = wait_running(&s, "steady", 1).await;
         retired.extend(ids(&four).difference(&ids(&one)).cloned());
-        more_requests(&load, 20).await;
+        load.more(20, CONVERGE).await;
     }
-    load.stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("a client task");
-    }
+    load.finish(tasks).await;
     let (ok, failures) = (load.ok(), load.failures());
     assert!(
         failures.is_empty(),

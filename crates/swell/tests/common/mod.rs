@@ -16,6 +16,8 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `swell` binary under test.
@@ -537,4 +539,98 @@ pub fn ids(list: &[Value]) -> std::collections::BTreeSet<String> {
     list.iter()
         .map(|i| i["id"].as_str().expect("an id").to_string())
         .collect()
+}
+
+/// Requests sent through a load balancer, counted; every failure kept with its reason.
+pub struct Load {
+    ok: AtomicU64,
+    failures: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Load {
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().expect("failures").clone()
+    }
+
+    /// Stops the clients and waits for them.
+    pub async fn finish(&self, tasks: Vec<tokio::task::JoinHandle<()>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.expect("a client task");
+        }
+    }
+
+    /// Waits (up to `within`) until at least `n` more requests succeeded.
+    pub async fn more(&self, n: u64, within: Duration) {
+        let since = self.ok();
+        eventually("traffic to flow", within, || async {
+            let now = self.ok();
+            if now >= since + n {
+                Ok(())
+            } else {
+                Err(format!("{} requests", now - since))
+            }
+        })
+        .await;
+    }
+}
+
+/// `fast` clients loop on `/work?ms=5`, `slow` ones on `/work?ms=300`, until
+/// `load.stop`.
+pub fn start_load(
+    lb: &str,
+    fast: usize,
+    slow: usize,
+) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
+    let load = Arc::new(Load {
+        ok: AtomicU64::new(0),
+        failures: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a load client");
+    let tasks = (0..fast + slow)
+        .map(|w| {
+            let (client, load, lb) = (client.clone(), load.clone(), lb.to_string());
+            let ms = if w < fast { 5 } else { 300 };
+            tokio::spawn(async move {
+                while !load.stop.load(Ordering::Relaxed) {
+                    let outcome = match client.get(format!("http://{lb}/work?ms={ms}")).send().await
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+                        }
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            load.ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => load
+                            .failures
+                            .lock()
+                            .expect("failures")
+                            .push(format!("{:.3} /work?ms={ms}: {e}", unix_now())),
+                    }
+                }
+            })
+        })
+        .collect();
+    (load, tasks)
+}
+
+/// Seconds since the epoch, to line failures up with the server's log.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
