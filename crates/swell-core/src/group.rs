@@ -97,6 +97,166 @@ pub struct Template {
     /// Memory one instance takes, in MiB.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u32,
+    /// What an `openstack` instance is made of besides its image (flavor, networks,
+    /// security groups, user data, floating IP, Octavia pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openstack: Option<OpenStackTemplate>,
+}
+
+/// The OpenStack part of a template: one Nova server per instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OpenStackTemplate {
+    /// The Nova flavor, by name or id (`m1.tiny`).
+    pub flavor: String,
+    /// Neutron networks the server gets a port on, by name or id; empty lets Nova pick
+    /// the project's only network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Existing security groups to attach, by name or id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    /// Rules of the group's own security group (`swell-<tenant>-<group>`), created and
+    /// kept by Swell and attached to every instance (seed 0's objective 4); none means
+    /// no such group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_rules: Vec<SecurityGroupRule>,
+    /// The Nova key pair injected into the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Cloud-init user data, as text (seed 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// The availability zone to create servers in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// An external network, by name or id: each instance gets a floating IP from it,
+    /// released when the instance is deleted (seed 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floating_ip_network: Option<String>,
+    /// An Octavia pool, by name or id: each instance becomes a member once ACTIVE and
+    /// leaves it (drained for the group's `drain_timeout`) before it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub octavia_pool: Option<String>,
+    /// The port the members serve on (default 80).
+    #[serde(default = "default_member_port")]
+    pub member_port: u16,
+}
+
+fn default_member_port() -> u16 {
+    80
+}
+
+/// One rule of a group's security group, in Neutron's terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRule {
+    /// `ingress` (default) or `egress`.
+    #[serde(default = "default_direction")]
+    pub direction: String,
+    /// `tcp`, `udp` or `icmp`.
+    pub protocol: String,
+    /// First port of the range (tcp/udp); absent means every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range_min: Option<u16>,
+    /// Last port of the range; defaults to `port_range_min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range_max: Option<u16>,
+    /// Who may connect, as a CIDR (default `0.0.0.0/0`).
+    #[serde(default = "default_remote_ip_prefix")]
+    pub remote_ip_prefix: String,
+}
+
+fn default_direction() -> String {
+    "ingress".into()
+}
+fn default_remote_ip_prefix() -> String {
+    "0.0.0.0/0".into()
+}
+
+impl OpenStackTemplate {
+    /// Checks every rule; the field is relative to `template.openstack`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.flavor.trim().is_empty() {
+            return Err(ValidationError::new(
+                "flavor",
+                "the openstack provider needs a flavor (e.g. m1.tiny)",
+            ));
+        }
+        if self.member_port == 0 {
+            return Err(ValidationError::new("member_port", "must be 1-65535"));
+        }
+        for (i, r) in self.security_group_rules.iter().enumerate() {
+            r.validate()
+                .map_err(|e| e.within(&format!("security_group_rules[{i}]")))?;
+        }
+        Ok(())
+    }
+}
+
+impl SecurityGroupRule {
+    /// Checks every rule of the rule.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if !matches!(self.direction.as_str(), "ingress" | "egress") {
+            return Err(ValidationError::new(
+                "direction",
+                format!("`{}` must be ingress or egress", self.direction),
+            ));
+        }
+        if !matches!(self.protocol.as_str(), "tcp" | "udp" | "icmp") {
+            return Err(ValidationError::new(
+                "protocol",
+                format!("`{}` must be tcp, udp or icmp", self.protocol),
+            ));
+        }
+        if self.protocol == "icmp"
+            && (self.port_range_min.is_some() || self.port_range_max.is_some())
+        {
+            return Err(ValidationError::new(
+                "port_range_min",
+                "icmp rules have no ports",
+            ));
+        }
+        if self.port_range_min == Some(0) {
+            return Err(ValidationError::new("port_range_min", "must be 1-65535"));
+        }
+        match (self.port_range_min, self.port_range_max) {
+            (None, Some(_)) => {
+                return Err(ValidationError::new(
+                    "port_range_max",
+                    "needs port_range_min",
+                ));
+            }
+            (Some(lo), Some(hi)) if hi < lo => {
+                return Err(ValidationError::new(
+                    "port_range_max",
+                    format!("port_range_max ({hi}) must be >= port_range_min ({lo})"),
+                ));
+            }
+            _ => {}
+        }
+        if !valid_cidr(&self.remote_ip_prefix) {
+            return Err(ValidationError::new(
+                "remote_ip_prefix",
+                format!(
+                    "`{}` is not a CIDR (e.g. 10.0.0.0/8)",
+                    self.remote_ip_prefix
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn valid_cidr(s: &str) -> bool {
+    let Some((ip, len)) = s.split_once('/') else {
+        return false;
+    };
+    match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+        _ => false,
+    }
 }
 
 fn default_vcpus() -> u32 {
@@ -408,13 +568,37 @@ impl GroupSpec {
                     "the docker provider needs an image (e.g. swell-demo-app:latest)",
                 ));
             }
+            "openstack" if self.template.image.as_deref().is_none_or(str::is_empty) => {
+                return Err(ValidationError::new(
+                    "template.image",
+                    "the openstack provider needs a Glance image name or id (e.g. cirros)",
+                ));
+            }
+            "openstack" => match &self.template.openstack {
+                None => {
+                    return Err(ValidationError::new(
+                        "template.openstack",
+                        "the openstack provider needs template.openstack with at least a flavor",
+                    ));
+                }
+                Some(os) => os.validate().map_err(|e| e.within("template.openstack"))?,
+            },
             "process" | "docker" => {}
             other => {
                 return Err(ValidationError::new(
                     "provider",
-                    format!("unknown provider `{other}` (available: process, docker)"),
+                    format!("unknown provider `{other}` (available: process, docker, openstack)"),
                 ));
             }
+        }
+        if self.provider != "openstack" && self.template.openstack.is_some() {
+            return Err(ValidationError::new(
+                "template.openstack",
+                format!(
+                    "only the openstack provider reads it (provider is {})",
+                    self.provider
+                ),
+            ));
         }
         if self.max > MAX_GROUP_SIZE {
             return Err(ValidationError::new(
@@ -540,6 +724,63 @@ mod tests {
             "load_balancer.listen",
             "address",
         );
+    }
+
+    #[test]
+    fn openstack_templates_are_checked_field_by_field() {
+        let openstack = |edit: &dyn Fn(&mut OpenStackTemplate)| {
+            let mut g: GroupSpec = serde_json::from_value(serde_json::json!({
+                "name": "lab", "provider": "openstack", "max": 4,
+                "template": {"image": "cirros", "openstack": {
+                    "flavor": "m1.tiny", "networks": ["private"],
+                    "security_group_rules": [{"protocol": "tcp", "port_range_min": 22}],
+                    "floating_ip_network": "public"}}
+            }))
+            .unwrap();
+            edit(g.template.openstack.as_mut().unwrap());
+            g.validate()
+        };
+        assert_eq!(openstack(&|_| {}), Ok(()));
+        let err = |edit: &dyn Fn(&mut OpenStackTemplate)| openstack(edit).unwrap_err();
+        assert_eq!(
+            err(&|o| o.flavor.clear()).field,
+            "template.openstack.flavor"
+        );
+        let e = err(&|o| o.security_group_rules[0].protocol = "sctp".into());
+        assert_eq!(
+            e.field,
+            "template.openstack.security_group_rules[0].protocol"
+        );
+        let e = err(&|o| o.security_group_rules[0].port_range_max = Some(10));
+        assert_eq!(
+            e.field,
+            "template.openstack.security_group_rules[0].port_range_max"
+        );
+        assert!(
+            e.rule
+                .contains("port_range_max (10) must be >= port_range_min (22)")
+        );
+        let e = err(&|o| o.security_group_rules[0].remote_ip_prefix = "10.0.0.0/33".into());
+        assert_eq!(
+            e.field,
+            "template.openstack.security_group_rules[0].remote_ip_prefix"
+        );
+        let e = err(&|o| {
+            o.security_group_rules[0].protocol = "icmp".into();
+        });
+        assert!(e.rule.contains("icmp rules have no ports"));
+
+        let mut g = lab();
+        g.provider = "openstack".into();
+        g.template.image = Some("cirros".into());
+        let e = g.validate().unwrap_err();
+        assert_eq!(e.field, "template.openstack");
+        g.provider = "process".into();
+        g.template.openstack = Some(OpenStackTemplate {
+            flavor: "m1.tiny".into(),
+            ..OpenStackTemplate::default()
+        });
+        assert_eq!(g.validate().unwrap_err().field, "template.openstack");
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub mod time;
 pub use event::{Cause, EventKind};
 pub use group::{
     Capacity, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
-    LoadBalancerSpec, PassiveEjectionSpec, Template, ValidationError,
+    LoadBalancerSpec, OpenStackTemplate, PassiveEjectionSpec, SecurityGroupRule, Template,
+    ValidationError,
 };
 pub use ids::{GroupName, InstanceId, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};

@@ -1358,6 +1358,7 @@ mod tests {
                 ]),
                 vcpus: 2,
                 memory_mb: 512,
+                openstack: None,
             },
         };
         let body = provider.container_body(&request, "app:1", IpAddr::V4(Ipv4Addr::LOCALHOST));
