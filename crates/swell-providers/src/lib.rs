@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod docker;
+pub mod openstack;
 pub mod process;
 
 use async_trait::async_trait;
@@ -89,9 +90,44 @@ pub enum ProviderError {
         #[source]
         source: std::io::Error,
     },
+    /// The provider's quota (instances, cores, RAM, floating IPs, ports …) is used up:
+    /// nothing is created until the quota is raised or instances are removed.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The backend did not answer usefully (5xx, timeout, connection refused) even after
+    /// the provider's own retries; the call may succeed later.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the call because of the object's current state (HTTP 409)
+    /// even after the provider's own retries.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Anything else the backend reported.
     #[error("{0}")]
     Backend(String),
+}
+
+impl ProviderError {
+    /// Whether trying the same call again later may succeed (the backend was
+    /// unavailable or busy), as opposed to a failure that needs a change first.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unavailable(_) | ProviderError::Conflict(_)
+        )
+    }
+}
+
+/// The room a provider has left for new instances, after over-commit; `None` in a
+/// field means unknown or unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProviderCapacity {
+    /// How many more instances may be created.
+    pub instances: Option<u32>,
+    /// How many more vCPUs may be committed.
+    pub vcpus: Option<f64>,
+    /// How many more MiB of memory may be committed.
+    pub memory_mb: Option<u64>,
 }
 
 /// A place instances run.
@@ -122,4 +158,17 @@ pub trait Provider: Send + Sync + 'static {
         &self,
         ids: &[InstanceId],
     ) -> Result<Vec<(InstanceId, InstanceMetrics)>, ProviderError>;
+
+    /// Takes the instance out of any provider-side load balancer (an Octavia pool) and
+    /// waits up to `drain_timeout` for it to finish what it serves; the controller calls
+    /// it before [`delete`](Provider::delete). Providers without one do nothing.
+    async fn drain(&self, id: &InstanceId, drain_timeout: Duration) -> Result<(), ProviderError> {
+        let _ = (id, drain_timeout);
+        Ok(())
+    }
+
+    /// The room left for new instances; `None` when unknown or unlimited.
+    async fn capacity(&self) -> Result<Option<ProviderCapacity>, ProviderError> {
+        Ok(None)
+    }
 }
