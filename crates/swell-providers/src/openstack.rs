@@ -1,9 +1,133 @@
 //! The openstack provider: every instance is a Nova server in one project of one
-//! OpenStack cloud (region), driven through the REST APIs with a thin `reqwest` client.
-//! (Work in progress: the API is published, the calls are being filled in.)
+//! OpenStack cloud (one region), driven through the REST APIs by a thin `reqwest`
+//! client — about fifteen calls, all in this module tree: Keystone v3 (`auth`), Nova
+//! v2.1 (`nova`), Neutron (`neutron`), Glance (`glance`) and Octavia (`octavia`).
+//!
+//! **Authentication.** A Keystone v3 token from a password (user and project by name
+//! or id, with their domains) or an application credential ([`AuthConfig`]), read from
+//! `OS_*` variables ([`OpenStackConfig::from_env_vars`]) or a `clouds.yaml`
+//! ([`OpenStackConfig::from_clouds_yaml`]). The token is cached and renewed two minutes
+//! before its `expires_at` (compared with an injectable clock,
+//! [`OpenStackProvider::with_clock`]); a 401 re-authenticates once. Endpoints come from
+//! the token's catalog for the configured region and interface.
+//!
+//! **Servers.** An instance is the server `swell-<tenant>-<group>-<short id>` (the short
+//! id: the last 8 letters and digits of the instance id) made from the template's
+//! `image` (a Glance name or id) and its `openstack` section: flavor (name or id),
+//! networks (Neutron names or ids; none lets Nova pick the project's only network),
+//! security groups, key pair, user data (sent base64), availability zone. Every Nova
+//! call carries `OpenStack-API-Version: compute <microversion>` (2.79 by default).
+//! Every server carries the metadata `swell_owner`, `swell_instance`, `swell_group`,
+//! `swell_tenant` and `swell_member_port` (plus `swell_network` and
+//! `swell_octavia_pool` when they apply); [`list`](crate::Provider::list) reads the
+//! project's servers and keeps the ones whose `swell_owner` is this owner, so a
+//! restarted server adopts them (or the controller removes them as orphans).
+//! Creating an instance id that has a server already returns that server (waiting for
+//! it if it is still building) instead of creating a second; a `POST /servers` whose
+//! answer is lost is resolved the same way, never by sending it again.
+//!
+//! **States.** ACTIVE and the transitional states of a live server (BUILD, REBOOT,
+//! RESIZE, MIGRATING …) are reported `Running` — a server still building is on its way,
+//! and reporting it gone would make the controller replace it; PAUSED and SUSPENDED are
+//! `Paused`; ERROR, SHUTOFF, SHELVED, SOFT_DELETED, DELETED and UNKNOWN are `Exited`.
+//! The host is the compute host (`OS-EXT-SRV-ATTR:host`, visible to admins), else the
+//! region. The address is the server's first fixed IP with the template's
+//! `member_port`.
+//!
+//! **Create** waits for ACTIVE or ERROR, polling every second, up to
+//! [`OpenStackConfig::build_timeout`]. A server that ends in ERROR (NoValidHost, …) is
+//! deleted and the call fails with [`ProviderError::NoCapacity`] carrying Nova's fault
+//! message; one that is still building at the timeout is deleted too
+//! ([`ProviderError::Unavailable`]). With `floating_ip_network`, a floating IP is then
+//! allocated on that network and associated with the server's port; with
+//! `octavia_pool`, the server's fixed IP becomes a member of that pool (named after the
+//! instance id, on the IP's subnet, at `member_port`) and the call waits for the load
+//! balancer to be ACTIVE again. If either step fails, the server is deleted (no orphan)
+//! and the error returned. A template whose image, flavor, network or pool does not
+//! exist fails with [`ProviderError::InvalidTemplate`] before anything is created.
+//!
+//! **Security groups.** With `security_group_rules`, the group's own security group
+//! `swell-<tenant>-<group>` is found or created in the project, its missing rules added,
+//! and it is attached to each server, together with the template's `security_groups`
+//! (`default` when the template names none, as Nova would). It is kept while the group
+//! exists (removing it while a scale-out may attach it would race); delete it with
+//! `openstack security group delete` after removing a group.
+//!
+//! **Drain and delete.** [`drain`](crate::Provider::drain) sets the instance's Octavia
+//! member to weight 0 (no new connections), waits the drain timeout, then removes the
+//! member. [`delete`](crate::Provider::delete) removes any member left, releases every
+//! floating IP on the server's ports (so none leaks even after a crash between
+//! allocation and bookkeeping), deletes the server and waits for Nova's 404. Nova's own
+//! shutdown timeout replaces the grace period.
+//!
+//! **Pause.** [`pause`](crate::Provider::pause) is Nova's pause and waits for PAUSED;
+//! [`resume`](crate::Provider::resume) unpauses (or resumes a SUSPENDED server) and
+//! waits for ACTIVE.
+//!
+//! **Capacity** ([`capacity`](crate::Provider::capacity)) is the room the project's
+//! limits leave (`GET /limits`: instances, cores, RAM) and, when the credentials may read
+//! the hypervisors (admin), the room on the enabled, up hypervisors under the
+//! over-commit ratios (`vcpus × cpu_overcommit − vcpus_used`, likewise memory) — the
+//! smaller of the two.
+//!
+//! **Metrics** of OpenStack instances come from Swell's metric push API (an agent in the
+//! guest): Nova has no cheap per-server CPU reading, so
+//! [`metrics`](crate::Provider::metrics) returns nothing.
+//!
+//! **Failures.** Every call is retried with exponential backoff (0.5 s, 1 s, 2 s) on
+//! 5xx, timeouts and connection errors, and on 409 (a server or load balancer busy with
+//! another task); a 401 re-authenticates once. What survives the retries maps to:
+//! quota exceeded (Nova 403/413, Neutron `OverQuota`) → [`ProviderError::QuotaExceeded`];
+//! 5xx, timeouts, connection errors → [`ProviderError::Unavailable`]; 409 →
+//! [`ProviderError::Conflict`]; ERROR servers → [`ProviderError::NoCapacity`]; anything
+//! else → [`ProviderError::Backend`]. Each message names the call (`nova POST
+//! /servers`), what the cloud said, and what to do.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use swell_core::group::OpenStackTemplate;
+//! use swell_core::{InstanceId, Template, TenantId};
+//! use swell_providers::openstack::{AuthConfig, OpenStackConfig, OpenStackProvider};
+//! use swell_providers::{CreateRequest, Provider};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = AuthConfig::password("http://127.0.0.1:5000/v3", "admin", "adminpass", "admin");
+//! let provider = OpenStackProvider::new(OpenStackConfig::new("server-1f3a", auth))?;
+//! let web = provider
+//!     .create(&CreateRequest {
+//!         instance_id: InstanceId("web-0001".into()),
+//!         tenant: TenantId::default_tenant(),
+//!         group: "web".into(),
+//!         template: Template {
+//!             image: Some("cirros".into()),
+//!             openstack: Some(OpenStackTemplate {
+//!                 flavor: "m1.tiny".into(),
+//!                 networks: vec!["private".into()],
+//!                 floating_ip_network: Some("public".into()),
+//!                 member_port: 80,
+//!                 ..OpenStackTemplate::default()
+//!             }),
+//!             ..Template::default()
+//!         },
+//!     })
+//!     .await?;
+//! println!("server {} on {} at {:?}", web.native_id, web.host, web.address);
+//! provider.delete(&web.instance_id, Duration::from_secs(10)).await?;
+//! # Ok(())
+//! # }
+//! ```
 
+mod auth;
+mod client;
 mod config;
+mod glance;
+mod neutron;
+mod nova;
+mod octavia;
+#[cfg(test)]
+mod tests;
 
+pub use client::Clock;
 pub use config::{
     AppCredentialRef, AuthConfig, DEFAULT_COMPUTE_MICROVERSION, NameOrId, OpenStackConfig,
     OpenStackConfigError, Secret,
@@ -13,31 +137,567 @@ use crate::{
     CreateRequest, InstanceMetrics, Provider, ProviderCapacity, ProviderError, ProviderInstance,
 };
 use async_trait::async_trait;
-use std::time::Duration;
+use base64::Engine as _;
+use client::{CallError, CallErrorKind, Client, Service, Tuning};
+use nova::Server;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use swell_core::InstanceId;
+use tokio::time::Instant;
+
+/// Metadata key carrying the owning Swell server's tag.
+pub const META_OWNER: &str = "swell_owner";
+/// Metadata key carrying the instance's id.
+pub const META_INSTANCE: &str = "swell_instance";
+/// Metadata key carrying the instance's group name.
+pub const META_GROUP: &str = "swell_group";
+/// Metadata key carrying the instance's tenant.
+pub const META_TENANT: &str = "swell_tenant";
+/// Metadata key carrying the port the instance serves on (`member_port`).
+pub const META_MEMBER_PORT: &str = "swell_member_port";
+/// Metadata key carrying the name of the server's first network.
+pub const META_NETWORK: &str = "swell_network";
+/// Metadata key carrying the id of the Octavia pool the instance is a member of.
+pub const META_POOL: &str = "swell_octavia_pool";
+/// Prefix of server and security-group names.
+pub const NAME_PREFIX: &str = "swell-";
 
 /// The openstack provider (see the module documentation).
 #[derive(Debug)]
 pub struct OpenStackProvider {
     config: OpenStackConfig,
+    client: Client,
+}
+
+/// What a template resolves to before a server is created.
+struct Plan {
+    image_id: String,
+    flavor_id: String,
+    networks: Vec<neutron::Network>,
+    security_groups: Vec<String>,
+    floating_network_id: Option<String>,
+    pool: Option<octavia::Pool>,
 }
 
 impl OpenStackProvider {
     /// Builds the provider; no call is made until the first operation (Keystone is
     /// asked for a token then).
     pub fn new(config: OpenStackConfig) -> Result<Self, OpenStackConfigError> {
+        Self::with_clock(config, Arc::new(SystemTime::now))
+    }
+
+    /// [`new`](Self::new) with the clock that decides when the token needs renewing.
+    pub fn with_clock(config: OpenStackConfig, clock: Clock) -> Result<Self, OpenStackConfigError> {
+        Self::with_tuning(config, clock, Tuning::default())
+    }
+
+    pub(crate) fn with_tuning(
+        config: OpenStackConfig,
+        clock: Clock,
+        tuning: Tuning,
+    ) -> Result<Self, OpenStackConfigError> {
         config.validate()?;
-        Ok(OpenStackProvider { config })
+        let client = Client::new(&config, clock, tuning)?;
+        Ok(OpenStackProvider { config, client })
     }
 
     /// The configuration it was built with.
     pub fn config(&self) -> &OpenStackConfig {
         &self.config
     }
+
+    /// The host reported when Nova does not show the compute host: the region.
+    fn host_label(&self) -> &str {
+        self.config.region.as_deref().unwrap_or("openstack")
+    }
+
+    /// This owner's servers carrying `id`.
+    async fn find_servers(&self, id: &InstanceId) -> Result<Vec<Server>, CallError> {
+        let short = short_id(id.as_str());
+        // Nova's name filter is a regular expression; the short id is [a-z0-9].
+        let query = if short.is_empty() {
+            String::new()
+        } else {
+            format!("name={}", nova::enc(&format!("-{short}$")))
+        };
+        Ok(nova::list_servers(&self.client, &query)
+            .await?
+            .into_iter()
+            .filter(|s| s.owned_by(&self.config.owner) && s.instance_id() == Some(id.as_str()))
+            .collect())
+    }
+
+    async fn find_one(&self, id: &InstanceId) -> Result<Server, ProviderError> {
+        self.find_servers(id)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::NotFound(id.clone()))
+    }
+
+    /// Resolves names to ids; fails before anything is created.
+    async fn plan(&self, request: &CreateRequest) -> Result<Plan, ProviderError> {
+        let os = request.template.openstack.as_ref().ok_or_else(|| {
+            ProviderError::InvalidTemplate(
+                "template.openstack: the openstack provider needs it (flavor, networks …)".into(),
+            )
+        })?;
+        let image = request.template.image.as_deref().ok_or_else(|| {
+            ProviderError::InvalidTemplate(
+                "template.image: the openstack provider needs a Glance image (name or id)".into(),
+            )
+        })?;
+        let c = &self.client;
+        let image_id = glance::resolve_image(c, image).await?.ok_or_else(|| {
+            ProviderError::InvalidTemplate(format!(
+                "template.image: Glance has no active image `{image}` (see `openstack image list`)"
+            ))
+        })?;
+        let flavor_id = nova::resolve_flavor(c, &os.flavor).await?.ok_or_else(|| {
+            ProviderError::InvalidTemplate(format!(
+                "template.openstack.flavor: Nova has no flavor `{}` (see `openstack flavor list`)",
+                os.flavor
+            ))
+        })?;
+        let mut networks = Vec::new();
+        for (i, n) in os.networks.iter().enumerate() {
+            networks.push(
+                self.one_network(n, &format!("template.openstack.networks[{i}]"))
+                    .await?,
+            );
+        }
+        let floating_network_id = match &os.floating_ip_network {
+            Some(n) => Some(
+                self.one_network(n, "template.openstack.floating_ip_network")
+                    .await?
+                    .id,
+            ),
+            None => None,
+        };
+        let mut security_groups = os.security_groups.clone();
+        if !os.security_group_rules.is_empty() {
+            if security_groups.is_empty() {
+                security_groups.push("default".into());
+            }
+            let session = c.session().await?;
+            let name = group_sg_name(request);
+            let sg = neutron::ensure_security_group(
+                c,
+                &session.project_id,
+                &name,
+                &os.security_group_rules,
+            )
+            .await?;
+            security_groups.push(sg);
+        }
+        let pool = match &os.octavia_pool {
+            None => None,
+            Some(p) => {
+                if !c.has_service(Service::LoadBalancer).await? {
+                    return Err(ProviderError::InvalidTemplate(format!(
+                        "template.openstack.octavia_pool: `{p}` is set but the cloud's catalog has no load-balancer (Octavia) service"
+                    )));
+                }
+                let mut pools = octavia::find_pool(c, p).await?;
+                match pools.len() {
+                    1 => pools.pop(),
+                    0 => {
+                        return Err(ProviderError::InvalidTemplate(format!(
+                            "template.openstack.octavia_pool: Octavia has no pool `{p}` (see `openstack loadbalancer pool list`)"
+                        )));
+                    }
+                    n => {
+                        return Err(ProviderError::InvalidTemplate(format!(
+                            "template.openstack.octavia_pool: {n} pools are named `{p}`; give its id"
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(Plan {
+            image_id,
+            flavor_id,
+            networks,
+            security_groups,
+            floating_network_id,
+            pool,
+        })
+    }
+
+    async fn one_network(
+        &self,
+        name_or_id: &str,
+        field: &str,
+    ) -> Result<neutron::Network, ProviderError> {
+        let mut found = neutron::find_network(&self.client, name_or_id).await?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(ProviderError::InvalidTemplate(format!(
+                "{field}: Neutron has no network `{name_or_id}` (see `openstack network list`)"
+            ))),
+            n => Err(ProviderError::InvalidTemplate(format!(
+                "{field}: {n} networks are named `{name_or_id}`; give its id"
+            ))),
+        }
+    }
+
+    fn server_body(&self, request: &CreateRequest, plan: &Plan) -> Value {
+        let os = request.template.openstack.clone().unwrap_or_default();
+        let mut metadata = json!({
+            META_OWNER: self.config.owner,
+            META_INSTANCE: request.instance_id.as_str(),
+            META_GROUP: request.group,
+            META_TENANT: request.tenant.as_str(),
+            META_MEMBER_PORT: os.member_port.to_string(),
+        });
+        if let Some(n) = plan.networks.first() {
+            metadata[META_NETWORK] = json!(n.name);
+        }
+        if let Some(p) = &plan.pool {
+            metadata[META_POOL] = json!(p.id);
+        }
+        let networks = if plan.networks.is_empty() {
+            json!("auto")
+        } else {
+            json!(
+                plan.networks
+                    .iter()
+                    .map(|n| json!({"uuid": n.id}))
+                    .collect::<Vec<_>>()
+            )
+        };
+        let mut server = json!({
+            "name": server_name(request),
+            "imageRef": plan.image_id,
+            "flavorRef": plan.flavor_id,
+            "networks": networks,
+            "metadata": metadata,
+        });
+        if !plan.security_groups.is_empty() {
+            server["security_groups"] = json!(
+                plan.security_groups
+                    .iter()
+                    .map(|s| json!({ "name": s }))
+                    .collect::<Vec<_>>()
+            );
+        }
+        if let Some(k) = &os.key_name {
+            server["key_name"] = json!(k);
+        }
+        if let Some(u) = &os.user_data {
+            server["user_data"] = json!(base64::engine::general_purpose::STANDARD.encode(u));
+        }
+        if let Some(az) = &os.availability_zone {
+            server["availability_zone"] = json!(az);
+        }
+        json!({ "server": server })
+    }
+
+    /// Polls a server until its status is one of `wanted` or ERROR, up to `timeout`.
+    /// `Ok(None)`: it vanished; `Err` with `Transport` kind: the timeout.
+    async fn wait_status(
+        &self,
+        server_id: &str,
+        wanted: &[&str],
+        timeout: Duration,
+    ) -> Result<Option<Server>, CallError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(s) = nova::get_server(&self.client, server_id).await? else {
+                return Ok(None);
+            };
+            if s.status == "ERROR" || wanted.contains(&s.status.as_str()) {
+                return Ok(Some(s));
+            }
+            if Instant::now() >= deadline {
+                return Err(CallError::new(
+                    "nova GET /servers/{id}",
+                    CallErrorKind::Transport,
+                    format!(
+                        "server {} ({}) still {} after {} s (wanted {})",
+                        s.name,
+                        s.id,
+                        s.status,
+                        timeout.as_secs(),
+                        wanted.join(" or ")
+                    ),
+                    1,
+                ));
+            }
+            tokio::time::sleep(self.client.tuning.poll_interval).await;
+        }
+    }
+
+    /// Deletes a server and waits for Nova's 404.
+    async fn delete_server(&self, server: &Server) -> Result<(), ProviderError> {
+        let c = &self.client;
+        c.delete(Service::Compute, &format!("/servers/{}", server.id))
+            .await?;
+        let deadline = Instant::now() + self.config.build_timeout;
+        loop {
+            match nova::get_server(c, &server.id).await? {
+                None => return Ok(()),
+                Some(s) if s.status == "DELETED" || s.status == "SOFT_DELETED" => return Ok(()),
+                Some(s) if Instant::now() >= deadline => {
+                    return Err(ProviderError::Unavailable(format!(
+                        "nova DELETE /servers/{}: server {} still {} after {} s; Swell tries again",
+                        s.id,
+                        s.name,
+                        s.status,
+                        self.config.build_timeout.as_secs()
+                    )));
+                }
+                Some(_) => tokio::time::sleep(c.tuning.poll_interval).await,
+            }
+        }
+    }
+
+    /// Everything of a server: its Octavia members, its floating IPs, the server.
+    async fn remove_server(&self, server: &Server) -> Result<(), ProviderError> {
+        if let (Some(pool), Some(id)) = (server.metadata.get(META_POOL), server.instance_id()) {
+            self.remove_members(pool, id).await?;
+        }
+        self.release_floating_ips(server).await?;
+        self.delete_server(server).await
+    }
+
+    async fn release_floating_ips(&self, server: &Server) -> Result<(), ProviderError> {
+        let c = &self.client;
+        for port in neutron::ports_of(c, &server.id).await? {
+            for fip in neutron::floating_ips_of(c, &port.id).await? {
+                tracing::debug!(
+                    "openstack: releasing floating IP {} of server {}",
+                    fip.floating_ip_address,
+                    server.id
+                );
+                neutron::delete_floating_ip(c, &fip.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the pool's members named `instance` (none, or the pool gone, is fine).
+    async fn remove_members(&self, pool_id: &str, instance: &str) -> Result<(), ProviderError> {
+        let c = &self.client;
+        if !c.has_service(Service::LoadBalancer).await? {
+            return Ok(());
+        }
+        let Some(pool) = octavia::get_pool(c, pool_id).await? else {
+            return Ok(());
+        };
+        let members = octavia::members_named(c, &pool.id, instance).await?;
+        for m in members {
+            self.lb_settled(&pool).await?;
+            octavia::remove_member(c, &pool.id, &m.id).await?;
+            self.lb_settled(&pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn lb_settled(&self, pool: &octavia::Pool) -> Result<(), ProviderError> {
+        if let Some(lb) = pool.loadbalancer() {
+            octavia::wait_lb_active(&self.client, lb, self.config.build_timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// After `POST /servers` (or on finding an existing server): waits for ACTIVE,
+    /// adds the floating IP and the Octavia member, and cleans up on failure.
+    async fn finish(
+        &self,
+        request: &CreateRequest,
+        plan: Option<&Plan>,
+        server_id: &str,
+    ) -> Result<ProviderInstance, ProviderError> {
+        let c = &self.client;
+        let waited = self
+            .wait_status(
+                server_id,
+                &["ACTIVE", "PAUSED", "SUSPENDED"],
+                self.config.build_timeout,
+            )
+            .await;
+        let server = match waited {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(ProviderError::Unavailable(format!(
+                    "server {server_id} for instance {} vanished while building (deleted by someone else?); Swell tries again",
+                    request.instance_id
+                )));
+            }
+            Err(e) if e.kind == CallErrorKind::Transport && e.call.starts_with("nova GET") => {
+                // Still building at the timeout: remove it rather than leave a server
+                // Swell has given up on.
+                if let Ok(Some(s)) = nova::get_server(c, server_id).await {
+                    let _ = self.remove_server(&s).await;
+                }
+                return Err(ProviderError::Unavailable(format!(
+                    "{}; the server was deleted — is nova-compute running? Swell tries again",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if server.status == "ERROR" {
+            let fault = server.fault_message();
+            self.remove_server(&server).await?;
+            let hint = if fault.contains("No valid host") {
+                format!(
+                    "no compute host has room for flavor `{}`: free capacity, choose a smaller flavor, or let a provider of lower priority take the group",
+                    request
+                        .template
+                        .openstack
+                        .as_ref()
+                        .map(|o| o.flavor.as_str())
+                        .unwrap_or("?")
+                )
+            } else {
+                "see the server's fault in `openstack server show` logs of nova-conductor".into()
+            };
+            return Err(ProviderError::NoCapacity(format!(
+                "server {} ({}) for instance {} went to ERROR: {fault}; it was deleted; {hint}",
+                server.name, server.id, request.instance_id
+            )));
+        }
+        if let Err(e) = self.attach(request, plan, &server).await {
+            tracing::warn!(
+                "openstack: instance {}: {e}; deleting server {}",
+                request.instance_id,
+                server.id
+            );
+            if let Err(cleanup) = self.remove_server(&server).await {
+                tracing::warn!("openstack: cleaning up server {}: {cleanup}", server.id);
+            }
+            return Err(e);
+        }
+        let server = nova::get_server(c, &server.id).await?.unwrap_or(server);
+        server.to_instance(self.host_label()).ok_or_else(|| {
+            ProviderError::Backend(format!("server {} lost its Swell metadata", server.id))
+        })
+    }
+
+    /// The floating IP and the Octavia member of a new server (each skipped when done).
+    async fn attach(
+        &self,
+        request: &CreateRequest,
+        plan: Option<&Plan>,
+        server: &Server,
+    ) -> Result<(), ProviderError> {
+        let c = &self.client;
+        let Some(os) = request.template.openstack.as_ref() else {
+            return Ok(());
+        };
+        let need_fip = os.floating_ip_network.is_some();
+        let need_member = os.octavia_pool.is_some();
+        if !need_fip && !need_member {
+            return Ok(());
+        }
+        let fixed = server.fixed_ip().map(|ip| ip.to_string());
+        let ports = neutron::ports_of(c, &server.id).await?;
+        let port = ports
+            .iter()
+            .find(|p| {
+                p.fixed_ips
+                    .iter()
+                    .any(|f| Some(&f.ip_address) == fixed.as_ref())
+            })
+            .or_else(|| ports.first());
+        if let Some(net) = &os.floating_ip_network {
+            let port = port.ok_or_else(|| {
+                ProviderError::Backend(format!(
+                    "server {} has no Neutron port to give a floating IP",
+                    server.id
+                ))
+            })?;
+            if neutron::floating_ips_of(c, &port.id).await?.is_empty() {
+                let net_id = match plan.and_then(|p| p.floating_network_id.clone()) {
+                    Some(id) => id,
+                    None => {
+                        self.one_network(net, "template.openstack.floating_ip_network")
+                            .await?
+                            .id
+                    }
+                };
+                let fixed_ip = port
+                    .fixed_ips
+                    .iter()
+                    .find(|f| Some(&f.ip_address) == fixed.as_ref())
+                    .map(|f| f.ip_address.as_str());
+                let fip = neutron::create_floating_ip(
+                    c,
+                    &net_id,
+                    &port.id,
+                    fixed_ip,
+                    &format!("swell instance {}", request.instance_id),
+                )
+                .await?;
+                tracing::debug!(
+                    "openstack: instance {} has floating IP {}",
+                    request.instance_id,
+                    fip.floating_ip_address
+                );
+            }
+        }
+        if need_member {
+            let pool = match plan.and_then(|p| p.pool.clone()) {
+                Some(p) => p,
+                None => match server.metadata.get(META_POOL) {
+                    Some(id) => octavia::get_pool(c, id).await?.ok_or_else(|| {
+                        ProviderError::InvalidTemplate(format!(
+                            "template.openstack.octavia_pool: pool {id} is gone"
+                        ))
+                    })?,
+                    None => return Ok(()),
+                },
+            };
+            let name = request.instance_id.as_str();
+            if octavia::members_named(c, &pool.id, name).await?.is_empty() {
+                let ip = fixed.clone().ok_or_else(|| {
+                    ProviderError::Backend(format!(
+                        "server {} has no fixed IP to add to pool {}",
+                        server.id, pool.id
+                    ))
+                })?;
+                let subnet = port.and_then(|p| {
+                    p.fixed_ips
+                        .iter()
+                        .find(|f| f.ip_address == ip)
+                        .map(|f| f.subnet_id.clone())
+                });
+                self.lb_settled(&pool).await?;
+                octavia::add_member(c, &pool.id, name, &ip, os.member_port, subnet.as_deref())
+                    .await?;
+                self.lb_settled(&pool).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
-fn todo_err() -> ProviderError {
-    ProviderError::Backend("the openstack provider is not finished yet".into())
+/// The last 8 letters and digits of an instance id, lowercased.
+fn short_id(id: &str) -> String {
+    let chars: Vec<char> = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    chars[chars.len().saturating_sub(8)..].iter().collect()
+}
+
+/// `swell-<tenant>-<group>-<short id>`.
+fn server_name(request: &CreateRequest) -> String {
+    format!(
+        "{NAME_PREFIX}{}-{}-{}",
+        request.tenant,
+        request.group,
+        short_id(request.instance_id.as_str())
+    )
+}
+
+/// `swell-<tenant>-<group>`: the group's own security group.
+fn group_sg_name(request: &CreateRequest) -> String {
+    format!("{NAME_PREFIX}{}-{}", request.tenant, request.group)
 }
 
 #[async_trait]
@@ -46,38 +706,189 @@ impl Provider for OpenStackProvider {
         "openstack"
     }
 
-    async fn create(&self, _request: &CreateRequest) -> Result<ProviderInstance, ProviderError> {
-        Err(todo_err())
+    async fn create(&self, request: &CreateRequest) -> Result<ProviderInstance, ProviderError> {
+        if let Some(existing) = self
+            .find_servers(&request.instance_id)
+            .await?
+            .into_iter()
+            .next()
+        {
+            tracing::debug!(
+                "openstack: instance {} exists as server {} ({})",
+                request.instance_id,
+                existing.id,
+                existing.status
+            );
+            return self.finish(request, None, &existing.id).await;
+        }
+        let plan = self.plan(request).await?;
+        let body = self.server_body(request, &plan);
+        let server_id = match nova::create_server(&self.client, &body).await {
+            Ok(id) => id,
+            Err(e)
+                if e.kind == CallErrorKind::Transport || e.status().is_some_and(|s| s >= 500) =>
+            {
+                // The answer may be lost while the server exists: look, never resend.
+                match self.find_servers(&request.instance_id).await {
+                    Ok(found) if !found.is_empty() => found[0].id.clone(),
+                    _ => return Err(e.into()),
+                }
+            }
+            Err(e) if e.status() == Some(400) => {
+                return Err(ProviderError::InvalidTemplate(format!(
+                    "{e}; check the template's openstack section"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.finish(request, Some(&plan), &server_id).await
     }
 
-    async fn delete(&self, _id: &InstanceId, _grace: Duration) -> Result<(), ProviderError> {
-        Err(todo_err())
+    async fn delete(&self, id: &InstanceId, _grace: Duration) -> Result<(), ProviderError> {
+        for server in self.find_servers(id).await? {
+            self.remove_server(&server).await?;
+        }
+        Ok(())
     }
 
-    async fn pause(&self, _id: &InstanceId) -> Result<(), ProviderError> {
-        Err(todo_err())
+    async fn pause(&self, id: &InstanceId) -> Result<(), ProviderError> {
+        let s = self.find_one(id).await?;
+        match s.status.as_str() {
+            "PAUSED" | "SUSPENDED" => return Ok(()),
+            "ACTIVE" => nova::action(&self.client, &s.id, "pause").await?,
+            other => {
+                return Err(ProviderError::Conflict(format!(
+                    "instance {id}: server {} is {other}; only an ACTIVE server can be paused",
+                    s.id
+                )));
+            }
+        }
+        self.wait_settled(id, &s.id, "PAUSED").await
     }
 
-    async fn resume(&self, _id: &InstanceId) -> Result<(), ProviderError> {
-        Err(todo_err())
+    async fn resume(&self, id: &InstanceId) -> Result<(), ProviderError> {
+        let s = self.find_one(id).await?;
+        match s.status.as_str() {
+            "ACTIVE" => return Ok(()),
+            "PAUSED" => nova::action(&self.client, &s.id, "unpause").await?,
+            "SUSPENDED" => nova::action(&self.client, &s.id, "resume").await?,
+            other => {
+                return Err(ProviderError::Conflict(format!(
+                    "instance {id}: server {} is {other}; only a PAUSED or SUSPENDED server can be resumed",
+                    s.id
+                )));
+            }
+        }
+        self.wait_settled(id, &s.id, "ACTIVE").await
     }
 
     async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError> {
-        Err(todo_err())
+        Ok(nova::list_servers(&self.client, "")
+            .await?
+            .iter()
+            .filter(|s| s.owned_by(&self.config.owner))
+            .filter_map(|s| s.to_instance(self.host_label()))
+            .collect())
     }
 
     async fn metrics(
         &self,
         _ids: &[InstanceId],
     ) -> Result<Vec<(InstanceId, InstanceMetrics)>, ProviderError> {
+        // OpenStack instances report through Swell's metric push API (module docs).
         Ok(Vec::new())
     }
 
-    async fn drain(&self, _id: &InstanceId, _drain_timeout: Duration) -> Result<(), ProviderError> {
-        Err(todo_err())
+    async fn drain(&self, id: &InstanceId, drain_timeout: Duration) -> Result<(), ProviderError> {
+        let c = &self.client;
+        let Some(server) = self.find_servers(id).await?.into_iter().next() else {
+            return Ok(());
+        };
+        let Some(pool_id) = server.metadata.get(META_POOL) else {
+            return Ok(());
+        };
+        if !c.has_service(Service::LoadBalancer).await? {
+            return Ok(());
+        }
+        let Some(pool) = octavia::get_pool(c, pool_id).await? else {
+            return Ok(());
+        };
+        let members = octavia::members_named(c, &pool.id, id.as_str()).await?;
+        if members.is_empty() {
+            return Ok(());
+        }
+        for m in &members {
+            self.lb_settled(&pool).await?;
+            octavia::set_weight(c, &pool.id, &m.id, 0).await?;
+        }
+        self.lb_settled(&pool).await?;
+        // Real waiting: connections already open finish; dropping the future cancels.
+        tokio::time::sleep(drain_timeout).await;
+        for m in &members {
+            self.lb_settled(&pool).await?;
+            octavia::remove_member(c, &pool.id, &m.id).await?;
+        }
+        self.lb_settled(&pool).await
     }
 
     async fn capacity(&self) -> Result<Option<ProviderCapacity>, ProviderError> {
-        Err(todo_err())
+        let l = nova::limits(&self.client).await?;
+        let room = |max: i64, used: i64| (max >= 0).then(|| (max - used).max(0));
+        let mut cap = ProviderCapacity {
+            instances: room(l.max_total_instances, l.total_instances_used)
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            vcpus: room(l.max_total_cores, l.total_cores_used).map(|n| n as f64),
+            memory_mb: room(l.max_total_ram_size, l.total_ram_used)
+                .map(|n| u64::try_from(n).unwrap_or(0)),
+        };
+        let admin = self.client.session().await?.is_admin;
+        let hypervisors = if admin {
+            nova::hypervisors(&self.client).await?
+        } else {
+            None
+        };
+        if let Some(hvs) = hypervisors {
+            let usable = hvs.iter().filter(|h| {
+                h.state.as_deref() != Some("down") && h.status.as_deref() != Some("disabled")
+            });
+            let (mut cpu, mut mem) = (0.0f64, 0.0f64);
+            for h in usable {
+                cpu += (h.vcpus.unwrap_or(0.0) * self.config.cpu_overcommit
+                    - h.vcpus_used.unwrap_or(0.0))
+                .max(0.0);
+                mem += (h.memory_mb.unwrap_or(0.0) * self.config.memory_overcommit
+                    - h.memory_mb_used.unwrap_or(0.0))
+                .max(0.0);
+            }
+            cap.vcpus = Some(cap.vcpus.map_or(cpu, |q| q.min(cpu)));
+            let mem = mem.floor() as u64;
+            cap.memory_mb = Some(cap.memory_mb.map_or(mem, |q| q.min(mem)));
+        }
+        Ok(Some(cap))
+    }
+}
+
+impl OpenStackProvider {
+    /// Waits for a paused or resumed server to reach `status`.
+    async fn wait_settled(
+        &self,
+        id: &InstanceId,
+        server_id: &str,
+        status: &str,
+    ) -> Result<(), ProviderError> {
+        match self
+            .wait_status(server_id, &[status], self.config.build_timeout)
+            .await
+        {
+            Ok(Some(s)) if s.status == status => Ok(()),
+            Ok(Some(s)) => Err(ProviderError::Backend(format!(
+                "instance {id}: server {} went to {} instead of {status}: {}",
+                s.id,
+                s.status,
+                s.fault_message()
+            ))),
+            Ok(None) => Err(ProviderError::NotFound(id.clone())),
+            Err(e) => Err(e.into()),
+        }
     }
 }

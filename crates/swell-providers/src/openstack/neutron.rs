@@ -1,0 +1,306 @@
+//! Neutron (network v2.0): networks by name, a server's ports, floating IPs, and the
+//! group's own security group with its rules.
+
+use super::client::{CallError, Client, Retry, Service};
+use super::nova::{decode, enc};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use swell_core::group::SecurityGroupRule;
+
+/// A network.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Network {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) name: String,
+}
+
+/// A port.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Port {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) fixed_ips: Vec<FixedIp>,
+}
+
+/// One fixed IP of a port.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct FixedIp {
+    pub(crate) subnet_id: String,
+    pub(crate) ip_address: String,
+}
+
+/// A floating IP.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct FloatingIp {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) floating_ip_address: String,
+}
+
+/// How a network, image, pool… was named in a template: by id or by name.
+pub(crate) fn looks_like_uuid(s: &str) -> bool {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The networks matching an id or a name: none, one, or several when a name is
+/// ambiguous (the caller decides).
+pub(crate) async fn find_network(c: &Client, name_or_id: &str) -> Result<Vec<Network>, CallError> {
+    if looks_like_uuid(name_or_id) {
+        match c
+            .get(Service::Network, &format!("/networks/{name_or_id}"))
+            .await
+        {
+            Ok(v) => {
+                #[derive(Deserialize)]
+                struct One {
+                    network: Network,
+                }
+                return Ok(vec![
+                    decode::<One>("neutron GET /networks/{id}", v)?.network,
+                ]);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    #[derive(Deserialize)]
+    struct Many {
+        #[serde(default)]
+        networks: Vec<Network>,
+    }
+    let v = c
+        .get(
+            Service::Network,
+            &format!("/networks?name={}", enc(name_or_id)),
+        )
+        .await?;
+    Ok(decode::<Many>("neutron GET /networks", v)?.networks)
+}
+
+/// The ports of a server.
+pub(crate) async fn ports_of(c: &Client, server_id: &str) -> Result<Vec<Port>, CallError> {
+    #[derive(Deserialize)]
+    struct Many {
+        #[serde(default)]
+        ports: Vec<Port>,
+    }
+    let v = c
+        .get(
+            Service::Network,
+            &format!("/ports?device_id={}", enc(server_id)),
+        )
+        .await?;
+    Ok(decode::<Many>("neutron GET /ports", v)?.ports)
+}
+
+/// The floating IPs associated with a port.
+pub(crate) async fn floating_ips_of(
+    c: &Client,
+    port_id: &str,
+) -> Result<Vec<FloatingIp>, CallError> {
+    #[derive(Deserialize)]
+    struct Many {
+        #[serde(default)]
+        floatingips: Vec<FloatingIp>,
+    }
+    let v = c
+        .get(
+            Service::Network,
+            &format!("/floatingips?port_id={}", enc(port_id)),
+        )
+        .await?;
+    Ok(decode::<Many>("neutron GET /floatingips", v)?.floatingips)
+}
+
+/// Allocates a floating IP on `network_id` and associates it with the port.
+pub(crate) async fn create_floating_ip(
+    c: &Client,
+    network_id: &str,
+    port_id: &str,
+    fixed_ip: Option<&str>,
+    description: &str,
+) -> Result<FloatingIp, CallError> {
+    let mut fip = json!({
+        "floating_network_id": network_id,
+        "port_id": port_id,
+        "description": description,
+    });
+    if let Some(ip) = fixed_ip {
+        fip["fixed_ip_address"] = json!(ip);
+    }
+    // Safe to retry: a second association of the same port and fixed IP is refused.
+    let a = c
+        .call(
+            Service::Network,
+            Method::POST,
+            "/floatingips",
+            Some(&json!({ "floatingip": fip })),
+            Retry::Safe,
+        )
+        .await?;
+    #[derive(Deserialize)]
+    struct One {
+        floatingip: FloatingIp,
+    }
+    Ok(decode::<One>("neutron POST /floatingips", a.body)?.floatingip)
+}
+
+/// Releases a floating IP (gone already counts as released).
+pub(crate) async fn delete_floating_ip(c: &Client, id: &str) -> Result<(), CallError> {
+    c.delete(Service::Network, &format!("/floatingips/{id}"))
+        .await
+}
+
+/// A security group with its rules.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SecurityGroup {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) security_group_rules: Vec<Value>,
+}
+
+/// Finds the project's security group `name`, or creates it; then adds each rule it
+/// lacks. Returns its id.
+pub(crate) async fn ensure_security_group(
+    c: &Client,
+    project_id: &str,
+    name: &str,
+    rules: &[SecurityGroupRule],
+) -> Result<String, CallError> {
+    #[derive(Deserialize)]
+    struct Many {
+        #[serde(default)]
+        security_groups: Vec<SecurityGroup>,
+    }
+    #[derive(Deserialize)]
+    struct One {
+        security_group: SecurityGroup,
+    }
+    let v = c
+        .get(
+            Service::Network,
+            &format!(
+                "/security-groups?name={}&project_id={}",
+                enc(name),
+                enc(project_id)
+            ),
+        )
+        .await?;
+    let found = decode::<Many>("neutron GET /security-groups", v)?.security_groups;
+    let sg = match found.into_iter().next() {
+        Some(sg) => sg,
+        None => {
+            let body = json!({"security_group": {
+                "name": name,
+                "description": "Managed by Swell: the rules of the group's template"
+            }});
+            let a = c
+                .call(
+                    Service::Network,
+                    Method::POST,
+                    "/security-groups",
+                    Some(&body),
+                    Retry::Once,
+                )
+                .await?;
+            decode::<One>("neutron POST /security-groups", a.body)?.security_group
+        }
+    };
+    for rule in rules {
+        let want = rule_body(&sg.id, rule);
+        if sg.security_group_rules.iter().any(|r| same_rule(r, &want)) {
+            continue;
+        }
+        match c
+            .call(
+                Service::Network,
+                Method::POST,
+                "/security-group-rules",
+                Some(&json!({ "security_group_rule": want })),
+                Retry::Safe,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // SecurityGroupRuleExists: someone added it meanwhile.
+            Err(e) if e.status() == Some(409) && !e.is_quota() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sg.id)
+}
+
+/// Neutron's body for a template rule.
+pub(crate) fn rule_body(sg_id: &str, r: &SecurityGroupRule) -> Value {
+    let ethertype = if r.remote_ip_prefix.contains(':') {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let (min, max) = match r.port_range_min {
+        Some(lo) => (Some(lo), Some(r.port_range_max.unwrap_or(lo))),
+        None => (None, None),
+    };
+    json!({
+        "security_group_id": sg_id,
+        "direction": r.direction,
+        "ethertype": ethertype,
+        "protocol": r.protocol,
+        "port_range_min": min,
+        "port_range_max": max,
+        "remote_ip_prefix": r.remote_ip_prefix,
+    })
+}
+
+fn same_rule(have: &Value, want: &Value) -> bool {
+    [
+        "direction",
+        "ethertype",
+        "protocol",
+        "port_range_min",
+        "port_range_max",
+        "remote_ip_prefix",
+    ]
+    .iter()
+    .all(|k| have.get(*k).unwrap_or(&Value::Null) == want.get(*k).unwrap_or(&Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_and_ids() {
+        let r = SecurityGroupRule {
+            direction: "ingress".into(),
+            protocol: "tcp".into(),
+            port_range_min: Some(22),
+            port_range_max: None,
+            remote_ip_prefix: "0.0.0.0/0".into(),
+        };
+        let b = rule_body("sg", &r);
+        assert_eq!(b["port_range_max"], json!(22));
+        assert_eq!(b["ethertype"], json!("IPv4"));
+        // As Neutron returns an existing rule (extra fields, same values).
+        let have = json!({"id": "r1", "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+            "remote_ip_prefix": "0.0.0.0/0", "remote_group_id": null});
+        assert!(same_rule(&have, &b));
+        let icmp = SecurityGroupRule {
+            protocol: "icmp".into(),
+            port_range_min: None,
+            remote_ip_prefix: "fd00::/8".into(),
+            ..r
+        };
+        let b = rule_body("sg", &icmp);
+        assert_eq!(b["port_range_min"], Value::Null);
+        assert_eq!(b["ethertype"], json!("IPv6"));
+        assert!(!same_rule(&have, &b));
+        assert!(looks_like_uuid("2403977b-4fd0-47c5-b7ab-e33e3519a258"));
+        assert!(looks_like_uuid("2403977b4fd047c5b7abe33e3519a258"));
+        assert!(!looks_like_uuid("private"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests with a fake cloud serving responses recorded from the real one.
