@@ -153,6 +153,38 @@ pub struct SetDesiredCapacity {
     pub desired_capacity: u32,
 }
 
+/// Body of `POST /v1/groups/{name}/metrics`: readings pushed by an agent or a script
+/// (for instances whose provider cannot measure them, such as OpenStack servers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushMetrics {
+    /// The readings, at most 1000 per request; all are checked before any is used.
+    pub samples: Vec<PushedSample>,
+}
+
+/// One pushed reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushedSample {
+    /// The metric (`cpu`, `memory`, `request_rate`, `request_rate_per_instance`,
+    /// `in_flight`, `latency_p99`, `error_rate`).
+    pub metric: String,
+    /// The value, in the metric's unit (percent for `cpu`); must be finite.
+    pub value: f64,
+    /// The instance measured: its readings are averaged with the group's other
+    /// instances like provider readings (warmup respected, running instances only).
+    /// Without it the value is the group's own and goes straight into its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+}
+
+/// `POST /v1/groups/{name}/metrics` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PushedMetrics {
+    /// How many samples were accepted (all of them, or the request failed).
+    pub accepted: u32,
+}
+
 /// `GET /v1/groups` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GroupList {

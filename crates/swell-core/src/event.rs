@@ -37,6 +37,9 @@ pub enum EventKind {
     ProviderError,
     /// A scale-out was capped by the tenant's quota.
     QuotaCapped,
+    /// A scale-out was capped because the provider reported no room left (an OpenStack
+    /// project's instance, core or RAM limits): the message gives what is left.
+    ProviderCapped,
 }
 
 impl EventKind {
@@ -58,6 +61,7 @@ impl EventKind {
             Self::GroupDeleted => "group_deleted",
             Self::ProviderError => "provider_error",
             Self::QuotaCapped => "quota_capped",
+            Self::ProviderCapped => "provider_capped",
         }
     }
 

@@ -16,14 +16,16 @@ use std::time::Duration;
 use swell_core::metrics::{InstanceReading, group_average};
 use swell_core::{
     DecisionKind, EventKind, GroupState, InstanceId, InstanceStatus, Lifecycle, Metric,
-    MetricSample, MetricWindow, PolicyEngine, TenantId,
+    MetricSample, MetricWindow, PolicyEngine, TenantId, Timestamp,
 };
 use swell_core::{HealthCheckType, LbAlgorithm, LbProtocol, LoadBalancerSpec};
 use swell_lb::{
     Algorithm, Backend, HealthCheck, HealthCheckKind, LbConfig, LoadBalancer, PassiveEjection,
     Protocol,
 };
-use swell_providers::{CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderInstance};
+use swell_providers::{
+    CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderError, ProviderInstance,
+};
 use swell_store::{GroupRecord, InstanceRecord, InstanceUpdate, NewEvent, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -59,6 +61,43 @@ pub enum WorkerInput {
         /// A replacement load balancer, already bound.
         lb: Option<LoadBalancer>,
     },
+    /// Readings pushed through the API, already validated by the service.
+    Metrics(Vec<PushedReading>),
+}
+
+/// One reading pushed through `POST /v1/groups/{name}/metrics` (an agent, a script, a
+/// test: OpenStack's fake servers run nothing a provider could measure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushedReading {
+    /// What was measured.
+    pub metric: Metric,
+    /// The value (finite, checked by the service).
+    pub value: f64,
+    /// The instance measured; `None` for a group-level value.
+    pub instance: Option<InstanceId>,
+    /// When the server received it.
+    pub at: Timestamp,
+}
+
+/// First wait after a failed create; it doubles with each further failure in a row.
+const CREATE_BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// The longest wait between two creates that keep failing.
+const CREATE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Failed creates in a row and when the next attempt may start, so that a cloud that is
+/// out of quota or down is not asked again at every evaluation tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CreateBackoff {
+    failures: u32,
+    until: Timestamp,
+}
+
+/// The wait after `failures` failed creates in a row: 5 s, 10 s, 20 s, … up to 60 s.
+fn backoff_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    CREATE_BACKOFF_BASE
+        .saturating_mul(1u32 << doublings)
+        .min(CREATE_BACKOFF_MAX)
 }
 
 struct WorkerHandle {
@@ -131,6 +170,7 @@ impl Controller {
         let now = self.clock.now();
         let live = self.store.list_live_instances().await?;
         let known: HashSet<InstanceId> = live.iter().map(|i| i.id.clone()).collect();
+        let groups = self.store.list_all_groups().await?;
         for (name, provider) in self.providers.iter() {
             let observed = match provider.list().await {
                 Ok(list) => list,
@@ -151,6 +191,15 @@ impl Controller {
                         InstanceStatus::Pending | InstanceStatus::Running | InstanceStatus::Paused,
                         Some(p),
                     ) => {
+                        // An interrupted create may have left its work half done (a
+                        // server without its floating IP or pool membership): creating
+                        // the same id again finishes it and never makes a second one.
+                        let finished = if inst.status == InstanceStatus::Pending {
+                            self.finish_create(provider.as_ref(), &groups, inst).await
+                        } else {
+                            None
+                        };
+                        let p = finished.as_ref().unwrap_or(p);
                         let status = if p.state == ObservedState::Paused {
                             InstanceStatus::Paused
                         } else {
@@ -240,6 +289,33 @@ impl Controller {
         Ok(())
     }
 
+    /// Calls the idempotent create again for an intent whose instance exists, so that
+    /// the provider completes what the crash interrupted; `None` (adopt as seen) when
+    /// the group is gone or the call fails.
+    async fn finish_create(
+        &self,
+        provider: &dyn Provider,
+        groups: &[GroupRecord],
+        inst: &InstanceRecord,
+    ) -> Option<ProviderInstance> {
+        let group = groups
+            .iter()
+            .find(|g| g.tenant == inst.tenant && g.spec.name == inst.group)?;
+        let request = CreateRequest {
+            instance_id: inst.id.clone(),
+            tenant: inst.tenant.clone(),
+            group: inst.group.clone(),
+            template: group.spec.template.clone(),
+        };
+        match provider.create(&request).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(instance = %inst.id, "finishing an interrupted create: {e}");
+                None
+            }
+        }
+    }
+
     /// Starts the worker of a newly stored group (or wakes it if it runs).
     pub async fn spawn_worker(self: &Arc<Self>, group: &GroupRecord, lb: Option<LoadBalancer>) {
         let key = (group.tenant.clone(), group.spec.name.clone());
@@ -268,6 +344,11 @@ impl Controller {
             retiring_ids: HashMap::new(),
             lb_spec,
             quota_capped_at: None,
+            provider_capped_at: None,
+            backoff: None,
+            pushed_instance: HashMap::new(),
+            pushed_group: HashMap::new(),
+            swept: HashSet::new(),
         };
         if let Ok(mut workers) = self.workers.lock() {
             workers.insert(key, WorkerHandle { tx, status, lb });
@@ -282,6 +363,22 @@ impl Controller {
         {
             let _ = h.tx.send(WorkerInput::Reload { lb });
         }
+    }
+
+    /// Hands pushed readings to the group's worker; false when the group has none
+    /// (it is gone).
+    pub fn push_metrics(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        readings: Vec<PushedReading>,
+    ) -> bool {
+        let Ok(workers) = self.workers.lock() else {
+            return false;
+        };
+        workers
+            .get(&(tenant.clone(), group.to_string()))
+            .is_some_and(|h| h.tx.send(WorkerInput::Metrics(readings)).is_ok())
     }
 
     /// The group's load balancer address, if it has one running.
@@ -453,6 +550,19 @@ pub fn lb_config(spec: &LoadBalancerSpec) -> LbConfig {
     }
 }
 
+/// A failed create in words that say which failure it was, for the event and the
+/// instance's status reason.
+fn describe_create_failure(e: &ProviderError) -> String {
+    match e {
+        ProviderError::QuotaExceeded(m) => format!("quota exceeded at the provider: {m}"),
+        ProviderError::NoCapacity(m) => format!("no valid host (no capacity): {m}"),
+        ProviderError::Unavailable(m) => format!("provider unavailable: {m}"),
+        ProviderError::Conflict(m) => format!("conflict at the provider: {m}"),
+        ProviderError::InvalidTemplate(m) => format!("invalid template: {m}"),
+        other => format!("provider error: {other}"),
+    }
+}
+
 fn reason(text: &str) -> InstanceUpdate {
     InstanceUpdate {
         status_reason: Some(text.into()),
@@ -507,6 +617,16 @@ struct GroupWorker {
     lb_spec: Option<LoadBalancerSpec>,
     /// The target whose scale-out the quota last cut (one event per cut).
     quota_capped_at: Option<u32>,
+    /// The target whose scale-out the provider's lack of room last cut (one event per cut).
+    provider_capped_at: Option<u32>,
+    /// Failed creates in a row and the earliest next attempt.
+    backoff: Option<CreateBackoff>,
+    /// The latest pushed per-instance readings: (metric, instance) → (value, received).
+    pushed_instance: HashMap<(Metric, InstanceId), (f64, Timestamp)>,
+    /// When each metric was last pushed as a group-level value.
+    pushed_group: HashMap<Metric, Timestamp>,
+    /// Leftovers of failed instances already removed (one event each).
+    swept: HashSet<InstanceId>,
 }
 
 impl GroupWorker {
@@ -579,19 +699,25 @@ impl GroupWorker {
                     self.collect().await;
                     false
                 }
-                Some(input) = rx.recv() => {
-                    let WorkerInput::Reload { lb } = input;
-                    if let Some(g) = self.load().await {
-                        self.refresh_lb(&g, lb).await;
-                        let now_intervals = (g.spec.evaluation_interval, g.spec.metrics_interval);
-                        if now_intervals != intervals {
-                            intervals = now_intervals;
-                            eval = tokio::time::interval(intervals.0);
-                            sample = tokio::time::interval(intervals.1);
+                Some(input) = rx.recv() => match input {
+                    WorkerInput::Reload { lb } => {
+                        if let Some(g) = self.load().await {
+                            self.refresh_lb(&g, lb).await;
+                            let now_intervals =
+                                (g.spec.evaluation_interval, g.spec.metrics_interval);
+                            if now_intervals != intervals {
+                                intervals = now_intervals;
+                                eval = tokio::time::interval(intervals.0);
+                                sample = tokio::time::interval(intervals.1);
+                            }
                         }
+                        self.reconcile().await
                     }
-                    self.reconcile().await
-                }
+                    WorkerInput::Metrics(readings) => {
+                        self.take_pushed(readings).await;
+                        false
+                    }
+                },
                 Some(joined) = self.retiring.join_next(), if !self.retiring.is_empty() => {
                     if let Ok(id) = joined {
                         self.retiring_ids.remove(&id);
@@ -634,12 +760,60 @@ impl GroupWorker {
         }
     }
 
-    /// Samples the running instances and feeds the group's window.
+    /// Keeps pushed readings: group-level ones go straight into the window, per-instance
+    /// ones wait for the next sample tick, where they are averaged like provider readings.
+    async fn take_pushed(&mut self, readings: Vec<PushedReading>) {
+        let running = match self.load().await {
+            Some(g) => self
+                .controller
+                .store
+                .list_instances(&g.tenant, &g.spec.name, false)
+                .await
+                .map(|l| {
+                    l.iter()
+                        .filter(|i| i.status == InstanceStatus::Running)
+                        .count() as u32
+                })
+                .unwrap_or(0),
+            None => return,
+        };
+        for r in readings {
+            match r.instance {
+                Some(id) => {
+                    if let Ok(mut latest) = self.controller.latest.write() {
+                        let m = latest.entry(id.clone()).or_insert(InstanceMetrics {
+                            cpu_percent: 0.0,
+                            memory_mb: 0.0,
+                        });
+                        match r.metric {
+                            Metric::Cpu => m.cpu_percent = r.value,
+                            Metric::Memory => m.memory_mb = r.value,
+                            _ => {}
+                        }
+                    }
+                    self.pushed_instance.insert((r.metric, id), (r.value, r.at));
+                }
+                None => {
+                    self.pushed_group.insert(r.metric, r.at);
+                    self.window.push(MetricSample {
+                        at: r.at,
+                        metric: r.metric,
+                        value: r.value,
+                        instances: running,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Samples the running instances and feeds the group's window. Pushed readings
+    /// take precedence over the provider's and the load balancer's for their metric
+    /// while fresh (received within two metrics intervals).
     async fn collect(&mut self) {
         let Some(group) = self.load().await else {
             return;
         };
-        let c = &self.controller;
+        let c = self.controller.clone();
         let Some(provider) = c.provider(&group.spec.provider) else {
             return;
         };
@@ -654,11 +828,46 @@ impl GroupWorker {
             .iter()
             .filter(|i| i.status == InstanceStatus::Running)
             .collect();
-        let ids: Vec<InstanceId> = running.iter().map(|i| i.id.clone()).collect();
-        let Ok(readings) = provider.metrics(&ids).await else {
-            return;
-        };
         let now = c.clock.now();
+        let freshness = group.spec.metrics_interval.saturating_mul(2);
+        let fresh = |at: Timestamp| now.since(at) <= freshness;
+        self.pushed_instance.retain(|_, (_, at)| fresh(*at));
+        self.pushed_group.retain(|_, at| fresh(*at));
+        // Metrics a fresh push speaks for: the provider's readings of them are ignored.
+        let mut pushed: HashSet<Metric> = self.pushed_group.keys().copied().collect();
+        let per_instance: HashSet<Metric> = self.pushed_instance.keys().map(|(m, _)| *m).collect();
+        for metric in per_instance {
+            if pushed.contains(&metric) {
+                continue;
+            }
+            pushed.insert(metric);
+            let r: Vec<InstanceReading> = running
+                .iter()
+                .filter_map(|i| {
+                    let (value, _) = self.pushed_instance.get(&(metric, i.id.clone()))?;
+                    Some(InstanceReading {
+                        value: *value,
+                        started_at: i.started_at.unwrap_or(i.created_at),
+                    })
+                })
+                .collect();
+            if let Some((value, n)) = group_average(&r, group.spec.warmup, now) {
+                self.window.push(MetricSample {
+                    at: now,
+                    metric,
+                    value,
+                    instances: n,
+                });
+            }
+        }
+        let ids: Vec<InstanceId> = running.iter().map(|i| i.id.clone()).collect();
+        let readings = match provider.metrics(&ids).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(group = %group.spec.name, "provider metrics: {e}");
+                Vec::new()
+            }
+        };
         if let Ok(mut latest) = c.latest.write() {
             for (id, m) in &readings {
                 latest.insert(id.clone(), *m);
@@ -673,6 +882,9 @@ impl GroupWorker {
             ),
             (Metric::Memory, |m| m.memory_mb),
         ] {
+            if pushed.contains(&metric) {
+                continue;
+            }
             let r: Vec<InstanceReading> = running
                 .iter()
                 .filter_map(|i| {
@@ -705,6 +917,9 @@ impl GroupWorker {
                 values.push((Metric::LatencyP99, p99.as_secs_f64() * 1000.0));
             }
             for (metric, value) in values {
+                if pushed.contains(&metric) {
+                    continue;
+                }
                 self.window.push(MetricSample {
                     at: now,
                     metric,
@@ -813,6 +1028,8 @@ impl GroupWorker {
         // Instances the provider no longer runs are failed (and replaced below).
         let mut lost = false;
         if let Ok(observed) = provider.list().await {
+            self.sweep_leftovers(&group, provider.as_ref(), &observed)
+                .await;
             let alive: HashSet<InstanceId> = observed
                 .into_iter()
                 .filter(|p| p.state != ObservedState::Exited)
@@ -899,7 +1116,24 @@ impl GroupWorker {
         } else {
             target
         };
-        if have < target {
+        let target = if have < target {
+            self.provider_cap(&group, provider.as_ref(), have, target)
+                .await
+        } else {
+            target
+        };
+        let now = c.clock.now();
+        if have < target
+            && let Some(b) = self.backoff.filter(|b| now < b.until)
+        {
+            // A create failed recently: the next attempt waits (the cloud is out of
+            // quota, has no host, or is down), instead of asking again at every tick.
+            self.set_status(format!(
+                "next create in {}s ({} failed in a row; {have} → {target})",
+                b.until.since(now).as_secs().max(1),
+                b.failures
+            ));
+        } else if have < target {
             for _ in have..target {
                 let lifecycle = if permanent < group.spec.min {
                     permanent += 1;
@@ -908,9 +1142,14 @@ impl GroupWorker {
                     Lifecycle::ScaledUp
                 };
                 self.set_status(format!("creating instance ({have} → {target})"));
-                if let Err(e) = self.create_one(&group, provider.as_ref(), lifecycle).await {
-                    self.set_status(format!("store error: {e}"));
-                    break;
+                match self.create_one(&group, provider.as_ref(), lifecycle).await {
+                    Ok(true) => {}
+                    // Failed: the backoff decides when the next attempt is.
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.set_status(format!("store error: {e}"));
+                        break;
+                    }
                 }
             }
         } else if have > target {
@@ -974,12 +1213,14 @@ impl GroupWorker {
         false
     }
 
+    /// Creates one instance behind a durable intent. `Ok(false)` when the create
+    /// failed: the instance is recorded as failed and the backoff is armed.
     async fn create_one(
         &mut self,
         group: &GroupRecord,
         provider: &dyn Provider,
         lifecycle: Lifecycle,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let c = self.controller.clone();
         let now = c.clock.now();
         let id = InstanceId(uuid::Uuid::now_v7().to_string());
@@ -1013,11 +1254,11 @@ impl GroupWorker {
             Ok(p) => match p.address.filter(|_| group.spec.load_balancer.is_some()) {
                 Some(addr) => match wait_ready(addr, readiness_path(&group.spec)).await {
                     Ok(()) => Ok(p),
-                    Err(e) => Err(e),
+                    Err(e) => Err(format!("not ready: {e}")),
                 },
                 None => Ok(p),
             },
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(describe_create_failure(&e)),
         };
         let (tenant, name) = (&group.tenant, &group.spec.name);
         match outcome {
@@ -1047,16 +1288,32 @@ impl GroupWorker {
                         Some(event),
                     )
                     .await?;
+                self.backoff = None;
                 self.update_lb(tenant, name).await;
+                Ok(true)
             }
             Err(e) => {
-                let _ = provider.delete(&id, STOP_GRACE).await;
+                // Whatever the failed create left (an ERROR server, a floating IP, a
+                // half-made container) goes; a leftover the delete misses is swept by
+                // a later pass.
+                if let Err(err) = provider.delete(&id, STOP_GRACE).await {
+                    tracing::warn!(instance = %id, "cleaning up a failed create: {err}");
+                }
+                let failures = self.backoff.map_or(0, |b| b.failures) + 1;
+                let delay = backoff_delay(failures);
+                self.backoff = Some(CreateBackoff {
+                    failures,
+                    until: c.clock.now().add(delay),
+                });
                 let event = c.event(
                     tenant,
                     name,
                     EventKind::InstanceFailed,
                     Some(&id),
-                    format!("could not create instance {id}: {e}"),
+                    format!(
+                        "could not create instance {id}: {e}; next attempt in {}s ({failures} failed in a row)",
+                        delay.as_secs()
+                    ),
                 );
                 c.store
                     .update_instance(
@@ -1068,9 +1325,132 @@ impl GroupWorker {
                         Some(event),
                     )
                     .await?;
+                Ok(false)
             }
         }
-        Ok(())
+    }
+
+    /// Deletes what the provider still has of this group's instances that are failed
+    /// or unknown to the store: the remains of a create whose cleanup failed (an ERROR
+    /// server, a server that was still building when its create timed out). One event
+    /// per instance removed.
+    async fn sweep_leftovers(
+        &mut self,
+        group: &GroupRecord,
+        provider: &dyn Provider,
+        observed: &[ProviderInstance],
+    ) {
+        let c = self.controller.clone();
+        let (tenant, name) = (&group.tenant, &group.spec.name);
+        let mine: Vec<&ProviderInstance> = observed
+            .iter()
+            .filter(|p| p.tenant == tenant.as_str() && &p.group == name)
+            .filter(|p| !self.swept.contains(&p.instance_id))
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        let Ok(records) = c.store.list_instances(tenant, name, true).await else {
+            return;
+        };
+        for p in mine {
+            let leftover = match records.iter().find(|r| r.id == p.instance_id) {
+                Some(r) => r.status == InstanceStatus::Failed,
+                // Creates of this group run in this worker, after the intent is stored:
+                // a server without any record is an orphan.
+                None => true,
+            };
+            if !leftover {
+                continue;
+            }
+            let id = &p.instance_id;
+            match provider.delete(id, STOP_GRACE).await {
+                Ok(()) => {
+                    self.swept.insert(id.clone());
+                    let event = c.event(
+                        tenant,
+                        name,
+                        EventKind::InstanceTerminated,
+                        Some(id),
+                        format!(
+                            "removed what was left of failed instance {id} at the provider ({})",
+                            p.native_id
+                        ),
+                    );
+                    if let Err(e) = c.store.append_event(event).await {
+                        self.set_status(format!("store error: {e}"));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %id, "removing a leftover: {e}; will retry");
+                }
+            }
+        }
+    }
+
+    /// The largest count up to `target` the provider has room for (its
+    /// [`Provider::capacity`], e.g. the project's Nova limits), sized by the template's
+    /// `vcpus` and `memory_mb`; records a `provider_capped` event when it cuts a
+    /// scale-out (once per cut target). An unknown capacity does not cap.
+    async fn provider_cap(
+        &mut self,
+        group: &GroupRecord,
+        provider: &dyn Provider,
+        have: u32,
+        target: u32,
+    ) -> u32 {
+        let cap = match provider.capacity().await {
+            Ok(Some(cap)) => cap,
+            Ok(None) => return target,
+            Err(e) => {
+                // The create itself will report what is wrong; no cap on a guess.
+                tracing::warn!(group = %group.spec.name, "provider capacity: {e}");
+                return target;
+            }
+        };
+        let t = &group.spec.template;
+        let mut room = u64::MAX;
+        if let Some(n) = cap.instances {
+            room = room.min(u64::from(n));
+        }
+        if let Some(v) = cap.vcpus
+            && t.vcpus > 0
+        {
+            room = room.min((v.max(0.0) / f64::from(t.vcpus)).floor() as u64);
+        }
+        if let Some(m) = cap.memory_mb
+            && t.memory_mb > 0
+        {
+            room = room.min(m / u64::from(t.memory_mb));
+        }
+        let allowed = have
+            .saturating_add(u32::try_from(room).unwrap_or(u32::MAX))
+            .min(target);
+        if allowed < target && self.provider_capped_at != Some(target) {
+            self.provider_capped_at = Some(target);
+            let show = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
+            let event = self.controller.event(
+                &group.tenant,
+                &group.spec.name,
+                EventKind::ProviderCapped,
+                None,
+                format!(
+                    "scale-out to {target} capped at {allowed}: provider {} has no room for more (left: {} instances, {} vcpus, {} MiB; one instance needs {} vcpus, {} MiB)",
+                    provider.name(),
+                    show(cap.instances.map(|n| n.to_string())),
+                    show(cap.vcpus.map(|v| format!("{v:.1}"))),
+                    show(cap.memory_mb.map(|m| m.to_string())),
+                    t.vcpus,
+                    t.memory_mb
+                ),
+            );
+            if let Err(e) = self.controller.store.append_event(event).await {
+                self.set_status(format!("store error: {e}"));
+            }
+        } else if allowed == target {
+            self.provider_capped_at = None;
+        }
+        allowed
     }
 
     /// Takes an instance out of the load balancer (status `draining`) and retires it in
@@ -1133,6 +1513,20 @@ impl GroupWorker {
             if !retirement.commit() {
                 // A scale-out took the instance back before its deletion began.
                 return id;
+            }
+            // Then out of the provider's own load balancer (an Octavia pool), drained
+            // there too; a failure there does not keep the instance alive: the delete
+            // removes the membership with the server.
+            if let Err(e) = provider.drain(&id, drain_timeout).await {
+                tracing::warn!(instance = %id, "provider drain: {e}");
+                let event = c.event(
+                    &tenant,
+                    &name,
+                    EventKind::ProviderError,
+                    Some(&id),
+                    format!("cannot drain instance {id} at the provider: {e}; deleting it anyway"),
+                );
+                let _ = c.store.append_event(event).await;
             }
             let result = async {
                 c.store

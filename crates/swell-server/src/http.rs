@@ -40,6 +40,7 @@ use utoipa::OpenApi;
         pause_instance,
         resume_instance,
         list_events,
+        push_metrics,
         load_balancer,
         metrics,
         http_identity::login,
@@ -80,6 +81,9 @@ use utoipa::OpenApi;
         api::EventList,
         api::Cause,
         api::SetDesiredCapacity,
+        api::PushMetrics,
+        api::PushedSample,
+        api::PushedMetrics,
         api::Health,
         api::WorkerStatus,
         api::LoadBalancerStatus,
@@ -149,6 +153,7 @@ pub fn router(service: Arc<Service>) -> Router {
             post(resume_instance),
         )
         .route("/v1/groups/{name}/events", get(list_events))
+        .route("/v1/groups/{name}/metrics", post(push_metrics))
         .route("/v1/groups/{name}/load_balancer", get(load_balancer))
         .route("/v1/metrics", get(metrics))
         .merge(http_identity::routes())
@@ -230,6 +235,15 @@ impl IntoResponse for ServiceError {
             }
             e @ ServiceError::NotFound { .. } => {
                 problem(StatusCode::NOT_FOUND, "Not found", e.to_string(), None)
+            }
+            ServiceError::Unknown(e) => {
+                let detail = e.to_string();
+                problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Unknown reference",
+                    detail,
+                    Some((e.field, e.rule)),
+                )
             }
             e @ ServiceError::Conflict { .. } => {
                 problem(StatusCode::CONFLICT, "Conflict", e.to_string(), None)
@@ -610,6 +624,34 @@ async fn resume_instance(
 ) -> ApiResult<axum::Json<api::Instance>> {
     let i = s.resume_instance(&p.tenant, &name, &id).await?;
     Ok(axum::Json(instance_view(&s, &i)))
+}
+
+/// Pushes metric readings for a group (an agent, a script): per-instance readings are
+/// averaged like provider readings, group-level ones go straight into the group's
+/// metric window; while fresh they take precedence over the provider's for their metric.
+#[utoipa::path(post, path = "/v1/groups/{name}/metrics", params(("name" = String, Path)), request_body = api::PushMetrics,
+    responses((status = 202, body = api::PushedMetrics), (status = 400, body = api::Problem), (status = 404, body = api::Problem), (status = 422, body = api::Problem)))]
+async fn push_metrics(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<api::PushedMetrics>)> {
+    let req: api::PushMetrics = parse_body(&body)?;
+    let samples: Vec<crate::service::PushSample> = req
+        .samples
+        .into_iter()
+        .map(|x| crate::service::PushSample {
+            metric: x.metric,
+            value: x.value,
+            instance_id: x.instance_id,
+        })
+        .collect();
+    let accepted = s.push_metrics(&p.tenant, &name, &samples).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(api::PushedMetrics { accepted }),
+    ))
 }
 
 /// Query of the event list.

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use swell_providers::Provider;
 use swell_providers::docker::{DockerConfig, DockerProvider};
+use swell_providers::openstack::OpenStackProvider;
 use swell_providers::process::{ProcessConfig, ProcessProvider};
 use swell_store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,11 @@ pub struct ServerConfig {
     /// Docker engines of the `docker` provider (`--docker-engine NAME=ENDPOINT`); the
     /// provider is available only when at least one is given.
     pub docker_engines: Vec<swell_providers::docker::EngineConfig>,
+    /// The `openstack` provider's cloud (`--openstack` from the `OS_*` environment, or
+    /// `--os-cloud NAME` from a clouds.yaml); the provider is available only when set.
+    /// Its `owner` is replaced at start by this server's tag (its data directory), so
+    /// that two servers never adopt each other's servers.
+    pub openstack: Option<swell_providers::openstack::OpenStackConfig>,
 }
 
 /// What can stop the server from starting.
@@ -70,6 +76,9 @@ pub enum StartError {
     /// The docker provider's configuration is invalid.
     #[error("docker provider: {0}")]
     Docker(#[from] swell_providers::docker::DockerConfigError),
+    /// The openstack provider's configuration is invalid.
+    #[error("openstack provider: {0}")]
+    OpenStack(#[from] swell_providers::openstack::OpenStackConfigError),
     /// The API address cannot be bound.
     #[error(
         "cannot listen on {addr}: {source} (is another swell running? use --listen to pick another address)"
@@ -124,6 +133,14 @@ impl Server {
             providers.insert(
                 docker.name().to_string(),
                 Arc::new(docker) as Arc<dyn Provider>,
+            );
+        }
+        if let Some(mut os) = config.openstack.clone() {
+            os.owner = owner_tag(&data_dir);
+            let openstack = OpenStackProvider::new(os)?;
+            providers.insert(
+                openstack.name().to_string(),
+                Arc::new(openstack) as Arc<dyn Provider>,
             );
         }
         let controller = Controller::new(

@@ -4,11 +4,11 @@
 
 use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
-use crate::controller::{Controller, bind_lb};
+use crate::controller::{Controller, PushedReading, bind_lb};
 use crate::secrets::{SecretError, SecretKey};
 use std::sync::Arc;
 use swell_core::{
-    EventKind, GroupName, GroupSpec, InstanceId, InstanceStatus, TenantId, Timestamp,
+    EventKind, GroupName, GroupSpec, InstanceId, InstanceStatus, Metric, TenantId, Timestamp,
     ValidationError,
 };
 use swell_lb::LoadBalancer;
@@ -31,6 +31,10 @@ pub enum ServiceError {
         /// Its name or id.
         name: String,
     },
+    /// The input refers to an object that does not exist in this tenant (422, naming
+    /// the field): an unknown instance in a metric push.
+    #[error("{0}")]
+    Unknown(ValidationError),
     /// The object already exists.
     #[error("{kind} `{name}` already exists")]
     Conflict {
@@ -361,6 +365,81 @@ impl Service {
         Ok(events)
     }
 
+    /// Takes pushed metric readings for a group (`POST /v1/groups/{name}/metrics`).
+    /// Every sample is checked before any is used (DESIGN.md invariant 6): a known
+    /// metric, a finite value >= 0, and an instance id, when given, of a live instance
+    /// of this group in this tenant. Returns how many were accepted.
+    pub async fn push_metrics(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        samples: &[PushSample],
+    ) -> Result<u32> {
+        let g = self.get_group(tenant, group).await?;
+        if samples.is_empty() {
+            return Err(ValidationError::new("samples", "at least one sample is needed").into());
+        }
+        if samples.len() > MAX_PUSHED_SAMPLES {
+            return Err(ValidationError::new(
+                "samples",
+                format!(
+                    "at most {MAX_PUSHED_SAMPLES} samples per request (got {})",
+                    samples.len()
+                ),
+            )
+            .into());
+        }
+        let live = self.store.list_instances(tenant, group, false).await?;
+        let at = self.clock.now();
+        let mut readings = Vec::with_capacity(samples.len());
+        for (i, sample) in samples.iter().enumerate() {
+            let metric = parse_metric(&sample.metric).ok_or_else(|| {
+                ValidationError::new(
+                    format!("samples[{i}].metric"),
+                    format!(
+                        "unknown metric `{}` (one of {})",
+                        sample.metric,
+                        PUSHABLE_METRICS.join(", ")
+                    ),
+                )
+            })?;
+            if !sample.value.is_finite() || sample.value < 0.0 {
+                return Err(ValidationError::new(
+                    format!("samples[{i}].value"),
+                    format!("must be a finite number >= 0 (got {})", sample.value),
+                )
+                .into());
+            }
+            let instance = match &sample.instance_id {
+                None => None,
+                Some(id) => {
+                    // A foreign tenant's instance reads exactly like one that does not
+                    // exist (DESIGN.md invariant 3).
+                    if !live.iter().any(|r| r.id.as_str() == id) {
+                        return Err(ServiceError::Unknown(ValidationError::new(
+                            format!("samples[{i}].instance_id"),
+                            format!("no live instance `{id}` in group `{group}`"),
+                        )));
+                    }
+                    Some(InstanceId(id.clone()))
+                }
+            };
+            readings.push(PushedReading {
+                metric,
+                value: sample.value,
+                instance,
+                at,
+            });
+        }
+        let accepted = readings.len() as u32;
+        if !self.controller.push_metrics(tenant, &g.spec.name, readings) {
+            return Err(ServiceError::State(format!(
+                "group `{group}` has no running worker (is it being deleted?)"
+            )));
+        }
+        Ok(accepted)
+    }
+
     /// Pauses a running instance (seed 3): out of the load balancer, no CPU, still counted.
     pub async fn pause_instance(
         &self,
@@ -483,4 +562,33 @@ impl Service {
         self.controller.notify(tenant, group, None);
         Ok(record)
     }
+}
+
+/// The most samples one metric push may carry.
+pub const MAX_PUSHED_SAMPLES: usize = 1000;
+
+/// Every metric a push may name (the group policies' metrics).
+pub const PUSHABLE_METRICS: &[&str] = &[
+    "cpu",
+    "memory",
+    "request_rate",
+    "request_rate_per_instance",
+    "in_flight",
+    "latency_p99",
+    "error_rate",
+];
+
+/// One pushed reading as the HTTP layer received it, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushSample {
+    /// The metric's name.
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+    /// The instance measured, if any.
+    pub instance_id: Option<String>,
+}
+
+fn parse_metric(name: &str) -> Option<Metric> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }

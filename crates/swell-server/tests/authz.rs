@@ -153,6 +153,7 @@ async fn start(dir: &Path) -> Server {
         secret_key: None,
         secret_key_file: None,
         docker_engines: Vec::new(),
+        openstack: None,
     })
     .await
     .unwrap()
@@ -426,6 +427,14 @@ async fn own_call(
         ("PUT", "/v1/groups/{name}/desired_capacity") => {
             body = Some(json!({"desired_capacity": 2}));
         }
+        ("POST", "/v1/groups/{name}/metrics") => {
+            // One group-level and one per-instance reading: the foreign call names
+            // this tenant's instance, which must read as unknown there.
+            body = Some(json!({"samples": [
+                {"metric": "cpu", "value": 1.0},
+                {"metric": "cpu", "value": 2.0, "instance_id": t.owned},
+            ]}));
+        }
         ("POST", "/v1/groups/{name}/instances/{id}/pause") => {
             let _ = api
                 .call(
@@ -642,6 +651,9 @@ async fn every_route_every_role_both_tenants() {
                     "PUT" if *template == "/v1/tenants/{tenant}" => {
                         Some(json!({"description": "hijacked"}))
                     }
+                    "POST" if template.ends_with("/metrics") => Some(json!({"samples": [
+                        {"metric": "cpu", "value": 99.0, "instance_id": beta.owned},
+                    ]})),
                     _ => None,
                 };
                 (fill(template, &refs), body)

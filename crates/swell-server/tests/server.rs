@@ -17,6 +17,7 @@ async fn start(dir: &Path) -> (Server, String) {
         secret_key: None,
         secret_key_file: None,
         docker_engines: Vec::new(),
+        openstack: None,
     })
     .await
     .unwrap();

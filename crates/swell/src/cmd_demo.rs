@@ -152,6 +152,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         } else {
             Vec::new()
         },
+        openstack: None,
     })
     .await?;
     let service = server.service();

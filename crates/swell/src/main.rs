@@ -64,6 +64,9 @@ enum Command {
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// Push metric readings (for instances a provider cannot measure, e.g. OpenStack).
+    #[command(subcommand)]
+    Metrics(MetricsCmd),
     /// Set a group's desired capacity.
     Scale {
         /// The group.
@@ -127,6 +130,49 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     docker_engines: Vec<String>,
+    /// Enable the `openstack` provider on the cloud the `OS_*` environment describes
+    /// (an openrc: OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, …).
+    #[arg(long, conflicts_with = "os_cloud")]
+    openstack: bool,
+    /// Enable the `openstack` provider on cloud NAME of a clouds.yaml.
+    #[arg(long, value_name = "NAME")]
+    os_cloud: Option<String>,
+    /// The clouds.yaml of --os-cloud (default: $OS_CLIENT_CONFIG_FILE, ./clouds.yaml,
+    /// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml).
+    #[arg(long, value_name = "FILE", requires = "os_cloud")]
+    os_config: Option<PathBuf>,
+    /// How long a new OpenStack server may take to become ACTIVE before its create
+    /// fails (default 300s).
+    #[arg(long, env = "SWELL_OS_BUILD_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    os_build_timeout: Option<std::time::Duration>,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    swell_core::duration::parse(text)
+}
+
+/// The openstack provider's configuration from `--openstack` (the `OS_*` environment,
+/// read here at the binary's edge) or `--os-cloud` (a clouds.yaml). The owner tag is a
+/// placeholder: the server replaces it with its data directory's.
+fn openstack_config(
+    args: &ServeArgs,
+) -> Result<Option<swell_providers::openstack::OpenStackConfig>> {
+    use swell_providers::openstack::OpenStackConfig;
+    let owner = args.data_dir.display().to_string();
+    let mut config = if args.openstack {
+        OpenStackConfig::from_env_vars(owner, std::env::vars()).context(
+            "--openstack reads the cloud from the OS_* environment (source the cloud's openrc)",
+        )?
+    } else if let Some(cloud) = &args.os_cloud {
+        OpenStackConfig::from_clouds_yaml(owner, args.os_config.as_deref(), cloud)
+            .with_context(|| format!("--os-cloud {cloud}"))?
+    } else {
+        return Ok(None);
+    };
+    if let Some(t) = args.os_build_timeout {
+        config.build_timeout = t;
+    }
+    Ok(Some(config))
 }
 
 /// The docker provider's engines from `--docker` and `--docker-engine NAME=ENDPOINT`.
@@ -174,6 +220,23 @@ enum GroupCmd {
     Delete {
         /// The group.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MetricsCmd {
+    /// Push one reading of METRIC for a group (or one of its instances).
+    Push {
+        /// The group.
+        group: String,
+        /// The metric: cpu, memory, request_rate, request_rate_per_instance, in_flight,
+        /// latency_p99 or error_rate.
+        metric: String,
+        /// The value, in the metric's unit (percent for cpu).
+        value: f64,
+        /// The instance measured; without it the value is the group's.
+        #[arg(long)]
+        instance: Option<String>,
     },
 }
 
@@ -250,6 +313,7 @@ async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     init_tracing("info");
     use swell_server::secrets::SecretString;
+    let openstack = openstack_config(&args)?;
     let admin_password = match (args.admin_password, &args.admin_password_file) {
         (Some(p), _) => Some(p),
         (None, Some(f)) => Some(
@@ -268,6 +332,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         secret_key: args.secret_key.map(SecretString::new),
         secret_key_file: args.secret_key_file,
         docker_engines: docker_engines(args.docker, &args.docker_engines)?,
+        openstack,
     })
     .await?;
     if let Some(p) = server.generated_admin_password() {
@@ -383,6 +448,32 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                 .get(&format!("/v1/groups/{group}/events?{}", q.join("&")))
                 .await?;
             print(output, &list, |l| client::events_table(&l.events))
+        }
+        Command::Metrics(MetricsCmd::Push {
+            group,
+            metric,
+            value,
+            instance,
+        }) => {
+            let body = serde_json::to_value(api::PushMetrics {
+                samples: vec![api::PushedSample {
+                    metric,
+                    value,
+                    instance_id: instance,
+                }],
+            })?;
+            let r: api::PushedMetrics = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/groups/{group}/metrics"),
+                    Some(&body),
+                )
+                .await?;
+            print(output, &r, |r| {
+                let mut t = client::table(&["ACCEPTED"]);
+                t.add_row(vec![r.accepted.to_string()]);
+                t
+            })
         }
         Command::Scale {
             group,

@@ -104,6 +104,11 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     ),
     (Method::GET, "/v1/groups/{name}/events", Role(Role::Viewer)),
     (
+        Method::POST,
+        "/v1/groups/{name}/metrics",
+        Role(Role::Member),
+    ),
+    (
         Method::GET,
         "/v1/groups/{name}/load_balancer",
         Role(Role::Viewer),

@@ -76,11 +76,21 @@ pub struct Swell {
     /// The bootstrap admin's token on the `default` tenant: every API call and CLI run
     /// (as `SWELL_TOKEN`) carries it.
     pub token: String,
+    /// Extra `swell serve` arguments (provider flags), given at every start.
+    serve_args: Vec<String>,
+    /// Extra environment of `swell serve` (a cloud's `OS_*` variables).
+    serve_env: Vec<(String, String)>,
 }
 
 impl Swell {
     /// Starts a server on a fresh data directory and waits until it answers.
     pub async fn start() -> Swell {
+        Swell::start_with(&[], &[]).await
+    }
+
+    /// Like [`Swell::start`], with extra `swell serve` arguments and environment (e.g.
+    /// `--openstack` and the cloud's `OS_*` variables), used again at every restart.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Swell {
         let dir = tempfile::Builder::new()
             .prefix("swell-e2e-")
             .tempdir()
@@ -102,6 +112,11 @@ impl Swell {
                 .build()
                 .expect("an HTTP client"),
             token: String::new(),
+            serve_args: args.iter().map(|a| a.to_string()).collect(),
+            serve_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         swell.restart().await;
         swell
@@ -135,6 +150,8 @@ impl Swell {
                     "--data-dir",
                 ])
                 .arg(self.data_dir())
+                .args(&self.serve_args)
+                .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
                 .env("SWELL_LOG", "info")
                 .env("SWELL_ADMIN_PASSWORD", ADMIN_PASSWORD)
                 .env_remove("SWELL_URL")
