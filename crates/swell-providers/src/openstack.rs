@@ -438,7 +438,6 @@ impl OpenStackProvider {
         loop {
             match nova::get_server(c, &server.id).await? {
                 None => return Ok(()),
-                Some(s) if s.status == "DELETED" || s.status == "SOFT_DELETED" => return Ok(()),
                 Some(s) if Instant::now() >= deadline => {
                     return Err(ProviderError::Unavailable(format!(
                         "nova DELETE /servers/{}: server {} still {} after {} s; Swell tries again",
@@ -487,10 +486,36 @@ impl OpenStackProvider {
             return Ok(());
         };
         let members = octavia::members_named(c, &pool.id, instance).await?;
+        tracing::debug!(
+            "openstack: instance {instance}: {} member(s) in pool {}",
+            members.len(),
+            pool.id
+        );
         for m in members {
             self.lb_settled(&pool).await?;
             octavia::remove_member(c, &pool.id, &m.id).await?;
             self.lb_settled(&pool).await?;
+        }
+        self.check_members_gone(&pool, instance).await
+    }
+
+    /// Octavia accepts a removal and may still fail it (the member stays, in ERROR):
+    /// say so, without failing the caller — the server goes either way.
+    async fn check_members_gone(
+        &self,
+        pool: &octavia::Pool,
+        instance: &str,
+    ) -> Result<(), ProviderError> {
+        let left = octavia::members_named(&self.client, &pool.id, instance).await?;
+        for m in left {
+            tracing::warn!(
+                "openstack: Octavia accepted removing member {} ({instance}) from pool {} but it is still there, provisioning status {}; see the Octavia worker's log, and remove it with `openstack loadbalancer member delete {} {}`",
+                m.id,
+                pool.id,
+                m.provisioning_status,
+                pool.id,
+                m.id
+            );
         }
         Ok(())
     }
@@ -828,7 +853,8 @@ impl Provider for OpenStackProvider {
             self.lb_settled(&pool).await?;
             octavia::remove_member(c, &pool.id, &m.id).await?;
         }
-        self.lb_settled(&pool).await
+        self.lb_settled(&pool).await?;
+        self.check_members_gone(&pool, id.as_str()).await
     }
 
     async fn capacity(&self) -> Result<Option<ProviderCapacity>, ProviderError> {

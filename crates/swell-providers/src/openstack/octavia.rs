@@ -30,6 +30,8 @@ pub(crate) struct Member {
     pub(crate) id: String,
     #[serde(default)]
     pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) provisioning_status: String,
 }
 
 impl Pool {
