@@ -551,3 +551,102 @@ async fn a_scale_out_is_capped_by_the_tenant_quota() {
     );
     server.shutdown().await;
 }
+
+/// `POST /v1/groups/{name}/metrics`: every sample is checked before any is used, and
+/// the error names the field and the rule; valid group-level pushes take precedence
+/// over the provider's readings (a `sleep` uses no CPU) and drive the policy.
+#[tokio::test]
+async fn pushed_metrics_are_checked_whole_and_drive_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(dir.path()).unwrap();
+    let _cleanup = Cleanup(data.clone());
+    let (server, url) = start(&data).await;
+    let http = login(&url).await;
+    let mut g = sleepers("pushy", 1);
+    g["min"] = json!(1);
+    g["max"] = json!(3);
+    g["cooldown"] = json!("0s");
+    g["metrics_interval"] = json!("100ms");
+    g["policies"] = json!([{"type": "threshold", "metric": "cpu", "scale_out_above": 50,
+                            "evaluation_period": "1s"}]);
+    let created = http
+        .post(format!("{url}/v1/groups"))
+        .json(&g)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let ids = wait_running(&http, &url, "pushy", 1).await;
+    let push = |group: &'static str, body: Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/v1/groups/{group}/metrics"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let cpu = |v: f64| json!({"metric": "cpu", "value": v});
+    let many: Vec<Value> = (0..1001).map(|_| cpu(1.0)).collect();
+    for (body, status, field) in [
+        (json!({"samples": []}), 400, "samples"),
+        (json!({"samples": many}), 400, "samples"),
+        (
+            json!({"samples": [cpu(99.0), {"metric": "gpu", "value": 1.0}]}),
+            400,
+            "samples[1].metric",
+        ),
+        (json!({"samples": [cpu(-1.0)]}), 400, "samples[0].value"),
+        (
+            json!({"samples": [{"metric": "cpu", "value": "high"}]}),
+            400,
+            "samples[0].value",
+        ),
+        (
+            json!({"samples": [{"metric": "cpu", "value": 99.0, "instance_id": "nope"}]}),
+            422,
+            "samples[0].instance_id",
+        ),
+        (json!({"readings": []}), 400, "readings"),
+    ] {
+        let (got, answer) = push("pushy", body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert_eq!(answer["field"], field, "{body}: {answer}");
+        assert!(answer["rule"].as_str().is_some_and(|r| !r.is_empty()));
+    }
+    let (got, _) = push("nosuch", json!({"samples": [cpu(1.0)]})).await;
+    assert_eq!(got, 404);
+    // A per-instance reading of a live instance is accepted.
+    let (got, answer) = push(
+        "pushy",
+        json!({"samples": [{"metric": "cpu", "value": 10.0, "instance_id": ids[0]}]}),
+    )
+    .await;
+    assert_eq!((got, answer["accepted"].clone()), (202, json!(1)));
+
+    // High CPU pushed for the group: it scales out although its processes idle.
+    let mut desired = 1;
+    for _ in 0..200 {
+        let (got, _) = push("pushy", json!({"samples": [cpu(90.0)]})).await;
+        assert_eq!(got, 202);
+        let g: Value = http
+            .get(format!("{url}/v1/groups/pushy"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        desired = g["desired_capacity"].as_u64().unwrap();
+        if desired == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(desired, 3, "pushed CPU did not drive the policy");
+    server.shutdown().await;
+}
