@@ -110,4 +110,20 @@ mod tests {
         .unwrap();
         assert_eq!(doc.groups[0].max, 3);
     }
+
+    /// The examples double as documentation: each must parse and pass every rule.
+    #[test]
+    fn examples_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        for name in ["tenant.yaml", "openstack-lab.yaml"] {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).expect("the example");
+            let doc: TenantDoc = parse(&text, name).unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(!doc.groups.is_empty(), "{name} has no group");
+            for g in &doc.groups {
+                g.validate()
+                    .unwrap_or_else(|e| panic!("{name}: group {}: {e}", g.name));
+            }
+        }
+    }
 }
