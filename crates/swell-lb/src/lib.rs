@@ -63,6 +63,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+mod h1;
 mod health;
 mod io;
 mod pool;
@@ -785,7 +786,21 @@ async fn serve_http(
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %err, "set_nodelay failed");
     }
-    let (io, activity) = ActivityIo::new(stream);
+    h1::serve(stream, peer, proxy, config, cancel).await;
+}
+
+/// Serves a client connection with hyper: HTTP/2 with prior knowledge, and
+/// the HTTP/1.1 requests the fast path (`h1.rs`) hands over.
+async fn serve_hyper<T>(
+    io: T,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    config: Arc<LbConfig>,
+    cancel: CancellationToken,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, activity) = ActivityIo::new(io);
     let service = service_fn(move |req| Arc::clone(&proxy).handle(req, peer));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -100,7 +100,7 @@ pub(crate) struct Proxy {
     pub(crate) pool: Arc<Pool>,
     pub(crate) traffic: Arc<Traffic>,
     pub(crate) upstream: Arc<Upstream>,
-    request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     max_body_bytes: Option<u64>,
     passive: Option<PassiveEjection>,
 }
@@ -287,7 +287,7 @@ fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn err_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn err_chain(err: &dyn std::error::Error) -> String {
     let mut s = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

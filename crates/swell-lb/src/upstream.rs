@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
@@ -69,9 +70,21 @@ pub(crate) struct Lease {
     sender: SendRequest<LbBody>,
 }
 
-/// The pool of idle connections, per instance address.
+/// A plain TCP connection to an instance, for the HTTP/1.1 fast path
+/// (`h1.rs`), with its read buffer.
+pub(crate) struct RawConn {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
+}
+
+/// Read buffer of a [`RawConn`], to start with.
+const RAW_BUF: usize = 16 * 1024;
+
+/// The pool of idle connections, per instance address: hyper's (for requests
+/// served by hyper) and plain ones (for the fast path).
 pub(crate) struct Upstream {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    raw: Mutex<HashMap<SocketAddr, Vec<(RawConn, Instant)>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -80,6 +93,7 @@ impl Upstream {
     pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self {
             idle: Mutex::new(HashMap::new()),
+            raw: Mutex::new(HashMap::new()),
             connect_timeout,
             idle_timeout,
         }
@@ -102,12 +116,53 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<LbBody>, UpstreamError> {
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
             .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// A new plain connection to `addr`, for the fast path.
+    pub(crate) async fn connect_raw(&self, addr: SocketAddr) -> Result<RawConn, UpstreamError> {
+        Ok(RawConn {
+            stream: self.connect_tcp(addr).await?,
+            buf: BytesMut::with_capacity(RAW_BUF),
+        })
+    }
+
+    /// An idle plain connection to `addr` that is still open, if any. The
+    /// liveness check costs no system call unless the socket became readable
+    /// (the instance closed it, or sent something it should not have).
+    pub(crate) fn take_raw(&self, addr: SocketAddr) -> Option<RawConn> {
+        loop {
+            let (conn, since) = {
+                let mut map = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+                map.get_mut(&addr)?.pop()?
+            };
+            if since.elapsed() >= self.idle_timeout || !conn.buf.is_empty() {
+                continue; // dropping it closes the connection
+            }
+            match conn.stream.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue, // EOF, an error, or unexpected bytes
+            }
+        }
+    }
+
+    /// Returns a plain connection whose response has been read to the end.
+    pub(crate) fn put_raw(&self, addr: SocketAddr, conn: RawConn) {
+        let mut map = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = map.entry(addr).or_default();
+        if idle.len() < MAX_IDLE_PER_ADDR {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<LbBody>, UpstreamError> {
+        let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -154,6 +209,12 @@ impl Upstream {
     pub(crate) fn forget(&self, addr: SocketAddr) {
         let gone = self
             .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
+        drop(gone);
+        let gone = self
+            .raw
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&addr);
