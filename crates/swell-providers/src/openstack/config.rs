@@ -754,3 +754,325 @@ fn parse_clouds(path: &Path, text: &str) -> Result<CloudsFile, OpenStackConfigEr
         message: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<OpenStackConfig, OpenStackConfigError> {
+        OpenStackConfig::from_env_vars(
+            "srv",
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("OS_AUTH_URL", "http://127.0.0.1:5000/v3"),
+        ("OS_USERNAME", "admin"),
+        ("OS_PASSWORD", "adminpass"),
+        ("OS_PROJECT_NAME", "admin"),
+        ("OS_USER_DOMAIN_NAME", "Default"),
+        ("OS_PROJECT_DOMAIN_ID", "default"),
+        ("OS_REGION_NAME", "RegionOne"),
+        ("HOME", "/root"),
+    ];
+
+    fn with(
+        extra: &[(&'static str, &'static str)],
+        without: &[&str],
+    ) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<(&str, &str)> = BASE
+            .iter()
+            .filter(|(k, _)| !without.contains(k) && !extra.iter().any(|(e, _)| e == k))
+            .copied()
+            .collect();
+        v.extend_from_slice(extra);
+        v
+    }
+
+    #[test]
+    fn password_from_env() {
+        let c = env(BASE).unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::Password {
+                auth_url: "http://127.0.0.1:5000/v3".into(),
+                user: NameOrId::Name("admin".into()),
+                password: Secret::new("adminpass"),
+                user_domain: NameOrId::Name("Default".into()),
+                project: NameOrId::Name("admin".into()),
+                project_domain: NameOrId::Id("default".into()),
+            }
+        );
+        assert_eq!(c.region.as_deref(), Some("RegionOne"));
+        assert_eq!(c.interface, "public");
+        assert_eq!(c.compute_microversion, "2.79");
+        assert_eq!(c.owner, "srv");
+        // The secret never shows in Debug.
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("adminpass"), "{debug}");
+        assert!(debug.contains("***"));
+
+        let c = env(&with(
+            &[
+                ("OS_PROJECT_ID", "p-1"),
+                ("OS_INTERFACE", "internalURL"),
+                ("OS_COMPUTE_API_VERSION", "2.95"),
+            ],
+            &[
+                "OS_PROJECT_NAME",
+                "OS_USER_DOMAIN_NAME",
+                "OS_PROJECT_DOMAIN_ID",
+            ],
+        ))
+        .unwrap();
+        let AuthConfig::Password {
+            project,
+            user_domain,
+            ..
+        } = &c.auth
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(project, &NameOrId::Id("p-1".into()));
+        assert_eq!(user_domain, &NameOrId::Id("default".into()));
+        assert_eq!(c.interface, "internal");
+        assert_eq!(c.compute_microversion, "2.95");
+    }
+
+    #[test]
+    fn application_credential_from_env() {
+        let c = env(&[
+            ("OS_AUTH_URL", "https://keystone.example:5000"),
+            ("OS_AUTH_TYPE", "v3applicationcredential"),
+            ("OS_APPLICATION_CREDENTIAL_ID", "ac1"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::ApplicationCredential {
+                auth_url: "https://keystone.example:5000".into(),
+                credential: AppCredentialRef::Id("ac1".into()),
+                secret: Secret::new("s"),
+            }
+        );
+        // By name: needs the user.
+        let e = env(&[
+            ("OS_AUTH_URL", "https://keystone.example:5000"),
+            ("OS_APPLICATION_CREDENTIAL_NAME", "swell"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "s"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "OS_USERNAME is missing: an application credential given by name needs its user (username or user_id)"
+        );
+        let c = env(&[
+            ("OS_AUTH_URL", "https://keystone.example:5000"),
+            ("OS_APPLICATION_CREDENTIAL_NAME", "swell"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "s"),
+            ("OS_USERNAME", "ops"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.auth,
+            AuthConfig::ApplicationCredential {
+                credential: AppCredentialRef::Name { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_env_names_the_variable_and_the_rule() {
+        let check = |vars: Vec<(&str, &str)>, expect: &str| {
+            let e = env(&vars).unwrap_err();
+            assert_eq!(e.to_string(), expect);
+        };
+        check(
+            with(&[], &["OS_AUTH_URL"]),
+            "OS_AUTH_URL is missing: Keystone's URL, e.g. http://controller:5000/v3",
+        );
+        check(
+            with(&[("OS_AUTH_URL", "controller:5000")], &[]),
+            "OS_AUTH_URL: `controller:5000` must be an http(s) URL, e.g. http://controller:5000/v3",
+        );
+        check(
+            with(&[], &["OS_PASSWORD"]),
+            "OS_PASSWORD is missing: password auth needs the user's password",
+        );
+        check(
+            with(&[], &["OS_USERNAME"]),
+            "OS_USERNAME is missing: password auth needs a user (username or user_id), or give an application credential",
+        );
+        check(
+            with(&[], &["OS_PROJECT_NAME"]),
+            "OS_PROJECT_NAME is missing: Swell needs a project-scoped token: give project_name or project_id",
+        );
+        check(
+            with(&[("OS_INTERFACE", "private")], &[]),
+            "OS_INTERFACE: `private` must be public, internal or admin",
+        );
+        check(
+            with(&[("OS_COMPUTE_API_VERSION", "3")], &[]),
+            "OS_COMPUTE_API_VERSION: `3` must be a Nova 2.x microversion such as 2.79",
+        );
+        check(
+            with(&[("OS_AUTH_TYPE", "token")], &[]),
+            "OS_AUTH_TYPE: `token` must be password or v3applicationcredential",
+        );
+        check(
+            vec![
+                ("OS_AUTH_URL", "http://k:5000"),
+                ("OS_APPLICATION_CREDENTIAL_ID", "x"),
+            ],
+            "OS_APPLICATION_CREDENTIAL_SECRET is missing: application-credential auth needs the credential's secret",
+        );
+    }
+
+    const CLOUDS: &str = r#"
+clouds:
+  lab:
+    auth:
+      auth_url: http://127.0.0.1:5000/v3
+      username: admin
+      password: adminpass
+      project_name: admin
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+    compute_api_version: 2.79
+  prod:
+    auth_type: v3applicationcredential
+    auth:
+      auth_url: https://keystone.example/v3
+      application_credential_id: ac1
+    region_name: RegionTwo
+    interface: internal
+"#;
+
+    fn yaml(
+        text: &str,
+        secure: Option<&str>,
+        cloud: &str,
+    ) -> Result<OpenStackConfig, OpenStackConfigError> {
+        OpenStackConfig::from_clouds_yaml_text(
+            "srv",
+            Path::new("/etc/openstack/clouds.yaml"),
+            text,
+            secure.map(|s| (Path::new("/etc/openstack/secure.yaml"), s)),
+            cloud,
+        )
+    }
+
+    #[test]
+    fn clouds_yaml() {
+        let c = yaml(CLOUDS, None, "lab").unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::Password {
+                auth_url: "http://127.0.0.1:5000/v3".into(),
+                user: NameOrId::Name("admin".into()),
+                password: Secret::new("adminpass"),
+                user_domain: NameOrId::Name("Default".into()),
+                project: NameOrId::Name("admin".into()),
+                project_domain: NameOrId::Name("Default".into()),
+            }
+        );
+        assert_eq!(c.region.as_deref(), Some("RegionOne"));
+        assert_eq!(c.compute_microversion, "2.79");
+        // The secret from secure.yaml, as os-client-config merges it.
+        let secure = "clouds:\n  prod:\n    auth:\n      application_credential_secret: s3\n";
+        let c = yaml(CLOUDS, Some(secure), "prod").unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::ApplicationCredential {
+                auth_url: "https://keystone.example/v3".into(),
+                credential: AppCredentialRef::Id("ac1".into()),
+                secret: Secret::new("s3"),
+            }
+        );
+        assert_eq!(c.interface, "internal");
+        assert_eq!(
+            yaml(CLOUDS, None, "prod").unwrap_err().to_string(),
+            "clouds.prod.auth.application_credential_secret is missing: application-credential auth needs the credential's secret"
+        );
+    }
+
+    #[test]
+    fn bad_clouds_yaml_names_the_field() {
+        assert_eq!(
+            yaml(CLOUDS, None, "staging").unwrap_err().to_string(),
+            "clouds.staging: no such cloud in /etc/openstack/clouds.yaml (it has: lab, prod)"
+        );
+        let bad = CLOUDS.replace("interface: public", "interface: outside");
+        assert_eq!(
+            yaml(&bad, None, "lab").unwrap_err().to_string(),
+            "clouds.lab.interface: `outside` must be public, internal or admin"
+        );
+        let bad = CLOUDS.replace("      password: adminpass\n", "");
+        assert_eq!(
+            yaml(&bad, None, "lab").unwrap_err().to_string(),
+            "clouds.lab.auth.password is missing: password auth needs the user's password"
+        );
+        let e = yaml("clouds: [1, 2", None, "lab").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/etc/openstack/clouds.yaml is not a valid clouds.yaml:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn clouds_yaml_file_and_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clouds.yaml");
+        std::fs::write(&path, CLOUDS).unwrap();
+        let c = OpenStackConfig::from_clouds_yaml("srv", Some(&path), "lab").unwrap();
+        assert_eq!(c.region.as_deref(), Some("RegionOne"));
+        let e =
+            OpenStackConfig::from_clouds_yaml("srv", Some(&dir.path().join("nope.yaml")), "lab")
+                .unwrap_err();
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+        // Search order: OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack, /etc.
+        assert_eq!(find_clouds_yaml(Some(path.clone()), None).unwrap(), path);
+        let e = find_clouds_yaml(Some(dir.path().join("missing.yaml")), None).unwrap_err();
+        assert!(e.to_string().starts_with("OS_CLIENT_CONFIG_FILE: "), "{e}");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".config/openstack")).unwrap();
+        std::fs::write(home.join(".config/openstack/clouds.yaml"), CLOUDS).unwrap();
+        if !Path::new("clouds.yaml").exists() {
+            assert_eq!(
+                find_clouds_yaml(None, Some(home.clone())).unwrap(),
+                home.join(".config/openstack/clouds.yaml")
+            );
+        }
+    }
+
+    #[test]
+    fn validate_checks_what_callers_may_change() {
+        let mut c =
+            OpenStackConfig::new("srv", AuthConfig::password("http://k:5000", "u", "p", "x"));
+        assert!(c.validate().is_ok());
+        c.cpu_overcommit = 0.0;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "cpu_overcommit: (0) must be a number above 0"
+        );
+        c.cpu_overcommit = 16.0;
+        c.build_timeout = Duration::ZERO;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "build_timeout: must be more than 0 s"
+        );
+        c.build_timeout = Duration::from_secs(300);
+        c.owner = " ".into();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "owner: must not be empty"
+        );
+    }
+}

@@ -43,10 +43,10 @@ impl Pool {
 
 /// The pools matching an id or a name.
 pub(crate) async fn find_pool(c: &Client, name_or_id: &str) -> Result<Vec<Pool>, CallError> {
-    if looks_like_uuid(name_or_id) {
-        if let Some(p) = get_pool(c, name_or_id).await? {
-            return Ok(vec![p]);
-        }
+    if looks_like_uuid(name_or_id)
+        && let Some(p) = get_pool(c, name_or_id).await?
+    {
+        return Ok(vec![p]);
     }
     #[derive(Deserialize)]
     struct Many {
