@@ -168,6 +168,9 @@ pub const NAME_PREFIX: &str = "swell-";
 pub struct OpenStackProvider {
     config: OpenStackConfig,
     client: Client,
+    /// Serialises find-or-create of the groups' security groups, so that two
+    /// instances created at once do not make two groups of the same name.
+    security_groups: tokio::sync::Mutex<()>,
 }
 
 /// What a template resolves to before a server is created.
@@ -199,7 +202,11 @@ impl OpenStackProvider {
     ) -> Result<Self, OpenStackConfigError> {
         config.validate()?;
         let client = Client::new(&config, clock, tuning)?;
-        Ok(OpenStackProvider { config, client })
+        Ok(OpenStackProvider {
+            config,
+            client,
+            security_groups: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The configuration it was built with.
@@ -282,6 +289,7 @@ impl OpenStackProvider {
             }
             let session = c.session().await?;
             let name = group_sg_name(request);
+            let _one_at_a_time = self.security_groups.lock().await;
             let sg = neutron::ensure_security_group(
                 c,
                 &session.project_id,
@@ -578,7 +586,7 @@ impl OpenStackProvider {
                         .unwrap_or("?")
                 )
             } else {
-                "see the server's fault in `openstack server show` logs of nova-conductor".into()
+                "the logs of nova-conductor and nova-compute have the details".into()
             };
             return Err(ProviderError::NoCapacity(format!(
                 "server {} ({}) for instance {} went to ERROR: {fault}; it was deleted; {hint}",

@@ -272,7 +272,9 @@ pub(crate) fn error_message(body: &str) -> (String, Option<String>) {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) token: String,
-    pub(crate) expires_at: SystemTime,
+    /// When to get a new token: `renew_margin` before it expires, or halfway through
+    /// its life for tokens shorter than twice the margin.
+    pub(crate) renew_at: SystemTime,
     pub(crate) catalog: Catalog,
     pub(crate) project_id: String,
     pub(crate) is_admin: bool,
@@ -352,7 +354,7 @@ impl Client {
         let mut guard = self.session.lock().await;
         if let Some(s) = guard.as_ref() {
             let now = (self.clock)();
-            if now + self.tuning.renew_margin < s.expires_at {
+            if now < s.renew_at {
                 return Ok(s.clone());
             }
             tracing::debug!("openstack: token expires soon, renewing");
@@ -453,9 +455,12 @@ impl Client {
                 tries,
             )
         })?;
+        let now = (self.clock)();
+        let life = expires_at.duration_since(now).unwrap_or_default();
+        let renew_at = expires_at - self.tuning.renew_margin.min(life / 2);
         Ok(Session {
             token,
-            expires_at,
+            renew_at,
             catalog: Catalog {
                 services: body.token.catalog,
             },

@@ -289,6 +289,23 @@ async fn the_token_is_reused_and_renewed_before_it_expires() {
     // The token request: password auth, scoped to the project.
     let auth: Value = serde_json::from_str(&fake.seen()[0].body).unwrap();
     assert_eq!(auth["auth"]["scope"]["project"]["name"], "admin");
+
+    // A token shorter-lived than twice the margin is renewed halfway, not every call.
+    let fake = Fake::start().await;
+    fake.route(
+        "GET",
+        "/compute/v2.1/servers/detail",
+        vec![reply(200, "servers-detail.json")],
+    );
+    let (now, clock) = settable_clock(expiry() - Duration::from_secs(100));
+    let p = fake.provider(clock);
+    p.list().await.unwrap();
+    *now.lock().unwrap() = expiry() - Duration::from_secs(51);
+    p.list().await.unwrap();
+    assert_eq!(fake.tokens_issued(), 1);
+    *now.lock().unwrap() = expiry() - Duration::from_secs(49);
+    p.list().await.unwrap();
+    assert_eq!(fake.tokens_issued(), 2);
 }
 
 #[tokio::test]
