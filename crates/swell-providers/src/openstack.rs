@@ -662,7 +662,7 @@ impl OpenStackProvider {
                     &net_id,
                     &port.id,
                     fixed_ip,
-                    &format!("swell instance {}", request.instance_id),
+                    &fip_description(&request.instance_id),
                 )
                 .await?;
                 tracing::debug!(
@@ -728,6 +728,11 @@ fn server_name(request: &CreateRequest) -> String {
     )
 }
 
+/// The description of an instance's floating IP, by which a dangling one is found.
+fn fip_description(id: &InstanceId) -> String {
+    format!("swell instance {id}")
+}
+
 /// `swell-<tenant>-<group>`: the group's own security group.
 fn group_sg_name(request: &CreateRequest) -> String {
     format!("{NAME_PREFIX}{}-{}", request.tenant, request.group)
@@ -780,6 +785,21 @@ impl Provider for OpenStackProvider {
     async fn delete(&self, id: &InstanceId, _grace: Duration) -> Result<(), ProviderError> {
         for server in self.find_servers(id).await? {
             self.remove_server(&server).await?;
+        }
+        // A floating IP left dangling by a server deleted behind Swell's back (or a
+        // crash between allocation and association) is found by its description.
+        let c = &self.client;
+        let session = c.session().await?;
+        for fip in
+            neutron::floating_ips_described(c, &session.project_id, &fip_description(id)).await?
+        {
+            if fip.port_id.is_none() {
+                tracing::debug!(
+                    "openstack: releasing dangling floating IP {} of instance {id}",
+                    fip.floating_ip_address
+                );
+                neutron::delete_floating_ip(c, &fip.id).await?;
+            }
         }
         Ok(())
     }

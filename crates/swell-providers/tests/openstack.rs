@@ -485,6 +485,33 @@ async fn delete_removes_the_member_left_and_the_floating_ip() {
             ))
             .await;
         assert!(fips["floatingips"].as_array().unwrap().is_empty(), "{fips}");
+
+        // A floating IP left dangling (its server deleted behind Swell's back) goes
+        // with the instance's delete, found by its description.
+        let public = admin
+            .id_by_name(&format!("{NEUTRON}/networks?name=public"), "networks")
+            .await
+            .unwrap();
+        let (s, v) = admin
+            .call(
+                reqwest::Method::POST,
+                &format!("{NEUTRON}/floatingips"),
+                Some(json!({"floatingip": {"floating_network_id": public,
+                    "description": "swell instance osprov-del-0002"}})),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+        let dangling = v["floatingip"]["id"].as_str().unwrap().to_string();
+        p.delete(
+            &InstanceId("osprov-del-0002".into()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let (s, _) = admin
+            .get(&format!("{NEUTRON}/floatingips/{dangling}"))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
     })
     .await;
 }

@@ -37,6 +37,9 @@ pub(crate) struct FloatingIp {
     pub(crate) id: String,
     #[serde(default)]
     pub(crate) floating_ip_address: String,
+    /// The port it is associated with; `None` when it dangles.
+    #[serde(default)]
+    pub(crate) port_id: Option<String>,
 }
 
 /// How a network, image, pool… was named in a template: by id or by name.
@@ -110,6 +113,30 @@ pub(crate) async fn floating_ips_of(
         .get(
             Service::Network,
             &format!("/floatingips?port_id={}", enc(port_id)),
+        )
+        .await?;
+    Ok(decode::<Many>("neutron GET /floatingips", v)?.floatingips)
+}
+
+/// The project's floating IPs with this description.
+pub(crate) async fn floating_ips_described(
+    c: &Client,
+    project_id: &str,
+    description: &str,
+) -> Result<Vec<FloatingIp>, CallError> {
+    #[derive(Deserialize)]
+    struct Many {
+        #[serde(default)]
+        floatingips: Vec<FloatingIp>,
+    }
+    let v = c
+        .get(
+            Service::Network,
+            &format!(
+                "/floatingips?project_id={}&description={}",
+                enc(project_id),
+                enc(description)
+            ),
         )
         .await?;
     Ok(decode::<Many>("neutron GET /floatingips", v)?.floatingips)
