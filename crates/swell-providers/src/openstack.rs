@@ -57,8 +57,10 @@
 //! member to weight 0 (no new connections), waits the drain timeout, then removes the
 //! member. [`delete`](crate::Provider::delete) removes any member left, releases every
 //! floating IP on the server's ports (so none leaks even after a crash between
-//! allocation and bookkeeping), deletes the server and waits for Nova's 404. Nova's own
-//! shutdown timeout replaces the grace period.
+//! allocation and bookkeeping), deletes the server and waits for Nova's 404, then
+//! releases any unassociated floating IP described `swell instance <id>` (left behind
+//! by a server deleted outside Swell). Nova's own shutdown timeout replaces the grace
+//! period.
 //!
 //! **Pause.** [`pause`](crate::Provider::pause) is Nova's pause and waits for PAUSED;
 //! [`resume`](crate::Provider::resume) unpauses (or resumes a SUSPENDED server) and

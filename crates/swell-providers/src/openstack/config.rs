@@ -361,6 +361,15 @@ impl OpenStackConfig {
                 rule: "must not be empty".into(),
             });
         }
+        if self.owner.len() > 255 {
+            return Err(OpenStackConfigError::Invalid {
+                field: "owner".into(),
+                rule: format!(
+                    "is {} bytes; Nova metadata values hold at most 255",
+                    self.owner.len()
+                ),
+            });
+        }
         check_url("auth.auth_url", self.auth.auth_url())?;
         check_interface("interface", &self.interface)?;
         check_microversion("compute_microversion", &self.compute_microversion)?;
@@ -1073,6 +1082,11 @@ clouds:
         assert_eq!(
             c.validate().unwrap_err().to_string(),
             "owner: must not be empty"
+        );
+        c.owner = "x".repeat(256);
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "owner: is 256 bytes; Nova metadata values hold at most 255"
         );
     }
 }
