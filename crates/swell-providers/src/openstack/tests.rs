@@ -705,3 +705,176 @@ async fn capacity_is_the_smaller_of_limits_and_hypervisors() {
     assert_eq!(cap.vcpus, Some(4.0)); // 4 × 16 − 60; the down host counts nothing
     assert_eq!(cap.memory_mb, Some(2288)); // 8192 × 1.5 − 10000
 }
+
+fn json_fixture(name: &str) -> Value {
+    serde_json::from_str(&fixture(name)).unwrap()
+}
+
+#[tokio::test]
+async fn a_floating_ip_and_an_octavia_member_are_added_then_drained_in_order() {
+    let fake = Fake::start().await;
+    create_routes(&fake);
+    fake.state.lock().unwrap().routes.remove(0);
+    let pool = json_fixture("octavia-pool.json")["pool"].clone();
+    let pool_id = pool["id"].as_str().unwrap().to_string();
+    let lb_id = pool["loadbalancers"][0]["id"].as_str().unwrap().to_string();
+    let member_id = json_fixture("octavia-member-create.json")["member"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = json_fixture("ports-of-server.json")["ports"][0].clone();
+    // Nova echoes the metadata it was given: the recorded server plus the pool's id.
+    let mut active = json_fixture("server-active.json");
+    active["server"]["metadata"][META_POOL] = json!(pool_id);
+    let id = active["server"]["id"].as_str().unwrap().to_string();
+    let listed = json!({"servers": [active["server"].clone()]}).to_string();
+    fake.route(
+        "GET",
+        "/compute/v2.1/servers/detail",
+        vec![raw(200, r#"{"servers": []}"#), raw(200, &listed)],
+    );
+    fake.route(
+        "GET",
+        "/lb/v2/lbaas/pools",
+        vec![reply(200, "octavia-pools-by-name.json")],
+    );
+    fake.route(
+        "POST",
+        "/compute/v2.1/servers",
+        vec![reply(202, "server-create.json")],
+    );
+    fake.route(
+        "GET",
+        &format!("/compute/v2.1/servers/{id}"),
+        vec![
+            reply(200, "server-build.json"),
+            raw(200, &active.to_string()),
+        ],
+    );
+    fake.route(
+        "GET",
+        "/network/v2.0/ports",
+        vec![reply(200, "ports-of-server.json")],
+    );
+    fake.route(
+        "GET",
+        "/network/v2.0/floatingips",
+        vec![raw(200, r#"{"floatingips": []}"#)],
+    );
+    fake.route(
+        "POST",
+        "/network/v2.0/floatingips",
+        vec![reply(201, "floatingip-create.json")],
+    );
+    let members = format!("/lb/v2/lbaas/pools/{pool_id}/members");
+    fake.route(
+        "GET",
+        &members,
+        vec![
+            reply(200, "octavia-members-none.json"),
+            reply(200, "octavia-members-web-0001.json"),
+            reply(200, "octavia-members-none.json"),
+        ],
+    );
+    fake.route(
+        "POST",
+        &members,
+        vec![reply(201, "octavia-member-create.json")],
+    );
+    fake.route(
+        "GET",
+        &format!("/lb/v2/lbaas/pools/{pool_id}"),
+        vec![reply(200, "octavia-pool.json")],
+    );
+    fake.route(
+        "PUT",
+        &format!("{members}/{member_id}"),
+        vec![reply(200, "octavia-member-weight-0.json")],
+    );
+    fake.route(
+        "DELETE",
+        &format!("{members}/{member_id}"),
+        vec![raw(204, "")],
+    );
+    fake.route(
+        "GET",
+        &format!("/lb/v2/lbaas/loadbalancers/{lb_id}"),
+        vec![
+            reply(200, "octavia-lb-active.json"),
+            reply(200, "octavia-lb-active.json"),
+            reply(200, "octavia-lb-pending-update.json"),
+            reply(200, "octavia-lb-active.json"),
+        ],
+    );
+
+    let mut request = create_request();
+    request.instance_id = InstanceId("web-0001".into());
+    let os = request.template.openstack.as_mut().unwrap();
+    os.floating_ip_network = Some("public".into());
+    os.octavia_pool = Some("swell-rec-pool".into());
+    let p = fake.provider(real_clock());
+    let inst = p.create(&request).await.unwrap();
+    assert_eq!(inst.address, Some("10.10.0.252:8080".parse().unwrap()));
+
+    let seen = fake.seen();
+    let body_of = |method: &str, path: &str| -> Value {
+        let s = seen
+            .iter()
+            .find(|s| s.method == method && s.path == path)
+            .unwrap_or_else(|| panic!("no {method} {path}"));
+        serde_json::from_str(&s.body).unwrap()
+    };
+    let server = body_of("POST", "/compute/v2.1/servers");
+    assert_eq!(server["server"]["metadata"][META_POOL], json!(pool_id));
+    let fip = body_of("POST", "/network/v2.0/floatingips");
+    assert_eq!(fip["floatingip"]["port_id"], port["id"]);
+    assert_eq!(fip["floatingip"]["fixed_ip_address"], "10.10.0.252");
+    assert_eq!(fip["floatingip"]["description"], "swell instance web-0001");
+    let member = body_of("POST", &members);
+    assert_eq!(
+        member,
+        json!({"member": {"name": "web-0001", "address": "10.10.0.252", "protocol_port": 8080,
+            "subnet_id": port["fixed_ips"][0]["subnet_id"]}})
+    );
+    // The member is added once the server is ACTIVE and has its floating IP.
+    let calls = fake.seen_calls();
+    let pos = |c: &str| {
+        calls
+            .iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("{c} not in {calls:#?}"))
+    };
+    assert!(pos(&format!("POST {members}")) > pos("POST /network/v2.0/floatingips"));
+
+    // Drain: weight 0, then removal; the load balancer waited for around each change.
+    let before = fake.seen().len();
+    p.drain(&inst.instance_id, Duration::ZERO).await.unwrap();
+    let drain: Vec<String> = fake.seen_calls()[before..]
+        .iter()
+        .filter(|c| !c.starts_with("GET /compute"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        drain,
+        [
+            format!("GET /lb/v2/lbaas/pools/{pool_id}"),
+            format!("GET {members}?name=web-0001"),
+            // PENDING_UPDATE (recorded), polled again until ACTIVE
+            format!("GET /lb/v2/lbaas/loadbalancers/{lb_id}"),
+            format!("GET /lb/v2/lbaas/loadbalancers/{lb_id}"),
+            format!("PUT {members}/{member_id}"),
+            format!("GET /lb/v2/lbaas/loadbalancers/{lb_id}"),
+            format!("GET /lb/v2/lbaas/loadbalancers/{lb_id}"),
+            format!("DELETE {members}/{member_id}"),
+            format!("GET /lb/v2/lbaas/loadbalancers/{lb_id}"),
+            format!("GET {members}?name=web-0001"),
+        ]
+    );
+    let put = &fake.seen()[before..]
+        .iter()
+        .find(|s| s.method == "PUT")
+        .unwrap()
+        .body
+        .clone();
+    assert_eq!(put, r#"{"member":{"weight":0}}"#);
+}
