@@ -189,6 +189,24 @@ impl Admin {
         pool
     }
 
+    /// The key pair `swell-osprov-key` (Nova generates it; kept between runs).
+    async fn keypair(&self) -> String {
+        let (s, _) = self
+            .get(&format!("{NOVA}/os-keypairs/swell-osprov-key"))
+            .await;
+        if s == StatusCode::NOT_FOUND {
+            let (s, v) = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("{NOVA}/os-keypairs"),
+                    Some(json!({"keypair": {"name": "swell-osprov-key"}})),
+                )
+                .await;
+            assert!(s.is_success(), "keypair: {v}");
+        }
+        "swell-osprov-key".into()
+    }
+
     /// The project `swell-osprov-quota` (created once, admin role for user admin) with
     /// these Nova quotas; its id.
     async fn quota_project(&self, quotas: Value) -> String {
@@ -323,6 +341,8 @@ async fn lifecycle_with_floating_ip_security_group_and_octavia_member() {
         os.floating_ip_network = Some("public".into());
         os.octavia_pool = Some(POOL_NAME.into());
         os.user_data = Some("#cloud-config\nruncmd: [echo hi]\n".into());
+        os.key_name = Some(admin.keypair().await);
+        os.availability_zone = Some("nova".into());
         os.security_group_rules = vec![SecurityGroupRule {
             direction: "ingress".into(),
             protocol: "tcp".into(),
@@ -346,6 +366,13 @@ async fn lifecycle_with_floating_ip_security_group_and_octavia_member() {
             .await;
         let s = &v["server"];
         assert_eq!(s["status"], "ACTIVE");
+        // Seed 3's cloud-init user data (base64, shown to admins), key pair, zone.
+        assert_eq!(
+            s["OS-EXT-SRV-ATTR:user_data"],
+            "I2Nsb3VkLWNvbmZpZwpydW5jbWQ6IFtlY2hvIGhpXQo="
+        );
+        assert_eq!(s["key_name"], "swell-osprov-key");
+        assert_eq!(s["OS-EXT-AZ:availability_zone"], "nova");
         assert_eq!(s["name"], "swell-acme-web-life0001");
         for (k, want) in [
             ("swell_owner", "osprov-test-lifecycle"),
