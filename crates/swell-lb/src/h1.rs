@@ -25,6 +25,7 @@
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use bytes::{Buf, BytesMut};
 use httparse::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::LbConfig;
@@ -73,7 +74,9 @@ pub(crate) async fn serve(
     if let End::Handoff = conn.run(&cancel).await {
         let Conn { stream, buf, .. } = conn;
         let io = Prefixed::new(buf.freeze(), stream);
-        crate::serve_hyper(io, peer, proxy, config, cancel).await;
+        // Boxed: hyper's connection state would otherwise make every
+        // connection's task (copied around when spawned) several times larger.
+        Box::pin(crate::serve_hyper(io, peer, proxy, config, cancel)).await;
     }
 }
 
@@ -162,6 +165,9 @@ struct Conn {
     /// The client response head being written (and the first body bytes).
     resp: Vec<u8>,
     fwd: Forwarding,
+    /// The request timeout: one timer for the connection, moved forward for
+    /// each request (moving a timer later costs no timer-wheel work).
+    deadline: Pin<Box<Sleep>>,
     proxy: Arc<Proxy>,
     config: Arc<LbConfig>,
 }
@@ -174,6 +180,7 @@ impl Conn {
             req: Vec::with_capacity(1024),
             resp: Vec::with_capacity(1024),
             fwd: Forwarding::new(peer.ip(), config.max_body_bytes),
+            deadline: Box::pin(tokio::time::sleep(proxy.request_timeout)),
             proxy,
             config,
         }
@@ -292,6 +299,7 @@ impl Conn {
             }
         }
         let head_base = self.req.len();
+        self.deadline.as_mut().reset(deadline);
         let body = meta.head_len..total;
 
         let Some(mut guard) = self.proxy.pool.acquire(None) else {
@@ -316,7 +324,12 @@ impl Conn {
                 meta.close,
                 &mut self.resp,
             );
-            match tokio::time::timeout_at(deadline, sent).await {
+            let result = tokio::select! {
+                biased;
+                r = sent => Ok(r),
+                () = self.deadline.as_mut() => Err(()),
+            };
+            match result {
                 Ok(Ok(got)) => break got,
                 Ok(Err(err)) => {
                     guard.record_failure();
@@ -433,7 +446,8 @@ fn error_response(out: &mut Vec<u8>, status: u16, close: bool) {
 /// has read the response.
 async fn linger(stream: &mut TcpStream) {
     let _ = stream.shutdown().await;
-    let mut sink = [0u8; 8192];
+    // On the heap, not in every connection's future.
+    let mut sink = vec![0u8; 8192];
     let mut left = LINGER_BYTES;
     let deadline = Instant::now() + LINGER;
     while left > 0 {
@@ -549,8 +563,10 @@ fn parse_request(buf: &[u8], first: bool, fwd: &Forwarding, out: &mut Vec<u8>) -
     let mut length: Option<u64> = None;
     let mut listed: [&[u8]; MAX_LISTED] = [&[]; MAX_LISTED];
     let mut n_listed = 0;
-    for h in req.headers.iter() {
-        match classify(h.name) {
+    let mut kinds = [Kind::Other; MAX_HEADERS];
+    for (h, kind) in req.headers.iter().zip(kinds.iter_mut()) {
+        *kind = classify(h.name);
+        match *kind {
             Kind::Connection => {
                 for t in tokens(h.value) {
                     if t.eq_ignore_ascii_case(b"close") {
@@ -590,14 +606,15 @@ fn parse_request(buf: &[u8], first: bool, fwd: &Forwarding, out: &mut Vec<u8>) -
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
-        match classify(h.name) {
+    for (h, kind) in req.headers.iter().zip(kinds) {
+        match kind {
             Kind::Other | Kind::ContentLength | Kind::Host => {}
             _ => continue,
         }
-        if listed
-            .iter()
-            .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
+        if !listed.is_empty()
+            && listed
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
         {
             continue;
         }
@@ -612,8 +629,8 @@ fn parse_request(buf: &[u8], first: bool, fwd: &Forwarding, out: &mut Vec<u8>) -
     ] {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        for h in req.headers.iter() {
-            if classify(h.name) == kind && is_visible(h.value) {
+        for (h, k) in req.headers.iter().zip(kinds) {
+            if k == kind && is_visible(h.value) {
                 out.extend_from_slice(h.value);
                 out.extend_from_slice(b", ");
             }
@@ -817,8 +834,10 @@ fn parse_response(
     let mut length: Option<u64> = None;
     let mut listed: [&[u8]; MAX_LISTED] = [&[]; MAX_LISTED];
     let mut n_listed = 0;
-    for h in resp.headers.iter() {
-        match classify(h.name) {
+    let mut kinds = [Kind::Other; MAX_HEADERS];
+    for (h, kind) in resp.headers.iter().zip(kinds.iter_mut()) {
+        *kind = classify(h.name);
+        match *kind {
             Kind::Connection => {
                 for t in tokens(h.value) {
                     if t.eq_ignore_ascii_case(b"close") {
@@ -857,20 +876,26 @@ fn parse_response(
     let listed = &listed[..n_listed];
 
     out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\n",
-        resp.reason.unwrap_or_default()
-    );
-    for h in resp.headers.iter() {
-        match classify(h.name) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    // httparse accepts exactly three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (h, kind) in resp.headers.iter().zip(kinds) {
+        match kind {
             Kind::ContentLength if chunked => continue,
             Kind::Connection | Kind::HopByHop | Kind::TransferEncoding | Kind::Upgrade => continue,
             _ => {}
         }
-        if listed
-            .iter()
-            .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
+        if !listed.is_empty()
+            && listed
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
         {
             continue;
         }

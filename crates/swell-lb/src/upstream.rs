@@ -27,6 +27,10 @@ use crate::proxy::LbBody;
 /// Idle connections kept per instance, at most.
 const MAX_IDLE_PER_ADDR: usize = 512;
 
+/// An idle plain connection younger than this is reused without checking
+/// whether the instance closed it.
+const RECENT: Duration = Duration::from_secs(1);
+
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -77,6 +81,9 @@ pub(crate) struct RawConn {
     pub(crate) buf: BytesMut,
 }
 
+/// Idle plain connections to one instance, with since when.
+type RawIdle = Vec<(RawConn, Instant)>;
+
 /// Read buffer of a [`RawConn`], to start with.
 const RAW_BUF: usize = 16 * 1024;
 
@@ -84,7 +91,9 @@ const RAW_BUF: usize = 16 * 1024;
 /// served by hyper) and plain ones (for the fast path).
 pub(crate) struct Upstream {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    raw: Mutex<HashMap<SocketAddr, Vec<(RawConn, Instant)>>>,
+    /// Per instance address (a handful: a linear scan beats hashing), the
+    /// idle connections, most recently used last.
+    raw: Mutex<Vec<(SocketAddr, RawIdle)>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -93,7 +102,7 @@ impl Upstream {
     pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self {
             idle: Mutex::new(HashMap::new()),
-            raw: Mutex::new(HashMap::new()),
+            raw: Mutex::new(Vec::new()),
             connect_timeout,
             idle_timeout,
         }
@@ -133,17 +142,25 @@ impl Upstream {
         })
     }
 
-    /// An idle plain connection to `addr` that is still open, if any. The
-    /// liveness check costs no system call unless the socket became readable
-    /// (the instance closed it, or sent something it should not have).
+    /// An idle plain connection to `addr` that is still open, if any. One
+    /// that was idle for less than [`RECENT`] is taken as is (a stale one is
+    /// found when the request cannot be sent on it, and the request is sent
+    /// again on a new connection); an older one is checked first, which costs
+    /// no system call unless its socket became readable (the instance closed
+    /// it, or sent something it should not have).
     pub(crate) fn take_raw(&self, addr: SocketAddr) -> Option<RawConn> {
         loop {
             let (conn, since) = {
-                let mut map = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
-                map.get_mut(&addr)?.pop()?
+                let mut pools = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+                let (_, idle) = pools.iter_mut().find(|(a, _)| *a == addr)?;
+                idle.pop()?
             };
-            if since.elapsed() >= self.idle_timeout || !conn.buf.is_empty() {
+            let idle_for = since.elapsed();
+            if idle_for >= self.idle_timeout || !conn.buf.is_empty() {
                 continue; // dropping it closes the connection
+            }
+            if idle_for < RECENT {
+                return Some(conn);
             }
             match conn.stream.try_read(&mut [0u8; 1]) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
@@ -154,8 +171,14 @@ impl Upstream {
 
     /// Returns a plain connection whose response has been read to the end.
     pub(crate) fn put_raw(&self, addr: SocketAddr, conn: RawConn) {
-        let mut map = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle = map.entry(addr).or_default();
+        let mut pools = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = match pools.iter().position(|(a, _)| *a == addr) {
+            Some(i) => &mut pools[i].1,
+            None => {
+                pools.push((addr, Vec::new()));
+                &mut pools.last_mut().expect("just pushed").1
+            }
+        };
         if idle.len() < MAX_IDLE_PER_ADDR {
             idle.push((conn, Instant::now()));
         }
@@ -213,11 +236,13 @@ impl Upstream {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&addr);
         drop(gone);
-        let gone = self
-            .raw
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
+        let gone = {
+            let mut pools = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+            pools
+                .iter()
+                .position(|(a, _)| *a == addr)
+                .map(|i| pools.swap_remove(i))
+        };
         drop(gone);
     }
 
