@@ -23,7 +23,9 @@
 //! project's servers and keeps the ones whose `swell_owner` is this owner, so a
 //! restarted server adopts them (or the controller removes them as orphans).
 //! Creating an instance id that has a server already returns that server (waiting for
-//! it if it is still building) instead of creating a second; a `POST /servers` whose
+//! it if it is still building) instead of creating a second (one that is SHUTOFF,
+//! SHELVED or DELETED, which it would never leave, is removed and replaced); a
+//! `POST /servers` whose
 //! answer is lost is resolved the same way, never by sending it again.
 //!
 //! **States.** ACTIVE and the transitional states of a live server (BUILD, REBOOT,
@@ -710,6 +712,14 @@ impl OpenStackProvider {
     }
 }
 
+/// Statuses a server does not leave by itself (an ERROR server is handled apart).
+fn stays_down(status: &str) -> bool {
+    matches!(
+        status,
+        "SHUTOFF" | "SHELVED" | "SHELVED_OFFLOADED" | "SOFT_DELETED" | "DELETED" | "UNKNOWN"
+    )
+}
+
 /// The last 8 letters and digits of an instance id, lowercased.
 fn short_id(id: &str) -> String {
     let chars: Vec<char> = id
@@ -759,7 +769,11 @@ impl Provider for OpenStackProvider {
                 existing.id,
                 existing.status
             );
-            return self.finish(request, None, &existing.id).await;
+            if !stays_down(&existing.status) {
+                return self.finish(request, None, &existing.id).await;
+            }
+            // Stopped, shelved or deleted: it will not become ACTIVE by itself.
+            self.remove_server(&existing).await?;
         }
         let plan = self.plan(request).await?;
         let body = self.server_body(request, &plan);
