@@ -1,0 +1,335 @@
+//! The controller against a fake provider, on a clock the test moves by hand (DESIGN.md
+//! invariant 5: no sleeping to test timing): a create that keeps failing is retried
+//! with backoff, not at every evaluation tick; a provider without room caps the
+//! scale-out with one `provider_capped` event; a retired instance is drained at the
+//! provider before it is deleted. The worker's ticks run on real time (100 ms); the
+//! tests poll for what they observe.
+
+use async_trait::async_trait;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use swell_core::Timestamp;
+use swell_core::{GroupSpec, InstanceId, TenantId};
+use swell_providers::{
+    CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderCapacity, ProviderError,
+    ProviderInstance,
+};
+use swell_server::clock::Clock;
+use swell_server::controller::{Controller, ControllerOptions, Providers};
+use swell_server::service::Service;
+use swell_store::{EventFilter, SqliteStore, Store};
+
+/// A provider that records every call; creates fail while `refuse` is set, and
+/// `capacity` reports `room` instances in all when set (less those it runs).
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<String>>,
+    live: Mutex<Vec<InstanceId>>,
+    refuse: Mutex<bool>,
+    room: Mutex<Option<u32>>,
+}
+
+impl Fake {
+    fn calls(&self, prefix: &str) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait]
+impl Provider for Fake {
+    fn name(&self) -> &str {
+        "process"
+    }
+
+    async fn create(&self, r: &CreateRequest) -> Result<ProviderInstance, ProviderError> {
+        self.record(format!("create {}", r.instance_id));
+        if *self.refuse.lock().unwrap() {
+            return Err(ProviderError::QuotaExceeded(
+                "Quota exceeded for instances".into(),
+            ));
+        }
+        self.live.lock().unwrap().push(r.instance_id.clone());
+        Ok(ProviderInstance {
+            instance_id: r.instance_id.clone(),
+            tenant: r.tenant.to_string(),
+            group: r.group.clone(),
+            native_id: r.instance_id.to_string(),
+            host: "fake".into(),
+            address: None,
+            state: ObservedState::Running,
+        })
+    }
+
+    async fn delete(&self, id: &InstanceId, _grace: Duration) -> Result<(), ProviderError> {
+        self.record(format!("delete {id}"));
+        self.live.lock().unwrap().retain(|i| i != id);
+        Ok(())
+    }
+
+    async fn pause(&self, _id: &InstanceId) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    async fn resume(&self, _id: &InstanceId) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError> {
+        Ok(self
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|id| ProviderInstance {
+                instance_id: id.clone(),
+                tenant: "default".into(),
+                group: "g".into(),
+                native_id: id.to_string(),
+                host: "fake".into(),
+                address: None,
+                state: ObservedState::Running,
+            })
+            .collect())
+    }
+
+    async fn metrics(
+        &self,
+        _ids: &[InstanceId],
+    ) -> Result<Vec<(InstanceId, InstanceMetrics)>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    async fn drain(&self, id: &InstanceId, _timeout: Duration) -> Result<(), ProviderError> {
+        self.record(format!("drain {id}"));
+        Ok(())
+    }
+
+    async fn capacity(&self) -> Result<Option<ProviderCapacity>, ProviderError> {
+        self.record("capacity".into());
+        let used = self.live.lock().unwrap().len() as u32;
+        Ok(self.room.lock().unwrap().map(|n| ProviderCapacity {
+            instances: Some(n.saturating_sub(used)),
+            ..ProviderCapacity::default()
+        }))
+    }
+}
+
+/// A clock that moves only when the test says so.
+struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    fn advance(&self, d: Duration) {
+        let mut t = self.0.lock().unwrap();
+        *t = t.add(d);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Polls `check` every 20 ms for up to 30 s.
+async fn until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn status(controller: &Controller) -> String {
+    controller
+        .worker_statuses()
+        .into_iter()
+        .map(|(_, s)| s)
+        .next()
+        .unwrap_or_default()
+}
+
+async fn setup(fake: Arc<Fake>, desired: u32) -> (Arc<Service>, Arc<Controller>, Arc<ManualClock>) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let manual = Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(1_800_000_000))));
+    let clock: Arc<dyn Clock> = manual.clone();
+    let mut providers = Providers::new();
+    providers.insert("process".into(), fake as Arc<dyn Provider>);
+    let controller = Controller::new(
+        store.clone(),
+        providers,
+        clock.clone(),
+        ControllerOptions {
+            stop_instances_on_exit: false,
+        },
+    );
+    controller.start().await.unwrap();
+    let service = Arc::new(Service::new(store, controller.clone(), clock));
+    let spec: GroupSpec = serde_json::from_value(serde_json::json!({
+        "name": "g",
+        "template": {"command": ["sleep", "1000"]},
+        "min": 0, "max": 4, "desired_capacity": desired,
+        "evaluation_interval": "100ms", "metrics_interval": "100ms", "drain_timeout": "0s",
+        "policies": [{"type": "threshold", "scale_out_above": 1000}]
+    }))
+    .unwrap();
+    service
+        .create_group(&TenantId::default_tenant(), spec)
+        .await
+        .unwrap();
+    (service, controller, manual)
+}
+
+async fn messages(service: &Service, kind: &str) -> Vec<String> {
+    service
+        .list_events(&TenantId::default_tenant(), "g", &EventFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event.kind.as_str() == kind)
+        .map(|e| e.event.message.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_creates_back_off_instead_of_retrying_every_tick() {
+    let fake = Arc::new(Fake::default());
+    *fake.refuse.lock().unwrap() = true;
+    let (service, controller, clock) = setup(fake.clone(), 1).await;
+    let creates = || fake.calls("create").len();
+    until("the first failed create", || match creates() {
+        1 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    // Ticks go on, but the clock has not moved: no second attempt, and the worker
+    // says when the next one is.
+    until("the worker to wait 5 s", || {
+        let s = status(&controller);
+        if s.starts_with("next create in 5s (1 failed") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    assert_eq!(creates(), 1);
+    clock.advance(Duration::from_secs(5));
+    until("the second attempt", || match creates() {
+        2 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    clock.advance(Duration::from_secs(4));
+    until("the worker to wait 6 s more", || {
+        let s = status(&controller);
+        if s.starts_with("next create in 6s (2 failed") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    assert_eq!(creates(), 2, "retried before its 10 s backoff");
+    let failed = messages(&service, "instance_failed").await;
+    assert_eq!(failed.len(), 2);
+    assert!(
+        failed[0].contains("quota exceeded at the provider")
+            && failed[0].contains("next attempt in 5s (1 failed in a row)"),
+        "{failed:?}"
+    );
+    assert!(failed[1].contains("next attempt in 10s"), "{failed:?}");
+
+    // Once the provider accepts, the attempt after the backoff succeeds.
+    *fake.refuse.lock().unwrap() = false;
+    clock.advance(Duration::from_secs(6));
+    until("a running instance", || match creates() {
+        3 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    let tenant = TenantId::default_tenant();
+    let mut live = Vec::new();
+    for _ in 0..100 {
+        live = service.list_instances(&tenant, "g", false).await.unwrap();
+        if live.len() == 1 && live[0].status == swell_core::InstanceStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(live.len(), 1, "{live:?}");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_room_caps_the_scale_out_once() {
+    let fake = Arc::new(Fake::default());
+    *fake.room.lock().unwrap() = Some(2);
+    let (service, controller, _clock) = setup(fake.clone(), 4).await;
+    // Several reconciles, each asking the provider for its room.
+    until("several reconciles", || {
+        match fake.calls("capacity").len() {
+            n if n >= 6 => Ok(()),
+            n => Err(format!("{n} capacity calls")),
+        }
+    })
+    .await;
+    let capped = messages(&service, "provider_capped").await;
+    assert!(!capped.is_empty(), "no provider_capped event");
+    assert!(capped[0].contains("capped at 2"), "{capped:?}");
+    assert_eq!(
+        capped.len(),
+        1,
+        "one event per cut, not per pass: {capped:?}"
+    );
+    assert_eq!(fake.calls("create").len(), 2);
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_instance_is_drained_at_the_provider_before_its_delete() {
+    let fake = Arc::new(Fake::default());
+    let (service, controller, _clock) = setup(fake.clone(), 1).await;
+    until("one create", || match fake.calls("create").len() {
+        1 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    service
+        .set_desired_capacity(&TenantId::default_tenant(), "g", 0)
+        .await
+        .unwrap();
+    until("the delete", || {
+        if fake.calls("delete").is_empty() {
+            Err(format!("{:?}", fake.calls("")))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let calls: Vec<String> = fake
+        .calls("")
+        .into_iter()
+        .filter(|c| c.starts_with("drain") || c.starts_with("delete"))
+        .collect();
+    assert!(
+        calls[0].starts_with("drain") && calls[1].starts_with("delete"),
+        "{calls:?}"
+    );
+    controller.shutdown().await;
+}
