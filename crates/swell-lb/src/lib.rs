@@ -8,6 +8,15 @@
 //! keep-alive connections to the instances, streaming bodies both ways. In
 //! [`Protocol::Tcp`] mode it pipes each client connection to one instance.
 //!
+//! Plain HTTP/1.1 requests (no body, or a small one of declared length) take
+//! a fast path that does not go through hyper: the head is parsed with
+//! `httparse` and rewritten into a buffer, sent on a plain pooled connection
+//! to the instance, and the response is copied back as it arrives (framed by
+//! `Content-Length`, chunked encoding or connection close). A connection whose
+//! next request needs more (h2c, a chunked or large upload, `Expect`,
+//! `Upgrade`, HTTP/1.0) is handed over to hyper for the rest of its life. Both
+//! paths apply the same rules below.
+//!
 //! # Balancing and membership
 //!
 //! [`Algorithm::RoundRobin`] is smooth weighted round robin (nginx's);
@@ -421,6 +430,8 @@ struct Inner {
     config: LbConfig,
     /// Every worker's pool of instance connections (one when `workers == 0`).
     upstreams: Vec<Arc<upstream::Upstream>>,
+    /// Every worker's traffic recorders, and the shared proxy's.
+    traffics: Vec<Arc<traffic::Traffic>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -460,6 +471,7 @@ impl LoadBalancer {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut upstreams = vec![Arc::clone(&proxy.upstream)];
+        let mut traffics = vec![Arc::clone(&proxy.traffic)];
         let local_addr = if config.workers == 0 {
             let listener = TcpListener::bind(listen).await?;
             let local_addr = listener.local_addr()?;
@@ -473,7 +485,8 @@ impl LoadBalancer {
             local_addr
         } else {
             let (addr, workers) = spawn_workers(listen, &proxy, &config, &cancel, &tasks)?;
-            upstreams = workers;
+            upstreams = workers.iter().map(|p| Arc::clone(&p.upstream)).collect();
+            traffics.extend(workers.iter().map(|p| Arc::clone(&p.traffic)));
             addr
         };
         if let Some(check) = config.health_check.clone() {
@@ -487,6 +500,7 @@ impl LoadBalancer {
                 local_addr,
                 config,
                 upstreams,
+                traffics,
                 cancel,
                 tasks,
             }),
@@ -609,17 +623,17 @@ impl LoadBalancer {
     /// A sample of the traffic: totals, rates and latency percentiles over the
     /// last [`WINDOW`], per load balancer and per instance.
     pub fn traffic(&self) -> TrafficSnapshot {
-        let t = &self.inner.proxy.traffic;
+        let t = traffic::Traffic::sum(&self.inner.traffics);
         let stats = self.stats();
         let routable: Vec<String> = self.routable().into_iter().map(|b| b.id).collect();
-        let [p50, p90, p99] = t.latency.quantiles([0.5, 0.9, 0.99]);
-        let in_window = t.requests.count();
-        let errors_in_window = t.errors.count();
+        let [p50, p90, p99] = t.latency;
+        let in_window = t.requests_in_window;
+        let errors_in_window = t.errors_in_window;
         TrafficSnapshot {
-            requests_total: t.requests_total.load(std::sync::atomic::Ordering::Relaxed),
-            errors_total: t.errors_total.load(std::sync::atomic::Ordering::Relaxed),
-            request_rate: t.requests.per_second(),
-            error_rate: t.errors.per_second(),
+            requests_total: t.requests_total,
+            errors_total: t.errors_total,
+            request_rate: t.request_rate,
+            error_rate: t.error_rate,
             error_ratio: if in_window == 0 {
                 0.0
             } else {
@@ -684,7 +698,7 @@ fn spawn_workers(
     config: &LbConfig,
     cancel: &CancellationToken,
     tasks: &TaskTracker,
-) -> std::io::Result<(SocketAddr, Vec<Arc<upstream::Upstream>>)> {
+) -> std::io::Result<(SocketAddr, Vec<Arc<Proxy>>)> {
     let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
@@ -704,14 +718,14 @@ fn spawn_workers(
         listeners.push(bind(local_addr)?);
     }
     let config = Arc::new(config.clone());
-    let mut upstreams = Vec::with_capacity(listeners.len());
+    let mut workers = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let proxy = Arc::new(Proxy::sharing(
             &config,
             Arc::clone(&proxy.pool),
-            Arc::clone(&proxy.traffic),
+            Arc::new(traffic::Traffic::new()),
         ));
-        upstreams.push(Arc::clone(&proxy.upstream));
+        workers.push(Arc::clone(&proxy));
         let (config, cancel, token) = (Arc::clone(&config), cancel.clone(), tasks.token());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -735,7 +749,7 @@ fn spawn_workers(
                 drop(token);
             })?;
     }
-    Ok((local_addr, upstreams))
+    Ok((local_addr, workers))
 }
 
 async fn accept_loop(

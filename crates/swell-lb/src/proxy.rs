@@ -120,8 +120,8 @@ impl Proxy {
         )
     }
 
-    /// A proxy with its own client (for one worker thread) over a shared pool
-    /// and shared traffic recorders.
+    /// A proxy with its own client (for one worker thread) over a shared pool,
+    /// with the given traffic recorders.
     pub(crate) fn sharing(config: &LbConfig, pool: Arc<Pool>, traffic: Arc<Traffic>) -> Self {
         Self {
             pool,

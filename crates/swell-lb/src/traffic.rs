@@ -157,9 +157,16 @@ impl LatencyWindow {
     }
 
     /// The window's quantiles `qs` (each in 0..=1), `None` when it is empty.
+    #[cfg(test)]
     pub(crate) fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<Duration>; N] {
-        let e = epoch(self.base);
         let mut merged = vec![0u64; BUCKETS];
+        self.add_to(&mut merged);
+        quantiles_of(&merged, qs)
+    }
+
+    /// Adds the window's bucket counts to `merged` (`BUCKETS` long).
+    fn add_to(&self, merged: &mut [u64]) {
+        let e = epoch(self.base);
         for s in &self.slots {
             let se = s.epoch.load(Ordering::Acquire);
             if se == u64::MAX || se > e || e - se >= SLOTS as u64 {
@@ -169,26 +176,31 @@ impl LatencyWindow {
                 *m += b.load(Ordering::Relaxed);
             }
         }
-        let total: u64 = merged.iter().sum();
-        qs.map(|q| {
-            if total == 0 {
-                return None;
-            }
-            // The smallest value with at least q of the samples at or below it.
-            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-            let mut seen = 0;
-            for (i, n) in merged.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return Some(Duration::from_micros(bucket_value(i)));
-                }
-            }
-            None
-        })
     }
 }
 
-/// The load balancer-wide recorders.
+/// The quantiles `qs` of a histogram of bucket counts.
+fn quantiles_of<const N: usize>(merged: &[u64], qs: [f64; N]) -> [Option<Duration>; N] {
+    let total: u64 = merged.iter().sum();
+    qs.map(|q| {
+        if total == 0 {
+            return None;
+        }
+        // The smallest value with at least q of the samples at or below it.
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, n) in merged.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Duration::from_micros(bucket_value(i)));
+            }
+        }
+        None
+    })
+}
+
+/// One worker's recorders (each worker thread has its own, so that recording
+/// touches no cache line another core writes); [`Traffic::sum`] adds them up.
 pub(crate) struct Traffic {
     pub(crate) requests_total: AtomicU64,
     pub(crate) errors_total: AtomicU64,
@@ -221,6 +233,36 @@ impl Traffic {
             self.latency.record(l);
         }
     }
+
+    /// The figures of several recorders (one per worker) together.
+    pub(crate) fn sum(all: &[std::sync::Arc<Traffic>]) -> TrafficSum {
+        let mut merged = vec![0u64; BUCKETS];
+        let mut sum = TrafficSum::default();
+        for t in all {
+            sum.requests_total += t.requests_total.load(Ordering::Relaxed);
+            sum.errors_total += t.errors_total.load(Ordering::Relaxed);
+            sum.request_rate += t.requests.per_second();
+            sum.error_rate += t.errors.per_second();
+            sum.requests_in_window += t.requests.count();
+            sum.errors_in_window += t.errors.count();
+            t.latency.add_to(&mut merged);
+        }
+        sum.latency = quantiles_of(&merged, [0.5, 0.9, 0.99]);
+        sum
+    }
+}
+
+/// What [`Traffic::sum`] adds up.
+#[derive(Debug, Default)]
+pub(crate) struct TrafficSum {
+    pub(crate) requests_total: u64,
+    pub(crate) errors_total: u64,
+    pub(crate) request_rate: f64,
+    pub(crate) error_rate: f64,
+    pub(crate) requests_in_window: u64,
+    pub(crate) errors_in_window: u64,
+    /// p50, p90, p99.
+    pub(crate) latency: [Option<Duration>; 3],
 }
 
 /// A sample of one load balancer's traffic, for scaling policies and `/metrics`.
