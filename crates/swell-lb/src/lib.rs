@@ -473,7 +473,7 @@ impl LoadBalancer {
         let mut upstreams = vec![Arc::clone(&proxy.upstream)];
         let mut traffics = vec![Arc::clone(&proxy.traffic)];
         let local_addr = if config.workers == 0 {
-            let listener = TcpListener::bind(listen).await?;
+            let listener = TcpListener::from_std(listen_socket(listen, false)?)?;
             let local_addr = listener.local_addr()?;
             tasks.spawn(accept_loop(
                 listener,
@@ -699,18 +699,7 @@ fn spawn_workers(
     cancel: &CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<(SocketAddr, Vec<Arc<Proxy>>)> {
-    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        // Registered with the caller's runtime only until `into_std`.
-        socket.listen(4096)?.into_std()
-    };
+    let bind = |addr: SocketAddr| listen_socket(addr, true);
     let first = bind(listen)?;
     let local_addr = first.local_addr()?;
     let mut listeners = vec![first];
@@ -726,7 +715,14 @@ fn spawn_workers(
             Arc::new(traffic::Traffic::new()),
         ));
         workers.push(Arc::clone(&proxy));
-        let (config, cancel, token) = (Arc::clone(&config), cancel.clone(), tasks.token());
+        // The worker's own copies: its connections clone and drop them, and
+        // that should touch no cache line another worker writes. A child
+        // token is cancelled with its parent.
+        let (config, cancel, token) = (
+            Arc::new(LbConfig::clone(&config)),
+            cancel.child_token(),
+            tasks.token(),
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -752,6 +748,25 @@ fn spawn_workers(
     Ok((local_addr, workers))
 }
 
+/// A listening socket on `addr` (with `SO_REUSEPORT` if `reuseport`). Its
+/// connections inherit `TCP_NODELAY` from it, which saves a system call per
+/// connection.
+fn listen_socket(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    // Registered with the caller's runtime only until `into_std`.
+    socket.listen(4096)?.into_std()
+}
+
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -759,9 +774,12 @@ async fn accept_loop(
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
+    // Registered once, not once per accepted connection.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let accepted = tokio::select! {
-            () = cancel.cancelled() => break,
+            () = &mut cancelled => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -781,7 +799,7 @@ async fn accept_loop(
                 // Typically EMFILE: back off instead of spinning.
                 tracing::warn!(error = %err, "accept failed");
                 tokio::select! {
-                    () = cancel.cancelled() => break,
+                    () = &mut cancelled => break,
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
@@ -797,9 +815,7 @@ async fn serve_http(
     config: Arc<LbConfig>,
     cancel: CancellationToken,
 ) {
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %err, "set_nodelay failed");
-    }
+    // TCP_NODELAY: inherited from the listening socket.
     h1::serve(stream, peer, proxy, config, cancel).await;
 }
 
