@@ -225,9 +225,11 @@ impl Conn {
             let read = if self.buf.is_empty() {
                 // Between requests: the idle timeout and a shutdown apply.
                 tokio::select! {
+                    // A shutdown first: a busy client must not keep its
+                    // connection open through one.
                     biased;
-                    r = self.stream.read_buf(&mut self.buf) => r,
                     () = &mut cancelled => return End::Close,
+                    r = self.stream.read_buf(&mut self.buf) => r,
                     () = &mut idle => {
                         let deadline = last_active + idle_timeout;
                         if Instant::now() >= deadline {
