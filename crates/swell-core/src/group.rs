@@ -495,6 +495,11 @@ pub struct GroupSpec {
     /// The provider that runs its instances (`process` by default).
     #[serde(default = "default_provider")]
     pub provider: String,
+    /// Providers to fall back on, by priority, when `provider` keeps failing (three
+    /// failed creates in a row) or has no room (DESIGN.md "Placement"); scale-in takes
+    /// the least-preferred provider's instances first. The template must suit each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_providers: Vec<String>,
     /// What each instance runs.
     pub template: Template,
     /// Fewest instances.
@@ -555,7 +560,38 @@ impl GroupSpec {
     /// Checks every rule; the first broken one is returned with its field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         GroupName::new(self.name.clone())?;
-        match self.provider.as_str() {
+        self.check_provider(&self.provider, "provider")?;
+        for (i, p) in self.fallback_providers.iter().enumerate() {
+            let field = format!("fallback_providers[{i}]");
+            if self.providers().take(i + 1).any(|q| q == p) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("provider `{p}` is listed twice"),
+                ));
+            }
+            self.check_provider(p, &field)?;
+        }
+        if !self.providers().any(|p| p == "openstack") && self.template.openstack.is_some() {
+            return Err(ValidationError::new(
+                "template.openstack",
+                format!(
+                    "only the openstack provider reads it (provider is {})",
+                    self.provider
+                ),
+            ));
+        }
+        self.validate_rest()
+    }
+
+    /// The group's providers by priority: `provider`, then `fallback_providers`.
+    pub fn providers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.provider.as_str())
+            .chain(self.fallback_providers.iter().map(String::as_str))
+    }
+
+    /// Whether the template suits provider `name` (named `field` in errors).
+    fn check_provider(&self, name: &str, field: &str) -> Result<(), ValidationError> {
+        match name {
             "process" if self.template.command.is_empty() => {
                 return Err(ValidationError::new(
                     "template.command",
@@ -586,20 +622,16 @@ impl GroupSpec {
             "process" | "docker" => {}
             other => {
                 return Err(ValidationError::new(
-                    "provider",
+                    field,
                     format!("unknown provider `{other}` (available: process, docker, openstack)"),
                 ));
             }
         }
-        if self.provider != "openstack" && self.template.openstack.is_some() {
-            return Err(ValidationError::new(
-                "template.openstack",
-                format!(
-                    "only the openstack provider reads it (provider is {})",
-                    self.provider
-                ),
-            ));
-        }
+        Ok(())
+    }
+
+    /// The rules past the providers and the template.
+    fn validate_rest(&self) -> Result<(), ValidationError> {
         if self.max > MAX_GROUP_SIZE {
             return Err(ValidationError::new(
                 "max",
@@ -790,5 +822,44 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `maxx`"), "{err}");
+    }
+
+    #[test]
+    fn fallback_providers_are_checked_like_the_provider() {
+        let group = |fallbacks: serde_json::Value, template: serde_json::Value| {
+            serde_json::from_value::<GroupSpec>(serde_json::json!({
+                "name": "web", "max": 4, "provider": "process",
+                "fallback_providers": fallbacks, "template": template,
+            }))
+            .unwrap()
+            .validate()
+        };
+        let both = serde_json::json!({"command": ["app"], "image": "app:1"});
+        assert_eq!(group(serde_json::json!(["docker"]), both.clone()), Ok(()));
+        let field = |r: Result<(), ValidationError>| r.unwrap_err().field;
+        assert_eq!(
+            field(group(serde_json::json!(["docker", "docker"]), both.clone())),
+            "fallback_providers[1]"
+        );
+        assert_eq!(
+            field(group(serde_json::json!(["process"]), both.clone())),
+            "fallback_providers[0]"
+        );
+        assert_eq!(
+            field(group(serde_json::json!(["cloudy"]), both)),
+            "fallback_providers[0]"
+        );
+        // The template must suit every provider: docker needs an image.
+        assert_eq!(
+            field(group(
+                serde_json::json!(["docker"]),
+                serde_json::json!({"command": ["app"]})
+            )),
+            "template.image"
+        );
+        // An openstack fallback may read template.openstack.
+        let os = serde_json::json!({"command": ["app"], "image": "cirros",
+                                    "openstack": {"flavor": "m1.tiny"}});
+        assert_eq!(group(serde_json::json!(["openstack"]), os), Ok(()));
     }
 }

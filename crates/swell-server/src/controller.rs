@@ -83,6 +83,8 @@ pub struct PushedReading {
 const CREATE_BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// The longest wait between two creates that keep failing.
 const CREATE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Failed creates in a row after which a provider yields to the group's next one.
+const YIELD_AFTER: u32 = 3;
 
 /// Failed creates in a row and when the next attempt may start, so that a cloud that is
 /// out of quota or down is not asked again at every evaluation tick.
@@ -345,7 +347,7 @@ impl Controller {
             lb_spec,
             quota_capped_at: None,
             provider_capped_at: None,
-            backoff: None,
+            backoff: HashMap::new(),
             pushed_instance: HashMap::new(),
             pushed_group: HashMap::new(),
             swept: HashSet::new(),
@@ -619,8 +621,8 @@ struct GroupWorker {
     quota_capped_at: Option<u32>,
     /// The target whose scale-out the provider's lack of room last cut (one event per cut).
     provider_capped_at: Option<u32>,
-    /// Failed creates in a row and the earliest next attempt.
-    backoff: Option<CreateBackoff>,
+    /// Per provider: failed creates in a row and the earliest next attempt.
+    backoff: HashMap<String, CreateBackoff>,
     /// The latest pushed per-instance readings: (metric, instance) → (value, received).
     pushed_instance: HashMap<(Metric, InstanceId), (f64, Timestamp)>,
     /// When each metric was last pushed as a group-level value.
@@ -814,9 +816,6 @@ impl GroupWorker {
             return;
         };
         let c = self.controller.clone();
-        let Some(provider) = c.provider(&group.spec.provider) else {
-            return;
-        };
         let Ok(instances) = c
             .store
             .list_instances(&group.tenant, &group.spec.name, false)
@@ -860,14 +859,25 @@ impl GroupWorker {
                 });
             }
         }
-        let ids: Vec<InstanceId> = running.iter().map(|i| i.id.clone()).collect();
-        let readings = match provider.metrics(&ids).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(group = %group.spec.name, "provider metrics: {e}");
-                Vec::new()
+        // Each provider measures its own instances.
+        let mut readings = Vec::new();
+        for name in group.spec.providers() {
+            let Some(provider) = c.provider(name) else {
+                continue;
+            };
+            let ids: Vec<InstanceId> = running
+                .iter()
+                .filter(|i| i.provider == name)
+                .map(|i| i.id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
             }
-        };
+            match provider.metrics(&ids).await {
+                Ok(r) => readings.extend(r),
+                Err(e) => tracing::debug!(group = %group.spec.name, "provider metrics: {e}"),
+            }
+        }
         if let Ok(mut latest) = c.latest.write() {
             for (id, m) in &readings {
                 latest.insert(id.clone(), *m);
@@ -1016,18 +1026,27 @@ impl GroupWorker {
             return true;
         };
         let c = self.controller.clone();
-        let Some(provider) = c.provider(&group.spec.provider) else {
+        // The group's providers by priority (the ones this server has configured).
+        let providers: Vec<Arc<dyn Provider>> = group
+            .spec
+            .providers()
+            .filter_map(|n| c.provider(n))
+            .collect();
+        if providers.is_empty() {
             self.set_status(format!("unknown provider {}", group.spec.provider));
             return false;
-        };
+        }
         let (tenant, name) = (group.tenant.clone(), group.spec.name.clone());
         let Ok(mut instances) = c.store.list_instances(&tenant, &name, false).await else {
             return false;
         };
 
-        // Instances the provider no longer runs are failed (and replaced below).
+        // Instances their provider no longer runs are failed (and replaced below).
         let mut lost = false;
-        if let Ok(observed) = provider.list().await {
+        for provider in &providers {
+            let Ok(observed) = provider.list().await else {
+                continue;
+            };
             self.sweep_leftovers(&group, provider.as_ref(), &observed)
                 .await;
             let alive: HashSet<InstanceId> = observed
@@ -1035,10 +1054,10 @@ impl GroupWorker {
                 .filter(|p| p.state != ObservedState::Exited)
                 .map(|p| p.instance_id)
                 .collect();
-            for inst in instances
-                .iter()
-                .filter(|i| matches!(i.status, InstanceStatus::Running | InstanceStatus::Paused))
-            {
+            for inst in instances.iter().filter(|i| {
+                i.provider == provider.name()
+                    && matches!(i.status, InstanceStatus::Running | InstanceStatus::Paused)
+            }) {
                 if !alive.contains(&inst.id) {
                     lost = true;
                     let event = c.event(
@@ -1068,17 +1087,17 @@ impl GroupWorker {
                     }
                 }
             }
-            match c.store.list_instances(&tenant, &name, false).await {
-                Ok(list) => instances = list,
-                Err(_) => return false,
-            }
+        }
+        match c.store.list_instances(&tenant, &name, false).await {
+            Ok(list) => instances = list,
+            Err(_) => return false,
         }
         if lost {
             // Out of the load balancer now, not after their replacements are created.
             self.update_lb(&tenant, &name).await;
         }
 
-        if self.replace_unhealthy(&group, &instances, &provider).await {
+        if self.replace_unhealthy(&group, &instances).await {
             match c.store.list_instances(&tenant, &name, false).await {
                 Ok(list) => instances = list,
                 Err(_) => return false,
@@ -1116,36 +1135,50 @@ impl GroupWorker {
         } else {
             target
         };
+        let mut rooms = Vec::new();
         let target = if have < target {
-            self.provider_cap(&group, provider.as_ref(), have, target)
-                .await
+            let (allowed, r) = self.provider_rooms(&group, &providers, have, target).await;
+            rooms = r;
+            allowed
         } else {
             target
         };
-        let now = c.clock.now();
-        if have < target
-            && let Some(b) = self.backoff.filter(|b| now < b.until)
-        {
-            // A create failed recently: the next attempt waits (the cloud is out of
-            // quota, has no host, or is down), instead of asking again at every tick.
-            self.set_status(format!(
-                "next create in {}s ({} failed in a row; {have} → {target})",
-                b.until.since(now).as_secs().max(1),
-                b.failures
-            ));
-        } else if have < target {
+        if have < target {
             for _ in have..target {
+                let now = c.clock.now();
+                let Some(i) = self.pick_provider(&providers, &rooms, now) else {
+                    // Every provider with room failed recently: the next attempt waits
+                    // (out of quota, no host, down) instead of asking at every tick.
+                    if let Some(b) = providers
+                        .iter()
+                        .filter_map(|p| self.backoff.get(p.name()))
+                        .filter(|b| now < b.until)
+                        .min_by_key(|b| b.until)
+                    {
+                        self.set_status(format!(
+                            "next create in {}s ({} failed in a row; {have} → {target})",
+                            b.until.since(now).as_secs().max(1),
+                            b.failures
+                        ));
+                    }
+                    break;
+                };
                 let lifecycle = if permanent < group.spec.min {
-                    permanent += 1;
                     Lifecycle::Permanent
                 } else {
                     Lifecycle::ScaledUp
                 };
                 self.set_status(format!("creating instance ({have} → {target})"));
-                match self.create_one(&group, provider.as_ref(), lifecycle).await {
-                    Ok(true) => {}
-                    // Failed: the backoff decides when the next attempt is.
-                    Ok(false) => break,
+                match self
+                    .create_one(&group, providers[i].as_ref(), lifecycle)
+                    .await
+                {
+                    Ok(true) => {
+                        permanent += u32::from(lifecycle == Lifecycle::Permanent);
+                        rooms[i] = rooms[i].saturating_sub(1);
+                    }
+                    // Failed: that provider backs off; the next one may be tried.
+                    Ok(false) => {}
                     Err(e) => {
                         self.set_status(format!("store error: {e}"));
                         break;
@@ -1155,9 +1188,18 @@ impl GroupWorker {
         } else if have > target {
             let mut victims: Vec<&InstanceRecord> =
                 counted.iter().copied().filter(|i| !i.protected).collect();
-            // Scaled-up before permanent, newest first (seed 1's ScaledUpOrder).
+            // The least-preferred provider's first (DESIGN.md "Placement"), then
+            // scaled-up before permanent, newest first (seed 1's ScaledUpOrder).
+            let priority = |p: &str| {
+                group
+                    .spec
+                    .providers()
+                    .position(|q| q == p)
+                    .unwrap_or(usize::MAX)
+            };
             victims.sort_by_key(|i| {
                 (
+                    std::cmp::Reverse(priority(&i.provider)),
                     i.lifecycle == Lifecycle::Permanent,
                     std::cmp::Reverse(i.created_order),
                 )
@@ -1173,8 +1215,10 @@ impl GroupWorker {
                 InstanceStatus::Draining | InstanceStatus::Terminating
             )
         }) {
-            if !self.retiring_ids.contains_key(&inst.id) {
-                self.spawn_retire(&group, inst.id.clone(), provider.clone());
+            if !self.retiring_ids.contains_key(&inst.id)
+                && let Some(provider) = c.provider(&inst.provider)
+            {
+                self.spawn_retire(&group, inst.id.clone(), provider);
             }
         }
         self.update_lb(&tenant, &name).await;
@@ -1288,7 +1332,7 @@ impl GroupWorker {
                         Some(event),
                     )
                     .await?;
-                self.backoff = None;
+                self.backoff.remove(provider.name());
                 self.update_lb(tenant, name).await;
                 Ok(true)
             }
@@ -1299,19 +1343,23 @@ impl GroupWorker {
                 if let Err(err) = provider.delete(&id, STOP_GRACE).await {
                     tracing::warn!(instance = %id, "cleaning up a failed create: {err}");
                 }
-                let failures = self.backoff.map_or(0, |b| b.failures) + 1;
+                let failures = self.backoff.get(provider.name()).map_or(0, |b| b.failures) + 1;
                 let delay = backoff_delay(failures);
-                self.backoff = Some(CreateBackoff {
-                    failures,
-                    until: c.clock.now().add(delay),
-                });
+                self.backoff.insert(
+                    provider.name().to_string(),
+                    CreateBackoff {
+                        failures,
+                        until: c.clock.now().add(delay),
+                    },
+                );
                 let event = c.event(
                     tenant,
                     name,
                     EventKind::InstanceFailed,
                     Some(&id),
                     format!(
-                        "could not create instance {id}: {e}; next attempt in {}s ({failures} failed in a row)",
+                        "could not create instance {id} on {}: {e}; next attempt in {}s ({failures} failed in a row)",
+                        provider.name(),
                         delay.as_secs()
                     ),
                 );
@@ -1388,58 +1436,81 @@ impl GroupWorker {
         }
     }
 
-    /// The largest count up to `target` the provider has room for (its
-    /// [`Provider::capacity`], e.g. the project's Nova limits), sized by the template's
-    /// `vcpus` and `memory_mb`; records a `provider_capped` event when it cuts a
-    /// scale-out (once per cut target). An unknown capacity does not cap.
-    async fn provider_cap(
+    /// The room each provider has (its [`Provider::capacity`], e.g. the project's Nova
+    /// limits), in instances sized by the template's `vcpus` and `memory_mb`, and the
+    /// largest count up to `target` they allow together; records a `provider_capped`
+    /// event when that cuts a scale-out (once per cut target). An unknown capacity is
+    /// unlimited.
+    async fn provider_rooms(
         &mut self,
         group: &GroupRecord,
-        provider: &dyn Provider,
+        providers: &[Arc<dyn Provider>],
         have: u32,
         target: u32,
-    ) -> u32 {
-        let cap = match provider.capacity().await {
-            Ok(Some(cap)) => cap,
-            Ok(None) => return target,
-            Err(e) => {
-                // The create itself will report what is wrong; no cap on a guess.
-                tracing::warn!(group = %group.spec.name, "provider capacity: {e}");
-                return target;
-            }
-        };
+    ) -> (u32, Vec<u64>) {
         let t = &group.spec.template;
-        let mut room = u64::MAX;
-        if let Some(n) = cap.instances {
-            room = room.min(u64::from(n));
+        let mut rooms = Vec::with_capacity(providers.len());
+        let mut said = Vec::new();
+        for provider in providers {
+            let cap = match provider.capacity().await {
+                Ok(Some(cap)) => cap,
+                Ok(None) => {
+                    rooms.push(u64::MAX);
+                    continue;
+                }
+                Err(e) => {
+                    // The create itself will report what is wrong; no cap on a guess.
+                    tracing::warn!(group = %group.spec.name, "provider capacity: {e}");
+                    rooms.push(u64::MAX);
+                    continue;
+                }
+            };
+            let mut room = u64::MAX;
+            if let Some(n) = cap.instances {
+                room = room.min(u64::from(n));
+            }
+            if let Some(v) = cap.vcpus
+                && t.vcpus > 0
+            {
+                room = room.min((v.max(0.0) / f64::from(t.vcpus)).floor() as u64);
+            }
+            if let Some(m) = cap.memory_mb
+                && t.memory_mb > 0
+            {
+                room = room.min(m / u64::from(t.memory_mb));
+            }
+            let show = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
+            said.push(format!(
+                "{}: {} instances, {} vcpus, {} MiB",
+                provider.name(),
+                show(cap.instances.map(|n| n.to_string())),
+                show(cap.vcpus.map(|v| format!("{v:.1}"))),
+                show(cap.memory_mb.map(|m| m.to_string())),
+            ));
+            rooms.push(room);
         }
-        if let Some(v) = cap.vcpus
-            && t.vcpus > 0
-        {
-            room = room.min((v.max(0.0) / f64::from(t.vcpus)).floor() as u64);
-        }
-        if let Some(m) = cap.memory_mb
-            && t.memory_mb > 0
-        {
-            room = room.min(m / u64::from(t.memory_mb));
-        }
+        let total = rooms.iter().fold(0u64, |a, r| a.saturating_add(*r));
         let allowed = have
-            .saturating_add(u32::try_from(room).unwrap_or(u32::MAX))
+            .saturating_add(u32::try_from(total).unwrap_or(u32::MAX))
             .min(target);
         if allowed < target && self.provider_capped_at != Some(target) {
             self.provider_capped_at = Some(target);
-            let show = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
+            let names: Vec<&str> = providers.iter().map(|p| p.name()).collect();
+            let left = match said.as_slice() {
+                [one] => one
+                    .split_once(": ")
+                    .map_or(one.clone(), |(_, r)| r.to_string()),
+                many => many.join("; "),
+            };
             let event = self.controller.event(
                 &group.tenant,
                 &group.spec.name,
                 EventKind::ProviderCapped,
                 None,
                 format!(
-                    "scale-out to {target} capped at {allowed}: provider {} has no room for more (left: {} instances, {} vcpus, {} MiB; one instance needs {} vcpus, {} MiB)",
-                    provider.name(),
-                    show(cap.instances.map(|n| n.to_string())),
-                    show(cap.vcpus.map(|v| format!("{v:.1}"))),
-                    show(cap.memory_mb.map(|m| m.to_string())),
+                    "scale-out to {target} capped at {allowed}: provider {} has no room for more (left: {}; one instance needs {} vcpus, {} MiB)",
+                    names.join(", "),
+                    left,
                     t.vcpus,
                     t.memory_mb
                 ),
@@ -1450,7 +1521,30 @@ impl GroupWorker {
         } else if allowed == target {
             self.provider_capped_at = None;
         }
-        allowed
+        (allowed, rooms)
+    }
+
+    /// The provider the next create goes to, by priority: one without room is skipped;
+    /// one that failed recently is waited for — unless it failed [`YIELD_AFTER`]
+    /// creates in a row, then it yields to the next until its backoff has passed (and
+    /// is tried first again after). `None`: wait.
+    fn pick_provider(
+        &self,
+        providers: &[Arc<dyn Provider>],
+        rooms: &[u64],
+        now: Timestamp,
+    ) -> Option<usize> {
+        for (i, provider) in providers.iter().enumerate() {
+            if rooms.get(i).is_none_or(|r| *r == 0) {
+                continue;
+            }
+            match self.backoff.get(provider.name()) {
+                Some(b) if now < b.until && b.failures >= YIELD_AFTER => continue,
+                Some(b) if now < b.until => return None,
+                _ => return Some(i),
+            }
+        }
+        None
     }
 
     /// Takes an instance out of the load balancer (status `draining`) and retires it in
@@ -1653,7 +1747,6 @@ impl GroupWorker {
         &mut self,
         group: &GroupRecord,
         instances: &[InstanceRecord],
-        provider: &Arc<dyn Provider>,
     ) -> bool {
         let (Some(lb), Some(check)) = (
             self.lb(),
@@ -1701,8 +1794,10 @@ impl GroupWorker {
                     Some(event),
                 )
                 .await;
-            if updated.is_ok() {
-                self.spawn_retire(group, inst.id.clone(), provider.clone());
+            if updated.is_ok()
+                && let Some(provider) = c.provider(&inst.provider)
+            {
+                self.spawn_retire(group, inst.id.clone(), provider);
                 any = true;
             }
         }

@@ -166,15 +166,19 @@ impl Service {
     }
 
     fn check_provider(&self, spec: &GroupSpec) -> Result<()> {
-        if self.controller.provider(&spec.provider).is_none() {
-            return Err(ValidationError::new(
-                "provider",
-                format!(
-                    "provider `{}` is not configured on this server",
-                    spec.provider
-                ),
-            )
-            .into());
+        for (i, name) in spec.providers().enumerate() {
+            if self.controller.provider(name).is_none() {
+                let field = if i == 0 {
+                    "provider".to_string()
+                } else {
+                    format!("fallback_providers[{}]", i - 1)
+                };
+                return Err(ValidationError::new(
+                    field,
+                    format!("provider `{name}` is not configured on this server"),
+                )
+                .into());
+            }
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ use swell_store::{EventFilter, SqliteStore, Store};
 /// `capacity` reports `room` instances in all when set (less those it runs).
 #[derive(Default)]
 struct Fake {
+    /// Its provider name (`process` when empty).
+    name: &'static str,
     calls: Mutex<Vec<String>>,
     live: Mutex<Vec<InstanceId>>,
     refuse: Mutex<bool>,
@@ -48,7 +50,11 @@ impl Fake {
 #[async_trait]
 impl Provider for Fake {
     fn name(&self) -> &str {
-        "process"
+        if self.name.is_empty() {
+            "process"
+        } else {
+            self.name
+        }
     }
 
     async fn create(&self, r: &CreateRequest) -> Result<ProviderInstance, ProviderError> {
@@ -165,11 +171,22 @@ fn status(controller: &Controller) -> String {
 }
 
 async fn setup(fake: Arc<Fake>, desired: u32) -> (Arc<Service>, Arc<Controller>, Arc<ManualClock>) {
+    setup_with(vec![fake], desired).await
+}
+
+/// The group `g` on the fakes: the first is its provider, the others its fallbacks.
+async fn setup_with(
+    fakes: Vec<Arc<Fake>>,
+    desired: u32,
+) -> (Arc<Service>, Arc<Controller>, Arc<ManualClock>) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
     let manual = Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(1_800_000_000))));
     let clock: Arc<dyn Clock> = manual.clone();
     let mut providers = Providers::new();
-    providers.insert("process".into(), fake as Arc<dyn Provider>);
+    let names: Vec<String> = fakes.iter().map(|f| f.name().to_string()).collect();
+    for fake in fakes {
+        providers.insert(fake.name().to_string(), fake as Arc<dyn Provider>);
+    }
     let controller = Controller::new(
         store.clone(),
         providers,
@@ -182,7 +199,9 @@ async fn setup(fake: Arc<Fake>, desired: u32) -> (Arc<Service>, Arc<Controller>,
     let service = Arc::new(Service::new(store, controller.clone(), clock));
     let spec: GroupSpec = serde_json::from_value(serde_json::json!({
         "name": "g",
-        "template": {"command": ["sleep", "1000"]},
+        "provider": names[0],
+        "fallback_providers": names[1..],
+        "template": {"command": ["sleep", "1000"], "image": "app:latest"},
         "min": 0, "max": 4, "desired_capacity": desired,
         "evaluation_interval": "100ms", "metrics_interval": "100ms", "drain_timeout": "0s",
         "policies": [{"type": "threshold", "scale_out_above": 1000}]
@@ -331,5 +350,85 @@ async fn a_retired_instance_is_drained_at_the_provider_before_its_delete() {
         calls[0].starts_with("drain") && calls[1].starts_with("delete"),
         "{calls:?}"
     );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_keeps_failing_yields_to_the_fallback_and_scale_in_takes_the_fallback_first()
+ {
+    let primary = Arc::new(Fake::default());
+    *primary.refuse.lock().unwrap() = true;
+    let fallback = Arc::new(Fake {
+        name: "docker",
+        ..Fake::default()
+    });
+    let (service, controller, clock) = setup_with(vec![primary.clone(), fallback.clone()], 1).await;
+    let tenant = TenantId::default_tenant();
+    // Two failures: the primary is waited for, the fallback not used yet.
+    for (n, wait) in [(1, 5), (2, 10)] {
+        until("a failed create on the primary", || {
+            match primary.calls("create").len() {
+                x if x == n => Ok(()),
+                x => Err(format!("{x} creates")),
+            }
+        })
+        .await;
+        until("the worker to wait for the primary", || {
+            let s = status(&controller);
+            if s.starts_with(&format!("next create in {wait}s ({n} failed")) {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        })
+        .await;
+        assert!(fallback.calls("create").is_empty());
+        clock.advance(Duration::from_secs(wait));
+    }
+    // The third failure in a row: the primary yields, the fallback creates.
+    until("a create on the fallback", || {
+        match fallback.calls("create").len() {
+            1 => Ok(()),
+            x => Err(format!(
+                "{x} creates; primary {:?}",
+                primary.calls("create")
+            )),
+        }
+    })
+    .await;
+    assert_eq!(primary.calls("create").len(), 3);
+
+    // The primary recovers: once its backoff has passed it is first again.
+    *primary.refuse.lock().unwrap() = false;
+    clock.advance(Duration::from_secs(20));
+    service.set_desired_capacity(&tenant, "g", 2).await.unwrap();
+    until("a create on the recovered primary", || {
+        match primary.live.lock().unwrap().len() {
+            1 => Ok(()),
+            x => Err(format!("{x} live on the primary")),
+        }
+    })
+    .await;
+    assert_eq!(fallback.calls("create").len(), 1);
+
+    // Scale-in takes the least-preferred provider's instance first, although it is
+    // the older one.
+    service.set_desired_capacity(&tenant, "g", 1).await.unwrap();
+    until("the fallback's instance deleted", || {
+        if fallback.calls("delete").is_empty() {
+            Err(format!("{:?}", fallback.calls("")))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // (The primary's deletes are the clean-ups of its failed creates.)
+    assert_eq!(
+        primary.live.lock().unwrap().len(),
+        1,
+        "{:?}",
+        primary.calls("")
+    );
+    assert!(fallback.live.lock().unwrap().is_empty());
     controller.shutdown().await;
 }
