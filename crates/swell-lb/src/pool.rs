@@ -146,6 +146,10 @@ impl BackendState {
     /// Dispatches one request to this backend, or refuses if it has left the
     /// pool or stopped being routable (unhealthy, ejected).
     pub(crate) fn try_acquire(self: &Arc<Self>, addr: SocketAddr) -> Option<InFlightGuard> {
+        // Read before the lock, which every worker takes: the shorter the
+        // critical section, the less likely a worker is descheduled inside it
+        // while another waits.
+        let now = SystemTime::now();
         let mut c = lock(&self.counters);
         if !c.in_pool || !c.routable() {
             return None;
@@ -158,7 +162,7 @@ impl BackendState {
         }
         c.requests += 1;
         c.in_flight += 1;
-        c.last_request_at = Some(SystemTime::now());
+        c.last_request_at = Some(now);
         drop(c);
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         self.rate.record();
