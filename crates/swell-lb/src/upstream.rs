@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -79,6 +80,9 @@ pub(crate) struct Lease {
 pub(crate) struct RawConn {
     pub(crate) stream: TcpStream,
     pub(crate) buf: BytesMut,
+    /// [`Upstream::forgets`] when it was handed out: one returned after a
+    /// [`Upstream::forget`] is closed, not pooled (its instance may have left).
+    generation: u64,
 }
 
 /// Idle plain connections to one instance, with since when.
@@ -94,6 +98,8 @@ pub(crate) struct Upstream {
     /// Per instance address (a handful: a linear scan beats hashing), the
     /// idle connections, most recently used last.
     raw: Mutex<Vec<(SocketAddr, RawIdle)>>,
+    /// Calls of [`Upstream::forget`] so far; written under the `raw` lock.
+    forgets: AtomicU64,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -103,6 +109,7 @@ impl Upstream {
         Self {
             idle: Mutex::new(HashMap::new()),
             raw: Mutex::new(Vec::new()),
+            forgets: AtomicU64::new(0),
             connect_timeout,
             idle_timeout,
         }
@@ -136,9 +143,11 @@ impl Upstream {
 
     /// A new plain connection to `addr`, for the fast path.
     pub(crate) async fn connect_raw(&self, addr: SocketAddr) -> Result<RawConn, UpstreamError> {
+        let stream = self.connect_tcp(addr).await?;
         Ok(RawConn {
-            stream: self.connect_tcp(addr).await?,
+            stream,
             buf: BytesMut::with_capacity(RAW_BUF),
+            generation: self.forgets.load(Ordering::Relaxed),
         })
     }
 
@@ -150,11 +159,12 @@ impl Upstream {
     /// it, or sent something it should not have).
     pub(crate) fn take_raw(&self, addr: SocketAddr) -> Option<RawConn> {
         loop {
-            let (conn, since) = {
+            let (mut conn, since) = {
                 let mut pools = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
                 let (_, idle) = pools.iter_mut().find(|(a, _)| *a == addr)?;
                 idle.pop()?
             };
+            conn.generation = self.forgets.load(Ordering::Relaxed);
             let idle_for = since.elapsed();
             if idle_for >= self.idle_timeout || !conn.buf.is_empty() {
                 continue; // dropping it closes the connection
@@ -172,6 +182,11 @@ impl Upstream {
     /// Returns a plain connection whose response has been read to the end.
     pub(crate) fn put_raw(&self, addr: SocketAddr, conn: RawConn) {
         let mut pools = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+        if conn.generation != self.forgets.load(Ordering::Relaxed) {
+            // A forget ran while it was out: perhaps of its instance.
+            drop(pools);
+            return;
+        }
         let idle = match pools.iter().position(|(a, _)| *a == addr) {
             Some(i) => &mut pools[i].1,
             None => {
@@ -238,6 +253,7 @@ impl Upstream {
         drop(gone);
         let gone = {
             let mut pools = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+            self.forgets.fetch_add(1, Ordering::Relaxed);
             pools
                 .iter()
                 .position(|(a, _)| *a == addr)

@@ -613,3 +613,37 @@ async fn a_drain_closes_idle_fast_path_connections_to_the_instance() {
     assert_eq!(b.requests.load(Ordering::SeqCst), 6);
     assert_eq!(lb.requests_after_drain("a"), 0);
 }
+
+#[tokio::test]
+async fn a_connection_to_an_instance_that_left_mid_request_is_closed_not_pooled() {
+    let a = Scripted::start(Script::Slow(
+        "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na",
+        200,
+    ))
+    .await;
+    let b = Scripted::start(Script::Echo).await;
+    let lb = lb_with(LbConfig::default(), vec![a.backend("a")]).await;
+    let mut c = TcpStream::connect(lb.local_addr()).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while lb.stats()[0].in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // `a` leaves without a drain while its request is in flight.
+    lb.set_backends(vec![b.backend("b")]);
+    let (head, body) = read_response(&mut c, &mut Vec::new()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"a");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while a.closed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the connection to a was pooled after a left");
+}
