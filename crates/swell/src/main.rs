@@ -271,10 +271,26 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line with every cause, never a backtrace: errors say what to do.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the line
+/// already holds (library errors often show their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -541,4 +557,38 @@ async fn apply(c: &Client, file: &std::path::Path, output: Output) -> Result<()>
         results.push(g);
     }
     print(output, &results, |r| client::groups_table(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    /// An error that shows its source in its own message, as many library errors do.
+    #[derive(Debug)]
+    struct Read {
+        source: std::io::Error,
+    }
+    impl std::fmt::Display for Read {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read x: {}", self.source)
+        }
+    }
+    impl std::error::Error for Read {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let shown = anyhow::Error::new(Read { source: io() }).context("--os-cloud lab");
+        assert_eq!(
+            one_line(&shown),
+            "--os-cloud lab: cannot read x: no such file"
+        );
+        let plain = Err::<(), _>(io()).context("opening the store").unwrap_err();
+        assert_eq!(one_line(&plain), "opening the store: no such file");
+    }
 }
