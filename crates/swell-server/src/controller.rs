@@ -840,23 +840,13 @@ impl GroupWorker {
                 continue;
             }
             pushed.insert(metric);
-            let r: Vec<InstanceReading> = running
-                .iter()
-                .filter_map(|i| {
-                    let (value, _) = self.pushed_instance.get(&(metric, i.id.clone()))?;
-                    Some(InstanceReading {
-                        value: *value,
-                        started_at: i.started_at.unwrap_or(i.created_at),
-                    })
-                })
-                .collect();
-            if let Some((value, n)) = group_average(&r, group.spec.warmup, now) {
-                self.window.push(MetricSample {
-                    at: now,
-                    metric,
-                    value,
-                    instances: n,
-                });
+            let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
+                self.pushed_instance
+                    .get(&(metric, i.id.clone()))
+                    .map(|(value, _)| *value)
+            });
+            if let Some(sample) = sample {
+                self.window.push(sample);
             }
         }
         // Each provider measures its own instances.
@@ -895,22 +885,11 @@ impl GroupWorker {
             if pushed.contains(&metric) {
                 continue;
             }
-            let r: Vec<InstanceReading> = running
-                .iter()
-                .filter_map(|i| {
-                    by_id.get(&i.id).map(|m| InstanceReading {
-                        value: pick(m),
-                        started_at: i.started_at.unwrap_or(i.created_at),
-                    })
-                })
-                .collect();
-            if let Some((value, n)) = group_average(&r, group.spec.warmup, now) {
-                self.window.push(MetricSample {
-                    at: now,
-                    metric,
-                    value,
-                    instances: n,
-                });
+            let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
+                by_id.get(&i.id).map(|m| pick(m))
+            });
+            if let Some(sample) = sample {
+                self.window.push(sample);
             }
         }
         // The load balancer's traffic, as scaling metrics.
@@ -1859,6 +1838,32 @@ impl GroupWorker {
             .collect();
         lb.set_backends(backends);
     }
+}
+
+/// The group's average of one metric over its running instances (those in warmup left
+/// out), as a window sample; `None` when no instance has a reading.
+fn average_sample(
+    running: &[&InstanceRecord],
+    warmup: Duration,
+    now: Timestamp,
+    metric: Metric,
+    value_of: impl Fn(&InstanceRecord) -> Option<f64>,
+) -> Option<MetricSample> {
+    let readings: Vec<InstanceReading> = running
+        .iter()
+        .filter_map(|i| {
+            value_of(i).map(|value| InstanceReading {
+                value,
+                started_at: i.started_at.unwrap_or(i.created_at),
+            })
+        })
+        .collect();
+    group_average(&readings, warmup, now).map(|(value, instances)| MetricSample {
+        at: now,
+        metric,
+        value,
+        instances,
+    })
 }
 
 /// The path a new instance must answer before it joins an HTTP load balancer: the
