@@ -382,6 +382,11 @@ pub struct CreateUser {
 pub struct SetPassword {
     /// The new password (at least 8 characters). Every token of the user is revoked.
     pub password: String,
+    /// The caller's current password: required when users change their own password
+    /// (so a stolen token cannot take the account over); not asked of an administrator
+    /// resetting someone else's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_password: Option<String>,
 }
 
 /// Body of `PUT /v1/tenants/{tenant}/users/{user}`.

@@ -434,11 +434,23 @@ pub(crate) async fn delete_user(State(s): St, Path(user): Path<String>) -> ApiRe
     responses((status = 204), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
 pub(crate) async fn set_password(
     State(s): St,
+    p: Principal,
     Path(user): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let req: api::SetPassword = parse_body(&body)?;
-    s.set_password(&user, &req.password).await?;
+    let current = if p.user.as_deref() == Some(user.as_str()) {
+        let current = req.current_password.as_deref().ok_or_else(|| {
+            ServiceError::from(swell_core::ValidationError::new(
+                "current_password",
+                "required when you change your own password",
+            ))
+        })?;
+        Some(current)
+    } else {
+        None
+    };
+    s.set_password(&user, &req.password, current).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -292,10 +292,26 @@ impl Service {
     }
 
     /// Changes a user's password; every token of the user is revoked.
-    pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
+    /// `current` is the user's current password, checked when given (users changing
+    /// their own password must give it).
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password: &str,
+        current: Option<&str>,
+    ) -> Result<()> {
         check_password(password)?;
-        if self.store.get_user(name).await?.is_none() {
+        let Some(user) = self.store.get_user(name).await? else {
             return Err(not_found("user", name));
+        };
+        if let Some(current) = current
+            && !self.auth().verify(current, &user.password_hash).await?
+        {
+            return Err(ValidationError::new(
+                "current_password",
+                "does not match your current password",
+            )
+            .into());
         }
         let hash = self.auth().hash(password).await?;
         Ok(self.store.set_password(name, &hash, self.now()).await?)

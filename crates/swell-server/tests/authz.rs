@@ -533,7 +533,8 @@ async fn own_call(
             } else {
                 pw(&me)
             };
-            body = Some(json!({"password": password}));
+            // Changing one's own password takes the current one.
+            body = Some(json!({"password": password, "current_password": password}));
         }
         ("POST", "/v1/api-keys") => {
             body = Some(json!({"name": format!("k-{fresh}"), "role": "viewer"}));

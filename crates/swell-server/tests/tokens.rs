@@ -206,6 +206,38 @@ async fn tokens_expire_and_are_revoked() {
     .await;
     let a1 = e.login("ann", "ann-old-password").await;
     let a2 = e.login("ann", "ann-old-password").await;
+    // Changing one's own password takes the current one: without it, or with a wrong
+    // one, nothing changes and the problem names the field.
+    for (body, rule) in [
+        (
+            json!({"password": "ann-stolen-password"}),
+            "required when you change your own password",
+        ),
+        (
+            json!({"password": "ann-stolen-password", "current_password": "not-it-at-all"}),
+            "does not match your current password",
+        ),
+    ] {
+        let (status, problem) = e
+            .call(
+                Some(&a1),
+                reqwest::Method::PUT,
+                "/v1/users/ann/password",
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(problem["field"], "current_password");
+        assert!(
+            problem["detail"].as_str().unwrap_or("").contains(rule),
+            "{problem}"
+        );
+    }
+    assert_eq!(
+        e.whoami(&a1).await.0,
+        200,
+        "a refused change revokes nothing"
+    );
     e.ok(
         &t3,
         reqwest::Method::PUT,

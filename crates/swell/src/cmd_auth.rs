@@ -182,6 +182,9 @@ pub enum UserCmd {
         /// A file holding the new password (`-` for standard input).
         #[arg(long)]
         password_file: PathBuf,
+        /// A file holding your current password: needed to change your own.
+        #[arg(long)]
+        current_password_file: Option<PathBuf>,
     },
 }
 
@@ -595,13 +598,17 @@ async fn user(c: &Client, cmd: UserCmd, output: Output) -> Result<()> {
         UserCmd::Passwd {
             name,
             password_file,
+            current_password_file,
         } => {
-            let password = read_password(&password_file)?;
+            let mut body = json!({ "password": read_password(&password_file)? });
+            if let Some(file) = current_password_file {
+                body["current_password"] = json!(read_password(&file)?);
+            }
             let _: Value = c
                 .call(
                     Method::PUT,
                     &format!("/v1/users/{name}/password"),
-                    Some(&json!({ "password": password })),
+                    Some(&body),
                 )
                 .await?;
             done(

@@ -363,6 +363,12 @@ impl Auth {
         let pw = password.to_string();
         blocking(move || hash_password(&pw)).await?
     }
+
+    /// Whether `password` matches the PHC string `phc`, off the async threads.
+    pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, AuthError> {
+        let (pw, phc) = (password.to_string(), phc.to_string());
+        blocking(move || verify_password(&pw, &phc)).await
+    }
 }
 
 #[cfg(test)]
