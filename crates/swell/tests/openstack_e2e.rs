@@ -277,6 +277,27 @@ impl Cloud {
 
     /// Removes every server tagged `owner` (their floating IPs first) and waits for
     /// Nova to forget them.
+    /// Deletes the security groups Neutron lists for `query` (`name=…`, `project_id=…`).
+    async fn remove_security_groups(&self, query: &str) {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("{NEUTRON}/security-groups?{query}"),
+                None,
+            )
+            .await
+            .1;
+        for sg in v["security_groups"].as_array().cloned().unwrap_or_default() {
+            let id = sg["id"].as_str().unwrap_or_default();
+            self.call(
+                reqwest::Method::DELETE,
+                &format!("{NEUTRON}/security-groups/{id}"),
+                None,
+            )
+            .await;
+        }
+    }
+
     async fn remove_servers(&self, owner: &str) {
         for s in self.servers(owner).await {
             let ports = self
@@ -383,24 +404,7 @@ impl Drop for CloudGuard {
                         .await;
                 }
                 for name in &sgs {
-                    let v = cloud
-                        .call(
-                            reqwest::Method::GET,
-                            &format!("{NEUTRON}/security-groups?name={name}"),
-                            None,
-                        )
-                        .await
-                        .1;
-                    for sg in v["security_groups"].as_array().cloned().unwrap_or_default() {
-                        let id = sg["id"].as_str().unwrap_or_default();
-                        cloud
-                            .call(
-                                reqwest::Method::DELETE,
-                                &format!("{NEUTRON}/security-groups/{id}"),
-                                None,
-                            )
-                            .await;
-                    }
+                    cloud.remove_security_groups(&format!("name={name}")).await;
                 }
                 for f in &flavors {
                     cloud
@@ -413,24 +417,9 @@ impl Drop for CloudGuard {
                 }
                 for p in &projects {
                     // Its default security group goes with it.
-                    let v = cloud
-                        .call(
-                            reqwest::Method::GET,
-                            &format!("{NEUTRON}/security-groups?project_id={p}"),
-                            None,
-                        )
-                        .await
-                        .1;
-                    for sg in v["security_groups"].as_array().cloned().unwrap_or_default() {
-                        let id = sg["id"].as_str().unwrap_or_default();
-                        cloud
-                            .call(
-                                reqwest::Method::DELETE,
-                                &format!("{NEUTRON}/security-groups/{id}"),
-                                None,
-                            )
-                            .await;
-                    }
+                    cloud
+                        .remove_security_groups(&format!("project_id={p}"))
+                        .await;
                     cloud
                         .call(
                             reqwest::Method::DELETE,
