@@ -4,8 +4,8 @@
 //! the time, plus whatever memory it keeps in itself (a stabilisation window, a
 //! forecast's history); the [`PolicyEngine`] combines them with DESIGN.md's rules:
 //! scale-out takes the largest desired count, scale-in happens only when every policy
-//! allows it, nothing happens within `cooldown` of the previous action, and the result is
-//! always within `[min, max]`.
+//! allows it, nothing happens within `cooldown` of the previous action (except a
+//! scale-out after a scale-in), and the result is always within `[min, max]`.
 
 pub mod forecast;
 mod predictive;
@@ -80,6 +80,15 @@ pub trait Policy: Send {
     /// (a schedule only sets bounds, so it does not block a scale-in by abstaining).
     fn votes(&self) -> bool {
         true
+    }
+
+    /// Whether the count it asks for is sized from the present load (`ceil(load /
+    /// target)`, a forecast) rather than stepped from the current count. Such a count does
+    /// not grow while the instances it asked for boot, so a second scale-out inside the
+    /// cooldown adds only what the load newly needs and cannot overshoot; a step policy's
+    /// would add its step again on a metric that does not yet show the new instances.
+    fn sized_from_load(&self) -> bool {
+        false
     }
 }
 
@@ -222,6 +231,10 @@ pub struct PolicyEngine {
     policies: Vec<Box<dyn Policy>>,
     capacity: Capacity,
     cooldown: Duration,
+    /// When this engine last scaled in: a scale-in's cooldown does not hold back a
+    /// scale-out. Kept in memory only; after a restart (or a manual change of the desired
+    /// capacity) the cooldown blocks both ways, which errs on the side of stability.
+    last_scale_in_at: Option<Timestamp>,
 }
 
 impl PolicyEngine {
@@ -244,6 +257,7 @@ impl PolicyEngine {
             policies,
             capacity,
             cooldown,
+            last_scale_in_at: None,
         }
     }
 
@@ -307,18 +321,23 @@ impl PolicyEngine {
                 },
             );
         }
-        let recs: Vec<Recommendation> = self
+        let (recs, sized): (Vec<Recommendation>, Vec<bool>) = self
             .policies
             .iter()
             .zip(recs)
             .filter(|(p, _)| p.votes())
-            .map(|(_, r)| r)
-            .collect();
+            .map(|(p, r)| (r, p.sized_from_load()))
+            .unzip();
 
         let out = recs
             .iter()
-            .filter(|r| r.desired.is_some_and(|d| d > before))
-            .max_by_key(|r| r.desired);
+            .zip(&sized)
+            .filter(|(r, _)| r.desired.is_some_and(|d| d > before))
+            .max_by_key(|(r, _)| r.desired);
+        // A scale-out goes through the cooldown when the policy asking for it sizes from
+        // the load, or right after a scale-in (see below).
+        let out_sized = out.is_some_and(|(_, &s)| s);
+        let out = out.map(|(r, _)| r);
         let all_in = !recs.is_empty() && recs.iter().all(|r| r.desired.is_some_and(|d| d < before));
         let chosen = match (out, all_in) {
             (Some(r), _) => Some(r),
@@ -346,7 +365,15 @@ impl PolicyEngine {
                 },
             );
         }
-        if let Some(last) = state.last_scaling_at {
+        // The cooldown lets a scale-out's new instances take effect before anything else
+        // happens, and keeps scale-ins apart. A scale-out right after a scale-in is let
+        // through, as AWS does: running short is worse than running over, and the
+        // policies' own scale-in holds already keep a group from flapping.
+        let after_scale_in =
+            state.last_scaling_at.is_some() && state.last_scaling_at == self.last_scale_in_at;
+        if let Some(last) = state.last_scaling_at
+            && !(target > before && (after_scale_in || out_sized))
+        {
             let until = last.add(self.cooldown);
             if now < until {
                 return idle(
@@ -362,6 +389,9 @@ impl PolicyEngine {
                     },
                 );
             }
+        }
+        if target < before {
+            self.last_scale_in_at = Some(now);
         }
         decision(
             target,

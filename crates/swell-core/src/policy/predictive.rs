@@ -110,6 +110,10 @@ impl Policy for PredictiveRunner {
         "predictive"
     }
 
+    fn sized_from_load(&self) -> bool {
+        true
+    }
+
     fn lookback(&self) -> Duration {
         self.spec.evaluation_period
     }

@@ -2,10 +2,11 @@
 //! headroom.
 //!
 //! Each evaluation it
-//! 1. forecasts the peak load over the next `horizon` (time to boot an instance plus the
-//!    group's cooldown plus an evaluation: the longest the group can go before an action
-//!    taken *now* is its last chance) as the larger of the short-term trend and, once a day
-//!    of history exists, the daily/weekly seasonal peak;
+//! 1. forecasts the peak load over the next `horizon` (time to boot an instance plus two
+//!    evaluation intervals: a count asked for now is the last one ready before that
+//!    instant, since a load-sized scale-out is never held back by the cooldown) as the
+//!    larger of the short-term trend and, once a day of history exists, the daily/weekly
+//!    seasonal peak;
 //! 2. scores every forecast once its horizon has passed (`actual peak / forecast`) and
 //!    covers the `confidence` quantile of that ratio: the group is sized so that this
 //!    upper bound of the coming peak stays below `saturation` (100 % CPU, the point past
@@ -50,8 +51,8 @@ pub struct SwellPolicy {
     /// How long an instance takes from create to ready.
     #[serde(with = "serde_human", default = "default_delay")]
     pub provisioning_delay: Duration,
-    /// How far ahead to size; defaults to `provisioning_delay` + 150 s (the default
-    /// cooldown and one evaluation).
+    /// How far ahead to size; defaults to `provisioning_delay` + two evaluation intervals
+    /// (30 s to 150 s): the next evaluations' chance to scale out again.
     #[serde(with = "opt_human", default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<Duration>,
     /// Scale in only to the largest count asked for over this window.
@@ -161,10 +162,20 @@ impl SwellPolicy {
         Ok(())
     }
 
-    /// The horizon in force.
+    /// The longest horizon in force (the configured one, or the default's bound).
     pub fn horizon(&self) -> Duration {
-        self.horizon
-            .unwrap_or(self.provisioning_delay + Duration::from_secs(150))
+        self.horizon_after(None)
+    }
+
+    /// The horizon in force when evaluations come every `interval` (unknown before the
+    /// second one: the longest default).
+    fn horizon_after(&self, interval: Option<Duration>) -> Duration {
+        self.horizon.unwrap_or_else(|| {
+            let after = interval.map_or(HORIZON_AFTER_DELAY.1, |i| {
+                (2 * i).clamp(HORIZON_AFTER_DELAY.0, HORIZON_AFTER_DELAY.1)
+            });
+            self.provisioning_delay + after
+        })
     }
 
     /// The trend window in force.
@@ -185,6 +196,7 @@ impl SwellPolicy {
             history: LoadHistory::new(self.metric, Duration::from_secs(300), recent),
             score: ForecastScore::new(SCORE_MEMORY, self.saturation),
             asked: VecDeque::new(),
+            last_evaluation: None,
         }
     }
 }
@@ -196,7 +208,17 @@ pub struct SwellRunner {
     history: LoadHistory,
     score: ForecastScore,
     asked: VecDeque<(Timestamp, u32)>,
+    /// The previous evaluation and the interval before it (for the default horizon).
+    last_evaluation: Option<(Timestamp, Option<Duration>)>,
 }
+
+/// How far past the provisioning delay the default horizon reaches: two evaluation
+/// intervals (the next evaluation can scale out again, and its count must be ready by the
+/// one after), within these bounds. At the controller's 10 s and the simulator's 15 s it
+/// is 30 s; a horizon reaching past only one interval leaves the forecast scored on too
+/// few loads.
+const HORIZON_AFTER_DELAY: (Duration, Duration) =
+    (Duration::from_secs(30), Duration::from_secs(150));
 
 /// How many recent error samples the headroom is learned from (exponential forgetting):
 /// about half a day at the simulator's cadence, a few hours at the controller's.
@@ -214,6 +236,10 @@ impl Policy for SwellRunner {
         "swell"
     }
 
+    fn sized_from_load(&self) -> bool {
+        true
+    }
+
     fn lookback(&self) -> Duration {
         Duration::from_secs(60)
     }
@@ -224,6 +250,12 @@ impl Policy for SwellRunner {
         window: &MetricWindow,
         now: Timestamp,
     ) -> Recommendation {
+        let interval = match self.last_evaluation {
+            Some((at, _)) if now > at => Some(now.since(at)),
+            Some((_, before)) => before,
+            None => None,
+        };
+        self.last_evaluation = Some((now, interval));
         let spec = &self.spec;
         let base = state.desired_capacity;
         self.history.ingest(window);
@@ -251,7 +283,7 @@ impl Policy for SwellRunner {
                 cause: cause(None, format!("no recent {} samples", spec.metric)),
             };
         };
-        let horizon = spec.horizon();
+        let horizon = spec.horizon_after(interval);
         let trend = self
             .history
             .slope(now, spec.trend_window())
@@ -360,17 +392,37 @@ mod tests {
     }
 
     #[test]
+    fn the_default_horizon_follows_the_evaluation_interval() {
+        let p = SwellPolicy::default();
+        let h = |i: Option<u64>| p.horizon_after(i.map(Duration::from_secs)).as_secs();
+        // delay 120 s + two intervals, within 30..=150 s.
+        assert_eq!((h(Some(10)), h(Some(15)), h(Some(60))), (150, 150, 240));
+        assert_eq!(
+            (h(Some(200)), h(None), p.horizon().as_secs()),
+            (270, 270, 270)
+        );
+        let fixed = SwellPolicy {
+            horizon: Some(Duration::from_secs(400)),
+            ..SwellPolicy::default()
+        };
+        assert_eq!(
+            fixed.horizon_after(Some(Duration::from_secs(15))).as_secs(),
+            400
+        );
+    }
+
+    #[test]
     fn a_rise_is_extrapolated_over_the_horizon() {
         let mut p = SwellPolicy::default().runner();
         let mut w = MetricWindow::new(Duration::from_secs(60));
-        // Load rising by 1 unit/s from 350: at t = 300 it is 650, the 270 s horizon adds
-        // 270: ceil(920 / 70) = 14.
+        // Load rising by 1 unit/s from 350: at t = 300 it is 650, the 150 s horizon adds
+        // 150: ceil(800 / 70) = 12 (without the trend, ceil(650 / 70) = 10).
         let mut r = None;
         for t in (0..=300).step_by(15) {
             push(&mut w, t, 350.0 + t as f64, 10);
             r = Some(p.evaluate(&st(10), &w, Timestamp::from_secs(t)));
         }
-        assert_eq!(r.unwrap().desired, Some(14));
+        assert_eq!(r.unwrap().desired, Some(12));
     }
 
     #[test]

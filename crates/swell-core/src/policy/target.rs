@@ -109,6 +109,10 @@ impl Policy for TargetPolicy {
         "target"
     }
 
+    fn sized_from_load(&self) -> bool {
+        true
+    }
+
     fn lookback(&self) -> Duration {
         self.scale_out_period.max(self.scale_in_period)
     }
@@ -218,6 +222,34 @@ mod tests {
             Timestamp::from_secs(100),
         );
         assert_eq!(r.desired, Some(12));
+    }
+
+    /// A count sized from the load goes through a scale-out's cooldown: while the first
+    /// scale-out's instances boot the same load asks for the same count (no overshoot),
+    /// and a load that rose further gets its instances at once.
+    #[test]
+    fn load_sized_scale_out_goes_through_the_cooldown() {
+        use crate::group::Capacity;
+        use crate::policy::{DecisionKind, PolicyEngine, PolicySpec};
+        let spec: PolicySpec =
+            serde_json::from_value(serde_json::json!({"type": "target", "target": 60})).unwrap();
+        let cap = Capacity::new(1, 50).unwrap();
+        let mut e = PolicyEngine::new(&[spec], cap, Duration::from_secs(120));
+        let now = Timestamp::from_secs(100);
+        let d = e.decide(&state(9), &window(&[(90, 80.0), (100, 80.0)]), now);
+        assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleOut, 12));
+        // 10 s later, 3 still booting: 9 ready, desired 12, inside the cooldown.
+        let booting = GroupState {
+            desired_capacity: 12,
+            provisioned: 12,
+            ready: 9,
+            last_scaling_at: Some(now),
+        };
+        let later = Timestamp::from_secs(110);
+        let d = e.decide(&booting, &window(&[(110, 80.0)]), later);
+        assert_eq!((d.kind, d.desired_capacity), (DecisionKind::Idle, 12));
+        let d = e.decide(&booting, &window(&[(110, 120.0)]), later);
+        assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleOut, 18));
     }
 
     #[test]

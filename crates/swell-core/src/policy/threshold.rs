@@ -302,6 +302,38 @@ mod tests {
         assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleIn, 2));
     }
 
+    /// A scale-in's cooldown does not hold back a scale-out (running short is worse than
+    /// running over); a scale-out's cooldown holds back both, and so does a cooldown this
+    /// engine did not start (a restart, a manual change).
+    #[test]
+    fn scale_out_goes_through_a_scale_in_cooldown_only() {
+        let mut e = seed1();
+        let low = window(&[(100, 10.0), (110, 10.0)]);
+        let d = e.decide(&state(3, None), &low, Timestamp::from_secs(110));
+        assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleIn, 2));
+        let high = window(&[(120, 90.0), (130, 90.0)]);
+        let d = e.decide(&state(2, Some(110)), &high, Timestamp::from_secs(130));
+        assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleOut, 3));
+        // Now inside the scale-out's cooldown: neither way.
+        let d = e.decide(&state(3, Some(130)), &high, Timestamp::from_secs(140));
+        assert_eq!(
+            (d.kind, d.cause.policy.as_str()),
+            (DecisionKind::Idle, "cooldown")
+        );
+        let low_later = window(&[(130, 10.0), (140, 10.0)]);
+        let d = e.decide(&state(3, Some(130)), &low_later, Timestamp::from_secs(140));
+        assert_eq!(
+            (d.kind, d.cause.policy.as_str()),
+            (DecisionKind::Idle, "cooldown")
+        );
+        // A fresh engine does not know which way the last action went: it waits.
+        let d = seed1().decide(&state(2, Some(110)), &high, Timestamp::from_secs(130));
+        assert_eq!(
+            (d.kind, d.cause.policy.as_str()),
+            (DecisionKind::Idle, "cooldown")
+        );
+    }
+
     #[test]
     fn empty_window_is_idle() {
         let d = seed0().decide(&state(2, None), &window(&[]), Timestamp::from_secs(60));
