@@ -5,7 +5,8 @@
 //! forecast's history); the [`PolicyEngine`] combines them with DESIGN.md's rules:
 //! scale-out takes the largest desired count, scale-in happens only when every policy
 //! allows it, nothing happens within `cooldown` of the previous action (except a
-//! scale-out after a scale-in), and the result is always within `[min, max]`.
+//! scale-out after a scale-in, or one sized from the load), and the result is always
+//! within `[min, max]`.
 
 pub mod forecast;
 mod predictive;
@@ -328,16 +329,17 @@ impl PolicyEngine {
             .filter(|(p, _)| p.votes())
             .map(|(p, r)| (r, p.sized_from_load()))
             .unzip();
-
-        let out = recs
+        let grows = |r: &&Recommendation| r.desired.is_some_and(|d| d > before);
+        let out = recs.iter().filter(grows).max_by_key(|r| r.desired);
+        // The largest scale-out a load-sized policy asks for: the one a cooldown lets
+        // through (see below).
+        let sized_out = recs
             .iter()
             .zip(&sized)
-            .filter(|(r, _)| r.desired.is_some_and(|d| d > before))
-            .max_by_key(|(r, _)| r.desired);
-        // A scale-out goes through the cooldown when the policy asking for it sizes from
-        // the load, or right after a scale-in (see below).
-        let out_sized = out.is_some_and(|(_, &s)| s);
-        let out = out.map(|(r, _)| r);
+            .filter(|&(_, &s)| s)
+            .map(|(r, _)| r)
+            .filter(grows)
+            .max_by_key(|r| r.desired);
         let all_in = !recs.is_empty() && recs.iter().all(|r| r.desired.is_some_and(|d| d < before));
         let chosen = match (out, all_in) {
             (Some(r), _) => Some(r),
@@ -355,7 +357,8 @@ impl PolicyEngine {
             return idle(before, Cause { reason, ..first });
         };
 
-        let target = bounds.clamp(rec.desired.unwrap_or(before));
+        let mut rec = rec;
+        let mut target = bounds.clamp(rec.desired.unwrap_or(before));
         if target == before {
             return idle(
                 before,
@@ -365,29 +368,37 @@ impl PolicyEngine {
                 },
             );
         }
-        // The cooldown lets a scale-out's new instances take effect before anything else
-        // happens, and keeps scale-ins apart. A scale-out right after a scale-in is let
-        // through, as AWS does: running short is worse than running over, and the
-        // policies' own scale-in holds already keep a group from flapping.
-        let after_scale_in =
-            state.last_scaling_at.is_some() && state.last_scaling_at == self.last_scale_in_at;
-        if let Some(last) = state.last_scaling_at
-            && !(target > before && (after_scale_in || out_sized))
-        {
-            let until = last.add(self.cooldown);
-            if now < until {
-                return idle(
-                    before,
-                    Cause {
-                        policy: "cooldown".into(),
-                        reason: format!(
-                            "{} wants {before} → {target}, but the cooldown runs {}s more",
-                            rec.cause.policy,
-                            until.since(now).as_secs_f64().ceil()
-                        ),
-                        ..rec.cause.clone()
-                    },
-                );
+        // The cooldown lets a scale-out's new instances take effect before a step policy
+        // acts again, and keeps scale-ins apart. Two scale-outs go through it (running
+        // short is worse than running over): right after a scale-in, as AWS does, since
+        // the policies' own scale-in holds already keep a group from flapping; and as far
+        // as a load-sized policy asks, since its count does not grow while instances boot.
+        let until = state
+            .last_scaling_at
+            .map(|last| last.add(self.cooldown))
+            .filter(|&until| now < until);
+        if let Some(until) = until {
+            let after_scale_in = state.last_scaling_at == self.last_scale_in_at;
+            match sized_out {
+                _ if target > before && after_scale_in => {}
+                Some(r) if target > before => {
+                    rec = r;
+                    target = bounds.clamp(r.desired.unwrap_or(before));
+                }
+                _ => {
+                    return idle(
+                        before,
+                        Cause {
+                            policy: "cooldown".into(),
+                            reason: format!(
+                                "{} wants {before} → {target}, but the cooldown runs {}s more",
+                                rec.cause.policy,
+                                until.since(now).as_secs_f64().ceil()
+                            ),
+                            ..rec.cause.clone()
+                        },
+                    );
+                }
             }
         }
         if target < before {

@@ -250,6 +250,22 @@ mod tests {
         assert_eq!((d.kind, d.desired_capacity), (DecisionKind::Idle, 12));
         let d = e.decide(&booting, &window(&[(110, 120.0)]), later);
         assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleOut, 18));
+
+        // Beside a step policy that asks for more, the cooldown lets through only what
+        // the load-sized one asks: threshold 12 + 5 = 17, target ceil(9 × 90 / 60) = 14.
+        let both: Vec<PolicySpec> = [
+            serde_json::json!({"type": "threshold", "scale_out_above": 60, "step": 5}),
+            serde_json::json!({"type": "target", "target": 60}),
+        ]
+        .into_iter()
+        .map(|j| serde_json::from_value(j).unwrap())
+        .collect();
+        let mut e = PolicyEngine::new(&both, cap, Duration::from_secs(120));
+        let d = e.decide(&booting, &window(&[(110, 90.0)]), later);
+        assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleOut, 14));
+        assert_eq!(d.cause.policy, "target");
+        let d = e.decide(&booting, &window(&[(180, 90.0)]), Timestamp::from_secs(230));
+        assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleOut, 17));
     }
 
     #[test]
