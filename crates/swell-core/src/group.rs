@@ -510,7 +510,8 @@ pub struct GroupSpec {
     /// Instances wanted now; starts at `min` when absent and then follows the policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_capacity: Option<u32>,
-    /// No scaling action within this long after the previous one (seed 2's buffer time).
+    /// No scaling action within this long after the previous one (seed 2's buffer time),
+    /// except a scale-out after a scale-in or asked for by a load-sized policy.
     #[serde(with = "serde_human", default = "default_cooldown")]
     pub cooldown: Duration,
     /// A new instance's metrics are ignored for this long after it starts.
