@@ -130,6 +130,27 @@ pub struct ProviderCapacity {
     pub memory_mb: Option<u64>,
 }
 
+/// What one instance takes of a provider's room ([`ProviderCapacity`]): the controller
+/// divides the vCPUs and memory left by it to know how many more instances fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceSize {
+    /// vCPUs one instance commits; 0 leaves the vCPU room out of the count.
+    pub vcpus: u32,
+    /// MiB of memory one instance commits; 0 leaves the memory room out of the count.
+    pub memory_mb: u64,
+}
+
+impl InstanceSize {
+    /// The template's own `vcpus` and `memory_mb`; `None` when both are 0 (nothing to
+    /// divide by).
+    pub fn of_template(template: &Template) -> Option<InstanceSize> {
+        (template.vcpus > 0 || template.memory_mb > 0).then(|| InstanceSize {
+            vcpus: template.vcpus,
+            memory_mb: u64::from(template.memory_mb),
+        })
+    }
+}
+
 /// A place instances run.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -170,5 +191,19 @@ pub trait Provider: Send + Sync + 'static {
     /// The room left for new instances; `None` when unknown or unlimited.
     async fn capacity(&self) -> Result<Option<ProviderCapacity>, ProviderError> {
         Ok(None)
+    }
+
+    /// The real size of one instance of `template` on this provider, by which the
+    /// controller divides [`capacity`](Provider::capacity) to cap a scale-out. The
+    /// default is the template's own `vcpus` and `memory_mb`
+    /// ([`InstanceSize::of_template`]); a provider whose instances are sized by
+    /// something else (an OpenStack flavor) reports that instead, since a template
+    /// commonly leaves `vcpus`/`memory_mb` at their defaults. `None`: unknown, and
+    /// only the instance count caps.
+    async fn instance_size(
+        &self,
+        template: &Template,
+    ) -> Result<Option<InstanceSize>, ProviderError> {
+        Ok(InstanceSize::of_template(template))
     }
 }

@@ -72,7 +72,9 @@
 //! limits leave (`GET /limits`: instances, cores, RAM) and, when the credentials may read
 //! the hypervisors (admin), the room on the enabled, up hypervisors under the
 //! over-commit ratios (`vcpus × cpu_overcommit − vcpus_used`, likewise memory) — the
-//! smaller of the two.
+//! smaller of the two. One instance's share of it
+//! ([`instance_size`](crate::Provider::instance_size)) is the template's flavor's
+//! `vcpus` and `ram`, read once per flavor string and cached (a flavor never changes).
 //!
 //! **Metrics** of OpenStack instances come from Swell's metric push API (an agent in the
 //! guest): Nova has no cheap per-server CPU reading, so
@@ -138,16 +140,18 @@ pub use config::{
 };
 
 use crate::{
-    CreateRequest, InstanceMetrics, Provider, ProviderCapacity, ProviderError, ProviderInstance,
+    CreateRequest, InstanceMetrics, InstanceSize, Provider, ProviderCapacity, ProviderError,
+    ProviderInstance,
 };
 use async_trait::async_trait;
 use base64::Engine as _;
 use client::{CallError, CallErrorKind, Client, Service, Tuning};
 use nova::Server;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use swell_core::InstanceId;
+use swell_core::{InstanceId, Template};
 use tokio::time::Instant;
 
 /// Metadata key carrying the owning Swell server's tag.
@@ -175,6 +179,11 @@ pub struct OpenStackProvider {
     /// Serialises find-or-create of the groups' security groups, so that two
     /// instances created at once do not make two groups of the same name.
     security_groups: tokio::sync::Mutex<()>,
+    /// Flavors by the name or id a template gives, for
+    /// [`instance_size`](crate::Provider::instance_size): a Nova flavor's vCPUs and
+    /// RAM never change (it can only be deleted and made again), so the capacity cap,
+    /// asked at every scale-out pass, costs no call after the first.
+    flavors: std::sync::Mutex<HashMap<String, nova::Flavor>>,
 }
 
 /// What a template resolves to before a server is created.
@@ -210,6 +219,7 @@ impl OpenStackProvider {
             config,
             client,
             security_groups: tokio::sync::Mutex::new(()),
+            flavors: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -265,12 +275,9 @@ impl OpenStackProvider {
                 "template.image: Glance has no active image `{image}` (see `openstack image list`)"
             ))
         })?;
-        let flavor_id = nova::resolve_flavor(c, &os.flavor).await?.ok_or_else(|| {
-            ProviderError::InvalidTemplate(format!(
-                "template.openstack.flavor: Nova has no flavor `{}` (see `openstack flavor list`)",
-                os.flavor
-            ))
-        })?;
+        // Resolved afresh (a flavor may have been deleted and made again under its
+        // name), which also refreshes the size cache.
+        let flavor_id = self.resolve_flavor(&os.flavor).await?.id;
         let mut networks = Vec::new();
         for (i, n) in os.networks.iter().enumerate() {
             networks.push(
@@ -335,6 +342,37 @@ impl OpenStackProvider {
             floating_network_id,
             pool,
         })
+    }
+
+    /// The template's flavor from Nova (by id or name), remembered for
+    /// [`cached_flavor`](Self::cached_flavor); an unknown one is an invalid template.
+    async fn resolve_flavor(&self, flavor: &str) -> Result<nova::Flavor, ProviderError> {
+        let found = nova::resolve_flavor(&self.client, flavor)
+            .await?
+            .ok_or_else(|| {
+                ProviderError::InvalidTemplate(format!(
+                    "template.openstack.flavor: Nova has no flavor `{flavor}` (see `openstack flavor list`)"
+                ))
+            })?;
+        self.flavors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(flavor.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// The template's flavor, from the cache when it was resolved before.
+    async fn cached_flavor(&self, flavor: &str) -> Result<nova::Flavor, ProviderError> {
+        let cached = self
+            .flavors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(flavor)
+            .cloned();
+        match cached {
+            Some(f) => Ok(f),
+            None => self.resolve_flavor(flavor).await,
+        }
     }
 
     async fn one_network(
@@ -935,6 +973,22 @@ impl Provider for OpenStackProvider {
             cap.memory_mb = Some(cap.memory_mb.map_or(mem, |q| q.min(mem)));
         }
         Ok(Some(cap))
+    }
+
+    async fn instance_size(
+        &self,
+        template: &Template,
+    ) -> Result<Option<InstanceSize>, ProviderError> {
+        // Without an openstack section no server can be made (create says so); the
+        // template's own numbers are all there is.
+        let Some(os) = template.openstack.as_ref() else {
+            return Ok(InstanceSize::of_template(template));
+        };
+        let f = self.cached_flavor(&os.flavor).await?;
+        Ok(Some(InstanceSize {
+            vcpus: f.vcpus,
+            memory_mb: f.ram,
+        }))
     }
 }
 

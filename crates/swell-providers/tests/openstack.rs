@@ -675,6 +675,28 @@ async fn capacity_in_the_admin_project_reflects_limits_and_hypervisors() {
     // The hypervisor (1000 vCPUs × 16) has far more room than the cores quota (100).
     assert!(cap.vcpus.unwrap() <= 100.0);
     assert!(cap.memory_mb.unwrap() <= 102_400);
+    // One instance's size is its flavor's, as Nova lists it, not the template's own
+    // numbers (left at 1 vCPU, 256 MiB as a group document's defaults).
+    let (_, flavors) = admin.get(&format!("{NOVA}/flavors/detail")).await;
+    let flavor = flavors["flavors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "m1.tiny")
+        .expect("the fixture has m1.tiny")
+        .clone();
+    let mut template = request("osprov-cap-size", tiny()).template;
+    (template.vcpus, template.memory_mb) = (1, 256);
+    let size = p.instance_size(&template).await.unwrap().unwrap();
+    eprintln!("m1.tiny: {size:?}");
+    assert_eq!(
+        (u64::from(size.vcpus), size.memory_mb),
+        (
+            flavor["vcpus"].as_u64().unwrap(),
+            flavor["ram"].as_u64().unwrap()
+        )
+    );
+    assert_eq!((size.vcpus, size.memory_mb), (1, 512));
     // An unknown image fails before anything is created.
     let mut req = request("osprov-cap-0001", tiny());
     req.template.image = Some("no-such-image".into());

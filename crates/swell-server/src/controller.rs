@@ -1416,10 +1416,12 @@ impl GroupWorker {
     }
 
     /// The room each provider has (its [`Provider::capacity`], e.g. the project's Nova
-    /// limits), in instances sized by the template's `vcpus` and `memory_mb`, and the
-    /// largest count up to `target` they allow together; records a `provider_capped`
-    /// event when that cuts a scale-out (once per cut target). An unknown capacity is
-    /// unlimited.
+    /// limits), in instances of the size the provider reports
+    /// ([`Provider::instance_size`]: an OpenStack flavor's vCPUs and RAM, else the
+    /// template's `vcpus` and `memory_mb`), and the largest count up to `target` they
+    /// allow together; records a `provider_capped` event, naming the room and the size,
+    /// when that cuts a scale-out (once per cut target). An unknown capacity is
+    /// unlimited; an unknown size leaves only the instance count.
     async fn provider_rooms(
         &mut self,
         group: &GroupRecord,
@@ -1444,28 +1446,54 @@ impl GroupWorker {
                     continue;
                 }
             };
+            // The size is the provider's (an OpenStack flavor), not the template's
+            // numbers, which are often left at their defaults; only asked when there
+            // is a vCPU or memory room to divide.
+            let size = if cap.vcpus.is_some() || cap.memory_mb.is_some() {
+                match provider.instance_size(t).await {
+                    Ok(size) => size,
+                    Err(e) => {
+                        // As for capacity: the create will say what is wrong; count
+                        // instances only rather than divide by a guess.
+                        tracing::warn!(group = %group.spec.name, "provider instance size: {e}");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let mut room = u64::MAX;
             if let Some(n) = cap.instances {
                 room = room.min(u64::from(n));
             }
-            if let Some(v) = cap.vcpus
-                && t.vcpus > 0
+            if let (Some(v), Some(size)) = (cap.vcpus, size)
+                && size.vcpus > 0
             {
-                room = room.min((v.max(0.0) / f64::from(t.vcpus)).floor() as u64);
+                room = room.min((v.max(0.0) / f64::from(size.vcpus)).floor() as u64);
             }
-            if let Some(m) = cap.memory_mb
-                && t.memory_mb > 0
+            if let (Some(m), Some(size)) = (cap.memory_mb, size)
+                && size.memory_mb > 0
             {
-                room = room.min(m / u64::from(t.memory_mb));
+                room = room.min(m / size.memory_mb);
             }
             let show = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
-            said.push(format!(
-                "{}: {} instances, {} vcpus, {} MiB",
-                provider.name(),
+            let mut left = format!(
+                "{} instances, {} vcpus, {} MiB",
                 show(cap.instances.map(|n| n.to_string())),
                 show(cap.vcpus.map(|v| format!("{v:.1}"))),
                 show(cap.memory_mb.map(|m| m.to_string())),
-            ));
+            );
+            match size {
+                Some(s) => left.push_str(&format!(
+                    "; one instance needs {} vcpus, {} MiB",
+                    s.vcpus, s.memory_mb
+                )),
+                None if cap.vcpus.is_some() || cap.memory_mb.is_some() => {
+                    left.push_str("; instance size unknown, only the count caps")
+                }
+                None => {}
+            }
+            said.push((provider.name(), left));
             rooms.push(room);
         }
         let total = rooms.iter().fold(0u64, |a, r| a.saturating_add(*r));
@@ -1476,10 +1504,12 @@ impl GroupWorker {
             self.provider_capped_at = Some(target);
             let names: Vec<&str> = providers.iter().map(|p| p.name()).collect();
             let left = match said.as_slice() {
-                [one] => one
-                    .split_once(": ")
-                    .map_or(one.clone(), |(_, r)| r.to_string()),
-                many => many.join("; "),
+                [(_, one)] => one.clone(),
+                many => many
+                    .iter()
+                    .map(|(name, left)| format!("{name}: {left}"))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
             };
             let event = self.controller.event(
                 &group.tenant,
@@ -1487,11 +1517,8 @@ impl GroupWorker {
                 EventKind::ProviderCapped,
                 None,
                 format!(
-                    "scale-out to {target} capped at {allowed}: provider {} has no room for more (left: {}; one instance needs {} vcpus, {} MiB)",
+                    "scale-out to {target} capped at {allowed}: provider {} has no room for more (left: {left})",
                     names.join(", "),
-                    left,
-                    t.vcpus,
-                    t.memory_mb
                 ),
             );
             if let Err(e) = self.controller.store.append_event(event).await {

@@ -1,18 +1,20 @@
 //! The controller against a fake provider, on a clock the test moves by hand (DESIGN.md
 //! invariant 5: no sleeping to test timing): a create that keeps failing is retried
 //! with backoff, not at every evaluation tick; a provider without room caps the
-//! scale-out with one `provider_capped` event; a retired instance is drained at the
+//! scale-out with one `provider_capped` event, counting instances of the size the
+//! provider reports rather than the template's; a retired instance is drained at the
 //! provider before it is deleted. The worker's ticks run on real time (100 ms); the
 //! tests poll for what they observe.
 
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use swell_core::Template;
 use swell_core::Timestamp;
 use swell_core::{GroupSpec, InstanceId, TenantId};
 use swell_providers::{
-    CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderCapacity, ProviderError,
-    ProviderInstance,
+    CreateRequest, InstanceMetrics, InstanceSize, ObservedState, Provider, ProviderCapacity,
+    ProviderError, ProviderInstance,
 };
 use swell_server::clock::Clock;
 use swell_server::controller::{Controller, ControllerOptions, Providers};
@@ -20,7 +22,10 @@ use swell_server::service::Service;
 use swell_store::{EventFilter, SqliteStore, Store};
 
 /// A provider that records every call; creates fail while `refuse` is set, and
-/// `capacity` reports `room` instances in all when set (less those it runs).
+/// `capacity` reports `room` instances in all when set (less those it runs) and
+/// `vcpus` vCPUs in all when set (less what its instances take: `size`'s vCPUs each,
+/// 1 without one). `instance_size` reports `size` when set (an OpenStack flavor's), the
+/// template's otherwise, and fails while `size_fails` is set.
 #[derive(Default)]
 struct Fake {
     /// Its provider name (`process` when empty).
@@ -29,6 +34,9 @@ struct Fake {
     live: Mutex<Vec<InstanceId>>,
     refuse: Mutex<bool>,
     room: Mutex<Option<u32>>,
+    vcpus: Mutex<Option<f64>>,
+    size: Mutex<Option<InstanceSize>>,
+    size_fails: Mutex<bool>,
 }
 
 impl Fake {
@@ -123,10 +131,34 @@ impl Provider for Fake {
     async fn capacity(&self) -> Result<Option<ProviderCapacity>, ProviderError> {
         self.record("capacity".into());
         let used = self.live.lock().unwrap().len() as u32;
-        Ok(self.room.lock().unwrap().map(|n| ProviderCapacity {
-            instances: Some(n.saturating_sub(used)),
+        let room = *self.room.lock().unwrap();
+        let vcpus = *self.vcpus.lock().unwrap();
+        if room.is_none() && vcpus.is_none() {
+            return Ok(None);
+        }
+        let each = self.size.lock().unwrap().map_or(1, |s| s.vcpus);
+        Ok(Some(ProviderCapacity {
+            instances: room.map(|n| n.saturating_sub(used)),
+            vcpus: vcpus.map(|v| (v - f64::from(used * each)).max(0.0)),
             ..ProviderCapacity::default()
         }))
+    }
+
+    async fn instance_size(
+        &self,
+        template: &Template,
+    ) -> Result<Option<InstanceSize>, ProviderError> {
+        self.record("instance_size".into());
+        if *self.size_fails.lock().unwrap() {
+            return Err(ProviderError::Unavailable(
+                "nova GET /flavors/x answered 503".into(),
+            ));
+        }
+        Ok(self
+            .size
+            .lock()
+            .unwrap()
+            .or_else(|| InstanceSize::of_template(template)))
     }
 }
 
@@ -317,6 +349,56 @@ async fn a_provider_without_room_caps_the_scale_out_once() {
         "one event per cut, not per pass: {capped:?}"
     );
     assert_eq!(fake.calls("create").len(), 2);
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_divides_by_the_providers_instance_size_not_the_templates() {
+    // 8 vCPUs of room; the template says 1 vCPU (its default) but the provider's
+    // instances take 4 (a flavor): 2 fit, not the 4 asked for.
+    let fake = Arc::new(Fake::default());
+    *fake.vcpus.lock().unwrap() = Some(8.0);
+    *fake.size.lock().unwrap() = Some(InstanceSize {
+        vcpus: 4,
+        memory_mb: 8192,
+    });
+    let (service, controller, _clock) = setup(fake.clone(), 4).await;
+    until("several reconciles", || {
+        match fake.calls("capacity").len() {
+            n if n >= 6 => Ok(()),
+            n => Err(format!("{n} capacity calls")),
+        }
+    })
+    .await;
+    assert!(!fake.calls("instance_size").is_empty());
+    assert_eq!(fake.calls("create").len(), 2);
+    let capped = messages(&service, "provider_capped").await;
+    assert_eq!(capped.len(), 1, "{capped:?}");
+    assert!(
+        capped[0].contains("capped at 2")
+            && capped[0].contains("left: unlimited instances, 8.0 vcpus, unlimited MiB")
+            && capped[0].contains("one instance needs 4 vcpus, 8192 MiB"),
+        "{capped:?}"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_size_error_does_not_block_the_scale_out() {
+    // The size cannot be read: the vCPU room is not divided by a guess, and the
+    // scale-out goes on (the creates would report a real problem).
+    let fake = Arc::new(Fake::default());
+    *fake.vcpus.lock().unwrap() = Some(2.0);
+    *fake.size_fails.lock().unwrap() = true;
+    let (service, controller, _clock) = setup(fake.clone(), 4).await;
+    until("four creates", || match fake.calls("create").len() {
+        4 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    assert!(!fake.calls("instance_size").is_empty());
+    let capped = messages(&service, "provider_capped").await;
+    assert!(capped.is_empty(), "{capped:?}");
     controller.shutdown().await;
 }
 

@@ -204,15 +204,30 @@ pub(crate) async fn action(c: &Client, id: &str, action: &str) -> Result<(), Cal
     .map(|_| ())
 }
 
-/// A flavor's id from its id or name.
-pub(crate) async fn resolve_flavor(c: &Client, flavor: &str) -> Result<Option<String>, CallError> {
+/// The parts of a Nova flavor the provider reads: its id (for `flavorRef`) and the size
+/// of a server made from it (for the capacity cap).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct Flavor {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) vcpus: u32,
+    /// MiB.
+    #[serde(default)]
+    pub(crate) ram: u64,
+}
+
+/// A flavor from its id (`GET /flavors/{id}`) or, failing that, its name (the list of
+/// every flavor, private ones included); `None` when there is no such flavor.
+pub(crate) async fn resolve_flavor(c: &Client, flavor: &str) -> Result<Option<Flavor>, CallError> {
     match c
         .get(Service::Compute, &format!("/flavors/{}", enc(flavor)))
         .await
     {
         Ok(v) => {
-            if let Some(id) = v.pointer("/flavor/id").and_then(Value::as_str) {
-                return Ok(Some(id.to_string()));
+            if let Some(f) = v.get("flavor").cloned() {
+                return decode::<Flavor>("nova GET /flavors/{id}", f).map(Some);
             }
         }
         Err(e) if e.is_not_found() => {}
@@ -221,13 +236,13 @@ pub(crate) async fn resolve_flavor(c: &Client, flavor: &str) -> Result<Option<St
     let v = c
         .get(Service::Compute, "/flavors/detail?is_public=None")
         .await?;
+    // One odd entry in the list must not hide the flavor asked for.
     Ok(v.get("flavors")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .find(|f| f.get("name").and_then(Value::as_str) == Some(flavor))
-        .and_then(|f| f.get("id").and_then(Value::as_str))
-        .map(str::to_string))
+        .filter(|f| f.get("name").and_then(Value::as_str) == Some(flavor))
+        .find_map(|f| serde_json::from_value::<Flavor>(f.clone()).ok()))
 }
 
 /// The absolute limits of the project (`GET /limits`).

@@ -706,6 +706,90 @@ async fn capacity_is_the_smaller_of_limits_and_hypervisors() {
     assert_eq!(cap.memory_mb, Some(2288)); // 8192 × 1.5 − 10000
 }
 
+/// A template on `flavor` whose own vcpus/memory_mb are a group document's defaults
+/// (1, 256 MiB), as one commonly leaves them.
+fn template_on(flavor: &str) -> Template {
+    Template {
+        image: Some("tiny".into()),
+        vcpus: 1,
+        memory_mb: 256,
+        openstack: Some(OpenStackTemplate {
+            flavor: flavor.into(),
+            ..OpenStackTemplate::default()
+        }),
+        ..Template::default()
+    }
+}
+
+#[tokio::test]
+async fn the_instance_size_is_the_flavors_and_is_asked_once() {
+    let fake = Fake::start().await;
+    fake.route(
+        "GET",
+        "/compute/v2.1/flavors/swell-rec-medium",
+        vec![reply(200, "flavor-swell-rec-medium.json")],
+    );
+    let p = fake.provider(real_clock());
+    let t = template_on("swell-rec-medium");
+    assert_eq!((t.vcpus, t.memory_mb), (1, 256));
+    let want = Some(InstanceSize {
+        vcpus: 2,
+        memory_mb: 2048,
+    });
+    assert_eq!(p.instance_size(&t).await.unwrap(), want);
+    assert_eq!(p.instance_size(&t).await.unwrap(), want);
+    let flavor_calls = |fake: &Fake| {
+        fake.seen_calls()
+            .into_iter()
+            .filter(|c| c.contains("/flavors"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        flavor_calls(&fake),
+        ["GET /compute/v2.1/flavors/swell-rec-medium"],
+        "flavors never change: the second call is served from the cache"
+    );
+
+    // By name (Nova's GET /flavors/{id} does not know names): the list, once.
+    let fake = Fake::start().await;
+    create_routes(&fake);
+    let p = fake.provider(real_clock());
+    let t = template_on("m1.tiny");
+    let want = Some(InstanceSize {
+        vcpus: 1,
+        memory_mb: 512,
+    });
+    assert_eq!(p.instance_size(&t).await.unwrap(), want);
+    assert_eq!(p.instance_size(&t).await.unwrap(), want);
+    assert_eq!(
+        flavor_calls(&fake),
+        [
+            "GET /compute/v2.1/flavors/m1.tiny",
+            "GET /compute/v2.1/flavors/detail?is_public=None"
+        ]
+    );
+
+    // An unknown flavor is an invalid template (and is not cached: it may be made).
+    let err = p.instance_size(&template_on("m1.huge")).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidTemplate(m) if m.contains("no flavor `m1.huge`")),
+        "{err:?}"
+    );
+    // Without an openstack section there is no flavor: the template's own numbers.
+    let plain = Template {
+        vcpus: 3,
+        memory_mb: 1024,
+        ..Template::default()
+    };
+    assert_eq!(
+        p.instance_size(&plain).await.unwrap(),
+        Some(InstanceSize {
+            vcpus: 3,
+            memory_mb: 1024
+        })
+    );
+}
+
 fn json_fixture(name: &str) -> Value {
     serde_json::from_str(&fixture(name)).unwrap()
 }
