@@ -10,7 +10,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err("a duration must not be empty (e.g. `40s`, `2m`)".into());
     }
     if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        return from_secs(secs).map_err(|e| format!("`{text}` {e}"));
     }
     let mut total_ms: u128 = 0;
     let mut rest = t;
@@ -49,6 +49,20 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     }
     let ms = u64::try_from(total_ms).map_err(|_| format!("`{text}` is too large a duration"))?;
     Ok(Duration::from_millis(ms))
+}
+
+/// The longest duration: `u64::MAX` milliseconds, what timestamps and the store hold.
+const MAX_SECS: u64 = u64::MAX / 1000;
+
+/// A bare number of seconds, bounded like every other form (a larger one would not
+/// format back to text that parses, and overflows timestamp arithmetic).
+fn from_secs(secs: u64) -> Result<Duration, String> {
+    if secs > MAX_SECS {
+        return Err(format!(
+            "is too large a duration (at most {MAX_SECS} seconds)"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Formats a duration the way [`parse`] reads it (`90s` → `1m30s`).
@@ -92,7 +106,7 @@ pub mod serde_human {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Secs(s) => from_secs(s).map_err(|e| serde::de::Error::custom(format!("{s} {e}"))),
             Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
         }
     }
@@ -120,5 +134,18 @@ mod tests {
         assert!(parse("s").is_err());
         assert!(parse("10x").unwrap_err().contains("unknown unit"));
         assert!(parse("99999999999999999999999d").is_err());
+        // Found by fuzzing: a bare number of seconds past u64::MAX ms used to be
+        // accepted, and formatted back to text that did not parse.
+        assert!(
+            parse("18446744073709551615")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(
+            parse("18446744073709551"),
+            Ok(Duration::from_secs(MAX_SECS))
+        );
+        let max = format(Duration::from_secs(MAX_SECS));
+        assert_eq!(parse(&max), Ok(Duration::from_secs(MAX_SECS)));
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod duration;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod group;
 pub mod ids;
 pub mod instance;

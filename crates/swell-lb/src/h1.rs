@@ -654,6 +654,112 @@ fn parse_request(buf: &[u8], first: bool, fwd: &Forwarding, out: &mut Vec<u8>) -
     })
 }
 
+/// The fuzzing body of `swell_lb::fuzz_targets::h1_request`: the first byte picks the
+/// connection's constants (IPv4 or IPv6 client, a body limit or none, first request or
+/// not), the rest is the bytes a client sent. Panics only when an invariant breaks.
+pub(crate) fn fuzz_request(data: &[u8]) {
+    let (flags, buf) = data.split_first().unwrap_or((&0, &[]));
+    let client: IpAddr = if flags & 1 == 0 {
+        std::net::Ipv4Addr::new(192, 0, 2, 1).into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    };
+    let max_body = (flags & 2 != 0).then_some(1000);
+    let fwd = Forwarding::new(client, max_body);
+    let mut out = Vec::new();
+    let Parsed::Complete(meta) = parse_request(buf, flags & 4 != 0, &fwd, &mut out) else {
+        return;
+    };
+    assert!(meta.head_len <= buf.len(), "{meta:?}");
+    assert!(meta.body_len <= MAX_BUFFERED_BODY, "{meta:?}");
+    assert!(
+        max_body.is_none_or(|l| meta.body_len as u64 <= l),
+        "{meta:?}"
+    );
+    assert!(!meta.retryable || meta.body_len == 0, "{meta:?}");
+    // What the instance receives is a request head it frames the same way: the same
+    // body length (or it would read the body as the next request), the same method,
+    // and a Host unless the load balancer adds one.
+    out.extend_from_slice(b"\r\n");
+    let mut again = Vec::new();
+    match parse_request(&out, false, &fwd, &mut again) {
+        Parsed::Complete(m) => {
+            assert_eq!(m.head_len, out.len(), "{:?}", String::from_utf8_lossy(&out));
+            assert_eq!(
+                (m.body_len, m.is_head, m.retryable, m.host_missing),
+                (
+                    meta.body_len,
+                    meta.is_head,
+                    meta.retryable,
+                    meta.host_missing
+                ),
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(buf),
+                String::from_utf8_lossy(&out)
+            );
+        }
+        other => panic!(
+            "the rewritten head does not parse: {other:?}: {:?} -> {:?}",
+            String::from_utf8_lossy(buf),
+            String::from_utf8_lossy(&out)
+        ),
+    }
+}
+
+/// The fuzzing body of `swell_lb::fuzz_targets::h1_response`: the first byte picks
+/// whether the request was `HEAD` and asked to close, the rest is what an instance sent
+/// (a response head, then a body read through its framing).
+pub(crate) fn fuzz_response(data: &[u8]) {
+    let (flags, buf) = data.split_first().unwrap_or((&0, &[]));
+    let mut out = Vec::new();
+    let Ok(RespParsed::Complete(meta)) =
+        parse_response(buf, flags & 1 != 0, flags & 2 != 0, &mut out)
+    else {
+        return;
+    };
+    assert!(meta.head_len <= buf.len(), "{meta:?}");
+    assert!((200..1000).contains(&meta.status), "{meta:?}");
+    assert!(
+        out.ends_with(b"\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    // The client frames the rewritten head's body the same way (or reads to the close
+    // the head announces).
+    let mut again = Vec::new();
+    match parse_response(&out, flags & 1 != 0, flags & 2 != 0, &mut again) {
+        Ok(RespParsed::Complete(m)) => {
+            assert!(
+                m.framing == meta.framing || meta.close_client,
+                "{:?} -> {:?}: {:?} != {:?}",
+                String::from_utf8_lossy(&buf[..meta.head_len]),
+                String::from_utf8_lossy(&out),
+                m.framing,
+                meta.framing
+            );
+        }
+        other => panic!(
+            "the rewritten head does not parse: {other:?}: {:?}",
+            String::from_utf8_lossy(&out)
+        ),
+    }
+    // The body, read in pieces of any size, is consumed within what was read; an
+    // incomplete line stays in the buffer for the next read, as in `relay`.
+    let mut framing = meta.framing;
+    let mut pending = Vec::new();
+    for piece in buf[meta.head_len..].chunks(usize::from(flags >> 2).max(1)) {
+        pending.extend_from_slice(piece);
+        let Ok((used, done)) = framing.consume(&pending) else {
+            return;
+        };
+        assert!(used <= pending.len(), "{used} > {}", pending.len());
+        pending.drain(..used);
+        if done {
+            return;
+        }
+    }
+}
+
 // ------------------------------------------------------------ the instance side
 
 /// Why an attempt on an instance failed.

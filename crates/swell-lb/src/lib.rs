@@ -72,6 +72,23 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+/// Fuzzing bodies for the load balancer's parsers of outside input (client request
+/// heads, instance response heads and bodies), shared by the `fuzz/` targets and the
+/// stable replay test `tests/fuzz_corpus.rs`. Not part of the API.
+#[doc(hidden)]
+pub mod fuzz_targets {
+    /// The HTTP/1.1 fast path's request-head parse (`h1.rs`): never panics, and a head
+    /// it serves is rewritten into one the instance frames the same way.
+    pub fn h1_request(data: &[u8]) {
+        crate::h1::fuzz_request(data);
+    }
+
+    /// The fast path's response-head parse and body framing: never panics, and never
+    /// consumes more than it was given.
+    pub fn h1_response(data: &[u8]) {
+        crate::h1::fuzz_response(data);
+    }
+}
 mod h1;
 mod health;
 mod io;

@@ -1,11 +1,10 @@
 //! `swell sim`: replays a load trace through a scaling policy (DESIGN.md's "Simulator
 //! contract"; docs/simulator.md).
 
-use anyhow::{Context, bail};
-use serde::Deserialize;
+use crate::docs::parse_policy_file;
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use swell_core::PolicySpec;
 use swell_core::sim::{SimOptions, SimPolicy, SimReport, Trace, simulate};
 
 /// Options of `swell sim`.
@@ -89,34 +88,6 @@ pub fn load_trace(path: &Path) -> anyhow::Result<(String, Trace)> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
     Ok((name, trace))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicySection {
-    policies: Vec<PolicySpec>,
-}
-
-/// Parses a group's `policies:` section (or a bare list of policies) and validates it.
-pub fn parse_policy_file(text: &str) -> anyhow::Result<Vec<PolicySpec>> {
-    let bare = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#') && l != &"---")
-        .is_some_and(|l| l.starts_with('-'));
-    let specs = if bare {
-        crate::docs::parse::<Vec<PolicySpec>>(text, "policy file")?
-    } else {
-        crate::docs::parse::<PolicySection>(text, "policy file")?.policies
-    };
-    if specs.is_empty() {
-        bail!("policies: the list is empty");
-    }
-    for (i, p) in specs.iter().enumerate() {
-        p.validate()
-            .map_err(|e| anyhow::anyhow!("{}", e.within(&format!("policies[{i}]"))))?;
-    }
-    Ok(specs)
 }
 
 /// Runs `swell sim`.

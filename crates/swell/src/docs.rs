@@ -1,9 +1,10 @@
-//! Reading group and tenant documents (YAML or JSON) with errors that give line and column.
+//! Reading group and tenant documents and policy files (YAML or JSON) with errors that
+//! give line and column.
 
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use std::path::Path;
-use swell_core::GroupSpec;
+use swell_core::{GroupSpec, PolicySpec};
 
 /// A tenant document (`tenant.yaml`, after seed 2's `tenant.yml`): the groups one tenant
 /// wants. `swell apply -f` creates the missing groups and updates the others.
@@ -69,6 +70,34 @@ pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
     parse(&text, &path.display().to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    policies: Vec<PolicySpec>,
+}
+
+/// Parses a group's `policies:` section (or a bare list of policies) and validates it.
+pub fn parse_policy_file(text: &str) -> anyhow::Result<Vec<PolicySpec>> {
+    let bare = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && l != &"---")
+        .is_some_and(|l| l.starts_with('-'));
+    let specs = if bare {
+        parse::<Vec<PolicySpec>>(text, "policy file")?
+    } else {
+        parse::<PolicySection>(text, "policy file")?.policies
+    };
+    if specs.is_empty() {
+        anyhow::bail!("policies: the list is empty");
+    }
+    for (i, p) in specs.iter().enumerate() {
+        p.validate()
+            .map_err(|e| anyhow::anyhow!("{}", e.within(&format!("policies[{i}]"))))?;
+    }
+    Ok(specs)
 }
 
 /// The JSON form of a validated group, as the API takes it.

@@ -43,6 +43,13 @@ pub enum TraceError {
     Empty,
 }
 
+/// The longest trace `Trace::parse` accepts: one year, in seconds.
+pub const MAX_TRACE_SECONDS: f64 = 366.0 * 86_400.0;
+
+/// Most ticks a simulation may take (`trace length / tick`), so that a long trace with a
+/// short tick is an error rather than an allocation the machine cannot make.
+pub const MAX_TICKS: f64 = 10_000_000.0;
+
 /// Offered load over time: `(t_seconds, value)` rows, times strictly increasing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
@@ -73,6 +80,14 @@ impl Trace {
                     text: row.to_string(),
                 });
             };
+            if t > MAX_TRACE_SECONDS {
+                return Err(TraceError::Order {
+                    line: line_no,
+                    rule: format!(
+                        "t_seconds {t} must be <= {MAX_TRACE_SECONDS} (a trace covers at most 366 days)"
+                    ),
+                });
+            }
             if v < 0.0 {
                 return Err(TraceError::Order {
                     line: line_no,
@@ -109,6 +124,11 @@ impl Trace {
             text.push_str(&format!("{t},{v}\n"));
         }
         Trace::parse(&text)
+    }
+
+    /// The rows, `(t_seconds, value)`, times strictly increasing from 0.
+    pub fn points(&self) -> &[(f64, f64)] {
+        &self.points
     }
 
     /// The last row's time.
@@ -344,6 +364,17 @@ pub fn simulate_series(
     opts: &SimOptions,
 ) -> Result<Series, SimError> {
     let bounds = check(opts)?;
+    let ticks = trace.t_last() / opts.tick.as_secs_f64();
+    if ticks > MAX_TICKS {
+        return Err(SimError::Option {
+            option: "tick",
+            rule: format!(
+                "the trace ({} s) would take {ticks:.0} ticks of {:?}; at most {MAX_TICKS} (use a longer tick)",
+                trace.t_last(),
+                opts.tick
+            ),
+        });
+    }
     let capacity = capacity_of(trace, opts);
     let load = trace.sample(opts.tick);
     let demand: Vec<u32> = load.iter().map(|&l| demand(l, capacity)).collect();

@@ -1,0 +1,163 @@
+//! Fuzzing bodies for the core's parsers of outside input, shared by the `fuzz/` targets
+//! (cargo-fuzz, nightly) and the stable replay test `tests/fuzz_corpus.rs`.
+//!
+//! Each body takes arbitrary bytes and panics only when an invariant breaks: the parser
+//! itself must answer every input with a value or an error, never a panic, and what it
+//! accepts must keep the properties the rest of Swell relies on. Not part of the API.
+
+use crate::group::GroupSpec;
+use crate::metrics::MetricWindow;
+use crate::policy::{GroupState, PolicyEngine};
+use crate::sim::{MAX_TRACE_SECONDS, Trace};
+use crate::time::Timestamp;
+use std::time::Duration;
+
+/// `swell_core::sim::Trace::parse` (the CSV of `swell sim --trace`): an accepted trace
+/// starts at 0, has strictly increasing finite times within [`MAX_TRACE_SECONDS`] and
+/// finite values `>= 0`, and samples into a bounded series.
+pub fn trace(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(trace) = Trace::parse(text) else {
+        return;
+    };
+    let points = trace.points();
+    assert_eq!(points.first().map(|p| p.0), Some(0.0), "{text:?}");
+    for w in points.windows(2) {
+        assert!(w[0].0 < w[1].0, "times must increase: {text:?}");
+    }
+    for &(t, v) in points {
+        assert!(t.is_finite() && v.is_finite() && v >= 0.0, "{text:?}");
+    }
+    let last = trace.t_last();
+    assert!((0.0..=MAX_TRACE_SECONDS).contains(&last), "{text:?}");
+    assert!(trace.peak().is_finite());
+    // A tick that gives at most ~1000 samples, as `swell sim`'s options check enforces.
+    let tick = Duration::from_secs_f64((last / 1000.0).max(0.001));
+    let samples = trace.sample(tick);
+    assert!(
+        !samples.is_empty() && samples.len() <= 1002,
+        "{}",
+        samples.len()
+    );
+    assert!(
+        samples.iter().all(|v| v.is_finite() && *v >= 0.0),
+        "{text:?}"
+    );
+}
+
+/// `swell_core::duration::parse`: an accepted duration formats back to text that parses
+/// to the same duration, and fits in milliseconds (what timestamps and the store use).
+pub fn duration(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(d) = crate::duration::parse(text) else {
+        return;
+    };
+    assert!(u64::try_from(d.as_millis()).is_ok(), "{text:?}");
+    let formatted = crate::duration::format(d);
+    assert_eq!(
+        crate::duration::parse(&formatted),
+        Ok(d),
+        "{text:?} -> {formatted:?}"
+    );
+}
+
+/// A group document as `POST /v1/groups` takes it (JSON), then `GroupSpec::validate`;
+/// see [`check_valid_group`] for what a valid one must satisfy.
+pub fn group_spec_json(data: &[u8]) {
+    let Ok(spec) = serde_json::from_slice::<GroupSpec>(data) else {
+        return;
+    };
+    if spec.validate().is_ok() {
+        check_valid_group(&spec);
+    }
+}
+
+/// What every group that passed `GroupSpec::validate` must satisfy, whichever parser
+/// read it: it survives the JSON round trip the CLI → API → store path takes (serialize,
+/// parse, validate) unchanged, and its policies build and decide once within its bounds.
+pub fn check_valid_group(spec: &GroupSpec) {
+    let json = serde_json::to_string(spec).expect("a group spec serializes");
+    let back: GroupSpec = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("the serialized group does not parse: {e}: {json}"));
+    assert_eq!(&back, spec, "{json}");
+    back.validate()
+        .unwrap_or_else(|e| panic!("the round-tripped group is invalid: {e}: {json}"));
+
+    let capacity = spec.capacity().expect("validated");
+    let mut engine = PolicyEngine::new(&spec.policies, capacity, spec.cooldown);
+    let window = MetricWindow::new(engine.lookback());
+    let desired = spec.initial_desired();
+    let state = GroupState {
+        desired_capacity: desired,
+        provisioned: desired,
+        ready: desired,
+        last_scaling_at: None,
+    };
+    // 2026-12-02T08:00:00Z, a Wednesday.
+    let decision = engine.decide(&state, &window, Timestamp::from_secs(1_796_198_400));
+    assert!(
+        (spec.min..=spec.max).contains(&decision.desired_capacity),
+        "{decision:?} outside [{}, {}]",
+        spec.min,
+        spec.max
+    );
+}
+
+/// The checked-in corpus of `target` (`fuzz/corpus/<target>/`, every file, by name):
+/// what the stable replay tests run each body on. Panics when it is missing or empty.
+pub fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("the corpus {}: {e}", dir.display()));
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .map(|e| {
+            let path = e.expect("a corpus entry").path();
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path.display().to_string(), bytes)
+        })
+        .collect();
+    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
+    files.sort();
+    files
+}
+
+/// Runs `body` on every corpus file of `target`; a failure names the file.
+pub fn replay(target: &str, body: fn(&[u8])) -> usize {
+    let files = corpus(target);
+    for (name, bytes) in &files {
+        if let Err(panic) = std::panic::catch_unwind(|| body(bytes)) {
+            eprintln!("fuzz corpus input {name} broke an invariant");
+            std::panic::resume_unwind(panic);
+        }
+    }
+    files.len()
+}
+
+/// `seed` after libFuzzer-like edits, each `(position, byte, kind)`: kind 0 overwrites a
+/// byte, 1 inserts one, 2 deletes up to 8 bytes, 3 duplicates up to 16 bytes in place.
+pub fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    let mut out = seed.to_vec();
+    for &(pos, byte, kind) in edits {
+        let at = if out.is_empty() { 0 } else { pos % out.len() };
+        match kind % 4 {
+            0 if !out.is_empty() => out[at] = byte,
+            2 => {
+                let end = (at + 1 + usize::from(byte % 8)).min(out.len());
+                out.drain(at..end);
+            }
+            3 => {
+                let end = (at + 1 + usize::from(byte % 16)).min(out.len());
+                let copy = out[at..end].to_vec();
+                out.splice(at..at, copy);
+            }
+            _ => out.insert(at, byte),
+        }
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! `swell_core::fuzz_targets::trace` under libFuzzer.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| swell_core::fuzz_targets::trace(data));
