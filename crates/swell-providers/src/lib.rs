@@ -206,4 +206,15 @@ pub trait Provider: Send + Sync + 'static {
     ) -> Result<Option<InstanceSize>, ProviderError> {
         Ok(InstanceSize::of_template(template))
     }
+
+    /// Removes what the provider keeps for a whole group rather than for one instance
+    /// (the OpenStack provider: the group's own security group), once the group is
+    /// being deleted and its last instance is gone; the controller calls it on each of
+    /// the group's providers before the group's record goes. It must leave alone
+    /// anything still in use and be safe to call again. Providers without such things
+    /// do nothing.
+    async fn group_deleted(&self, tenant: &TenantId, group: &str) -> Result<(), ProviderError> {
+        let _ = (tenant, group);
+        Ok(())
+    }
 }

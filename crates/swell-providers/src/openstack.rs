@@ -52,8 +52,10 @@
 //! `swell-<tenant>-<group>` is found or created in the project, its missing rules added,
 //! and it is attached to each server, together with the template's `security_groups`
 //! (`default` when the template names none, as Nova would). It is kept while the group
-//! exists (removing it while a scale-out may attach it would race); delete it with
-//! `openstack security group delete` after removing a group.
+//! exists (removing it while a scale-out may attach it would race) and deleted by
+//! [`group_deleted`](crate::Provider::group_deleted) when the group is removed: not
+//! while a server of the group (this owner's) is left, and one Neutron still finds in
+//! use (409) is kept with a warning.
 //!
 //! **Drain and delete.** [`drain`](crate::Provider::drain) sets the instance's Octavia
 //! member to weight 0 (no new connections), waits the drain timeout, then removes the
@@ -151,7 +153,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use swell_core::{InstanceId, Template};
+use swell_core::{InstanceId, Template, TenantId};
 use tokio::time::Instant;
 
 /// Metadata key carrying the owning Swell server's tag.
@@ -299,7 +301,7 @@ impl OpenStackProvider {
                 security_groups.push("default".into());
             }
             let session = c.session().await?;
-            let name = group_sg_name(request);
+            let name = group_sg_name(&request.tenant, &request.group);
             let _one_at_a_time = self.security_groups.lock().await;
             let sg = neutron::ensure_security_group(
                 c,
@@ -784,8 +786,8 @@ fn fip_description(id: &InstanceId) -> String {
 }
 
 /// `swell-<tenant>-<group>`: the group's own security group.
-fn group_sg_name(request: &CreateRequest) -> String {
-    format!("{NAME_PREFIX}{}-{}", request.tenant, request.group)
+fn group_sg_name(tenant: &TenantId, group: &str) -> String {
+    format!("{NAME_PREFIX}{tenant}-{group}")
 }
 
 #[async_trait]
@@ -989,6 +991,53 @@ impl Provider for OpenStackProvider {
             vcpus: f.vcpus,
             memory_mb: f.ram,
         }))
+    }
+
+    async fn group_deleted(&self, tenant: &TenantId, group: &str) -> Result<(), ProviderError> {
+        let c = &self.client;
+        let name = group_sg_name(tenant, group);
+        // No create of this provider finds-or-creates a security group meanwhile.
+        let _one_at_a_time = self.security_groups.lock().await;
+        let session = c.session().await?;
+        let found = neutron::security_groups_named(c, &session.project_id, &name).await?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        // A server of the group whose delete failed is swept by a later pass; its
+        // security group stays until then (a later call finds it again).
+        let left = nova::list_servers(c, "")
+            .await?
+            .into_iter()
+            .filter(|s| {
+                s.owned_by(&self.config.owner)
+                    && s.metadata.get(META_GROUP).map(String::as_str) == Some(group)
+                    && s.metadata.get(META_TENANT).map(String::as_str) == Some(tenant.as_str())
+            })
+            .count();
+        if left > 0 {
+            tracing::info!(
+                "openstack: group {tenant}/{group} still has {left} server(s); keeping security group {name}"
+            );
+            return Ok(());
+        }
+        for sg in found {
+            match neutron::delete_security_group(c, &sg.id).await {
+                Ok(()) => {
+                    tracing::debug!("openstack: deleted security group {name} ({})", sg.id);
+                }
+                // SecurityGroupInUse: a port still has it (another Swell server's
+                // group of the same name, or a port Nova has not released yet).
+                Err(e) if e.status() == Some(409) && !e.is_quota() => {
+                    tracing::warn!(
+                        "openstack: security group {name} ({}) is still in use, kept: {e}; remove it with `openstack security group delete {}` once free",
+                        sg.id,
+                        sg.id
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
 

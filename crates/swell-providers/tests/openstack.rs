@@ -452,6 +452,19 @@ async fn lifecycle_with_floating_ip_security_group_and_octavia_member() {
             .unwrap();
         assert!(members(&admin, &pool, "osprov-life-0001").await.is_empty());
 
+        // The group's security group stays while the group has a server.
+        let acme = TenantId::new("acme").unwrap();
+        let sg_url = format!("{NEUTRON}/security-groups?name=swell-acme-web");
+        let sg_named = || admin.get(&sg_url);
+        p.group_deleted(&acme, "web").await.unwrap();
+        assert_eq!(
+            sg_named().await.1["security_groups"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+
         // delete: server 404, floating IP released, member gone.
         p.delete(&inst.instance_id, Duration::from_secs(5))
             .await
@@ -464,6 +477,15 @@ async fn lifecycle_with_floating_ip_security_group_and_octavia_member() {
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert!(members(&admin, &pool, "osprov-life-0001").await.is_empty());
         assert!(p.list().await.unwrap().is_empty());
+        // The group's last server gone, its security group goes with the group.
+        p.group_deleted(&acme, "web").await.unwrap();
+        assert!(
+            sg_named().await.1["security_groups"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        p.group_deleted(&acme, "web").await.unwrap();
         // Deleting again is fine; pausing a gone instance is NotFound.
         p.delete(&inst.instance_id, Duration::from_secs(5))
             .await

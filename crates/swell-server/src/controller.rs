@@ -1210,6 +1210,19 @@ impl GroupWorker {
                 .map(|l| l.len())
                 .unwrap_or(1);
             if remaining == 0 {
+                // What the providers keep for the whole group (OpenStack: its security
+                // group) goes with it; before the record, so that no group of the same
+                // name can be created and use it meanwhile. A failure leaves it behind
+                // (logged, with what to remove) rather than keep a deleted group alive.
+                for provider in &providers {
+                    if let Err(e) = provider.group_deleted(&tenant, &name).await {
+                        tracing::warn!(
+                            group = %name,
+                            "provider {}: cleaning up after the group: {e}",
+                            provider.name()
+                        );
+                    }
+                }
                 if let Err(e) = c.store.delete_group(&tenant, &name).await {
                     self.set_status(format!("store error: {e}"));
                     return false;

@@ -3,7 +3,8 @@
 //! with backoff, not at every evaluation tick; a provider without room caps the
 //! scale-out with one `provider_capped` event, counting instances of the size the
 //! provider reports rather than the template's; a retired instance is drained at the
-//! provider before it is deleted. The worker's ticks run on real time (100 ms); the
+//! provider before it is deleted; a deleted group's providers clean up after it once
+//! its last instance is gone. The worker's ticks run on real time (100 ms); the
 //! tests poll for what they observe.
 
 use async_trait::async_trait;
@@ -159,6 +160,11 @@ impl Provider for Fake {
             .lock()
             .unwrap()
             .or_else(|| InstanceSize::of_template(template)))
+    }
+
+    async fn group_deleted(&self, tenant: &TenantId, group: &str) -> Result<(), ProviderError> {
+        self.record(format!("group_deleted {tenant}/{group}"));
+        Ok(())
     }
 }
 
@@ -399,6 +405,56 @@ async fn an_instance_size_error_does_not_block_the_scale_out() {
     assert!(!fake.calls("instance_size").is_empty());
     let capped = messages(&service, "provider_capped").await;
     assert!(capped.is_empty(), "{capped:?}");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_group_is_cleaned_up_at_its_providers_after_its_last_instance() {
+    let fake = Arc::new(Fake {
+        name: "docker",
+        ..Fake::default()
+    });
+    let fallback = Arc::new(Fake::default());
+    let (service, controller, _clock) = setup_with(vec![fake.clone(), fallback.clone()], 2).await;
+    until("two creates", || match fake.calls("create").len() {
+        2 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    assert!(fake.calls("group_deleted").is_empty());
+    let tenant = TenantId::default_tenant();
+    service.delete_group(&tenant, "g").await.unwrap();
+    until("the group to go", || {
+        match (
+            fake.calls("group_deleted").len(),
+            fallback.calls("group_deleted").len(),
+        ) {
+            (1, 1) => Ok(()),
+            n => Err(format!("{n:?} group_deleted calls")),
+        }
+    })
+    .await;
+    // Only after both instances were deleted: nothing of the group is in use.
+    let calls = fake.calls("");
+    let cleanup = calls
+        .iter()
+        .position(|c| c == "group_deleted default/g")
+        .unwrap();
+    let deletes: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.starts_with("delete "))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(deletes.len(), 2, "{calls:?}");
+    assert!(deletes.iter().all(|d| *d < cleanup), "{calls:?}");
+    for _ in 0..100 {
+        if service.get_group(&tenant, "g").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(service.get_group(&tenant, "g").await.is_err());
     controller.shutdown().await;
 }
 

@@ -189,22 +189,16 @@ pub(crate) struct SecurityGroup {
     pub(crate) security_group_rules: Vec<Value>,
 }
 
-/// Finds the project's security group `name`, or creates it; then adds each rule it
-/// lacks. Returns its id.
-pub(crate) async fn ensure_security_group(
+/// The project's security groups named `name` (Neutron does not keep names unique).
+pub(crate) async fn security_groups_named(
     c: &Client,
     project_id: &str,
     name: &str,
-    rules: &[SecurityGroupRule],
-) -> Result<String, CallError> {
+) -> Result<Vec<SecurityGroup>, CallError> {
     #[derive(Deserialize)]
     struct Many {
         #[serde(default)]
         security_groups: Vec<SecurityGroup>,
-    }
-    #[derive(Deserialize)]
-    struct One {
-        security_group: SecurityGroup,
     }
     let v = c
         .get(
@@ -216,7 +210,29 @@ pub(crate) async fn ensure_security_group(
             ),
         )
         .await?;
-    let found = decode::<Many>("neutron GET /security-groups", v)?.security_groups;
+    Ok(decode::<Many>("neutron GET /security-groups", v)?.security_groups)
+}
+
+/// Deletes a security group (gone already counts as deleted). Neutron refuses one a
+/// port still has with 409 `SecurityGroupInUse`, which comes back as the error.
+pub(crate) async fn delete_security_group(c: &Client, id: &str) -> Result<(), CallError> {
+    c.delete(Service::Network, &format!("/security-groups/{id}"))
+        .await
+}
+
+/// Finds the project's security group `name`, or creates it; then adds each rule it
+/// lacks. Returns its id.
+pub(crate) async fn ensure_security_group(
+    c: &Client,
+    project_id: &str,
+    name: &str,
+    rules: &[SecurityGroupRule],
+) -> Result<String, CallError> {
+    #[derive(Deserialize)]
+    struct One {
+        security_group: SecurityGroup,
+    }
+    let found = security_groups_named(c, project_id, name).await?;
     let sg = match found.into_iter().next() {
         Some(sg) => sg,
         None => {

@@ -790,6 +790,89 @@ async fn the_instance_size_is_the_flavors_and_is_asked_once() {
     );
 }
 
+#[tokio::test]
+async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
+    let sg = json_fixture("security-groups-by-name.json");
+    let sg_id = sg["security_groups"][0]["id"].as_str().unwrap().to_string();
+    let delete = format!("DELETE /network/v2.0/security-groups/{sg_id}");
+    let fake_with = |servers: Reply, delete_reply: Reply| {
+        let sg_id = sg_id.clone();
+        async move {
+            let fake = Fake::start().await;
+            fake.route(
+                "GET",
+                "/network/v2.0/security-groups",
+                vec![reply(200, "security-groups-by-name.json")],
+            );
+            fake.route("GET", "/compute/v2.1/servers/detail", vec![servers]);
+            fake.route(
+                "DELETE",
+                &format!("/network/v2.0/security-groups/{sg_id}"),
+                vec![delete_reply],
+            );
+            fake
+        }
+    };
+    let no_servers = || raw(200, r#"{"servers": []}"#);
+    // The group `rec/web` (security group `swell-rec-web`) has no server left: deleted.
+    let fake = fake_with(no_servers(), reply(204, "security-group-delete.json")).await;
+    let p = fake.provider(real_clock());
+    let rec = TenantId::new("rec").unwrap();
+    p.group_deleted(&rec, "web").await.unwrap();
+    let calls = fake.seen_calls();
+    assert!(
+        calls[1].starts_with("GET /network/v2.0/security-groups?name=swell-rec-web&project_id="),
+        "{calls:?}"
+    );
+    assert_eq!(calls[2], "GET /compute/v2.1/servers/detail?limit=500");
+    assert_eq!(calls[3], delete);
+    assert_eq!(calls.len(), 4, "{calls:?}");
+
+    // A server of the group (acme/web, recorded) is still there: kept, not asked.
+    let fake = fake_with(
+        reply(200, "servers-detail.json"),
+        reply(204, "security-group-delete.json"),
+    )
+    .await;
+    let p = fake.provider(real_clock());
+    p.group_deleted(&TenantId::new("acme").unwrap(), "web")
+        .await
+        .unwrap();
+    assert!(
+        !fake.seen_calls().contains(&delete),
+        "{:?}",
+        fake.seen_calls()
+    );
+
+    // Neutron finds it in use (another server's port): kept, and not an error.
+    let fake = fake_with(
+        no_servers(),
+        reply(409, "security-group-delete-in-use-409.json"),
+    )
+    .await;
+    let p = fake.provider(real_clock());
+    p.group_deleted(&rec, "web").await.unwrap();
+    assert!(fake.seen_calls().contains(&delete));
+
+    // No such security group (the template had no rules): one look, nothing else.
+    let fake = Fake::start().await;
+    fake.route(
+        "GET",
+        "/network/v2.0/security-groups",
+        vec![raw(200, r#"{"security_groups": []}"#)],
+    );
+    let p = fake.provider(real_clock());
+    p.group_deleted(&rec, "web").await.unwrap();
+    let calls = fake.seen_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+
+    // Neutron failing is the caller's to log.
+    let fake = fake_with(no_servers(), raw(503, "{}")).await;
+    let p = fake.provider(real_clock());
+    let err = p.group_deleted(&rec, "web").await.unwrap_err();
+    assert!(matches!(err, ProviderError::Unavailable(_)), "{err:?}");
+}
+
 fn json_fixture(name: &str) -> Value {
     serde_json::from_str(&fixture(name)).unwrap()
 }
