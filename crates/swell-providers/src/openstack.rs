@@ -1003,8 +1003,9 @@ impl Provider for OpenStackProvider {
         if found.is_empty() {
             return Ok(());
         }
-        // A server of the group whose delete failed is swept by a later pass; its
-        // security group stays until then (a later call finds it again).
+        // A server of the group is left (one whose cleanup failed): Neutron would
+        // refuse anyway, and removing the group from under it is never right. The
+        // group's record goes next, so nothing asks again: say what to remove.
         let left = nova::list_servers(c, "")
             .await?
             .into_iter()
@@ -1015,8 +1016,8 @@ impl Provider for OpenStackProvider {
             })
             .count();
         if left > 0 {
-            tracing::info!(
-                "openstack: group {tenant}/{group} still has {left} server(s); keeping security group {name}"
+            tracing::warn!(
+                "openstack: group {tenant}/{group} is deleted but {left} server(s) of it are left; security group {name} kept: remove it with `openstack security group delete {name}` once they are gone"
             );
             return Ok(());
         }

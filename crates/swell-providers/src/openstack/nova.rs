@@ -210,8 +210,6 @@ pub(crate) async fn action(c: &Client, id: &str, action: &str) -> Result<(), Cal
 pub(crate) struct Flavor {
     pub(crate) id: String,
     #[serde(default)]
-    pub(crate) name: String,
-    #[serde(default)]
     pub(crate) vcpus: u32,
     /// MiB.
     #[serde(default)]
