@@ -65,6 +65,10 @@ pub struct SwellPolicy {
     /// Forecasts to score before the learned headroom replaces `target`.
     #[serde(default = "default_min_scored")]
     pub min_scored: u64,
+    /// Where the target caps the learned count, a scale-out of at most this share of the
+    /// current count is taken for noise and skipped (the HPA's tolerance).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
 }
 
 mod opt_human {
@@ -103,6 +107,9 @@ fn default_scale_in_window() -> Duration {
 fn default_min_scored() -> u64 {
     100
 }
+fn default_tolerance() -> f64 {
+    0.1
+}
 
 impl Default for SwellPolicy {
     fn default() -> Self {
@@ -116,6 +123,7 @@ impl Default for SwellPolicy {
             scale_in_window: default_scale_in_window(),
             trend_window: None,
             min_scored: default_min_scored(),
+            tolerance: default_tolerance(),
         }
     }
 }
@@ -144,6 +152,12 @@ impl SwellPolicy {
             return Err(ValidationError::new(
                 "confidence",
                 format!("confidence ({}) must be within (0, 1)", self.confidence),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.tolerance) {
+            return Err(ValidationError::new(
+                "tolerance",
+                format!("tolerance ({}) must be within [0, 1)", self.tolerance),
             ));
         }
         if self.trend_window() < Duration::from_secs(1) {
@@ -325,7 +339,17 @@ impl Policy for SwellRunner {
         // both, so the cap is held over `scale_in_window` like a target tracker's
         // stabilisation.)
         let cap = target_count(1, level, spec.target);
-        let raw = if learned.is_some() { raw.min(cap) } else { raw };
+        let raw = match learned {
+            // Under the cap swell is a target tracker on a load too bursty for its learned
+            // margin, and takes a target tracker's tolerance: a scale-out of a few percent
+            // is the noise of one reading, not a need (held over `scale_in_window` it
+            // would cost five minutes of an instance each time).
+            Some(_) if raw >= cap && f64::from(cap) <= f64::from(base) * (1.0 + spec.tolerance) => {
+                cap.min(base)
+            }
+            Some(_) => raw.min(cap),
+            None => raw,
+        };
 
         self.asked.push_back((now, raw));
         let from = now.sub(spec.scale_in_window);
@@ -376,6 +400,40 @@ mod tests {
             value: load / f64::from(n),
             instances: n,
         });
+    }
+
+    /// A load so bursty that its learned margin exceeds the target's: swell sizes at the
+    /// target, and skips a scale-out of at most `tolerance` (10 %) of the current count.
+    #[test]
+    fn under_the_target_cap_a_small_scale_out_is_noise() {
+        // An hour of 500 with two-tick bursts to 1500 every five minutes (the learned p99
+        // is above the target's headroom), then a steady `load` on 10 instances.
+        let run = |tolerance: f64, load: f64| {
+            let spec = SwellPolicy {
+                tolerance,
+                ..SwellPolicy::default()
+            };
+            let mut p = spec.runner();
+            let mut w = MetricWindow::new(Duration::from_secs(60));
+            let mut r = None;
+            for t in (0..=3630).step_by(15) {
+                let v = match t {
+                    3615.. => load,
+                    _ if (t / 15) % 20 < 2 => 1500.0,
+                    _ => 500.0,
+                };
+                push(&mut w, t, v, 10);
+                r = Some(p.evaluate(&st(10), &w, Timestamp::from_secs(t)));
+            }
+            r.unwrap()
+        };
+        // ceil(770 / 70) = 11 ≤ 10 × 1.1: noise; ceil(771 / 70) = 12: a need.
+        let r = run(0.1, 770.0);
+        assert_eq!(r.desired, None, "{}", r.cause.reason);
+        let r = run(0.1, 771.0);
+        assert_eq!(r.desired, Some(12), "{}", r.cause.reason);
+        let r = run(0.0, 770.0);
+        assert_eq!(r.desired, Some(11), "{}", r.cause.reason);
     }
 
     #[test]
