@@ -613,7 +613,11 @@ fn parse_request(buf: &[u8], first: bool, fwd: &Forwarding, out: &mut Vec<u8>) -
             Kind::Other | Kind::ContentLength | Kind::Host => {}
             _ => continue,
         }
-        if !listed.is_empty()
+        // `Connection` may name end-to-end headers to drop, but never the framing
+        // (`Connection: content-length` would send the body without its length: the
+        // instance would read it as the next request) nor `Host`.
+        if kind == Kind::Other
+            && !listed.is_empty()
             && listed
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
@@ -681,6 +685,19 @@ pub(crate) fn fuzz_request(data: &[u8]) {
     // body length (or it would read the body as the next request), the same method,
     // and a Host unless the load balancer adds one.
     out.extend_from_slice(b"\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 3];
+    let parsed = httparse::Request::new(&mut headers).parse(&out);
+    assert_eq!(
+        parsed,
+        Ok(Status::Complete(out.len())),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    if headers.iter().filter(|h| !h.name.is_empty()).count() > MAX_HEADERS {
+        // Three more than the client sent (the forwarding headers): past this load
+        // balancer's own limit, which an instance need not share.
+        return;
+    }
     let mut again = Vec::new();
     match parse_request(&out, false, &fwd, &mut again) {
         Parsed::Complete(m) => {
@@ -726,6 +743,19 @@ pub(crate) fn fuzz_response(data: &[u8]) {
     );
     // The client frames the rewritten head's body the same way (or reads to the close
     // the head announces).
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 2];
+    let parsed = httparse::Response::new(&mut headers).parse(&out);
+    assert_eq!(
+        parsed,
+        Ok(Status::Complete(out.len())),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    if headers.iter().filter(|h| !h.name.is_empty()).count() > MAX_HEADERS {
+        // Up to two more than the instance sent (`transfer-encoding`, `connection`):
+        // past this load balancer's own limit, which a client need not share.
+        return;
+    }
     let mut again = Vec::new();
     match parse_response(&out, flags & 1 != 0, flags & 2 != 0, &mut again) {
         Ok(RespParsed::Complete(m)) => {
@@ -930,6 +960,11 @@ fn parse_response(
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err("malformed response head");
     };
+    // httparse takes any three digits; like hyper, refuse a status below 100 (`000`
+    // would reach the client as a final response).
+    if status < 100 {
+        return Err("invalid status code");
+    }
     if status == 101 {
         return Err("unexpected 101 Switching Protocols");
     }
@@ -1000,7 +1035,9 @@ fn parse_response(
             Kind::Connection | Kind::HopByHop | Kind::TransferEncoding | Kind::Upgrade => continue,
             _ => {}
         }
-        if !listed.is_empty()
+        // The length that frames the body stays, whatever `Connection` lists.
+        if kind != Kind::ContentLength
+            && !listed.is_empty()
             && listed
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
@@ -1370,6 +1407,35 @@ mod tests {
         // Garbage.
         assert!(feed_chunked(b"zz\r\n", 4).is_err());
         assert!(feed_chunked(b"1\r\nab\r\n", 8).is_err());
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/h1_response/status-000`) and while writing the
+    /// request target's property (`fuzz/corpus/h1_request/connection-lists-*`).
+    #[test]
+    fn framing_survives_the_connection_header_and_bad_statuses_are_refused() {
+        let (p, out) = parse(
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: content-length, host, x-a\r\n\
+             X-A: 1\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        assert!(
+            matches!(p, Parsed::Complete(ReqMeta { body_len: 5, .. })),
+            "{p:?}"
+        );
+        assert!(out.contains("Content-Length: 5\r\n"), "{out}");
+        assert!(out.contains("Host: x\r\n") && !out.contains("X-A"), "{out}");
+
+        let (meta, out) = response(
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+            false,
+        );
+        assert_eq!(meta.framing, Framing::Length(5));
+        assert!(out.contains("Content-Length: 5\r\n"), "{out}");
+
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_response(b"HTTP/1.0 000 OK\r\n\r\n", false, false, &mut out).err(),
+            Some("invalid status code")
+        );
     }
 
     #[test]
