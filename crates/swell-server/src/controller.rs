@@ -1110,7 +1110,7 @@ impl GroupWorker {
             }
         }
         let target = if have < target {
-            self.quota_cap(&group, have, target).await
+            self.quota_cap(&group, &providers, have, target).await
         } else {
             target
         };
@@ -1686,9 +1686,20 @@ impl GroupWorker {
     }
 
     /// The largest count up to `target` the tenant's quota allows this group, given
-    /// every live instance of the tenant; records a `quota_capped` event when it cuts a
-    /// scale-out (once per cut target).
-    async fn quota_cap(&mut self, group: &GroupRecord, have: u32, target: u32) -> u32 {
+    /// every live instance of the tenant, each counted at the size its provider gives
+    /// it ([`Provider::instance_size`]: an OpenStack flavor's vCPUs and RAM, else the
+    /// template's), and the group's new instances at the largest size among
+    /// `providers`; records a `quota_capped` event when it cuts a scale-out (once per
+    /// cut target). A size that cannot be read and that the template does not give
+    /// either holds a vCPU or memory quota at the instances there are (see
+    /// [`QuotaSize`]).
+    async fn quota_cap(
+        &mut self,
+        group: &GroupRecord,
+        providers: &[Arc<dyn Provider>],
+        have: u32,
+        target: u32,
+    ) -> u32 {
         let c = self.controller.clone();
         let quota = match c.store.get_quota(&group.tenant).await {
             Ok(q) => q,
@@ -1710,45 +1721,113 @@ impl GroupWorker {
         ) else {
             return have;
         };
-        let (mut instances, mut vcpus, mut memory) = (0u64, 0u64, 0u64);
+        // Sizes are only asked for when a vCPU or memory limit needs them; each
+        // (group, provider) pair once per pass. Nothing is kept across passes: the
+        // provider caches what is worth caching (OpenStack: the flavor).
+        let sized = quota.max_vcpus.is_some() || quota.max_memory_mb.is_some();
+        let mut sizes: HashMap<(&str, &str), QuotaSize> = HashMap::new();
+        let (mut instances, mut used) = (0u64, QuotaSize::ZERO);
         for inst in live
             .iter()
             .filter(|i| i.tenant == group.tenant && i.status.counts_toward_capacity())
         {
             instances += 1;
-            if let Some(g) = groups.iter().find(|g| g.spec.name == inst.group) {
-                vcpus += u64::from(g.spec.template.vcpus);
-                memory += u64::from(g.spec.template.memory_mb);
+            if !sized {
+                continue;
+            }
+            // A live instance keeps its group's record until it is gone (a deleted
+            // group's record waits for its last instance), so a miss is a race with
+            // the deletion: the instance counts by number only, as it always did.
+            let Some(g) = groups.iter().find(|g| g.spec.name == inst.group) else {
+                continue;
+            };
+            let key = (inst.group.as_str(), inst.provider.as_str());
+            let size = match sizes.get(&key) {
+                Some(size) => *size,
+                None => {
+                    let provider = c.provider(&inst.provider);
+                    let size = QuotaSize::of(
+                        provider.as_deref(),
+                        &inst.provider,
+                        &g.spec.template,
+                        &g.spec.name,
+                    )
+                    .await;
+                    sizes.insert(key, size);
+                    size
+                }
+            };
+            used = used.plus(size);
+        }
+        // A new instance goes to the first of the group's providers, by priority, that
+        // has room and is not backing off — decided after this cap, and it can change
+        // from one create to the next. Counting each new one at the largest size among
+        // them can never let a create exceed the quota; at worst, when a smaller
+        // provider takes the create, the group stops a little short of it.
+        let mut each = QuotaSize::ZERO;
+        if sized {
+            for provider in providers {
+                let size = QuotaSize::of(
+                    Some(provider.as_ref()),
+                    provider.name(),
+                    &group.spec.template,
+                    &group.spec.name,
+                )
+                .await;
+                each = each.max(size);
             }
         }
-        let room = |limit: Option<u64>, used: u64, each: u64| -> u64 {
-            match limit {
-                Some(l) if each > 0 => l.saturating_sub(used) / each,
-                _ => u64::MAX,
+        let room = |limit: Option<u64>, used: Option<u64>, each: Option<u64>| -> u64 {
+            match (limit, used, each) {
+                (None, _, _) => u64::MAX,
+                // An unknown size under a limit on it: no new instance until it is
+                // known, rather than a create the quota may not allow.
+                (Some(_), None, _) | (Some(_), _, None) => 0,
+                (Some(l), Some(used), Some(each)) if each > 0 => l.saturating_sub(used) / each,
+                // Instances that take none of it are not limited by it.
+                (Some(_), Some(_), Some(_)) => u64::MAX,
             }
         };
-        let t = &group.spec.template;
-        let extra = room(quota.max_instances.map(u64::from), instances, 1)
-            .min(room(
-                quota.max_vcpus.map(u64::from),
-                vcpus,
-                u64::from(t.vcpus),
-            ))
-            .min(room(quota.max_memory_mb, memory, u64::from(t.memory_mb)));
+        let extra = room(quota.max_instances.map(u64::from), Some(instances), Some(1))
+            .min(room(quota.max_vcpus.map(u64::from), used.vcpus, each.vcpus))
+            .min(room(quota.max_memory_mb, used.memory_mb, each.memory_mb));
         let allowed = have
             .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
             .min(target);
         if allowed < target && self.quota_capped_at != Some(target) {
             self.quota_capped_at = Some(target);
+            let show = |v: Option<u64>| v.map_or_else(|| "unknown".to_string(), |v| v.to_string());
+            let mut message = format!(
+                "scale-out to {target} capped at {allowed} by the tenant's quota (instances {:?}, vcpus {:?}, memory_mb {:?}; in use: {instances} instances, {} vcpus, {} MiB",
+                quota.max_instances,
+                quota.max_vcpus,
+                quota.max_memory_mb,
+                show(used.vcpus),
+                show(used.memory_mb),
+            );
+            if sized {
+                message.push_str(&format!(
+                    "; one instance needs {} vcpus, {} MiB",
+                    show(each.vcpus),
+                    show(each.memory_mb)
+                ));
+            }
+            message.push(')');
+            let unknown = (quota.max_vcpus.is_some()
+                && (used.vcpus.is_none() || each.vcpus.is_none()))
+                || (quota.max_memory_mb.is_some()
+                    && (used.memory_mb.is_none() || each.memory_mb.is_none()));
+            if unknown {
+                message.push_str(
+                    "; an instance size cannot be read (see the server log) and the template gives none: no scale-out until it can",
+                );
+            }
             let event = c.event(
                 &group.tenant,
                 &group.spec.name,
                 EventKind::QuotaCapped,
                 None,
-                format!(
-                    "scale-out to {target} capped at {allowed} by the tenant's quota (instances {:?}, vcpus {:?}, memory_mb {:?}; in use: {instances} instances, {vcpus} vcpus, {memory} MiB)",
-                    quota.max_instances, quota.max_vcpus, quota.max_memory_mb
-                ),
+                message,
             );
             if let Err(e) = c.store.append_event(event).await {
                 self.set_status(format!("store error: {e}"));
@@ -1877,6 +1956,86 @@ impl GroupWorker {
             })
             .collect();
         lb.set_backends(backends);
+    }
+}
+
+/// What one instance counts against a tenant's vCPU and memory quota; `None` is
+/// unknown: its provider could not say ([`Provider::instance_size`] failed, or the
+/// provider is not configured on this server) and the template's number is 0.
+///
+/// Unknown is never read as 0: a template that leaves `vcpus`/`memory_mb` at 0 is the
+/// normal case for OpenStack (the flavor says the size), and counting such instances
+/// as taking nothing would lift the quota exactly when Nova is slow to answer. So an
+/// unknown size under a limit on it lets no new instance be created (the room is 0,
+/// and the `quota_capped` event says why) until the size can be read again; a
+/// template that gives its numbers is used instead, with a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuotaSize {
+    vcpus: Option<u64>,
+    memory_mb: Option<u64>,
+}
+
+impl QuotaSize {
+    /// Nothing yet: the start of a sum or of a maximum.
+    const ZERO: QuotaSize = QuotaSize {
+        vcpus: Some(0),
+        memory_mb: Some(0),
+    };
+
+    /// The size of one instance of `template` on `provider` (named `name`, `None` when
+    /// not configured here), falling back to the template's numbers when the provider
+    /// cannot say.
+    async fn of(
+        provider: Option<&dyn Provider>,
+        name: &str,
+        template: &swell_core::Template,
+        group: &str,
+    ) -> QuotaSize {
+        let asked = match provider {
+            Some(p) => p.instance_size(template).await.map_err(|e| e.to_string()),
+            None => Err(format!("provider {name} is not configured")),
+        };
+        match asked {
+            Ok(Some(size)) => QuotaSize {
+                vcpus: Some(u64::from(size.vcpus)),
+                memory_mb: Some(size.memory_mb),
+            },
+            // The provider says instances of this template take nothing it can count
+            // (the template's own numbers are both 0): a known 0, as before.
+            Ok(None) => QuotaSize::ZERO,
+            Err(e) => {
+                let known = |n: u32| (n > 0).then_some(u64::from(n));
+                tracing::warn!(
+                    group,
+                    provider = name,
+                    "instance size for the tenant's quota: {e}; counting the template's vcpus {} and memory_mb {} (0: unknown, no scale-out under that quota)",
+                    template.vcpus,
+                    template.memory_mb
+                );
+                QuotaSize {
+                    vcpus: known(template.vcpus),
+                    memory_mb: known(template.memory_mb),
+                }
+            }
+        }
+    }
+
+    /// The sum; unknown when either is.
+    fn plus(self, other: QuotaSize) -> QuotaSize {
+        let add = |a: Option<u64>, b: Option<u64>| Some(a?.saturating_add(b?));
+        QuotaSize {
+            vcpus: add(self.vcpus, other.vcpus),
+            memory_mb: add(self.memory_mb, other.memory_mb),
+        }
+    }
+
+    /// The larger of each; unknown when either is.
+    fn max(self, other: QuotaSize) -> QuotaSize {
+        let max = |a: Option<u64>, b: Option<u64>| Some(a?.max(b?));
+        QuotaSize {
+            vcpus: max(self.vcpus, other.vcpus),
+            memory_mb: max(self.memory_mb, other.memory_mb),
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 //! scale-out with one `provider_capped` event, counting instances of the size the
 //! provider reports rather than the template's; a retired instance is drained at the
 //! provider before it is deleted; a deleted group's providers clean up after it once
-//! its last instance is gone. The worker's ticks run on real time (100 ms); the
-//! tests poll for what they observe.
+//! its last instance is gone; a tenant's vCPU quota counts every instance at its
+//! provider's size, and a size that cannot be read never lifts it. The worker's ticks
+//! run on real time (100 ms); the tests poll for what they observe.
 
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use swell_providers::{
 use swell_server::clock::Clock;
 use swell_server::controller::{Controller, ControllerOptions, Providers};
 use swell_server::service::Service;
-use swell_store::{EventFilter, SqliteStore, Store};
+use swell_store::{EventFilter, Quota, SqliteStore, Store};
 
 /// A provider that records every call; creates fail while `refuse` is set, and
 /// `capacity` reports `room` instances in all when set (less those it runs) and
@@ -568,5 +569,205 @@ async fn a_provider_that_keeps_failing_yields_to_the_fallback_and_scale_in_takes
         primary.calls("")
     );
     assert!(fallback.live.lock().unwrap().is_empty());
+    controller.shutdown().await;
+}
+
+/// A controller on `fakes` (no group yet) whose tenants all have `quota`, the
+/// service-wide default.
+async fn setup_quota(fakes: Vec<Arc<Fake>>, quota: Quota) -> (Arc<Service>, Arc<Controller>) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    store.set_default_quota(&quota).await.unwrap();
+    let clock: Arc<dyn Clock> =
+        Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(1_800_000_000))));
+    let mut providers = Providers::new();
+    for fake in fakes {
+        providers.insert(fake.name().to_string(), fake as Arc<dyn Provider>);
+    }
+    let controller = Controller::new(
+        store.clone(),
+        providers,
+        clock.clone(),
+        ControllerOptions {
+            stop_instances_on_exit: false,
+        },
+    );
+    controller.start().await.unwrap();
+    let service = Arc::new(Service::new(store, controller.clone(), clock));
+    (service, controller)
+}
+
+/// Creates the group `name` on `provider`, its template sized 0 vCPUs and 0 MiB (as
+/// an OpenStack template leaves them: the flavor says the size). The fakes stand in
+/// for `process` and `docker`, since an `openstack` group needs its own template section.
+async fn create_unsized_group(service: &Service, name: &str, provider: &str, desired: u32) {
+    let spec: GroupSpec = serde_json::from_value(serde_json::json!({
+        "name": name,
+        "provider": provider,
+        "template": {"command": ["sleep", "1000"], "image": "app:latest", "vcpus": 0, "memory_mb": 0},
+        "min": 0, "max": 4, "desired_capacity": desired,
+        "evaluation_interval": "100ms", "metrics_interval": "100ms", "drain_timeout": "0s",
+        "policies": [{"type": "threshold", "scale_out_above": 1000}]
+    }))
+    .unwrap();
+    service
+        .create_group(&TenantId::default_tenant(), spec)
+        .await
+        .unwrap();
+}
+
+/// The `quota_capped` messages of the group `name`.
+async fn quota_capped(service: &Service, name: &str) -> Vec<String> {
+    service
+        .list_events(&TenantId::default_tenant(), name, &EventFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event.kind.as_str() == "quota_capped")
+        .map(|e| e.event.message.clone())
+        .collect()
+}
+
+fn sized(name: &'static str, vcpus: u32) -> Arc<Fake> {
+    let fake = Arc::new(Fake {
+        name,
+        ..Fake::default()
+    });
+    *fake.size.lock().unwrap() = Some(InstanceSize {
+        vcpus,
+        memory_mb: 2048 * u64::from(vcpus),
+    });
+    fake
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_vcpu_quota_counts_the_providers_instance_size_not_the_templates() {
+    // 10 vCPUs of quota, 4 per instance on the provider (a flavor): floor(10 / 4) = 2
+    // of the 4 asked for. The template's 0 vCPUs would not cap at all.
+    let fake = sized("docker", 4);
+    let quota = Quota {
+        max_vcpus: Some(10),
+        ..Quota::default()
+    };
+    let (service, controller) = setup_quota(vec![fake.clone()], quota).await;
+    create_unsized_group(&service, "g", "docker", 4).await;
+    until("two creates and the cap", || {
+        match fake.calls("create").len() {
+            2 => Ok(()),
+            n => Err(format!("{n} creates")),
+        }
+    })
+    .await;
+    // Several more passes: still two, and one event for the cut.
+    let passes = fake.calls("instance_size").len();
+    until("more passes", || match fake.calls("instance_size").len() {
+        n if n >= passes + 6 => Ok(()),
+        n => Err(format!("{n} instance_size calls")),
+    })
+    .await;
+    assert_eq!(fake.calls("create").len(), 2);
+    let capped = quota_capped(&service, "g").await;
+    assert_eq!(capped.len(), 1, "{capped:?}");
+    assert!(
+        capped[0].contains("capped at 2")
+            && capped[0].contains("in use: 0 instances, 0 vcpus")
+            && capped[0].contains("one instance needs 4 vcpus"),
+        "{capped:?}"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_groups_instances_count_at_their_own_providers_size() {
+    // `a` runs one instance of 4 vCPUs on `process`; `g` asks for four of 2 vCPUs on
+    // `docker`. Quota 9: 5 left, floor(5 / 2) = 2. (Counting `a` by its template, 0,
+    // would allow 4; at `g`'s size, 3.)
+    let big = sized("process", 4);
+    let small = sized("docker", 2);
+    let quota = Quota {
+        max_vcpus: Some(9),
+        ..Quota::default()
+    };
+    let (service, controller) = setup_quota(vec![big.clone(), small.clone()], quota).await;
+    create_unsized_group(&service, "a", "process", 1).await;
+    let tenant = TenantId::default_tenant();
+    until("`a` running", || match big.live.lock().unwrap().len() {
+        1 => Ok(()),
+        n => Err(format!("{n} live")),
+    })
+    .await;
+    for _ in 0..200 {
+        let live = service.list_instances(&tenant, "a", false).await.unwrap();
+        if live.len() == 1 && live[0].status == swell_core::InstanceStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    create_unsized_group(&service, "g", "docker", 4).await;
+    until("two creates of `g`", || match small.calls("create").len() {
+        2 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    let passes = small.calls("instance_size").len();
+    until("more passes", || match small.calls("instance_size").len() {
+        n if n >= passes + 6 => Ok(()),
+        n => Err(format!("{n} instance_size calls")),
+    })
+    .await;
+    assert_eq!(small.calls("create").len(), 2);
+    assert_eq!(big.calls("create").len(), 1);
+    let capped = quota_capped(&service, "g").await;
+    assert_eq!(capped.len(), 1, "{capped:?}");
+    assert!(
+        capped[0].contains("capped at 2")
+            && capped[0].contains("in use: 1 instances, 4 vcpus")
+            && capped[0].contains("one instance needs 2 vcpus"),
+        "{capped:?}"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_size_never_lifts_the_tenant_quota() {
+    // The size cannot be read and the template says 0: nothing is created under a
+    // vCPU quota (counting 0 would lift it), and the event says why. Once the size
+    // can be read, the scale-out goes on up to the quota.
+    let fake = sized("docker", 4);
+    *fake.size_fails.lock().unwrap() = true;
+    let quota = Quota {
+        max_vcpus: Some(8),
+        ..Quota::default()
+    };
+    let (service, controller) = setup_quota(vec![fake.clone()], quota).await;
+    create_unsized_group(&service, "g", "docker", 4).await;
+    until("several passes", || {
+        match fake.calls("instance_size").len() {
+            n if n >= 6 => Ok(()),
+            n => Err(format!("{n} instance_size calls")),
+        }
+    })
+    .await;
+    assert!(fake.calls("create").is_empty());
+    let capped = quota_capped(&service, "g").await;
+    assert_eq!(capped.len(), 1, "{capped:?}");
+    assert!(
+        capped[0].contains("capped at 0")
+            && capped[0].contains("one instance needs unknown vcpus")
+            && capped[0].contains("cannot be read"),
+        "{capped:?}"
+    );
+    *fake.size_fails.lock().unwrap() = false;
+    until("two creates", || match fake.calls("create").len() {
+        2 => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    let passes = fake.calls("instance_size").len();
+    until("more passes", || match fake.calls("instance_size").len() {
+        n if n >= passes + 6 => Ok(()),
+        n => Err(format!("{n} instance_size calls")),
+    })
+    .await;
+    assert_eq!(fake.calls("create").len(), 2);
     controller.shutdown().await;
 }
