@@ -1798,16 +1798,16 @@ impl GroupWorker {
             self.quota_capped_at = Some(target);
             let show = |v: Option<u64>| v.map_or_else(|| "unknown".to_string(), |v| v.to_string());
             let mut message = format!(
-                "scale-out to {target} capped at {allowed} by the tenant's quota (instances {:?}, vcpus {:?}, memory_mb {:?}; in use: {instances} instances, {} vcpus, {} MiB",
-                quota.max_instances,
-                quota.max_vcpus,
-                quota.max_memory_mb,
-                show(used.vcpus),
-                show(used.memory_mb),
+                "scale-out to {target} capped at {allowed} by the tenant's quota (instances {:?}, vcpus {:?}, memory_mb {:?}; in use: {instances} instances",
+                quota.max_instances, quota.max_vcpus, quota.max_memory_mb,
             );
+            // Sizes are only read under a vCPU or memory limit; without one they are
+            // not part of the cut.
             if sized {
                 message.push_str(&format!(
-                    "; one instance needs {} vcpus, {} MiB",
+                    ", {} vcpus, {} MiB; one instance needs {} vcpus, {} MiB",
+                    show(used.vcpus),
+                    show(used.memory_mb),
                     show(each.vcpus),
                     show(each.memory_mb)
                 ));
