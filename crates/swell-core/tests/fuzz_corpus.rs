@@ -3,27 +3,17 @@
 //! and a few thousand random and mutated inputs per target.
 
 use proptest::prelude::*;
-use swell_core::fuzz_targets::{self as targets, corpus, mutate, replay};
+#[path = "support/fuzz_inputs.rs"]
+mod fuzz_inputs;
+
+use fuzz_inputs::inputs;
+use swell_core::fuzz_targets::{self as targets, mutate, replay};
 
 #[test]
 fn the_corpus_replays() {
     assert!(replay("trace", targets::trace) >= 9);
     assert!(replay("duration", targets::duration) >= 5);
     assert!(replay("group_spec", targets::group_spec_json) >= 3);
-}
-
-/// Random bytes, or a corpus file of `target` after a few edits.
-fn inputs(target: &str) -> impl Strategy<Value = Vec<u8>> {
-    let seeds = corpus(target);
-    let n = seeds.len();
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..128),
-        (
-            0..n,
-            proptest::collection::vec(any::<(usize, u8, u8)>(), 0..8)
-        )
-            .prop_map(move |(i, edits)| mutate(&seeds[i].1, &edits)),
-    ]
 }
 
 proptest! {

@@ -627,6 +627,23 @@ async fn quota_capped(service: &Service, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits for `creates` creates on `fake`, then for six more sizing passes, and checks
+/// the count held: the cap stops the group there, not just late.
+async fn creates_settle_at(fake: &Fake, creates: usize) {
+    until("the creates", || match fake.calls("create").len() {
+        n if n == creates => Ok(()),
+        n => Err(format!("{n} creates")),
+    })
+    .await;
+    let passes = fake.calls("instance_size").len();
+    until("more passes", || match fake.calls("instance_size").len() {
+        n if n >= passes + 6 => Ok(()),
+        n => Err(format!("{n} instance_size calls")),
+    })
+    .await;
+    assert_eq!(fake.calls("create").len(), creates);
+}
+
 fn sized(name: &'static str, vcpus: u32) -> Arc<Fake> {
     let fake = Arc::new(Fake {
         name,
@@ -650,21 +667,7 @@ async fn a_tenant_vcpu_quota_counts_the_providers_instance_size_not_the_template
     };
     let (service, controller) = setup_quota(vec![fake.clone()], quota).await;
     create_unsized_group(&service, "g", "docker", 4).await;
-    until("two creates and the cap", || {
-        match fake.calls("create").len() {
-            2 => Ok(()),
-            n => Err(format!("{n} creates")),
-        }
-    })
-    .await;
-    // Several more passes: still two, and one event for the cut.
-    let passes = fake.calls("instance_size").len();
-    until("more passes", || match fake.calls("instance_size").len() {
-        n if n >= passes + 6 => Ok(()),
-        n => Err(format!("{n} instance_size calls")),
-    })
-    .await;
-    assert_eq!(fake.calls("create").len(), 2);
+    creates_settle_at(&fake, 2).await;
     let capped = quota_capped(&service, "g").await;
     assert_eq!(capped.len(), 1, "{capped:?}");
     assert!(
@@ -703,18 +706,7 @@ async fn another_groups_instances_count_at_their_own_providers_size() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     create_unsized_group(&service, "g", "docker", 4).await;
-    until("two creates of `g`", || match small.calls("create").len() {
-        2 => Ok(()),
-        n => Err(format!("{n} creates")),
-    })
-    .await;
-    let passes = small.calls("instance_size").len();
-    until("more passes", || match small.calls("instance_size").len() {
-        n if n >= passes + 6 => Ok(()),
-        n => Err(format!("{n} instance_size calls")),
-    })
-    .await;
-    assert_eq!(small.calls("create").len(), 2);
+    creates_settle_at(&small, 2).await;
     assert_eq!(big.calls("create").len(), 1);
     let capped = quota_capped(&service, "g").await;
     assert_eq!(capped.len(), 1, "{capped:?}");
@@ -757,17 +749,6 @@ async fn an_unreadable_size_never_lifts_the_tenant_quota() {
         "{capped:?}"
     );
     *fake.size_fails.lock().unwrap() = false;
-    until("two creates", || match fake.calls("create").len() {
-        2 => Ok(()),
-        n => Err(format!("{n} creates")),
-    })
-    .await;
-    let passes = fake.calls("instance_size").len();
-    until("more passes", || match fake.calls("instance_size").len() {
-        n if n >= passes + 6 => Ok(()),
-        n => Err(format!("{n} instance_size calls")),
-    })
-    .await;
-    assert_eq!(fake.calls("create").len(), 2);
+    creates_settle_at(&fake, 2).await;
     controller.shutdown().await;
 }

@@ -10,26 +10,16 @@ mod docs;
 mod fuzz_targets;
 
 use proptest::prelude::*;
-use swell_core::fuzz_targets::{corpus, mutate, replay};
+#[path = "../../swell-core/tests/support/fuzz_inputs.rs"]
+mod fuzz_inputs;
+
+use fuzz_inputs::inputs;
+use swell_core::fuzz_targets::replay;
 
 #[test]
 fn the_corpus_replays() {
     assert!(replay("group_spec", fuzz_targets::group_spec_yaml) >= 3);
     assert!(replay("policy_file", fuzz_targets::policy_file) >= 3);
-}
-
-/// Random bytes, or a corpus file of `target` after a few edits.
-fn inputs(target: &str) -> impl Strategy<Value = Vec<u8>> {
-    let seeds = corpus(target);
-    let n = seeds.len();
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..128),
-        (
-            0..n,
-            proptest::collection::vec(any::<(usize, u8, u8)>(), 0..8)
-        )
-            .prop_map(move |(i, edits)| mutate(&seeds[i].1, &edits)),
-    ]
 }
 
 proptest! {
