@@ -644,6 +644,15 @@ async fn creates_settle_at(fake: &Fake, creates: usize) {
     assert_eq!(fake.calls("create").len(), creates);
 }
 
+/// The group's one `quota_capped` event, which must say each of `parts`.
+async fn the_one_quota_capped(service: &Service, name: &str, parts: &[&str]) {
+    let capped = quota_capped(service, name).await;
+    assert_eq!(capped.len(), 1, "{capped:?}");
+    for part in parts {
+        assert!(capped[0].contains(part), "{part:?} in {capped:?}");
+    }
+}
+
 fn sized(name: &'static str, vcpus: u32) -> Arc<Fake> {
     let fake = Arc::new(Fake {
         name,
@@ -668,14 +677,16 @@ async fn a_tenant_vcpu_quota_counts_the_providers_instance_size_not_the_template
     let (service, controller) = setup_quota(vec![fake.clone()], quota).await;
     create_unsized_group(&service, "g", "docker", 4).await;
     creates_settle_at(&fake, 2).await;
-    let capped = quota_capped(&service, "g").await;
-    assert_eq!(capped.len(), 1, "{capped:?}");
-    assert!(
-        capped[0].contains("capped at 2")
-            && capped[0].contains("in use: 0 instances, 0 vcpus")
-            && capped[0].contains("one instance needs 4 vcpus"),
-        "{capped:?}"
-    );
+    the_one_quota_capped(
+        &service,
+        "g",
+        &[
+            "capped at 2",
+            "in use: 0 instances, 0 vcpus",
+            "one instance needs 4 vcpus",
+        ],
+    )
+    .await;
     controller.shutdown().await;
 }
 
@@ -708,14 +719,16 @@ async fn another_groups_instances_count_at_their_own_providers_size() {
     create_unsized_group(&service, "g", "docker", 4).await;
     creates_settle_at(&small, 2).await;
     assert_eq!(big.calls("create").len(), 1);
-    let capped = quota_capped(&service, "g").await;
-    assert_eq!(capped.len(), 1, "{capped:?}");
-    assert!(
-        capped[0].contains("capped at 2")
-            && capped[0].contains("in use: 1 instances, 4 vcpus")
-            && capped[0].contains("one instance needs 2 vcpus"),
-        "{capped:?}"
-    );
+    the_one_quota_capped(
+        &service,
+        "g",
+        &[
+            "capped at 2",
+            "in use: 1 instances, 4 vcpus",
+            "one instance needs 2 vcpus",
+        ],
+    )
+    .await;
     controller.shutdown().await;
 }
 
@@ -740,14 +753,16 @@ async fn an_unreadable_size_never_lifts_the_tenant_quota() {
     })
     .await;
     assert!(fake.calls("create").is_empty());
-    let capped = quota_capped(&service, "g").await;
-    assert_eq!(capped.len(), 1, "{capped:?}");
-    assert!(
-        capped[0].contains("capped at 0")
-            && capped[0].contains("one instance needs unknown vcpus")
-            && capped[0].contains("cannot be read"),
-        "{capped:?}"
-    );
+    the_one_quota_capped(
+        &service,
+        "g",
+        &[
+            "capped at 0",
+            "one instance needs unknown vcpus",
+            "cannot be read",
+        ],
+    )
+    .await;
     *fake.size_fails.lock().unwrap() = false;
     creates_settle_at(&fake, 2).await;
     controller.shutdown().await;
