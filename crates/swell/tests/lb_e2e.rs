@@ -189,14 +189,23 @@ async fn scale_out_during_a_drain_reuses_the_draining_instance() {
     );
     assert!(kinds.iter().any(|k| k == "instance_draining"), "{kinds:?}");
 
-    // Back in the pool, undrained; the slow requests all finished.
-    let status = s.get("/v1/groups/reuse/load_balancer").await;
-    let b = status["backends"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["id"] == draining.as_str()))
-        .unwrap_or_else(|| panic!("{status:#}"))
-        .clone();
-    assert_eq!(b["in_pool"], true, "{b}");
+    // Back in the pool, undrained (the load balancer follows the store on the worker's
+    // next update, so a moment after the instance is running again); the slow
+    // requests all finished.
+    let b = eventually("the reused instance back in the pool", CONVERGE, || async {
+        let status = s.get("/v1/groups/reuse/load_balancer").await;
+        let b = status["backends"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["id"] == draining.as_str()))
+            .cloned()
+            .ok_or_else(|| format!("{status:#}"))?;
+        if b["in_pool"] == true {
+            Ok(b)
+        } else {
+            Err(format!("{b}"))
+        }
+    })
+    .await;
     assert!(b["draining_since"].is_null(), "{b}");
     assert_eq!(b["requests_after_drain"], 0, "{b}");
     for t in slow {
