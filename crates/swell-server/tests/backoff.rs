@@ -379,14 +379,16 @@ async fn the_cap_divides_by_the_providers_instance_size_not_the_templates() {
     .await;
     assert!(!fake.calls("instance_size").is_empty());
     assert_eq!(fake.calls("create").len(), 2);
-    let capped = messages(&service, "provider_capped").await;
-    assert_eq!(capped.len(), 1, "{capped:?}");
-    assert!(
-        capped[0].contains("capped at 2")
-            && capped[0].contains("left: unlimited instances, 8.0 vcpus, unlimited MiB")
-            && capped[0].contains("one instance needs 4 vcpus, 8192 MiB"),
-        "{capped:?}"
-    );
+    the_one_event(
+        &service,
+        "provider_capped",
+        &[
+            "capped at 2",
+            "left: unlimited instances, 8.0 vcpus, unlimited MiB",
+            "one instance needs 4 vcpus, 8192 MiB",
+        ],
+    )
+    .await;
     controller.shutdown().await;
 }
 
@@ -398,11 +400,7 @@ async fn an_instance_size_error_does_not_block_the_scale_out() {
     *fake.vcpus.lock().unwrap() = Some(2.0);
     *fake.size_fails.lock().unwrap() = true;
     let (service, controller, _clock) = setup(fake.clone(), 4).await;
-    until("four creates", || match fake.calls("create").len() {
-        4 => Ok(()),
-        n => Err(format!("{n} creates")),
-    })
-    .await;
+    until_creates(&fake, 4).await;
     assert!(!fake.calls("instance_size").is_empty());
     let capped = messages(&service, "provider_capped").await;
     assert!(capped.is_empty(), "{capped:?}");
@@ -417,11 +415,7 @@ async fn a_deleted_group_is_cleaned_up_at_its_providers_after_its_last_instance(
     });
     let fallback = Arc::new(Fake::default());
     let (service, controller, _clock) = setup_with(vec![fake.clone(), fallback.clone()], 2).await;
-    until("two creates", || match fake.calls("create").len() {
-        2 => Ok(()),
-        n => Err(format!("{n} creates")),
-    })
-    .await;
+    until_creates(&fake, 2).await;
     assert!(fake.calls("group_deleted").is_empty());
     let tenant = TenantId::default_tenant();
     service.delete_group(&tenant, "g").await.unwrap();
@@ -463,11 +457,7 @@ async fn a_deleted_group_is_cleaned_up_at_its_providers_after_its_last_instance(
 async fn a_retired_instance_is_drained_at_the_provider_before_its_delete() {
     let fake = Arc::new(Fake::default());
     let (service, controller, _clock) = setup(fake.clone(), 1).await;
-    until("one create", || match fake.calls("create").len() {
-        1 => Ok(()),
-        n => Err(format!("{n} creates")),
-    })
-    .await;
+    until_creates(&fake, 1).await;
     service
         .set_desired_capacity(&TenantId::default_tenant(), "g", 0)
         .await
@@ -615,26 +605,10 @@ async fn create_unsized_group(service: &Service, name: &str, provider: &str, des
         .unwrap();
 }
 
-/// The `quota_capped` messages of the group `name`.
-async fn quota_capped(service: &Service, name: &str) -> Vec<String> {
-    service
-        .list_events(&TenantId::default_tenant(), name, &EventFilter::default())
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.event.kind.as_str() == "quota_capped")
-        .map(|e| e.event.message.clone())
-        .collect()
-}
-
 /// Waits for `creates` creates on `fake`, then for six more sizing passes, and checks
 /// the count held: the cap stops the group there, not just late.
 async fn creates_settle_at(fake: &Fake, creates: usize) {
-    until("the creates", || match fake.calls("create").len() {
-        n if n == creates => Ok(()),
-        n => Err(format!("{n} creates")),
-    })
-    .await;
+    until_creates(fake, creates).await;
     let passes = fake.calls("instance_size").len();
     until("more passes", || match fake.calls("instance_size").len() {
         n if n >= passes + 6 => Ok(()),
@@ -644,13 +618,22 @@ async fn creates_settle_at(fake: &Fake, creates: usize) {
     assert_eq!(fake.calls("create").len(), creates);
 }
 
-/// The group's one `quota_capped` event, which must say each of `parts`.
-async fn the_one_quota_capped(service: &Service, name: &str, parts: &[&str]) {
-    let capped = quota_capped(service, name).await;
-    assert_eq!(capped.len(), 1, "{capped:?}");
+/// The group's one event of `kind`, which must say each of `parts`.
+async fn the_one_event(service: &Service, kind: &str, parts: &[&str]) {
+    let found = messages(service, kind).await;
+    assert_eq!(found.len(), 1, "{found:?}");
     for part in parts {
-        assert!(capped[0].contains(part), "{part:?} in {capped:?}");
+        assert!(found[0].contains(part), "{part:?} in {found:?}");
     }
+}
+
+/// Waits until `fake` has been asked for exactly `n` creates.
+async fn until_creates(fake: &Fake, n: usize) {
+    until("the creates", || match fake.calls("create").len() {
+        x if x == n => Ok(()),
+        x => Err(format!("{x} creates")),
+    })
+    .await;
 }
 
 fn sized(name: &'static str, vcpus: u32) -> Arc<Fake> {
@@ -677,9 +660,9 @@ async fn a_tenant_vcpu_quota_counts_the_providers_instance_size_not_the_template
     let (service, controller) = setup_quota(vec![fake.clone()], quota).await;
     create_unsized_group(&service, "g", "docker", 4).await;
     creates_settle_at(&fake, 2).await;
-    the_one_quota_capped(
+    the_one_event(
         &service,
-        "g",
+        "quota_capped",
         &[
             "capped at 2",
             "in use: 0 instances, 0 vcpus",
@@ -719,9 +702,9 @@ async fn another_groups_instances_count_at_their_own_providers_size() {
     create_unsized_group(&service, "g", "docker", 4).await;
     creates_settle_at(&small, 2).await;
     assert_eq!(big.calls("create").len(), 1);
-    the_one_quota_capped(
+    the_one_event(
         &service,
-        "g",
+        "quota_capped",
         &[
             "capped at 2",
             "in use: 1 instances, 4 vcpus",
@@ -753,9 +736,9 @@ async fn an_unreadable_size_never_lifts_the_tenant_quota() {
     })
     .await;
     assert!(fake.calls("create").is_empty());
-    the_one_quota_capped(
+    the_one_event(
         &service,
-        "g",
+        "quota_capped",
         &[
             "capped at 0",
             "one instance needs unknown vcpus",
