@@ -26,6 +26,6 @@ pub use group::{
 };
 pub use ids::{GroupName, InstanceId, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};
-pub use metrics::{Metric, MetricSample, MetricWindow};
+pub use metrics::{LoadSummarizer, LoadSummary, Metric, MetricSample, MetricWindow};
 pub use policy::{Decision, DecisionKind, GroupState, PolicyEngine, PolicySpec};
 pub use time::Timestamp;

@@ -137,6 +137,82 @@ impl MetricWindow {
     }
 }
 
+/// One period (a minute, for the controller) of a group's *load* of one metric — the
+/// group average times the instances it is over, which does not change when the group
+/// does. The controller keeps these in its store so that forecasting policies remember
+/// the days and weeks before a restart or an edit of the group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadSummary {
+    /// The last sample's time in the period.
+    pub at: Timestamp,
+    /// The metric the load is of.
+    pub metric: Metric,
+    /// The mean load over the period's samples.
+    pub mean: f64,
+    /// The largest load among them.
+    pub max: f64,
+}
+
+/// Folds a group's samples into one [`LoadSummary`] per metric and `period`.
+#[derive(Debug, Clone)]
+pub struct LoadSummarizer {
+    period_ms: i64,
+    /// The period being filled, and per metric (sum, count, max, last sample's time).
+    current: Option<i64>,
+    open: Vec<(Metric, f64, u32, f64, Timestamp)>,
+}
+
+impl LoadSummarizer {
+    /// A summarizer closing a summary every `period` (at least a second).
+    pub fn new(period: Duration) -> Self {
+        LoadSummarizer {
+            period_ms: (period.as_millis() as i64).max(1000),
+            current: None,
+            open: Vec::new(),
+        }
+    }
+
+    /// Adds a sample; returns the summaries of the period it closed, if it starts a new
+    /// one. Samples must come in time order (an older period's sample is dropped).
+    pub fn push(&mut self, sample: &MetricSample) -> Vec<LoadSummary> {
+        let load = sample.value * f64::from(sample.instances);
+        if !load.is_finite() {
+            return Vec::new();
+        }
+        let period = sample.at.as_millis().div_euclid(self.period_ms);
+        let closed = match self.current {
+            Some(c) if period < c => return Vec::new(),
+            Some(c) if period == c => Vec::new(),
+            _ => self.flush(),
+        };
+        self.current = Some(period);
+        match self.open.iter_mut().find(|o| o.0 == sample.metric) {
+            Some(o) => {
+                o.1 += load;
+                o.2 += 1;
+                o.3 = o.3.max(load);
+                o.4 = sample.at;
+            }
+            None => self.open.push((sample.metric, load, 1, load, sample.at)),
+        }
+        closed
+    }
+
+    /// Closes the period being filled (e.g. before the group's worker stops).
+    pub fn flush(&mut self) -> Vec<LoadSummary> {
+        self.current = None;
+        self.open
+            .drain(..)
+            .map(|(metric, sum, count, max, at)| LoadSummary {
+                at,
+                metric,
+                mean: sum / f64::from(count),
+                max,
+            })
+            .collect()
+    }
+}
+
 /// One instance's reading, as the collector hands it to [`group_average`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InstanceReading {
@@ -231,5 +307,52 @@ mod tests {
         );
         assert_eq!(group_average(&[r(80.0, 50), r(0.0, 90)], warmup, now), None);
         assert_eq!(group_average(&[], warmup, now), None);
+    }
+
+    /// Samples fold into one summary per metric and minute, of the load (value ×
+    /// instances), closed by the first sample of the next minute.
+    #[test]
+    fn load_summaries_per_minute() {
+        let s = |t: i64, metric, value, instances| MetricSample {
+            at: Timestamp::from_secs(t),
+            metric,
+            value,
+            instances,
+        };
+        let mut sum = LoadSummarizer::new(Duration::from_secs(60));
+        assert!(sum.push(&s(0, Metric::Cpu, 50.0, 2)).is_empty()); // load 100
+        assert!(sum.push(&s(20, Metric::Cpu, 80.0, 4)).is_empty()); // 320
+        assert!(sum.push(&s(20, Metric::Memory, 10.0, 4)).is_empty()); // 40
+        assert!(sum.push(&s(40, Metric::Cpu, 30.0, 4)).is_empty()); // 120
+        let closed = sum.push(&s(65, Metric::Cpu, 10.0, 1));
+        assert_eq!(
+            closed,
+            vec![
+                LoadSummary {
+                    at: Timestamp::from_secs(40),
+                    metric: Metric::Cpu,
+                    mean: 180.0,
+                    max: 320.0
+                },
+                LoadSummary {
+                    at: Timestamp::from_secs(20),
+                    metric: Metric::Memory,
+                    mean: 40.0,
+                    max: 40.0
+                },
+            ]
+        );
+        // A late sample of a closed minute is dropped; flush closes the open one.
+        assert!(sum.push(&s(50, Metric::Cpu, 99.0, 9)).is_empty());
+        assert_eq!(
+            sum.flush(),
+            vec![LoadSummary {
+                at: Timestamp::from_secs(65),
+                metric: Metric::Cpu,
+                mean: 10.0,
+                max: 10.0
+            }]
+        );
+        assert!(sum.flush().is_empty());
     }
 }

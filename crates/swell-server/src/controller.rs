@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use swell_core::metrics::{InstanceReading, group_average};
 use swell_core::{
-    DecisionKind, EventKind, GroupState, InstanceId, InstanceStatus, Lifecycle, Metric,
-    MetricSample, MetricWindow, PolicyEngine, TenantId, Timestamp,
+    DecisionKind, EventKind, GroupState, InstanceId, InstanceStatus, Lifecycle, LoadSummarizer,
+    LoadSummary, Metric, MetricSample, MetricWindow, PolicyEngine, TenantId, Timestamp,
 };
 use swell_core::{HealthCheckType, LbAlgorithm, LbProtocol, LoadBalancerSpec};
 use swell_lb::{
@@ -78,6 +78,12 @@ pub struct PushedReading {
     /// When the server received it.
     pub at: Timestamp,
 }
+
+/// The period of the load summaries kept for forecasting policies.
+const LOAD_SUMMARY_PERIOD: Duration = Duration::from_secs(60);
+/// How long load summaries are kept: the two weeks and a day a forecasting policy reads
+/// (two weekly lags), with a day to spare.
+const LOAD_HISTORY_KEPT: Duration = Duration::from_secs(16 * 86_400);
 
 /// First wait after a failed create; it doubles with each further failure in a row.
 const CREATE_BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -351,6 +357,9 @@ impl Controller {
             pushed_instance: HashMap::new(),
             pushed_group: HashMap::new(),
             swept: HashSet::new(),
+            summarizer: LoadSummarizer::new(LOAD_SUMMARY_PERIOD),
+            unsaved: Vec::new(),
+            history_pruned_at: None,
         };
         if let Ok(mut workers) = self.workers.lock() {
             workers.insert(key, WorkerHandle { tx, status, lb });
@@ -629,6 +638,13 @@ struct GroupWorker {
     pushed_group: HashMap<Metric, Timestamp>,
     /// Leftovers of failed instances already removed (one event each).
     swept: HashSet<InstanceId>,
+    /// Folds the samples of the metrics the policies remember into one-minute summaries
+    /// for the store.
+    summarizer: LoadSummarizer,
+    /// Summaries closed but not yet stored.
+    unsaved: Vec<LoadSummary>,
+    /// When this worker last dropped summaries older than [`LOAD_HISTORY_KEPT`].
+    history_pruned_at: Option<Timestamp>,
 }
 
 impl GroupWorker {
@@ -731,6 +747,12 @@ impl GroupWorker {
                 break;
             }
         }
+        // The minute being summarised is stored as far as it got.
+        let last = self.summarizer.flush();
+        self.unsaved.extend(last);
+        if let Some(group) = self.load().await {
+            self.save_history(&group).await;
+        }
         // Retirements in flight are abandoned here: their rows say `draining` or
         // `terminating`, and recovery at the next start finishes them.
         self.retiring.shutdown().await;
@@ -743,7 +765,8 @@ impl GroupWorker {
             Ok(Some(g)) => {
                 let rebuild = self.engine.as_ref().is_none_or(|(spec, _)| spec != &g.spec);
                 if rebuild && let Ok(capacity) = g.spec.capacity() {
-                    let engine = PolicyEngine::new(&g.spec.policies, capacity, g.spec.cooldown);
+                    let mut engine = PolicyEngine::new(&g.spec.policies, capacity, g.spec.cooldown);
+                    self.remember(&g, &mut engine).await;
                     let mut window =
                         MetricWindow::new(engine.lookback().max(Duration::from_secs(600)) * 2);
                     for sample in self.window.samples() {
@@ -762,23 +785,82 @@ impl GroupWorker {
         }
     }
 
+    /// Hands a new engine the group's stored load history, if a policy learns from it.
+    /// Unreadable history is not fatal: the policies start with an empty memory.
+    async fn remember(&mut self, group: &GroupRecord, engine: &mut PolicyEngine) {
+        let metrics = engine.remembered_metrics();
+        if metrics.is_empty() {
+            return;
+        }
+        let since = self.controller.clock.now().sub(LOAD_HISTORY_KEPT);
+        let store = &self.controller.store;
+        match store
+            .load_history(&group.tenant, &group.spec.name, since)
+            .await
+        {
+            Ok(past) => engine.remember(&past),
+            Err(e) => tracing::warn!(group = %group.spec.name, "load history: {e}"),
+        }
+    }
+
+    /// Adds a group-level sample to the window, and to the load history when a policy
+    /// learns from its metric.
+    fn observe(&mut self, sample: MetricSample) {
+        self.window.push(sample);
+        let remembered = self
+            .engine
+            .as_ref()
+            .is_some_and(|(_, e)| e.remembered_metrics().contains(&sample.metric));
+        if remembered {
+            let closed = self.summarizer.push(&sample);
+            self.unsaved.extend(closed);
+        }
+    }
+
+    /// Stores the load summaries closed since the last call, and hourly drops those past
+    /// [`LOAD_HISTORY_KEPT`]. A store error drops them (the history has a gap, the
+    /// policies go on with what they remember in memory).
+    async fn save_history(&mut self, group: &GroupRecord) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let summaries: Vec<LoadSummary> = std::mem::take(&mut self.unsaved);
+        let store = &self.controller.store;
+        if let Err(e) = store
+            .append_load_history(&group.tenant, &group.spec.name, &summaries)
+            .await
+        {
+            tracing::warn!(group = %group.spec.name, "load history: {e}");
+        }
+        let now = self.controller.clock.now();
+        if self
+            .history_pruned_at
+            .is_none_or(|at| now.since(at) >= Duration::from_secs(3600))
+        {
+            self.history_pruned_at = Some(now);
+            if let Err(e) = store.prune_load_history(now.sub(LOAD_HISTORY_KEPT)).await {
+                tracing::warn!("load history: {e}");
+            }
+        }
+    }
+
     /// Keeps pushed readings: group-level ones go straight into the window, per-instance
     /// ones wait for the next sample tick, where they are averaged like provider readings.
     async fn take_pushed(&mut self, readings: Vec<PushedReading>) {
-        let running = match self.load().await {
-            Some(g) => self
-                .controller
-                .store
-                .list_instances(&g.tenant, &g.spec.name, false)
-                .await
-                .map(|l| {
-                    l.iter()
-                        .filter(|i| i.status == InstanceStatus::Running)
-                        .count() as u32
-                })
-                .unwrap_or(0),
-            None => return,
+        let Some(group) = self.load().await else {
+            return;
         };
+        let running = self
+            .controller
+            .store
+            .list_instances(&group.tenant, &group.spec.name, false)
+            .await
+            .map(|l| {
+                l.iter()
+                    .filter(|i| i.status == InstanceStatus::Running)
+                    .count() as u32
+            })
+            .unwrap_or(0);
         for r in readings {
             match r.instance {
                 Some(id) => {
@@ -797,7 +879,7 @@ impl GroupWorker {
                 }
                 None => {
                     self.pushed_group.insert(r.metric, r.at);
-                    self.window.push(MetricSample {
+                    self.observe(MetricSample {
                         at: r.at,
                         metric: r.metric,
                         value: r.value,
@@ -806,6 +888,7 @@ impl GroupWorker {
                 }
             }
         }
+        self.save_history(&group).await;
     }
 
     /// Samples the running instances and feeds the group's window. Pushed readings
@@ -846,7 +929,7 @@ impl GroupWorker {
                     .map(|(value, _)| *value)
             });
             if let Some(sample) = sample {
-                self.window.push(sample);
+                self.observe(sample);
             }
         }
         // Each provider measures its own instances.
@@ -889,7 +972,7 @@ impl GroupWorker {
                 by_id.get(&i.id).map(|m| pick(m))
             });
             if let Some(sample) = sample {
-                self.window.push(sample);
+                self.observe(sample);
             }
         }
         // The load balancer's traffic, as scaling metrics.
@@ -909,7 +992,7 @@ impl GroupWorker {
                 if pushed.contains(&metric) {
                     continue;
                 }
-                self.window.push(MetricSample {
+                self.observe(MetricSample {
                     at: now,
                     metric,
                     value,
@@ -917,6 +1000,7 @@ impl GroupWorker {
                 });
             }
         }
+        self.save_history(&group).await;
     }
 
     /// Asks the policies for a desired capacity and stores it with its cause.

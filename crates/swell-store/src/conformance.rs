@@ -19,7 +19,8 @@ use crate::{
 use std::future::Future;
 use std::pin::Pin;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp,
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, LoadSummary, Metric,
+    TenantId, Timestamp,
 };
 
 /// A boxed check, as listed in [`CHECKS`].
@@ -53,6 +54,7 @@ checks!(
     tenants_and_quotas,
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
+    load_history,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.
@@ -1470,4 +1472,94 @@ pub async fn api_keys_owners_audit_credentials(store: &dyn Store) {
             .await,
         Err(StoreError::NotFound { kind: "tenant", .. })
     ));
+}
+
+/// Load summaries are kept per group, read back oldest first from `since`, replaced at the
+/// same `(metric, at)`, pruned by age across groups, and removed with their group; a group
+/// that does not exist (in this tenant) keeps none.
+pub async fn load_history(store: &dyn Store) {
+    let (a, b) = (tenant("load-history-a"), tenant("load-history-b"));
+    for x in [&a, &b] {
+        store.ensure_tenant(x, t(1)).await.expect("ensure_tenant");
+        new_group(store, x, "web", 1, 5).await;
+    }
+    let sum = |ms, metric, mean| LoadSummary {
+        at: t(ms),
+        metric,
+        mean,
+        max: mean * 2.0,
+    };
+    store
+        .append_load_history(
+            &a,
+            "web",
+            &[
+                sum(60_000, Metric::Cpu, 10.0),
+                sum(60_000, Metric::RequestRate, 7.0),
+                sum(120_000, Metric::Cpu, 20.0),
+            ],
+        )
+        .await
+        .expect("append_load_history");
+    // The same minute again replaces it.
+    store
+        .append_load_history(&a, "web", &[sum(120_000, Metric::Cpu, 25.0)])
+        .await
+        .expect("append_load_history again");
+    store
+        .append_load_history(&b, "web", &[sum(90_000, Metric::Cpu, 99.0)])
+        .await
+        .expect("append_load_history in b");
+    assert_not_found(
+        store
+            .append_load_history(&a, "nope", &[sum(60_000, Metric::Cpu, 1.0)])
+            .await,
+        "group",
+        "a group that does not exist",
+    );
+
+    let read = |x: &TenantId, since| {
+        let x = x.clone();
+        async move {
+            store
+                .load_history(&x, "web", t(since))
+                .await
+                .expect("load_history")
+        }
+    };
+    assert_eq!(
+        read(&a, 0).await,
+        vec![
+            sum(60_000, Metric::Cpu, 10.0),
+            sum(60_000, Metric::RequestRate, 7.0),
+            sum(120_000, Metric::Cpu, 25.0),
+        ]
+    );
+    assert_eq!(
+        read(&a, 60_001).await,
+        vec![sum(120_000, Metric::Cpu, 25.0)]
+    );
+    assert_eq!(read(&b, 0).await, vec![sum(90_000, Metric::Cpu, 99.0)]);
+    assert!(
+        store
+            .load_history(&a, "nope", t(0))
+            .await
+            .expect("load_history of no group")
+            .is_empty()
+    );
+
+    // Pruning is by age, across groups.
+    store
+        .prune_load_history(t(100_000))
+        .await
+        .expect("prune_load_history");
+    assert_eq!(read(&a, 0).await, vec![sum(120_000, Metric::Cpu, 25.0)]);
+    assert!(read(&b, 0).await.is_empty());
+
+    store.delete_group(&a, "web").await.expect("delete_group");
+    new_group(store, &a, "web", 1, 5).await;
+    assert!(
+        read(&a, 0).await.is_empty(),
+        "a new group of the same name starts empty"
+    );
 }

@@ -19,7 +19,8 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp,
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, LoadSummary, TenantId,
+    Timestamp,
 };
 
 /// A stored scaling group: its spec plus the state the controller keeps.
@@ -275,6 +276,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records an event.
     async fn append_event(&self, event: NewEvent) -> Result<EventRecord>;
+
+    /// Keeps one-minute summaries of the group's load (an existing `(metric, at)` is
+    /// replaced). `NotFound` if the group does not exist.
+    async fn append_load_history(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        summaries: &[LoadSummary],
+    ) -> Result<()>;
+
+    /// The group's load summaries at or after `since`, oldest first.
+    async fn load_history(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        since: Timestamp,
+    ) -> Result<Vec<LoadSummary>>;
+
+    /// Drops every group's summaries older than `before`; returns how many.
+    async fn prune_load_history(&self, before: Timestamp) -> Result<u64>;
 
     /// The group's events, oldest first, per `filter`.
     async fn list_events(

@@ -29,7 +29,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::path::Path;
 use std::time::Duration;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp,
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, LoadSummary, TenantId,
+    Timestamp,
 };
 
 /// Connections kept by a file store.
@@ -630,12 +631,16 @@ impl Store for SqliteStore {
 
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM instances WHERE tenant = ? AND group_name = ?")
+        for table in ["instances", "load_history"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE tenant = ? AND group_name = ?"
+            ))
             .bind(tenant.as_str())
             .bind(name)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        }
         let deleted = sqlx::query("DELETE FROM scaling_groups WHERE tenant = ? AND name = ?")
             .bind(tenant.as_str())
             .bind(name)
@@ -832,6 +837,82 @@ impl Store for SqliteStore {
         let record = insert_event(&mut tx, &tenant, &event).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
+    }
+
+    async fn append_load_history(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        summaries: &[LoadSummary],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        let exists = sqlx::query("SELECT 1 FROM scaling_groups WHERE tenant = ? AND name = ?")
+            .bind(tenant.as_str())
+            .bind(group)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(not_found("group", group));
+        }
+        for s in summaries {
+            sqlx::query(
+                "INSERT OR REPLACE INTO load_history (tenant, group_name, metric, at, mean, max) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(tenant.as_str())
+            .bind(group)
+            .bind(s.metric.as_str())
+            .bind(millis(s.at))
+            .bind(s.mean)
+            .bind(s.max)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn load_history(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        since: Timestamp,
+    ) -> Result<Vec<LoadSummary>> {
+        let rows = sqlx::query(
+            "SELECT metric, at, mean, max FROM load_history \
+             WHERE tenant = ? AND group_name = ? AND at >= ? ORDER BY at, metric",
+        )
+        .bind(tenant.as_str())
+        .bind(group)
+        .bind(millis(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let metric: String = col(row, "metric")?;
+                let metric = serde_json::from_value(serde_json::Value::String(metric))
+                    .map_err(|e| StoreError::Corrupt(format!("column `metric`: {e}")))?;
+                Ok(LoadSummary {
+                    at: col_time(row, "at")?,
+                    metric,
+                    mean: col(row, "mean")?,
+                    max: col(row, "max")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_load_history(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("DELETE FROM load_history WHERE at < ?")
+            .bind(millis(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     /// `since` ≤ `at` < `until`; `id` > `after_id`. Without `after_id` the newest `limit`

@@ -61,6 +61,7 @@ conformance_tests!(
     tenants_and_quotas,
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
+    load_history,
 );
 
 #[test]

@@ -7,7 +7,7 @@
 //! so): the history is aggregated into fixed buckets (5 minutes by default), so two weeks
 //! take about 4,000 numbers whatever the sampling cadence.
 
-use crate::metrics::{Metric, MetricWindow};
+use crate::metrics::{LoadSummary, Metric, MetricWindow};
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -78,7 +78,20 @@ impl LoadHistory {
 
     /// Adds one load observation.
     pub fn push(&mut self, at: Timestamp, load: f64) {
-        if !load.is_finite() || self.last_seen.is_some_and(|l| at <= l) {
+        self.add(at, load, load);
+    }
+
+    /// Takes the summaries of `metric` kept from before this policy existed (oldest first;
+    /// any not newer than the last load seen are skipped).
+    pub fn remember(&mut self, past: &[LoadSummary]) {
+        let metric = self.metric;
+        for p in past.iter().filter(|p| p.metric == metric) {
+            self.add(p.at, p.mean, p.max);
+        }
+    }
+
+    fn add(&mut self, at: Timestamp, load: f64, max: f64) {
+        if !load.is_finite() || !max.is_finite() || self.last_seen.is_some_and(|l| at <= l) {
             return;
         }
         self.last_seen = Some(at);
@@ -108,7 +121,7 @@ impl LoadHistory {
         }
         if let Some(b) = self.buckets.get_mut((idx - self.first) as usize) {
             b.sum += load;
-            b.max = if b.count == 0 { load } else { b.max.max(load) };
+            b.max = if b.count == 0 { max } else { b.max.max(max) };
             b.count += 1;
         }
         self.recent.push_back((t, load));

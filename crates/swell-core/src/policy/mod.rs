@@ -27,7 +27,7 @@ pub use threshold::{StepAdjustment, ThresholdPolicy};
 
 use crate::event::Cause;
 use crate::group::{Capacity, ValidationError};
-use crate::metrics::MetricWindow;
+use crate::metrics::{LoadSummary, Metric, MetricWindow};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -91,6 +91,16 @@ pub trait Policy: Send {
     fn sized_from_load(&self) -> bool {
         false
     }
+
+    /// The metric whose long-term load this policy learns from (a forecasting policy's);
+    /// the controller keeps that load's history for [`Policy::remember`].
+    fn remembers(&self) -> Option<Metric> {
+        None
+    }
+
+    /// Takes the group's load from before this policy was built (oldest first): a
+    /// forecasting policy's seasonal memory survives restarts and edits of the group.
+    fn remember(&mut self, _past: &[LoadSummary]) {}
 }
 
 /// Bounds a schedule imposes while it is active.
@@ -269,6 +279,24 @@ impl PolicyEngine {
             .map(|p| p.lookback())
             .max()
             .unwrap_or(Duration::ZERO)
+    }
+
+    /// The metrics whose history some policy learns from (see [`Policy::remembers`]).
+    pub fn remembered_metrics(&self) -> Vec<Metric> {
+        let mut metrics = Vec::new();
+        for m in self.policies.iter().filter_map(|p| p.remembers()) {
+            if !metrics.contains(&m) {
+                metrics.push(m);
+            }
+        }
+        metrics
+    }
+
+    /// Hands the group's past load to every policy (see [`Policy::remember`]).
+    pub fn remember(&mut self, past: &[LoadSummary]) {
+        for p in &mut self.policies {
+            p.remember(past);
+        }
     }
 
     /// Decides the desired capacity at `now`.

@@ -13,7 +13,7 @@ use super::{GroupState, Policy, Recommendation};
 use crate::duration::serde_human;
 use crate::event::Cause;
 use crate::group::ValidationError;
-use crate::metrics::{Metric, MetricWindow};
+use crate::metrics::{LoadSummary, Metric, MetricWindow};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -112,6 +112,14 @@ impl Policy for PredictiveRunner {
 
     fn sized_from_load(&self) -> bool {
         true
+    }
+
+    fn remembers(&self) -> Option<Metric> {
+        Some(self.spec.metric)
+    }
+
+    fn remember(&mut self, past: &[LoadSummary]) {
+        self.history.remember(past);
     }
 
     fn lookback(&self) -> Duration {
@@ -244,9 +252,20 @@ mod tests {
         minutes: i64,
         load: impl Fn(i64) -> f64,
     ) -> Recommendation {
+        drive_from(p, n, 0, minutes, load)
+    }
+
+    /// `drive` over minutes `from..to` only.
+    fn drive_from(
+        p: &mut PredictiveRunner,
+        n: u32,
+        from: i64,
+        to: i64,
+        load: impl Fn(i64) -> f64,
+    ) -> Recommendation {
         let mut w = MetricWindow::new(Duration::from_secs(120));
         let mut last = None;
-        for m in 0..minutes {
+        for m in from..to {
             let t = m * 60;
             w.push(sample(t, load(t) / f64::from(n), n));
             last = Some(p.evaluate(&st(n), &w, Timestamp::from_secs(t)));
@@ -273,6 +292,33 @@ mod tests {
         // At 07:58 the present says ceil(100 / 50) = 2; the forecast says 300 / 50 = 6.
         assert_eq!(r.desired, Some(6), "{}", r.cause.reason);
         assert!(r.cause.reason.starts_with("forecast"), "{}", r.cause.reason);
+    }
+
+    /// A policy built after a restart (or an edit of the group) from the controller's
+    /// stored one-minute summaries forecasts the daily rise at once; the same 20 minutes
+    /// of live samples alone leave it reactive.
+    #[test]
+    fn a_remembered_history_forecasts_at_once() {
+        let load = |t: i64| if ((t / 3600) % 24) >= 8 { 300.0 } else { 100.0 };
+        let (start, end) = (2 * 1440 + 7 * 60 + 38, 2 * 1440 + 8 * 60 - 2);
+        let past: Vec<LoadSummary> = (0..start - 20)
+            .map(|m| LoadSummary {
+                at: Timestamp::from_secs(m * 60 + 45),
+                metric: Metric::Cpu,
+                mean: load(m * 60),
+                max: load(m * 60),
+            })
+            .collect();
+
+        let mut remembered = spec().runner();
+        remembered.remember(&past);
+        let r = drive_from(&mut remembered, 10, start, end, load);
+        assert_eq!(r.desired, Some(6), "{}", r.cause.reason);
+        assert!(r.cause.reason.starts_with("forecast"), "{}", r.cause.reason);
+
+        let r = drive_from(&mut spec().runner(), 10, start, end, load);
+        assert_eq!(r.desired, Some(2), "{}", r.cause.reason);
+        assert!(r.cause.reason.contains("too short"), "{}", r.cause.reason);
     }
 
     #[test]

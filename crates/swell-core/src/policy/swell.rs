@@ -26,7 +26,7 @@ use super::{GroupState, Policy, Recommendation};
 use crate::duration::serde_human;
 use crate::event::Cause;
 use crate::group::ValidationError;
-use crate::metrics::{Metric, MetricWindow};
+use crate::metrics::{LoadSummary, Metric, MetricWindow};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -252,6 +252,14 @@ impl Policy for SwellRunner {
 
     fn sized_from_load(&self) -> bool {
         true
+    }
+
+    fn remembers(&self) -> Option<Metric> {
+        Some(self.spec.metric)
+    }
+
+    fn remember(&mut self, past: &[LoadSummary]) {
+        self.history.remember(past);
     }
 
     fn lookback(&self) -> Duration {

@@ -1,0 +1,254 @@
+//! A forecasting policy's memory outlives the controller (DESIGN.md "Nothing lost"): the
+//! worker stores one-minute summaries of the load its policies learn from, and a worker
+//! started later — after a restart, or an edit of the group — hands them to its new
+//! policies. Real SQLite in a file, real child processes (`sleep`) as instances, and a
+//! clock the test moves by hand (the worker's ticks run on real time, 100 ms; the test
+//! polls for what it observes).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use swell_core::{GroupSpec, LoadSummary, Metric, TenantId, Timestamp};
+use swell_providers::Provider;
+use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_server::clock::Clock;
+use swell_server::controller::{Controller, ControllerOptions, Providers};
+use swell_server::service::{PushSample, Service};
+use swell_store::{SqliteStore, Store};
+
+/// A clock that moves only when the test says so.
+struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    fn set(&self, t: Timestamp) {
+        *self.0.lock().unwrap() = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+const DAY: i64 = 86_400;
+/// Midnight UTC of the test's first day.
+const DAY0: i64 = 1_800_000_000 / DAY * DAY;
+
+/// The test's daily load (requests per second): 100 at night, 300 from 08:00.
+fn daily(t: i64) -> f64 {
+    if (t - DAY0) % DAY >= 8 * 3600 {
+        300.0
+    } else {
+        100.0
+    }
+}
+
+/// A controller and service over the store in `dir`, with the process provider.
+async fn start(
+    dir: &Path,
+    clock: Arc<ManualClock>,
+    stop_instances_on_exit: bool,
+) -> (Arc<Service>, Arc<Controller>, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swell.db")).await.unwrap());
+    let process = ProcessProvider::new(ProcessConfig {
+        instances_dir: dir.join("instances"),
+        owner: format!("load-history-test-{}", dir.display()),
+    });
+    let mut providers = Providers::new();
+    providers.insert("process".into(), Arc::new(process) as Arc<dyn Provider>);
+    let clock: Arc<dyn Clock> = clock;
+    let controller = Controller::new(
+        store.clone(),
+        providers,
+        clock.clone(),
+        ControllerOptions {
+            stop_instances_on_exit,
+        },
+    );
+    controller.start().await.unwrap();
+    let service = Arc::new(Service::new(store.clone(), controller.clone(), clock));
+    (service, controller, store)
+}
+
+/// Two to `max` instances, one predictive policy on the pushed request rate per instance
+/// (a metric nothing but the test provides: no load balancer, and the process provider
+/// measures CPU and memory), sizing for 50 with a day's history.
+fn group(name: &str, max: u32) -> GroupSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "template": {"command": ["sleep", "600"]},
+        "min": 2, "max": max, "desired_capacity": 2,
+        "evaluation_interval": "100ms", "metrics_interval": "100ms", "drain_timeout": "0s",
+        "policies": [{"type": "predictive", "metric": "request_rate_per_instance", "target": 50,
+                      "provisioning_delay": "120s", "min_history": "1d",
+                      "evaluation_period": "60s"}]
+    }))
+    .unwrap()
+}
+
+/// Polls `check` every 20 ms for up to 30 s.
+async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn running(service: &Service, name: &str) -> Result<(), String> {
+    let live = service
+        .list_instances(&TenantId::default_tenant(), name, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = live
+        .iter()
+        .filter(|i| i.status == swell_core::InstanceStatus::Running)
+        .count();
+    if n == 2 {
+        Ok(())
+    } else {
+        Err(format!("{n} running"))
+    }
+}
+
+/// Pushes the request rate per instance that makes the group's load `load` on two
+/// instances.
+async fn push(service: &Service, name: &str, load: f64) {
+    let sample = PushSample {
+        metric: "request_rate_per_instance".into(),
+        value: load / 2.0,
+        instance_id: None,
+    };
+    service
+        .push_metrics(&TenantId::default_tenant(), name, &[sample])
+        .await
+        .unwrap();
+}
+
+fn status(controller: &Controller, name: &str) -> String {
+    controller
+        .worker_statuses()
+        .into_iter()
+        .find(|(g, _)| g.ends_with(name))
+        .map(|(_, s)| s)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecasting_memory_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::default_tenant();
+    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(DAY0 + 3600))));
+    let (service, controller, store) = start(dir.path(), clock.clone(), false).await;
+
+    // The worker stores a minute's summary of the load once the next minute begins.
+    // (Two instances at most: the load is pushed as if on two.)
+    service
+        .create_group(&tenant, group("kept", 2))
+        .await
+        .unwrap();
+    until("two running instances", async || {
+        running(&service, "kept").await
+    })
+    .await;
+    for (second, load) in [(0, 100.0), (20, 140.0), (40, 120.0), (60, 90.0)] {
+        clock.set(Timestamp::from_secs(DAY0 + 2 * 3600 + second));
+        push(&service, "kept", load).await;
+    }
+    let stored = until("the first minute stored", async || {
+        let h = store
+            .load_history(&tenant, "kept", Timestamp::from_secs(DAY0))
+            .await
+            .map_err(|e| e.to_string())?;
+        if h.is_empty() {
+            Err("nothing yet".into())
+        } else {
+            Ok(h)
+        }
+    })
+    .await;
+    assert_eq!(
+        stored,
+        vec![LoadSummary {
+            at: Timestamp::from_secs(DAY0 + 2 * 3600 + 40),
+            metric: Metric::RequestRatePerInstance,
+            mean: 120.0,
+            max: 140.0,
+        }]
+    );
+
+    // Two groups alike, one with two days of the daily load behind it (as the worker
+    // of an earlier run would have stored them), one without.
+    for name in ["remembers", "forgets"] {
+        service
+            .create_group(&tenant, group(name, 10))
+            .await
+            .unwrap();
+    }
+    let now = DAY0 + 2 * DAY + 7 * 3600 + 58 * 60;
+    let past: Vec<LoadSummary> = (DAY0 / 60..now / 60 - 1)
+        .map(|m| LoadSummary {
+            at: Timestamp::from_secs(m * 60 + 30),
+            metric: Metric::RequestRatePerInstance,
+            mean: daily(m * 60),
+            max: daily(m * 60),
+        })
+        .collect();
+    store
+        .append_load_history(&tenant, "remembers", &past)
+        .await
+        .unwrap();
+
+    // Restart: new workers build their policies from the store.
+    controller.shutdown().await;
+    drop((service, controller, store));
+    let (service, controller, _store) = start(dir.path(), clock.clone(), true).await;
+    for name in ["remembers", "forgets"] {
+        until("two running instances", async || {
+            running(&service, name).await
+        })
+        .await;
+    }
+    clock.set(Timestamp::from_secs(now));
+    for name in ["remembers", "forgets"] {
+        push(&service, name, 100.0).await;
+    }
+
+    // At 07:58 the present load needs ceil(100 / 50) = 2 instances; yesterday's 08:00
+    // rise says 300 / 50 = 6, and only the group that remembers it knows.
+    until("a forecast scale-out", async || {
+        let g = service
+            .get_group(&tenant, "remembers")
+            .await
+            .map_err(|e| e.to_string())?;
+        if g.desired_capacity == 6 {
+            Ok(())
+        } else {
+            Err(format!(
+                "desired {}: {}",
+                g.desired_capacity,
+                status(&controller, "remembers")
+            ))
+        }
+    })
+    .await;
+    until("the other group to stay reactive", async || {
+        let s = status(&controller, "forgets");
+        if s.contains("history too short") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    let g = service.get_group(&tenant, "forgets").await.unwrap();
+    assert_eq!(g.desired_capacity, 2);
+    controller.shutdown().await;
+}
