@@ -161,3 +161,52 @@ pub fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
     }
     out
 }
+
+/// Whether `path`, as `serde_path_to_error` prints it (`samples[0].value`; `.` for the
+/// root; `?` for a step it could not follow), names a place in `doc`: what an error that
+/// names its field must satisfy. Keys may hold `.` or `[`, so each step is matched
+/// against the keys `doc` has rather than split from the text.
+pub fn path_resolves(doc: &serde_json::Value, path: &str) -> bool {
+    // `first`: no `.` before a key at the start of the path (the key may begin with one).
+    fn walk(v: &serde_json::Value, rest: &str, first: bool) -> bool {
+        if rest.is_empty() {
+            return true;
+        }
+        let follows = |tail: &str| tail.is_empty() || tail.starts_with(['.', '[']);
+        match v {
+            serde_json::Value::Array(items) => {
+                let Some((index, tail)) = rest.strip_prefix('[').and_then(|r| r.split_once(']'))
+                else {
+                    return false;
+                };
+                index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| items.get(i))
+                    .is_some_and(|item| walk(item, tail, false))
+            }
+            serde_json::Value::Object(map) => {
+                let rest = if first {
+                    rest
+                } else {
+                    match rest.strip_prefix('.') {
+                        Some(r) => r,
+                        None => return false,
+                    }
+                };
+                if let Some(tail) = rest.strip_prefix('?')
+                    && follows(tail)
+                    && map.values().any(|item| walk(item, tail, false))
+                {
+                    return true;
+                }
+                map.iter().any(|(key, item)| {
+                    rest.strip_prefix(key.as_str())
+                        .is_some_and(|tail| follows(tail) && walk(item, tail, false))
+                })
+            }
+            _ => false,
+        }
+    }
+    path == "." || walk(doc, path, true)
+}

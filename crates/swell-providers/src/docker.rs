@@ -72,7 +72,7 @@
 //! ```
 
 mod engine;
-mod stats;
+pub(crate) mod stats;
 
 use crate::{
     CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderError, ProviderInstance,
@@ -222,7 +222,7 @@ pub struct DockerConfigError {
 
 /// Where an engine listens, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     /// A Unix socket path.
     Unix(String),
     /// `host:port` over TCP.
@@ -325,7 +325,7 @@ pub struct EngineStatus {
 #[derive(Debug)]
 pub struct DockerProvider {
     config: DockerConfig,
-    engines: Vec<Engine>,
+    pub(crate) engines: Vec<Engine>,
     /// Serialises creates (placement sees every earlier create) and network removal
     /// (a network is not removed while a create is about to attach to it).
     create_lock: tokio::sync::Mutex<()>,
@@ -420,17 +420,12 @@ impl DockerProvider {
             Ok(list) => list,
             Err(_) => return (down, 0),
         };
-        let mut allocated = Resources::default();
+        let allocated = allocated(&running);
         let mut cpu_used = 0.0;
         let cores = lock(&self.cores);
         for c in &running {
             let labels = c.labels.as_ref();
             let label = |key: &str| labels.and_then(|l| l.get(key));
-            let number = |key: &str| label(key).and_then(|v| v.parse::<f64>().ok());
-            allocated = allocated.plus(Resources {
-                vcpus: number(LABEL_VCPUS).unwrap_or(0.0),
-                memory_mb: number(LABEL_MEMORY_MB).unwrap_or(0.0),
-            });
             if label(LABEL_OWNER).map(String::as_str) == Some(self.config.owner.as_str())
                 && let Some(id) = label(LABEL_INSTANCE)
             {
@@ -489,7 +484,11 @@ impl DockerProvider {
         Ok(instances)
     }
 
-    fn summary_instance(&self, engine: &Engine, s: &ContainerSummary) -> Option<ProviderInstance> {
+    pub(crate) fn summary_instance(
+        &self,
+        engine: &Engine,
+        s: &ContainerSummary,
+    ) -> Option<ProviderInstance> {
         let labels = s.labels.as_ref()?;
         let id = labels.get(LABEL_INSTANCE)?;
         let port = s.ports.as_ref().and_then(|ports| {
@@ -516,7 +515,7 @@ impl DockerProvider {
         })
     }
 
-    fn inspect_instance(
+    pub(crate) fn inspect_instance(
         &self,
         engine: &Engine,
         c: &ContainerInspectResponse,
@@ -1193,6 +1192,30 @@ impl Provider for DockerProvider {
         }
         Ok(out)
     }
+}
+
+/// What the running containers' labels say is committed on an engine: the sum of their
+/// `swell.vcpus` and `swell.memory_mb`. Any container may carry the labels (another
+/// owner's, one started by hand): a value that is not a finite number >= 0 (`NaN`,
+/// `inf`, `-4`) counts as 0, so that it cannot make the engine's load unreadable for
+/// placement.
+pub(crate) fn allocated(running: &[ContainerSummary]) -> Resources {
+    let mut total = Resources::default();
+    for c in running {
+        let number = |key: &str| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .unwrap_or(0.0)
+        };
+        total = total.plus(Resources {
+            vcpus: number(LABEL_VCPUS),
+            memory_mb: number(LABEL_MEMORY_MB),
+        });
+    }
+    total
 }
 
 /// The container's name for an instance.

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod docker;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod openstack;
 pub mod process;
 

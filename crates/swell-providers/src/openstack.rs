@@ -125,13 +125,13 @@
 //! # }
 //! ```
 
-mod auth;
-mod client;
+pub(crate) mod auth;
+pub(crate) mod client;
 mod config;
 mod glance;
-mod neutron;
-mod nova;
-mod octavia;
+pub(crate) mod neutron;
+pub(crate) mod nova;
+pub(crate) mod octavia;
 #[cfg(test)]
 mod tests;
 
@@ -943,38 +943,18 @@ impl Provider for OpenStackProvider {
 
     async fn capacity(&self) -> Result<Option<ProviderCapacity>, ProviderError> {
         let l = nova::limits(&self.client).await?;
-        let room = |max: i64, used: i64| (max >= 0).then(|| (max - used).max(0));
-        let mut cap = ProviderCapacity {
-            instances: room(l.max_total_instances, l.total_instances_used)
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-            vcpus: room(l.max_total_cores, l.total_cores_used).map(|n| n as f64),
-            memory_mb: room(l.max_total_ram_size, l.total_ram_used)
-                .map(|n| u64::try_from(n).unwrap_or(0)),
-        };
         let admin = self.client.session().await?.is_admin;
         let hypervisors = if admin {
             nova::hypervisors(&self.client).await?
         } else {
             None
         };
-        if let Some(hvs) = hypervisors {
-            let usable = hvs.iter().filter(|h| {
-                h.state.as_deref() != Some("down") && h.status.as_deref() != Some("disabled")
-            });
-            let (mut cpu, mut mem) = (0.0f64, 0.0f64);
-            for h in usable {
-                cpu += (h.vcpus.unwrap_or(0.0) * self.config.cpu_overcommit
-                    - h.vcpus_used.unwrap_or(0.0))
-                .max(0.0);
-                mem += (h.memory_mb.unwrap_or(0.0) * self.config.memory_overcommit
-                    - h.memory_mb_used.unwrap_or(0.0))
-                .max(0.0);
-            }
-            cap.vcpus = Some(cap.vcpus.map_or(cpu, |q| q.min(cpu)));
-            let mem = mem.floor() as u64;
-            cap.memory_mb = Some(cap.memory_mb.map_or(mem, |q| q.min(mem)));
-        }
-        Ok(Some(cap))
+        Ok(Some(capacity_from(
+            &l,
+            hypervisors.as_deref(),
+            self.config.cpu_overcommit,
+            self.config.memory_overcommit,
+        )))
     }
 
     async fn instance_size(
@@ -1040,6 +1020,42 @@ impl Provider for OpenStackProvider {
         }
         Ok(())
     }
+}
+
+/// The room the project's limits leave (a negative maximum is unlimited) and, with the
+/// hypervisors' totals, the room on the enabled, up ones under the over-commit ratios:
+/// each part never below 0, whatever the cloud answered.
+pub(crate) fn capacity_from(
+    l: &nova::AbsoluteLimits,
+    hypervisors: Option<&[nova::Hypervisor]>,
+    cpu_overcommit: f64,
+    memory_overcommit: f64,
+) -> ProviderCapacity {
+    // Saturating: a cloud may answer any i64 for either (a negative use, i64::MIN).
+    let room = |max: i64, used: i64| (max >= 0).then(|| max.saturating_sub(used).max(0));
+    let mut cap = ProviderCapacity {
+        instances: room(l.max_total_instances, l.total_instances_used)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        vcpus: room(l.max_total_cores, l.total_cores_used).map(|n| n as f64),
+        memory_mb: room(l.max_total_ram_size, l.total_ram_used)
+            .map(|n| u64::try_from(n).unwrap_or(0)),
+    };
+    if let Some(hvs) = hypervisors {
+        let usable = hvs.iter().filter(|h| {
+            h.state.as_deref() != Some("down") && h.status.as_deref() != Some("disabled")
+        });
+        let (mut cpu, mut mem) = (0.0f64, 0.0f64);
+        for h in usable {
+            cpu += (h.vcpus.unwrap_or(0.0) * cpu_overcommit - h.vcpus_used.unwrap_or(0.0)).max(0.0);
+            mem += (h.memory_mb.unwrap_or(0.0) * memory_overcommit
+                - h.memory_mb_used.unwrap_or(0.0))
+            .max(0.0);
+        }
+        cap.vcpus = Some(cap.vcpus.map_or(cpu, |q| q.min(cpu)));
+        let mem = mem.floor() as u64;
+        cap.memory_mb = Some(cap.memory_mb.map_or(mem, |q| q.min(mem)));
+    }
+    cap
 }
 
 impl OpenStackProvider {

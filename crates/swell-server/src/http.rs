@@ -8,7 +8,7 @@ use crate::http_identity;
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -306,6 +306,33 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
     })
 }
 
+/// Parses a query string, naming the parameter on error (`limit`, `since`): like
+/// [`parse_body`], an `application/problem+json` answer, where axum's `Query` would
+/// answer in plain text.
+pub(crate) fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ServiceError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match path.as_str() {
+            "." | "?" | "" => "query".to_string(),
+            _ => path,
+        };
+        let rule = e.into_inner().to_string();
+        ServiceError::Invalid(swell_core::ValidationError::new(field, rule))
+    })
+}
+
+/// A handler's query parameters, parsed by [`parse_query`].
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
+    }
+}
+
 /// The API view of a group.
 pub fn group_view(service: &Service, g: &GroupRecord, instances: &[InstanceRecord]) -> api::Group {
     let mut counts = api::InstanceCounts::default();
@@ -575,10 +602,11 @@ async fn metrics(State(s): State<Arc<Service>>, p: Principal) -> ApiResult<Respo
 
 /// Query of the instance list.
 #[derive(Deserialize, utoipa::IntoParams)]
-struct InstanceQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct InstanceQuery {
     /// Include terminated and failed instances.
     #[serde(default)]
-    all: bool,
+    pub(crate) all: bool,
 }
 
 /// Lists a group's instances.
@@ -588,7 +616,7 @@ async fn list_instances(
     State(s): State<Arc<Service>>,
     p: Principal,
     Path(name): Path<String>,
-    Query(q): Query<InstanceQuery>,
+    ApiQuery(q): ApiQuery<InstanceQuery>,
 ) -> ApiResult<axum::Json<api::InstanceList>> {
     let list = s.list_instances(&p.tenant, &name, q.all).await?;
     // An instance owner without a role sees only their instances (seed 3).
@@ -656,15 +684,33 @@ async fn push_metrics(
 
 /// Query of the event list.
 #[derive(Deserialize, utoipa::IntoParams)]
-struct EventQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventQuery {
     /// Only events at or after this RFC 3339 time.
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     /// Only events before this RFC 3339 time.
-    until: Option<String>,
+    pub(crate) until: Option<String>,
     /// Only events with a larger id (to follow).
-    after_id: Option<i64>,
+    pub(crate) after_id: Option<i64>,
     /// At most this many (the newest); default 1000.
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
+}
+
+impl EventQuery {
+    /// The store's filter; a time that is not RFC 3339 is an error naming its parameter.
+    pub(crate) fn filter(&self) -> Result<EventFilter, ServiceError> {
+        let time = |field: &str, v: &Option<String>| {
+            v.as_deref().map(parse_rfc3339).transpose().map_err(|rule| {
+                ServiceError::Invalid(swell_core::ValidationError::new(field, rule))
+            })
+        };
+        Ok(EventFilter {
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            after_id: self.after_id,
+            limit: self.limit,
+        })
+    }
 }
 
 /// Lists a group's events, oldest first.
@@ -674,20 +720,9 @@ async fn list_events(
     State(s): State<Arc<Service>>,
     p: Principal,
     Path(name): Path<String>,
-    Query(q): Query<EventQuery>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<axum::Json<api::EventList>> {
-    let time = |field: &str, v: &Option<String>| -> ApiResult<_> {
-        v.as_deref()
-            .map(parse_rfc3339)
-            .transpose()
-            .map_err(|rule| ServiceError::Invalid(swell_core::ValidationError::new(field, rule)))
-    };
-    let filter = EventFilter {
-        since: time("since", &q.since)?,
-        until: time("until", &q.until)?,
-        after_id: q.after_id,
-        limit: q.limit,
-    };
+    let filter = q.filter()?;
     let events = s.list_events(&p.tenant, &name, &filter).await?;
     Ok(axum::Json(api::EventList {
         events: events.iter().map(event_view).collect(),

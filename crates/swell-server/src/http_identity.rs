@@ -5,11 +5,11 @@
 use crate::auth::Principal;
 use crate::auth::middleware::AuditNote;
 use crate::clock::rfc3339;
-use crate::http::{instance_view, parse_body};
+use crate::http::{ApiQuery, instance_view, parse_body};
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -291,10 +291,11 @@ pub(crate) async fn update_tenant(
 
 /// Query of a tenant delete.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ForceQuery {
     /// Scale the tenant's groups to zero and delete them first.
     #[serde(default)]
-    force: bool,
+    pub(crate) force: bool,
 }
 
 /// Deletes a tenant; with groups only with `force=true` (202 until they are gone).
@@ -303,7 +304,7 @@ pub(crate) struct ForceQuery {
 pub(crate) async fn delete_tenant(
     State(s): St,
     Path(tenant): Path<String>,
-    Query(q): Query<ForceQuery>,
+    ApiQuery(q): ApiQuery<ForceQuery>,
 ) -> ApiResult<Response> {
     let (t, gone) = s.delete_tenant(&tenant, q.force).await?;
     if gone {
@@ -499,14 +500,29 @@ pub(crate) async fn delete_api_key(
 
 /// Query of the audit log.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
     /// `json` (default) or `csv`.
-    format: Option<String>,
+    pub(crate) format: Option<String>,
     /// Every tenant's records (admins only).
     #[serde(default)]
-    all: bool,
+    pub(crate) all: bool,
     /// At most this many (the newest); default 1000.
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
+}
+
+impl AuditQuery {
+    /// Whether the answer is CSV (`format=csv`) rather than JSON (none, or `json`).
+    pub(crate) fn csv(&self) -> Result<bool, swell_core::ValidationError> {
+        match self.format.as_deref() {
+            None | Some("json") => Ok(false),
+            Some("csv") => Ok(true),
+            Some(other) => Err(swell_core::ValidationError::new(
+                "format",
+                format!("unknown format `{other}`: json or csv"),
+            )),
+        }
+    }
 }
 
 fn csv_field(v: &str) -> String {
@@ -523,19 +539,9 @@ fn csv_field(v: &str) -> String {
 pub(crate) async fn list_audit(
     State(s): St,
     p: Principal,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
-    let csv = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(swell_core::ValidationError::new(
-                "format",
-                format!("unknown format `{other}`: json or csv"),
-            )
-            .into());
-        }
-    };
+    let csv = q.csv()?;
     let entries: Vec<_> = s
         .list_audit(&p, q.all, q.limit)
         .await?

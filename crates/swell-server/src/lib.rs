@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod clock;
 pub mod controller;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod http;
 pub mod http_identity;
 pub mod identity;

@@ -380,61 +380,9 @@ impl Service {
         samples: &[PushSample],
     ) -> Result<u32> {
         let g = self.get_group(tenant, group).await?;
-        if samples.is_empty() {
-            return Err(ValidationError::new("samples", "at least one sample is needed").into());
-        }
-        if samples.len() > MAX_PUSHED_SAMPLES {
-            return Err(ValidationError::new(
-                "samples",
-                format!(
-                    "at most {MAX_PUSHED_SAMPLES} samples per request (got {})",
-                    samples.len()
-                ),
-            )
-            .into());
-        }
         let live = self.store.list_instances(tenant, group, false).await?;
-        let at = self.clock.now();
-        let mut readings = Vec::with_capacity(samples.len());
-        for (i, sample) in samples.iter().enumerate() {
-            let metric = parse_metric(&sample.metric).ok_or_else(|| {
-                ValidationError::new(
-                    format!("samples[{i}].metric"),
-                    format!(
-                        "unknown metric `{}` (one of {})",
-                        sample.metric,
-                        PUSHABLE_METRICS.join(", ")
-                    ),
-                )
-            })?;
-            if !sample.value.is_finite() || sample.value < 0.0 {
-                return Err(ValidationError::new(
-                    format!("samples[{i}].value"),
-                    format!("must be a finite number >= 0 (got {})", sample.value),
-                )
-                .into());
-            }
-            let instance = match &sample.instance_id {
-                None => None,
-                Some(id) => {
-                    // A foreign tenant's instance reads exactly like one that does not
-                    // exist (DESIGN.md invariant 3).
-                    if !live.iter().any(|r| r.id.as_str() == id) {
-                        return Err(ServiceError::Unknown(ValidationError::new(
-                            format!("samples[{i}].instance_id"),
-                            format!("no live instance `{id}` in group `{group}`"),
-                        )));
-                    }
-                    Some(InstanceId(id.clone()))
-                }
-            };
-            readings.push(PushedReading {
-                metric,
-                value: sample.value,
-                instance,
-                at,
-            });
-        }
+        let live: Vec<&str> = live.iter().map(|r| r.id.as_str()).collect();
+        let readings = check_samples(samples, group, &live, self.clock.now())?;
         let accepted = readings.len() as u32;
         if !self.controller.push_metrics(tenant, &g.spec.name, readings) {
             return Err(ServiceError::State(format!(
@@ -591,6 +539,72 @@ pub struct PushSample {
     pub value: f64,
     /// The instance measured, if any.
     pub instance_id: Option<String>,
+}
+
+/// Checks pushed samples before any is used (DESIGN.md invariant 6): one to
+/// [`MAX_PUSHED_SAMPLES`] of them, each of a known metric, with a finite value >= 0 and,
+/// when it names one, an instance among `live` (this group's live instances in this
+/// tenant). An error names the sample's field (`samples[2].value`) and the rule.
+pub fn check_samples(
+    samples: &[PushSample],
+    group: &str,
+    live: &[&str],
+    at: Timestamp,
+) -> Result<Vec<PushedReading>> {
+    if samples.is_empty() {
+        return Err(ValidationError::new("samples", "at least one sample is needed").into());
+    }
+    if samples.len() > MAX_PUSHED_SAMPLES {
+        return Err(ValidationError::new(
+            "samples",
+            format!(
+                "at most {MAX_PUSHED_SAMPLES} samples per request (got {})",
+                samples.len()
+            ),
+        )
+        .into());
+    }
+    let mut readings = Vec::with_capacity(samples.len());
+    for (i, sample) in samples.iter().enumerate() {
+        let metric = parse_metric(&sample.metric).ok_or_else(|| {
+            ValidationError::new(
+                format!("samples[{i}].metric"),
+                format!(
+                    "unknown metric `{}` (one of {})",
+                    sample.metric,
+                    PUSHABLE_METRICS.join(", ")
+                ),
+            )
+        })?;
+        if !sample.value.is_finite() || sample.value < 0.0 {
+            return Err(ValidationError::new(
+                format!("samples[{i}].value"),
+                format!("must be a finite number >= 0 (got {})", sample.value),
+            )
+            .into());
+        }
+        let instance = match &sample.instance_id {
+            None => None,
+            Some(id) => {
+                // A foreign tenant's instance reads exactly like one that does not
+                // exist (DESIGN.md invariant 3).
+                if !live.contains(&id.as_str()) {
+                    return Err(ServiceError::Unknown(ValidationError::new(
+                        format!("samples[{i}].instance_id"),
+                        format!("no live instance `{id}` in group `{group}`"),
+                    )));
+                }
+                Some(InstanceId(id.clone()))
+            }
+        };
+        readings.push(PushedReading {
+            metric,
+            value: sample.value,
+            instance,
+            at,
+        });
+    }
+    Ok(readings)
 }
 
 fn parse_metric(name: &str) -> Option<Metric> {

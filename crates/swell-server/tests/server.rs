@@ -212,6 +212,23 @@ async fn invalid_input_is_rejected_whole_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+    // Query parameters are input too: a problem naming the parameter, as for bodies.
+    for (query, field, rule) in [
+        ("events?limit=abc", "limit", "invalid digit"),
+        ("events?since=yesterday", "since", "not an RFC 3339 time"),
+        ("instances?all=maybe", "all", "`true` or `false`"),
+    ] {
+        let resp = http
+            .get(format!("{url}/v1/groups/nope/{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let p: Value = resp.json().await.unwrap();
+        assert_eq!(p["field"], field, "{p}");
+        assert!(p["rule"].as_str().unwrap().contains(rule), "{p}");
+    }
     let groups: Value = http
         .get(format!("{url}/v1/groups"))
         .send()
@@ -304,6 +321,12 @@ async fn invalid_input_is_rejected_whole_and_changes_nothing() {
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // Query parameters are documented as such (the handlers parse them themselves).
+    let params = doc["paths"]["/v1/groups/{name}/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(limit["in"], "query", "{limit}");
     server.shutdown().await;
 }
 

@@ -221,30 +221,42 @@ impl From<CallError> for ProviderError {
     }
 }
 
-/// What the cloud's error body says: its message, and Neutron's error type.
+/// What the cloud's error body says: its message, and Neutron's error type. A JSON body
+/// without a message (or with an empty one) is shown as it is, like a text body.
 pub(crate) fn error_message(body: &str) -> (String, Option<String>) {
     let text = body.trim();
     if let Ok(v) = serde_json::from_str::<Value>(text) {
+        let non_empty = |m: Option<&Value>| {
+            m.and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+        };
         if let Some(n) = v.get("NeutronError") {
-            let msg = n.get("message").and_then(Value::as_str).unwrap_or_default();
             let ty = n.get("type").and_then(Value::as_str).map(str::to_string);
-            return (msg.trim().to_string(), ty);
+            let msg = non_empty(n.get("message")).unwrap_or_else(|| plain_message(text));
+            return (msg, ty);
         }
         for key in ["faultstring", "description", "message", "title"] {
-            if let Some(m) = v.get(key).and_then(Value::as_str) {
-                return (m.trim().to_string(), None);
+            if let Some(m) = non_empty(v.get(key)) {
+                return (m, None);
             }
         }
         // Nova and Keystone: {"forbidden": {"code": 403, "message": "…"}}.
         if let Some(obj) = v.as_object() {
             for inner in obj.values() {
-                if let Some(m) = inner.get("message").and_then(Value::as_str) {
-                    return (m.trim().to_string(), None);
+                if let Some(m) = non_empty(inner.get("message")) {
+                    return (m, None);
                 }
             }
         }
     }
-    // HTML or plain text (a proxy's 502 page, Glance's plain errors): tags out.
+    (plain_message(text), None)
+}
+
+/// A body as a one-line message: HTML or plain text (a proxy's 502 page, Glance's plain
+/// errors) without its tags, at most 300 characters; `(no message)` when nothing is left.
+fn plain_message(text: &str) -> String {
     let mut out = String::new();
     let mut in_tag = false;
     for c in text.chars() {
@@ -265,7 +277,7 @@ pub(crate) fn error_message(body: &str) -> (String, Option<String>) {
     if msg.is_empty() {
         msg = "(no message)".into();
     }
-    (msg, None)
+    msg
 }
 
 /// A Keystone session: the token, when it expires, and its catalog.
@@ -278,6 +290,53 @@ pub(crate) struct Session {
     pub(crate) catalog: Catalog,
     pub(crate) project_id: String,
     pub(crate) is_admin: bool,
+}
+
+/// The session a successful `POST /v3/auth/tokens` answer (`text`, the token from its
+/// `X-Subject-Token` header) opens at `now`: renewed `renew_margin` before it expires, or
+/// halfway through a shorter life. An answer Swell cannot use is an error naming the
+/// field (`token.catalog[0].endpoints: …`), or an `Auth` error when the token is not
+/// scoped to a project.
+pub(crate) fn session_from_answer(
+    text: &str,
+    token: String,
+    now: SystemTime,
+    renew_margin: Duration,
+    auth: &AuthConfig,
+) -> Result<Session, (CallErrorKind, String)> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| (CallErrorKind::Decode, e.to_string()))?;
+    let body: TokenBody =
+        super::nova::decode_value(value).map_err(|e| (CallErrorKind::Decode, e))?;
+    let expires_at = auth::parse_expiry(&body.token.expires_at).ok_or_else(|| {
+        (
+            CallErrorKind::Decode,
+            format!(
+                "token.expires_at: `{}` is not an RFC 3339 time",
+                body.token.expires_at
+            ),
+        )
+    })?;
+    let project = body.token.project.ok_or_else(|| {
+        (
+            CallErrorKind::Auth,
+            format!(
+                "the token of {} is not scoped to a project; give a project",
+                auth::describe(auth)
+            ),
+        )
+    })?;
+    let life = expires_at.duration_since(now).unwrap_or_default();
+    let renew_at = expires_at - renew_margin.min(life / 2);
+    Ok(Session {
+        token,
+        renew_at,
+        catalog: Catalog {
+            services: body.token.catalog,
+        },
+        project_id: project.id,
+        is_admin: body.token.roles.iter().any(|r| r.name == "admin"),
+    })
 }
 
 /// Whether a call may be sent again after a 5xx or a transport error: safe for
@@ -434,39 +493,14 @@ impl Client {
                 tries,
             )
         })?;
-        let body: TokenBody = serde_json::from_str(&text)
-            .map_err(|e| CallError::new(call, CallErrorKind::Decode, e.to_string(), tries))?;
-        let expires_at = auth::parse_expiry(&body.token.expires_at).ok_or_else(|| {
-            CallError::new(
-                call,
-                CallErrorKind::Decode,
-                format!("expires_at `{}` is not a time", body.token.expires_at),
-                tries,
-            )
-        })?;
-        let project = body.token.project.ok_or_else(|| {
-            CallError::new(
-                call,
-                CallErrorKind::Auth,
-                format!(
-                    "the token of {} is not scoped to a project; give a project",
-                    auth::describe(&self.auth)
-                ),
-                tries,
-            )
-        })?;
-        let now = (self.clock)();
-        let life = expires_at.duration_since(now).unwrap_or_default();
-        let renew_at = expires_at - self.tuning.renew_margin.min(life / 2);
-        Ok(Session {
+        session_from_answer(
+            &text,
             token,
-            renew_at,
-            catalog: Catalog {
-                services: body.token.catalog,
-            },
-            project_id: project.id,
-            is_admin: body.token.roles.iter().any(|r| r.name == "admin"),
-        })
+            (self.clock)(),
+            self.tuning.renew_margin,
+            &self.auth,
+        )
+        .map_err(|(kind, message)| CallError::new(call, kind, message, tries))
     }
 
     fn base_url_in(&self, s: &Session, service: Service) -> Result<String, CallError> {
@@ -727,6 +761,17 @@ mod tests {
             e,
             "nova GET /limits failed: timed out (after 4 tries)",
             |p| matches!(p, ProviderError::Unavailable(_)),
+        );
+        // A message that is empty or missing: the body, never an empty message.
+        let (msg, ty) = error_message(r#"{"NeutronError": {"type": "OverQuota", "message": ""}}"#);
+        assert_eq!(ty.as_deref(), Some("OverQuota"));
+        assert_eq!(
+            msg,
+            r#"{"NeutronError": {"type": "OverQuota", "message": ""}}"#
+        );
+        assert_eq!(
+            error_message(r#"{"message": " ", "title": "Conflict"}"#).0,
+            "Conflict"
         );
         // Octavia's shape.
         assert_eq!(

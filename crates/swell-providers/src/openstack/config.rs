@@ -674,22 +674,34 @@ struct CloudEntry {
     compute_api_version: Option<VersionText>,
 }
 
-/// `compute_api_version: 2.79` is a YAML number; `"2.79"` a string: accept both.
+/// `compute_api_version: 2.79` is a YAML number; `"2.79"` a string: accept both, as
+/// the text written (read as a number, `2.10` would become microversion 2.1).
 #[derive(Debug, Clone)]
 struct VersionText(String);
 
 impl<'de> Deserialize<'de> for VersionText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum V {
-            S(String),
-            F(f64),
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = VersionText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Nova microversion such as 2.79")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VersionText, E> {
+                Ok(VersionText(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<VersionText, E> {
+                Ok(VersionText(format!("{v}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<VersionText, E> {
+                Ok(VersionText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<VersionText, E> {
+                Ok(VersionText(v.to_string()))
+            }
         }
-        Ok(VersionText(match V::deserialize(d)? {
-            V::S(s) => s,
-            V::F(f) => format!("{f}"),
-        }))
+        // A plain scalar asked for as a string is its text, digits as written.
+        d.deserialize_str(Text)
     }
 }
 
@@ -1009,6 +1021,27 @@ clouds:
             yaml(CLOUDS, None, "prod").unwrap_err().to_string(),
             "clouds.prod.auth.application_credential_secret is missing: application-credential auth needs the credential's secret"
         );
+    }
+
+    #[test]
+    fn microversions_keep_their_text() {
+        // A YAML number: `2.10` is microversion 2.10, not the float 2.1.
+        for (written, expect) in [
+            ("2.10", "2.10"),
+            ("\"2.10\"", "2.10"),
+            ("2.79", "2.79"),
+            ("'2.100'", "2.100"),
+        ] {
+            let text = CLOUDS.replace(
+                "compute_api_version: 2.79",
+                &format!("compute_api_version: {written}"),
+            );
+            assert_eq!(
+                yaml(&text, None, "lab").unwrap().compute_microversion,
+                expect,
+                "{written}"
+            );
+        }
     }
 
     #[test]

@@ -45,15 +45,17 @@ pub(crate) struct Fault {
     pub(crate) message: String,
 }
 
+/// `GET /servers/{id}`'s answer.
 #[derive(Deserialize)]
-struct One {
-    server: Server,
+pub(crate) struct One {
+    pub(crate) server: Server,
 }
 
+/// A page of `GET /servers/detail`.
 #[derive(Deserialize)]
-struct Many {
+pub(crate) struct Many {
     #[serde(default)]
-    servers: Vec<Server>,
+    pub(crate) servers: Vec<Server>,
 }
 
 impl Server {
@@ -267,12 +269,20 @@ fn unlimited() -> i64 {
 
 /// `GET /limits`.
 pub(crate) async fn limits(c: &Client) -> Result<AbsoluteLimits, CallError> {
-    let v = c.get(Service::Compute, "/limits").await?;
-    let abs = v
-        .pointer("/limits/absolute")
-        .cloned()
-        .unwrap_or(Value::Null);
-    serde_json::from_value(abs).map_err(|e| decode_error("nova GET /limits", &e.to_string()))
+    limits_of(c.get(Service::Compute, "/limits").await?)
+}
+
+/// The absolute limits in a `GET /limits` answer.
+pub(crate) fn limits_of(v: Value) -> Result<AbsoluteLimits, CallError> {
+    #[derive(Deserialize)]
+    struct Body {
+        limits: Limits,
+    }
+    #[derive(Deserialize)]
+    struct Limits {
+        absolute: AbsoluteLimits,
+    }
+    Ok(decode::<Body>("nova GET /limits", v)?.limits.absolute)
 }
 
 /// One hypervisor's totals (microversions before 2.88 carry them).
@@ -292,25 +302,30 @@ pub(crate) struct Hypervisor {
 /// the microversion no longer reports totals.
 pub(crate) async fn hypervisors(c: &Client) -> Result<Option<Vec<Hypervisor>>, CallError> {
     match c.get(Service::Compute, "/os-hypervisors/detail").await {
-        Ok(v) => {
-            let list: Vec<Hypervisor> = v
-                .get("hypervisors")
-                .cloned()
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(|e| decode_error("nova GET /os-hypervisors/detail", &e.to_string()))?
-                .unwrap_or_default();
-            if list
-                .iter()
-                .any(|h| h.vcpus.is_none() || h.memory_mb.is_none())
-            {
-                return Ok(None);
-            }
-            Ok(Some(list))
-        }
+        Ok(v) => hypervisors_of(v),
         Err(e) if matches!(e.status(), Some(403 | 404)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The hypervisors in a `GET /os-hypervisors/detail` answer; `None` when one lacks its
+/// totals (microversion 2.88 and later).
+pub(crate) fn hypervisors_of(v: Value) -> Result<Option<Vec<Hypervisor>>, CallError> {
+    #[derive(Deserialize)]
+    struct Body {
+        hypervisors: Vec<Hypervisor>,
+    }
+    let list = match v.get("hypervisors") {
+        None => Vec::new(),
+        Some(_) => decode::<Body>("nova GET /os-hypervisors/detail", v)?.hypervisors,
+    };
+    if list
+        .iter()
+        .any(|h| h.vcpus.is_none() || h.memory_mb.is_none())
+    {
+        return Ok(None);
+    }
+    Ok(Some(list))
 }
 
 /// Percent-encodes a path segment or query value.
@@ -327,7 +342,21 @@ pub(crate) fn enc(s: &str) -> String {
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(call: &str, v: Value) -> Result<T, CallError> {
-    serde_json::from_value(v).map_err(|e| decode_error(call, &e.to_string()))
+    decode_value(v).map_err(|e| decode_error(call, &e))
+}
+
+/// An answer as a `T`; an error names the field (`servers[0].id: invalid type: …`,
+/// `server: missing field `id``), since a cloud's answer can be long.
+pub(crate) fn decode_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
 }
 
 pub(crate) fn decode_error(call: &str, message: &str) -> CallError {
