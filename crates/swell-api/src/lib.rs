@@ -206,6 +206,26 @@ pub struct EventList {
     pub events: Vec<Event>,
 }
 
+/// One minute of a group's load, as kept for its forecasting policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadSummary {
+    /// The minute's last sample (RFC 3339).
+    pub at: String,
+    /// The metric (`cpu`, `request_rate_per_instance`, …).
+    pub metric: String,
+    /// The mean load over the minute: the group average times the instances it was over.
+    pub mean: f64,
+    /// The largest load in the minute.
+    pub max: f64,
+}
+
+/// `GET /v1/groups/{name}/metrics/history` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadHistory {
+    /// Summaries, oldest first.
+    pub summaries: Vec<LoadSummary>,
+}
+
 /// `GET /v1/health` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {

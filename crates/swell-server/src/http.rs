@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         resume_instance,
         list_events,
         push_metrics,
+        load_history,
         load_balancer,
         metrics,
         http_identity::login,
@@ -84,6 +85,8 @@ use utoipa::OpenApi;
         api::PushMetrics,
         api::PushedSample,
         api::PushedMetrics,
+        api::LoadSummary,
+        api::LoadHistory,
         api::Health,
         api::WorkerStatus,
         api::LoadBalancerStatus,
@@ -154,6 +157,7 @@ pub fn router(service: Arc<Service>) -> Router {
         )
         .route("/v1/groups/{name}/events", get(list_events))
         .route("/v1/groups/{name}/metrics", post(push_metrics))
+        .route("/v1/groups/{name}/metrics/history", get(load_history))
         .route("/v1/groups/{name}/load_balancer", get(load_balancer))
         .route("/v1/metrics", get(metrics))
         .merge(http_identity::routes())
@@ -711,6 +715,46 @@ impl EventQuery {
             limit: self.limit,
         })
     }
+}
+
+/// Query of the load history.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(crate) struct LoadHistoryQuery {
+    /// Only minutes at or after this RFC 3339 time (default: the last hour).
+    pub(crate) since: Option<String>,
+    /// Only this metric (`cpu`, `request_rate_per_instance`, …).
+    pub(crate) metric: Option<String>,
+}
+
+/// A group's one-minute load history, kept for its forecasting policies, oldest first.
+#[utoipa::path(get, path = "/v1/groups/{name}/metrics/history", params(("name" = String, Path), LoadHistoryQuery),
+    responses((status = 200, body = api::LoadHistory), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
+async fn load_history(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<LoadHistoryQuery>,
+) -> ApiResult<axum::Json<api::LoadHistory>> {
+    let since = q
+        .since
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .map_err(|rule| ServiceError::Invalid(swell_core::ValidationError::new("since", rule)))?;
+    let history = s
+        .load_history(&p.tenant, &name, since, q.metric.as_deref())
+        .await?;
+    Ok(axum::Json(api::LoadHistory {
+        summaries: history
+            .iter()
+            .map(|l| api::LoadSummary {
+                at: rfc3339(l.at),
+                metric: l.metric.as_str().into(),
+                mean: l.mean,
+                max: l.max,
+            })
+            .collect(),
+    }))
 }
 
 /// Lists a group's events, oldest first.

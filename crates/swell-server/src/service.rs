@@ -8,8 +8,8 @@ use crate::controller::{Controller, PushedReading, bind_lb};
 use crate::secrets::{SecretError, SecretKey};
 use std::sync::Arc;
 use swell_core::{
-    EventKind, GroupName, GroupSpec, InstanceId, InstanceStatus, Metric, TenantId, Timestamp,
-    ValidationError,
+    EventKind, GroupName, GroupSpec, InstanceId, InstanceStatus, LoadSummary, Metric, TenantId,
+    Timestamp, ValidationError,
 };
 use swell_lb::LoadBalancer;
 use swell_store::{
@@ -369,6 +369,38 @@ impl Service {
         Ok(events)
     }
 
+    /// The group's stored load history, oldest first (`GET
+    /// /v1/groups/{name}/metrics/history`): the minutes at or after `since` (default: the
+    /// last hour), of `metric` when given.
+    pub async fn load_history(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        since: Option<Timestamp>,
+        metric: Option<&str>,
+    ) -> Result<Vec<LoadSummary>> {
+        let metric = metric
+            .map(|m| {
+                parse_metric(m).ok_or_else(|| {
+                    ValidationError::new(
+                        "metric",
+                        format!(
+                            "unknown metric `{m}` (one of {})",
+                            PUSHABLE_METRICS.join(", ")
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let g = self.get_group(tenant, name).await?;
+        let since = since.unwrap_or_else(|| self.clock.now().sub(LOAD_HISTORY_DEFAULT_SPAN));
+        let mut history = self.store.load_history(tenant, &g.spec.name, since).await?;
+        if let Some(m) = metric {
+            history.retain(|s| s.metric == m);
+        }
+        Ok(history)
+    }
+
     /// Takes pushed metric readings for a group (`POST /v1/groups/{name}/metrics`).
     /// Every sample is checked before any is used (DESIGN.md invariant 6): a known
     /// metric, a finite value >= 0, and an instance id, when given, of a live instance
@@ -606,6 +638,9 @@ pub fn check_samples(
     }
     Ok(readings)
 }
+
+/// How far back the load history reads without `since`.
+const LOAD_HISTORY_DEFAULT_SPAN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn parse_metric(name: &str) -> Option<Metric> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).ok()

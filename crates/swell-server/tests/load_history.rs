@@ -1,7 +1,7 @@
 //! A forecasting policy's memory outlives the controller (DESIGN.md "Nothing lost"): the
 //! worker stores one-minute summaries of the load its policies learn from, and a worker
 //! started later — after a restart, or an edit of the group — hands them to its new
-//! policies. Real SQLite in a file, real child processes (`sleep`) as instances, and a
+//! policies; the API reads the same history. Real SQLite in a file, real child processes (`sleep`) as instances, and a
 //! clock the test moves by hand (the worker's ticks run on real time, 100 ms; the test
 //! polls for what it observes).
 
@@ -13,7 +13,7 @@ use swell_providers::Provider;
 use swell_providers::process::{ProcessConfig, ProcessProvider};
 use swell_server::clock::Clock;
 use swell_server::controller::{Controller, ControllerOptions, Providers};
-use swell_server::service::{PushSample, Service};
+use swell_server::service::{PushSample, Service, ServiceError};
 use swell_store::{SqliteStore, Store};
 
 /// A clock that moves only when the test says so.
@@ -250,5 +250,51 @@ async fn forecasting_memory_survives_a_restart() {
     .await;
     let g = service.get_group(&tenant, "forgets").await.unwrap();
     assert_eq!(g.desired_capacity, 2);
+
+    // The API reads the same history (`GET /v1/groups/{name}/metrics/history`): by
+    // default the last hour, optionally of one metric; a metric it does not know is an
+    // error naming the parameter.
+    let read = |name: &'static str, since: Option<i64>, metric: Option<&'static str>| {
+        let service = service.clone();
+        async move {
+            service
+                .load_history(
+                    &TenantId::default_tenant(),
+                    name,
+                    since.map(Timestamp::from_secs),
+                    metric,
+                )
+                .await
+        }
+    };
+    // The minute still open when the first controller stopped was stored as it stood.
+    let kept = read("kept", Some(DAY0), Some("request_rate_per_instance"));
+    let at_stop = LoadSummary {
+        at: Timestamp::from_secs(DAY0 + 2 * 3600 + 60),
+        metric: Metric::RequestRatePerInstance,
+        mean: 90.0,
+        max: 90.0,
+    };
+    assert_eq!(kept.await.unwrap(), [stored[0], at_stop]);
+    assert!(
+        read("kept", Some(DAY0), Some("cpu"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let last_hour = read("remembers", None, None).await.unwrap();
+    assert_eq!(last_hour.len(), 59, "{last_hour:?}");
+    assert_eq!(last_hour, past[past.len() - 59..]);
+    match read("kept", None, Some("cpuu")).await {
+        Err(ServiceError::Invalid(e)) => {
+            assert_eq!(e.field, "metric");
+            assert!(e.rule.contains("unknown metric `cpuu`"), "{}", e.rule);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        read("nope", None, None).await,
+        Err(ServiceError::NotFound { .. })
+    ));
     controller.shutdown().await;
 }

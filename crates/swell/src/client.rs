@@ -217,3 +217,17 @@ pub fn events_table(list: &[api::Event]) -> Table {
     }
     t
 }
+
+/// A group's load history as a table.
+pub fn load_history_table(list: &[api::LoadSummary]) -> Table {
+    let mut t = table(&["TIME", "METRIC", "MEAN", "MAX"]);
+    for l in list {
+        t.add_row(vec![
+            l.at.clone(),
+            l.metric.clone(),
+            format!("{:.1}", l.mean),
+            format!("{:.1}", l.max),
+        ]);
+    }
+    t
+}

@@ -238,6 +238,18 @@ enum MetricsCmd {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Show the one-minute load history a group's forecasting policies learn from
+    /// (`predictive`, `swell`; kept 16 days, across restarts).
+    History {
+        /// The group.
+        group: String,
+        /// Only minutes at or after this RFC 3339 time (default: the last hour).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this metric.
+        #[arg(long)]
+        metric: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -490,6 +502,26 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                 t.add_row(vec![r.accepted.to_string()]);
                 t
             })
+        }
+        Command::Metrics(MetricsCmd::History {
+            group,
+            since,
+            metric,
+        }) => {
+            let mut q = Vec::new();
+            if let Some(s) = since {
+                q.push(format!("since={s}"));
+            }
+            if let Some(m) = metric {
+                q.push(format!("metric={m}"));
+            }
+            let h: api::LoadHistory = c
+                .get(&format!(
+                    "/v1/groups/{group}/metrics/history?{}",
+                    q.join("&")
+                ))
+                .await?;
+            print(output, &h, |h| client::load_history_table(&h.summaries))
         }
         Command::Scale {
             group,

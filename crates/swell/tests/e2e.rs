@@ -565,6 +565,24 @@ async fn invalid_input_changes_nothing() {
     let out = s.cli(&["scale", "nope", "2"]).await;
     assert!(!out.status.success(), "{out:#?}");
     assert!(out.stderr.contains("not found"), "{out:#?}");
+    let out = s.cli(&["metrics", "history", "nope"]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("not found"), "{out:#?}");
+    let history = |q: &str| {
+        let path = format!("/v1/groups/nope/metrics/history?{q}");
+        let s = &s;
+        async move { s.request(reqwest::Method::GET, &path, None).await }
+    };
+    problem(&history("since=yesterday").await, 400, "since");
+    let a = history("metric=cpuu").await;
+    problem(&a, 400, "metric");
+    assert!(
+        a.body["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown metric `cpuu`"),
+        "{a:?}"
+    );
 
     let list = s.cli_json(&["group", "list"]).await;
     assert_eq!(
@@ -581,6 +599,11 @@ async fn invalid_input_changes_nothing() {
     assert!(a.content_type.starts_with("application/json"), "{a:?}");
     assert!(a.body["openapi"].is_string(), "{}", a.body);
     assert!(a.body["paths"]["/v1/groups"].is_object(), "{}", a.body);
+    assert!(
+        a.body["paths"]["/v1/groups/{name}/metrics/history"].is_object(),
+        "{}",
+        a.body
+    );
 }
 
 /// DESIGN.md: unknown fields are errors that give the line and column *of the field*

@@ -110,6 +110,11 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     ),
     (
         Method::GET,
+        "/v1/groups/{name}/metrics/history",
+        Role(Role::Viewer),
+    ),
+    (
+        Method::GET,
         "/v1/groups/{name}/load_balancer",
         Role(Role::Viewer),
     ),
