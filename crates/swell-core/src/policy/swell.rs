@@ -410,6 +410,43 @@ mod tests {
         });
     }
 
+    /// The controller's stored summaries give the seasonal forecast at once: at 07:58 a
+    /// fresh policy sizes for the present load (100 → ceil(100 / 70) = 2, no change); one
+    /// that remembers two days of an 08:00 rise to 300 sizes for it (ceil(300 / 70) = 5).
+    #[test]
+    fn a_remembered_history_forecasts_the_daily_rise() {
+        let load = |t: i64| if (t / 3600) % 24 >= 8 { 300.0 } else { 100.0 };
+        let (start, end) = (
+            2 * 86_400 + 7 * 3600 + 50 * 60,
+            2 * 86_400 + 7 * 3600 + 58 * 60,
+        );
+        let past: Vec<LoadSummary> = (0..start / 60 - 1)
+            .map(|m| LoadSummary {
+                at: Timestamp::from_secs(m * 60 + 30),
+                metric: Metric::Cpu,
+                mean: load(m * 60),
+                max: load(m * 60),
+            })
+            .collect();
+        let run = |remember: bool| {
+            let mut p = SwellPolicy::default().runner();
+            if remember {
+                p.remember(&past);
+            }
+            let mut w = MetricWindow::new(Duration::from_secs(60));
+            let mut r = None;
+            for t in (start..=end).step_by(60) {
+                push(&mut w, t, load(t), 2);
+                r = Some(p.evaluate(&st(2), &w, Timestamp::from_secs(t)));
+            }
+            r.unwrap()
+        };
+        let r = run(true);
+        assert_eq!(r.desired, Some(5), "{}", r.cause.reason);
+        let r = run(false);
+        assert_eq!(r.desired, None, "{}", r.cause.reason);
+    }
+
     /// A load so bursty that its learned margin exceeds the target's: swell sizes at the
     /// target, and skips a scale-out of at most `tolerance` (10 %) of the current count.
     #[test]
