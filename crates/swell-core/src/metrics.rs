@@ -213,6 +213,23 @@ impl LoadSummarizer {
     }
 }
 
+/// One CPU summary per minute `m` in `minutes` (stamped 30 s into it) of `load(m × 60)`:
+/// the history a controller would have stored, for tests of the forecasting policies.
+#[cfg(test)]
+pub(crate) fn cpu_summaries(
+    minutes: std::ops::Range<i64>,
+    load: impl Fn(i64) -> f64,
+) -> Vec<LoadSummary> {
+    minutes
+        .map(|m| LoadSummary {
+            at: Timestamp::from_secs(m * 60 + 30),
+            metric: Metric::Cpu,
+            mean: load(m * 60),
+            max: load(m * 60),
+        })
+        .collect()
+}
+
 /// One instance's reading, as the collector hands it to [`group_average`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InstanceReading {

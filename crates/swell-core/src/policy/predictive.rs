@@ -301,14 +301,7 @@ mod tests {
     fn a_remembered_history_forecasts_at_once() {
         let load = |t: i64| if ((t / 3600) % 24) >= 8 { 300.0 } else { 100.0 };
         let (start, end) = (2 * 1440 + 7 * 60 + 38, 2 * 1440 + 8 * 60 - 2);
-        let past: Vec<LoadSummary> = (0..start - 20)
-            .map(|m| LoadSummary {
-                at: Timestamp::from_secs(m * 60 + 45),
-                metric: Metric::Cpu,
-                mean: load(m * 60),
-                max: load(m * 60),
-            })
-            .collect();
+        let past = crate::metrics::cpu_summaries(0..start - 20, load);
 
         let mut remembered = spec().runner();
         remembered.remember(&past);

@@ -420,14 +420,7 @@ mod tests {
             2 * 86_400 + 7 * 3600 + 50 * 60,
             2 * 86_400 + 7 * 3600 + 58 * 60,
         );
-        let past: Vec<LoadSummary> = (0..start / 60 - 1)
-            .map(|m| LoadSummary {
-                at: Timestamp::from_secs(m * 60 + 30),
-                metric: Metric::Cpu,
-                mean: load(m * 60),
-                max: load(m * 60),
-            })
-            .collect();
+        let past = crate::metrics::cpu_summaries(0..start / 60 - 1, load);
         let run = |remember: bool| {
             let mut p = SwellPolicy::default().runner();
             if remember {
