@@ -206,16 +206,16 @@ pub struct EventList {
     pub events: Vec<Event>,
 }
 
-/// One minute of a group's load, as kept for its forecasting policies.
+/// Five minutes of a group's load, as kept for its forecasting policies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoadSummary {
-    /// The minute's last sample (RFC 3339).
+    /// The period's last sample (RFC 3339).
     pub at: String,
     /// The metric (`cpu`, `request_rate_per_instance`, …).
     pub metric: String,
-    /// The mean load over the minute: the group average times the instances it was over.
+    /// The mean load over the period: the group average times the instances it was over.
     pub mean: f64,
-    /// The largest load in the minute.
+    /// The largest load in the period.
     pub max: f64,
 }
 

@@ -137,7 +137,7 @@ impl MetricWindow {
     }
 }
 
-/// One period (a minute, for the controller) of a group's *load* of one metric — the
+/// One period (five minutes, for the controller) of a group's *load* of one metric — the
 /// group average times the instances it is over, which does not change when the group
 /// does. The controller keeps these in its store so that forecasting policies remember
 /// the days and weeks before a restart or an edit of the group.

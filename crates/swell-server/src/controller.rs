@@ -79,8 +79,9 @@ pub struct PushedReading {
     pub at: Timestamp,
 }
 
-/// The period of the load summaries kept for forecasting policies.
-const LOAD_SUMMARY_PERIOD: Duration = Duration::from_secs(60);
+/// The period of the load summaries kept for forecasting policies: the resolution of
+/// their seasonal history (`LoadHistory`'s buckets).
+const LOAD_SUMMARY_PERIOD: Duration = Duration::from_secs(300);
 /// How long load summaries are kept: the two weeks and a day a forecasting policy reads
 /// (two weekly lags), with a day to spare.
 const LOAD_HISTORY_KEPT: Duration = Duration::from_secs(16 * 86_400);
@@ -638,7 +639,7 @@ struct GroupWorker {
     pushed_group: HashMap<Metric, Timestamp>,
     /// Leftovers of failed instances already removed (one event each).
     swept: HashSet<InstanceId>,
-    /// Folds the samples of the metrics the policies remember into one-minute summaries
+    /// Folds the samples of the metrics the policies remember into five-minute summaries
     /// for the store.
     summarizer: LoadSummarizer,
     /// Summaries closed but not yet stored.
@@ -747,7 +748,7 @@ impl GroupWorker {
                 break;
             }
         }
-        // The minute being summarised is stored as far as it got.
+        // The period being summarised is stored as far as it got.
         let last = self.summarizer.flush();
         self.unsaved.extend(last);
         if let Some(group) = self.load().await {

@@ -720,13 +720,14 @@ impl EventQuery {
 /// Query of the load history.
 #[derive(Deserialize, utoipa::IntoParams)]
 pub(crate) struct LoadHistoryQuery {
-    /// Only minutes at or after this RFC 3339 time (default: the last hour).
+    /// Only summaries at or after this RFC 3339 time (default: the last hour).
     pub(crate) since: Option<String>,
     /// Only this metric (`cpu`, `request_rate_per_instance`, …).
     pub(crate) metric: Option<String>,
 }
 
-/// A group's one-minute load history, kept for its forecasting policies, oldest first.
+/// A group's load history (five-minute summaries), kept for its forecasting policies,
+/// oldest first.
 #[utoipa::path(get, path = "/v1/groups/{name}/metrics/history", params(("name" = String, Path), LoadHistoryQuery),
     responses((status = 200, body = api::LoadHistory), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
 async fn load_history(

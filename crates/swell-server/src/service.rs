@@ -370,7 +370,7 @@ impl Service {
     }
 
     /// The group's stored load history, oldest first (`GET
-    /// /v1/groups/{name}/metrics/history`): the minutes at or after `since` (default: the
+    /// /v1/groups/{name}/metrics/history`): the summaries at or after `since` (default: the
     /// last hour), of `metric` when given.
     pub async fn load_history(
         &self,

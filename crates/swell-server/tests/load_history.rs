@@ -1,5 +1,5 @@
 //! A forecasting policy's memory outlives the controller (DESIGN.md "Nothing lost"): the
-//! worker stores one-minute summaries of the load its policies learn from, and a worker
+//! worker stores five-minute summaries of the load its policies learn from, and a worker
 //! started later — after a restart, or an edit of the group — hands them to its new
 //! policies; the API reads the same history. Real SQLite in a file, real child processes (`sleep`) as instances, and a
 //! clock the test moves by hand (the worker's ticks run on real time, 100 ms; the test
@@ -148,7 +148,7 @@ async fn forecasting_memory_survives_a_restart() {
     let clock = Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(DAY0 + 3600))));
     let (service, controller, store) = start(dir.path(), clock.clone(), false).await;
 
-    // The worker stores a minute's summary of the load once the next minute begins.
+    // The worker stores a period's summary of the load once the next period begins.
     // (Two instances at most: the load is pushed as if on two.)
     service
         .create_group(&tenant, group("kept", 2))
@@ -158,11 +158,11 @@ async fn forecasting_memory_survives_a_restart() {
         running(&service, "kept").await
     })
     .await;
-    for (second, load) in [(0, 100.0), (20, 140.0), (40, 120.0), (60, 90.0)] {
+    for (second, load) in [(0, 100.0), (100, 140.0), (200, 120.0), (300, 90.0)] {
         clock.set(Timestamp::from_secs(DAY0 + 2 * 3600 + second));
         push(&service, "kept", load).await;
     }
-    let stored = until("the first minute stored", async || {
+    let stored = until("the first period stored", async || {
         let h = store
             .load_history(&tenant, "kept", Timestamp::from_secs(DAY0))
             .await
@@ -177,7 +177,7 @@ async fn forecasting_memory_survives_a_restart() {
     assert_eq!(
         stored,
         vec![LoadSummary {
-            at: Timestamp::from_secs(DAY0 + 2 * 3600 + 40),
+            at: Timestamp::from_secs(DAY0 + 2 * 3600 + 200),
             metric: Metric::RequestRatePerInstance,
             mean: 120.0,
             max: 140.0,
@@ -267,10 +267,10 @@ async fn forecasting_memory_survives_a_restart() {
                 .await
         }
     };
-    // The minute still open when the first controller stopped was stored as it stood.
+    // The period still open when the first controller stopped was stored as it stood.
     let kept = read("kept", Some(DAY0), Some("request_rate_per_instance"));
     let at_stop = LoadSummary {
-        at: Timestamp::from_secs(DAY0 + 2 * 3600 + 60),
+        at: Timestamp::from_secs(DAY0 + 2 * 3600 + 300),
         metric: Metric::RequestRatePerInstance,
         mean: 90.0,
         max: 90.0,

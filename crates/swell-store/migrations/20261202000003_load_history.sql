@@ -1,4 +1,4 @@
--- One-minute summaries of each group's load per metric, so that forecasting policies
+-- Five-minute summaries of each group's load per metric, so that forecasting policies
 -- keep their daily and weekly memory across restarts and edits of the group. The
 -- controller prunes rows older than its retention (15 days).
 CREATE TABLE load_history (

@@ -1501,7 +1501,7 @@ pub async fn load_history(store: &dyn Store) {
         )
         .await
         .expect("append_load_history");
-    // The same minute again replaces it.
+    // The same (metric, at) again replaces it.
     store
         .append_load_history(&a, "web", &[sum(120_000, Metric::Cpu, 25.0)])
         .await

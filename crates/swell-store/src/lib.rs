@@ -277,7 +277,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records an event.
     async fn append_event(&self, event: NewEvent) -> Result<EventRecord>;
 
-    /// Keeps one-minute summaries of the group's load (an existing `(metric, at)` is
+    /// Keeps summaries of the group's load (an existing `(metric, at)` is
     /// replaced). `NotFound` if the group does not exist.
     async fn append_load_history(
         &self,

@@ -238,12 +238,12 @@ enum MetricsCmd {
         #[arg(long)]
         instance: Option<String>,
     },
-    /// Show the one-minute load history a group's forecasting policies learn from
+    /// Show the load history (five-minute summaries) a group's forecasting policies learn from
     /// (`predictive`, `swell`; kept 16 days, across restarts).
     History {
         /// The group.
         group: String,
-        /// Only minutes at or after this RFC 3339 time (default: the last hour).
+        /// Only summaries at or after this RFC 3339 time (default: the last hour).
         #[arg(long)]
         since: Option<String>,
         /// Only this metric.
