@@ -102,7 +102,7 @@ async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>)
     }
 }
 
-async fn running(service: &Service, name: &str) -> Result<(), String> {
+async fn running(service: &Service, name: &str, want: usize) -> Result<(), String> {
     let live = service
         .list_instances(&TenantId::default_tenant(), name, false)
         .await
@@ -111,19 +111,19 @@ async fn running(service: &Service, name: &str) -> Result<(), String> {
         .iter()
         .filter(|i| i.status == swell_core::InstanceStatus::Running)
         .count();
-    if n == 2 {
+    if n == want {
         Ok(())
     } else {
         Err(format!("{n} running"))
     }
 }
 
-/// Pushes the request rate per instance that makes the group's load `load` on two
-/// instances.
-async fn push(service: &Service, name: &str, load: f64) {
+/// Pushes the request rate per instance that makes the group's load `load` on `on`
+/// running instances.
+async fn push(service: &Service, name: &str, load: f64, on: u32) {
     let sample = PushSample {
         metric: "request_rate_per_instance".into(),
-        value: load / 2.0,
+        value: load / f64::from(on),
         instance_id: None,
     };
     service
@@ -155,12 +155,12 @@ async fn forecasting_memory_survives_a_restart() {
         .await
         .unwrap();
     until("two running instances", async || {
-        running(&service, "kept").await
+        running(&service, "kept", 2).await
     })
     .await;
     for (second, load) in [(0, 100.0), (100, 140.0), (200, 120.0), (300, 90.0)] {
         clock.set(Timestamp::from_secs(DAY0 + 2 * 3600 + second));
-        push(&service, "kept", load).await;
+        push(&service, "kept", load, 2).await;
     }
     let stored = until("the first period stored", async || {
         let h = store
@@ -212,13 +212,13 @@ async fn forecasting_memory_survives_a_restart() {
     let (service, controller, _store) = start(dir.path(), clock.clone(), true).await;
     for name in ["remembers", "forgets"] {
         until("two running instances", async || {
-            running(&service, name).await
+            running(&service, name, 2).await
         })
         .await;
     }
     clock.set(Timestamp::from_secs(now));
     for name in ["remembers", "forgets"] {
-        push(&service, name, 100.0).await;
+        push(&service, name, 100.0, 2).await;
     }
 
     // At 07:58 the present load needs ceil(100 / 50) = 2 instances; yesterday's 08:00
@@ -296,5 +296,28 @@ async fn forecasting_memory_survives_a_restart() {
         read("nope", None, None).await,
         Err(ServiceError::NotFound { .. })
     ));
+    // An edit of the group rebuilds its policies: they start from the store again and
+    // still forecast, where a fresh policy would say "history too short". A minute on,
+    // the same load of 100 on the six instances now running: 6 stays.
+    service
+        .update_group(&tenant, "remembers", group("remembers", 11))
+        .await
+        .unwrap();
+    until("six running instances", async || {
+        running(&service, "remembers", 6).await
+    })
+    .await;
+    clock.set(Timestamp::from_secs(now + 61));
+    push(&service, "remembers", 100.0, 6).await;
+    until("the edited group's policy to forecast", async || {
+        let s = status(&controller, "remembers");
+        if s.starts_with("idle at 6: forecast") && s.contains(" 16.7 on 6 ready") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+
     controller.shutdown().await;
 }
