@@ -3,7 +3,9 @@
 //! the query strings. Shared by the `fuzz/` targets (cargo-fuzz, nightly) and the stable
 //! replay test `tests/fuzz_corpus.rs`. Not part of the API.
 
-use crate::http::{EventQuery, InstanceQuery, parse_body, parse_query};
+use crate::http::{
+    EventQuery, InstanceQuery, LoadHistoryQuery, parse_body, parse_query, query_time,
+};
 use crate::http_identity::{AuditQuery, ForceQuery};
 use crate::service::{
     MAX_PUSHED_SAMPLES, PUSHABLE_METRICS, PushSample, ServiceError, check_samples,
@@ -159,6 +161,16 @@ pub fn api_query(data: &[u8]) {
     }
     if let Err(e) = parse_query::<InstanceQuery>(query) {
         names_a_parameter(&invalid(e), &[]);
+    }
+    match parse_query::<LoadHistoryQuery>(query) {
+        Ok(q) => {
+            if let Err(e) = query_time("since", &q.since) {
+                let e = invalid(e);
+                assert_eq!(e.field, "since", "{e}");
+                names_a_parameter(&e, &[]);
+            }
+        }
+        Err(e) => names_a_parameter(&invalid(e), &[]),
     }
     if let Err(e) = parse_query::<ForceQuery>(query) {
         names_a_parameter(&invalid(e), &[]);

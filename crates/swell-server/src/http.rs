@@ -703,22 +703,30 @@ pub(crate) struct EventQuery {
 impl EventQuery {
     /// The store's filter; a time that is not RFC 3339 is an error naming its parameter.
     pub(crate) fn filter(&self) -> Result<EventFilter, ServiceError> {
-        let time = |field: &str, v: &Option<String>| {
-            v.as_deref().map(parse_rfc3339).transpose().map_err(|rule| {
-                ServiceError::Invalid(swell_core::ValidationError::new(field, rule))
-            })
-        };
         Ok(EventFilter {
-            since: time("since", &self.since)?,
-            until: time("until", &self.until)?,
+            since: query_time("since", &self.since)?,
+            until: query_time("until", &self.until)?,
             after_id: self.after_id,
             limit: self.limit,
         })
     }
 }
 
+/// A query parameter's RFC 3339 time; an error names the parameter.
+pub(crate) fn query_time(
+    field: &str,
+    value: &Option<String>,
+) -> Result<Option<swell_core::Timestamp>, ServiceError> {
+    value
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .map_err(|rule| ServiceError::Invalid(swell_core::ValidationError::new(field, rule)))
+}
+
 /// Query of the load history.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LoadHistoryQuery {
     /// Only summaries at or after this RFC 3339 time (default: the last hour).
     pub(crate) since: Option<String>,
@@ -736,12 +744,7 @@ async fn load_history(
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<LoadHistoryQuery>,
 ) -> ApiResult<axum::Json<api::LoadHistory>> {
-    let since = q
-        .since
-        .as_deref()
-        .map(parse_rfc3339)
-        .transpose()
-        .map_err(|rule| ServiceError::Invalid(swell_core::ValidationError::new("since", rule)))?;
+    let since = query_time("since", &q.since)?;
     let history = s
         .load_history(&p.tenant, &name, since, q.metric.as_deref())
         .await?;
