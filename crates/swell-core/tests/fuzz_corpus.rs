@@ -1,38 +1,18 @@
 //! The fuzz targets' bodies (`swell_core::fuzz_targets`) on stable: every file of the
 //! checked-in corpus (`fuzz/corpus/<target>/`, crashes found by `scripts/fuzz` included)
-//! and a few thousand random and mutated inputs per target.
+//! and a few thousand random and mutated inputs per target (`fuzz_corpus_tests!` in
+//! `swell-core/tests/support/fuzz_inputs.rs`).
 
-use proptest::prelude::*;
+#[macro_use]
 #[path = "support/fuzz_inputs.rs"]
 mod fuzz_inputs;
 
-use fuzz_inputs::inputs;
 use swell_core::fuzz_targets::{self as targets, mutate, replay};
 
-#[test]
-fn the_corpus_replays() {
-    assert!(replay("trace", targets::trace) >= 9);
-    assert!(replay("duration", targets::duration) >= 5);
-    assert!(replay("group_spec", targets::group_spec_json) >= 3);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn traces_hold(data in inputs("trace")) {
-        targets::trace(&data);
-    }
-
-    #[test]
-    fn durations_hold(data in inputs("duration")) {
-        targets::duration(&data);
-    }
-
-    #[test]
-    fn json_group_specs_hold(data in inputs("group_spec")) {
-        targets::group_spec_json(&data);
-    }
+fuzz_corpus_tests! { cases: 2000;
+    traces_hold: "trace" => targets::trace, at_least 9;
+    durations_hold: "duration" => targets::duration, at_least 5;
+    json_group_specs_hold: "group_spec" => targets::group_spec_json, at_least 3;
 }
 
 /// The replay and the mutations must be able to fail: an invariant broken on purpose is

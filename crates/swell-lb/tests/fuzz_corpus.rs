@@ -2,30 +2,13 @@
 //! checked-in corpus (`fuzz/corpus/<target>/`, crashes found by `scripts/fuzz` included)
 //! and a few thousand random and mutated inputs per target.
 
-use proptest::prelude::*;
+#[macro_use]
 #[path = "../../swell-core/tests/support/fuzz_inputs.rs"]
 mod fuzz_inputs;
 
-use fuzz_inputs::inputs;
-use swell_core::fuzz_targets::replay;
 use swell_lb::fuzz_targets as targets;
 
-#[test]
-fn the_corpus_replays() {
-    assert!(replay("h1_request", targets::h1_request) >= 5);
-    assert!(replay("h1_response", targets::h1_response) >= 5);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn request_heads_hold(data in inputs("h1_request")) {
-        targets::h1_request(&data);
-    }
-
-    #[test]
-    fn response_heads_hold(data in inputs("h1_response")) {
-        targets::h1_response(&data);
-    }
+fuzz_corpus_tests! { cases: 3000;
+    request_heads_hold: "h1_request" => targets::h1_request, at_least 5;
+    response_heads_hold: "h1_response" => targets::h1_response, at_least 5;
 }

@@ -9,29 +9,11 @@ mod docs;
 #[path = "../src/fuzz_targets.rs"]
 mod fuzz_targets;
 
-use proptest::prelude::*;
+#[macro_use]
 #[path = "../../swell-core/tests/support/fuzz_inputs.rs"]
 mod fuzz_inputs;
 
-use fuzz_inputs::inputs;
-use swell_core::fuzz_targets::replay;
-
-#[test]
-fn the_corpus_replays() {
-    assert!(replay("group_spec", fuzz_targets::group_spec_yaml) >= 3);
-    assert!(replay("policy_file", fuzz_targets::policy_file) >= 3);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn yaml_group_specs_hold(data in inputs("group_spec")) {
-        fuzz_targets::group_spec_yaml(&data);
-    }
-
-    #[test]
-    fn policy_files_hold(data in inputs("policy_file")) {
-        fuzz_targets::policy_file(&data);
-    }
+fuzz_corpus_tests! { cases: 1500;
+    yaml_group_specs_hold: "group_spec" => fuzz_targets::group_spec_yaml, at_least 3;
+    policy_files_hold: "policy_file" => fuzz_targets::policy_file, at_least 3;
 }
