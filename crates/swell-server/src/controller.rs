@@ -839,8 +839,12 @@ impl GroupWorker {
             .is_none_or(|at| now.since(at) >= Duration::from_secs(3600))
         {
             self.history_pruned_at = Some(now);
-            if let Err(e) = store.prune_load_history(now.sub(LOAD_HISTORY_KEPT)).await {
-                tracing::warn!("load history: {e}");
+            let before = now.sub(LOAD_HISTORY_KEPT);
+            if let Err(e) = store
+                .prune_load_history(&group.tenant, &group.spec.name, before)
+                .await
+            {
+                tracing::warn!(group = %group.spec.name, "load history: {e}");
             }
         }
     }

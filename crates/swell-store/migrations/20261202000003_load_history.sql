@@ -1,6 +1,6 @@
 -- Five-minute summaries of each group's load per metric, so that forecasting policies
 -- keep their daily and weekly memory across restarts and edits of the group. The
--- controller prunes rows older than its retention (15 days).
+-- group's worker prunes its rows older than the retention (16 days).
 CREATE TABLE load_history (
     tenant     TEXT    NOT NULL,
     group_name TEXT    NOT NULL,
@@ -11,5 +11,3 @@ CREATE TABLE load_history (
     PRIMARY KEY (tenant, group_name, metric, at),
     FOREIGN KEY (tenant, group_name) REFERENCES scaling_groups (tenant, name) ON DELETE CASCADE
 ) STRICT;
-
-CREATE INDEX load_history_by_at ON load_history (at);

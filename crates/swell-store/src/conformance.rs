@@ -1475,7 +1475,7 @@ pub async fn api_keys_owners_audit_credentials(store: &dyn Store) {
 }
 
 /// Load summaries are kept per group, read back oldest first from `since`, replaced at the
-/// same `(metric, at)`, pruned by age across groups, and removed with their group; a group
+/// same `(metric, at)`, pruned by age per group, and removed with their group; a group
 /// that does not exist (in this tenant) keeps none.
 pub async fn load_history(store: &dyn Store) {
     let (a, b) = (tenant("load-history-a"), tenant("load-history-b"));
@@ -1548,13 +1548,14 @@ pub async fn load_history(store: &dyn Store) {
             .is_empty()
     );
 
-    // Pruning is by age, across groups.
-    store
-        .prune_load_history(t(100_000))
+    // Pruning is by age, in one group: the other tenant's keeps its older row.
+    let pruned = store
+        .prune_load_history(&a, "web", t(100_000))
         .await
         .expect("prune_load_history");
+    assert_eq!(pruned, 2);
     assert_eq!(read(&a, 0).await, vec![sum(120_000, Metric::Cpu, 25.0)]);
-    assert!(read(&b, 0).await.is_empty());
+    assert_eq!(read(&b, 0).await, vec![sum(90_000, Metric::Cpu, 99.0)]);
 
     store.delete_group(&a, "web").await.expect("delete_group");
     new_group(store, &a, "web", 1, 5).await;

@@ -294,8 +294,13 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
     ) -> Result<Vec<LoadSummary>>;
 
-    /// Drops every group's summaries older than `before`; returns how many.
-    async fn prune_load_history(&self, before: Timestamp) -> Result<u64>;
+    /// Drops the group's summaries older than `before`; returns how many.
+    async fn prune_load_history(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        before: Timestamp,
+    ) -> Result<u64>;
 
     /// The group's events, oldest first, per `filter`.
     async fn list_events(

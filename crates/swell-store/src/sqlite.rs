@@ -904,13 +904,21 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn prune_load_history(&self, before: Timestamp) -> Result<u64> {
+    async fn prune_load_history(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        before: Timestamp,
+    ) -> Result<u64> {
         let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM load_history WHERE at < ?")
-            .bind(millis(before))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let done =
+            sqlx::query("DELETE FROM load_history WHERE tenant = ? AND group_name = ? AND at < ?")
+                .bind(tenant.as_str())
+                .bind(group)
+                .bind(millis(before))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected())
     }
