@@ -27,5 +27,5 @@ pub use group::{
 pub use ids::{GroupName, InstanceId, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};
 pub use metrics::{LoadSummarizer, LoadSummary, Metric, MetricSample, MetricWindow};
-pub use policy::{Decision, DecisionKind, GroupState, PolicyEngine, PolicySpec};
+pub use policy::{Decision, DecisionKind, GroupState, LearnedState, PolicyEngine, PolicySpec};
 pub use time::Timestamp;

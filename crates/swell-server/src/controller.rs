@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use swell_core::metrics::{InstanceReading, group_average};
 use swell_core::{
-    DecisionKind, EventKind, GroupState, InstanceId, InstanceStatus, Lifecycle, LoadSummarizer,
-    LoadSummary, Metric, MetricSample, MetricWindow, PolicyEngine, TenantId, Timestamp,
+    DecisionKind, EventKind, GroupState, InstanceId, InstanceStatus, LearnedState, Lifecycle,
+    LoadSummarizer, LoadSummary, Metric, MetricSample, MetricWindow, PolicyEngine, TenantId,
+    Timestamp,
 };
 use swell_core::{HealthCheckType, LbAlgorithm, LbProtocol, LoadBalancerSpec};
 use swell_lb::{
@@ -85,6 +86,9 @@ const LOAD_SUMMARY_PERIOD: Duration = Duration::from_secs(300);
 /// How long load summaries are kept: the two weeks and a day a forecasting policy reads
 /// (two weekly lags), with a day to spare.
 const LOAD_HISTORY_KEPT: Duration = Duration::from_secs(16 * 86_400);
+/// Load summaries kept in memory while the store refuses them: a day of three metrics,
+/// then the oldest are dropped.
+const UNSAVED_KEPT: usize = 3 * 288;
 
 /// First wait after a failed create; it doubles with each further failure in a row.
 const CREATE_BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -752,7 +756,7 @@ impl GroupWorker {
         let last = self.summarizer.flush();
         self.unsaved.extend(last);
         if let Some(group) = self.load().await {
-            self.save_history(&group).await;
+            self.save_memory(&group).await;
         }
         // Retirements in flight are abandoned here: their rows say `draining` or
         // `terminating`, and recovery at the next start finishes them.
@@ -768,6 +772,14 @@ impl GroupWorker {
                 if rebuild && let Ok(capacity) = g.spec.capacity() {
                     let mut engine = PolicyEngine::new(&g.spec.policies, capacity, g.spec.cooldown);
                     self.remember(&g, &mut engine).await;
+                    // What the policies learned comes from the engine an edit replaces,
+                    // else (at start) from the store.
+                    let carried = self.engine.as_ref().map(|(_, old)| old.learned());
+                    let learned = match carried {
+                        Some(learned) => learned,
+                        None => self.stored_learned(&g).await,
+                    };
+                    engine.relearn(&learned);
                     let mut window =
                         MetricWindow::new(engine.lookback().max(Duration::from_secs(600)) * 2);
                     for sample in self.window.samples() {
@@ -804,6 +816,19 @@ impl GroupWorker {
         }
     }
 
+    /// What the group's policies learned before this worker started. Unreadable state
+    /// is not fatal: the policies start from scratch.
+    async fn stored_learned(&mut self, group: &GroupRecord) -> Vec<LearnedState> {
+        let store = &self.controller.store;
+        store
+            .learned_states(&group.tenant, &group.spec.name)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(group = %group.spec.name, "learned state: {e}");
+                Vec::new()
+            })
+    }
+
     /// Adds a group-level sample to the window, and to the load history when a policy
     /// learns from its metric.
     fn observe(&mut self, sample: MetricSample) {
@@ -818,22 +843,30 @@ impl GroupWorker {
         }
     }
 
-    /// Stores the load summaries closed since the last call, and hourly drops those past
-    /// [`LOAD_HISTORY_KEPT`]. A store error drops them (the history has a gap, the
-    /// policies go on with what they remember in memory).
-    async fn save_history(&mut self, group: &GroupRecord) {
+    /// Stores the load summaries closed since the last call with what the policies have
+    /// learned by now (so every five minutes, and when the worker stops), and hourly drops
+    /// summaries past [`LOAD_HISTORY_KEPT`]. Summaries the store refuses are kept for the
+    /// next call, up to [`UNSAVED_KEPT`]; a refused learned state waits for the next save.
+    async fn save_memory(&mut self, group: &GroupRecord) {
         if self.unsaved.is_empty() {
             return;
         }
-        let summaries: Vec<LoadSummary> = std::mem::take(&mut self.unsaved);
         let store = &self.controller.store;
-        if let Err(e) = store
-            .append_load_history(&group.tenant, &group.spec.name, &summaries)
-            .await
-        {
-            tracing::warn!(group = %group.spec.name, "load history: {e}");
+        let (tenant, name) = (&group.tenant, &group.spec.name);
+        if let Err(e) = store.append_load_history(tenant, name, &self.unsaved).await {
+            tracing::warn!(group = %name, "load history: {e}");
+            let excess = self.unsaved.len().saturating_sub(UNSAVED_KEPT);
+            self.unsaved.drain(..excess);
+            return;
         }
+        self.unsaved.clear();
         let now = self.controller.clock.now();
+        let learned = self.engine.as_ref().map(|(_, e)| e.learned());
+        if let Some(learned) = learned
+            && let Err(e) = store.save_learned_states(tenant, name, &learned, now).await
+        {
+            tracing::warn!(group = %name, "learned state: {e}");
+        }
         if self
             .history_pruned_at
             .is_none_or(|at| now.since(at) >= Duration::from_secs(3600))
@@ -893,7 +926,7 @@ impl GroupWorker {
                 }
             }
         }
-        self.save_history(&group).await;
+        self.save_memory(&group).await;
     }
 
     /// Samples the running instances and feeds the group's window. Pushed readings
@@ -1005,7 +1038,7 @@ impl GroupWorker {
                 });
             }
         }
-        self.save_history(&group).await;
+        self.save_memory(&group).await;
     }
 
     /// Asks the policies for a desired capacity and stores it with its cause.

@@ -321,3 +321,137 @@ async fn forecasting_memory_survives_a_restart() {
 
     controller.shutdown().await;
 }
+
+/// Two instances (fixed), the `swell` policy on the pushed request rate per instance,
+/// judging itself after 20 scored forecasts; `delay` is its provisioning delay.
+fn swell_group(name: &str, delay: &str) -> GroupSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "template": {"command": ["sleep", "600"]},
+        "min": 2, "max": 2, "desired_capacity": 2,
+        "evaluation_interval": "100ms", "metrics_interval": "100ms", "drain_timeout": "0s",
+        "policies": [{"type": "swell", "metric": "request_rate_per_instance",
+                      "provisioning_delay": delay, "horizon": "40s", "min_scored": 20}]
+    }))
+    .unwrap()
+}
+
+/// Waits for the worker's next decision on a load of `per_instance` (pushed alone, 20 s
+/// after the last one, so that it is the whole present level) and returns its reason.
+async fn decision_on(
+    service: &Service,
+    controller: &Controller,
+    clock: &ManualClock,
+    at: &mut i64,
+    name: &str,
+    per_instance: f64,
+) -> String {
+    *at += 20;
+    clock.set(Timestamp::from_secs(*at));
+    push(service, name, per_instance * 2.0, 2).await;
+    let shown = format!("request_rate_per_instance {per_instance:.1} on 2 ready");
+    until("a decision on the new load", async || {
+        let s = status(controller, name);
+        if s.contains(&shown) { Ok(s) } else { Err(s) }
+    })
+    .await
+}
+
+/// `swell`'s record of its forecast errors (what sizes its headroom once 20 forecasts are
+/// scored) outlives an edit of the group and a restart of the controller; an edit that
+/// changes what the errors depend on (the provisioning delay) starts it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_headroom_survives_an_edit_and_a_restart() {
+    const LEARNED: &str = "p99";
+    const COLD: &str = "no track record yet";
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::default_tenant();
+    let mut at = DAY0;
+    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(at))));
+    let (service, controller, store) = start(dir.path(), clock.clone(), false).await;
+    service
+        .create_group(&tenant, swell_group("learns", "20s"))
+        .await
+        .unwrap();
+    until("two running instances", async || {
+        running(&service, "learns", 2).await
+    })
+    .await;
+
+    // A steady 100 per instance, 5 s apart, until the policy sizes from its record.
+    let mut learned_after = None;
+    for step in 0..600 {
+        at += 5;
+        clock.set(Timestamp::from_secs(at));
+        push(&service, "learns", 200.0, 2).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if status(&controller, "learns").contains(LEARNED) {
+            learned_after = Some(step);
+            break;
+        }
+    }
+    assert!(
+        learned_after.is_some(),
+        "never learned: {}",
+        status(&controller, "learns")
+    );
+    // The record is stored with the five-minute summaries, when the next period begins.
+    let next_period = (at / 300 + 1) * 300;
+    while at <= next_period {
+        at += 5;
+        clock.set(Timestamp::from_secs(at));
+        push(&service, "learns", 200.0, 2).await;
+    }
+    until("the learned state stored", async || {
+        let states = store
+            .learned_states(&tenant, "learns")
+            .await
+            .map_err(|e| e.to_string())?;
+        match states.as_slice() {
+            [s] if s.policy == "swell#0" && s.state["scored"].as_u64() >= Some(20) => Ok(()),
+            _ => Err(format!("{states:?}")),
+        }
+    })
+    .await;
+
+    // An edit of something else keeps the record: the rebuilt policy's first decision
+    // already sizes from it.
+    let mut edited = swell_group("learns", "20s");
+    edited.cooldown = Duration::from_secs(60);
+    service
+        .update_group(&tenant, "learns", edited)
+        .await
+        .unwrap();
+    let s = decision_on(&service, &controller, &clock, &mut at, "learns", 90.0).await;
+    assert!(s.contains(LEARNED), "{s}");
+
+    // A restart keeps it too (the worker saves it when it stops); a new group beside it
+    // starts cold, which is what the edited and restarted group would show without it.
+    controller.shutdown().await;
+    drop((service, controller, store));
+    let (service, controller, store) = start(dir.path(), clock.clone(), true).await;
+    service
+        .create_group(&tenant, swell_group("fresh", "20s"))
+        .await
+        .unwrap();
+    for name in ["learns", "fresh"] {
+        until("two running instances", async || {
+            running(&service, name, 2).await
+        })
+        .await;
+    }
+    let s = decision_on(&service, &controller, &clock, &mut at, "learns", 80.0).await;
+    assert!(s.contains(LEARNED), "{s}");
+    let s = decision_on(&service, &controller, &clock, &mut at, "fresh", 80.0).await;
+    assert!(s.contains(COLD), "{s}");
+
+    // Another provisioning delay makes the record another forecast's: not taken.
+    service
+        .update_group(&tenant, "learns", swell_group("learns", "30s"))
+        .await
+        .unwrap();
+    let s = decision_on(&service, &controller, &clock, &mut at, "learns", 70.0).await;
+    assert!(s.contains(COLD), "{s}");
+    drop(store);
+    controller.shutdown().await;
+}

@@ -19,8 +19,8 @@ use crate::{
 use std::future::Future;
 use std::pin::Pin;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, LoadSummary, Metric,
-    TenantId, Timestamp,
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle, LoadSummary,
+    Metric, TenantId, Timestamp,
 };
 
 /// A boxed check, as listed in [`CHECKS`].
@@ -36,6 +36,63 @@ macro_rules! checks {
             $((stringify!($name), |s| Box::pin($name(s)))),*
         ];
     };
+}
+
+/// What a group's policies learned is replaced as a whole, kept per tenant and group,
+/// and removed with its group; a group that does not exist keeps none.
+pub async fn learned_states(store: &dyn Store) {
+    let (a, b) = (tenant("learned-a"), tenant("learned-b"));
+    for x in [&a, &b] {
+        store.ensure_tenant(x, t(1)).await.expect("ensure_tenant");
+        new_group(store, x, "web", 1, 5).await;
+    }
+    let state = |policy: &str, scored: u64| LearnedState {
+        policy: policy.into(),
+        state: serde_json::json!({"scored": scored, "histograms": [[[3, 0.5]]]}),
+    };
+    let read = |x: &TenantId| {
+        let x = x.clone();
+        async move {
+            store
+                .learned_states(&x, "web")
+                .await
+                .expect("learned_states")
+        }
+    };
+    assert!(read(&a).await.is_empty());
+    let first = [state("swell#0", 100), state("predictive#0", 7)];
+    store
+        .save_learned_states(&a, "web", &first, t(10))
+        .await
+        .expect("save_learned_states");
+    store
+        .save_learned_states(&b, "web", &[state("swell#0", 1)], t(10))
+        .await
+        .expect("save_learned_states in b");
+    assert_eq!(
+        read(&a).await,
+        [state("predictive#0", 7), state("swell#0", 100)]
+    );
+    // A later save replaces the whole set: the predictive policy was removed.
+    store
+        .save_learned_states(&a, "web", &[state("swell#0", 250)], t(20))
+        .await
+        .expect("save_learned_states again");
+    assert_eq!(read(&a).await, [state("swell#0", 250)]);
+    assert_eq!(read(&b).await, [state("swell#0", 1)]);
+    assert_not_found(
+        store.save_learned_states(&a, "nope", &first, t(30)).await,
+        "group",
+        "a group that does not exist",
+    );
+
+    store.delete_group(&a, "web").await.expect("delete_group");
+    new_group(store, &a, "web", 1, 5).await;
+    assert!(
+        read(&a).await.is_empty(),
+        "a new group of the same name starts empty"
+    );
+    assert_eq!(read(&b).await, [state("swell#0", 1)]);
 }
 
 checks!(
@@ -55,6 +112,7 @@ checks!(
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
     load_history,
+    learned_states,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.

@@ -19,8 +19,8 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, LoadSummary, TenantId,
-    Timestamp,
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle, LoadSummary,
+    TenantId, Timestamp,
 };
 
 /// A stored scaling group: its spec plus the state the controller keeps.
@@ -301,6 +301,19 @@ pub trait Store: Send + Sync + 'static {
         group: &str,
         before: Timestamp,
     ) -> Result<u64>;
+
+    /// Replaces what the group's policies have learned (a policy missing from `states`
+    /// keeps nothing). `NotFound` if the group does not exist.
+    async fn save_learned_states(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        states: &[LearnedState],
+        at: Timestamp,
+    ) -> Result<()>;
+
+    /// What the group's policies learned, as last saved (none for an unknown group).
+    async fn learned_states(&self, tenant: &TenantId, group: &str) -> Result<Vec<LearnedState>>;
 
     /// The group's events, oldest first, per `filter`.
     async fn list_events(

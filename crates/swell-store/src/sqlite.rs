@@ -29,8 +29,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::path::Path;
 use std::time::Duration;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, LoadSummary, TenantId,
-    Timestamp,
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle, LoadSummary,
+    TenantId, Timestamp,
 };
 
 /// Connections kept by a file store.
@@ -631,7 +631,7 @@ impl Store for SqliteStore {
 
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()> {
         let mut tx = self.write().await?;
-        for table in ["instances", "load_history"] {
+        for table in ["instances", "load_history", "learned_state"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE tenant = ? AND group_name = ?"
             ))
@@ -899,6 +899,68 @@ impl Store for SqliteStore {
                     metric,
                     mean: col(row, "mean")?,
                     max: col(row, "max")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_learned_states(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        states: &[LearnedState],
+        at: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        let exists = sqlx::query("SELECT 1 FROM scaling_groups WHERE tenant = ? AND name = ?")
+            .bind(tenant.as_str())
+            .bind(group)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(not_found("group", group));
+        }
+        sqlx::query("DELETE FROM learned_state WHERE tenant = ? AND group_name = ?")
+            .bind(tenant.as_str())
+            .bind(group)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        for s in states {
+            sqlx::query(
+                "INSERT INTO learned_state (tenant, group_name, policy, state, saved_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(tenant.as_str())
+            .bind(group)
+            .bind(&s.policy)
+            .bind(s.state.to_string())
+            .bind(millis(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn learned_states(&self, tenant: &TenantId, group: &str) -> Result<Vec<LearnedState>> {
+        let rows = sqlx::query(
+            "SELECT policy, state FROM learned_state \
+             WHERE tenant = ? AND group_name = ? ORDER BY policy",
+        )
+        .bind(tenant.as_str())
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let state: String = col(row, "state")?;
+                Ok(LearnedState {
+                    policy: col(row, "policy")?,
+                    state: serde_json::from_str(&state)
+                        .map_err(|e| StoreError::Corrupt(format!("column `state`: {e}")))?,
                 })
             })
             .collect()

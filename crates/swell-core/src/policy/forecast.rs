@@ -9,6 +9,7 @@
 
 use crate::metrics::{LoadSummary, Metric, MetricWindow};
 use crate::time::Timestamp;
+use serde::Deserialize;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -394,6 +395,64 @@ impl ForecastScore {
     /// scored.
     pub fn z_quantile(&self, q: f64) -> Option<f64> {
         self.pooled.quantile(q)
+    }
+
+    /// What the score has learned — the error histograms, the mean error and the count of
+    /// forecasts scored, not the forecasts still pending (scored within minutes) — tagged
+    /// with the `basis` it was learned on (whatever makes its errors this policy's).
+    pub fn learned(&self, basis: serde_json::Value) -> serde_json::Value {
+        // Weights relative to the newest sample's, so the restored score starts at 1.
+        let sparse = |h: &Histogram| -> Vec<(usize, f64)> {
+            (h.bins.iter().enumerate())
+                .filter(|(_, w)| **w > 0.0)
+                .map(|(i, w)| (i, w / self.weight))
+                .collect()
+        };
+        let mut histograms = vec![sparse(&self.pooled)];
+        histograms.extend(self.classes.iter().map(sparse));
+        serde_json::json!({
+            "basis": basis,
+            "scored": self.scored,
+            "abs_log_error": self.abs_log_error,
+            "histograms": histograms,
+        })
+    }
+
+    /// Takes back what [`ForecastScore::learned`] gave, if it was learned on `basis`; a
+    /// state on another basis or unreadable changes nothing. Returns whether it was taken.
+    pub fn relearn(&mut self, basis: serde_json::Value, state: &serde_json::Value) -> bool {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Learned {
+            basis: serde_json::Value,
+            scored: u64,
+            abs_log_error: Option<f64>,
+            histograms: Vec<Vec<(usize, f64)>>,
+        }
+        let Ok(l) = Learned::deserialize(state) else {
+            return false;
+        };
+        let sound = |w: f64| w.is_finite() && w >= 0.0;
+        if l.basis != basis
+            || l.histograms.len() != CLASSES + 1
+            || !l.abs_log_error.is_none_or(sound)
+            || !(l.histograms.iter().flatten()).all(|&(bin, w)| bin < BINS && sound(w))
+        {
+            return false;
+        }
+        let mut histograms = l.histograms.iter().map(|bins| {
+            let mut h = Histogram::new();
+            for &(bin, w) in bins {
+                h.add(bin, w);
+            }
+            h
+        });
+        self.pooled = histograms.next().unwrap_or_else(Histogram::new);
+        self.classes = histograms.collect();
+        self.weight = 1.0;
+        self.abs_log_error = l.abs_log_error;
+        self.scored = l.scored;
+        true
     }
 
     /// The load, in instances, that a forecast (in load units) reaches at the `q`

@@ -101,6 +101,30 @@ pub trait Policy: Send {
     /// Takes the group's load from before this policy was built (oldest first): a
     /// forecasting policy's seasonal memory survives restarts and edits of the group.
     fn remember(&mut self, _past: &[LoadSummary]) {}
+
+    /// What the policy has learned that its load history does not give back (`swell`'s
+    /// and `predictive`'s record of their forecast errors), for the controller to keep
+    /// across restarts and edits; `None` when it learns nothing of the kind.
+    fn learned(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Takes back what [`Policy::learned`] gave before a restart or an edit. A state
+    /// learned on another basis (another metric, delay or horizon: its errors say nothing
+    /// of this policy's) or unreadable is ignored; returns whether it was taken.
+    fn relearn(&mut self, _learned: &serde_json::Value) -> bool {
+        false
+    }
+}
+
+/// What one policy of a group learned (see [`Policy::learned`]), as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedState {
+    /// Which policy: its name and its rank among the group's policies of that name
+    /// (`swell#0`), so that adding a policy of another kind keeps the key.
+    pub policy: String,
+    /// The policy's own document.
+    pub state: serde_json::Value,
 }
 
 /// Bounds a schedule imposes while it is active.
@@ -297,6 +321,42 @@ impl PolicyEngine {
         for p in &mut self.policies {
             p.remember(past);
         }
+    }
+
+    /// What the policies have learned (see [`Policy::learned`]).
+    pub fn learned(&self) -> Vec<LearnedState> {
+        self.keyed()
+            .filter_map(|(policy, p)| {
+                let state = p.learned()?;
+                Some(LearnedState { policy, state })
+            })
+            .collect()
+    }
+
+    /// Hands each policy what the policy of its key learned before (see
+    /// [`Policy::relearn`]); returns the keys of the states taken.
+    pub fn relearn(&mut self, states: &[LearnedState]) -> Vec<String> {
+        let keys: Vec<String> = self.keyed().map(|(k, _)| k).collect();
+        let mut taken = Vec::new();
+        for (key, p) in keys.into_iter().zip(&mut self.policies) {
+            if let Some(s) = states.iter().find(|s| s.policy == key)
+                && p.relearn(&s.state)
+            {
+                taken.push(key);
+            }
+        }
+        taken
+    }
+
+    /// The policies with their keys: name and rank among the policies of that name.
+    fn keyed(&self) -> impl Iterator<Item = (String, &dyn Policy)> {
+        self.policies.iter().enumerate().map(|(i, p)| {
+            let rank = self.policies[..i]
+                .iter()
+                .filter(|q| q.name() == p.name())
+                .count();
+            (format!("{}#{rank}", p.name()), p.as_ref())
+        })
     }
 
     /// Decides the desired capacity at `now`.

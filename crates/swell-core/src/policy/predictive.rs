@@ -105,6 +105,22 @@ impl PredictivePolicy {
     }
 }
 
+impl PredictiveRunner {
+    /// What the forecast errors depend on (see [`Policy::learned`]): whether the forecast
+    /// "has been wrong" carries over an edit of `max_error` or `min_history`, not one of
+    /// the forecast itself.
+    fn basis(&self) -> serde_json::Value {
+        let s = &self.spec;
+        serde_json::json!({
+            "metric": s.metric,
+            "target": s.target,
+            "provisioning_delay": s.provisioning_delay,
+            "evaluation_period": s.evaluation_period,
+            "trend_window": s.trend_window,
+        })
+    }
+}
+
 impl Policy for PredictiveRunner {
     fn name(&self) -> &'static str {
         "predictive"
@@ -120,6 +136,14 @@ impl Policy for PredictiveRunner {
 
     fn remember(&mut self, past: &[LoadSummary]) {
         self.history.remember(past);
+    }
+
+    fn learned(&self) -> Option<serde_json::Value> {
+        Some(self.score.learned(self.basis()))
+    }
+
+    fn relearn(&mut self, learned: &serde_json::Value) -> bool {
+        self.score.relearn(self.basis(), learned)
     }
 
     fn lookback(&self) -> Duration {

@@ -191,3 +191,29 @@ fn schedule_floor_with_a_dynamic_policy_by_hand() {
     let d = e.decide(&st(5), &w(10.0), now);
     assert_eq!((d.desired_capacity, d.kind), (5, DecisionKind::Idle));
 }
+
+/// Learned states are keyed by policy name and rank among that name's policies, so an
+/// edit that adds or removes a policy of another kind hands each state to its own policy;
+/// a policy whose basis changed does not take it.
+#[test]
+fn learned_states_follow_their_policy() {
+    let cap = Capacity::new(1, 50).unwrap();
+    let mut all = specs(60.0);
+    all.push(
+        serde_json::from_value(serde_json::json!({"type": "swell", "provisioning_delay": "60s"}))
+            .unwrap(),
+    );
+    let mut e = PolicyEngine::new(&all, cap, Duration::from_secs(120));
+    drive(&mut e, &[50.0; 30], 5);
+    let learned = e.learned();
+    let keys: Vec<&str> = learned.iter().map(|s| s.policy.as_str()).collect();
+    assert_eq!(keys, ["predictive#0", "swell#0", "swell#1"]);
+
+    // The edit drops the threshold policy and changes the second swell's delay.
+    let mut edited = all[1..].to_vec();
+    edited[4] =
+        serde_json::from_value(serde_json::json!({"type": "swell", "provisioning_delay": "90s"}))
+            .unwrap();
+    let mut e = PolicyEngine::new(&edited, cap, Duration::from_secs(120));
+    assert_eq!(e.relearn(&learned), ["predictive#0", "swell#0"]);
+}

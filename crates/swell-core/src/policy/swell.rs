@@ -226,6 +226,22 @@ pub struct SwellRunner {
     last_evaluation: Option<(Timestamp, Option<Duration>)>,
 }
 
+impl SwellRunner {
+    /// What the forecast errors depend on: the fields that change the forecast or the
+    /// unit its errors are counted in (not `confidence`, `target` or the scale-in hold,
+    /// which only read them).
+    fn basis(&self) -> serde_json::Value {
+        let s = &self.spec;
+        serde_json::json!({
+            "metric": s.metric,
+            "saturation": s.saturation,
+            "provisioning_delay": s.provisioning_delay,
+            "horizon": s.horizon,
+            "trend_window": s.trend_window,
+        })
+    }
+}
+
 /// How far past the provisioning delay the default horizon reaches: two evaluation
 /// intervals (the next evaluation can scale out again, and its count must be ready by the
 /// one after), within these bounds. At the controller's 10 s and the simulator's 15 s it
@@ -260,6 +276,14 @@ impl Policy for SwellRunner {
 
     fn remember(&mut self, past: &[LoadSummary]) {
         self.history.remember(past);
+    }
+
+    fn learned(&self) -> Option<serde_json::Value> {
+        Some(self.score.learned(self.basis()))
+    }
+
+    fn relearn(&mut self, learned: &serde_json::Value) -> bool {
+        self.score.relearn(self.basis(), learned)
     }
 
     fn lookback(&self) -> Duration {
@@ -545,6 +569,65 @@ mod tests {
             }
         }
         assert_eq!(first, Some((3900, Some(3))));
+    }
+
+    /// What a policy learned of its forecast errors carries over to a new one (after a
+    /// restart or an edit) of the same basis: the flat 500 of an hour sizes at saturation
+    /// (6) at once, where a fresh policy sizes at the target (ceil(500 / 70) = 8, no change
+    /// on 8). Another basis, or a damaged state, is not taken.
+    #[test]
+    fn a_relearned_score_sizes_at_once() {
+        let flat = |p: &mut SwellRunner, from: i64, to: i64| {
+            let mut w = MetricWindow::new(Duration::from_secs(60));
+            let mut r = None;
+            for t in (from..=to).step_by(15) {
+                push(&mut w, t, 500.0, 8);
+                r = Some(p.evaluate(&st(8), &w, Timestamp::from_secs(t)));
+            }
+            r.unwrap()
+        };
+        let mut teacher = SwellPolicy::default().runner();
+        flat(&mut teacher, 0, 3600);
+        // Through text, as the store keeps it.
+        let text = serde_json::to_string(&teacher.learned().unwrap()).unwrap();
+        let learned: serde_json::Value = serde_json::from_str(&text).unwrap();
+
+        let mut taught = SwellPolicy::default().runner();
+        assert!(taught.relearn(&learned));
+        let r = flat(&mut taught, 7200, 7260);
+        assert_eq!(r.desired, Some(6), "{}", r.cause.reason);
+        assert!(r.cause.reason.contains("p99"), "{}", r.cause.reason);
+        let r = flat(&mut SwellPolicy::default().runner(), 7200, 7260);
+        assert_eq!(r.desired, None, "{}", r.cause.reason);
+
+        // Only the fields the forecast depends on make the basis.
+        let other_confidence = SwellPolicy {
+            confidence: 0.95,
+            ..SwellPolicy::default()
+        };
+        assert!(other_confidence.runner().relearn(&learned));
+        let other_delay = SwellPolicy {
+            provisioning_delay: Duration::from_secs(60),
+            ..SwellPolicy::default()
+        };
+        let mut p = other_delay.runner();
+        assert!(!p.relearn(&learned));
+        assert_eq!(p.score.scored(), 0);
+        let mut bad_bin = learned.clone();
+        bad_bin["histograms"][0] = serde_json::json!([[400, 1.0]]);
+        let mut bad_weight = learned.clone();
+        bad_weight["histograms"][3] = serde_json::json!([[10, -1.0]]);
+        for damaged in [
+            bad_bin,
+            bad_weight,
+            serde_json::json!({"basis": learned["basis"]}),
+            serde_json::json!("swell"),
+        ] {
+            assert!(
+                !SwellPolicy::default().runner().relearn(&damaged),
+                "{damaged}"
+            );
+        }
     }
 
     /// At the simulator's 60 s tick the newest sample is a minute old when it decides.
