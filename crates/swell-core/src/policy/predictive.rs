@@ -338,6 +338,58 @@ mod tests {
         assert!(r.cause.reason.contains("too short"), "{}", r.cause.reason);
     }
 
+    /// What a policy found of its forecasts carries over to a new one of the same basis:
+    /// a day of a load jumping between 100 and 300 each minute makes every forecast
+    /// wrong, and a policy built after it stays reactive at once, where one that only
+    /// remembers a day of history trusts its forecast.
+    #[test]
+    fn a_relearned_score_keeps_a_wrong_forecast_distrusted() {
+        let jumpy = |t: i64| if (t / 60) % 2 == 0 { 100.0 } else { 300.0 };
+        let day = 1440 + 30;
+        let mut teacher = spec().runner();
+        let r = drive(&mut teacher, 10, day, jumpy);
+        assert!(
+            r.cause.reason.starts_with("forecast has been wrong"),
+            "{}",
+            r.cause.reason
+        );
+        let learned = teacher.learned().unwrap();
+        // (The history handed over is a steady one, on which a forecast is right: only
+        // the relearned record can say "wrong".)
+        let steady = |_| 200.0;
+        let past = crate::metrics::cpu_summaries(0..day, steady);
+        let mut taught = spec().runner();
+        taught.remember(&past);
+        assert!(taught.relearn(&learned));
+        let r = drive_from(&mut taught, 10, day, day + 5, steady);
+        assert!(
+            r.cause.reason.starts_with("forecast has been wrong"),
+            "{}",
+            r.cause.reason
+        );
+
+        let mut untaught = spec().runner();
+        untaught.remember(&past);
+        let r = drive_from(&mut untaught, 10, day, day + 5, steady);
+        assert!(
+            r.cause.reason.starts_with("forecast:"),
+            "{}",
+            r.cause.reason
+        );
+
+        // `max_error` only reads the error: it may change; the forecast's period may not.
+        let lenient = PredictivePolicy {
+            max_error: 0.5,
+            ..spec()
+        };
+        assert!(lenient.runner().relearn(&learned));
+        let slower = PredictivePolicy {
+            evaluation_period: Duration::from_secs(120),
+            ..spec()
+        };
+        assert!(!slower.runner().relearn(&learned));
+    }
+
     #[test]
     fn a_forecast_alone_never_scales_in() {
         let mut p = spec().runner();
