@@ -1,6 +1,6 @@
 //! Swell's storage: the source of truth (DESIGN.md invariant 2).
 //!
-//! One [`Store`] trait, one adapter per engine (SQLite now, PostgreSQL for HA later), one
+//! One [`Store`] trait, one adapter per engine (SQLite, the default; PostgreSQL), one
 //! conformance suite run against each. Every row carries its tenant; every query that
 //! reads tenant data takes the tenant and filters by it. State changes that deserve an
 //! event record it in the same transaction, so no event is ever lost or invented.
@@ -9,12 +9,16 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod identity;
+#[cfg(feature = "conformance")]
+pub mod pg_test_server;
+pub mod postgres;
 pub mod sqlite;
 
 pub use identity::{
     ApiKeyRecord, AuditRecord, InstanceOwner, NewAudit, Quota, Role, RoleBinding, Sealed,
     TenantRecord, TokenRecord, UserRecord,
 };
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
