@@ -93,7 +93,13 @@ impl TestServer {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let hint: String = hint
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(30)
             .collect();
         let name = format!("swell_{hint}_{}_{n}", std::process::id());
@@ -221,8 +227,7 @@ impl TestServer {
     }
 
     fn external(url: &str) -> Result<TestServer, String> {
-        let admin =
-            PgConnectOptions::from_str(url).map_err(|e| format!("{URL_VAR}: {e}"))?;
+        let admin = PgConnectOptions::from_str(url).map_err(|e| format!("{URL_VAR}: {e}"))?;
         // Rebuild the URL from its parts, so that only the database changes.
         let host = admin.get_host();
         let host_part = if host.starts_with('/') {
@@ -262,10 +267,10 @@ fn find_bin() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os(BIN_VAR).map(PathBuf::from) {
         return has(&d).then_some(d);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(d) = std::env::split_paths(&path).find(|d| has(d)) {
-            return Some(d);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(d) = std::env::split_paths(&path).find(|d| has(d))
+    {
+        return Some(d);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?

@@ -36,7 +36,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, Row, Transaction};
+use sqlx::{ConnectOptions, Connection, Postgres, Row, Transaction};
 use std::str::FromStr;
 use swell_core::{
     Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle, LoadSummary,
@@ -153,12 +153,19 @@ impl PgStore {
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
         let display = display_options(&options);
         let options = options.application_name(APPLICATION_NAME);
+        // One connection first: a wrong address or password fails now with the server's
+        // own error, where the pool would retry until its acquire timeout (30 s).
+        let mut conn = options.connect().await.map_err(StoreError::Database)?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(StoreError::Migration)?;
+        let _ = conn.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .connect_with(options)
             .await
             .map_err(StoreError::Database)?;
-        MIGRATOR.run(&pool).await.map_err(StoreError::Migration)?;
         Ok(PgStore { pool, display })
     }
 
@@ -1107,14 +1114,15 @@ impl Store for PgStore {
         before: Timestamp,
     ) -> Result<u64> {
         let mut tx = self.begin().await?;
-        let done =
-            sqlx::query("DELETE FROM load_history WHERE tenant = $1 AND group_name = $2 AND at < $3")
-                .bind(tenant.as_str())
-                .bind(group)
-                .bind(millis(before))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+        let done = sqlx::query(
+            "DELETE FROM load_history WHERE tenant = $1 AND group_name = $2 AND at < $3",
+        )
+        .bind(tenant.as_str())
+        .bind(group)
+        .bind(millis(before))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected())
     }
@@ -1443,13 +1451,14 @@ impl Store for PgStore {
     }
 
     async fn get_role(&self, user: &str, tenant: &TenantId) -> Result<Option<Role>> {
-        let raw: Option<String> =
-            sqlx::query_scalar("SELECT role FROM role_bindings WHERE user_name = $1 AND tenant = $2")
-                .bind(user)
-                .bind(tenant.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
+        let raw: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM role_bindings WHERE user_name = $1 AND tenant = $2",
+        )
+        .bind(user)
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
         raw.map(|r| r.parse::<Role>().map_err(StoreError::Corrupt))
             .transpose()
     }
@@ -1595,12 +1604,13 @@ impl Store for PgStore {
     }
 
     async fn revoke_user_tokens(&self, user: &str) -> Result<u64> {
-        let updated =
-            sqlx::query("UPDATE tokens SET revoked = TRUE WHERE user_name = $1 AND revoked = FALSE")
-                .bind(user)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+        let updated = sqlx::query(
+            "UPDATE tokens SET revoked = TRUE WHERE user_name = $1 AND revoked = FALSE",
+        )
+        .bind(user)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(updated.rows_affected())
     }
 

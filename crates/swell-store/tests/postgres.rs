@@ -10,9 +10,7 @@ use swell_core::{EventKind, InstanceId, InstanceStatus, Lifecycle, TenantId, Tim
 use swell_store::conformance::{self, CHECKS};
 use swell_store::pg_test_server::{TestDatabase, TestServer};
 use swell_store::postgres::LockError;
-use swell_store::{
-    EventFilter, InstanceRecord, NewEvent, PgStore, Store, StoreError, UserRecord,
-};
+use swell_store::{EventFilter, InstanceRecord, NewEvent, PgStore, Store, StoreError, UserRecord};
 
 /// A fresh database and a store on it.
 async fn fresh(hint: &str) -> (TestDatabase, PgStore) {
@@ -172,12 +170,9 @@ async fn reconnect_keeps_data_and_migrations_are_idempotent() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        let files = std::fs::read_dir(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/migrations-postgres"
-        ))
-        .unwrap()
-        .count();
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations-postgres"))
+            .unwrap()
+            .count();
         assert_eq!(applied as usize, files, "each migration applied once");
         store.close().await;
     }
@@ -202,7 +197,10 @@ async fn one_server_lock_per_database() {
     let second = PgStore::connect(&db.url).await.expect("second store");
     let mut lock = first.lock_server().await.expect("the first server locks");
     assert!(lock.is_held().await);
-    let err = second.lock_server().await.expect_err("the second is refused");
+    let err = second
+        .lock_server()
+        .await
+        .expect_err("the second is refused");
     assert!(matches!(err, LockError::Held { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -260,7 +258,11 @@ async fn listings_are_in_byte_order_under_any_locale() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(default_order, ["a", "B", "c"], "the database's own order differs");
+    assert_eq!(
+        default_order,
+        ["a", "B", "c"],
+        "the database's own order differs"
+    );
     for name in ["c", "a", "B"] {
         store
             .create_user(&UserRecord {
