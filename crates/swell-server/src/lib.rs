@@ -24,7 +24,8 @@ use swell_providers::Provider;
 use swell_providers::docker::{DockerConfig, DockerProvider};
 use swell_providers::openstack::OpenStackProvider;
 use swell_providers::process::{ProcessConfig, ProcessProvider};
-use swell_store::{SqliteStore, Store};
+use swell_store::postgres::{LockError, ServerLock};
+use swell_store::{PgStore, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 /// Everything `swell serve` is configured with.
@@ -34,6 +35,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where the SQLite store and instance logs live (`./swell-data`).
     pub data_dir: PathBuf,
+    /// A PostgreSQL database to use as the store instead of SQLite in `data_dir`
+    /// (`postgres://user:password@host/db`; a secret, since it may hold a password).
+    /// The server holds the database's server lock for its lifetime: one server per
+    /// database.
+    pub database_url: Option<secrets::SecretString>,
     /// Stop every instance on shutdown instead of leaving them for the next start.
     pub stop_instances_on_exit: bool,
     /// The bootstrap admin's password, used only on first start with an empty store
@@ -69,6 +75,9 @@ pub enum StartError {
     /// The store cannot be opened or recovered.
     #[error("store: {0}")]
     Store(#[from] swell_store::StoreError),
+    /// Another server manages the PostgreSQL database (or its lock cannot be taken).
+    #[error("{0}")]
+    ServerLock(#[from] LockError),
     /// The secret key cannot be read or created.
     #[error("secret key: {0}")]
     Secret(#[from] secrets::SecretError),
@@ -102,6 +111,8 @@ pub struct Server {
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
     generated_admin_password: Option<secrets::SecretString>,
+    /// Held while this server runs on a PostgreSQL store (dropping it releases it).
+    server_lock: Option<ServerLock>,
 }
 
 impl Server {
@@ -116,7 +127,20 @@ impl Server {
             path: data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("swell.db")).await?);
+        let (store, server_lock): (Arc<dyn Store>, _) = match &config.database_url {
+            None => (
+                Arc::new(SqliteStore::open(&data_dir.join("swell.db")).await?),
+                None,
+            ),
+            Some(url) => {
+                let pg = PgStore::connect(url.expose()).await?;
+                // Before anything reads a group: the controller cannot share groups with
+                // another server yet, so a second one must not start on this database.
+                let lock = pg.lock_server().await?;
+                tracing::info!(database = pg.display_url(), "store: PostgreSQL");
+                (Arc::new(pg), Some(lock))
+            }
+        };
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
         let process = ProcessProvider::new(ProcessConfig {
             instances_dir: data_dir.join("instances"),
@@ -192,6 +216,7 @@ impl Server {
             stop,
             http,
             generated_admin_password,
+            server_lock,
         })
     }
 
@@ -216,6 +241,12 @@ impl Server {
         self.stop.cancel();
         let _ = self.http.await;
         self.controller.shutdown().await;
+        if let Some(lock) = self.server_lock
+            && let Err(e) = lock.release().await
+        {
+            // The session ends with the process anyway, which releases the lock.
+            tracing::warn!("releasing the PostgreSQL server lock: {e}");
+        }
     }
 }
 

@@ -142,6 +142,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data.path().to_path_buf(),
+        database_url: None,
         stop_instances_on_exit: true,
         // The demo drives the service in-process as the bootstrap admin on `default`.
         admin_password: None,

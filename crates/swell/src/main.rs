@@ -97,6 +97,16 @@ struct ServeArgs {
     /// Where the store and the instances' logs live.
     #[arg(long, env = "SWELL_DATA_DIR", default_value = "./swell-data")]
     data_dir: PathBuf,
+    /// Keep the store in this PostgreSQL database instead of SQLite in the data
+    /// directory (`postgres://user:password@host:5432/swell`; prefer the environment
+    /// variable, which `ps` does not show). One server per database.
+    #[arg(
+        long,
+        env = "SWELL_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    database_url: Option<String>,
     /// Stop every instance on shutdown (default: keep them running and adopt them at the
     /// next start).
     #[arg(long)]
@@ -355,6 +365,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let server = swell_server::Server::start(swell_server::ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        database_url: args.database_url.map(SecretString::new),
         stop_instances_on_exit: args.stop_instances_on_exit,
         admin_password: admin_password.map(SecretString::new),
         secret_key: args.secret_key.map(SecretString::new),
