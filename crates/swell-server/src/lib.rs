@@ -111,8 +111,72 @@ pub struct Server {
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
     generated_admin_password: Option<secrets::SecretString>,
-    /// Held while this server runs on a PostgreSQL store (dropping it releases it).
-    server_lock: Option<ServerLock>,
+    /// Keeps the PostgreSQL server lock while this server runs on a PostgreSQL store.
+    lock_keeper: Option<LockKeeper>,
+}
+
+/// How often a server on PostgreSQL checks that the session holding its server lock is
+/// alive (a database restart or a network cut ends it, and PostgreSQL releases the lock).
+pub const LOCK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The task that holds the server lock and watches its session.
+struct LockKeeper {
+    /// Set to why, when the lock was lost and could not be taken again.
+    lost: tokio::sync::watch::Receiver<Option<String>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LockKeeper {
+    // A server dropped without `shutdown` still lets the lock go.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Holds `lock` until `stop`; every [`LOCK_CHECK_INTERVAL`] checks its session, and if
+/// the session is gone takes the lock again on a new one. If that fails (another server
+/// took it, or the database cannot be reached) it reports the loss and ends: a server
+/// that cannot show it holds the lock must stop managing groups (fail-stop), since
+/// another may have started on the database.
+async fn keep_lock(
+    store: PgStore,
+    mut lock: ServerLock,
+    stop: CancellationToken,
+    lost: tokio::sync::watch::Sender<Option<String>>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                if let Err(e) = lock.release().await {
+                    // The session ends with the process anyway, which releases the lock.
+                    tracing::warn!("releasing the PostgreSQL server lock: {e}");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(LOCK_CHECK_INTERVAL) => {}
+        }
+        // A ping that hangs (a silent network cut) counts as a lost session.
+        let alive = tokio::time::timeout(LOCK_CHECK_INTERVAL, lock.is_held())
+            .await
+            .unwrap_or(false);
+        if alive {
+            continue;
+        }
+        match store.lock_server().await {
+            Ok(again) => {
+                tracing::warn!(
+                    "the PostgreSQL session holding the server lock ended; took the lock again"
+                );
+                lock = again;
+            }
+            Err(e) => {
+                tracing::error!("lost the PostgreSQL server lock: {e}");
+                let _ = lost.send(Some(e.to_string()));
+                return;
+            }
+        }
+    }
 }
 
 impl Server {
@@ -127,7 +191,7 @@ impl Server {
             path: data_dir.clone(),
             source,
         })?;
-        let (store, server_lock): (Arc<dyn Store>, _) = match &config.database_url {
+        let (store, lock_keeper): (Arc<dyn Store>, _) = match &config.database_url {
             None => (
                 Arc::new(SqliteStore::open(&data_dir.join("swell.db")).await?),
                 None,
@@ -138,7 +202,13 @@ impl Server {
                 // another server yet, so a second one must not start on this database.
                 let lock = pg.lock_server().await?;
                 tracing::info!(database = pg.display_url(), "store: PostgreSQL");
-                (Arc::new(pg), Some(lock))
+                let (lost_tx, lost) = tokio::sync::watch::channel(None);
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(keep_lock(pg.clone(), lock, stop.clone(), lost_tx));
+                (
+                    Arc::new(pg) as Arc<dyn Store>,
+                    Some(LockKeeper { lost, stop, task }),
+                )
             }
         };
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
@@ -216,7 +286,7 @@ impl Server {
             stop,
             http,
             generated_admin_password,
-            server_lock,
+            lock_keeper,
         })
     }
 
@@ -241,11 +311,24 @@ impl Server {
         self.stop.cancel();
         let _ = self.http.await;
         self.controller.shutdown().await;
-        if let Some(lock) = self.server_lock
-            && let Err(e) = lock.release().await
-        {
-            // The session ends with the process anyway, which releases the lock.
-            tracing::warn!("releasing the PostgreSQL server lock: {e}");
+        if let Some(mut keeper) = self.lock_keeper {
+            keeper.stop.cancel();
+            let _ = (&mut keeper.task).await;
+        }
+    }
+
+    /// Resolves, with the reason, if this server lost its PostgreSQL server lock and
+    /// could not take it again (another server may now manage the database's groups):
+    /// `swell serve` then stops. Never resolves on SQLite.
+    pub async fn lock_lost(&self) -> String {
+        let Some(keeper) = &self.lock_keeper else {
+            return std::future::pending().await;
+        };
+        let mut lost = keeper.lost.clone();
+        match lost.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The keeper ended without a loss: it was stopped, so nothing is lost.
+            Err(_) => std::future::pending().await,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 use swell_server::secrets::SecretString;
 use swell_server::{Server, ServerConfig, StartError};
+use swell_store::PgStore;
 use swell_store::pg_test_server::TestServer;
+use swell_store::postgres::{LockError, SERVER_LOCK_KEY};
 
 const ADMIN_PASSWORD: &str = "pg-test-admin";
 
@@ -152,4 +154,89 @@ async fn a_wrong_database_url_is_a_clear_start_error() {
         Err(e) => e,
     };
     assert!(matches!(err, StartError::Store(_)), "{err}");
+}
+
+/// The backend holding the server lock on `store`'s database, if any.
+async fn lock_holder(store: &PgStore) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND classid = (($1 >> 32) & 4294967295)::oid \
+           AND objid = ($1 & 4294967295)::oid AND objsubid = 1",
+    )
+    .bind(SERVER_LOCK_KEY)
+    .fetch_optional(store.pool())
+    .await
+    .unwrap()
+}
+
+async fn terminate(store: &PgStore, pid: i32) {
+    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(done, "terminate backend {pid}");
+}
+
+/// What a database restart or a network cut does to the lock's session: the server
+/// takes the lock again if it can, and stops (`lock_lost`) if another server got it
+/// first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_is_taken_again_or_stops_the_server() {
+    let pg = TestServer::shared();
+    let db = pg.database("lock_keeper").await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &db.url).await.expect("the server");
+    let probe = PgStore::connect(&db.url).await.unwrap();
+    let deadline = swell_server::LOCK_CHECK_INTERVAL * 4;
+
+    let first = lock_holder(&probe)
+        .await
+        .expect("the server holds the lock");
+    terminate(&probe, first).await;
+    let again = tokio::time::timeout(deadline, async {
+        loop {
+            match lock_holder(&probe).await {
+                Some(pid) if pid != first => return pid,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the server takes the lock again");
+    assert!(matches!(
+        probe.lock_server().await,
+        Err(LockError::Held { .. })
+    ));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), server.lock_lost())
+            .await
+            .is_err(),
+        "not lost: taken again"
+    );
+
+    // This time another server is quicker: the first must stop.
+    terminate(&probe, again).await;
+    let other = tokio::time::timeout(deadline, async {
+        loop {
+            match probe.lock_server().await {
+                Ok(lock) => return lock,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+    .expect("the other takes the lock");
+    let reason = tokio::time::timeout(deadline, server.lock_lost())
+        .await
+        .expect("the server notices");
+    assert!(
+        reason.contains("another swell server holds this database"),
+        "{reason}"
+    );
+    server.shutdown().await;
+    drop(other);
+    probe.close().await;
+    pg.drop_database(db).await;
 }

@@ -389,13 +389,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let lost = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        reason = server.lock_lost() => Some(reason),
+    };
     eprintln!("shutting down…");
     server.shutdown().await;
-    Ok(())
+    match lost {
+        None => Ok(()),
+        Some(reason) => anyhow::bail!("lost the PostgreSQL server lock, so stopped: {reason}"),
+    }
 }
 
 async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> {
