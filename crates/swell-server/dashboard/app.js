@@ -9,6 +9,7 @@
 
 const TOKEN_KEY = 'swell.token';
 const REFRESH_MS = 3000;
+const EVENT_LIMIT = 200; // the newest events fetched for the table and the chart
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const COLORS = ['#1f6feb', '#bf3989', '#1a7f37', '#9a6700', '#8250df'];
 
@@ -326,7 +327,7 @@ function showGroup(name) {
       [group, instances, events, history] = await Promise.all([
         api('GET', base),
         api('GET', `${base}/instances`),
-        api('GET', `${base}/events?limit=200`),
+        api('GET', `${base}/events?limit=${EVENT_LIMIT}`),
         api('GET', `${base}/metrics/history`),
       ]);
     } catch (e) {
@@ -386,11 +387,11 @@ function renderEvents(list) {
       if (c.threshold !== null && c.threshold !== undefined) metric += ` / ${fmt(c.threshold)}`;
     }
     const tr = row([
-      timeOf(e.at),
-      e.kind,
-      c ? c.policy : '',
+      el('td', timeOf(e.at), 'nowrap'),
+      el('td', e.kind, 'nowrap'),
+      el('td', c ? c.policy : '', 'nowrap'),
       metric,
-      c ? `${c.before} → ${c.after}` : '',
+      el('td', c ? `${c.before} → ${c.after}` : '', 'nowrap'),
       c ? c.reason : '',
       e.message,
     ]);
@@ -417,7 +418,7 @@ function svgEl(tag, attrs, text) {
  * range from 0 and the time range of all points; `empty` when nothing has two points.
  */
 function drawChart(svg, series, empty) {
-  const W = 600, H = 180, L = 44, R = 8, T = 10, B = 24;
+  const W = 600, H = 180, L = 44, R = 8, T = 24, B = 24;
   const nodes = [];
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) {
@@ -448,7 +449,7 @@ function drawChart(svg, series, empty) {
     const line = svgEl('polyline', { points: pts.join(' '), stroke: color, class: 'series' });
     line.dataset.series = s.label;
     nodes.push(line);
-    nodes.push(svgEl('text', { x: L + 6 + i * 150, y: T + 10, fill: color, class: 'legend' }, s.label));
+    nodes.push(svgEl('text', { x: L + 6 + i * 150, y: 14, fill: color, class: 'legend' }, s.label));
   });
   svg.replaceChildren(...nodes);
 }
@@ -468,7 +469,10 @@ function renderDesiredChart(group, events) {
   for (const e of events) {
     if (!e.cause || e.cause.before === e.cause.after) continue;
     const t = Date.parse(e.at);
-    if (points.length === 0) points.push([t, e.cause.before]);
+    // Before the first change listed the group had its `before`: since its creation
+    // when the list is whole (shorter than the limit asked for).
+    const since = events.length < EVENT_LIMIT ? Math.min(t, Date.parse(group.created_at)) : t;
+    if (points.length === 0) points.push([since, e.cause.before]);
     points.push([t, e.cause.after]);
   }
   if (points.length === 0) points.push([Date.parse(group.created_at), group.desired_capacity]);
