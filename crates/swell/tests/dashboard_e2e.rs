@@ -125,6 +125,33 @@ async fn text_until(c: &Browser<'_>, css: &str, what: &str, ok: impl Fn(&str) ->
     .await
 }
 
+/// Writes six five-minute cpu summaries of alpha's `web`, ending now, into the store of
+/// the stopped server; returns how many.
+async fn seed_load_history(s: &Swell) -> usize {
+    use swell_store::Store;
+    let store = swell_store::SqliteStore::open(&s.data_dir().join("swell.db"))
+        .await
+        .expect("the server's store");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64;
+    let summaries: Vec<swell_core::LoadSummary> = (0..6)
+        .map(|i| swell_core::LoadSummary {
+            at: swell_core::Timestamp::from_millis(now - (5 - i) * 300_000),
+            metric: swell_core::Metric::Cpu,
+            mean: 10.0 * (i + 1) as f64,
+            max: 15.0 * (i + 1) as f64,
+        })
+        .collect();
+    let tenant = swell_core::TenantId::new("alpha").expect("a tenant id");
+    store
+        .append_load_history(&tenant, "web", &summaries)
+        .await
+        .expect("load history written");
+    summaries.len()
+}
+
 /// Logs in through the form.
 async fn form_login(c: &Browser<'_>, tenant: &str, user: &str) {
     shown(c, "login-view").await;
@@ -141,7 +168,7 @@ async fn dashboard_in_chromium() {
     // Fail at once, with the install hint, when the browser is missing.
     tool("chromium", "SWELL_CHROMIUM");
     let driver = Driver::start(WAIT).await;
-    let s = Swell::start().await;
+    let mut s = Swell::start().await;
 
     // Two tenants: alpha (a member and a viewer), beta (an owner).
     for t in ["alpha", "beta"] {
@@ -167,9 +194,18 @@ async fn dashboard_in_chromium() {
     let evil = "/nonexistent/<script>window.pwned=1</script><b id=\"pwned\">x</b>";
     let mut doc = group_doc("markup", 1, 1, never_scale());
     doc["template"]["command"] = json!([evil]);
-    doc.as_object_mut().map(|d| d.remove("load_balancer"));
+    if let Some(d) = doc.as_object_mut() {
+        d.remove("load_balancer");
+    }
     let (st, g) = call(&s, &ann, reqwest::Method::POST, "/v1/groups", Some(doc)).await;
     assert_eq!(st, 201, "{g}");
+
+    // Load history is summarised every five minutes: half an hour of it is written into
+    // the stopped server's store, as the controller would have (the server adopts its
+    // instances again when it restarts).
+    s.stop().await;
+    let history = seed_load_history(&s).await;
+    s.restart().await;
 
     let c = driver.browser().await;
     c.goto(&s.url).await;
@@ -259,6 +295,15 @@ async fn dashboard_in_chromium() {
     )
     .await;
     assert_eq!(chart, 1, "the desired capacity chart");
+    // The load chart: one line of the seeded summaries, one point each.
+    let load = js(
+        &c,
+        "return [...document.querySelectorAll('#load-chart polyline')]
+            .map(l => [l.dataset.series, l.getAttribute('points').split(' ').length]);",
+        vec![],
+    )
+    .await;
+    assert_eq!(load, json!([["cpu (mean)", history]]), "the load chart");
 
     // Out of bounds: the API's 400 problem, shown as it is; nothing changes.
     c.type_into("#desired-input", "9").await;

@@ -18,22 +18,21 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// `name` from `$var`, else on the PATH, else a panic that says what to install.
 pub fn tool(name: &str, var: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(var) {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
+    let found = match std::env::var_os(var) {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
                 .map(|d| d.join(name))
                 .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the dashboard's browser test needs `{name}`, which is not on the PATH: \
-                 install Chromium and its WebDriver (Debian: `apt-get install -y chromium \
-                 chromium-driver`; scripts/test does it), or set {var}"
-            )
-        })
+        }),
+    };
+    found.unwrap_or_else(|| {
+        panic!(
+            "the dashboard's browser test needs `{name}`, which is not on the PATH (or not \
+             at ${var}): install Chromium and its WebDriver (Debian: `apt-get install -y \
+             chromium chromium-driver`; scripts/test does it)"
+        )
+    })
 }
 
 /// A `chromedriver` child in its own process group, so that the browsers it starts go
