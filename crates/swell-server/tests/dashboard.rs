@@ -62,6 +62,25 @@ async fn assets_are_public_with_strict_headers_and_the_api_still_needs_a_token()
     }
     assert!(ASSETS.iter().any(|a| a.path == "/"));
 
+    // HEAD has GET's rule (an uptime check of the page); another method is a 405.
+    let r = http
+        .head(format!("{base}/"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "content-security-policy"),
+        CONTENT_SECURITY_POLICY
+    );
+    let r = http
+        .post(format!("{base}/"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), 405);
+    assert_eq!(header(&r, "allow"), "GET");
+
     // A file that is not one of the dashboard's is not found.
     let r = http
         .get(format!("{base}/ui/secrets.json"))

@@ -163,12 +163,27 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     (Method::GET, "/ui/favicon.svg", Public),
 ];
 
-/// The rule of a matched route, if it has one.
+/// The rule of a matched route, if it has one. `HEAD` has `GET`'s rule: axum answers
+/// it with the `GET` handler, without the body.
 pub fn rule(method: &Method, template: &str) -> Option<Permission> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     RULES
         .iter()
         .find(|(m, t, _)| m == method && *t == template)
         .map(|(_, _, p)| *p)
+}
+
+/// The methods with a rule on `template` (the `Allow` of a 405).
+pub fn methods(template: &str) -> Vec<&'static Method> {
+    RULES
+        .iter()
+        .filter(|(_, t, _)| *t == template)
+        .map(|(m, _, _)| m)
+        .collect()
 }
 
 /// The permission table of `docs/api.md`, generated from [`RULES`].
@@ -199,6 +214,9 @@ mod tests {
                 asset.path
             );
         }
+        assert_eq!(rule(&Method::HEAD, "/"), Some(Public));
+        assert_eq!(rule(&Method::POST, "/"), None);
+        assert_eq!(methods("/"), [&Method::GET]);
         for (_, template, _) in RULES {
             assert!(
                 template.starts_with("/v1/")
