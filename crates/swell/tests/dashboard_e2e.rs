@@ -387,6 +387,14 @@ async fn dashboard_in_chromium() {
         assert!(!page.contains(trace), "beta's page shows `{trace}`");
     }
 
+    // Nothing in the browser's console but the refusals above (logged as failed loads):
+    // no script error, no Content-Security-Policy violation in the whole session.
+    let console = c.console().await;
+    let unexpected: Vec<&String> = console
+        .iter()
+        .filter(|m| !m.contains("Failed to load resource"))
+        .collect();
+    assert!(unexpected.is_empty(), "the browser's console: {console:#?}");
     c.close().await;
     eprintln!("dashboard_in_chromium took {:?}", started.elapsed());
 }

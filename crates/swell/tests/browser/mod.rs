@@ -111,6 +111,8 @@ impl Driver {
     pub async fn browser(&self) -> Browser<'_> {
         let chromium = tool("chromium", "SWELL_CHROMIUM");
         let caps = json!({"capabilities": {"alwaysMatch": {
+            // Keeps the console for `console()`.
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": chromium,
                 // Root in a container: no sandbox; no GPU; /dev/shm may be small.
@@ -206,6 +208,23 @@ impl Browser<'_> {
         self.cmd("/execute/sync", json!({"script": script, "args": args}))
             .await
             .unwrap_or_else(|e| panic!("running a script in the page: {e}"))
+    }
+
+    /// The console messages since the last call (chromedriver's log, not W3C):
+    /// uncaught errors and Content-Security-Policy violations show here.
+    pub async fn console(&self) -> Vec<String> {
+        let v = self
+            .cmd("/se/log", json!({"type": "browser"}))
+            .await
+            .unwrap_or_else(|e| panic!("reading the browser's console: {e}"));
+        v.as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| format!("{} {}", e["level"], e["message"]))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Ends the session (the browser quits).
