@@ -134,8 +134,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The `/v1` router. Every route goes through [`authorize`], which checks the route's
-/// rule in [`crate::auth::rules::RULES`].
+/// The `/v1` router, with the dashboard's static files ([`crate::dashboard`]). Every
+/// route goes through [`authorize`], which checks the route's rule in
+/// [`crate::auth::rules::RULES`].
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
@@ -161,6 +162,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/groups/{name}/load_balancer", get(load_balancer))
         .route("/v1/metrics", get(metrics))
         .merge(http_identity::routes())
+        .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
             authorize,

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod clock;
 pub mod controller;
+pub mod dashboard;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;

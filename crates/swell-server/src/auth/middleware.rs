@@ -2,7 +2,7 @@
 //! checks the route's rule in [`RULES`](super::rules::RULES), hands the principal to the
 //! handler, and records every mutating call in the audit log.
 
-use super::rules::{Permission, rule};
+use super::rules::{Permission, methods, rule};
 use super::{AuthError, Principal};
 use crate::http::problem;
 use crate::service::Service;
@@ -133,6 +133,25 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
 
     let Some(permission) = rule(&method, &template) else {
+        let allowed = methods(&template);
+        if !allowed.is_empty() {
+            // A known route with another method: the client's mistake, not a missing rule.
+            let allow = allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut r = problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                format!("`{template}` answers {allow}"),
+                None,
+            );
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            return r;
+        }
         tracing::error!(%method, template, "route without an authorization rule: refused");
         return problem(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -155,14 +155,35 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     (Method::POST, "/v1/api-keys", Role(Role::Owner)),
     (Method::DELETE, "/v1/api-keys/{key}", Role(Role::Owner)),
     (Method::GET, "/v1/audit", Role(Role::Owner)),
+    // The web dashboard's static files (`crate::dashboard::ASSETS`): the same for
+    // everyone, no data in them; the page calls the routes above with the user's token.
+    (Method::GET, "/", Public),
+    (Method::GET, "/ui/app.js", Public),
+    (Method::GET, "/ui/app.css", Public),
+    (Method::GET, "/ui/favicon.svg", Public),
 ];
 
-/// The rule of a matched route, if it has one.
+/// The rule of a matched route, if it has one. `HEAD` has `GET`'s rule: axum answers
+/// it with the `GET` handler, without the body.
 pub fn rule(method: &Method, template: &str) -> Option<Permission> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     RULES
         .iter()
         .find(|(m, t, _)| m == method && *t == template)
         .map(|(_, _, p)| *p)
+}
+
+/// The methods with a rule on `template` (the `Allow` of a 405).
+pub fn methods(template: &str) -> Vec<&'static Method> {
+    RULES
+        .iter()
+        .filter(|(_, t, _)| *t == template)
+        .map(|(m, _, _)| m)
+        .collect()
 }
 
 /// The permission table of `docs/api.md`, generated from [`RULES`].
@@ -175,4 +196,33 @@ pub fn permissions_markdown() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each dashboard file has a `Public` rule (else the middleware would refuse it),
+    /// and nothing else outside `/v1` has a rule.
+    #[test]
+    fn dashboard_assets_are_public_and_the_only_routes_outside_v1() {
+        for asset in crate::dashboard::ASSETS {
+            assert_eq!(
+                rule(&Method::GET, asset.path),
+                Some(Public),
+                "{}",
+                asset.path
+            );
+        }
+        assert_eq!(rule(&Method::HEAD, "/"), Some(Public));
+        assert_eq!(rule(&Method::POST, "/"), None);
+        assert_eq!(methods("/"), [&Method::GET]);
+        for (_, template, _) in RULES {
+            assert!(
+                template.starts_with("/v1/")
+                    || crate::dashboard::ASSETS.iter().any(|a| a.path == *template),
+                "{template}"
+            );
+        }
+    }
 }

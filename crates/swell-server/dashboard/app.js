@@ -1,0 +1,509 @@
+// The Swell dashboard: a client of the /v1 API and nothing more. The bearer token lives
+// in sessionStorage (gone with the tab); tenancy and roles are the API's, so this page
+// shows whatever the token may see and reports the API's refusals as they come.
+//
+// Every string from the API is rendered with textContent or as an attribute value,
+// never parsed as HTML, so a name or message holding markup shows as text. The
+// Content-Security-Policy forbids inline scripts and styles, so nothing here uses them.
+'use strict';
+
+const TOKEN_KEY = 'swell.token';
+const REFRESH_MS = 3000;
+const EVENT_LIMIT = 200; // the newest events fetched for the table and the chart
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const COLORS = ['#1f6feb', '#bf3989', '#1a7f37', '#9a6700', '#8250df'];
+
+/** An API answer that was not 2xx, with its application/problem+json body if any. */
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problemText(status, problem));
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+/** `403 Forbidden: detail`, as the API phrased it. */
+function problemText(status, problem) {
+  if (problem && typeof problem === 'object' && problem.title) {
+    return `${status} ${problem.title}: ${problem.detail || ''}`.trim();
+  }
+  return `HTTP ${status}`;
+}
+
+/** Calls the API with the session's token; resolves to the JSON body (or null). */
+async function api(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch (_) {
+      data = null;
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+const $ = (id) => document.getElementById(id);
+
+/** A new element with text content (never HTML). */
+function el(tag, text, className) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (className) e.className = className;
+  return e;
+}
+
+/** A table row of text cells. */
+function row(cells) {
+  const tr = document.createElement('tr');
+  for (const c of cells) tr.append(c instanceof Node ? c : el('td', c));
+  return tr;
+}
+
+function cell(child, className) {
+  const td = el('td', undefined, className);
+  td.append(child);
+  return td;
+}
+
+const path = (...parts) => parts.map(encodeURIComponent).join('/');
+
+/** `3s`, `5m`, `2h`, `4d`: how long ago an RFC 3339 time was. */
+function age(rfc3339) {
+  const ms = Date.now() - Date.parse(rfc3339);
+  if (!Number.isFinite(ms)) return '';
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+const timeOf = (rfc3339) => new Date(rfc3339).toLocaleTimeString();
+
+/** The `type`s of a group document's policies. */
+function policyTypes(group) {
+  const policies = (group.spec && group.spec.policies) || [];
+  return policies.map((p) => p.type).filter(Boolean).join(', ') || 'none';
+}
+
+/** One word for a group's state, from the API's counts. */
+function groupStatus(group) {
+  if (group.deleting) return 'deleting';
+  const c = group.instances || {};
+  const moving = [];
+  for (const s of ['pending', 'draining', 'terminating', 'paused']) {
+    if (c[s]) moving.push(`${c[s]} ${s}`);
+  }
+  if (moving.length === 0 && c.running === group.desired_capacity) return 'steady';
+  return moving.length ? `scaling (${moving.join(', ')})` : 'scaling';
+}
+
+// ---- views and navigation ----
+
+const VIEWS = ['login-view', 'groups-view', 'group-view'];
+let timer = null;
+let generation = 0; // bumped on every navigation: answers of an older view are dropped
+
+function show(view) {
+  $('loading').hidden = true;
+  for (const v of VIEWS) $(v).hidden = v !== view;
+}
+
+function stopRefresh() {
+  if (timer !== null) clearTimeout(timer);
+  timer = null;
+}
+
+/** Runs `load` now and every REFRESH_MS while the view it belongs to is shown. */
+function refreshLoop(load) {
+  const mine = ++generation;
+  stopRefresh();
+  const tick = async () => {
+    try {
+      await load(() => mine === generation);
+    } catch (e) {
+      // A 401 of a view already left (say, just after logging out) must not end the
+      // session that follows it.
+      if (mine !== generation || handleAuthError(e)) return;
+      console.error(e);
+    }
+    if (mine === generation) timer = setTimeout(tick, REFRESH_MS);
+  };
+  tick();
+}
+
+/** A 401 means the token is gone or expired: back to the login form. */
+function handleAuthError(e) {
+  if (e instanceof ApiError && e.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    route(`Logged out: ${e.message}`);
+    return true;
+  }
+  return false;
+}
+
+function route(loginMessage) {
+  stopRefresh();
+  generation++;
+  if (!sessionStorage.getItem(TOKEN_KEY)) {
+    showLogin(loginMessage || '');
+    return;
+  }
+  $('logout').hidden = false;
+  const hash = location.hash || '#/';
+  const m = hash.match(/^#\/groups\/([^/]+)$/);
+  if (m) {
+    let name;
+    try {
+      name = decodeURIComponent(m[1]);
+    } catch (_) {
+      location.hash = '#/';
+      return;
+    }
+    showGroup(name);
+  } else {
+    showGroups();
+  }
+}
+
+// ---- login and logout ----
+
+/** Empties every view, so that nothing of one session shows in the next. */
+function clearData() {
+  for (const id of ['groups-body', 'instances-body', 'events-body', 'load-chart', 'desired-chart']) {
+    $(id).replaceChildren();
+  }
+  for (const e of document.querySelectorAll('.summary dd, .error, [role=status], #group-name')) {
+    e.textContent = '';
+  }
+  $('desired-input').value = '';
+  for (const id of ['groups-empty', 'instances-empty', 'events-empty']) $(id).hidden = true;
+  $('groups-refreshed').textContent = '–';
+  $('group-refreshed').textContent = '–';
+}
+
+function showLogin(message) {
+  clearData();
+  $('logout').hidden = true;
+  $('who').textContent = '';
+  $('login-error').textContent = message;
+  show('login-view');
+}
+
+async function whoami() {
+  const w = await api('GET', '/v1/auth/whoami');
+  const role = w.admin ? 'admin' : w.role || 'no role';
+  $('who').textContent = `${w.principal} in tenant ${w.tenant} (${role})`;
+}
+
+/** Keeps `token` for this tab if the API accepts it, then opens the groups. */
+async function useToken(token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  try {
+    await whoami();
+  } catch (e) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    throw e;
+  }
+  $('login-password').value = '';
+  $('login-token').value = '';
+  if (location.hash !== '#/') location.hash = '#/';
+  else route();
+}
+
+async function submitting(form, action) {
+  const buttons = form.querySelectorAll('button');
+  buttons.forEach((b) => { b.disabled = true; });
+  $('login-error').textContent = '';
+  try {
+    await action();
+  } catch (e) {
+    $('login-error').textContent = e.message;
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+$('login-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  submitting(ev.target, async () => {
+    const answer = await api('POST', '/v1/auth/tokens', {
+      user: $('login-user').value,
+      password: $('login-password').value,
+      tenant: $('login-tenant').value,
+    });
+    await useToken(answer.token);
+  });
+});
+
+$('token-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  submitting(ev.target, () => useToken($('login-token').value.trim()));
+});
+
+$('logout').addEventListener('click', async () => {
+  // A login token is revoked on the server; an API key is only forgotten here (it
+  // lives until an owner deletes it).
+  try {
+    await api('DELETE', '/v1/auth/tokens/current');
+  } catch (_) {
+    // Already expired or an API key: nothing to revoke.
+  }
+  sessionStorage.removeItem(TOKEN_KEY);
+  route('Logged out.');
+});
+
+window.addEventListener('hashchange', () => route());
+
+// ---- the tenant's groups ----
+
+function showGroups() {
+  clearData();
+  show('groups-view');
+  if (!$('who').textContent) whoami().catch(handleAuthError);
+  refreshLoop(async (current) => {
+    let list;
+    try {
+      list = await api('GET', '/v1/groups');
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) throw e;
+      // Shown until the next refresh succeeds: a refusal, or the server out of reach.
+      if (current()) $('groups-error').textContent = e.message;
+      return;
+    }
+    if (!current()) return;
+    $('groups-error').textContent = '';
+    const body = $('groups-body');
+    const rows = list.groups.map((g) => {
+      const link = el('a', g.name);
+      link.href = `#/groups/${encodeURIComponent(g.name)}`;
+      const tr = row([
+        cell(link),
+        g.spec && g.spec.provider,
+        el('td', g.spec && g.spec.min, 'num'),
+        el('td', g.desired_capacity, 'num'),
+        el('td', g.spec && g.spec.max, 'num'),
+        el('td', (g.instances && g.instances.running) || 0, 'num'),
+        policyTypes(g),
+        groupStatus(g),
+      ]);
+      tr.dataset.group = g.name;
+      return tr;
+    });
+    body.replaceChildren(...rows);
+    $('groups-empty').hidden = rows.length > 0;
+    $('groups-refreshed').textContent = new Date().toLocaleTimeString();
+  });
+}
+
+// ---- one group ----
+
+let desiredEdited = false;
+$('desired-input').addEventListener('input', () => { desiredEdited = true; });
+
+function showGroup(name) {
+  show('group-view');
+  if (!$('who').textContent) whoami().catch(handleAuthError);
+  clearData();
+  $('group-name').textContent = name;
+  $('desired-form').dataset.group = name;
+  desiredEdited = false;
+  refreshLoop(async (current) => {
+    const base = `/v1/groups/${path(name)}`;
+    let group, instances, events, history;
+    try {
+      [group, instances, events, history] = await Promise.all([
+        api('GET', base),
+        api('GET', `${base}/instances`),
+        api('GET', `${base}/events?limit=${EVENT_LIMIT}`),
+        api('GET', `${base}/metrics/history`),
+      ]);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) throw e;
+      // Shown until the next refresh succeeds: a refusal, or the server out of reach.
+      if (current()) $('group-error').textContent = e.message;
+      return;
+    }
+    if (!current()) return;
+    $('group-error').textContent = '';
+    renderGroup(group);
+    renderInstances(instances.instances);
+    renderEvents(events.events);
+    renderLoadChart(history.summaries);
+    renderDesiredChart(group, events.events);
+    $('group-refreshed').textContent = new Date().toLocaleTimeString();
+  });
+}
+
+function renderGroup(g) {
+  const spec = g.spec || {};
+  $('group-provider').textContent = spec.provider || '';
+  $('group-min').textContent = spec.min;
+  $('group-desired').textContent = g.desired_capacity;
+  $('group-max').textContent = spec.max;
+  $('group-running').textContent = (g.instances && g.instances.running) || 0;
+  $('group-policies').textContent = policyTypes(g);
+  $('group-status').textContent = groupStatus(g);
+  $('group-lb').textContent = g.load_balancer || 'none';
+  // No min/max on the input: the API checks the bounds and its answer is shown.
+  if (!desiredEdited) $('desired-input').value = g.desired_capacity;
+}
+
+function renderInstances(list) {
+  const rows = list.map((i) => {
+    const tr = row([
+      el('td', i.id, 'mono'),
+      el('td', i.status, `status-${i.status}`),
+      i.address || '',
+      age(i.created_at),
+    ]);
+    tr.dataset.instance = i.id;
+    tr.dataset.status = i.status;
+    return tr;
+  });
+  $('instances-body').replaceChildren(...rows);
+  $('instances-empty').hidden = rows.length > 0;
+}
+
+function renderEvents(list) {
+  const newest = list.slice(-50).reverse();
+  const rows = newest.map((e) => {
+    const c = e.cause;
+    let metric = '';
+    if (c && c.metric) {
+      metric = `${c.metric} = ${fmt(c.value)}`;
+      if (c.threshold !== null && c.threshold !== undefined) metric += ` / ${fmt(c.threshold)}`;
+    }
+    const tr = row([
+      el('td', timeOf(e.at), 'nowrap'),
+      el('td', e.kind, 'nowrap'),
+      el('td', c ? c.policy : '', 'nowrap'),
+      metric,
+      el('td', c ? `${c.before} → ${c.after}` : '', 'nowrap'),
+      c ? c.reason : '',
+      e.message,
+    ]);
+    tr.dataset.event = e.id;
+    return tr;
+  });
+  $('events-body').replaceChildren(...rows);
+  $('events-empty').hidden = rows.length > 0;
+}
+
+const fmt = (v) => (typeof v === 'number' ? String(Math.round(v * 100) / 100) : '–');
+
+// ---- charts (SVG built node by node) ----
+
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = String(text);
+  return e;
+}
+
+/**
+ * Draws `series` ([{label, points: [[ms, value]…], step}]) into `svg`, with the value
+ * range from 0 and the time range of all points; `empty` when nothing has two points.
+ */
+function drawChart(svg, series, empty) {
+  const W = 600, H = 180, L = 44, R = 8, T = 24, B = 24;
+  const nodes = [];
+  const all = series.flatMap((s) => s.points);
+  if (all.length === 0) {
+    nodes.push(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'label' }, empty));
+    svg.replaceChildren(...nodes);
+    return;
+  }
+  let t0 = Math.min(...all.map((p) => p[0]));
+  let t1 = Math.max(...all.map((p) => p[0]));
+  if (t1 <= t0) t1 = t0 + 1000;
+  let vmax = Math.max(...all.map((p) => p[1]));
+  if (!(vmax > 0)) vmax = 1;
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => H - B - (v / vmax) * (H - T - B);
+  nodes.push(svgEl('line', { x1: L, y1: H - B, x2: W - R, y2: H - B, class: 'axis' }));
+  nodes.push(svgEl('line', { x1: L, y1: T, x2: L, y2: H - B, class: 'axis' }));
+  nodes.push(svgEl('text', { x: L - 4, y: T + 8, 'text-anchor': 'end', class: 'label' }, fmt(vmax)));
+  nodes.push(svgEl('text', { x: L - 4, y: H - B, 'text-anchor': 'end', class: 'label' }, '0'));
+  nodes.push(svgEl('text', { x: L, y: H - 6, class: 'label' }, new Date(t0).toLocaleTimeString()));
+  nodes.push(svgEl('text', { x: W - R, y: H - 6, 'text-anchor': 'end', class: 'label' }, new Date(t1).toLocaleTimeString()));
+  series.forEach((s, i) => {
+    const color = COLORS[i % COLORS.length];
+    const pts = [];
+    s.points.forEach(([t, v], k) => {
+      if (s.step && k > 0) pts.push(`${x(t)},${y(s.points[k - 1][1])}`);
+      pts.push(`${x(t)},${y(v)}`);
+    });
+    const line = svgEl('polyline', { points: pts.join(' '), stroke: color, class: 'series' });
+    line.dataset.series = s.label;
+    nodes.push(line);
+    nodes.push(svgEl('text', { x: L + 6 + i * 150, y: 14, fill: color, class: 'legend' }, s.label));
+  });
+  svg.replaceChildren(...nodes);
+}
+
+function renderLoadChart(summaries) {
+  const byMetric = new Map();
+  for (const s of summaries) {
+    if (!byMetric.has(s.metric)) byMetric.set(s.metric, []);
+    byMetric.get(s.metric).push([Date.parse(s.at), s.mean]);
+  }
+  const series = [...byMetric].map(([metric, points]) => ({ label: `${metric} (mean)`, points }));
+  drawChart($('load-chart'), series, 'No load history yet: it is summarised every five minutes.');
+}
+
+function renderDesiredChart(group, events) {
+  const points = [];
+  for (const e of events) {
+    if (!e.cause || e.cause.before === e.cause.after) continue;
+    const t = Date.parse(e.at);
+    // Before the first change listed the group had its `before`: since its creation
+    // when the list is whole (shorter than the limit asked for).
+    const since = events.length < EVENT_LIMIT ? Math.min(t, Date.parse(group.created_at)) : t;
+    if (points.length === 0) points.push([since, e.cause.before]);
+    points.push([t, e.cause.after]);
+  }
+  if (points.length === 0) points.push([Date.parse(group.created_at), group.desired_capacity]);
+  points.push([Date.now(), group.desired_capacity]);
+  drawChart($('desired-chart'), [{ label: 'desired_capacity', points, step: true }], '');
+}
+
+// ---- setting the desired capacity ----
+
+$('desired-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const name = ev.target.dataset.group;
+  const button = $('desired-submit');
+  const value = Number($('desired-input').value);
+  $('desired-error').textContent = '';
+  $('desired-result').textContent = '';
+  if (!Number.isInteger(value) || value < 0) {
+    $('desired-error').textContent = 'desired_capacity must be a whole number ≥ 0';
+    return;
+  }
+  button.disabled = true;
+  try {
+    const g = await api('PUT', `/v1/groups/${path(name)}/desired_capacity`, { desired_capacity: value });
+    desiredEdited = false;
+    renderGroup(g);
+    $('desired-result').textContent = `desired_capacity is now ${g.desired_capacity}`;
+  } catch (e) {
+    if (!handleAuthError(e)) $('desired-error').textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+route();
