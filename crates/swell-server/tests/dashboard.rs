@@ -18,6 +18,7 @@ async fn start(dir: &Path) -> Server {
         secret_key_file: None,
         docker_engines: Vec::new(),
         openstack: None,
+        database_url: None,
     })
     .await
     .expect("the server starts")
