@@ -167,7 +167,7 @@ pub struct PushMetrics {
 #[serde(deny_unknown_fields)]
 pub struct PushedSample {
     /// The metric (`cpu`, `memory`, `request_rate`, `request_rate_per_instance`,
-    /// `in_flight`, `latency_p99`, `error_rate`).
+    /// `in_flight`, `latency_p99`, `error_rate`, `steal`).
     pub metric: String,
     /// The value, in the metric's unit (percent for `cpu`); must be finite.
     pub value: f64,

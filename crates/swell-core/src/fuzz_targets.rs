@@ -47,6 +47,24 @@ pub fn trace(data: &[u8]) {
     );
 }
 
+/// `swell_core::top::parse_top` (a `top` output read from an instance over SSH): an
+/// accepted output gives a busy share and a steal share within [0, 100], and the same
+/// text parses the same way again.
+pub fn top_output(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(reading) = crate::top::parse_top(&text) else {
+        return;
+    };
+    assert!(
+        (0.0..=100.0).contains(&reading.cpu),
+        "{text:?}: {reading:?}"
+    );
+    if let Some(st) = reading.steal {
+        assert!((0.0..=100.0).contains(&st), "{text:?}: {reading:?}");
+    }
+    assert_eq!(crate::top::parse_top(&text), Ok(reading), "{text:?}");
+}
+
 /// `swell_core::duration::parse`: an accepted duration formats back to text that parses
 /// to the same duration, and fits in milliseconds (what timestamps and the store use).
 pub fn duration(data: &[u8]) {

@@ -533,6 +533,116 @@ pub struct GroupSpec {
     /// The group's load balancer, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerSpec>,
+    /// Where else the worker reads its instances' metrics (an `ssh` source running
+    /// `top`); their readings replace the provider's for the metrics they give.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric_sources: Vec<MetricSourceSpec>,
+}
+
+/// A metric source of a group, besides its provider, its load balancer and pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetricSourceSpec {
+    /// Runs a command (`top`) on every running instance over SSH and reads `cpu`
+    /// (100 − idle) and `steal` from its output (seeds 0 and 2).
+    Ssh(SshSourceSpec),
+}
+
+impl MetricSourceSpec {
+    /// The source's kind, as in `type:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetricSourceSpec::Ssh(_) => "ssh",
+        }
+    }
+
+    /// Checks the source's rules (fields relative to the source).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            MetricSourceSpec::Ssh(s) => s.validate(),
+        }
+    }
+}
+
+/// The `ssh` metric source: `ssh -p PORT -i PRIVATE_KEY_FILE USER@ADDRESS COMMAND` for
+/// each running instance, at each `metrics_interval`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSourceSpec {
+    /// The login on the instances (`cirros` for CirrOS, `root`, `ubuntu` …).
+    pub user: String,
+    /// The SSH port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// The private key, a file on the Swell server (absolute path), whose public key the
+    /// instances authorize (e.g. through `template.openstack.key_name`).
+    pub private_key_file: String,
+    /// The command run on the instance; its output must hold a `top` CPU summary.
+    #[serde(default = "default_ssh_command")]
+    pub command: String,
+    /// The longest one read may take, connection included; a slower read fails.
+    #[serde(with = "serde_human", default = "default_ssh_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_ssh_command() -> String {
+    "top -bn1".into()
+}
+fn default_ssh_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl SshSourceSpec {
+    /// Checks the rules (fields relative to the source).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let user_ok = !self.user.is_empty()
+            && self.user.len() <= 32
+            && !self.user.starts_with('-')
+            && self
+                .user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !user_ok {
+            return Err(ValidationError::new(
+                "user",
+                format!(
+                    "`{}` must be 1-32 letters, digits, '.', '_' or '-', not starting with '-'",
+                    self.user
+                ),
+            ));
+        }
+        if self.port == 0 {
+            return Err(ValidationError::new("port", "must be 1-65535"));
+        }
+        if !self.private_key_file.starts_with('/') || self.private_key_file.contains('\0') {
+            return Err(ValidationError::new(
+                "private_key_file",
+                format!(
+                    "`{}` must be an absolute path on the Swell server",
+                    self.private_key_file
+                ),
+            ));
+        }
+        if self.command.trim().is_empty()
+            || self.command.len() > 1024
+            || self.command.contains('\0')
+        {
+            return Err(ValidationError::new(
+                "command",
+                "must be 1-1024 characters without NUL (e.g. top -bn1)",
+            ));
+        }
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(600) {
+            return Err(ValidationError::new(
+                "timeout",
+                "must be between 100ms and 10m",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_provider() -> String {
@@ -674,6 +784,19 @@ impl GroupSpec {
         }
         if let Some(lb) = &self.load_balancer {
             lb.validate().map_err(|e| e.within("load_balancer"))?;
+        }
+        for (i, s) in self.metric_sources.iter().enumerate() {
+            let field = format!("metric_sources[{i}]");
+            if self.metric_sources[..i]
+                .iter()
+                .any(|t| t.kind() == s.kind())
+            {
+                return Err(ValidationError::new(
+                    field,
+                    format!("only one `{}` source per group", s.kind()),
+                ));
+            }
+            s.validate().map_err(|e| e.within(&field))?;
         }
         Ok(())
     }
@@ -862,5 +985,74 @@ mod tests {
         let os = serde_json::json!({"command": ["app"], "image": "cirros",
                                     "openstack": {"flavor": "m1.tiny"}});
         assert_eq!(group(serde_json::json!(["openstack"]), os), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    fn with_source(source: serde_json::Value) -> Result<GroupSpec, String> {
+        serde_json::from_value::<GroupSpec>(serde_json::json!({
+            "name": "lab", "max": 4, "template": {"command": ["app"]},
+            "metric_sources": [source]
+        }))
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ssh_source_defaults_and_rules() {
+        let g = with_source(serde_json::json!({
+            "type": "ssh", "user": "cirros", "private_key_file": "/etc/swell/id_ed25519"
+        }))
+        .unwrap();
+        let MetricSourceSpec::Ssh(s) = &g.metric_sources[0];
+        assert_eq!(
+            (s.port, s.command.as_str(), s.timeout),
+            (22, "top -bn1", Duration::from_secs(10))
+        );
+        g.validate().unwrap();
+        // Unknown fields and kinds are refused by the parser.
+        let unknown = serde_json::json!({"type": "ssh", "user": "u",
+            "private_key_file": "/k", "password": "gocubsgo"});
+        assert!(with_source(unknown).unwrap_err().contains("password"));
+        assert!(with_source(serde_json::json!({"type": "snmp"})).is_err());
+        let check = |edit: &dyn Fn(&mut SshSourceSpec), field: &str, rule: &str| {
+            let mut g = g.clone();
+            let MetricSourceSpec::Ssh(s) = &mut g.metric_sources[0];
+            edit(s);
+            let err = g.validate().unwrap_err();
+            assert_eq!(err.field, field);
+            assert!(err.rule.contains(rule), "{}", err.rule);
+        };
+        check(
+            &|s| s.user = "-oProxyCommand=x".into(),
+            "metric_sources[0].user",
+            "letters",
+        );
+        check(&|s| s.user.clear(), "metric_sources[0].user", "1-32");
+        check(&|s| s.port = 0, "metric_sources[0].port", "1-65535");
+        check(
+            &|s| s.private_key_file = "id_rsa".into(),
+            "metric_sources[0].private_key_file",
+            "absolute",
+        );
+        check(
+            &|s| s.command = " ".into(),
+            "metric_sources[0].command",
+            "1-1024",
+        );
+        check(
+            &|s| s.timeout = Duration::ZERO,
+            "metric_sources[0].timeout",
+            "100ms",
+        );
+        let mut twice = g.clone();
+        twice.metric_sources.push(g.metric_sources[0].clone());
+        let err = twice.validate().unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.rule.as_str()),
+            ("metric_sources[1]", "only one `ssh` source per group")
+        );
     }
 }

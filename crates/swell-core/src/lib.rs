@@ -17,12 +17,13 @@ pub mod placement;
 pub mod policy;
 pub mod sim;
 pub mod time;
+pub mod top;
 
 pub use event::{Cause, EventKind};
 pub use group::{
     Capacity, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
-    LoadBalancerSpec, OpenStackTemplate, PassiveEjectionSpec, SecurityGroupRule, Template,
-    ValidationError,
+    LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec, SecurityGroupRule,
+    SshSourceSpec, Template, ValidationError,
 };
 pub use ids::{GroupName, InstanceId, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};

@@ -26,6 +26,10 @@ pub enum Metric {
     LatencyP99,
     /// Share of requests answered with a 5xx, percent.
     ErrorRate,
+    /// CPU steal time, percent: how long a VM's virtual CPUs waited for the hypervisor
+    /// (seed 1), averaged over the group's counted instances like `cpu`. Read by the
+    /// `ssh` metric source from `top`, or pushed by an agent.
+    Steal,
 }
 
 impl Metric {
@@ -39,6 +43,7 @@ impl Metric {
             Metric::InFlight => "in_flight",
             Metric::LatencyP99 => "latency_p99",
             Metric::ErrorRate => "error_rate",
+            Metric::Steal => "steal",
         }
     }
 }

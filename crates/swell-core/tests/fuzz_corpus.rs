@@ -13,6 +13,7 @@ fuzz_corpus_tests! { cases: 2000;
     traces_hold: "trace" => targets::trace, at_least 9;
     durations_hold: "duration" => targets::duration, at_least 5;
     json_group_specs_hold: "group_spec" => targets::group_spec_json, at_least 3;
+    top_outputs_hold: "top_output" => targets::top_output, at_least 6;
 }
 
 /// The replay and the mutations must be able to fail: an invariant broken on purpose is

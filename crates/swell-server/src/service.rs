@@ -560,6 +560,7 @@ pub const PUSHABLE_METRICS: &[&str] = &[
     "in_flight",
     "latency_p99",
     "error_rate",
+    "steal",
 ];
 
 /// One pushed reading as the HTTP layer received it, before validation.

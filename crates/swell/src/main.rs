@@ -240,7 +240,7 @@ enum MetricsCmd {
         /// The group.
         group: String,
         /// The metric: cpu, memory, request_rate, request_rate_per_instance, in_flight,
-        /// latency_p99 or error_rate.
+        /// latency_p99, error_rate or steal.
         metric: String,
         /// The value, in the metric's unit (percent for cpu).
         value: f64,
