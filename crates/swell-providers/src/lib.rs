@@ -11,6 +11,9 @@ pub mod docker;
 pub mod fuzz_targets;
 pub mod openstack;
 pub mod process;
+pub mod ssh;
+#[doc(hidden)]
+pub mod test_sshd;
 
 use async_trait::async_trait;
 use std::net::SocketAddr;
