@@ -577,7 +577,8 @@ pub struct SshSourceSpec {
     /// The private key, a file on the Swell server (absolute path), whose public key the
     /// instances authorize (e.g. through `template.openstack.key_name`).
     pub private_key_file: String,
-    /// The command run on the instance; its output must hold a `top` CPU summary.
+    /// The command run on the instance; its output must hold a `top` CPU summary (the
+    /// last one counts).
     #[serde(default = "default_ssh_command")]
     pub command: String,
     /// The longest one read may take, connection included; a slower read fails.
@@ -589,7 +590,9 @@ fn default_ssh_port() -> u16 {
     22
 }
 fn default_ssh_command() -> String {
-    "top -bn1".into()
+    // Two frames a second apart: the last one counts, and procps's first frame is not
+    // a measurement (it covers the moments since `top` started).
+    "top -bn2 -d1".into()
 }
 fn default_ssh_timeout() -> Duration {
     Duration::from_secs(10)
@@ -1009,7 +1012,7 @@ mod source_tests {
         let MetricSourceSpec::Ssh(s) = &g.metric_sources[0];
         assert_eq!(
             (s.port, s.command.as_str(), s.timeout),
-            (22, "top -bn1", Duration::from_secs(10))
+            (22, "top -bn2 -d1", Duration::from_secs(10))
         );
         g.validate().unwrap();
         // Unknown fields and kinds are refused by the parser.

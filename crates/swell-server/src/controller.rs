@@ -14,12 +14,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use swell_core::metrics::{InstanceReading, group_average};
+use swell_core::top::TopCpu;
 use swell_core::{
     DecisionKind, EventKind, GroupState, InstanceId, InstanceStatus, LearnedState, Lifecycle,
     LoadSummarizer, LoadSummary, Metric, MetricSample, MetricWindow, PolicyEngine, TenantId,
     Timestamp,
 };
 use swell_core::{HealthCheckType, LbAlgorithm, LbProtocol, LoadBalancerSpec};
+use swell_core::{MetricSourceSpec, SshSourceSpec};
 use swell_lb::{
     Algorithm, Backend, HealthCheck, HealthCheckKind, LbConfig, LoadBalancer, PassiveEjection,
     Protocol,
@@ -43,6 +45,10 @@ pub struct ControllerOptions {
     /// Stop every instance when the server shuts down (default: leave them running and
     /// adopt them at the next start).
     pub stop_instances_on_exit: bool,
+    /// Where the `ssh` metric source keeps one known_hosts file per instance (`swell
+    /// serve`: `<data_dir>/known_hosts`); `None`: `swell-known_hosts` in the system's
+    /// temporary directory.
+    pub known_hosts_dir: Option<std::path::PathBuf>,
 }
 
 /// The providers by name.
@@ -64,7 +70,20 @@ pub enum WorkerInput {
     },
     /// Readings pushed through the API, already validated by the service.
     Metrics(Vec<PushedReading>),
+    /// A round of the group's `ssh` metric source finished.
+    SourceRound(SourceRound),
 }
+
+/// The outcome of one round of a group's `ssh` metric source: one read per running
+/// instance, done concurrently off the worker's loop.
+#[derive(Debug)]
+pub struct SourceRound {
+    /// Each instance's reading, or why it failed.
+    pub reads: Vec<(InstanceId, Result<TopCpu, String>)>,
+}
+
+/// Reads of one `ssh` source round that run at once.
+const SSH_READS_AT_ONCE: usize = 16;
 
 /// One reading pushed through `POST /v1/groups/{name}/metrics` (an agent, a script, a
 /// test: OpenStack's fake servers run nothing a provider could measure).
@@ -347,6 +366,9 @@ impl Controller {
         let lb_spec = lb.as_ref().and(group.spec.load_balancer.clone());
         let lb = Arc::new(Mutex::new(lb));
         let worker = GroupWorker {
+            tx: tx.clone(),
+            source_round: None,
+            source_problem: None,
             controller: self.clone(),
             key: key.clone(),
             status: status.clone(),
@@ -619,6 +641,12 @@ impl Retirement {
 
 /// One group's worker: metrics, decisions and reconciliation, serialised.
 struct GroupWorker {
+    /// The worker's own input, for the `ssh` source's rounds to report back.
+    tx: mpsc::UnboundedSender<WorkerInput>,
+    /// The `ssh` source's round under way (one at a time).
+    source_round: Option<tokio::task::JoinHandle<()>>,
+    /// What went wrong in the `ssh` source's last round, shown in the worker's status.
+    source_problem: Option<String>,
     controller: Arc<Controller>,
     key: GroupKey,
     status: Arc<Mutex<String>>,
@@ -654,8 +682,12 @@ struct GroupWorker {
 
 impl GroupWorker {
     fn set_status(&self, s: impl Into<String>) {
+        let mut s = s.into();
+        if let Some(problem) = &self.source_problem {
+            s = format!("{s}; metric source: {problem}");
+        }
         if let Ok(mut st) = self.status.lock() {
-            *st = s.into();
+            *st = s;
         }
     }
 
@@ -740,6 +772,10 @@ impl GroupWorker {
                         self.take_pushed(readings).await;
                         false
                     }
+                    WorkerInput::SourceRound(round) => {
+                        self.take_source_round(round).await;
+                        false
+                    }
                 },
                 Some(joined) = self.retiring.join_next(), if !self.retiring.is_empty() => {
                     if let Ok(id) = joined {
@@ -757,6 +793,9 @@ impl GroupWorker {
         self.unsaved.extend(last);
         if let Some(group) = self.load().await {
             self.save_memory(&group).await;
+        }
+        if let Some(round) = self.source_round.take() {
+            round.abort();
         }
         // Retirements in flight are abandoned here: their rows say `draining` or
         // `terminating`, and recovery at the next start finishes them.
@@ -989,9 +1028,17 @@ impl GroupWorker {
                 Err(e) => tracing::debug!(group = %group.spec.name, "provider metrics: {e}"),
             }
         }
+        let ssh = ssh_source(&group.spec);
         if let Ok(mut latest) = c.latest.write() {
             for (id, m) in &readings {
-                latest.insert(id.clone(), *m);
+                let mut m = *m;
+                // An `ssh` source's CPU reading stands until its next round.
+                if ssh.is_some()
+                    && let Some(old) = latest.get(id)
+                {
+                    m.cpu_percent = old.cpu_percent;
+                }
+                latest.insert(id.clone(), m);
             }
         }
         let by_id: HashMap<&InstanceId, &InstanceMetrics> =
@@ -1003,7 +1050,8 @@ impl GroupWorker {
             ),
             (Metric::Memory, |m| m.memory_mb),
         ] {
-            if pushed.contains(&metric) {
+            // An `ssh` source speaks for `cpu` (its rounds feed the window).
+            if pushed.contains(&metric) || (ssh.is_some() && metric == Metric::Cpu) {
                 continue;
             }
             let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
@@ -1012,6 +1060,11 @@ impl GroupWorker {
             if let Some(sample) = sample {
                 self.observe(sample);
             }
+        }
+        if let Some(source) = ssh {
+            self.start_source_round(source, &running);
+        } else {
+            self.source_problem = None;
         }
         // The load balancer's traffic, as scaling metrics.
         if let Some(lb) = self.lb() {
@@ -1036,6 +1089,160 @@ impl GroupWorker {
                     value,
                     instances: running.len() as u32,
                 });
+            }
+        }
+        self.save_memory(&group).await;
+    }
+
+    /// Starts a round of the `ssh` source over the running instances, unless the last
+    /// one is still under way: every read runs off the worker's loop (at most
+    /// [`SSH_READS_AT_ONCE`] at a time, each bounded by the source's timeout) and the
+    /// round reports back as [`WorkerInput::SourceRound`].
+    fn start_source_round(&mut self, source: SshSourceSpec, running: &[&InstanceRecord]) {
+        if self.source_round.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let dir = self
+            .controller
+            .options
+            .known_hosts_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("swell-known_hosts"));
+        let targets: Vec<(InstanceId, Option<String>)> = running
+            .iter()
+            .map(|i| {
+                let host = i.address.as_deref().and_then(swell_providers::ssh::host_of);
+                (i.id.clone(), host)
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let tx = self.tx.clone();
+        let cancel = self.controller.cancel.clone();
+        self.source_round = Some(tokio::spawn(async move {
+            let source = Arc::new(source);
+            let limit = Arc::new(tokio::sync::Semaphore::new(SSH_READS_AT_ONCE));
+            let mut reads = JoinSet::new();
+            for (id, host) in targets {
+                let (source, limit, dir) = (source.clone(), limit.clone(), dir.clone());
+                reads.spawn(async move {
+                    let Some(host) = host else {
+                        return (id, Err("the instance has no IP address".to_string()));
+                    };
+                    let Ok(_permit) = limit.acquire_owned().await else {
+                        return (id, Err("stopped".to_string()));
+                    };
+                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                        return (id, Err(format!("{}: {e}", dir.display())));
+                    }
+                    let known = dir.join(id.as_str());
+                    let read = swell_providers::ssh::read_top(&source, &host, &known).await;
+                    (id, read.map_err(|e| e.to_string()))
+                });
+            }
+            let mut round = SourceRound { reads: Vec::new() };
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = reads.join_next() => match next {
+                        Some(Ok(read)) => round.reads.push(read),
+                        Some(Err(_)) => {}
+                        None => break,
+                    },
+                }
+            }
+            let _ = tx.send(WorkerInput::SourceRound(round));
+        }));
+    }
+
+    /// Feeds a finished `ssh` round into the window: `cpu` and `steal` averaged over the
+    /// instances it read that are still running and out of warmup, unless a fresh push
+    /// speaks for the metric. Failed reads are shown in the worker's status.
+    async fn take_source_round(&mut self, round: SourceRound) {
+        let Some(group) = self.load().await else {
+            return;
+        };
+        let failed: Vec<String> = round
+            .reads
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
+            .collect();
+        let problem = (!failed.is_empty()).then(|| {
+            format!(
+                "ssh: {} of {} instances unreadable ({})",
+                failed.len(),
+                round.reads.len(),
+                failed.join("; ")
+            )
+        });
+        if problem != self.source_problem {
+            match &problem {
+                Some(p) => tracing::warn!(group = %group.spec.name, "metric source {p}"),
+                None => {
+                    tracing::info!(group = %group.spec.name, "metric source ssh: all reads succeed again")
+                }
+            }
+        }
+        self.source_problem = problem;
+        let status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let base = status
+            .split("; metric source: ")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        self.set_status(base);
+        let ok: HashMap<&InstanceId, TopCpu> = round
+            .reads
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().ok().map(|t| (id, *t)))
+            .collect();
+        if let Ok(mut latest) = self.controller.latest.write() {
+            for (id, t) in &ok {
+                let m = latest.entry((*id).clone()).or_insert(InstanceMetrics {
+                    cpu_percent: 0.0,
+                    memory_mb: 0.0,
+                });
+                m.cpu_percent = t.cpu;
+            }
+        }
+        let c = self.controller.clone();
+        let Ok(instances) = c
+            .store
+            .list_instances(&group.tenant, &group.spec.name, false)
+            .await
+        else {
+            return;
+        };
+        let running: Vec<&InstanceRecord> = instances
+            .iter()
+            .filter(|i| i.status == InstanceStatus::Running)
+            .collect();
+        let now = c.clock.now();
+        let freshness = group.spec.metrics_interval.saturating_mul(2);
+        for (metric, pick) in [
+            (
+                Metric::Cpu,
+                (|t: &TopCpu| Some(t.cpu)) as fn(&TopCpu) -> Option<f64>,
+            ),
+            (Metric::Steal, |t| t.steal),
+        ] {
+            let pushed_fresh = self
+                .pushed_group
+                .get(&metric)
+                .is_some_and(|at| now.since(*at) <= freshness)
+                || self
+                    .pushed_instance
+                    .iter()
+                    .any(|((m, _), (_, at))| *m == metric && now.since(*at) <= freshness);
+            if pushed_fresh {
+                continue;
+            }
+            let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
+                ok.get(&i.id).and_then(pick)
+            });
+            if let Some(sample) = sample {
+                self.observe(sample);
             }
         }
         self.save_memory(&group).await;
@@ -2184,6 +2391,14 @@ fn average_sample(
         metric,
         value,
         instances,
+    })
+}
+
+/// The group's `ssh` metric source, if it has one.
+#[allow(clippy::unnecessary_find_map)] // `ssh` is the only kind so far
+fn ssh_source(spec: &swell_core::GroupSpec) -> Option<SshSourceSpec> {
+    spec.metric_sources.iter().find_map(|s| match s {
+        MetricSourceSpec::Ssh(ssh) => Some(ssh.clone()),
     })
 }
 

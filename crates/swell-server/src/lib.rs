@@ -246,6 +246,7 @@ impl Server {
             clock.clone(),
             ControllerOptions {
                 stop_instances_on_exit: config.stop_instances_on_exit,
+                known_hosts_dir: Some(data_dir.join("known_hosts")),
             },
         );
         let listener = tokio::net::TcpListener::bind(config.listen)

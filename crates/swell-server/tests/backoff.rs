@@ -232,6 +232,7 @@ async fn setup_with(
         clock.clone(),
         ControllerOptions {
             stop_instances_on_exit: false,
+            known_hosts_dir: None,
         },
     );
     controller.start().await.unwrap();
@@ -579,6 +580,7 @@ async fn setup_quota(fakes: Vec<Arc<Fake>>, quota: Quota) -> (Arc<Service>, Arc<
         clock.clone(),
         ControllerOptions {
             stop_instances_on_exit: false,
+            known_hosts_dir: None,
         },
     );
     controller.start().await.unwrap();

@@ -64,6 +64,7 @@ async fn start(
         clock.clone(),
         ControllerOptions {
             stop_instances_on_exit,
+            known_hosts_dir: None,
         },
     );
     controller.start().await.unwrap();

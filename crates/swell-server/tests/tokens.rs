@@ -77,6 +77,7 @@ async fn serve(dir: &Path) -> Env {
         clock.clone(),
         ControllerOptions {
             stop_instances_on_exit: false,
+            known_hosts_dir: None,
         },
     );
     controller.start().await.unwrap();
