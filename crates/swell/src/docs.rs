@@ -140,6 +140,26 @@ mod tests {
         assert_eq!(doc.groups[0].max, 3);
     }
 
+    /// docs/metrics.md's seed examples are real group documents.
+    #[test]
+    fn metric_source_examples_parse_and_validate() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/metrics.md");
+        let text = std::fs::read_to_string(path).expect("docs/metrics.md");
+        let groups: Vec<&str> = text
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.starts_with("name:"))
+            .collect();
+        assert_eq!(groups.len(), 3, "seeds 0, 1 and 2");
+        for block in groups {
+            let g: GroupSpec = parse(block, "docs/metrics.md").unwrap_or_else(|e| panic!("{e:#}"));
+            g.validate()
+                .unwrap_or_else(|e| panic!("group {}: {e}", g.name));
+            assert_eq!(g.metric_sources.len(), 1, "{}", g.name);
+        }
+    }
+
     /// The examples double as documentation: each must parse and pass every rule.
     #[test]
     fn examples_parse_and_validate() {
