@@ -6,6 +6,7 @@
 
 use crate::duration::serde_human;
 use crate::ids::GroupName;
+use crate::metrics::Metric;
 use crate::policy::PolicySpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -546,6 +547,8 @@ pub enum MetricSourceSpec {
     /// Runs a command (`top`) on every running instance over SSH and reads `cpu`
     /// (100 − idle) and `steal` from its output (seeds 0 and 2).
     Ssh(SshSourceSpec),
+    /// Asks a Prometheus server for one group-level value of a metric.
+    Prometheus(PrometheusSourceSpec),
 }
 
 impl MetricSourceSpec {
@@ -553,6 +556,15 @@ impl MetricSourceSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             MetricSourceSpec::Ssh(_) => "ssh",
+            MetricSourceSpec::Prometheus(_) => "prometheus",
+        }
+    }
+
+    /// The metrics the source gives (and speaks for).
+    pub fn metrics(&self) -> Vec<Metric> {
+        match self {
+            MetricSourceSpec::Ssh(_) => vec![Metric::Cpu, Metric::Steal],
+            MetricSourceSpec::Prometheus(p) => vec![p.metric],
         }
     }
 
@@ -560,7 +572,70 @@ impl MetricSourceSpec {
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
             MetricSourceSpec::Ssh(s) => s.validate(),
+            MetricSourceSpec::Prometheus(p) => p.validate(),
         }
+    }
+}
+
+/// The `prometheus` metric source: an instant query through the server's HTTP API
+/// (`GET <url>/api/v1/query?query=…`) at each `metrics_interval`, whose value becomes
+/// the group's sample of `metric`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSourceSpec {
+    /// The Prometheus server, `http(s)://host:port` (with its path prefix, if any).
+    pub url: String,
+    /// The PromQL query; `{group}` and `{tenant}` are replaced by the group's name and
+    /// tenant. Its answer must be one number (a scalar or a vector; a vector's series
+    /// are averaged).
+    pub query: String,
+    /// The metric the value is.
+    pub metric: Metric,
+    /// The longest the query may take; a slower one fails.
+    #[serde(with = "serde_human", default = "default_ssh_timeout")]
+    pub timeout: Duration,
+}
+
+impl PrometheusSourceSpec {
+    /// Checks the rules (fields relative to the source).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"));
+        let host_ok = rest.is_some_and(|r| {
+            let host = r.split('/').next().unwrap_or("");
+            !host.is_empty() && !r.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+        });
+        if !host_ok {
+            return Err(ValidationError::new(
+                "url",
+                format!(
+                    "`{}` must be an http:// or https:// URL without query (e.g. http://127.0.0.1:9090)",
+                    self.url
+                ),
+            ));
+        }
+        if self.query.trim().is_empty() || self.query.len() > 4096 {
+            return Err(ValidationError::new(
+                "query",
+                "must be 1-4096 characters of PromQL",
+            ));
+        }
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(600) {
+            return Err(ValidationError::new(
+                "timeout",
+                "must be between 100ms and 10m",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The query with `{group}` and `{tenant}` replaced.
+    pub fn query_for(&self, tenant: &str, group: &str) -> String {
+        self.query
+            .replace("{group}", group)
+            .replace("{tenant}", tenant)
     }
 }
 
@@ -790,16 +865,24 @@ impl GroupSpec {
         }
         for (i, s) in self.metric_sources.iter().enumerate() {
             let field = format!("metric_sources[{i}]");
-            if self.metric_sources[..i]
-                .iter()
-                .any(|t| t.kind() == s.kind())
-            {
+            if s.kind() == "ssh" && self.metric_sources[..i].iter().any(|t| t.kind() == "ssh") {
                 return Err(ValidationError::new(
                     field,
-                    format!("only one `{}` source per group", s.kind()),
+                    "only one `ssh` source per group",
                 ));
             }
             s.validate().map_err(|e| e.within(&field))?;
+            for metric in s.metrics() {
+                if let Some(j) = self.metric_sources[..i]
+                    .iter()
+                    .position(|t| t.metrics().contains(&metric))
+                {
+                    return Err(ValidationError::new(
+                        field,
+                        format!("`{metric}` already comes from metric_sources[{j}]"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -1009,7 +1092,9 @@ mod source_tests {
             "type": "ssh", "user": "cirros", "private_key_file": "/etc/swell/id_ed25519"
         }))
         .unwrap();
-        let MetricSourceSpec::Ssh(s) = &g.metric_sources[0];
+        let MetricSourceSpec::Ssh(s) = &g.metric_sources[0] else {
+            panic!()
+        };
         assert_eq!(
             (s.port, s.command.as_str(), s.timeout),
             (22, "top -bn2 -d1", Duration::from_secs(10))
@@ -1022,7 +1107,9 @@ mod source_tests {
         assert!(with_source(serde_json::json!({"type": "snmp"})).is_err());
         let check = |edit: &dyn Fn(&mut SshSourceSpec), field: &str, rule: &str| {
             let mut g = g.clone();
-            let MetricSourceSpec::Ssh(s) = &mut g.metric_sources[0];
+            let MetricSourceSpec::Ssh(s) = &mut g.metric_sources[0] else {
+                panic!()
+            };
             edit(s);
             let err = g.validate().unwrap_err();
             assert_eq!(err.field, field);
@@ -1050,6 +1137,36 @@ mod source_tests {
             "metric_sources[0].timeout",
             "100ms",
         );
+        // Prometheus: several, one per metric, none on what `ssh` gives.
+        let prom = |metric: &str| {
+            serde_json::from_value::<MetricSourceSpec>(serde_json::json!({
+                "type": "prometheus", "url": "http://127.0.0.1:9090",
+                "query": "avg(load{group=\"{group}\"})", "metric": metric}))
+            .unwrap()
+        };
+        let mut p = g.clone();
+        p.metric_sources.push(prom("request_rate"));
+        p.metric_sources.push(prom("memory"));
+        p.validate().unwrap();
+        let MetricSourceSpec::Prometheus(q) = &p.metric_sources[1] else {
+            panic!()
+        };
+        assert_eq!(q.query_for("t", "lab"), "avg(load{group=\"lab\"})");
+        p.metric_sources.push(prom("steal"));
+        let err = p.validate().unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.rule.as_str()),
+            (
+                "metric_sources[3]",
+                "`steal` already comes from metric_sources[0]"
+            )
+        );
+        let mut bad = prom("cpu");
+        let MetricSourceSpec::Prometheus(b) = &mut bad else {
+            panic!()
+        };
+        b.url = "ftp://x".into();
+        assert_eq!(bad.validate().unwrap_err().field, "url");
         let mut twice = g.clone();
         twice.metric_sources.push(g.metric_sources[0].clone());
         let err = twice.validate().unwrap_err();

@@ -22,8 +22,8 @@ pub mod top;
 pub use event::{Cause, EventKind};
 pub use group::{
     Capacity, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
-    LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec, SecurityGroupRule,
-    SshSourceSpec, Template, ValidationError,
+    LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,
+    PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template, ValidationError,
 };
 pub use ids::{GroupName, InstanceId, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};

@@ -525,3 +525,20 @@ fn check_container(i: &ProviderInstance, label: Option<&String>) {
     assert_eq!(Some(i.instance_id.as_str()), label.map(String::as_str));
     assert_eq!(i.host, "e1");
 }
+
+/// `prometheus::parse_answer` (a Prometheus server's `/api/v1/query` answer, for the
+/// `prometheus` metric source): an accepted answer gives a finite value over at least
+/// one series, and the same bytes parse the same way again; an error message is on one
+/// line.
+pub fn prometheus_answer(data: &[u8]) {
+    match crate::prometheus::parse_answer(data) {
+        Ok((value, series)) => {
+            assert!(value.is_finite() && series >= 1, "{value} over {series}");
+            assert_eq!(crate::prometheus::parse_answer(data), Ok((value, series)));
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(!text.contains('\n'), "{text:?}");
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod fuzz_targets;
 pub mod openstack;
 pub mod process;
+pub mod prometheus;
 pub mod ssh;
 #[doc(hidden)]
 pub mod test_sshd;

@@ -13,4 +13,5 @@ fuzz_corpus_tests! { cases: 1500;
     openstack_answers_hold: "openstack_answer" => targets::openstack_answer, at_least 20;
     clouds_yamls_hold: "clouds_yaml" => targets::clouds_yaml, at_least 8;
     docker_answers_hold: "docker_answer" => targets::docker_answer, at_least 6;
+    prometheus_answers_hold: "prometheus_answer" => targets::prometheus_answer, at_least 6;
 }

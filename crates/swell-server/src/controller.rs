@@ -74,12 +74,14 @@ pub enum WorkerInput {
     SourceRound(SourceRound),
 }
 
-/// The outcome of one round of a group's `ssh` metric source: one read per running
-/// instance, done concurrently off the worker's loop.
+/// The outcome of one round of a group's metric sources, done concurrently off the
+/// worker's loop: one `ssh` read per running instance, one query per `prometheus` source.
 #[derive(Debug)]
 pub struct SourceRound {
-    /// Each instance's reading, or why it failed.
+    /// Each instance's `ssh` reading, or why it failed.
     pub reads: Vec<(InstanceId, Result<TopCpu, String>)>,
+    /// Each `prometheus` source's group-level value, or why there is none.
+    pub values: Vec<(Metric, Result<f64, String>)>,
 }
 
 /// Reads of one `ssh` source round that run at once.
@@ -367,6 +369,7 @@ impl Controller {
         let lb = Arc::new(Mutex::new(lb));
         let worker = GroupWorker {
             tx: tx.clone(),
+            prometheus: swell_providers::prometheus::PromClient::new(),
             source_round: None,
             source_problem: None,
             controller: self.clone(),
@@ -643,7 +646,9 @@ impl Retirement {
 struct GroupWorker {
     /// The worker's own input, for the `ssh` source's rounds to report back.
     tx: mpsc::UnboundedSender<WorkerInput>,
-    /// The `ssh` source's round under way (one at a time).
+    /// The client of the group's `prometheus` sources.
+    prometheus: swell_providers::prometheus::PromClient,
+    /// The metric sources' round under way (one at a time).
     source_round: Option<tokio::task::JoinHandle<()>>,
     /// What went wrong in the `ssh` source's last round, shown in the worker's status.
     source_problem: Option<String>,
@@ -1029,6 +1034,12 @@ impl GroupWorker {
             }
         }
         let ssh = ssh_source(&group.spec);
+        let claimed: HashSet<Metric> = group
+            .spec
+            .metric_sources
+            .iter()
+            .flat_map(|s| s.metrics())
+            .collect();
         if let Ok(mut latest) = c.latest.write() {
             for (id, m) in &readings {
                 let mut m = *m;
@@ -1050,8 +1061,8 @@ impl GroupWorker {
             ),
             (Metric::Memory, |m| m.memory_mb),
         ] {
-            // An `ssh` source speaks for `cpu` (its rounds feed the window).
-            if pushed.contains(&metric) || (ssh.is_some() && metric == Metric::Cpu) {
+            // A metric source speaks for its metrics (its rounds feed the window).
+            if pushed.contains(&metric) || claimed.contains(&metric) {
                 continue;
             }
             let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
@@ -1061,10 +1072,10 @@ impl GroupWorker {
                 self.observe(sample);
             }
         }
-        if let Some(source) = ssh {
-            self.start_source_round(source, &running);
-        } else {
+        if group.spec.metric_sources.is_empty() {
             self.source_problem = None;
+        } else {
+            self.start_source_round(&group, ssh, &running);
         }
         // The load balancer's traffic, as scaling metrics.
         if let Some(lb) = self.lb() {
@@ -1080,7 +1091,7 @@ impl GroupWorker {
                 values.push((Metric::LatencyP99, p99.as_secs_f64() * 1000.0));
             }
             for (metric, value) in values {
-                if pushed.contains(&metric) {
+                if pushed.contains(&metric) || claimed.contains(&metric) {
                     continue;
                 }
                 self.observe(MetricSample {
@@ -1098,26 +1109,52 @@ impl GroupWorker {
     /// one is still under way: every read runs off the worker's loop (at most
     /// [`SSH_READS_AT_ONCE`] at a time, each bounded by the source's timeout) and the
     /// round reports back as [`WorkerInput::SourceRound`].
-    fn start_source_round(&mut self, source: SshSourceSpec, running: &[&InstanceRecord]) {
+    fn start_source_round(
+        &mut self,
+        group: &GroupRecord,
+        ssh: Option<SshSourceSpec>,
+        running: &[&InstanceRecord],
+    ) {
         if self.source_round.as_ref().is_some_and(|r| !r.is_finished()) {
             return;
         }
+        let queries: Vec<swell_core::PrometheusSourceSpec> = group
+            .spec
+            .metric_sources
+            .iter()
+            .filter_map(|s| match s {
+                MetricSourceSpec::Prometheus(p) => Some(p.clone()),
+                MetricSourceSpec::Ssh(_) => None,
+            })
+            .collect();
+        let (tenant, name) = (group.tenant.to_string(), group.spec.name.clone());
+        let client = self.prometheus.clone();
         let dir = self
             .controller
             .options
             .known_hosts_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("swell-known_hosts"));
-        let targets: Vec<(InstanceId, Option<String>)> = running
-            .iter()
-            .map(|i| {
-                let host = i.address.as_deref().and_then(swell_providers::ssh::host_of);
-                (i.id.clone(), host)
-            })
-            .collect();
-        if targets.is_empty() {
+        let targets: Vec<(InstanceId, Option<String>)> = match ssh {
+            Some(_) => running
+                .iter()
+                .map(|i| {
+                    let host = i.address.as_deref().and_then(swell_providers::ssh::host_of);
+                    (i.id.clone(), host)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if targets.is_empty() && queries.is_empty() {
             return;
         }
+        let source = ssh.unwrap_or_else(|| SshSourceSpec {
+            user: String::new(),
+            port: 22,
+            private_key_file: String::new(),
+            command: String::new(),
+            timeout: Duration::ZERO,
+        });
         let tx = self.tx.clone();
         let cancel = self.controller.cancel.clone();
         self.source_round = Some(tokio::spawn(async move {
@@ -1141,7 +1178,28 @@ impl GroupWorker {
                     (id, read.map_err(|e| e.to_string()))
                 });
             }
-            let mut round = SourceRound { reads: Vec::new() };
+            let mut values = JoinSet::new();
+            for q in queries {
+                let (client, tenant, name) = (client.clone(), tenant.clone(), name.clone());
+                values.spawn(async move {
+                    let value = client.query(&q, &tenant, &name).await;
+                    (q.metric, value.map_err(|e| e.to_string()))
+                });
+            }
+            let mut round = SourceRound {
+                reads: Vec::new(),
+                values: Vec::new(),
+            };
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = values.join_next() => match next {
+                        Some(Ok(value)) => round.values.push(value),
+                        Some(Err(_)) => {}
+                        None => break,
+                    },
+                }
+            }
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -1156,7 +1214,8 @@ impl GroupWorker {
         }));
     }
 
-    /// Feeds a finished `ssh` round into the window: `cpu` and `steal` averaged over the
+    /// Feeds a finished round into the window: each `prometheus` value as the group's
+    /// sample of its metric, and the `ssh` reads' `cpu` and `steal` averaged over the
     /// instances it read that are still running and out of warmup, unless a fresh push
     /// speaks for the metric. Failed reads are shown in the worker's status.
     async fn take_source_round(&mut self, round: SourceRound) {
@@ -1168,19 +1227,26 @@ impl GroupWorker {
             .iter()
             .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
             .collect();
-        let problem = (!failed.is_empty()).then(|| {
-            format!(
+        let mut problems: Vec<String> = Vec::new();
+        if !failed.is_empty() {
+            problems.push(format!(
                 "ssh: {} of {} instances unreadable ({})",
                 failed.len(),
                 round.reads.len(),
                 failed.join("; ")
-            )
-        });
+            ));
+        }
+        for (metric, value) in &round.values {
+            if let Err(e) = value {
+                problems.push(format!("prometheus ({metric}): {e}"));
+            }
+        }
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
         if problem != self.source_problem {
             match &problem {
                 Some(p) => tracing::warn!(group = %group.spec.name, "metric source {p}"),
                 None => {
-                    tracing::info!(group = %group.spec.name, "metric source ssh: all reads succeed again")
+                    tracing::info!(group = %group.spec.name, "metric sources: all reads succeed again")
                 }
             }
         }
@@ -1244,6 +1310,24 @@ impl GroupWorker {
             if let Some(sample) = sample {
                 self.observe(sample);
             }
+        }
+        for (metric, value) in round.values {
+            let Ok(value) = value else {
+                continue;
+            };
+            if self
+                .pushed_group
+                .get(&metric)
+                .is_some_and(|at| now.since(*at) <= freshness)
+            {
+                continue;
+            }
+            self.observe(MetricSample {
+                at: now,
+                metric,
+                value,
+                instances: running.len() as u32,
+            });
         }
         self.save_memory(&group).await;
     }
@@ -2395,10 +2479,10 @@ fn average_sample(
 }
 
 /// The group's `ssh` metric source, if it has one.
-#[allow(clippy::unnecessary_find_map)] // `ssh` is the only kind so far
 fn ssh_source(spec: &swell_core::GroupSpec) -> Option<SshSourceSpec> {
     spec.metric_sources.iter().find_map(|s| match s {
         MetricSourceSpec::Ssh(ssh) => Some(ssh.clone()),
+        MetricSourceSpec::Prometheus(_) => None,
     })
 }
 
