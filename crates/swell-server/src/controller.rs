@@ -45,9 +45,9 @@ pub struct ControllerOptions {
     /// Stop every instance when the server shuts down (default: leave them running and
     /// adopt them at the next start).
     pub stop_instances_on_exit: bool,
-    /// Where the `ssh` metric source keeps one known_hosts file per instance (`swell
-    /// serve`: `<data_dir>/known_hosts`); `None`: `swell-known_hosts` in the system's
-    /// temporary directory.
+    /// Where the `ssh` metric source keeps one known_hosts file per instance, under
+    /// `<tenant>/<group>/` (`swell serve`: `<data_dir>/known_hosts`); `None`:
+    /// `swell-known_hosts` in the system's temporary directory.
     pub known_hosts_dir: Option<std::path::PathBuf>,
 }
 
@@ -1129,12 +1129,7 @@ impl GroupWorker {
             .collect();
         let (tenant, name) = (group.tenant.to_string(), group.spec.name.clone());
         let client = self.prometheus.clone();
-        let dir = self
-            .controller
-            .options
-            .known_hosts_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("swell-known_hosts"));
+        let dir = self.known_hosts_dir(group);
         let targets: Vec<(InstanceId, Option<String>)> = match ssh {
             Some(_) => running
                 .iter()
@@ -1214,6 +1209,31 @@ impl GroupWorker {
         }));
     }
 
+    /// Where the `ssh` source keeps the group's known_hosts files, one per instance:
+    /// `<known_hosts_dir>/<tenant>/<group>/`.
+    fn known_hosts_dir(&self, group: &GroupRecord) -> std::path::PathBuf {
+        self.controller
+            .options
+            .known_hosts_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("swell-known_hosts"))
+            .join(group.tenant.as_str())
+            .join(&group.spec.name)
+    }
+
+    /// Removes the known_hosts files of the group's instances that are gone.
+    fn sweep_known_hosts(&self, group: &GroupRecord, live: &[InstanceRecord]) {
+        let Ok(entries) = std::fs::read_dir(self.known_hosts_dir(group)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !live.iter().any(|i| name == i.id.as_str()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Feeds a finished round into the window: each `prometheus` value as the group's
     /// sample of its metric, and the `ssh` reads' `cpu` and `steal` averaged over the
     /// instances it read that are still running and out of warmup, unless a fresh push
@@ -1280,6 +1300,9 @@ impl GroupWorker {
         else {
             return;
         };
+        if !round.reads.is_empty() {
+            self.sweep_known_hosts(&group, &instances);
+        }
         let running: Vec<&InstanceRecord> = instances
             .iter()
             .filter(|i| i.status == InstanceStatus::Running)

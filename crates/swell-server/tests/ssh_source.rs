@@ -236,9 +236,18 @@ async fn ssh_top_readings_drive_policies_and_failures_show() {
     let v = get(&http, &format!("{url}/v1/groups/lab/instances")).await;
     let cpu = v["instances"][0]["cpu_percent"].as_f64().unwrap_or(0.0);
     assert!(cpu > 20.0, "{v}");
-    // Each instance's host key was pinned in its own known_hosts file.
-    let pinned = std::fs::read_dir(data.join("known_hosts")).unwrap().count();
-    assert!(pinned >= 2, "{pinned} known_hosts files");
+    // Each instance's host key was pinned in its own known_hosts file; the steal
+    // group's retired instance's file is gone.
+    let pinned = |group: &str| {
+        std::fs::read_dir(data.join("known_hosts/default").join(group))
+            .unwrap()
+            .count()
+    };
+    assert!(pinned("lab") >= 1);
+    until(30, "the retired instance's known_hosts removed", || async {
+        (pinned("steal") == 1).then_some(())
+    })
+    .await;
 
     server.shutdown().await;
 }
