@@ -70,7 +70,7 @@ pub enum WorkerInput {
     },
     /// Readings pushed through the API, already validated by the service.
     Metrics(Vec<PushedReading>),
-    /// A round of the group's `ssh` metric source finished.
+    /// A round of the group's metric sources (`ssh`, `prometheus`) finished.
     SourceRound(SourceRound),
 }
 
@@ -644,13 +644,13 @@ impl Retirement {
 
 /// One group's worker: metrics, decisions and reconciliation, serialised.
 struct GroupWorker {
-    /// The worker's own input, for the `ssh` source's rounds to report back.
+    /// The worker's own input, for the metric sources' rounds to report back.
     tx: mpsc::UnboundedSender<WorkerInput>,
     /// The client of the group's `prometheus` sources.
     prometheus: swell_providers::prometheus::PromClient,
     /// The metric sources' round under way (one at a time).
     source_round: Option<tokio::task::JoinHandle<()>>,
-    /// What went wrong in the `ssh` source's last round, shown in the worker's status.
+    /// What went wrong in the metric sources' last round, shown in the worker's status.
     source_problem: Option<String>,
     controller: Arc<Controller>,
     key: GroupKey,
@@ -1105,10 +1105,11 @@ impl GroupWorker {
         self.save_memory(&group).await;
     }
 
-    /// Starts a round of the `ssh` source over the running instances, unless the last
-    /// one is still under way: every read runs off the worker's loop (at most
-    /// [`SSH_READS_AT_ONCE`] at a time, each bounded by the source's timeout) and the
-    /// round reports back as [`WorkerInput::SourceRound`].
+    /// Starts a round of the metric sources, unless the last one is still under way:
+    /// the `ssh` source's reads of the running instances (at most
+    /// [`SSH_READS_AT_ONCE`] at a time) and the `prometheus` queries, each bounded by
+    /// its source's timeout, all off the worker's loop; the round reports back as
+    /// [`WorkerInput::SourceRound`].
     fn start_source_round(
         &mut self,
         group: &GroupRecord,
