@@ -649,8 +649,10 @@ pub struct SshSourceSpec {
     /// The SSH port.
     #[serde(default = "default_ssh_port")]
     pub port: u16,
-    /// The private key, a file on the Swell server (absolute path), whose public key the
-    /// instances authorize (e.g. through `template.openstack.key_name`).
+    /// The private key whose public key the instances authorize (e.g. through
+    /// `template.openstack.key_name`): a file *name* in the tenant's key directory on the
+    /// Swell server (`<data_dir>/ssh-keys/<tenant>/`, where an operator puts it), never
+    /// a path — a tenant cannot make the server use a file outside its own directory.
     pub private_key_file: String,
     /// The command run on the instance; its output must hold a `top` CPU summary (the
     /// last one counts).
@@ -695,12 +697,18 @@ impl SshSourceSpec {
         if self.port == 0 {
             return Err(ValidationError::new("port", "must be 1-65535"));
         }
-        if !self.private_key_file.starts_with('/') || self.private_key_file.contains('\0') {
+        let name = &self.private_key_file;
+        let name_ok = !name.is_empty()
+            && name.len() <= 255
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\0']);
+        if !name_ok {
             return Err(ValidationError::new(
                 "private_key_file",
                 format!(
-                    "`{}` must be an absolute path on the Swell server",
-                    self.private_key_file
+                    "`{name}` must be a file name (no '/'), of a key in the tenant's \
+                     directory <data_dir>/ssh-keys/<tenant>/ on the Swell server"
                 ),
             ));
         }
@@ -1089,7 +1097,7 @@ mod source_tests {
     #[test]
     fn ssh_source_defaults_and_rules() {
         let g = with_source(serde_json::json!({
-            "type": "ssh", "user": "cirros", "private_key_file": "/etc/swell/id_ed25519"
+            "type": "ssh", "user": "cirros", "private_key_file": "id_ed25519"
         }))
         .unwrap();
         let MetricSourceSpec::Ssh(s) = &g.metric_sources[0] else {
@@ -1102,7 +1110,7 @@ mod source_tests {
         g.validate().unwrap();
         // Unknown fields and kinds are refused by the parser.
         let unknown = serde_json::json!({"type": "ssh", "user": "u",
-            "private_key_file": "/k", "password": "gocubsgo"});
+            "private_key_file": "k", "password": "gocubsgo"});
         assert!(with_source(unknown).unwrap_err().contains("password"));
         assert!(with_source(serde_json::json!({"type": "snmp"})).is_err());
         let check = |edit: &dyn Fn(&mut SshSourceSpec), field: &str, rule: &str| {
@@ -1122,11 +1130,13 @@ mod source_tests {
         );
         check(&|s| s.user.clear(), "metric_sources[0].user", "1-32");
         check(&|s| s.port = 0, "metric_sources[0].port", "1-65535");
-        check(
-            &|s| s.private_key_file = "id_rsa".into(),
-            "metric_sources[0].private_key_file",
-            "absolute",
-        );
+        for path in ["/etc/shadow", "../other-tenant/key", "..", ""] {
+            check(
+                &|s| s.private_key_file = path.into(),
+                "metric_sources[0].private_key_file",
+                "must be a file name",
+            );
+        }
         check(
             &|s| s.command = " ".into(),
             "metric_sources[0].command",

@@ -49,6 +49,10 @@ pub struct ControllerOptions {
     /// `<tenant>/<group>/` (`swell serve`: `<data_dir>/known_hosts`); `None`:
     /// `swell-known_hosts` in the system's temporary directory.
     pub known_hosts_dir: Option<std::path::PathBuf>,
+    /// Where the `ssh` metric source finds each tenant's private keys, under
+    /// `<tenant>/` (`swell serve`: `<data_dir>/ssh-keys`); `None`: `swell-ssh-keys` in
+    /// the system's temporary directory.
+    pub ssh_keys_dir: Option<std::path::PathBuf>,
 }
 
 /// The providers by name.
@@ -1119,6 +1123,13 @@ impl GroupWorker {
         if self.source_round.as_ref().is_some_and(|r| !r.is_finished()) {
             return;
         }
+        // The key is a name in the tenant's own key directory (validation refuses a
+        // path), so no group can make the server use another tenant's file.
+        let ssh = ssh.map(|mut s| {
+            let key = self.ssh_keys_dir(group).join(&s.private_key_file);
+            s.private_key_file = key.display().to_string();
+            s
+        });
         let queries: Vec<swell_core::PrometheusSourceSpec> = group
             .spec
             .metric_sources
@@ -1208,6 +1219,16 @@ impl GroupWorker {
             }
             let _ = tx.send(WorkerInput::SourceRound(round));
         }));
+    }
+
+    /// The tenant's directory of SSH private keys: `<ssh_keys_dir>/<tenant>/`.
+    fn ssh_keys_dir(&self, group: &GroupRecord) -> std::path::PathBuf {
+        self.controller
+            .options
+            .ssh_keys_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("swell-ssh-keys"))
+            .join(group.tenant.as_str())
     }
 
     /// Where the `ssh` source keeps the group's known_hosts files, one per instance:

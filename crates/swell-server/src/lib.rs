@@ -247,6 +247,7 @@ impl Server {
             ControllerOptions {
                 stop_instances_on_exit: config.stop_instances_on_exit,
                 known_hosts_dir: Some(data_dir.join("known_hosts")),
+                ssh_keys_dir: Some(data_dir.join("ssh-keys")),
             },
         );
         let listener = tokio::net::TcpListener::bind(config.listen)

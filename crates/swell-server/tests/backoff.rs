@@ -233,6 +233,7 @@ async fn setup_with(
         ControllerOptions {
             stop_instances_on_exit: false,
             known_hosts_dir: None,
+            ssh_keys_dir: None,
         },
     );
     controller.start().await.unwrap();
@@ -581,6 +582,7 @@ async fn setup_quota(fakes: Vec<Arc<Fake>>, quota: Quota) -> (Arc<Service>, Arc<
         ControllerOptions {
             stop_instances_on_exit: false,
             known_hosts_dir: None,
+            ssh_keys_dir: None,
         },
     );
     controller.start().await.unwrap();

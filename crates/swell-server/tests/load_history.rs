@@ -65,6 +65,7 @@ async fn start(
         ControllerOptions {
             stop_instances_on_exit,
             known_hosts_dir: None,
+            ssh_keys_dir: None,
         },
     );
     controller.start().await.unwrap();

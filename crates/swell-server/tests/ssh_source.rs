@@ -52,7 +52,7 @@ async fn start(dir: &Path) -> (Server, String, reqwest::Client) {
 
 /// A group of `sleep` processes (they use no CPU: what the policy sees comes from
 /// `top`) read by an `ssh` source on `port`.
-fn group(name: &str, port: u16, key: &Path, desired: u32, policy: Value) -> Value {
+fn group(name: &str, port: u16, key: &str, desired: u32, policy: Value) -> Value {
     json!({
         "name": name,
         "template": {"command": ["sleep", "1000"]},
@@ -60,7 +60,7 @@ fn group(name: &str, port: u16, key: &Path, desired: u32, policy: Value) -> Valu
         "evaluation_interval": "300ms", "metrics_interval": "300ms",
         "policies": [policy],
         "metric_sources": [{"type": "ssh", "user": "root", "port": port,
-                            "private_key_file": key.display().to_string(),
+                            "private_key_file": key,
                             "command": "top -bn2 -d0.3", "timeout": "5s"}]
     })
 }
@@ -134,13 +134,17 @@ async fn ssh_top_readings_drive_policies_and_failures_show() {
     let sshd = TestSshd::start(&ssh_dir).unwrap();
     let (server, url, http) = start(&data).await;
     let port = sshd.addr.port();
-    let key = sshd.client_key.clone();
+    // The operator puts the tenant's key in its key directory; the group names it.
+    let keys = data.join("ssh-keys/default");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::copy(&sshd.client_key, keys.join("lab_key")).unwrap();
+    let key = "lab_key";
 
     // Seed 1: a band on steal time; steal below the minimum lets the group scale in.
     let seed1 = group(
         "steal",
         port,
-        &key,
+        key,
         2,
         json!({"type": "threshold", "metric": "steal", "scale_in_below": 100,
                "scale_out_above": 1000, "evaluation_period": "1s"}),
@@ -152,7 +156,7 @@ async fn ssh_top_readings_drive_policies_and_failures_show() {
     let broken = group(
         "broken",
         closed_port,
-        &key,
+        key,
         1,
         json!({"type": "threshold", "metric": "cpu", "scale_out_above": 20}),
     );
@@ -214,7 +218,7 @@ async fn ssh_top_readings_drive_policies_and_failures_show() {
     let seed0 = group(
         "lab",
         port,
-        &key,
+        key,
         1,
         json!({"type": "threshold", "metric": "cpu", "scale_out_above": 20,
                "evaluation_period": "1s"}),

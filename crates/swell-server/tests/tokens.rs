@@ -78,6 +78,7 @@ async fn serve(dir: &Path) -> Env {
         ControllerOptions {
             stop_instances_on_exit: false,
             known_hosts_dir: None,
+            ssh_keys_dir: None,
         },
     );
     controller.start().await.unwrap();
