@@ -295,6 +295,17 @@ async fn failed_creates_back_off_instead_of_retrying_every_tick() {
         n => Err(format!("{n} creates")),
     })
     .await;
+    // The provider's refusal is counted once the worker has taken it (the create call
+    // is seen before that): only then does the clock move.
+    until("the worker to wait 10 s", || {
+        let s = status(&controller);
+        if s.starts_with("next create in 10s (2 failed") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
     clock.advance(Duration::from_secs(4));
     until("the worker to wait 6 s more", || {
         let s = status(&controller);
