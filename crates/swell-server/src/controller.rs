@@ -39,8 +39,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace between the provider's graceful and forced stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Settings of the controller.
-#[derive(Debug, Clone)]
+/// Settings of the controller (the default: instances left running at exit, SSH files in
+/// the system's temporary directory).
+#[derive(Debug, Clone, Default)]
 pub struct ControllerOptions {
     /// Stop every instance when the server shuts down (default: leave them running and
     /// adopt them at the next start).

@@ -61,6 +61,24 @@ pub struct ServerConfig {
     pub openstack: Option<swell_providers::openstack::OpenStackConfig>,
 }
 
+impl Default for ServerConfig {
+    /// `swell serve`'s defaults: the API on `127.0.0.1:7700`, SQLite in `./swell-data`,
+    /// instances left running at exit, no Docker engine, no OpenStack cloud.
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("swell-data"),
+            database_url: None,
+            stop_instances_on_exit: false,
+            admin_password: None,
+            secret_key: None,
+            secret_key_file: None,
+            docker_engines: Vec::new(),
+            openstack: None,
+        }
+    }
+}
+
 /// What can stop the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -230,11 +230,7 @@ async fn setup_with(
         store.clone(),
         providers,
         clock.clone(),
-        ControllerOptions {
-            stop_instances_on_exit: false,
-            known_hosts_dir: None,
-            ssh_keys_dir: None,
-        },
+        ControllerOptions::default(),
     );
     controller.start().await.unwrap();
     let service = Arc::new(Service::new(store, controller.clone(), clock));
@@ -590,11 +586,7 @@ async fn setup_quota(fakes: Vec<Arc<Fake>>, quota: Quota) -> (Arc<Service>, Arc<
         store.clone(),
         providers,
         clock.clone(),
-        ControllerOptions {
-            stop_instances_on_exit: false,
-            known_hosts_dir: None,
-            ssh_keys_dir: None,
-        },
+        ControllerOptions::default(),
     );
     controller.start().await.unwrap();
     let service = Arc::new(Service::new(store, controller.clone(), clock));

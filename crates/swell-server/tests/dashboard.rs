@@ -14,11 +14,7 @@ async fn start(dir: &Path) -> Server {
         admin_password: Some(swell_server::secrets::SecretString::new(
             "dashboard-admin-password",
         )),
-        secret_key: None,
-        secret_key_file: None,
-        docker_engines: Vec::new(),
-        openstack: None,
-        database_url: None,
+        ..ServerConfig::default()
     })
     .await
     .expect("the server starts")

@@ -64,8 +64,7 @@ async fn start(
         clock.clone(),
         ControllerOptions {
             stop_instances_on_exit,
-            known_hosts_dir: None,
-            ssh_keys_dir: None,
+            ..ControllerOptions::default()
         },
     );
     controller.start().await.unwrap();

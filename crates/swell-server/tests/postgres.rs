@@ -25,9 +25,7 @@ async fn start(dir: &Path, database_url: &str) -> Result<Server, StartError> {
         secret_key: Some(SecretString::new(
             "0000000000000000000000000000000000000000000000000000000000000000",
         )),
-        secret_key_file: None,
-        docker_engines: Vec::new(),
-        openstack: None,
+        ..ServerConfig::default()
     })
     .await
 }

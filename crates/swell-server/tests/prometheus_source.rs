@@ -154,13 +154,9 @@ async fn a_prometheus_query_drives_the_policy_and_refusals_show() {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data.clone(),
-        database_url: None,
         stop_instances_on_exit: true,
         admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
-        secret_key: None,
-        secret_key_file: None,
-        docker_engines: Vec::new(),
-        openstack: None,
+        ..ServerConfig::default()
     })
     .await
     .unwrap();

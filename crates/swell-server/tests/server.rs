@@ -12,13 +12,8 @@ async fn start(dir: &Path) -> (Server, String) {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
-        database_url: None,
-        stop_instances_on_exit: false,
         admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
-        secret_key: None,
-        secret_key_file: None,
-        docker_engines: Vec::new(),
-        openstack: None,
+        ..ServerConfig::default()
     })
     .await
     .unwrap();

@@ -17,13 +17,9 @@ async fn start(dir: &Path) -> (Server, String, reqwest::Client) {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
-        database_url: None,
         stop_instances_on_exit: true,
         admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
-        secret_key: None,
-        secret_key_file: None,
-        docker_engines: Vec::new(),
-        openstack: None,
+        ..ServerConfig::default()
     })
     .await
     .unwrap();

@@ -75,11 +75,7 @@ async fn serve(dir: &Path) -> Env {
         store.clone(),
         Providers::new(),
         clock.clone(),
-        ControllerOptions {
-            stop_instances_on_exit: false,
-            known_hosts_dir: None,
-            ssh_keys_dir: None,
-        },
+        ControllerOptions::default(),
     );
     controller.start().await.unwrap();
     let key = SecretKey::load_or_create(dir, None, None).unwrap();
