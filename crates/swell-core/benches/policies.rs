@@ -111,7 +111,7 @@ fn main() {
     }
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/traces/worldcup98_1998-06-21_14d_1min.csv");
+        .join("../../traces/worldcup98_1998-06-21_14d_1min.csv");
     let Ok(text) = std::fs::read_to_string(&path) else {
         println!(
             "(skipping the simulation benchmark: {} not found)",

@@ -1,5 +1,5 @@
 //! The development set the `swell` policy is tuned on (docs/policies.md): synthetic traces
-//! from `swell_core::sim::synth`, never the real traces in `../shared/traces/`.
+//! from `swell_core::sim::synth`, never the real traces in `traces/`.
 //!
 //! - `dev_traces_match_the_generator` keeps the saved files reproducible;
 //! - `write_dev_traces` (ignored) writes them again;
@@ -199,7 +199,7 @@ fn dev_set_report() {
 ///
 /// ```text
 /// cargo test --release -p swell-core --test dev_set -- --ignored --nocapture causal_frontier
-/// SWELL_TRACES=../shared/traces cargo test ... causal_frontier   # any folder of CSVs
+/// SWELL_TRACES=traces cargo test ... causal_frontier   # any folder of CSVs
 /// ```
 #[test]
 #[ignore]

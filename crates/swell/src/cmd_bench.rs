@@ -28,7 +28,7 @@ pub enum BenchCommand {
 /// Options of `swell bench policies`.
 #[derive(clap::Args, Debug)]
 pub struct PoliciesArgs {
-    /// The folder of `*.csv` traces [default: ../shared/traces from the repo root].
+    /// The folder of `*.csv` traces [default: the repository's `traces/`].
     #[arg(long)]
     pub traces: Option<PathBuf>,
     /// Only these policies (comma separated) [default: all].
@@ -49,22 +49,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The repository's bundled `traces/`: found from the working directory (the repository
+/// or any folder in it) or, for a binary built here, from the source tree.
 fn default_traces() -> Option<PathBuf> {
-    let mut candidates = vec![PathBuf::from("../shared/traces")];
+    let mut candidates = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
-        for dir in cwd.ancestors() {
-            candidates.push(dir.join("../shared/traces"));
-        }
+        candidates.extend(cwd.ancestors().map(|dir| dir.join("traces")));
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces"));
-    candidates.into_iter().find(|p| p.is_dir())
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../traces"));
+    candidates
+        .into_iter()
+        .find(|p| p.join("README.md").is_file() && p.is_dir())
 }
 
 fn policies(args: PoliciesArgs) -> anyhow::Result<()> {
     let opts = args.model.options()?;
     let dir = match args.traces {
         Some(d) => d,
-        None => default_traces().context("no ../shared/traces found: pass --traces DIR")?,
+        None => default_traces()
+            .context("no traces/ folder found (run from the repository, or pass --traces DIR)")?,
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
