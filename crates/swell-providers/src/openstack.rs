@@ -49,7 +49,7 @@
 //! exist fails with [`ProviderError::InvalidTemplate`] before anything is created.
 //!
 //! **Security groups.** With `security_group_rules`, the group's own security group
-//! `swell-<tenant>-<group>` is found or created in the project, its missing rules added,
+//! `swell.<tenant>.<group>` is found or created in the project, its missing rules added,
 //! and it is attached to each server, together with the template's `security_groups`
 //! (`default` when the template names none, as Nova would). It is kept while the group
 //! exists (removing it while a scale-out may attach it would race) and deleted by
@@ -785,9 +785,12 @@ fn fip_description(id: &InstanceId) -> String {
     format!("swell instance {id}")
 }
 
-/// `swell-<tenant>-<group>`: the group's own security group.
+/// `swell.<tenant>.<group>`: the group's own security group. The separator is a `.`,
+/// which neither a tenant id nor a group name may hold, so two groups never share a name
+/// (with `-`, `acme`/`dev-web` and `acme-dev`/`web` both made `swell-acme-dev-web`, and
+/// one tenant's rules landed on the other's servers).
 fn group_sg_name(tenant: &TenantId, group: &str) -> String {
-    format!("{NAME_PREFIX}{tenant}-{group}")
+    format!("swell.{tenant}.{group}")
 }
 
 #[async_trait]

@@ -720,7 +720,7 @@ async fn lab_scales_1_4_1_with_floating_ips_and_octavia_members() {
     let s = start_swell("admin", &[]).await;
     guard.owners.push(s.owner.clone());
     let group = format!("lab-{tag}");
-    guard.security_groups.push(format!("swell-default-{group}"));
+    guard.security_groups.push(format!("swell.default.{group}"));
     let doc = lab_group(
         &group,
         "m1.tiny",

@@ -814,14 +814,14 @@ async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
         }
     };
     let no_servers = || raw(200, r#"{"servers": []}"#);
-    // The group `rec/web` (security group `swell-rec-web`) has no server left: deleted.
+    // The group `rec/web` (security group `swell.rec.web`) has no server left: deleted.
     let fake = fake_with(no_servers(), reply(204, "security-group-delete.json")).await;
     let p = fake.provider(real_clock());
     let rec = TenantId::new("rec").unwrap();
     p.group_deleted(&rec, "web").await.unwrap();
     let calls = fake.seen_calls();
     assert!(
-        calls[1].starts_with("GET /network/v2.0/security-groups?name=swell-rec-web&project_id="),
+        calls[1].starts_with("GET /network/v2.0/security-groups?name=swell.rec.web&project_id="),
         "{calls:?}"
     );
     assert_eq!(calls[2], "GET /compute/v2.1/servers/detail?limit=500");
@@ -1044,4 +1044,12 @@ async fn a_floating_ip_and_an_octavia_member_are_added_then_drained_in_order() {
         .body
         .clone();
     assert_eq!(put, r#"{"member":{"weight":0}}"#);
+}
+
+#[test]
+fn group_security_group_names_never_collide() {
+    let name = |tenant: &str, group: &str| group_sg_name(&TenantId::new(tenant).unwrap(), group);
+    // Joined with `-`, both were `swell-acme-dev-web`: one tenant's rules on the other's servers.
+    assert_ne!(name("acme", "dev-web"), name("acme-dev", "web"));
+    assert_eq!(name("acme", "dev-web"), "swell.acme.dev-web");
 }
