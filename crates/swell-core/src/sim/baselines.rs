@@ -37,24 +37,55 @@ impl Hpa {
         }
     }
 
-    /// The replica calculator alone: the count for utilisation `u` with `ready` of
-    /// `current` replicas ready.
-    pub fn replicas(&self, u: f64, ready: u32, current: u32) -> u32 {
+    /// The replica calculator alone (Kubernetes' `GetResourceReplicas`): the count for
+    /// utilisation `u` measured over `measured` instances, with `ready` of `current`
+    /// instances ready now.
+    ///
+    /// The reading covers only the instances it was measured over: one that became ready
+    /// since has no reading of its own ("missing"), and counts at 100 % of the target on
+    /// a scale-down and at 0 % on a scale-up; instances still booting count at 0 % on a
+    /// scale-up and not at all on a scale-down. (Multiplying the reading by today's ready
+    /// count instead added an instance each time one finished booting between the sample
+    /// and the decision, which the scale-down window then kept.)
+    pub fn replicas(&self, u: f64, measured: u32, ready: u32, current: u32) -> u32 {
+        let measured = measured.min(ready);
+        if measured == 0 {
+            // Kubernetes: "did not receive metrics for targeted pods": no action.
+            return current;
+        }
         let ratio = u / self.target;
+        let missing = ready - measured;
         let unready = current.saturating_sub(ready);
-        if unready == 0 || ratio <= 1.0 {
+        let scale_up_with_unready = unready > 0 && ratio > 1.0;
+        if !scale_up_with_unready && missing == 0 {
             if (1.0 - ratio).abs() <= self.tolerance {
                 return current;
             }
-            return (ratio * f64::from(ready)).ceil() as u32;
+            return (ratio * f64::from(measured)).ceil() as u32;
         }
-        // Scale-up with pods not ready: they count at 0 %.
-        let new_ratio = u * f64::from(ready) / (self.target * f64::from(current));
-        if (1.0 - new_ratio).abs() <= self.tolerance || new_ratio < 1.0 {
+        let mut total = u * f64::from(measured);
+        let mut counted = measured;
+        if missing > 0 && ratio != 1.0 {
+            if ratio < 1.0 {
+                total += self.target * f64::from(missing);
+            }
+            counted += missing;
+        }
+        if scale_up_with_unready {
+            counted += unready;
+        }
+        let new_ratio = total / (self.target * f64::from(counted));
+        if (1.0 - new_ratio).abs() <= self.tolerance
+            || (ratio < 1.0 && new_ratio > 1.0)
+            || (ratio > 1.0 && new_ratio < 1.0)
+        {
             return current;
         }
-        let n = (new_ratio * f64::from(current)).ceil() as u32;
-        n.max(current)
+        let n = (new_ratio * f64::from(counted)).ceil() as u32;
+        if (new_ratio < 1.0 && n > current) || (new_ratio > 1.0 && n < current) {
+            return current;
+        }
+        n
     }
 }
 
@@ -96,7 +127,7 @@ impl Policy for Hpa {
             };
         };
         let u = sample.value;
-        let raw = self.replicas(u, state.ready, current);
+        let raw = self.replicas(u, sample.instances, state.ready, current);
         self.recommendations.push_back((now, raw));
         let from = now.sub(self.stabilization);
         while self
@@ -250,38 +281,62 @@ mod tests {
     #[test]
     fn hpa_documented_examples() {
         let h = Hpa::new(75.0);
-        assert_eq!(h.replicas(90.0, 50, 50), 60);
+        assert_eq!(h.replicas(90.0, 50, 50, 50), 60);
         let h = Hpa::new(100.0);
-        assert_eq!(h.replicas(200.0, 3, 3), 6);
+        assert_eq!(h.replicas(200.0, 3, 3, 3), 6);
         // "if the current value is 50m, you'll halve the number of replicas"
-        assert_eq!(h.replicas(50.0, 4, 4), 2);
+        assert_eq!(h.replicas(50.0, 4, 4, 4), 2);
         // Within the 0.1 tolerance: no change.
-        assert_eq!(h.replicas(109.0, 4, 4), 4);
-        assert_eq!(h.replicas(91.0, 4, 4), 4);
+        assert_eq!(h.replicas(109.0, 4, 4, 4), 4);
+        assert_eq!(h.replicas(91.0, 4, 4, 4), 4);
     }
 
     #[test]
     fn hpa_counts_unready_pods_at_zero_on_scale_up() {
         let h = Hpa::new(50.0);
         // 4 ready at 100 % of 6: ratio 2 → recomputed 4 × 100 / (50 × 6) = 1.333 → 8.
-        assert_eq!(h.replicas(100.0, 4, 6), 8);
+        assert_eq!(h.replicas(100.0, 4, 4, 6), 8);
         // 4 ready at 80 % of 6: recomputed 1.067, within the tolerance → 6.
-        assert_eq!(h.replicas(80.0, 4, 6), 6);
+        assert_eq!(h.replicas(80.0, 4, 4, 6), 6);
         // 4 ready at 60 % of 8: recomputed 0.6 < 1 flips direction → 8.
-        assert_eq!(h.replicas(60.0, 4, 8), 8);
+        assert_eq!(h.replicas(60.0, 4, 4, 8), 8);
     }
 
-    fn win(points: &[(i64, f64)]) -> MetricWindow {
+    /// A window of CPU readings, each measured over `instances` instances.
+    fn win(instances: u32, points: &[(i64, f64)]) -> MetricWindow {
         let mut w = MetricWindow::new(Duration::from_secs(3600));
         for &(t, v) in points {
             w.push(MetricSample {
                 at: Timestamp::from_secs(t),
                 metric: Metric::Cpu,
                 value: v,
-                instances: 1,
+                instances,
             });
         }
         w
+    }
+
+    /// Kubernetes' replica calculator works on the pods its metrics cover: an instance
+    /// that became ready after the reading has none, and counts at 0 % on a scale-up
+    /// (at the target on a scale-down).
+    #[test]
+    fn hpa_uses_the_instances_the_reading_was_measured_over() {
+        let h = Hpa::new(50.0);
+        // 2 measured at 100 %, a third ready since: 200 / (50 × 3) = 1.33 → 4. Reading
+        // the 100 % as if over all 3 asked for 6.
+        assert_eq!(h.replicas(100.0, 2, 3, 3), 4);
+        // 2 measured at 60 %, a third ready since: 120 / 150 = 0.8 flips the direction
+        // → no change (the reading alone said 1.2 → 3 × 1.2 = 4).
+        assert_eq!(h.replicas(60.0, 2, 3, 3), 3);
+        // Scale-down: 2 measured at 10 %, a third ready since counts at the target:
+        // (20 + 50) / 150 = 0.47 → ceil(0.47 × 3) = 2.
+        assert_eq!(h.replicas(10.0, 2, 3, 3), 2);
+        // Nothing measured: no action.
+        assert_eq!(h.replicas(100.0, 0, 3, 3), 3);
+        // Through `evaluate`: the sample taken over 2, decided with 3 ready.
+        let mut h = Hpa::new(50.0);
+        let r = h.evaluate(&st(3), &win(2, &[(0, 100.0)]), Timestamp::from_secs(15));
+        assert_eq!(r.desired, Some(4));
     }
 
     fn st(n: u32) -> GroupState {
@@ -297,16 +352,16 @@ mod tests {
     fn hpa_stabilises_scale_down_and_limits_scale_up() {
         let mut h = Hpa::new(50.0);
         // 2 replicas at 500 %: ratio 10 → 20, limited to max(2 + 4, 4) = 6.
-        let r = h.evaluate(&st(2), &win(&[(0, 500.0)]), Timestamp::from_secs(15));
+        let r = h.evaluate(&st(2), &win(2, &[(0, 500.0)]), Timestamp::from_secs(15));
         assert_eq!(r.desired, Some(6));
         // Not at a multiple of 15 s: nothing.
-        let r = h.evaluate(&st(2), &win(&[(0, 500.0)]), Timestamp::from_secs(20));
+        let r = h.evaluate(&st(2), &win(2, &[(0, 500.0)]), Timestamp::from_secs(20));
         assert_eq!(r.desired, None);
         // Then 10 replicas at 10 %: raw 2, but 20 was recommended within 300 s → 20,
         // limited to 20.
-        let r = h.evaluate(&st(10), &win(&[(20, 10.0)]), Timestamp::from_secs(30));
+        let r = h.evaluate(&st(10), &win(10, &[(20, 10.0)]), Timestamp::from_secs(30));
         assert_eq!(r.desired, Some(20));
-        let r = h.evaluate(&st(20), &win(&[(300, 5.0)]), Timestamp::from_secs(315));
+        let r = h.evaluate(&st(20), &win(20, &[(300, 5.0)]), Timestamp::from_secs(315));
         // (15 s is outside (15, 315]; 30 s is inside: its raw was 2; now raw is 2.)
         assert_eq!(r.desired, Some(2));
     }
@@ -319,7 +374,7 @@ mod tests {
         for t in (0..240).step_by(15) {
             pts.push((t, 80.0));
         }
-        let w = win(&pts);
+        let w = win(4, &pts);
         let r1 = a.evaluate(&st(4), &w, Timestamp::from_secs(60));
         let r2 = a.evaluate(&st(4), &w, Timestamp::from_secs(120));
         assert_eq!((r1.desired, r2.desired), (None, None));
@@ -332,7 +387,7 @@ mod tests {
         // Scale-in needs 15 low datapoints.
         let mut a = AwsTarget::new(50.0);
         let pts: Vec<(i64, f64)> = (0..1000).step_by(15).map(|t| (t, 20.0)).collect();
-        let w = win(&pts);
+        let w = win(4, &pts);
         let mut first = None;
         for m in 1..=16 {
             let r = a.evaluate(&st(10), &w, Timestamp::from_secs(m * 60));
