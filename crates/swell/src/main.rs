@@ -155,6 +155,24 @@ struct ServeArgs {
     /// fails (default 300s).
     #[arg(long, env = "SWELL_OS_BUILD_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     os_build_timeout: Option<std::time::Duration>,
+    /// How the log (on stderr) is written: `text` for people (coloured only on a
+    /// terminal, never with NO_COLOR), `json` for a log system (one object per line).
+    #[arg(long, env = "SWELL_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// What is logged: a level (`info`, `debug`) or a filter
+    /// (`info,swell_server=debug`) [default: $RUST_LOG, else $SWELL_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+/// How `swell serve` writes its log.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format), for Loki or
+    /// Elasticsearch.
+    Json,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -326,13 +344,43 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWELL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+/// Starts the log on stderr: `level` (else `$RUST_LOG`, else `$SWELL_LOG`, else
+/// `default`) in `format`.
+fn init_tracing(default: &str, format: LogFormat, level: Option<&str>) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).with_context(|| {
+            format!("--log-level `{level}`: not a level or filter (e.g. info, or info,swell_server=debug)")
+        })?,
+        None => EnvFilter::try_from_env("RUST_LOG")
+            .or_else(|_| EnvFilter::try_from_env("SWELL_LOG"))
+            .unwrap_or_else(|_| EnvFilter::new(default)),
+    };
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // A second start in one process (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => log.with_ansi(colour_on_stderr()).try_init(),
+        LogFormat::Json => log.json().try_init(),
+    };
+    Ok(())
+}
+
+/// A message for the operator at the terminal: a plain line, or a log record when the
+/// log is JSON (so that every line of stderr parses).
+fn notice(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{message}"),
+        LogFormat::Json => tracing::info!("{message}"),
+    }
+}
+
+/// Colour only for a person: stderr is a terminal and `NO_COLOR` is unset or empty
+/// (no-color.org). journald, `docker logs` and files get plain text.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
@@ -349,7 +397,7 @@ async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    init_tracing("info");
+    init_tracing("info", args.log_format, args.log_level.as_deref())?;
     use swell_server::secrets::SecretString;
     let openstack = openstack_config(&args)?;
     let admin_password = match (args.admin_password, &args.admin_password_file) {
@@ -374,18 +422,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
         openstack,
     })
     .await?;
+    let format = args.log_format;
     if let Some(p) = server.generated_admin_password() {
-        eprintln!(
-            "created the admin user `admin` with the password {} (shown only now; change it with `swell user passwd admin`)",
-            p.expose()
+        notice(
+            format,
+            &format!(
+                "created the admin user `admin` with the password {} (shown only now; change it with `swell user passwd admin`)",
+                p.expose()
+            ),
         );
         if let Err(e) = cmd_auth::store_bootstrap_token(&server, p.expose()).await {
-            eprintln!("could not store a token for the CLI: {e:#}");
+            notice(
+                format,
+                &format!("could not store a token for the CLI: {e:#}"),
+            );
         }
     }
-    eprintln!(
-        "swell serving the API on http://{} (Ctrl-C to stop)",
-        server.addr()
+    notice(
+        format,
+        &format!(
+            "swell serving the API on http://{} (Ctrl-C to stop)",
+            server.addr()
+        ),
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -394,7 +452,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         _ = term.recv() => None,
         reason = server.lock_lost() => Some(reason),
     };
-    eprintln!("shutting down…");
+    notice(format, "shutting down…");
     server.shutdown().await;
     match lost {
         None => Ok(()),

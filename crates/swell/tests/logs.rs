@@ -1,0 +1,59 @@
+//! `swell serve`'s log as a log system reads it: plain text when stderr is a file (no
+//! colour codes), and one JSON object per line with `--log-format json`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_escape_sequences() {
+    let mut s = Swell::start().await;
+    s.stop().await;
+    let log = s.log(1);
+    assert!(log.contains("INFO"), "the log holds info lines:\n{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "an escape sequence in the log:\n{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let mut s = Swell::start_with(&["--log-format", "json"], &[]).await;
+    let group = group_doc("web", 1, 2, never_scale());
+    let created = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/groups",
+            Some(&group.to_string()),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    wait_running(&s, "web", 1, std::time::Duration::from_secs(30)).await;
+    s.stop().await;
+    let log = s.log(1);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        for key in ["timestamp", "level", "target", "fields"] {
+            assert!(line.get(key).is_some(), "no `{key}` in {line}");
+        }
+    }
+    assert!(!log.contains('\x1b'));
+}
+
+#[tokio::test]
+async fn a_bad_log_level_is_refused_naming_the_flag() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_swell"))
+        .args(["serve", "--log-level", "swell=loudly", "--data-dir"])
+        .arg(tempfile::tempdir().expect("a directory").path())
+        .output()
+        .expect("swell runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--log-level"), "{err}");
+}
