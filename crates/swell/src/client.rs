@@ -57,7 +57,7 @@ impl Client {
             .build()
             .context("building the HTTP client")?;
         Ok(Client {
-            base: url.trim_end_matches('/').to_string(),
+            base: server_url(url)?,
             http,
             token: current_token(),
         })
@@ -133,8 +133,8 @@ pub fn print<T: Serialize>(
     table: impl FnOnce(&T) -> Table,
 ) -> Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Output::Table => println!("{}", table(value)),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(value)?),
+        Output::Table => outln!("{}", table(value)),
     }
     Ok(())
 }
@@ -230,4 +230,44 @@ pub fn load_history_table(list: &[api::LoadSummary]) -> Table {
         ]);
     }
     t
+}
+
+/// The server's base URL from `--url`/`SWELL_URL`: `127.0.0.1:7700` means
+/// `http://127.0.0.1:7700`; a trailing `/` is dropped.
+pub fn server_url(url: &str) -> Result<String> {
+    let url = url.trim();
+    let full = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    let parsed = reqwest::Url::parse(&full)
+        .map_err(|e| anyhow::anyhow!("--url `{url}`: {e} (expected e.g. http://127.0.0.1:7700)"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        anyhow::bail!(
+            "--url `{url}`: must be an http:// or https:// address (e.g. http://127.0.0.1:7700)"
+        );
+    }
+    Ok(full.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_url;
+
+    #[test]
+    fn server_urls() {
+        let check = |given: &str, expected: Result<&str, &str>| match (server_url(given), expected)
+        {
+            (Ok(url), Ok(want)) => assert_eq!(url, want, "{given}"),
+            (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{given}: {e}"),
+            (got, want) => panic!("{given}: got {got:?}, want {want:?}"),
+        };
+        check("http://127.0.0.1:7700", Ok("http://127.0.0.1:7700"));
+        check("https://swell.example/", Ok("https://swell.example"));
+        check("127.0.0.1:7850", Ok("http://127.0.0.1:7850"));
+        check("localhost:7700/", Ok("http://localhost:7700"));
+        check("ftp://x:1", Err("must be an http:// or https://"));
+        check("http://", Err("--url `http://`"));
+    }
 }

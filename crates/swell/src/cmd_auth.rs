@@ -361,7 +361,7 @@ fn audit_table(list: &[api::AuditEntry]) -> comfy_table::Table {
 
 fn done(output: Output, what: String) -> Result<()> {
     match output {
-        Output::Json => println!("{}", json!({ "ok": true, "message": what })),
+        Output::Json => outln!("{}", json!({ "ok": true, "message": what })),
         Output::Table => eprintln!("{what}"),
     }
     Ok(())
@@ -443,12 +443,12 @@ pub async fn run(cmd: AuthCommand, url: &str, output: Output) -> Result<()> {
             let path = format!("/v1/audit?{}", q.join("&"));
             match format.as_deref() {
                 Some("csv") => {
-                    print!("{}", c.get_text(&path).await?);
+                    out!("{}", c.get_text(&path).await?);
                     Ok(())
                 }
                 Some("json") => {
                     let list: api::AuditList = c.get(&path).await?;
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    outln!("{}", serde_json::to_string_pretty(&list)?);
                     Ok(())
                 }
                 _ => {
@@ -630,8 +630,8 @@ async fn api_key(c: &Client, cmd: ApiKeyCmd, output: Output) -> Result<()> {
                 )
                 .await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&k)?),
-                Output::Table => println!("{}", k.key),
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&k)?),
+                Output::Table => outln!("{}", k.key),
             }
             Ok(())
         }

@@ -110,7 +110,7 @@ fn policies(args: PoliciesArgs) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
             if args.json {
-                println!("{}", serde_json::to_string(&r)?);
+                outln!("{}", serde_json::to_string(&r)?);
             }
             reports.push(r);
         }
@@ -140,13 +140,13 @@ fn print_tables(all: &[(String, Vec<SimReport>)]) {
     for (trace, reports) in all {
         let hpa = find(reports, "hpa");
         let oracle = find(reports, "oracle");
-        println!("### {trace}\n");
-        println!(
+        outln!("### {trace}\n");
+        outln!(
             "| policy | instance-hours | × hpa | × oracle | under-provisioned time % | unserved % | instability | actions |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        outln!("|---|---:|---:|---:|---:|---:|---:|---:|");
         for r in reports {
-            println!(
+            outln!(
                 "| {} | {:.1} | {} | {} | {:.3} | {:.4} | {:.4} | {} |",
                 r.policy,
                 r.instance_hours,
@@ -158,16 +158,16 @@ fn print_tables(all: &[(String, Vec<SimReport>)]) {
                 r.scaling_actions
             );
         }
-        println!();
+        outln!();
     }
     // Geometric means of the instance-hour ratios over the traces.
     let policies: Vec<String> = all
         .first()
         .map(|(_, rs)| rs.iter().map(|r| r.policy.clone()).collect())
         .unwrap_or_default();
-    println!("### geometric mean over {} traces\n", all.len());
-    println!("| policy | instance-hours × hpa | instance-hours × oracle |");
-    println!("|---|---:|---:|");
+    outln!("### geometric mean over {} traces\n", all.len());
+    outln!("| policy | instance-hours × hpa | instance-hours × oracle |");
+    outln!("|---|---:|---:|");
     for p in policies {
         let gm = |base: &str| -> Option<f64> {
             let logs: Option<Vec<f64>> = all
@@ -180,7 +180,7 @@ fn print_tables(all: &[(String, Vec<SimReport>)]) {
             logs.filter(|l| !l.is_empty())
                 .map(|l| (l.iter().sum::<f64>() / l.len() as f64).exp())
         };
-        println!(
+        outln!(
             "| {p} | {} | {} |",
             fmt_ratio(gm("hpa")),
             fmt_ratio(gm("oracle"))

@@ -74,10 +74,10 @@ pub fn run(args: LbBenchArgs) -> anyhow::Result<()> {
         .block_on(bench_lb(&opts, |line| eprintln!("{line}")))
         .context("swell bench lb")?;
     if args.json {
-        println!("{}", report.to_json());
+        outln!("{}", report.to_json());
     } else {
-        println!("{}", report.command);
-        print!("{}", report.to_text());
+        outln!("{}", report.command);
+        out!("{}", report.to_text());
     }
     Ok(())
 }

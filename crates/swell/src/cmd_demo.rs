@@ -130,7 +130,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         if args.json {
             eprintln!("{line}");
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     };
     let data = tempfile::tempdir().context("creating a temporary data directory")?;
@@ -176,9 +176,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     server.shutdown().await;
     let summary = result?;
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!(
+        outln!(
             "\nSummary: max {} instances, final {}, {} scale-out and {} scale-in decisions, {} failed requests of {}.",
             summary["max_instances"],
             summary["final_instances"],

@@ -112,7 +112,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     };
     let report = simulate(&trace, &name, &policy, &opts)?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&report);
     }
@@ -120,23 +120,23 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
 }
 
 fn print_report(r: &SimReport) {
-    println!("policy             {}", r.policy);
-    println!("trace              {}", r.trace);
-    println!("duration           {} s", r.duration_s);
-    println!("instance-hours     {:.1}", r.instance_hours);
-    println!(
+    outln!("policy             {}", r.policy);
+    outln!("trace              {}", r.trace);
+    outln!("duration           {} s", r.duration_s);
+    outln!("instance-hours     {:.1}", r.instance_hours);
+    outln!(
         "under-provisioned  {:.3} % of the time",
         r.under_time_share * 100.0
     );
-    println!(
+    outln!(
         "over-provisioned   {:.3} % of the time",
         r.over_time_share * 100.0
     );
-    println!("under accuracy     {:.4}", r.under_accuracy);
-    println!("over accuracy      {:.4}", r.over_accuracy);
-    println!("instability        {:.4}", r.instability);
-    println!("unserved load      {:.4} %", r.unserved_fraction * 100.0);
-    println!("scaling actions    {}", r.scaling_actions);
+    outln!("under accuracy     {:.4}", r.under_accuracy);
+    outln!("over accuracy      {:.4}", r.over_accuracy);
+    outln!("instability        {:.4}", r.instability);
+    outln!("unserved load      {:.4} %", r.unserved_fraction * 100.0);
+    outln!("scaling actions    {}", r.scaling_actions);
 }
 
 #[cfg(test)]

@@ -1,5 +1,18 @@
 //! `swell`: the server, the demo, the simulator, the benchmarks and the client, in one binary.
 
+/// `println!` for a command's output. When the reader has gone (`swell events web |
+/// head`), the command ends quietly with status 0, as `ls | head` does, instead of
+/// panicking on the broken pipe.
+macro_rules! outln {
+    () => { $crate::write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for a command's output, with [`outln!`]'s broken-pipe rule.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_out(format_args!($($arg)*)) };
+}
+
 mod client;
 mod cmd_auth;
 mod cmd_bench;
@@ -304,6 +317,19 @@ enum InstanceCmd {
         /// The instance id.
         id: String,
     },
+}
+
+/// Writes a command's output to stdout; a closed reader ends the process with status 0.
+fn write_out(text: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing the output: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -1,5 +1,6 @@
-//! `swell serve`'s log as a log system reads it: plain text when stderr is a file (no
-//! colour codes), and one JSON object per line with `--log-format json`.
+//! What `swell` writes, as the programs reading it see it: `swell serve`'s log is plain
+//! text when stderr is a file (no colour codes) and one JSON object per line with
+//! `--log-format json`; a command whose reader has gone ends quietly.
 
 mod common;
 
@@ -56,4 +57,25 @@ async fn a_bad_log_level_is_refused_naming_the_flag() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--log-level"), "{err}");
+}
+
+/// `swell … | head`: the reader closes the pipe before the command has written. The
+/// command ends with status 0 and says nothing (it panicked on the broken pipe).
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let trace = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../traces/wikipedia_en_2016-01_1h.csv"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_swell"))
+        .args(["sim", "--trace", trace, "--policy", "hpa"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("swell runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("swell ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
 }
