@@ -8,7 +8,7 @@ use crate::http_identity;
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, OptionalFromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -175,7 +175,54 @@ pub fn router(service: Arc<Service>) -> Router {
                 None,
             )
         })
+        .layer(axum::middleware::map_response(problem_for_plain_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
+}
+
+/// The largest request body the API reads (a tenant document of many groups fits);
+/// larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every error answer is `application/problem+json`: the ones axum writes itself in plain
+/// text (413 for a body over [`MAX_BODY_BYTES`], 405 for a method a route lacks, 415…)
+/// are rewritten here, keeping their status and headers (`Allow`).
+async fn problem_for_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(api::PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let (detail, field_rule) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        let rule = format!("at most {MAX_BODY_BYTES} bytes");
+        (
+            format!("the request body is too large: {rule}"),
+            Some(("body".to_string(), rule)),
+        )
+    } else {
+        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        (
+            if text.is_empty() {
+                title.to_string()
+            } else {
+                text
+            },
+            None,
+        )
+    };
+    let mut answer = problem(status, title, detail, field_rule);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// The caller, as the authorization middleware resolved it from the token: handlers take
@@ -297,8 +344,14 @@ impl IntoResponse for ServiceError {
     }
 }
 
-/// Parses a JSON body, naming the field on error.
+/// Parses a JSON body, naming the field on error. Every body first meets the bounds
+/// every input has ([`swell_core::limits`]: no control characters, sizes), whatever its
+/// type, so that no handler sees an unbounded string.
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ServiceError> {
+    // A body that is not JSON at all falls through to the typed parse, which says where.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        swell_core::limits::check(&value, "")?;
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
