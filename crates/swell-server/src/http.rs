@@ -44,6 +44,7 @@ use utoipa::OpenApi;
         load_history,
         load_balancer,
         metrics,
+        apply,
         http_identity::login,
         http_identity::logout,
         http_identity::whoami,
@@ -113,7 +114,10 @@ use utoipa::OpenApi;
         api::AuditEntry,
         api::AuditList,
         api::InstanceOwner,
-        api::InstanceOwnerList
+        api::InstanceOwnerList,
+        api::TenantDocument,
+        api::ApplyChange,
+        api::ApplyResult
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -161,6 +165,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/groups/{name}/metrics/history", get(load_history))
         .route("/v1/groups/{name}/load_balancer", get(load_balancer))
         .route("/v1/metrics", get(metrics))
+        .route("/v1/apply", post(apply))
         .merge(http_identity::routes())
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -829,5 +834,66 @@ async fn list_events(
     let events = s.list_events(&p.tenant, &name, &filter).await?;
     Ok(axum::Json(api::EventList {
         events: events.iter().map(event_view).collect(),
+    }))
+}
+
+/// Query of `POST /v1/apply`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ApplyQuery {
+    /// Check everything and answer the plan, changing nothing.
+    #[serde(default)]
+    pub(crate) dry_run: bool,
+    /// Delete the tenant's groups the document does not list.
+    #[serde(default)]
+    pub(crate) prune: bool,
+}
+
+/// The tenant document as the server reads it: [`api::TenantDocument`] with typed groups.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantDocument {
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    groups: Vec<GroupSpec>,
+}
+
+/// Applies a tenant document whole: every group is checked first (the rules of create
+/// and update), then its new groups are created, its changed ones updated and, with
+/// `prune`, the tenant's groups it does not list deleted, in one transaction: all or
+/// nothing. `dry_run` answers the plan and changes nothing.
+#[utoipa::path(post, path = "/v1/apply", params(ApplyQuery), request_body = api::TenantDocument,
+    responses((status = 200, body = api::ApplyResult), (status = 400, body = api::Problem), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn apply(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
+    body: Bytes,
+) -> ApiResult<axum::Json<api::ApplyResult>> {
+    let doc: TenantDocument = parse_body(&body)?;
+    let options = crate::apply::ApplyOptions {
+        prune: q.prune,
+        dry_run: q.dry_run,
+    };
+    let changes = s
+        .apply(&p.tenant, doc.tenant.as_deref(), doc.groups, options)
+        .await?;
+    let mut groups = Vec::new();
+    if !q.dry_run {
+        for record in changes.iter().filter_map(|c| c.record.clone()) {
+            groups.push(with_instances(&s, record).await?);
+        }
+    }
+    Ok(axum::Json(api::ApplyResult {
+        dry_run: q.dry_run,
+        changes: changes
+            .iter()
+            .map(|c| api::ApplyChange {
+                group: c.group.clone(),
+                action: c.action.as_str().into(),
+            })
+            .collect(),
+        groups,
     }))
 }

@@ -3,6 +3,7 @@
 //! [`Server`].
 #![warn(missing_docs)]
 
+pub mod apply;
 pub mod auth;
 pub mod clock;
 pub mod controller;
