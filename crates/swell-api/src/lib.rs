@@ -562,3 +562,39 @@ pub struct LoadBalancerBackend {
     /// Requests dispatched after its drain began: always 0 (DESIGN.md invariant 4).
     pub requests_after_drain: u64,
 }
+
+// ---- apply ----
+
+/// Body of `POST /v1/apply`: a tenant document, the groups one tenant wants (what
+/// `swell apply -f` reads; docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDocument {
+    /// The tenant the document is for; when given it must be the credential's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The group documents, each as `POST /v1/groups` takes it.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub groups: Vec<serde_json::Value>,
+}
+
+/// One line of an apply's plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyChange {
+    /// The group.
+    pub group: String,
+    /// `create`, `update`, `unchanged` or `delete` (with `prune`).
+    pub action: String,
+}
+
+/// Answer of `POST /v1/apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyResult {
+    /// True when nothing was changed (`?dry_run=true`): `changes` is the plan.
+    pub dry_run: bool,
+    /// What was (or would be) done, in the document's order, then the deletions.
+    pub changes: Vec<ApplyChange>,
+    /// The groups of `changes` as stored afterwards (empty in a dry run).
+    pub groups: Vec<Group>,
+}

@@ -756,6 +756,11 @@ pub const MAX_GROUP_SIZE: u32 = 10_000;
 impl GroupSpec {
     /// Checks every rule; the first broken one is returned with its field.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        // First the bounds every input has (no control characters, sizes), so that no
+        // later rule, and nothing stored, ever sees an unbounded string.
+        let document = serde_json::to_value(self)
+            .map_err(|e| ValidationError::new("body", format!("cannot be encoded: {e}")))?;
+        crate::limits::check(&document, "")?;
         GroupName::new(self.name.clone())?;
         self.check_provider(&self.provider, "provider")?;
         for (i, p) in self.fallback_providers.iter().enumerate() {

@@ -12,6 +12,7 @@ pub mod fuzz_targets;
 pub mod group;
 pub mod ids;
 pub mod instance;
+pub mod limits;
 pub mod metrics;
 pub mod placement;
 pub mod policy;

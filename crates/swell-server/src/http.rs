@@ -8,7 +8,7 @@ use crate::http_identity;
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, OptionalFromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,7 @@ use utoipa::OpenApi;
         load_history,
         load_balancer,
         metrics,
+        apply,
         http_identity::login,
         http_identity::logout,
         http_identity::whoami,
@@ -113,7 +114,10 @@ use utoipa::OpenApi;
         api::AuditEntry,
         api::AuditList,
         api::InstanceOwner,
-        api::InstanceOwnerList
+        api::InstanceOwnerList,
+        api::TenantDocument,
+        api::ApplyChange,
+        api::ApplyResult
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -161,6 +165,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/groups/{name}/metrics/history", get(load_history))
         .route("/v1/groups/{name}/load_balancer", get(load_balancer))
         .route("/v1/metrics", get(metrics))
+        .route("/v1/apply", post(apply))
         .merge(http_identity::routes())
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -175,7 +180,54 @@ pub fn router(service: Arc<Service>) -> Router {
                 None,
             )
         })
+        .layer(axum::middleware::map_response(problem_for_plain_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
+}
+
+/// The largest request body the API reads (a tenant document of many groups fits);
+/// larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every error answer is `application/problem+json`: the ones axum writes itself in plain
+/// text (413 for a body over [`MAX_BODY_BYTES`], 405 for a method a route lacks, 415…)
+/// are rewritten here, keeping their status and headers (`Allow`).
+async fn problem_for_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(api::PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let (detail, field_rule) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        let rule = format!("at most {MAX_BODY_BYTES} bytes");
+        (
+            format!("the request body is too large: {rule}"),
+            Some(("body".to_string(), rule)),
+        )
+    } else {
+        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        (
+            if text.is_empty() {
+                title.to_string()
+            } else {
+                text
+            },
+            None,
+        )
+    };
+    let mut answer = problem(status, title, detail, field_rule);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// The caller, as the authorization middleware resolved it from the token: handlers take
@@ -297,8 +349,14 @@ impl IntoResponse for ServiceError {
     }
 }
 
-/// Parses a JSON body, naming the field on error.
+/// Parses a JSON body, naming the field on error. Every body first meets the bounds
+/// every input has ([`swell_core::limits`]: no control characters, sizes), whatever its
+/// type, so that no handler sees an unbounded string.
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ServiceError> {
+    // A body that is not JSON at all falls through to the typed parse, which says where.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        swell_core::limits::check(&value, "")?;
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -776,5 +834,66 @@ async fn list_events(
     let events = s.list_events(&p.tenant, &name, &filter).await?;
     Ok(axum::Json(api::EventList {
         events: events.iter().map(event_view).collect(),
+    }))
+}
+
+/// Query of `POST /v1/apply`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ApplyQuery {
+    /// Check everything and answer the plan, changing nothing.
+    #[serde(default)]
+    pub(crate) dry_run: bool,
+    /// Delete the tenant's groups the document does not list.
+    #[serde(default)]
+    pub(crate) prune: bool,
+}
+
+/// The tenant document as the server reads it: [`api::TenantDocument`] with typed groups.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantDocument {
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    groups: Vec<GroupSpec>,
+}
+
+/// Applies a tenant document whole: every group is checked first (the rules of create
+/// and update), then its new groups are created, its changed ones updated and, with
+/// `prune`, the tenant's groups it does not list deleted, in one transaction: all or
+/// nothing. `dry_run` answers the plan and changes nothing.
+#[utoipa::path(post, path = "/v1/apply", params(ApplyQuery), request_body = api::TenantDocument,
+    responses((status = 200, body = api::ApplyResult), (status = 400, body = api::Problem), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn apply(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
+    body: Bytes,
+) -> ApiResult<axum::Json<api::ApplyResult>> {
+    let doc: TenantDocument = parse_body(&body)?;
+    let options = crate::apply::ApplyOptions {
+        prune: q.prune,
+        dry_run: q.dry_run,
+    };
+    let changes = s
+        .apply(&p.tenant, doc.tenant.as_deref(), doc.groups, options)
+        .await?;
+    let mut groups = Vec::new();
+    if !q.dry_run {
+        for record in changes.iter().filter_map(|c| c.record.clone()) {
+            groups.push(with_instances(&s, record).await?);
+        }
+    }
+    Ok(axum::Json(api::ApplyResult {
+        dry_run: q.dry_run,
+        changes: changes
+            .iter()
+            .map(|c| api::ApplyChange {
+                group: c.group.clone(),
+                action: c.action.as_str().into(),
+            })
+            .collect(),
+        groups,
     }))
 }

@@ -3,10 +3,12 @@
 //! [`Server`].
 #![warn(missing_docs)]
 
+pub mod apply;
 pub mod auth;
 pub mod clock;
 pub mod controller;
 pub mod dashboard;
+pub mod data_dir_lock;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
@@ -91,6 +93,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// Another server holds the data directory (or its lock cannot be taken).
+    #[error("{0}")]
+    DataDirLock(#[from] data_dir_lock::DataDirLockError),
     /// The store cannot be opened or recovered.
     #[error("store: {0}")]
     Store(#[from] swell_store::StoreError),
@@ -132,6 +137,8 @@ pub struct Server {
     generated_admin_password: Option<secrets::SecretString>,
     /// Keeps the PostgreSQL server lock while this server runs on a PostgreSQL store.
     lock_keeper: Option<LockKeeper>,
+    /// The data directory's lock: one server per data directory. Dropped last.
+    _data_dir_lock: data_dir_lock::DataDirLock,
 }
 
 /// How often a server on PostgreSQL checks that the session holding its server lock is
@@ -210,6 +217,9 @@ impl Server {
             path: data_dir.clone(),
             source,
         })?;
+        // Before the store is opened or any instance adopted: a second server on this
+        // directory would take over the first one's instances.
+        let data_dir_lock = data_dir_lock::DataDirLock::acquire(&data_dir)?;
         let (store, lock_keeper): (Arc<dyn Store>, _) = match &config.database_url {
             None => (
                 Arc::new(SqliteStore::open(&data_dir.join("swell.db")).await?),
@@ -308,6 +318,7 @@ impl Server {
             http,
             generated_admin_password,
             lock_keeper,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

@@ -130,7 +130,13 @@ impl Service {
         self.clock.now()
     }
 
-    fn event(&self, tenant: &TenantId, group: &str, kind: EventKind, message: String) -> NewEvent {
+    pub(crate) fn event(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        kind: EventKind,
+        message: String,
+    ) -> NewEvent {
         NewEvent {
             tenant: tenant.clone(),
             group: group.to_string(),
@@ -142,7 +148,7 @@ impl Service {
         }
     }
 
-    async fn bind_if_needed(
+    pub(crate) async fn bind_if_needed(
         &self,
         spec: &GroupSpec,
         current: Option<&GroupSpec>,
@@ -183,10 +189,50 @@ impl Service {
         Ok(())
     }
 
+    /// Every rule a new group must meet before it is stored: `create_group`'s checks,
+    /// which `apply` runs too (so a rule added here holds for both).
+    pub(crate) async fn check_new_group(&self, _tenant: &TenantId, spec: &GroupSpec) -> Result<()> {
+        spec.validate()?;
+        self.check_provider(spec)?;
+        Ok(())
+    }
+
+    /// Every rule a group's new spec must meet before it replaces the stored one:
+    /// `update_group`'s checks, which `apply` runs too. The group as stored.
+    pub(crate) async fn check_group_update(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        spec: &GroupSpec,
+    ) -> Result<GroupRecord> {
+        spec.validate()?;
+        if spec.name != name {
+            return Err(ValidationError::new(
+                "name",
+                format!("the name cannot change (`{name}` → `{}`)", spec.name),
+            )
+            .into());
+        }
+        self.check_provider(spec)?;
+        let current = self.get_group(tenant, name).await?;
+        if current.deleting {
+            return Err(ServiceError::State(format!(
+                "group `{name}` is being deleted"
+            )));
+        }
+        if current.spec.provider != spec.provider {
+            return Err(ValidationError::new(
+                "provider",
+                "the provider of a group cannot change; create a new group",
+            )
+            .into());
+        }
+        Ok(current)
+    }
+
     /// Creates a group and starts its worker.
     pub async fn create_group(&self, tenant: &TenantId, spec: GroupSpec) -> Result<GroupRecord> {
-        spec.validate()?;
-        self.check_provider(&spec)?;
+        self.check_new_group(tenant, &spec).await?;
         if self.store.get_group(tenant, &spec.name).await?.is_some() {
             return Err(ServiceError::Conflict {
                 kind: "group",
@@ -225,28 +271,7 @@ impl Service {
         name: &str,
         spec: GroupSpec,
     ) -> Result<GroupRecord> {
-        spec.validate()?;
-        if spec.name != name {
-            return Err(ValidationError::new(
-                "name",
-                format!("the name cannot change (`{name}` → `{}`)", spec.name),
-            )
-            .into());
-        }
-        self.check_provider(&spec)?;
-        let current = self.get_group(tenant, name).await?;
-        if current.deleting {
-            return Err(ServiceError::State(format!(
-                "group `{name}` is being deleted"
-            )));
-        }
-        if current.spec.provider != spec.provider {
-            return Err(ValidationError::new(
-                "provider",
-                "the provider of a group cannot change; create a new group",
-            )
-            .into());
-        }
+        let current = self.check_group_update(tenant, name, &spec).await?;
         let lb = self.bind_if_needed(&spec, Some(&current.spec)).await?;
         let event = self.event(
             tenant,

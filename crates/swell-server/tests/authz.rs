@@ -414,6 +414,9 @@ async fn own_call(
         }
         ("DELETE", "/v1/auth/tokens/current") => {}
         ("POST", "/v1/groups") => body = Some(sleepers(&format!("new-{fresh}"), 0)),
+        ("POST", "/v1/apply") => {
+            body = Some(json!({"groups": [sleepers(&format!("applied-{fresh}"), 0)]}));
+        }
         ("PUT", "/v1/groups/{name}") => body = Some(sleepers(&t.group, 2)),
         ("DELETE", "/v1/groups/{name}") => {
             let g = format!("del-{fresh}");

@@ -12,9 +12,9 @@
 //! ```
 
 use crate::{
-    ApiKeyRecord, EventFilter, EventRecord, InstanceOwner, InstanceRecord, InstanceUpdate,
-    NewAudit, NewEvent, Quota, Role, Sealed, Store, StoreError, TenantRecord, TokenRecord,
-    UserRecord,
+    ApiKeyRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord,
+    InstanceUpdate, NewAudit, NewEvent, Quota, Role, Sealed, Store, StoreError, TenantRecord,
+    TokenRecord, UserRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -113,6 +113,7 @@ checks!(
     api_keys_owners_audit_credentials,
     load_history,
     learned_states,
+    apply_groups_all_or_none,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.
@@ -1621,4 +1622,101 @@ pub async fn load_history(store: &dyn Store) {
         read(&a, 0).await.is_empty(),
         "a new group of the same name starts empty"
     );
+}
+
+/// A batch of group writes is one transaction: every write with its event, or, when one
+/// fails (here a name taken in the tenant, then a group that does not exist), none of
+/// them and no event; another tenant's groups are out of its reach.
+pub async fn apply_groups_all_or_none(store: &dyn Store) {
+    let (a, b) = (tenant("apply-a"), tenant("apply-b"));
+    new_group(store, &a, "old", 1, 3).await;
+    new_group(store, &a, "gone", 1, 3).await;
+    new_group(store, &b, "other", 1, 3).await;
+    let ev = |x: &TenantId, g: &str, kind| event(x, g, kind, 5_000);
+    let create = |x: &TenantId, name: &str| GroupWrite::Create {
+        spec: spec(name, 1, 4),
+        event: ev(x, name, EventKind::GroupCreated),
+    };
+    let state = |x: &TenantId| {
+        let x = x.clone();
+        async move {
+            let mut all = Vec::new();
+            for g in store.list_groups(&x).await.expect("list_groups") {
+                let events = events_of(store, &x, &g.spec.name).await.len();
+                all.push((g.spec.name, g.spec.max, g.deleting, events));
+            }
+            all
+        }
+    };
+    let before = state(&a).await;
+
+    // A taken name fails the third write: nothing of the first two is kept.
+    let writes = [
+        create(&a, "new"),
+        GroupWrite::Update {
+            spec: spec("old", 1, 9),
+            event: ev(&a, "old", EventKind::GroupUpdated),
+        },
+        create(&a, "gone"),
+    ];
+    let err = store
+        .apply_groups(&a, &writes, t(5_000))
+        .await
+        .expect_err("a taken name");
+    assert!(
+        matches!(&err, StoreError::Conflict { kind: "group", name } if name == "gone"),
+        "{err:?}"
+    );
+    assert_eq!(state(&a).await, before, "a failed batch changed something");
+    assert!(events_of(store, &a, "new").await.is_empty());
+
+    // Another tenant's group is absent: updating it fails the batch, and changes neither.
+    let writes = [
+        create(&a, "new"),
+        GroupWrite::Update {
+            spec: spec("other", 1, 9),
+            event: ev(&a, "other", EventKind::GroupUpdated),
+        },
+    ];
+    assert_not_found(
+        store.apply_groups(&a, &writes, t(5_000)).await,
+        "group",
+        "another tenant's group",
+    );
+    assert_eq!(state(&a).await, before);
+    assert_eq!(state(&b).await, [("other".to_string(), 3, false, 1)]);
+
+    // A good batch: all of it, in order, each write with its event.
+    let writes = [
+        create(&a, "new"),
+        GroupWrite::Update {
+            spec: spec("old", 2, 9),
+            event: ev(&a, "old", EventKind::GroupUpdated),
+        },
+        GroupWrite::MarkDeleting {
+            name: "gone".into(),
+            event: ev(&a, "gone", EventKind::GroupDeleted),
+        },
+    ];
+    let records = store
+        .apply_groups(&a, &writes, t(5_000))
+        .await
+        .expect("apply_groups");
+    let got: Vec<(&str, u32, bool)> = records
+        .iter()
+        .map(|r| (r.spec.name.as_str(), r.desired_capacity, r.deleting))
+        .collect();
+    assert_eq!(
+        got,
+        [("new", 1, false), ("old", 2, false), ("gone", 1, true)]
+    );
+    assert_eq!(
+        state(&a).await,
+        [
+            ("gone".to_string(), 3, true, 2),
+            ("new".to_string(), 4, false, 1),
+            ("old".to_string(), 9, false, 2),
+        ]
+    );
+    assert_eq!(state(&b).await, [("other".to_string(), 3, false, 1)]);
 }

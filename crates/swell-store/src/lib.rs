@@ -143,6 +143,32 @@ pub struct EventFilter {
     pub limit: Option<u32>,
 }
 
+/// One write of a batch applied in one transaction ([`Store::apply_groups`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupWrite {
+    /// Create a group, as [`Store::create_group`] does.
+    Create {
+        /// The new group's spec.
+        spec: GroupSpec,
+        /// Its `group_created` event.
+        event: NewEvent,
+    },
+    /// Replace a group's spec, as [`Store::update_group`] does.
+    Update {
+        /// The new spec (its name says which group).
+        spec: GroupSpec,
+        /// Its `group_updated` event.
+        event: NewEvent,
+    },
+    /// Mark a group for deletion, as [`Store::mark_group_deleting`] does.
+    MarkDeleting {
+        /// The group.
+        name: String,
+        /// Its `group_deleted` event.
+        event: NewEvent,
+    },
+}
+
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -235,6 +261,16 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         event: NewEvent,
     ) -> Result<GroupRecord>;
+
+    /// Applies every write, in order, in ONE transaction: all of them or, if any fails
+    /// (`Conflict`, `NotFound`, …), none, with that error. Each write does what its
+    /// single-group method does (events included). The records, in the writes' order.
+    async fn apply_groups(
+        &self,
+        tenant: &TenantId,
+        writes: &[GroupWrite],
+        now: Timestamp,
+    ) -> Result<Vec<GroupRecord>>;
 
     /// Removes the group row (and its instances' rows); its events stay.
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()>;

@@ -30,7 +30,7 @@
 
 use crate::sqlite::DEFAULT_EVENT_LIMIT;
 use crate::{
-    ApiKeyRecord, AuditRecord, EventFilter, EventRecord, GroupRecord, InstanceOwner,
+    ApiKeyRecord, AuditRecord, EventFilter, EventRecord, GroupRecord, GroupWrite, InstanceOwner,
     InstanceRecord, InstanceUpdate, NewAudit, NewEvent, Quota, Result, Role, RoleBinding, Sealed,
     Store, StoreError, TenantRecord, TokenRecord, UserRecord,
 };
@@ -462,6 +462,108 @@ async fn fetch_group(
 }
 
 /// The instance, its row locked until the transaction ends (a read-modify-write follows).
+/// Inserts a group (and its tenant, if new) and records `event`: [`Store::create_group`]
+/// inside a caller's transaction.
+async fn create_group_in(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    spec: &GroupSpec,
+    now: Timestamp,
+    event: &NewEvent,
+) -> Result<GroupRecord> {
+    let record = GroupRecord {
+        tenant: tenant.clone(),
+        spec: spec.clone(),
+        desired_capacity: spec.initial_desired(),
+        last_scaling_at: None,
+        deleting: false,
+        created_at: now,
+        updated_at: now,
+    };
+    ensure_tenant_in(tx, tenant, now).await?;
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO scaling_groups ({GROUP_COLUMNS}) VALUES ($1, $2, $3, $4, NULL, FALSE, $5, $6)"
+    ))
+    .bind(tenant.as_str())
+    .bind(&spec.name)
+    .bind(encode_spec(spec)?)
+    .bind(i64::from(record.desired_capacity))
+    .bind(millis(now))
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(StoreError::Conflict {
+                kind: "group",
+                name: spec.name.clone(),
+            });
+        }
+        Err(e) => return Err(db(e)),
+    }
+    insert_event(tx, tenant, event).await?;
+    Ok(record)
+}
+
+/// Replaces a group's spec, clamps its desired capacity, records `event`:
+/// [`Store::update_group`] inside a caller's transaction.
+async fn update_group_in(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    spec: &GroupSpec,
+    now: Timestamp,
+    event: &NewEvent,
+) -> Result<GroupRecord> {
+    let mut group = fetch_group(tx, tenant, &spec.name)
+        .await?
+        .ok_or_else(|| not_found("group", &spec.name))?;
+    // `clamp` would panic on min > max; a stored spec was validated, but stay total.
+    group.desired_capacity = group.desired_capacity.max(spec.min).min(spec.max);
+    group.spec = spec.clone();
+    group.updated_at = now;
+    sqlx::query(
+        "UPDATE scaling_groups SET spec = $1, desired_capacity = $2, updated_at = $3 \
+             WHERE tenant = $4 AND name = $5",
+    )
+    .bind(encode_spec(spec)?)
+    .bind(i64::from(group.desired_capacity))
+    .bind(millis(now))
+    .bind(tenant.as_str())
+    .bind(&spec.name)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    insert_event(tx, tenant, event).await?;
+    Ok(group)
+}
+
+/// Marks a group for deletion and records `event`: [`Store::mark_group_deleting`] inside
+/// a caller's transaction.
+async fn mark_group_deleting_in(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    name: &str,
+    event: &NewEvent,
+) -> Result<GroupRecord> {
+    let mut group = fetch_group(tx, tenant, name)
+        .await?
+        .ok_or_else(|| not_found("group", name))?;
+    group.deleting = true;
+    group.updated_at = event.at;
+    sqlx::query(
+            "UPDATE scaling_groups SET deleting = TRUE, updated_at = $1 WHERE tenant = $2 AND name = $3",
+        )
+        .bind(millis(event.at))
+        .bind(tenant.as_str())
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    insert_event(tx, tenant, event).await?;
+    Ok(group)
+}
+
 async fn fetch_instance(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
@@ -588,39 +690,8 @@ impl Store for PgStore {
         now: Timestamp,
         event: NewEvent,
     ) -> Result<GroupRecord> {
-        let record = GroupRecord {
-            tenant: tenant.clone(),
-            spec: spec.clone(),
-            desired_capacity: spec.initial_desired(),
-            last_scaling_at: None,
-            deleting: false,
-            created_at: now,
-            updated_at: now,
-        };
         let mut tx = self.begin().await?;
-        ensure_tenant_in(&mut tx, tenant, now).await?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO scaling_groups ({GROUP_COLUMNS}) VALUES ($1, $2, $3, $4, NULL, FALSE, $5, $6)"
-        ))
-        .bind(tenant.as_str())
-        .bind(&spec.name)
-        .bind(encode_spec(spec)?)
-        .bind(i64::from(record.desired_capacity))
-        .bind(millis(now))
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict {
-                    kind: "group",
-                    name: spec.name.clone(),
-                });
-            }
-            Err(e) => return Err(db(e)),
-        }
-        insert_event(&mut tx, tenant, &event).await?;
+        let record = create_group_in(&mut tx, tenant, spec, now, &event).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -666,26 +737,7 @@ impl Store for PgStore {
         event: NewEvent,
     ) -> Result<GroupRecord> {
         let mut tx = self.begin().await?;
-        let mut group = fetch_group(&mut tx, tenant, &spec.name)
-            .await?
-            .ok_or_else(|| not_found("group", &spec.name))?;
-        // `clamp` would panic on min > max; a stored spec was validated, but stay total.
-        group.desired_capacity = group.desired_capacity.max(spec.min).min(spec.max);
-        group.spec = spec.clone();
-        group.updated_at = now;
-        sqlx::query(
-            "UPDATE scaling_groups SET spec = $1, desired_capacity = $2, updated_at = $3 \
-             WHERE tenant = $4 AND name = $5",
-        )
-        .bind(encode_spec(spec)?)
-        .bind(i64::from(group.desired_capacity))
-        .bind(millis(now))
-        .bind(tenant.as_str())
-        .bind(&spec.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        insert_event(&mut tx, tenant, &event).await?;
+        let group = update_group_in(&mut tx, tenant, spec, now, &event).await?;
         tx.commit().await.map_err(db)?;
         Ok(group)
     }
@@ -742,23 +794,35 @@ impl Store for PgStore {
         event: NewEvent,
     ) -> Result<GroupRecord> {
         let mut tx = self.begin().await?;
-        let mut group = fetch_group(&mut tx, tenant, name)
-            .await?
-            .ok_or_else(|| not_found("group", name))?;
-        group.deleting = true;
-        group.updated_at = event.at;
-        sqlx::query(
-            "UPDATE scaling_groups SET deleting = TRUE, updated_at = $1 WHERE tenant = $2 AND name = $3",
-        )
-        .bind(millis(event.at))
-        .bind(tenant.as_str())
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        insert_event(&mut tx, tenant, &event).await?;
+        let group = mark_group_deleting_in(&mut tx, tenant, name, &event).await?;
         tx.commit().await.map_err(db)?;
         Ok(group)
+    }
+
+    async fn apply_groups(
+        &self,
+        tenant: &TenantId,
+        writes: &[GroupWrite],
+        now: Timestamp,
+    ) -> Result<Vec<GroupRecord>> {
+        let mut tx = self.begin().await?;
+        let mut records = Vec::with_capacity(writes.len());
+        for write in writes {
+            // An error returns before the commit: the transaction rolls back whole.
+            records.push(match write {
+                GroupWrite::Create { spec, event } => {
+                    create_group_in(&mut tx, tenant, spec, now, event).await?
+                }
+                GroupWrite::Update { spec, event } => {
+                    update_group_in(&mut tx, tenant, spec, now, event).await?
+                }
+                GroupWrite::MarkDeleting { name, event } => {
+                    mark_group_deleting_in(&mut tx, tenant, name, event).await?
+                }
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(records)
     }
 
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()> {

@@ -16,7 +16,7 @@
 //!   Times are integer milliseconds; a group's spec and an event's cause are JSON.
 
 use crate::{
-    ApiKeyRecord, AuditRecord, EventFilter, EventRecord, GroupRecord, InstanceOwner,
+    ApiKeyRecord, AuditRecord, EventFilter, EventRecord, GroupRecord, GroupWrite, InstanceOwner,
     InstanceRecord, InstanceUpdate, NewAudit, NewEvent, Quota, Result, Role, RoleBinding, Sealed,
     Store, StoreError, TenantRecord, TokenRecord, UserRecord,
 };
@@ -330,6 +330,108 @@ async fn fetch_group(
     row.as_ref().map(decode_group).transpose()
 }
 
+/// Inserts a group (and its tenant, if new) and records `event`: [`Store::create_group`]
+/// inside a caller's transaction.
+async fn create_group_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    spec: &GroupSpec,
+    now: Timestamp,
+    event: &NewEvent,
+) -> Result<GroupRecord> {
+    let record = GroupRecord {
+        tenant: tenant.clone(),
+        spec: spec.clone(),
+        desired_capacity: spec.initial_desired(),
+        last_scaling_at: None,
+        deleting: false,
+        created_at: now,
+        updated_at: now,
+    };
+    ensure_tenant_in(tx, tenant, now).await?;
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO scaling_groups ({GROUP_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 0, ?, ?)"
+    ))
+    .bind(tenant.as_str())
+    .bind(&spec.name)
+    .bind(encode_spec(spec)?)
+    .bind(i64::from(record.desired_capacity))
+    .bind(millis(now))
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(StoreError::Conflict {
+                kind: "group",
+                name: spec.name.clone(),
+            });
+        }
+        Err(e) => return Err(db(e)),
+    }
+    insert_event(tx, tenant, event).await?;
+    Ok(record)
+}
+
+/// Replaces a group's spec, clamps its desired capacity, records `event`:
+/// [`Store::update_group`] inside a caller's transaction.
+async fn update_group_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    spec: &GroupSpec,
+    now: Timestamp,
+    event: &NewEvent,
+) -> Result<GroupRecord> {
+    let mut group = fetch_group(tx, tenant, &spec.name)
+        .await?
+        .ok_or_else(|| not_found("group", &spec.name))?;
+    // `clamp` would panic on min > max; a stored spec was validated, but stay total.
+    group.desired_capacity = group.desired_capacity.max(spec.min).min(spec.max);
+    group.spec = spec.clone();
+    group.updated_at = now;
+    sqlx::query(
+        "UPDATE scaling_groups SET spec = ?, desired_capacity = ?, updated_at = ? \
+             WHERE tenant = ? AND name = ?",
+    )
+    .bind(encode_spec(spec)?)
+    .bind(i64::from(group.desired_capacity))
+    .bind(millis(now))
+    .bind(tenant.as_str())
+    .bind(&spec.name)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    insert_event(tx, tenant, event).await?;
+    Ok(group)
+}
+
+/// Marks a group for deletion and records `event`: [`Store::mark_group_deleting`] inside
+/// a caller's transaction.
+async fn mark_group_deleting_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    name: &str,
+    event: &NewEvent,
+) -> Result<GroupRecord> {
+    let mut group = fetch_group(tx, tenant, name)
+        .await?
+        .ok_or_else(|| not_found("group", name))?;
+    group.deleting = true;
+    group.updated_at = event.at;
+    sqlx::query(
+        "UPDATE scaling_groups SET deleting = 1, updated_at = ? WHERE tenant = ? AND name = ?",
+    )
+    .bind(millis(event.at))
+    .bind(tenant.as_str())
+    .bind(name)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    insert_event(tx, tenant, event).await?;
+    Ok(group)
+}
+
 async fn fetch_instance(
     tx: &mut Transaction<'static, Sqlite>,
     tenant: &TenantId,
@@ -456,39 +558,8 @@ impl Store for SqliteStore {
         now: Timestamp,
         event: NewEvent,
     ) -> Result<GroupRecord> {
-        let record = GroupRecord {
-            tenant: tenant.clone(),
-            spec: spec.clone(),
-            desired_capacity: spec.initial_desired(),
-            last_scaling_at: None,
-            deleting: false,
-            created_at: now,
-            updated_at: now,
-        };
         let mut tx = self.write().await?;
-        ensure_tenant_in(&mut tx, tenant, now).await?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO scaling_groups ({GROUP_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 0, ?, ?)"
-        ))
-        .bind(tenant.as_str())
-        .bind(&spec.name)
-        .bind(encode_spec(spec)?)
-        .bind(i64::from(record.desired_capacity))
-        .bind(millis(now))
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict {
-                    kind: "group",
-                    name: spec.name.clone(),
-                });
-            }
-            Err(e) => return Err(db(e)),
-        }
-        insert_event(&mut tx, tenant, &event).await?;
+        let record = create_group_in(&mut tx, tenant, spec, now, &event).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -534,26 +605,7 @@ impl Store for SqliteStore {
         event: NewEvent,
     ) -> Result<GroupRecord> {
         let mut tx = self.write().await?;
-        let mut group = fetch_group(&mut tx, tenant, &spec.name)
-            .await?
-            .ok_or_else(|| not_found("group", &spec.name))?;
-        // `clamp` would panic on min > max; a stored spec was validated, but stay total.
-        group.desired_capacity = group.desired_capacity.max(spec.min).min(spec.max);
-        group.spec = spec.clone();
-        group.updated_at = now;
-        sqlx::query(
-            "UPDATE scaling_groups SET spec = ?, desired_capacity = ?, updated_at = ? \
-             WHERE tenant = ? AND name = ?",
-        )
-        .bind(encode_spec(spec)?)
-        .bind(i64::from(group.desired_capacity))
-        .bind(millis(now))
-        .bind(tenant.as_str())
-        .bind(&spec.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        insert_event(&mut tx, tenant, &event).await?;
+        let group = update_group_in(&mut tx, tenant, spec, now, &event).await?;
         tx.commit().await.map_err(db)?;
         Ok(group)
     }
@@ -610,23 +662,35 @@ impl Store for SqliteStore {
         event: NewEvent,
     ) -> Result<GroupRecord> {
         let mut tx = self.write().await?;
-        let mut group = fetch_group(&mut tx, tenant, name)
-            .await?
-            .ok_or_else(|| not_found("group", name))?;
-        group.deleting = true;
-        group.updated_at = event.at;
-        sqlx::query(
-            "UPDATE scaling_groups SET deleting = 1, updated_at = ? WHERE tenant = ? AND name = ?",
-        )
-        .bind(millis(event.at))
-        .bind(tenant.as_str())
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        insert_event(&mut tx, tenant, &event).await?;
+        let group = mark_group_deleting_in(&mut tx, tenant, name, &event).await?;
         tx.commit().await.map_err(db)?;
         Ok(group)
+    }
+
+    async fn apply_groups(
+        &self,
+        tenant: &TenantId,
+        writes: &[GroupWrite],
+        now: Timestamp,
+    ) -> Result<Vec<GroupRecord>> {
+        let mut tx = self.write().await?;
+        let mut records = Vec::with_capacity(writes.len());
+        for write in writes {
+            // An error returns before the commit: the transaction rolls back whole.
+            records.push(match write {
+                GroupWrite::Create { spec, event } => {
+                    create_group_in(&mut tx, tenant, spec, now, event).await?
+                }
+                GroupWrite::Update { spec, event } => {
+                    update_group_in(&mut tx, tenant, spec, now, event).await?
+                }
+                GroupWrite::MarkDeleting { name, event } => {
+                    mark_group_deleting_in(&mut tx, tenant, name, event).await?
+                }
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(records)
     }
 
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()> {

@@ -54,11 +54,18 @@ enum Command {
     Serve(ServeArgs),
     /// Watch a fleet scale out and back in on the embedded defaults.
     Demo(cmd_demo::DemoArgs),
-    /// Create or update the groups of a tenant document (YAML or JSON).
+    /// Apply a tenant document (YAML or JSON) whole: create its new groups, update the
+    /// changed ones, all in one transaction (one bad group changes nothing).
     Apply {
         /// The tenant document (`-` for standard input).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Print the plan (create / update / unchanged / delete) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete the tenant's groups the document does not list.
+        #[arg(long)]
+        prune: bool,
     },
     /// Manage scaling groups.
     #[command(subcommand)]
@@ -528,7 +535,11 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                 client::groups_table(std::slice::from_ref(g))
             })
         }
-        Command::Apply { file } => apply(c, &file, output).await,
+        Command::Apply {
+            file,
+            dry_run,
+            prune,
+        } => apply(c, &file, dry_run, prune, output).await,
         Command::Instance(InstanceCmd::List { group, all }) => {
             let list: api::InstanceList = c
                 .get(&format!("/v1/groups/{group}/instances?all={all}"))
@@ -647,47 +658,53 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
     }
 }
 
-/// Creates the document's missing groups and updates the others. Every group is
-/// validated before anything is sent, so an invalid document changes nothing.
-async fn apply(c: &Client, file: &std::path::Path, output: Output) -> Result<()> {
+/// Applies a tenant document through `POST /v1/apply`: the server checks every group and
+/// applies them in one transaction. Each group is also checked here first, so that a
+/// mistake is reported before anything is sent.
+async fn apply(
+    c: &Client,
+    file: &std::path::Path,
+    dry_run: bool,
+    prune: bool,
+    output: Output,
+) -> Result<()> {
     let doc: docs::TenantDoc = docs::read(file)?;
-    if let Some(t) = &doc.tenant {
-        // The tenant comes from the token: the document only says which one it expects.
-        let me: api::Whoami = c.get("/v1/auth/whoami").await?;
-        if &me.tenant != t {
-            anyhow::bail!(
-                "the document is for tenant `{t}` but you are logged in to `{}`: swell login --tenant {t} …",
-                me.tenant
-            );
-        }
-    }
-    let bodies = doc
+    let groups = doc
         .groups
         .iter()
-        .map(|g| Ok((g.name.clone(), docs::group_json(g)?)))
+        .map(docs::group_json)
         .collect::<Result<Vec<_>>>()?;
-    let existing: api::GroupList = c.get("/v1/groups").await?;
-    let mut results = Vec::new();
-    for (name, body) in bodies {
-        let exists = existing.groups.iter().any(|g| g.name == name);
-        let (g, action): (api::Group, &str) = if exists {
-            (
-                c.call(Method::PUT, &format!("/v1/groups/{name}"), Some(&body))
-                    .await?,
-                "updated",
-            )
-        } else {
-            (
-                c.call(Method::POST, "/v1/groups", Some(&body)).await?,
-                "created",
-            )
-        };
-        if output == Output::Table {
-            eprintln!("group {name} {action}");
-        }
-        results.push(g);
+    let body = serde_json::to_value(api::TenantDocument {
+        tenant: doc.tenant.clone(),
+        groups,
+    })?;
+    let path = format!("/v1/apply?dry_run={dry_run}&prune={prune}");
+    let result: api::ApplyResult = c.call(Method::POST, &path, Some(&body)).await?;
+    if dry_run {
+        return print(output, &result.changes, |changes| {
+            let mut t = client::table(&["GROUP", "PLAN"]);
+            for ch in changes {
+                let plan = match ch.action.as_str() {
+                    "unchanged" => "unchanged".to_string(),
+                    action => format!("would {action}"),
+                };
+                t.add_row(vec![ch.group.clone(), plan]);
+            }
+            t
+        });
     }
-    print(output, &results, |r| client::groups_table(r))
+    if output == Output::Table {
+        for ch in &result.changes {
+            let done = match ch.action.as_str() {
+                "create" => "created",
+                "update" => "updated",
+                "delete" => "deleted (its instances are drained first)",
+                _ => "unchanged",
+            };
+            eprintln!("group {} {done}", ch.group);
+        }
+    }
+    print(output, &result.groups, |r| client::groups_table(r))
 }
 
 #[cfg(test)]

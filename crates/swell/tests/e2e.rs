@@ -660,7 +660,8 @@ async fn apply_is_declarative() {
     let file = s.write("tenant.yaml", &tenant(5).to_string());
     let out = s.cli(&["apply", "-f", &file]).await;
     assert!(out.status.success(), "{out:#?}");
-    assert!(out.stderr.contains("group alpha updated"), "{out:#?}");
+    // alpha's document did not change: it is left alone (no write, no event).
+    assert!(out.stderr.contains("group alpha unchanged"), "{out:#?}");
     assert!(out.stderr.contains("group beta updated"), "{out:#?}");
 
     let list = s.cli_json(&["group", "list"]).await;

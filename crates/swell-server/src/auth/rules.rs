@@ -68,6 +68,7 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     (Method::GET, "/v1/auth/whoami", Authenticated),
     (Method::GET, "/v1/groups", Role(Role::Viewer)),
     (Method::POST, "/v1/groups", Role(Role::Member)),
+    (Method::POST, "/v1/apply", Role(Role::Member)),
     (Method::GET, "/v1/groups/{name}", Role(Role::Viewer)),
     (Method::PUT, "/v1/groups/{name}", Role(Role::Member)),
     (Method::DELETE, "/v1/groups/{name}", Role(Role::Member)),

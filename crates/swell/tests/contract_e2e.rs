@@ -1,0 +1,238 @@
+//! The API as a contract: every input bounded (control characters, sizes) with a 400
+//! problem naming the field, a too-large body a 413 problem, and nothing stored.
+
+mod common;
+
+use common::{Answer, Swell, group_doc, never_scale};
+use serde_json::{Value, json};
+
+fn problem(a: &Answer, status: u16, field: &str, rule: &str) {
+    assert_eq!(a.status, status, "{a:?}");
+    assert_eq!(a.content_type, "application/problem+json", "{a:?}");
+    assert_eq!(a.body["status"], status, "{a:?}");
+    assert_eq!(a.body["field"], field, "{a:?}");
+    assert!(
+        a.body["rule"].as_str().is_some_and(|r| r.contains(rule)),
+        "rule `{rule}`: {a:?}"
+    );
+}
+
+#[tokio::test]
+async fn unbounded_inputs_are_refused_naming_the_field_and_nothing_is_stored() {
+    let s = Swell::start().await;
+    let post = |doc: Value| {
+        let s = &s;
+        async move {
+            s.request(reqwest::Method::POST, "/v1/groups", Some(&doc.to_string()))
+                .await
+        }
+    };
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut doc = group_doc("web", 1, 2, never_scale());
+        edit(&mut doc);
+        doc
+    };
+
+    // Each check: the document, then the status, field and rule expected.
+    let nul = with(&|d| d["template"]["command"][2] = json!("--po\u{0}rt"));
+    problem(
+        &post(nul).await,
+        400,
+        "template.command[2]",
+        "control characters",
+    );
+    let env = with(&|d| d["template"]["env"] = json!({"MODE": "a\u{1b}[2J"}));
+    problem(
+        &post(env).await,
+        400,
+        "template.env.MODE",
+        "control characters",
+    );
+    let name = with(&|d| d["name"] = json!("n".repeat(100 * 1024)));
+    problem(&post(name).await, 400, "name", "at most 4096 bytes");
+    let args: Vec<String> = (0..300).map(|i| format!("a{i}")).collect();
+    let many = with(&|d| d["template"]["command"] = json!(args));
+    problem(
+        &post(many).await,
+        400,
+        "template.command",
+        "at most 256 items",
+    );
+    // Another body type meets the same bounds.
+    let a = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            Some(&json!({"name": "t1", "description": "x\u{0}"}).to_string()),
+        )
+        .await;
+    problem(&a, 400, "description", "control characters");
+
+    // A 2 MB body: 413, as a problem naming the body.
+    let big = json!({"name": "web", "max": 2, "template": {"command": ["a"]}, "pad": "x".repeat(2 * 1024 * 1024)});
+    let a = post(big).await;
+    problem(&a, 413, "body", "at most 1048576 bytes");
+
+    // A method a route lacks: axum's 405, as a problem, with its `Allow`.
+    let a = s.request(reqwest::Method::PATCH, "/v1/groups", None).await;
+    assert_eq!(a.status, 405, "{a:?}");
+    assert_eq!(a.content_type, "application/problem+json", "{a:?}");
+
+    let list = s.get("/v1/groups").await;
+    assert_eq!(list, json!({"groups": []}), "bad input stored something");
+    assert!(s.tagged().is_empty(), "bad input started processes");
+
+    // The CLI's YAML meets the same bounds before anything is sent.
+    let file = s.write(
+        "nul.yaml",
+        "name: web\nmax: 2\ntemplate:\n  command: [app, \"a\\0b\"]\n",
+    );
+    let out = s.cli(&["group", "create", "-f", &file]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("template.command[1]: no control characters"),
+        "{out:#?}"
+    );
+}
+
+/// The groups' names and `max`, by name.
+async fn stored(s: &Swell) -> Vec<(String, Value)> {
+    let list = s.get("/v1/groups").await;
+    let mut all: Vec<(String, Value)> = list["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap_or_default().to_string(),
+                g["spec"]["max"].clone(),
+            )
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[tokio::test]
+async fn apply_is_all_or_nothing_with_a_plan_and_prune() {
+    let s = Swell::start().await;
+    let doc = |groups: Vec<Value>| json!({"tenant": "default", "groups": groups}).to_string();
+    let g = |name: &str, max: u32| group_doc(name, 0, max, never_scale());
+    let file = s.write("t.yaml", &doc(vec![g("alpha", 2), g("beta", 2)]));
+    let out = s.cli(&["apply", "-f", &file]).await;
+    assert!(out.status.success(), "{out:#?}");
+    let before = stored(&s).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // The third group is invalid for the server only (a provider this server lacks):
+    // the CLI's own checks pass, the server refuses the whole document.
+    let mut third = g("gamma", 2);
+    third["provider"] = json!("docker");
+    third["template"]["image"] = json!("nginx");
+    let file = s.write("bad.yaml", &doc(vec![g("alpha", 5), g("delta", 2), third]));
+    let out = s.cli(&["apply", "-f", &file]).await;
+    assert!(!out.status.success(), "{out:#?}");
+    assert!(
+        out.stderr.contains("groups[2].provider") && out.stderr.contains("gamma"),
+        "the group and the field: {out:#?}"
+    );
+    assert_eq!(
+        stored(&s).await,
+        before,
+        "a refused document changed something"
+    );
+    // The same through the API: a problem naming the field, nothing stored.
+    let mut bad_bounds = g("delta", 2);
+    bad_bounds["min"] = json!(3);
+    let a = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/apply",
+            Some(&doc(vec![g("alpha", 5), g("epsilon", 2), bad_bounds])),
+        )
+        .await;
+    problem(
+        &a,
+        400,
+        "groups[2].max",
+        "group `delta`: max (2) must be >= min (3)",
+    );
+    // A taken load balancer port fails the document too.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let mut port_taken = g("zeta", 2);
+    port_taken["load_balancer"]["listen"] = json!(taken.local_addr().expect("addr").to_string());
+    let a = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/apply",
+            Some(&doc(vec![g("eta", 2), port_taken])),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(a.body["field"], "groups[1].load_balancer.listen", "{a:?}");
+    assert_eq!(stored(&s).await, before);
+    let a = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/apply",
+            Some(&json!({"tenant": "other", "groups": []}).to_string()),
+        )
+        .await;
+    problem(&a, 400, "tenant", "log in to `other`");
+
+    // --dry-run prints the plan and changes nothing.
+    let file = s.write("next.yaml", &doc(vec![g("alpha", 5), g("delta", 2)]));
+    let out = s.cli(&["apply", "-f", &file, "--dry-run", "--prune"]).await;
+    assert!(out.status.success(), "{out:#?}");
+    for line in [
+        "alpha",
+        "would update",
+        "delta",
+        "would create",
+        "beta",
+        "would delete",
+    ] {
+        assert!(out.stdout.contains(line), "plan line `{line}`: {out:#?}");
+    }
+    let plan = s
+        .cli_json(&["apply", "-f", &file, "--dry-run", "--prune"])
+        .await;
+    assert_eq!(
+        plan,
+        json!([
+            {"group": "alpha", "action": "update"},
+            {"group": "delta", "action": "create"},
+            {"group": "beta", "action": "delete"},
+        ])
+    );
+    assert_eq!(stored(&s).await, before, "a dry run changed something");
+    assert_eq!(
+        s.events("alpha").await.len(),
+        1,
+        "a dry run recorded events"
+    );
+
+    // --prune deletes the groups the document does not list.
+    let out = s.cli(&["apply", "-f", &file, "--prune"]).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("group beta deleted"), "{out:#?}");
+    // beta has no instance (min 0), so its deletion may already be complete.
+    let beta = s
+        .request(reqwest::Method::GET, "/v1/groups/beta", None)
+        .await;
+    let going = beta.status == 404 || beta.body["deleting"] == true;
+    assert!(going, "beta is being deleted: {beta:?}");
+    let after = stored(&s).await;
+    assert!(after.contains(&("alpha".into(), json!(5))), "{after:?}");
+    assert!(after.contains(&("delta".into(), json!(2))), "{after:?}");
+    // Applying it again: nothing to do.
+    let again = s.cli_json(&["apply", "-f", &file, "--dry-run"]).await;
+    assert_eq!(
+        again,
+        json!([
+            {"group": "alpha", "action": "unchanged"},
+            {"group": "delta", "action": "unchanged"},
+        ])
+    );
+}
