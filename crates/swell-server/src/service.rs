@@ -4,7 +4,7 @@
 
 use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
-use crate::controller::{Controller, PushedReading, bind_lb};
+use crate::controller::{Controller, PushError, PushedReading, WORKER_QUEUE, bind_lb};
 use crate::secrets::{SecretError, SecretKey};
 use std::sync::Arc;
 use swell_core::{
@@ -61,6 +61,18 @@ pub enum ServiceError {
     /// Sealing or opening a secret failed.
     #[error("secrets: {0}")]
     Secret(#[from] SecretError),
+    /// The input names something its tenant was not granted, or goes past one of the
+    /// tenant's limits (403, naming the field); nothing was changed.
+    #[error("{0}")]
+    NotGranted(ValidationError),
+    /// The input names something another group already holds (409, naming the field:
+    /// a listen address); the holder is never named. Nothing was changed.
+    #[error("{0}")]
+    Taken(ValidationError),
+    /// The server cannot take this input now (429 with `Retry-After`): the group's
+    /// worker queue is full. Nothing was queued.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -76,6 +88,15 @@ impl From<StoreError> for ServiceError {
 /// Result of service calls.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
+/// The shortest `evaluation_interval`, `metrics_interval` and load balancer
+/// `health_check.interval` a group may have unless the server is configured otherwise
+/// (`swell serve --min-interval`): each tick of a group costs the server work.
+pub const DEFAULT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The largest `?limit=` a listing route accepts (events, audit); a larger one is a 400
+/// naming `limit`. Page further with `after_id` (events).
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+
 /// The internal API.
 pub struct Service {
     pub(crate) store: Arc<dyn Store>,
@@ -83,6 +104,11 @@ pub struct Service {
     pub(crate) clock: Arc<dyn Clock>,
     auth: Auth,
     secret_key: Option<SecretKey>,
+    /// The interval floor of group documents (see [`DEFAULT_MIN_INTERVAL`]).
+    min_interval: std::time::Duration,
+    /// Held from a group's listen check to its store write, so that two groups cannot
+    /// both be given one free port.
+    listen_lock: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -94,7 +120,22 @@ impl Service {
             controller,
             clock,
             secret_key: None,
+            min_interval: DEFAULT_MIN_INTERVAL,
+            listen_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The same service with another interval floor (`swell serve --min-interval`;
+    /// tests that need fast loops set it lower). [`GroupSpec::validate`]'s absolute
+    /// 100 ms rule still applies.
+    pub fn with_min_interval(mut self, floor: std::time::Duration) -> Self {
+        self.min_interval = floor;
+        self
+    }
+
+    /// The interval floor of group documents.
+    pub fn min_interval(&self) -> std::time::Duration {
+        self.min_interval
     }
 
     /// The same service, sealing provider credentials with `key`.
@@ -186,6 +227,7 @@ impl Service {
     /// Creates a group and starts its worker.
     pub async fn create_group(&self, tenant: &TenantId, spec: GroupSpec) -> Result<GroupRecord> {
         spec.validate()?;
+        self.check_floors(&spec)?;
         self.check_provider(&spec)?;
         if self.store.get_group(tenant, &spec.name).await?.is_some() {
             return Err(ServiceError::Conflict {
@@ -193,6 +235,8 @@ impl Service {
                 name: spec.name,
             });
         }
+        let _listen = self.listen_lock.lock().await;
+        let spec = self.check_tenant_boundary(tenant, spec, None).await?;
         let lb = self.bind_if_needed(&spec, None).await?;
         self.store.ensure_tenant(tenant, self.clock.now()).await?;
         let event = self.event(
@@ -233,6 +277,7 @@ impl Service {
             )
             .into());
         }
+        self.check_floors(&spec)?;
         self.check_provider(&spec)?;
         let current = self.get_group(tenant, name).await?;
         if current.deleting {
@@ -247,6 +292,10 @@ impl Service {
             )
             .into());
         }
+        let _listen = self.listen_lock.lock().await;
+        let spec = self
+            .check_tenant_boundary(tenant, spec, Some(&current.spec))
+            .await?;
         let lb = self.bind_if_needed(&spec, Some(&current.spec)).await?;
         let event = self.event(
             tenant,
@@ -359,6 +408,7 @@ impl Service {
         filter: &EventFilter,
     ) -> Result<Vec<EventRecord>> {
         GroupName::new(name)?;
+        check_limit(filter.limit)?;
         let events = self.store.list_events(tenant, name, filter).await?;
         if events.is_empty() && self.store.get_group(tenant, name).await?.is_none() {
             return Err(ServiceError::NotFound {
@@ -416,10 +466,18 @@ impl Service {
         let live: Vec<&str> = live.iter().map(|r| r.id.as_str()).collect();
         let readings = check_samples(samples, group, &live, self.clock.now())?;
         let accepted = readings.len() as u32;
-        if !self.controller.push_metrics(tenant, &g.spec.name, readings) {
-            return Err(ServiceError::State(format!(
-                "group `{group}` has no running worker (is it being deleted?)"
-            )));
+        match self.controller.push_metrics(tenant, &g.spec.name, readings) {
+            Ok(()) => {}
+            Err(PushError::NoWorker) => {
+                return Err(ServiceError::State(format!(
+                    "group `{group}` has no running worker (is it being deleted?)"
+                )));
+            }
+            Err(PushError::Full) => {
+                return Err(ServiceError::Busy(format!(
+                    "group `{group}` has {WORKER_QUEUE} inputs waiting; push again in a second"
+                )));
+            }
         }
         Ok(accepted)
     }
@@ -638,6 +696,21 @@ pub fn check_samples(
         });
     }
     Ok(readings)
+}
+
+/// A listing's `?limit=`, refused above [`MAX_LIST_LIMIT`] (400 naming
+/// `limit`) so that no request makes the server read and send an unbounded list.
+pub(crate) fn check_limit(limit: Option<u32>) -> Result<Option<u32>> {
+    match limit {
+        Some(n) if n > MAX_LIST_LIMIT => Err(ServiceError::Invalid(ValidationError::new(
+            "limit",
+            format!(
+                "must be at most {} (got {n}); page with after_id",
+                MAX_LIST_LIMIT
+            ),
+        ))),
+        other => Ok(other),
+    }
 }
 
 /// How far back the load history reads without `since`.

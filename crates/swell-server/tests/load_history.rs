@@ -68,7 +68,28 @@ async fn start(
         },
     );
     controller.start().await.unwrap();
-    let service = Arc::new(Service::new(store.clone(), controller.clone(), clock));
+    // Groups here tick every 100 ms, below the server's 1 s default floor.
+    let service = Arc::new(
+        Service::new(store.clone(), controller.clone(), clock)
+            .with_min_interval(Duration::from_millis(100)),
+    );
+    // A tenant is granted nothing implicitly (issue 15): `default` gets `process`, as
+    // the bootstrap grants it. A restart over the same store finds it there.
+    if store
+        .get_tenant(&TenantId::default_tenant())
+        .await
+        .unwrap()
+        .is_none()
+    {
+        service
+            .create_tenant(swell_api::CreateTenant {
+                name: TenantId::default_tenant().to_string(),
+                providers: Some(vec!["process".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
     (service, controller, store)
 }
 

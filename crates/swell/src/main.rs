@@ -155,6 +155,20 @@ struct ServeArgs {
     /// fails (default 300s).
     #[arg(long, env = "SWELL_OS_BUILD_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     os_build_timeout: Option<std::time::Duration>,
+    /// The shortest `evaluation_interval`, `metrics_interval` and load balancer
+    /// `health_check.interval` a group may have; a group below it is refused (400).
+    /// Lower it only for tests: every tick of every group costs the server work.
+    #[arg(long, env = "SWELL_MIN_INTERVAL", value_name = "DURATION", value_parser = parse_min_interval, default_value = "1s")]
+    min_interval: std::time::Duration,
+}
+
+/// `--min-interval`: a duration of at least 100 ms (no group may go below that anyway).
+fn parse_min_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = swell_core::duration::parse(text)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("must be at least 100ms (got {text})"));
+    }
+    Ok(d)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -372,6 +386,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         secret_key_file: args.secret_key_file,
         docker_engines: docker_engines(args.docker, &args.docker_engines)?,
         openstack,
+        min_interval: args.min_interval,
     })
     .await?;
     if let Some(p) = server.generated_admin_password() {
