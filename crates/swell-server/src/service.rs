@@ -228,7 +228,6 @@ impl Service {
     pub async fn create_group(&self, tenant: &TenantId, spec: GroupSpec) -> Result<GroupRecord> {
         spec.validate()?;
         self.check_floors(&spec)?;
-        self.check_provider(&spec)?;
         if self.store.get_group(tenant, &spec.name).await?.is_some() {
             return Err(ServiceError::Conflict {
                 kind: "group",
@@ -236,7 +235,9 @@ impl Service {
             });
         }
         let _listen = self.listen_lock.lock().await;
+        // Grants first: a tenant learns nothing of providers it was not granted.
         let spec = self.check_tenant_boundary(tenant, spec, None).await?;
+        self.check_provider(&spec)?;
         let lb = self.bind_if_needed(&spec, None).await?;
         self.store.ensure_tenant(tenant, self.clock.now()).await?;
         let event = self.event(
@@ -278,7 +279,6 @@ impl Service {
             .into());
         }
         self.check_floors(&spec)?;
-        self.check_provider(&spec)?;
         let current = self.get_group(tenant, name).await?;
         if current.deleting {
             return Err(ServiceError::State(format!(
@@ -296,6 +296,7 @@ impl Service {
         let spec = self
             .check_tenant_boundary(tenant, spec, Some(&current.spec))
             .await?;
+        self.check_provider(&spec)?;
         let lb = self.bind_if_needed(&spec, Some(&current.spec)).await?;
         let event = self.event(
             tenant,
