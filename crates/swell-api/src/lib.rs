@@ -297,6 +297,9 @@ pub struct Quota {
     /// Most memory (MiB) over all its live instances.
     #[serde(default)]
     pub max_memory_mb: Option<u64>,
+    /// Most groups (a create past it is refused with 403, field `name`).
+    #[serde(default)]
+    pub max_groups: Option<u32>,
 }
 
 /// A tenant.
@@ -312,6 +315,14 @@ pub struct Tenant {
     pub quota: Quota,
     /// The limits in force: its own, else the service-wide default.
     pub effective_quota: Quota,
+    /// Providers its groups may name (`process`, `docker`, `openstack`).
+    pub providers: Vec<String>,
+    /// Addresses its load balancers may listen on: an IP and a port or port range
+    /// (`127.0.0.1:20000-20099`).
+    pub listen: Vec<String>,
+    /// Image patterns its docker and openstack templates may name (`*` matches any run
+    /// of characters: `acme/*`).
+    pub images: Vec<String>,
     /// Its groups.
     pub groups: u32,
     /// True while a forced delete scales its groups to zero.
@@ -328,7 +339,7 @@ pub struct TenantList {
 }
 
 /// Body of `POST /v1/tenants`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Its id: 1 to 63 lowercase letters, digits or '-'.
@@ -342,6 +353,15 @@ pub struct CreateTenant {
     /// Its own limits.
     #[serde(default)]
     pub quota: Option<Quota>,
+    /// Providers its groups may name (admins only; nothing until granted).
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// Listen ranges its load balancers may use: `IP:PORT` or `IP:FIRST-LAST`.
+    #[serde(default)]
+    pub listen: Option<Vec<String>>,
+    /// Image patterns (`*` only) its docker and openstack templates may name.
+    #[serde(default)]
+    pub images: Option<Vec<String>>,
 }
 
 /// Body of `PUT /v1/tenants/{tenant}`: the fields given replace the stored ones.
@@ -357,6 +377,15 @@ pub struct UpdateTenant {
     /// Its own limits (replaced whole).
     #[serde(default)]
     pub quota: Option<Quota>,
+    /// Providers its groups may name (replaced whole).
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// Listen ranges its load balancers may use (replaced whole).
+    #[serde(default)]
+    pub listen: Option<Vec<String>>,
+    /// Image patterns (`*` only) its docker and openstack templates may name (replaced whole).
+    #[serde(default)]
+    pub images: Option<Vec<String>>,
 }
 
 /// A user as the API shows it (never its password or hash).

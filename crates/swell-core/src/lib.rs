@@ -9,6 +9,7 @@ pub mod duration;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod grants;
 pub mod group;
 pub mod ids;
 pub mod instance;
@@ -21,6 +22,7 @@ pub mod time;
 pub mod top;
 
 pub use event::{Cause, EventKind};
+pub use grants::{Grants, ImagePattern, ListenRange};
 pub use group::{
     Capacity, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
     LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,

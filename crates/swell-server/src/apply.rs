@@ -108,6 +108,8 @@ impl Service {
             )
             .into());
         }
+        // One listen check for the whole document, held until it is stored.
+        let _listen = self.listen_lock.lock().await;
         let existing = self.list_groups(tenant).await?;
         let mut plan: Vec<(ApplyAction, GroupSpec, Option<GroupRecord>)> = Vec::new();
         for (i, spec) in specs.into_iter().enumerate() {
@@ -120,9 +122,9 @@ impl Service {
             }
             let name = spec.name.clone();
             let exists = existing.iter().any(|g| g.spec.name == name);
-            let (action, current) = if exists {
-                let current = self
-                    .check_group_update(tenant, &name, &spec)
+            let (action, spec, current) = if exists {
+                let (current, spec) = self
+                    .check_group_update(tenant, &name, spec)
                     .await
                     .map_err(|e| in_group(i, &name, e))?;
                 let action = if current.spec == spec {
@@ -130,14 +132,25 @@ impl Service {
                 } else {
                     ApplyAction::Update
                 };
-                (action, Some(current))
+                (action, spec, Some(current))
             } else {
-                self.check_new_group(tenant, &spec)
+                let spec = self
+                    .check_new_group(tenant, spec)
                     .await
                     .map_err(|e| in_group(i, &name, e))?;
-                (ApplyAction::Create, None)
+                (ApplyAction::Create, spec, None)
             };
             plan.push((action, spec, current));
+        }
+        // Each create was checked against the stored count alone: the document's new
+        // groups together must fit `max_groups` too.
+        let creates = plan
+            .iter()
+            .filter(|(action, _, _)| matches!(action, ApplyAction::Create))
+            .count();
+        if creates > 1 {
+            let exists = self.store().get_tenant(tenant).await?.is_some();
+            self.check_group_limit(tenant, exists, creates).await?;
         }
         let mut deletions = Vec::new();
         if options.prune {

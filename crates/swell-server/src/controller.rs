@@ -64,15 +64,10 @@ pub type LatestMetrics = Arc<RwLock<HashMap<InstanceId, InstanceMetrics>>>;
 
 type GroupKey = (TenantId, String);
 
-/// What can wake a group worker besides its timers.
+/// What can wake a group worker besides its timers and a reload ([`Reload`]), through
+/// its bounded queue ([`WORKER_QUEUE`] inputs).
 #[derive(Debug)]
 pub enum WorkerInput {
-    /// The group's spec or desired capacity changed in the store; `lb` carries a newly
-    /// bound load balancer when the listen address changed.
-    Reload {
-        /// A replacement load balancer, already bound.
-        lb: Option<LoadBalancer>,
-    },
     /// Readings pushed through the API, already validated by the service.
     Metrics(Vec<PushedReading>),
     /// A round of the group's metric sources (`ssh`, `prometheus`) finished.
@@ -87,6 +82,47 @@ pub struct SourceRound {
     pub reads: Vec<(InstanceId, Result<TopCpu, String>)>,
     /// Each `prometheus` source's group-level value, or why there is none.
     pub values: Vec<(Metric, Result<f64, String>)>,
+}
+
+/// Inputs a group worker's queue holds; a metric push that finds it full is refused
+/// (429) instead of growing the server's memory.
+pub const WORKER_QUEUE: usize = 64;
+
+/// A pending "the group changed in the store, reload it": however many changes arrive
+/// before the worker looks, it reloads once (they coalesce), so an API caller can
+/// never fill the worker's queue with them. A newly bound load balancer waits here; a
+/// newer one replaces it (the older is shut down).
+#[derive(Default)]
+struct Reload {
+    wake: tokio::sync::Notify,
+    lb: Mutex<Option<LoadBalancer>>,
+}
+
+impl Reload {
+    /// Asks for a reload, handing over `lb` when the listen address changed.
+    fn request(&self, lb: Option<LoadBalancer>) {
+        if let Some(lb) = lb
+            && let Ok(mut slot) = self.lb.lock()
+            && let Some(older) = slot.replace(lb)
+        {
+            tokio::spawn(async move { older.shutdown().await });
+        }
+        self.wake.notify_one();
+    }
+
+    /// The load balancer handed over since the last reload, if any.
+    fn take_lb(&self) -> Option<LoadBalancer> {
+        self.lb.lock().ok().and_then(|mut l| l.take())
+    }
+}
+
+/// Why pushed readings were not handed to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The group has no worker (it is gone).
+    NoWorker,
+    /// The worker's queue is full ([`WORKER_QUEUE`]); retry shortly.
+    Full,
 }
 
 /// Reads of one `ssh` source round that run at once.
@@ -140,7 +176,8 @@ fn backoff_delay(failures: u32) -> Duration {
 }
 
 struct WorkerHandle {
-    tx: mpsc::UnboundedSender<WorkerInput>,
+    tx: mpsc::Sender<WorkerInput>,
+    reload: Arc<Reload>,
     status: Arc<Mutex<String>>,
     lb: Arc<Mutex<Option<LoadBalancer>>>,
 }
@@ -358,17 +395,18 @@ impl Controller {
     /// Starts the worker of a newly stored group (or wakes it if it runs).
     pub async fn spawn_worker(self: &Arc<Self>, group: &GroupRecord, lb: Option<LoadBalancer>) {
         let key = (group.tenant.clone(), group.spec.name.clone());
-        if let Some(handle) = self
+        if let Some(reload) = self
             .workers
             .lock()
-            .map(|w| w.get(&key).map(|h| h.tx.clone()))
+            .map(|w| w.get(&key).map(|h| h.reload.clone()))
             .ok()
             .flatten()
         {
-            let _ = handle.send(WorkerInput::Reload { lb });
+            reload.request(lb);
             return;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        let reload = Arc::new(Reload::default());
         let status = Arc::new(Mutex::new("starting".to_string()));
         let lb_spec = lb.as_ref().and(group.spec.load_balancer.clone());
         let lb = Arc::new(Mutex::new(lb));
@@ -397,9 +435,17 @@ impl Controller {
             history_pruned_at: None,
         };
         if let Ok(mut workers) = self.workers.lock() {
-            workers.insert(key, WorkerHandle { tx, status, lb });
+            workers.insert(
+                key,
+                WorkerHandle {
+                    tx,
+                    reload: reload.clone(),
+                    status,
+                    lb,
+                },
+            );
         }
-        self.tasks.lock().await.spawn(worker.run(rx));
+        self.tasks.lock().await.spawn(worker.run(rx, reload));
     }
 
     /// Wakes a group's worker after its spec or desired capacity changed.
@@ -407,24 +453,29 @@ impl Controller {
         if let Ok(workers) = self.workers.lock()
             && let Some(h) = workers.get(&(tenant.clone(), group.to_string()))
         {
-            let _ = h.tx.send(WorkerInput::Reload { lb });
+            h.reload.request(lb);
         }
     }
 
-    /// Hands pushed readings to the group's worker; false when the group has none
-    /// (it is gone).
+    /// Hands pushed readings to the group's worker without waiting: `Full` when its
+    /// queue is full, `NoWorker` when the group has none (it is gone).
     pub fn push_metrics(
         &self,
         tenant: &TenantId,
         group: &str,
         readings: Vec<PushedReading>,
-    ) -> bool {
+    ) -> Result<(), PushError> {
         let Ok(workers) = self.workers.lock() else {
-            return false;
+            return Err(PushError::NoWorker);
         };
-        workers
+        let h = workers
             .get(&(tenant.clone(), group.to_string()))
-            .is_some_and(|h| h.tx.send(WorkerInput::Metrics(readings)).is_ok())
+            .ok_or(PushError::NoWorker)?;
+        h.tx.try_send(WorkerInput::Metrics(readings))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => PushError::Full,
+                mpsc::error::TrySendError::Closed(_) => PushError::NoWorker,
+            })
     }
 
     /// The group's load balancer address, if it has one running.
@@ -433,6 +484,22 @@ impl Controller {
         let h = workers.get(&(tenant.clone(), group.to_string()))?;
         let lb = h.lb.lock().ok()?;
         lb.as_ref().map(|l| l.local_addr())
+    }
+
+    /// Every running load balancer's bound address, with its group (for the service's
+    /// check that no two groups share a listen address).
+    pub fn bound_listen_addrs(&self) -> Vec<(TenantId, String, SocketAddr)> {
+        let Ok(workers) = self.workers.lock() else {
+            return Vec::new();
+        };
+        workers
+            .iter()
+            .filter_map(|((tenant, group), h)| {
+                let lb = h.lb.lock().ok()?;
+                let addr = lb.as_ref()?.local_addr();
+                Some((tenant.clone(), group.clone(), addr))
+            })
+            .collect()
     }
 
     /// The group's load balancer, if it has one running.
@@ -650,7 +717,7 @@ impl Retirement {
 /// One group's worker: metrics, decisions and reconciliation, serialised.
 struct GroupWorker {
     /// The worker's own input, for the metric sources' rounds to report back.
-    tx: mpsc::UnboundedSender<WorkerInput>,
+    tx: mpsc::Sender<WorkerInput>,
     /// The client of the group's `prometheus` sources.
     prometheus: swell_providers::prometheus::PromClient,
     /// The metric sources' round under way (one at a time).
@@ -742,7 +809,7 @@ impl GroupWorker {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WorkerInput>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<WorkerInput>, reload: Arc<Reload>) {
         let cancel = self.controller.cancel.clone();
         let Some(group) = self.load().await else {
             return;
@@ -764,20 +831,24 @@ impl GroupWorker {
                     self.collect().await;
                     false
                 }
-                Some(input) = rx.recv() => match input {
-                    WorkerInput::Reload { lb } => {
-                        if let Some(g) = self.load().await {
-                            self.refresh_lb(&g, lb).await;
-                            let now_intervals =
-                                (g.spec.evaluation_interval, g.spec.metrics_interval);
-                            if now_intervals != intervals {
-                                intervals = now_intervals;
-                                eval = tokio::time::interval(intervals.0);
-                                sample = tokio::time::interval(intervals.1);
-                            }
+                _ = reload.wake.notified() => {
+                    let lb = reload.take_lb();
+                    if let Some(g) = self.load().await {
+                        self.refresh_lb(&g, lb).await;
+                        let now_intervals =
+                            (g.spec.evaluation_interval, g.spec.metrics_interval);
+                        if now_intervals != intervals {
+                            intervals = now_intervals;
+                            eval = tokio::time::interval(intervals.0);
+                            sample = tokio::time::interval(intervals.1);
                         }
-                        self.reconcile().await
+                    } else if let Some(lb) = lb {
+                        // The group is gone: the address it was given is let go.
+                        lb.shutdown().await;
                     }
+                    self.reconcile().await
+                }
+                Some(input) = rx.recv() => match input {
                     WorkerInput::Metrics(readings) => {
                         self.take_pushed(readings).await;
                         false
@@ -1218,7 +1289,8 @@ impl GroupWorker {
                     },
                 }
             }
-            let _ = tx.send(WorkerInput::SourceRound(round));
+            // Waits for room in the queue: a round is one per group at a time.
+            let _ = tx.send(WorkerInput::SourceRound(round)).await;
         }));
     }
 

@@ -318,6 +318,35 @@ impl IntoResponse for ServiceError {
             e @ ServiceError::Forbidden(_) => {
                 problem(StatusCode::FORBIDDEN, "Forbidden", e.to_string(), None)
             }
+            ServiceError::NotGranted(e) => {
+                let detail = e.to_string();
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "Not granted",
+                    detail,
+                    Some((e.field, e.rule)),
+                )
+            }
+            ServiceError::Taken(e) => {
+                let detail = e.to_string();
+                problem(
+                    StatusCode::CONFLICT,
+                    "In use",
+                    detail,
+                    Some((e.field, e.rule)),
+                )
+            }
+            ServiceError::Busy(why) => {
+                let mut r = problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests",
+                    why,
+                    None,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             ServiceError::Auth(AuthError::Unauthorized(why)) => {
                 let mut r = problem(StatusCode::UNAUTHORIZED, "Unauthorized", why, None);
                 r.headers_mut()
@@ -756,7 +785,7 @@ pub(crate) struct EventQuery {
     pub(crate) until: Option<String>,
     /// Only events with a larger id (to follow).
     pub(crate) after_id: Option<i64>,
-    /// At most this many (the newest); default 1000.
+    /// At most this many (the newest); default 1000, at most 10000.
     pub(crate) limit: Option<u32>,
 }
 

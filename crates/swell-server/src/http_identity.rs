@@ -82,6 +82,7 @@ fn quota_view(q: &Quota) -> api::Quota {
         max_instances: q.max_instances,
         max_vcpus: q.max_vcpus,
         max_memory_mb: q.max_memory_mb,
+        max_groups: q.max_groups,
     }
 }
 
@@ -92,6 +93,9 @@ async fn tenant_view(s: &Service, t: &TenantRecord) -> ApiResult<api::Tenant> {
         description: t.description.clone(),
         quota: quota_view(&t.quota),
         effective_quota: quota_view(&s.quota(&t.id).await?),
+        providers: t.grants.providers.clone(),
+        listen: t.grants.listen.iter().map(|r| r.to_string()).collect(),
+        images: t.grants.images.iter().map(|p| p.to_string()).collect(),
         groups: s.list_groups(&t.id).await?.len() as u32,
         deleting: t.deleting,
         created_at: rfc3339(t.created_at),
@@ -507,7 +511,7 @@ pub(crate) struct AuditQuery {
     /// Every tenant's records (admins only).
     #[serde(default)]
     pub(crate) all: bool,
-    /// At most this many (the newest); default 1000.
+    /// At most this many (the newest); default 1000, at most 10000.
     pub(crate) limit: Option<u32>,
 }
 

@@ -7,6 +7,7 @@ use crate::auth::{KEY_PREFIX, Principal, check_password, hash_token, new_secret}
 use crate::service::{Result, Service, ServiceError};
 use std::time::Duration;
 use swell_api as api;
+use swell_core::grants::{self, Grants, ImagePattern, ListenRange};
 use swell_core::{GroupName, InstanceId, TenantId, ValidationError};
 use swell_store::{
     ApiKeyRecord, AuditRecord, InstanceOwner, InstanceRecord, Quota, Role, RoleBinding, StoreError,
@@ -64,7 +65,69 @@ fn quota(q: &api::Quota) -> Quota {
         max_instances: q.max_instances,
         max_vcpus: q.max_vcpus,
         max_memory_mb: q.max_memory_mb,
+        max_groups: q.max_groups,
     }
+}
+
+/// The limits a new tenant gets where neither its request nor the service-wide default
+/// quota sets one: a tenant nobody thought about is bounded, not unlimited.
+pub const NEW_TENANT_QUOTA: Quota = Quota {
+    max_instances: Some(20),
+    max_vcpus: None,
+    max_memory_mb: None,
+    max_groups: Some(10),
+};
+
+/// A new tenant's own quota: each limit as requested; else none (the service-wide
+/// default applies) when the default sets it; else [`NEW_TENANT_QUOTA`]'s.
+fn new_tenant_quota(requested: Quota, default: &Quota) -> Quota {
+    fn pick<T>(requested: Option<T>, default: Option<T>, builtin: Option<T>) -> Option<T> {
+        requested.or(if default.is_none() { builtin } else { None })
+    }
+    Quota {
+        max_instances: pick(
+            requested.max_instances,
+            default.max_instances,
+            NEW_TENANT_QUOTA.max_instances,
+        ),
+        max_vcpus: pick(
+            requested.max_vcpus,
+            default.max_vcpus,
+            NEW_TENANT_QUOTA.max_vcpus,
+        ),
+        max_memory_mb: pick(
+            requested.max_memory_mb,
+            default.max_memory_mb,
+            NEW_TENANT_QUOTA.max_memory_mb,
+        ),
+        max_groups: pick(
+            requested.max_groups,
+            default.max_groups,
+            NEW_TENANT_QUOTA.max_groups,
+        ),
+    }
+}
+
+/// The tenant's grants with the lists given replacing `base`'s, each entry checked
+/// (an error names `providers[i]`, `listen[i]` or `images[i]`).
+pub fn grants_from(
+    base: Grants,
+    providers: Option<&[String]>,
+    listen: Option<&[String]>,
+    images: Option<&[String]>,
+) -> Result<Grants, ValidationError> {
+    let mut g = base;
+    if let Some(p) = providers {
+        grants::check_providers(p)?;
+        g.providers = p.to_vec();
+    }
+    if let Some(l) = listen {
+        g.listen = grants::parse_list::<ListenRange>("listen", l)?;
+    }
+    if let Some(i) = images {
+        g.images = grants::parse_list::<ImagePattern>("images", i)?;
+    }
+    Ok(g)
 }
 
 fn not_found(kind: &'static str, name: &str) -> ServiceError {
@@ -109,6 +172,14 @@ impl Service {
         let description = req.description.unwrap_or_default();
         check_len("display_name", &display_name, MAX_DISPLAY_NAME)?;
         check_len("description", &description, MAX_DESCRIPTION)?;
+        let grants = grants_from(
+            Grants::default(),
+            req.providers.as_deref(),
+            req.listen.as_deref(),
+            req.images.as_deref(),
+        )?;
+        let default = self.store.get_default_quota().await?;
+        let quota = new_tenant_quota(req.quota.as_ref().map(quota).unwrap_or_default(), &default);
         let now = self.now();
         Ok(self
             .store
@@ -116,7 +187,8 @@ impl Service {
                 id,
                 display_name,
                 description,
-                quota: req.quota.as_ref().map(quota).unwrap_or_default(),
+                quota,
+                grants,
                 deleting: false,
                 created_at: now,
                 updated_at: now,
@@ -124,7 +196,9 @@ impl Service {
             .await?)
     }
 
-    /// Updates a tenant's display fields and quota (fields not given stay).
+    /// Updates a tenant's display fields, quota and grants (fields not given stay; a
+    /// list given replaces the stored one whole). Groups already stored are not
+    /// re-checked: a narrower grant applies to their next create or update.
     pub async fn update_tenant(&self, id: &str, req: api::UpdateTenant) -> Result<TenantRecord> {
         if let Some(d) = &req.display_name {
             check_len("display_name", d, MAX_DISPLAY_NAME)?;
@@ -133,6 +207,12 @@ impl Service {
             check_len("description", d, MAX_DESCRIPTION)?;
         }
         let mut t = self.get_tenant(id).await?;
+        t.grants = grants_from(
+            t.grants,
+            req.providers.as_deref(),
+            req.listen.as_deref(),
+            req.images.as_deref(),
+        )?;
         if let Some(d) = req.display_name {
             t.display_name = d;
         }
@@ -490,6 +570,7 @@ impl Service {
                 "only an admin may list every tenant's audit log".into(),
             ));
         }
+        let limit = crate::service::check_limit(limit)?;
         let tenant = (!all).then_some(&p.tenant);
         Ok(self.store.list_audit(tenant, limit).await?)
     }
@@ -520,10 +601,36 @@ impl Service {
         }
     }
 
-    /// Creates the bootstrap admin on an empty store (see [`crate::auth::Auth::bootstrap`]).
+    /// Creates the bootstrap admin on an empty store (see [`crate::auth::Auth::bootstrap`]),
+    /// and the `default` tenant with the bootstrap grants ([`Grants::bootstrap`]: the
+    /// `process` provider and loopback ports 1024 and up) when it does not exist yet.
     pub async fn bootstrap(&self, password: Option<&str>) -> Result<Option<String>> {
         if let Some(p) = password {
             check_password(p).map_err(|e| ValidationError::new("admin password", e.rule))?;
+        }
+        let tenant = TenantId::default_tenant();
+        if self.store.list_users().await?.is_empty()
+            && self.store.get_tenant(&tenant).await?.is_none()
+        {
+            let now = self.now();
+            let created = self
+                .store
+                .create_tenant(&TenantRecord {
+                    id: tenant,
+                    display_name: String::new(),
+                    description: String::new(),
+                    quota: Quota::default(),
+                    grants: Grants::bootstrap(),
+                    deleting: false,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await;
+            match created {
+                // Another start created it meanwhile: it keeps what it has.
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(self.auth().bootstrap(password).await?)
     }

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod auth;
+pub mod boundary;
 pub mod clock;
 pub mod controller;
 pub mod dashboard;
@@ -61,11 +62,16 @@ pub struct ServerConfig {
     /// Its `owner` is replaced at start by this server's tag (its data directory), so
     /// that two servers never adopt each other's servers.
     pub openstack: Option<swell_providers::openstack::OpenStackConfig>,
+    /// The shortest `evaluation_interval`, `metrics_interval` and load balancer
+    /// `health_check.interval` a group may have (`--min-interval`, default 1 s): a
+    /// floor on the work one tenant's group can make the server do.
+    pub min_interval: std::time::Duration,
 }
 
 impl Default for ServerConfig {
     /// `swell serve`'s defaults: the API on `127.0.0.1:7700`, SQLite in `./swell-data`,
-    /// instances left running at exit, no Docker engine, no OpenStack cloud.
+    /// instances left running at exit, no Docker engine, no OpenStack cloud, intervals of
+    /// at least 1 s.
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
@@ -77,6 +83,7 @@ impl Default for ServerConfig {
             secret_key_file: None,
             docker_engines: Vec::new(),
             openstack: None,
+            min_interval: service::DEFAULT_MIN_INTERVAL,
         }
     }
 }
@@ -294,7 +301,11 @@ impl Server {
             config.secret_key.as_ref(),
             config.secret_key_file.as_deref(),
         )?;
-        let service = Arc::new(Service::new(store, controller.clone(), clock).with_secret_key(key));
+        let service = Arc::new(
+            Service::new(store, controller.clone(), clock)
+                .with_secret_key(key)
+                .with_min_interval(config.min_interval),
+        );
         let generated_admin_password = service
             .bootstrap(config.admin_password.as_ref().map(|p| p.expose()))
             .await?

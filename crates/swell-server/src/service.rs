@@ -4,7 +4,7 @@
 
 use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
-use crate::controller::{Controller, PushedReading, bind_lb};
+use crate::controller::{Controller, PushError, PushedReading, WORKER_QUEUE, bind_lb};
 use crate::secrets::{SecretError, SecretKey};
 use std::sync::Arc;
 use swell_core::{
@@ -61,6 +61,18 @@ pub enum ServiceError {
     /// Sealing or opening a secret failed.
     #[error("secrets: {0}")]
     Secret(#[from] SecretError),
+    /// The input names something its tenant was not granted, or goes past one of the
+    /// tenant's limits (403, naming the field); nothing was changed.
+    #[error("{0}")]
+    NotGranted(ValidationError),
+    /// The input names something another group already holds (409, naming the field:
+    /// a listen address); the holder is never named. Nothing was changed.
+    #[error("{0}")]
+    Taken(ValidationError),
+    /// The server cannot take this input now (429 with `Retry-After`): the group's
+    /// worker queue is full. Nothing was queued.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -76,6 +88,15 @@ impl From<StoreError> for ServiceError {
 /// Result of service calls.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
+/// The shortest `evaluation_interval`, `metrics_interval` and load balancer
+/// `health_check.interval` a group may have unless the server is configured otherwise
+/// (`swell serve --min-interval`): each tick of a group costs the server work.
+pub const DEFAULT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The largest `?limit=` a listing route accepts (events, audit); a larger one is a 400
+/// naming `limit`. Page further with `after_id` (events).
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+
 /// The internal API.
 pub struct Service {
     pub(crate) store: Arc<dyn Store>,
@@ -83,6 +104,11 @@ pub struct Service {
     pub(crate) clock: Arc<dyn Clock>,
     auth: Auth,
     secret_key: Option<SecretKey>,
+    /// The interval floor of group documents (see [`DEFAULT_MIN_INTERVAL`]).
+    min_interval: std::time::Duration,
+    /// Held from a group's listen check to its store write, so that two groups cannot
+    /// both be given one free port.
+    pub(crate) listen_lock: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -94,7 +120,22 @@ impl Service {
             controller,
             clock,
             secret_key: None,
+            min_interval: DEFAULT_MIN_INTERVAL,
+            listen_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The same service with another interval floor (`swell serve --min-interval`;
+    /// tests that need fast loops set it lower). [`GroupSpec::validate`]'s absolute
+    /// 100 ms rule still applies.
+    pub fn with_min_interval(mut self, floor: std::time::Duration) -> Self {
+        self.min_interval = floor;
+        self
+    }
+
+    /// The interval floor of group documents.
+    pub fn min_interval(&self) -> std::time::Duration {
+        self.min_interval
     }
 
     /// The same service, sealing provider credentials with `key`.
@@ -190,21 +231,31 @@ impl Service {
     }
 
     /// Every rule a new group must meet before it is stored: `create_group`'s checks,
-    /// which `apply` runs too (so a rule added here holds for both).
-    pub(crate) async fn check_new_group(&self, _tenant: &TenantId, spec: &GroupSpec) -> Result<()> {
+    /// which `apply` runs too (so a rule added here holds for both). Returns the spec to
+    /// store (a load balancer's `:0` port resolved inside the tenant's listen ranges);
+    /// the caller holds `listen_lock` until it is stored.
+    pub(crate) async fn check_new_group(
+        &self,
+        tenant: &TenantId,
+        spec: GroupSpec,
+    ) -> Result<GroupSpec> {
         spec.validate()?;
-        self.check_provider(spec)?;
-        Ok(())
+        self.check_floors(&spec)?;
+        // Grants first: a tenant learns nothing of providers it was not granted.
+        let spec = self.check_tenant_boundary(tenant, spec, None).await?;
+        self.check_provider(&spec)?;
+        Ok(spec)
     }
 
     /// Every rule a group's new spec must meet before it replaces the stored one:
-    /// `update_group`'s checks, which `apply` runs too. The group as stored.
+    /// `update_group`'s checks, which `apply` runs too. The group as stored, and the spec
+    /// to store; the caller holds `listen_lock` until it is stored.
     pub(crate) async fn check_group_update(
         &self,
         tenant: &TenantId,
         name: &str,
-        spec: &GroupSpec,
-    ) -> Result<GroupRecord> {
+        spec: GroupSpec,
+    ) -> Result<(GroupRecord, GroupSpec)> {
         spec.validate()?;
         if spec.name != name {
             return Err(ValidationError::new(
@@ -213,7 +264,7 @@ impl Service {
             )
             .into());
         }
-        self.check_provider(spec)?;
+        self.check_floors(&spec)?;
         let current = self.get_group(tenant, name).await?;
         if current.deleting {
             return Err(ServiceError::State(format!(
@@ -227,12 +278,17 @@ impl Service {
             )
             .into());
         }
-        Ok(current)
+        let spec = self
+            .check_tenant_boundary(tenant, spec, Some(&current.spec))
+            .await?;
+        self.check_provider(&spec)?;
+        Ok((current, spec))
     }
 
     /// Creates a group and starts its worker.
     pub async fn create_group(&self, tenant: &TenantId, spec: GroupSpec) -> Result<GroupRecord> {
-        self.check_new_group(tenant, &spec).await?;
+        let _listen = self.listen_lock.lock().await;
+        let spec = self.check_new_group(tenant, spec).await?;
         if self.store.get_group(tenant, &spec.name).await?.is_some() {
             return Err(ServiceError::Conflict {
                 kind: "group",
@@ -271,7 +327,8 @@ impl Service {
         name: &str,
         spec: GroupSpec,
     ) -> Result<GroupRecord> {
-        let current = self.check_group_update(tenant, name, &spec).await?;
+        let _listen = self.listen_lock.lock().await;
+        let (current, spec) = self.check_group_update(tenant, name, spec).await?;
         let lb = self.bind_if_needed(&spec, Some(&current.spec)).await?;
         let event = self.event(
             tenant,
@@ -384,6 +441,7 @@ impl Service {
         filter: &EventFilter,
     ) -> Result<Vec<EventRecord>> {
         GroupName::new(name)?;
+        check_limit(filter.limit)?;
         let events = self.store.list_events(tenant, name, filter).await?;
         if events.is_empty() && self.store.get_group(tenant, name).await?.is_none() {
             return Err(ServiceError::NotFound {
@@ -441,10 +499,18 @@ impl Service {
         let live: Vec<&str> = live.iter().map(|r| r.id.as_str()).collect();
         let readings = check_samples(samples, group, &live, self.clock.now())?;
         let accepted = readings.len() as u32;
-        if !self.controller.push_metrics(tenant, &g.spec.name, readings) {
-            return Err(ServiceError::State(format!(
-                "group `{group}` has no running worker (is it being deleted?)"
-            )));
+        match self.controller.push_metrics(tenant, &g.spec.name, readings) {
+            Ok(()) => {}
+            Err(PushError::NoWorker) => {
+                return Err(ServiceError::State(format!(
+                    "group `{group}` has no running worker (is it being deleted?)"
+                )));
+            }
+            Err(PushError::Full) => {
+                return Err(ServiceError::Busy(format!(
+                    "group `{group}` has {WORKER_QUEUE} inputs waiting; push again in a second"
+                )));
+            }
         }
         Ok(accepted)
     }
@@ -663,6 +729,21 @@ pub fn check_samples(
         });
     }
     Ok(readings)
+}
+
+/// A listing's `?limit=`, refused above [`MAX_LIST_LIMIT`] (400 naming
+/// `limit`) so that no request makes the server read and send an unbounded list.
+pub(crate) fn check_limit(limit: Option<u32>) -> Result<Option<u32>> {
+    match limit {
+        Some(n) if n > MAX_LIST_LIMIT => Err(ServiceError::Invalid(ValidationError::new(
+            "limit",
+            format!(
+                "must be at most {} (got {n}); page with after_id",
+                MAX_LIST_LIMIT
+            ),
+        ))),
+        other => Ok(other),
+    }
 }
 
 /// How far back the load history reads without `since`.

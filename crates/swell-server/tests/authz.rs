@@ -224,11 +224,13 @@ impl Tenant {
 }
 
 async fn setup_tenant(api: &Api, root: &str, name: &str) -> Tenant {
+    // Granted the `process` provider its sleepers run on (a new tenant is granted
+    // nothing), and room for the matrix's many groups (a new tenant's default is 10).
     api.ok(
         root,
         Method::POST,
         "/v1/tenants",
-        Some(json!({"name": name})),
+        Some(json!({"name": name, "providers": ["process"], "quota": {"max_groups": 1000}})),
     )
     .await;
     let mut t = Tenant {

@@ -233,7 +233,8 @@ async fn setup_with(
         ControllerOptions::default(),
     );
     controller.start().await.unwrap();
-    let service = Arc::new(Service::new(store, controller.clone(), clock));
+    let service = Arc::new(fast_service(store, controller.clone(), clock));
+    grant_default(&service, &names).await;
     let spec: GroupSpec = serde_json::from_value(serde_json::json!({
         "name": "g",
         "provider": names[0],
@@ -579,6 +580,7 @@ async fn setup_quota(fakes: Vec<Arc<Fake>>, quota: Quota) -> (Arc<Service>, Arc<
     let clock: Arc<dyn Clock> =
         Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(1_800_000_000))));
     let mut providers = Providers::new();
+    let names: Vec<String> = fakes.iter().map(|f| f.name().to_string()).collect();
     for fake in fakes {
         providers.insert(fake.name().to_string(), fake as Arc<dyn Provider>);
     }
@@ -589,8 +591,32 @@ async fn setup_quota(fakes: Vec<Arc<Fake>>, quota: Quota) -> (Arc<Service>, Arc<
         ControllerOptions::default(),
     );
     controller.start().await.unwrap();
-    let service = Arc::new(Service::new(store, controller.clone(), clock));
+    let service = Arc::new(fast_service(store, controller.clone(), clock));
+    grant_default(&service, &names).await;
     (service, controller)
+}
+
+/// A service whose groups may tick every 100 ms (below the server's 1 s default floor).
+fn fast_service(
+    store: Arc<dyn Store>,
+    controller: Arc<Controller>,
+    clock: Arc<dyn Clock>,
+) -> Service {
+    Service::new(store, controller, clock).with_min_interval(Duration::from_millis(100))
+}
+
+/// Creates the `default` tenant granted the fakes' providers and the groups' image: a
+/// tenant is granted nothing implicitly (issue 15).
+async fn grant_default(service: &Service, providers: &[String]) {
+    service
+        .create_tenant(swell_api::CreateTenant {
+            name: TenantId::default_tenant().to_string(),
+            providers: Some(providers.to_vec()),
+            images: Some(vec!["app:latest".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
 }
 
 /// Creates the group `name` on `provider`, its template sized 0 vCPUs and 0 MiB (as

@@ -68,7 +68,28 @@ async fn start(
         },
     );
     controller.start().await.unwrap();
-    let service = Arc::new(Service::new(store.clone(), controller.clone(), clock));
+    // Groups here tick every 100 ms, below the server's 1 s default floor.
+    let service = Arc::new(
+        Service::new(store.clone(), controller.clone(), clock)
+            .with_min_interval(Duration::from_millis(100)),
+    );
+    // A tenant is granted nothing implicitly (issue 15): `default` gets `process`, as
+    // the bootstrap grants it. A restart over the same store finds it there.
+    if store
+        .get_tenant(&TenantId::default_tenant())
+        .await
+        .unwrap()
+        .is_none()
+    {
+        service
+            .create_tenant(swell_api::CreateTenant {
+                name: TenantId::default_tenant().to_string(),
+                providers: Some(vec!["process".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
     (service, controller, store)
 }
 
@@ -454,5 +475,72 @@ async fn learned_headroom_survives_an_edit_and_a_restart() {
     let s = decision_on(&service, &controller, &clock, &mut at, "learns", 70.0).await;
     assert!(s.contains(COLD), "{s}");
     drop(store);
+    controller.shutdown().await;
+}
+
+/// A group worker's queue is bounded (issue 15): metric pushes that arrive faster than
+/// the worker takes them are refused once [`WORKER_QUEUE`] wait, instead of growing the
+/// server's memory; once the worker has taken them, pushes are accepted again. On a
+/// current-thread runtime the worker cannot run while the test pushes without awaiting,
+/// so exactly the queue's size is accepted.
+#[tokio::test]
+async fn a_full_worker_queue_refuses_pushes_instead_of_growing() {
+    use swell_server::controller::{PushError, PushedReading, WORKER_QUEUE};
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::default_tenant();
+    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::from_secs(DAY0 + 3600))));
+    let (service, controller, _store) = start(dir.path(), clock, true).await;
+    let mut g = group("busy", 2);
+    g.min = 0;
+    g.desired_capacity = Some(0);
+    service.create_group(&tenant, g).await.unwrap();
+    let reading = || {
+        vec![PushedReading {
+            metric: Metric::RequestRatePerInstance,
+            value: 1.0,
+            instance: None,
+            at: Timestamp::from_secs(DAY0 + 3600),
+        }]
+    };
+    let outcomes: Vec<_> = (0..10 * WORKER_QUEUE)
+        .map(|_| controller.push_metrics(&tenant, "busy", reading()))
+        .collect();
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(
+        accepted,
+        WORKER_QUEUE,
+        "{:?}",
+        &outcomes[WORKER_QUEUE - 1..]
+    );
+    assert!(
+        outcomes[WORKER_QUEUE..]
+            .iter()
+            .all(|o| *o == Err(PushError::Full))
+    );
+    // Through the service, a full queue is `Busy` (429 over HTTP), nothing queued.
+    let sample = PushSample {
+        metric: "request_rate_per_instance".into(),
+        value: 1.0,
+        instance_id: None,
+    };
+    match service
+        .push_metrics(&tenant, "busy", &[sample.clone()])
+        .await
+    {
+        Err(ServiceError::Busy(why)) => assert!(why.contains("push again"), "{why}"),
+        // The service's store reads may have let the worker drain the queue first.
+        Ok(_) => {}
+        other => panic!("{other:?}"),
+    }
+    until("the worker to drain its queue", async || {
+        match controller.push_metrics(&tenant, "busy", reading()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Err(format!("{e:?}"))
+            }
+        }
+    })
+    .await;
     controller.shutdown().await;
 }

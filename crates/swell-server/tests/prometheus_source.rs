@@ -156,6 +156,8 @@ async fn a_prometheus_query_drives_the_policy_and_refusals_show() {
         data_dir: data.clone(),
         stop_instances_on_exit: true,
         admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
+        // Groups here tick every 300 ms, below the server's 1 s default floor.
+        min_interval: std::time::Duration::from_millis(300),
         ..ServerConfig::default()
     })
     .await

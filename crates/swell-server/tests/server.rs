@@ -13,6 +13,8 @@ async fn start(dir: &Path) -> (Server, String) {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
+        // Groups here tick every 100 ms, below the server's 1 s default floor.
+        min_interval: std::time::Duration::from_millis(100),
         ..ServerConfig::default()
     })
     .await

@@ -19,6 +19,8 @@ async fn start(dir: &Path) -> (Server, String, reqwest::Client) {
         data_dir: dir.to_path_buf(),
         stop_instances_on_exit: true,
         admin_password: Some(swell_server::secrets::SecretString::new(ADMIN_PASSWORD)),
+        // Groups here tick every 300 ms, below the server's 1 s default floor.
+        min_interval: std::time::Duration::from_millis(300),
         ..ServerConfig::default()
     })
     .await

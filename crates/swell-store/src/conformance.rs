@@ -19,8 +19,8 @@ use crate::{
 use std::future::Future;
 use std::pin::Pin;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle, LoadSummary,
-    Metric, TenantId, Timestamp,
+    Cause, EventKind, Grants, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle,
+    LoadSummary, Metric, TenantId, Timestamp,
 };
 
 /// A boxed check, as listed in [`CHECKS`].
@@ -109,6 +109,7 @@ checks!(
     failed_transactions_record_nothing,
     concurrent_writes,
     tenants_and_quotas,
+    tenant_grants,
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
     load_history,
@@ -1201,6 +1202,7 @@ fn tenant_record(id: &TenantId, at: i64) -> TenantRecord {
         display_name: format!("{id} display"),
         description: String::new(),
         quota: Quota::default(),
+        grants: Grants::default(),
         deleting: false,
         created_at: t(at),
         updated_at: t(at),
@@ -1250,6 +1252,7 @@ pub async fn tenants_and_quotas(store: &dyn Store) {
         max_instances: Some(3),
         max_vcpus: Some(8),
         max_memory_mb: Some(1 << 33),
+        max_groups: Some(4),
     };
     store.set_default_quota(&default).await.unwrap();
     assert_eq!(store.get_default_quota().await.unwrap(), default);
@@ -1289,6 +1292,54 @@ pub async fn tenants_and_quotas(store: &dyn Store) {
         Err(StoreError::NotFound { kind: "tenant", .. })
     ));
     assert!(store.get_tenant(&a).await.unwrap().is_some());
+}
+
+/// A tenant's grants and group limit are stored with it and replaced whole by an
+/// update; a tenant created implicitly (`ensure_tenant`) or without grants has none.
+pub async fn tenant_grants(store: &dyn Store) {
+    let a = tenant("conf-tg-a");
+    let b = tenant("conf-tg-b");
+    let c = tenant("conf-tg-c");
+    let granted = Grants {
+        providers: vec!["docker".into(), "process".into()],
+        listen: vec![
+            "127.0.0.1:20000-20099".parse().expect("range"),
+            "[::1]:8080".parse().expect("range"),
+        ],
+        images: vec!["acme/*".parse().expect("pattern")],
+    };
+    let mut rec = tenant_record(&a, 1);
+    rec.grants = granted.clone();
+    rec.quota.max_groups = Some(3);
+    store.create_tenant(&rec).await.unwrap();
+    assert_eq!(store.get_tenant(&a).await.unwrap(), Some(rec.clone()));
+    assert_eq!(store.get_quota(&a).await.unwrap().max_groups, Some(3));
+
+    store.create_tenant(&tenant_record(&b, 1)).await.unwrap();
+    let b_rec = store.get_tenant(&b).await.unwrap().expect("stored");
+    assert_eq!(b_rec.grants, Grants::default(), "nothing granted");
+    store.ensure_tenant(&c, t(1)).await.unwrap();
+    let c_rec = store.get_tenant(&c).await.unwrap().expect("stored");
+    assert_eq!(
+        c_rec.grants,
+        Grants::default(),
+        "nothing granted implicitly"
+    );
+    assert_eq!(c_rec.quota, Quota::default());
+
+    // An update replaces the grants whole and touches no other tenant.
+    rec.grants = Grants {
+        providers: vec!["process".into()],
+        ..Grants::default()
+    };
+    rec.quota.max_groups = None;
+    rec.updated_at = t(2);
+    assert_eq!(store.update_tenant(&rec).await.unwrap(), rec);
+    assert_eq!(store.get_tenant(&a).await.unwrap(), Some(rec.clone()));
+    assert_eq!(store.get_tenant(&b).await.unwrap(), Some(b_rec.clone()));
+    let listed = store.list_tenants().await.unwrap();
+    let listed_a = listed.iter().find(|t| t.id == a).expect("listed");
+    assert_eq!(listed_a.grants, rec.grants);
 }
 
 /// Users are unique; roles are one per tenant; a password change revokes every token.

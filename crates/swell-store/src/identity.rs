@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use swell_core::{InstanceId, TenantId, Timestamp};
+use swell_core::{Grants, InstanceId, TenantId, Timestamp};
 
 /// A role within one tenant. `Owner` > `Member` > `Viewer`; the service-wide admin is a
 /// flag on the user, not a role.
@@ -64,6 +64,8 @@ pub struct Quota {
     pub max_vcpus: Option<u32>,
     /// Most memory (MiB) over all the tenant's live instances.
     pub max_memory_mb: Option<u64>,
+    /// Most groups of the tenant (those being deleted count until they are gone).
+    pub max_groups: Option<u32>,
 }
 
 /// A tenant.
@@ -77,6 +79,9 @@ pub struct TenantRecord {
     pub description: String,
     /// Its own limits; a `None` field falls back to the service-wide default.
     pub quota: Quota,
+    /// What an admin granted it: providers, listen ranges, image patterns (stored as
+    /// one JSON document; nothing until an admin grants it).
+    pub grants: Grants,
     /// Set while a forced delete scales its groups to zero.
     pub deleting: bool,
     /// When it was created.

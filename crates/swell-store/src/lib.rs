@@ -202,6 +202,17 @@ pub enum StoreError {
 /// Result of store calls.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A tenant's grants as stored (column `grants`, JSON).
+pub(crate) fn encode_grants(grants: &swell_core::Grants) -> Result<String> {
+    serde_json::to_string(grants).map_err(|e| StoreError::Corrupt(format!("grants: {e}")))
+}
+
+/// A tenant's stored grants; a document that no longer parses is reported as corrupt,
+/// never read as "nothing granted" or rewritten.
+pub(crate) fn decode_grants(raw: &str) -> Result<swell_core::Grants> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("column `grants`: {e}")))
+}
+
 /// Swell's storage.
 ///
 /// Every adapter passes the conformance suite (`swell_store::conformance`, feature
@@ -374,7 +385,7 @@ pub trait Store: Send + Sync + 'static {
     /// Every tenant, by id.
     async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
 
-    /// Replaces the tenant's display fields, quota, deleting flag and `updated_at`;
+    /// Replaces the tenant's display fields, quota, grants, deleting flag and `updated_at`;
     /// `NotFound` if absent.
     async fn update_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord>;
 

@@ -32,7 +32,7 @@ use crate::sqlite::DEFAULT_EVENT_LIMIT;
 use crate::{
     ApiKeyRecord, AuditRecord, EventFilter, EventRecord, GroupRecord, GroupWrite, InstanceOwner,
     InstanceRecord, InstanceUpdate, NewAudit, NewEvent, Quota, Result, Role, RoleBinding, Sealed,
-    Store, StoreError, TenantRecord, TokenRecord, UserRecord,
+    Store, StoreError, TenantRecord, TokenRecord, UserRecord, decode_grants, encode_grants,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -588,7 +588,7 @@ fn encode_spec(spec: &GroupSpec) -> Result<String> {
 // ---- identity rows ----
 
 const TENANT_COLUMNS: &str = "id, created_at, display_name, description, max_instances, \
-     max_vcpus, max_memory_mb, deleting, updated_at";
+     max_vcpus, max_memory_mb, max_groups, grants, deleting, updated_at";
 
 const USER_COLUMNS: &str = "name, password_hash, is_admin, created_at, password_changed_at";
 
@@ -620,7 +620,9 @@ fn decode_tenant(row: &PgRow) -> Result<TenantRecord> {
             max_instances: col_opt_u32(row, "max_instances")?,
             max_vcpus: col_opt_u32(row, "max_vcpus")?,
             max_memory_mb,
+            max_groups: col_opt_u32(row, "max_groups")?,
         },
+        grants: decode_grants(&col::<String>(row, "grants")?)?,
         deleting: col_bool(row, "deleting")?,
         created_at: col_time(row, "created_at")?,
         updated_at: col_time(row, "updated_at")?,
@@ -1238,7 +1240,8 @@ impl Store for PgStore {
         let q = &tenant.quota;
         let inserted = sqlx::query(
             "INSERT INTO tenants (id, created_at, display_name, description, max_instances, \
-             max_vcpus, max_memory_mb, deleting, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             max_vcpus, max_memory_mb, max_groups, grants, deleting, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(tenant.id.as_str())
         .bind(millis(tenant.created_at))
@@ -1247,6 +1250,8 @@ impl Store for PgStore {
         .bind(q.max_instances.map(i64::from))
         .bind(q.max_vcpus.map(i64::from))
         .bind(q.max_memory_mb.map(|v| v as i64))
+        .bind(q.max_groups.map(i64::from))
+        .bind(encode_grants(&tenant.grants)?)
         .bind(tenant.deleting)
         .bind(millis(tenant.updated_at))
         .execute(&self.pool)
@@ -1284,13 +1289,16 @@ impl Store for PgStore {
         let q = &tenant.quota;
         let updated = sqlx::query(
             "UPDATE tenants SET display_name = $1, description = $2, max_instances = $3, \
-             max_vcpus = $4, max_memory_mb = $5, deleting = $6, updated_at = $7 WHERE id = $8",
+             max_vcpus = $4, max_memory_mb = $5, max_groups = $6, grants = $7, deleting = $8, \
+             updated_at = $9 WHERE id = $10",
         )
         .bind(&tenant.display_name)
         .bind(&tenant.description)
         .bind(q.max_instances.map(i64::from))
         .bind(q.max_vcpus.map(i64::from))
         .bind(q.max_memory_mb.map(|v| v as i64))
+        .bind(q.max_groups.map(i64::from))
+        .bind(encode_grants(&tenant.grants)?)
         .bind(tenant.deleting)
         .bind(millis(tenant.updated_at))
         .bind(tenant.id.as_str())
@@ -1350,6 +1358,7 @@ impl Store for PgStore {
             max_instances: own.max_instances.or(default.max_instances),
             max_vcpus: own.max_vcpus.or(default.max_vcpus),
             max_memory_mb: own.max_memory_mb.or(default.max_memory_mb),
+            max_groups: own.max_groups.or(default.max_groups),
         })
     }
 
@@ -1385,6 +1394,7 @@ impl Store for PgStore {
             max_instances: small("max_instances")?,
             max_vcpus: small("max_vcpus")?,
             max_memory_mb: field("max_memory_mb")?,
+            max_groups: small("max_groups")?,
         })
     }
 
@@ -1393,6 +1403,7 @@ impl Store for PgStore {
             "max_instances": quota.max_instances,
             "max_vcpus": quota.max_vcpus,
             "max_memory_mb": quota.max_memory_mb,
+            "max_groups": quota.max_groups,
         });
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('default_quota', $1) \

@@ -18,7 +18,7 @@
 use crate::{
     ApiKeyRecord, AuditRecord, EventFilter, EventRecord, GroupRecord, GroupWrite, InstanceOwner,
     InstanceRecord, InstanceUpdate, NewAudit, NewEvent, Quota, Result, Role, RoleBinding, Sealed,
-    Store, StoreError, TenantRecord, TokenRecord, UserRecord,
+    Store, StoreError, TenantRecord, TokenRecord, UserRecord, decode_grants, encode_grants,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -456,7 +456,7 @@ fn encode_spec(spec: &GroupSpec) -> Result<String> {
 // ---- identity rows ----
 
 const TENANT_COLUMNS: &str = "id, created_at, display_name, description, max_instances, \
-     max_vcpus, max_memory_mb, deleting, updated_at";
+     max_vcpus, max_memory_mb, max_groups, grants, deleting, updated_at";
 
 const USER_COLUMNS: &str = "name, password_hash, is_admin, created_at, password_changed_at";
 
@@ -488,7 +488,9 @@ fn decode_tenant(row: &SqliteRow) -> Result<TenantRecord> {
             max_instances: col_opt_u32(row, "max_instances")?,
             max_vcpus: col_opt_u32(row, "max_vcpus")?,
             max_memory_mb,
+            max_groups: col_opt_u32(row, "max_groups")?,
         },
+        grants: decode_grants(&col::<String>(row, "grants")?)?,
         deleting: col_bool(row, "deleting")?,
         created_at: col_time(row, "created_at")?,
         updated_at: col_time(row, "updated_at")?,
@@ -1096,7 +1098,8 @@ impl Store for SqliteStore {
         let q = &tenant.quota;
         let inserted = sqlx::query(
             "INSERT INTO tenants (id, created_at, display_name, description, max_instances, \
-             max_vcpus, max_memory_mb, deleting, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             max_vcpus, max_memory_mb, max_groups, grants, deleting, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.id.as_str())
         .bind(millis(tenant.created_at))
@@ -1105,6 +1108,8 @@ impl Store for SqliteStore {
         .bind(q.max_instances.map(i64::from))
         .bind(q.max_vcpus.map(i64::from))
         .bind(q.max_memory_mb.map(|v| v as i64))
+        .bind(q.max_groups.map(i64::from))
+        .bind(encode_grants(&tenant.grants)?)
         .bind(tenant.deleting)
         .bind(millis(tenant.updated_at))
         .execute(&self.pool)
@@ -1142,13 +1147,16 @@ impl Store for SqliteStore {
         let q = &tenant.quota;
         let updated = sqlx::query(
             "UPDATE tenants SET display_name = ?, description = ?, max_instances = ?, \
-             max_vcpus = ?, max_memory_mb = ?, deleting = ?, updated_at = ? WHERE id = ?",
+             max_vcpus = ?, max_memory_mb = ?, max_groups = ?, grants = ?, deleting = ?, \
+             updated_at = ? WHERE id = ?",
         )
         .bind(&tenant.display_name)
         .bind(&tenant.description)
         .bind(q.max_instances.map(i64::from))
         .bind(q.max_vcpus.map(i64::from))
         .bind(q.max_memory_mb.map(|v| v as i64))
+        .bind(q.max_groups.map(i64::from))
+        .bind(encode_grants(&tenant.grants)?)
         .bind(tenant.deleting)
         .bind(millis(tenant.updated_at))
         .bind(tenant.id.as_str())
@@ -1199,6 +1207,7 @@ impl Store for SqliteStore {
             max_instances: own.max_instances.or(default.max_instances),
             max_vcpus: own.max_vcpus.or(default.max_vcpus),
             max_memory_mb: own.max_memory_mb.or(default.max_memory_mb),
+            max_groups: own.max_groups.or(default.max_groups),
         })
     }
 
@@ -1234,6 +1243,7 @@ impl Store for SqliteStore {
             max_instances: small("max_instances")?,
             max_vcpus: small("max_vcpus")?,
             max_memory_mb: field("max_memory_mb")?,
+            max_groups: small("max_groups")?,
         })
     }
 
@@ -1242,6 +1252,7 @@ impl Store for SqliteStore {
             "max_instances": quota.max_instances,
             "max_vcpus": quota.max_vcpus,
             "max_memory_mb": quota.max_memory_mb,
+            "max_groups": quota.max_groups,
         });
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('default_quota', ?) \

@@ -56,6 +56,7 @@ conformance_tests!(
     failed_transactions_record_nothing,
     concurrent_writes,
     tenants_and_quotas,
+    tenant_grants,
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
     load_history,
@@ -350,5 +351,46 @@ async fn debug_hides_the_password() {
     let shown = format!("{store:?}");
     assert!(shown.contains(&db.name), "{shown}");
     assert!(!shown.contains("s3cret"), "{shown}");
+    done(db, store).await;
+}
+
+/// Upgrading a PostgreSQL store: the bootstrap `default` tenant gets the bootstrap
+/// grants; every other tenant gets nothing.
+#[tokio::test]
+async fn upgrade_grants_only_the_default_tenant() {
+    let db = TestServer::shared().database("upgrade_grants").await;
+    let old = tempfile::tempdir().unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations-postgres");
+    std::fs::copy(
+        format!("{source}/20261202000001_initial.sql"),
+        old.path().join("20261202000001_initial.sql"),
+    )
+    .unwrap();
+    {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        for id in ["default", "acme"] {
+            sqlx::query("INSERT INTO tenants (id, created_at) VALUES ($1, 1)")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = PgStore::connect(&db.url).await.unwrap();
+    let default = store
+        .get_tenant(&TenantId::default_tenant())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(default.grants, swell_core::Grants::bootstrap());
+    let acme = store
+        .get_tenant(&TenantId::new("acme").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acme.grants, swell_core::Grants::default());
     done(db, store).await;
 }

@@ -59,6 +59,7 @@ conformance_tests!(
     failed_transactions_record_nothing,
     concurrent_writes,
     tenants_and_quotas,
+    tenant_grants,
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
     load_history,
@@ -278,4 +279,63 @@ async fn open_fails_cleanly_on_a_bad_path() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Database(_)), "{err}");
+}
+
+/// A copy of the migrations before the tenant grants (issue 15), to build a store as an
+/// older Swell left it.
+fn migrations_before_grants(dir: &std::path::Path, source: &str, last: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(source).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.as_str() <= last {
+            std::fs::copy(entry.path(), dir.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Upgrading a store: the bootstrap `default` tenant gets the bootstrap grants (the
+/// `process` provider, loopback ports 1024 and up); every other tenant gets nothing.
+#[tokio::test]
+async fn upgrade_grants_only_the_default_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swell.db");
+    let old = dir.path().join("old-migrations");
+    migrations_before_grants(
+        &old,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
+        "20261202000004_learned_state.sql",
+    );
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        for id in ["default", "acme"] {
+            sqlx::query("INSERT INTO tenants (id, created_at, max_instances) VALUES (?, 1, 5)")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let default = store
+        .get_tenant(&TenantId::default_tenant())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(default.grants, swell_core::Grants::bootstrap());
+    assert_eq!(default.quota.max_instances, Some(5), "kept");
+    assert_eq!(default.quota.max_groups, None);
+    let acme = store
+        .get_tenant(&TenantId::new("acme").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acme.grants, swell_core::Grants::default());
+    store.close().await;
 }

@@ -68,11 +68,17 @@ pub struct QuotaArgs {
     /// Most memory in MiB.
     #[arg(long)]
     max_memory_mb: Option<u64>,
+    /// Most groups.
+    #[arg(long)]
+    max_groups: Option<u32>,
 }
 
 impl QuotaArgs {
     fn any(&self) -> bool {
-        self.max_instances.is_some() || self.max_vcpus.is_some() || self.max_memory_mb.is_some()
+        self.max_instances.is_some()
+            || self.max_vcpus.is_some()
+            || self.max_memory_mb.is_some()
+            || self.max_groups.is_some()
     }
 
     fn json(&self) -> Value {
@@ -80,7 +86,43 @@ impl QuotaArgs {
             "max_instances": self.max_instances,
             "max_vcpus": self.max_vcpus,
             "max_memory_mb": self.max_memory_mb,
+            "max_groups": self.max_groups,
         })
+    }
+}
+
+/// Grant flags shared by tenant create and update (admins only). Each list given
+/// replaces the stored one whole; an empty value (`--providers ''`) grants nothing.
+#[derive(clap::Args, Default)]
+pub struct GrantArgs {
+    /// Providers its groups may name, e.g. `process,docker`.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    providers: Option<Vec<String>>,
+    /// Addresses its load balancers may listen on: `IP:PORT` or `IP:FIRST-LAST`, e.g.
+    /// `127.0.0.1:20000-20099`.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    listen: Option<Vec<String>>,
+    /// Image patterns its docker and openstack templates may name (`*` matches any run
+    /// of characters), e.g. `acme/*,swell-demo-app:*`.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    images: Option<Vec<String>>,
+}
+
+impl GrantArgs {
+    /// Sets the given lists in a tenant body.
+    fn add_to(self, body: &mut Value) {
+        let list = |v: Vec<String>| -> Value {
+            json!(v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>())
+        };
+        if let Some(v) = self.providers {
+            body["providers"] = list(v);
+        }
+        if let Some(v) = self.listen {
+            body["listen"] = list(v);
+        }
+        if let Some(v) = self.images {
+            body["images"] = list(v);
+        }
     }
 }
 
@@ -99,6 +141,8 @@ pub enum TenantCmd {
         description: Option<String>,
         #[command(flatten)]
         quota: QuotaArgs,
+        #[command(flatten)]
+        grants: GrantArgs,
     },
     /// List tenants.
     List,
@@ -107,7 +151,8 @@ pub enum TenantCmd {
         /// Its name.
         name: String,
     },
-    /// Update a tenant's display fields or quota (the quota is replaced whole).
+    /// Update a tenant's display fields, quota or grants (the quota and each grant list
+    /// given are replaced whole).
     Update {
         /// Its name.
         name: String,
@@ -119,6 +164,8 @@ pub enum TenantCmd {
         description: Option<String>,
         #[command(flatten)]
         quota: QuotaArgs,
+        #[command(flatten)]
+        grants: GrantArgs,
     },
     /// Delete a tenant (refused while it has groups, unless --force).
     Delete {
@@ -305,9 +352,20 @@ fn tenants_table(list: &[api::Tenant]) -> comfy_table::Table {
         "MAX INSTANCES",
         "MAX VCPUS",
         "MAX MEMORY MB",
+        "MAX GROUPS",
+        "PROVIDERS",
+        "LISTEN",
+        "IMAGES",
         "CREATED",
     ]);
     let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let l = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
     for x in list {
         let q = &x.effective_quota;
         t.add_row(vec![
@@ -321,6 +379,10 @@ fn tenants_table(list: &[api::Tenant]) -> comfy_table::Table {
             n(q.max_instances.map(u64::from)),
             n(q.max_vcpus.map(u64::from)),
             n(q.max_memory_mb),
+            n(q.max_groups.map(u64::from)),
+            l(&x.providers),
+            l(&x.listen),
+            l(&x.images),
             x.created_at.clone(),
         ]);
     }
@@ -461,12 +523,13 @@ pub async fn run(cmd: AuthCommand, url: &str, output: Output) -> Result<()> {
 }
 
 fn quota_table(q: &api::Quota) -> comfy_table::Table {
-    let mut t = client::table(&["MAX INSTANCES", "MAX VCPUS", "MAX MEMORY MB"]);
+    let mut t = client::table(&["MAX INSTANCES", "MAX VCPUS", "MAX MEMORY MB", "MAX GROUPS"]);
     let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     t.add_row(vec![
         n(q.max_instances.map(u64::from)),
         n(q.max_vcpus.map(u64::from)),
         n(q.max_memory_mb),
+        n(q.max_groups.map(u64::from)),
     ]);
     t
 }
@@ -479,6 +542,7 @@ async fn tenant(c: &Client, cmd: TenantCmd, output: Output) -> Result<()> {
             display_name,
             description,
             quota,
+            grants,
         } => {
             let mut body = json!({ "name": name });
             if let Some(d) = display_name {
@@ -490,6 +554,7 @@ async fn tenant(c: &Client, cmd: TenantCmd, output: Output) -> Result<()> {
             if quota.any() {
                 body["quota"] = quota.json();
             }
+            grants.add_to(&mut body);
             let t: api::Tenant = c.call(Method::POST, "/v1/tenants", Some(&body)).await?;
             print(output, &t, one)
         }
@@ -506,6 +571,7 @@ async fn tenant(c: &Client, cmd: TenantCmd, output: Output) -> Result<()> {
             display_name,
             description,
             quota,
+            grants,
         } => {
             let mut body = json!({});
             if let Some(d) = display_name {
@@ -517,6 +583,7 @@ async fn tenant(c: &Client, cmd: TenantCmd, output: Output) -> Result<()> {
             if quota.any() {
                 body["quota"] = quota.json();
             }
+            grants.add_to(&mut body);
             let t: api::Tenant = c
                 .call(Method::PUT, &format!("/v1/tenants/{name}"), Some(&body))
                 .await?;

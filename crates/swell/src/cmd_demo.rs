@@ -154,10 +154,25 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             Vec::new()
         },
         openstack: None,
+        ..ServerConfig::default()
     })
     .await?;
     let service = server.service();
     let tenant = TenantId::default_tenant();
+    if args.provider == "docker" {
+        // The bootstrap grants cover `process` only: the demo grants its own (temporary)
+        // `default` tenant the docker provider and its one image, as an admin would.
+        service
+            .update_tenant(
+                tenant.as_str(),
+                swell_api::UpdateTenant {
+                    providers: Some(vec!["process".into(), "docker".into()]),
+                    images: Some(vec![DEMO_IMAGE.into()]),
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
     let spec = lab_group(&exe, args.fast, &args.provider)?;
     service.create_group(&tenant, spec).await?;
     let lb = service

@@ -183,6 +183,11 @@ struct ServeArgs {
     /// (`info,swell_server=debug`) [default: $RUST_LOG, else $SWELL_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// The shortest `evaluation_interval`, `metrics_interval` and load balancer
+    /// `health_check.interval` a group may have; a group below it is refused (400).
+    /// Lower it only for tests: every tick of every group costs the server work.
+    #[arg(long, env = "SWELL_MIN_INTERVAL", value_name = "DURATION", value_parser = parse_min_interval, default_value = "1s")]
+    min_interval: std::time::Duration,
 }
 
 /// How `swell serve` writes its log.
@@ -193,6 +198,15 @@ enum LogFormat {
     /// One JSON object per line (tracing-subscriber's JSON format), for Loki or
     /// Elasticsearch.
     Json,
+}
+
+/// `--min-interval`: a duration of at least 100 ms (no group may go below that anyway).
+fn parse_min_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = swell_core::duration::parse(text)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("must be at least 100ms (got {text})"));
+    }
+    Ok(d)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -453,6 +467,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         secret_key_file: args.secret_key_file,
         docker_engines: docker_engines(args.docker, &args.docker_engines)?,
         openstack,
+        min_interval: args.min_interval,
     })
     .await?;
     let format = args.log_format;

@@ -171,8 +171,19 @@ async fn dashboard_in_chromium() {
     let mut s = Swell::start().await;
 
     // Two tenants: alpha (a member and a viewer), beta (an owner).
+    // Granted the local provider and loopback ports, as `default` is (a new tenant is
+    // granted nothing).
     for t in ["alpha", "beta"] {
-        s.cli_json(&["tenant", "create", t]).await;
+        s.cli_json(&[
+            "tenant",
+            "create",
+            t,
+            "--providers",
+            "process",
+            "--listen",
+            "127.0.0.1:1024-65535",
+        ])
+        .await;
     }
     user(&s, "ann", "alpha", "member").await;
     user(&s, "vic", "alpha", "viewer").await;

@@ -254,6 +254,19 @@ impl Host {
             dirs: Vec::new(),
         };
         host.restart().await;
+        // The bootstrap grants cover `process` only (issue 15): the admin grants the
+        // `default` tenant the docker provider and the demo image, as an operator would.
+        let granted = host
+            .s
+            .request(
+                reqwest::Method::PUT,
+                "/v1/tenants/default",
+                Some(&format!(
+                    r#"{{"providers": ["process", "docker"], "images": ["{IMAGE}"]}}"#
+                )),
+            )
+            .await;
+        assert_eq!(granted.status, 200, "{:?}", granted.body);
         host
     }
 
@@ -291,6 +304,8 @@ impl Host {
                 .args(&self.args)
                 .env("SWELL_LOG", "info")
                 .env("SWELL_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                // `group_doc`'s groups tick every 500 ms, below the 1 s default floor.
+                .env("SWELL_MIN_INTERVAL", "100ms")
                 .env_remove("SWELL_URL")
                 .env_remove("SWELL_DOCKER_ENGINES")
                 .stdin(Stdio::null())

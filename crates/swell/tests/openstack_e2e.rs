@@ -80,7 +80,18 @@ async fn start_swell(project: &str, extra: &[&str]) -> Swell {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut args = vec!["--openstack"];
     args.extend_from_slice(extra);
-    Swell::start_with(&args, &env).await
+    let s = Swell::start_with(&args, &env).await;
+    // The bootstrap grants cover `process` only (issue 15): the admin grants the
+    // `default` tenant the openstack provider and the test image.
+    let granted = s
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/default",
+            Some(r#"{"providers": ["process", "openstack"], "images": ["tiny"]}"#),
+        )
+        .await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    s
 }
 
 /// A client of the cloud as the admin user, scoped to the admin project (it lists

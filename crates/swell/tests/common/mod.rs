@@ -151,6 +151,9 @@ impl Swell {
                 ])
                 .arg(self.data_dir())
                 .args(&self.serve_args)
+                // The groups here tick every 500 ms (`group_doc`), below the server's
+                // 1 s default floor; a test's own environment may set another.
+                .env("SWELL_MIN_INTERVAL", "100ms")
                 .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
                 .env("SWELL_LOG", "info")
                 .env("SWELL_ADMIN_PASSWORD", ADMIN_PASSWORD)
