@@ -276,7 +276,8 @@ impl Service {
         Ok(user)
     }
 
-    /// Deletes a user (with its roles and tokens). The last admin cannot be deleted.
+    /// Deletes a user (with its roles, tokens and the API keys it created). The last
+    /// admin cannot be deleted.
     pub async fn delete_user(&self, name: &str) -> Result<()> {
         let users = self.store.list_users().await?;
         let target = users
@@ -285,25 +286,44 @@ impl Service {
             .ok_or_else(|| not_found("user", name))?;
         if target.is_admin && users.iter().filter(|u| u.is_admin).count() == 1 {
             return Err(ServiceError::State(
-                "the last admin cannot be deleted".into(),
+                "the last admin cannot be deleted: no one could administer the service".into(),
             ));
         }
-        Ok(self.store.delete_user(name).await?)
+        self.store.delete_user(name).await?;
+        // Its keys die with it (authentication refuses them anyway; this keeps a user
+        // re-created under the name from finding them in its tenants' lists).
+        for t in self.store.list_tenants().await? {
+            for k in self.store.list_api_keys(&t.id).await? {
+                if k.created_by == name {
+                    match self.store.delete_api_key(&t.id, &k.name).await {
+                        Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Changes a user's password; every token of the user is revoked.
     /// `current` is the user's current password, checked when given (users changing
     /// their own password must give it).
+    /// A change that checks `current` is rate-limited like a login of `name` from
+    /// `source` (429), so a stolen token cannot guess the password through it.
     pub async fn set_password(
         &self,
         name: &str,
         password: &str,
         current: Option<&str>,
+        source: Option<&str>,
     ) -> Result<()> {
         check_password(password)?;
         let Some(user) = self.store.get_user(name).await? else {
             return Err(not_found("user", name));
         };
+        if current.is_some() {
+            self.auth().check_password_attempt(name, source)?;
+        }
         if let Some(current) = current
             && !self.auth().verify(current, &user.password_hash).await?
         {

@@ -59,6 +59,10 @@ pub struct ServerConfig {
     /// Its `owner` is replaced at start by this server's tag (its data directory), so
     /// that two servers never adopt each other's servers.
     pub openstack: Option<swell_providers::openstack::OpenStackConfig>,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy CIDR_OR_IP`):
+    /// rate limits and the audit log then use the address the proxy saw. Empty: the
+    /// TCP peer is the client.
+    pub trusted_proxies: Vec<auth::source::Cidr>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             secret_key_file: None,
             docker_engines: Vec::new(),
             openstack: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -284,7 +289,14 @@ impl Server {
             config.secret_key.as_ref(),
             config.secret_key_file.as_deref(),
         )?;
-        let service = Arc::new(Service::new(store, controller.clone(), clock).with_secret_key(key));
+        let service = Arc::new(
+            Service::new(store, controller.clone(), clock)
+                .with_secret_key(key)
+                .with_auth_options(auth::AuthOptions {
+                    trusted_proxies: config.trusted_proxies.clone(),
+                    ..auth::AuthOptions::default()
+                }),
+        );
         let generated_admin_password = service
             .bootstrap(config.admin_password.as_ref().map(|p| p.expose()))
             .await?

@@ -103,6 +103,12 @@ impl Service {
         self
     }
 
+    /// The same service with its authentication configured by `options`.
+    pub fn with_auth_options(mut self, options: crate::auth::AuthOptions) -> Self {
+        self.auth = self.auth.with_options(options);
+        self
+    }
+
     /// Authentication (logins, tokens, API keys).
     pub fn auth(&self) -> &Auth {
         &self.auth

@@ -154,6 +154,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             Vec::new()
         },
         openstack: None,
+        ..ServerConfig::default()
     })
     .await?;
     let service = server.service();

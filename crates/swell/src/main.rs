@@ -155,6 +155,21 @@ struct ServeArgs {
     /// fails (default 300s).
     #[arg(long, env = "SWELL_OS_BUILD_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     os_build_timeout: Option<std::time::Duration>,
+    /// A reverse proxy (address or CIDR range) whose `X-Forwarded-For` names the client
+    /// for rate limits and the audit log; repeatable. Without it the TCP peer is the
+    /// client (behind a proxy, every client would share the proxy's budget).
+    #[arg(
+        long = "trusted-proxy",
+        env = "SWELL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR_OR_IP",
+        value_parser = parse_cidr
+    )]
+    trusted_proxies: Vec<swell_server::auth::source::Cidr>,
+}
+
+fn parse_cidr(text: &str) -> Result<swell_server::auth::source::Cidr, String> {
+    swell_server::auth::source::Cidr::parse(text)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -372,6 +387,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         secret_key_file: args.secret_key_file,
         docker_engines: docker_engines(args.docker, &args.docker_engines)?,
         openstack,
+        trusted_proxies: args.trusted_proxies,
     })
     .await?;
     if let Some(p) = server.generated_admin_password() {
