@@ -266,6 +266,15 @@ impl IntoResponse for ServiceError {
             e @ ServiceError::Forbidden(_) => {
                 problem(StatusCode::FORBIDDEN, "Forbidden", e.to_string(), None)
             }
+            ServiceError::NotGranted(e) => {
+                let detail = e.to_string();
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "Not granted",
+                    detail,
+                    Some((e.field, e.rule)),
+                )
+            }
             ServiceError::Auth(AuthError::Unauthorized(why)) => {
                 let mut r = problem(StatusCode::UNAUTHORIZED, "Unauthorized", why, None);
                 r.headers_mut()

@@ -514,14 +514,15 @@ impl Service {
         Ok(self.store.list_audit(tenant, limit).await?)
     }
 
-    /// Seals and stores a provider credential of the tenant (never returned by the API).
+    /// Seals and stores a provider credential of the tenant (never returned by the API),
+    /// bound to the tenant and the name: moved to another row, it does not open.
     pub async fn put_provider_credential(
         &self,
         tenant: &TenantId,
         name: &str,
         plaintext: &[u8],
     ) -> Result<()> {
-        let sealed = self.secret_key()?.encrypt(plaintext)?;
+        let sealed = self.secret_key()?.seal(tenant.as_str(), name, plaintext)?;
         Ok(self
             .store
             .put_credential(tenant, name, &sealed, self.now())
@@ -535,7 +536,11 @@ impl Service {
         name: &str,
     ) -> Result<Option<Vec<u8>>> {
         match self.store.get_credential(tenant, name).await? {
-            Some(sealed) => Ok(Some(self.secret_key()?.decrypt(&sealed)?)),
+            Some(sealed) => Ok(Some(self.secret_key()?.open(
+                tenant.as_str(),
+                name,
+                &sealed,
+            )?)),
             None => Ok(None),
         }
     }

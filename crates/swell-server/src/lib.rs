@@ -12,6 +12,7 @@ pub mod fuzz_targets;
 pub mod http;
 pub mod http_identity;
 pub mod identity;
+pub mod metric_urls;
 pub mod secrets;
 pub mod service;
 
@@ -63,6 +64,9 @@ pub struct ServerConfig {
     /// rate limits and the audit log then use the address the proxy saw. Empty: the
     /// TCP peer is the client.
     pub trusted_proxies: Vec<auth::source::Cidr>,
+    /// The URLs a group's `prometheus` metric source may name (`--allow-metric-url`);
+    /// default: loopback hosts only.
+    pub metric_urls: metric_urls::MetricUrlPolicy,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             docker_engines: Vec::new(),
             openstack: None,
             trusted_proxies: Vec::new(),
+            metric_urls: metric_urls::MetricUrlPolicy::default(),
         }
     }
 }
@@ -292,6 +297,7 @@ impl Server {
         let service = Arc::new(
             Service::new(store, controller.clone(), clock)
                 .with_secret_key(key)
+                .with_metric_url_policy(config.metric_urls.clone())
                 .with_auth_options(auth::AuthOptions {
                     trusted_proxies: config.trusted_proxies.clone(),
                     ..auth::AuthOptions::default()

@@ -61,6 +61,10 @@ pub enum ServiceError {
     /// Sealing or opening a secret failed.
     #[error("secrets: {0}")]
     Secret(#[from] SecretError),
+    /// The input names something its tenant was not granted, or goes past one of the
+    /// tenant's limits (403, naming the field); nothing was changed.
+    #[error("{0}")]
+    NotGranted(ValidationError),
 }
 
 impl From<StoreError> for ServiceError {
@@ -83,6 +87,7 @@ pub struct Service {
     pub(crate) clock: Arc<dyn Clock>,
     auth: Auth,
     secret_key: Option<SecretKey>,
+    metric_urls: crate::metric_urls::MetricUrlPolicy,
 }
 
 impl Service {
@@ -94,7 +99,23 @@ impl Service {
             controller,
             clock,
             secret_key: None,
+            metric_urls: crate::metric_urls::MetricUrlPolicy::default(),
         }
+    }
+
+    /// The same service, letting metric sources call only the URLs `policy` allows
+    /// (`swell serve --allow-metric-url`; default: loopback hosts only).
+    pub fn with_metric_url_policy(mut self, policy: crate::metric_urls::MetricUrlPolicy) -> Self {
+        self.metric_urls = policy;
+        self
+    }
+
+    /// Refuses (403, naming `metric_sources[i].url`) a group whose metric source would
+    /// have the server call a URL the admin did not allow.
+    fn check_metric_urls(&self, spec: &GroupSpec) -> Result<()> {
+        self.metric_urls
+            .check_group(spec)
+            .map_err(ServiceError::NotGranted)
     }
 
     /// The same service, sealing provider credentials with `key`.
@@ -192,6 +213,7 @@ impl Service {
     /// Creates a group and starts its worker.
     pub async fn create_group(&self, tenant: &TenantId, spec: GroupSpec) -> Result<GroupRecord> {
         spec.validate()?;
+        self.check_metric_urls(&spec)?;
         self.check_provider(&spec)?;
         if self.store.get_group(tenant, &spec.name).await?.is_some() {
             return Err(ServiceError::Conflict {
@@ -232,6 +254,7 @@ impl Service {
         spec: GroupSpec,
     ) -> Result<GroupRecord> {
         spec.validate()?;
+        self.check_metric_urls(&spec)?;
         if spec.name != name {
             return Err(ValidationError::new(
                 "name",

@@ -2,7 +2,8 @@
 //! user names cannot grow the login limiters, one junk try per 30 s from elsewhere
 //! cannot lock a user out, `X-Forwarded-For` is believed only from a trusted proxy,
 //! password changes are rate-limited, failed logins never reach a tenant's audit log,
-//! CSV cells cannot be formulas, and API keys die with their creator's role.
+//! CSV cells cannot be formulas, API keys die with their creator's role, metric
+//! sources call only allowed URLs, and sealed credentials open only where sealed.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -10,13 +11,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use swell_core::Timestamp;
+use swell_core::{TenantId, Timestamp};
 use swell_server::auth::AuthOptions;
 use swell_server::auth::limit::MAX_BUCKETS;
 use swell_server::auth::source::Cidr;
 use swell_server::clock::Clock;
 use swell_server::controller::{Controller, ControllerOptions, Providers};
 use swell_server::identity::MAX_USER_NAME;
+use swell_server::metric_urls::MetricUrlPolicy;
 use swell_server::secrets::SecretKey;
 use swell_server::service::Service;
 use swell_store::{SqliteStore, Store};
@@ -43,6 +45,10 @@ struct Env {
 }
 
 async fn serve(dir: &Path, trusted_proxies: &[&str]) -> Env {
+    serve_with(dir, trusted_proxies, MetricUrlPolicy::default()).await
+}
+
+async fn serve_with(dir: &Path, trusted_proxies: &[&str], metric_urls: MetricUrlPolicy) -> Env {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swell.db")).await.unwrap());
     let clock = Arc::new(Manual(AtomicI64::new(1_800_000_000_000)));
     let controller = Controller::new(
@@ -63,6 +69,7 @@ async fn serve(dir: &Path, trusted_proxies: &[&str]) -> Env {
     let service = Arc::new(
         Service::new(store, controller, clock.clone())
             .with_secret_key(key)
+            .with_metric_url_policy(metric_urls)
             .with_auth_options(options),
     );
     service.bootstrap(Some(ADMIN)).await.unwrap();
@@ -207,6 +214,16 @@ impl Env {
             .as_str()
             .unwrap()
             .to_string()
+    }
+
+    async fn create_prom(&self, token: &str, url: &str) -> Answer {
+        self.call(
+            token,
+            Method::POST,
+            "/v1/groups",
+            Some(prometheus_group(url)),
+        )
+        .await
     }
 
     fn advance(&self, ms: i64) {
@@ -589,4 +606,109 @@ async fn api_keys_die_with_their_creators_role() {
     // An admin's key lives while the admin is one.
     let k = e.key_of(&admin, "k-admin", "owner").await;
     assert_eq!(e.whoami(&k).await, 200);
+}
+
+fn prometheus_group(url: &str) -> Value {
+    json!({
+        "name": "web",
+        "provider": "process",
+        "template": {"command": ["sleep", "60"]},
+        "max": 1,
+        "metric_sources": [
+            {"type": "prometheus", "url": url, "query": "up", "metric": "cpu"}
+        ]
+    })
+}
+
+/// A member could point a metric source at any URL and have the server call it
+/// (cloud metadata, internal services). By default only loopback hosts pass; with
+/// `--allow-metric-url` only the prefixes given. Refused: 403 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_source_urls_must_be_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = serve(dir.path(), &[]).await;
+    let admin = e.login("admin", ADMIN, "default").await;
+    e.user(&admin, "mem", "default", "member").await;
+    let member = e.login("mem", "mem-password", "default").await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1:9090",
+        "http://127.0.0.1@evil.example",
+    ] {
+        let a = e.create_prom(&member, url).await;
+        assert_eq!(a.status, 403, "{url}: {}", a.text);
+        assert_eq!(a.body["field"], "metric_sources[0].url", "{}", a.text);
+    }
+    // A loopback URL passes this check (this test server has no provider, so the
+    // answer is about `provider`, not the URL).
+    let a = e.create_prom(&member, "http://127.0.0.1:9090").await;
+    assert_ne!(a.body["field"], "metric_sources[0].url", "{}", a.text);
+    assert!(
+        e.call(&member, Method::GET, "/v1/groups", None)
+            .await
+            .text
+            .contains("[]")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = MetricUrlPolicy::prefixes(&["http://prom.internal:9090"]).unwrap();
+    let e = serve_with(dir.path(), &[], policy).await;
+    let admin = e.login("admin", ADMIN, "default").await;
+    let a = e.create_prom(&admin, "http://127.0.0.1:9090").await;
+    assert_eq!(
+        a.status, 403,
+        "an allow-list replaces the loopback default: {}",
+        a.text
+    );
+    let a = e.create_prom(&admin, "http://prom.internal:9090/").await;
+    assert_ne!(a.body["field"], "metric_sources[0].url", "{}", a.text);
+}
+
+/// A sealed credential moved to another tenant's row (or another name) does not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_credentials_open_only_where_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = serve(dir.path(), &[]).await;
+    let store = e.service.store().clone();
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    let acme = TenantId::new("acme").unwrap();
+    store.ensure_tenant(&acme, now).await.unwrap();
+    let default = TenantId::default_tenant();
+    e.service
+        .put_provider_credential(&default, "openstack", b"default-project-secret")
+        .await
+        .unwrap();
+    let sealed = store
+        .get_credential(&default, "openstack")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .put_credential(&acme, "openstack", &sealed, now)
+        .await
+        .unwrap();
+    store
+        .put_credential(&default, "docker", &sealed, now)
+        .await
+        .unwrap();
+    assert!(
+        e.service
+            .provider_credential(&acme, "openstack")
+            .await
+            .is_err()
+    );
+    assert!(
+        e.service
+            .provider_credential(&default, "docker")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        e.service
+            .provider_credential(&default, "openstack")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"default-project-secret"[..])
+    );
 }

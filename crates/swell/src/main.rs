@@ -166,6 +166,16 @@ struct ServeArgs {
         value_parser = parse_cidr
     )]
     trusted_proxies: Vec<swell_server::auth::source::Cidr>,
+    /// A URL prefix a group's `prometheus` metric source may name (the server calls
+    /// it), e.g. `http://prom.internal:9090`; repeatable. Without any, only loopback
+    /// hosts (localhost, 127.0.0.0/8, [::1]) are allowed.
+    #[arg(
+        long = "allow-metric-url",
+        env = "SWELL_ALLOW_METRIC_URLS",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    allow_metric_urls: Vec<String>,
 }
 
 fn parse_cidr(text: &str) -> Result<swell_server::auth::source::Cidr, String> {
@@ -388,6 +398,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         docker_engines: docker_engines(args.docker, &args.docker_engines)?,
         openstack,
         trusted_proxies: args.trusted_proxies,
+        metric_urls: swell_server::metric_urls::MetricUrlPolicy::prefixes(&args.allow_metric_urls)
+            .map_err(|e| anyhow::anyhow!("--allow-metric-url: {e}"))?,
     })
     .await?;
     if let Some(p) = server.generated_admin_password() {
