@@ -150,8 +150,23 @@ impl Service {
     /// tenant deleting (its credentials stop working), deletes every group (scaling
     /// each to zero, draining first) and removes the tenant once the last group is gone.
     /// Returns the tenant and whether it is already gone.
+    ///
+    /// The last live tenant cannot be deleted (409): every login, an admin's too, is to
+    /// a tenant, so without one no admin could log in again.
     pub async fn delete_tenant(&self, id: &str, force: bool) -> Result<(TenantRecord, bool)> {
         let mut t = self.get_tenant(id).await?;
+        let others = self
+            .store
+            .list_tenants()
+            .await?
+            .into_iter()
+            .filter(|o| o.id != t.id && !o.deleting)
+            .count();
+        if others == 0 && !t.deleting {
+            return Err(ServiceError::State(format!(
+                "tenant `{id}` is the last one: every login, an admin's too, is to a tenant, so deleting it would lock every admin out; create another tenant first"
+            )));
+        }
         let groups = self.store.list_groups(&t.id).await?;
         if groups.is_empty() {
             self.store.delete_tenant(&t.id).await?;

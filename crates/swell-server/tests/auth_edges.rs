@@ -712,3 +712,76 @@ async fn sealed_credentials_open_only_where_sealed() {
         Some(&b"default-project-secret"[..])
     );
 }
+
+/// Deleting the last tenant used to lock every admin out for good (every login is to
+/// a tenant); now it is a 409 saying why, and so is deleting the last admin. Roles do
+/// not matter to admins, so taking an admin's role away locks nobody out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_cannot_be_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = serve(dir.path(), &[]).await;
+    let admin = e.login("admin", ADMIN, "default").await;
+    let a = e
+        .call(&admin, Method::DELETE, "/v1/tenants/default", None)
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(
+        a.body["detail"].as_str().unwrap().contains("last"),
+        "{}",
+        a.text
+    );
+    assert!(
+        a.text.contains("application/problem+json") || a.body["status"] == 409,
+        "{}",
+        a.text
+    );
+    e.login("admin", ADMIN, "default").await;
+
+    // With another tenant, one may go; then the other is the last.
+    e.ok(&admin, Method::POST, "/v1/tenants", json!({"name": "acme"}))
+        .await;
+    let a = e
+        .call(&admin, Method::DELETE, "/v1/tenants/default", None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let admin = e.login("admin", ADMIN, "acme").await;
+    let a = e
+        .call(&admin, Method::DELETE, "/v1/tenants/acme", None)
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    e.login("admin", ADMIN, "acme").await;
+
+    // The last admin cannot be deleted; a second one can be, then not the first.
+    let a = e
+        .call(&admin, Method::DELETE, "/v1/users/admin", None)
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    e.ok(
+        &admin,
+        Method::POST,
+        "/v1/users",
+        json!({"name": "ops", "password": "ops-password", "admin": true}),
+    )
+    .await;
+    let ops = e.login("ops", "ops-password", "acme").await;
+    let a = e.call(&ops, Method::DELETE, "/v1/users/admin", None).await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let a = e.call(&ops, Method::DELETE, "/v1/users/ops", None).await;
+    assert_eq!(a.status, 409, "{}", a.text);
+
+    // A role given to an admin and taken away again: still an admin, still logs in.
+    e.ok(
+        &ops,
+        Method::PUT,
+        "/v1/tenants/acme/users/ops",
+        json!({"role": "viewer"}),
+    )
+    .await;
+    let a = e
+        .call(&ops, Method::DELETE, "/v1/tenants/acme/users/ops", None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let ops = e.login("ops", "ops-password", "acme").await;
+    let who = e.call(&ops, Method::GET, "/v1/auth/whoami", None).await;
+    assert_eq!(who.body["admin"], true, "{}", who.text);
+}
