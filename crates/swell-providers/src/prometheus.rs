@@ -110,13 +110,26 @@ fn one_line(text: &str) -> String {
 }
 
 /// An HTTP client for Prometheus queries (cheap to clone).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PromClient(reqwest::Client);
 
+impl Default for PromClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PromClient {
-    /// A client with its own connection pool.
+    /// A client with its own connection pool that never follows a redirect: the URL
+    /// was checked against the server's allow-list, and a redirect would lead past it.
     pub fn new() -> Self {
-        PromClient(reqwest::Client::new())
+        PromClient(
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                // As `reqwest::Client::new()`: fails only without a TLS backend.
+                .expect("the HTTP client builds"),
+        )
     }
 
     /// Runs the source's query for `tenant`'s `group` and reads the value.
@@ -146,6 +159,17 @@ async fn query(
         .await
         .map_err(|e| PromError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
     let status = answer.status();
+    if status.is_redirection() {
+        let to = answer
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(one_line)
+            .unwrap_or_default();
+        return Err(PromError::Unavailable(format!(
+            "{url} answered {status}, a redirect to `{to}`: redirects are not followed; give the final URL"
+        )));
+    }
     let mut body = Vec::new();
     let mut answer = answer;
     while let Some(chunk) = answer
@@ -180,6 +204,66 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server answering every request with `answer`; the requests it saw.
+    async fn http_server(
+        answer: String,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                log.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or("").to_string());
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, seen)
+    }
+
+    /// A redirect (to a server that would answer well) is an error naming it, and the
+    /// target is never asked.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let good = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}"#;
+        let (target, target_seen) = http_server(format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{good}",
+            good.len()
+        ))
+        .await;
+        let (url, _) = http_server(format!(
+            "HTTP/1.1 302 Found\r\nlocation: {target}/api/v1/query?query=x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ))
+        .await;
+        let source: PrometheusSourceSpec = serde_json::from_value(serde_json::json!({
+            "url": url, "query": "x", "metric": "cpu"
+        }))
+        .unwrap();
+        let err = PromClient::new()
+            .query(&source, "t", "g")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("302") && text.contains("redirect"), "{text}");
+        assert!(text.contains(&target), "{text}");
+        assert!(
+            target_seen.lock().unwrap().is_empty(),
+            "the target was asked"
+        );
+        // The target itself answers (the test's server works).
+        let direct: PrometheusSourceSpec = serde_json::from_value(serde_json::json!({
+            "url": target, "query": "x", "metric": "cpu"
+        }))
+        .unwrap();
+        assert_eq!(PromClient::new().query(&direct, "t", "g").await, Ok(7.0));
+    }
 
     fn check(body: &str, expect: Result<(f64, usize), PromError>) {
         assert_eq!(parse_answer(body.as_bytes()), expect, "{body}");

@@ -365,6 +365,12 @@ impl IntoResponse for ServiceError {
                 }
                 r
             }
+            e @ ServiceError::Auth(AuthError::Busy) => {
+                let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, "Busy", e.to_string(), None);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             e @ (ServiceError::Store(_) | ServiceError::Auth(_) | ServiceError::Secret(_)) => {
                 tracing::error!("{e}");
                 problem(

@@ -3,7 +3,7 @@
 //! may call each is in [`crate::auth::rules::RULES`].
 
 use crate::auth::Principal;
-use crate::auth::middleware::AuditNote;
+use crate::auth::middleware::{AuditNote, ClientAddr};
 use crate::clock::rfc3339;
 use crate::http::{ApiQuery, instance_view, parse_body};
 use crate::service::{Service, ServiceError};
@@ -61,13 +61,19 @@ pub fn routes() -> Router<Arc<Service>> {
         .route("/v1/audit", get(list_audit))
 }
 
-/// The peer address, when the server was started with connect info.
+/// The client's address (the peer, or what a trusted proxy forwarded), when the
+/// server was started with connect info.
 pub struct Source(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Source {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // The authorization middleware works the address out once (trusted proxies);
+        // without it (never on the API's routes) the peer is all there is.
+        if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
+            return Ok(Source(addr.clone()));
+        }
         Ok(Source(
             parts
                 .extensions
@@ -436,10 +442,12 @@ pub(crate) async fn delete_user(State(s): St, Path(user): Path<String>) -> ApiRe
 
 /// Changes a password; every token of the user is revoked.
 #[utoipa::path(put, path = "/v1/users/{user}/password", params(("user" = String, Path)), request_body = api::SetPassword,
-    responses((status = 204), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
+    responses((status = 204), (status = 400, body = api::Problem), (status = 404, body = api::Problem),
+        (status = 429, body = api::Problem), (status = 503, body = api::Problem)))]
 pub(crate) async fn set_password(
     State(s): St,
     p: Principal,
+    Source(source): Source,
     Path(user): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
@@ -455,7 +463,8 @@ pub(crate) async fn set_password(
     } else {
         None
     };
-    s.set_password(&user, &req.password, current).await?;
+    s.set_password(&user, &req.password, current, source.as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -529,11 +538,19 @@ impl AuditQuery {
     }
 }
 
-fn csv_field(v: &str) -> String {
+/// One CSV cell: quoted when needed, and neutralised when a spreadsheet would read it
+/// as a formula (OWASP's rule: a cell starting with `=`, `+`, `-`, `@`, tab or CR gets a
+/// leading `'`), since user names, paths and tenant names are the caller's text.
+pub fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
     if v.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", v.replace('"', "\"\""))
     } else {
-        v.to_string()
+        v
     }
 }
 
@@ -572,4 +589,30 @@ pub(crate) async fn list_audit(
         out.push('\n');
     }
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_formulas() {
+        let check = |cell: &str, want: &str| assert_eq!(csv_field(cell), want, "{cell:?}");
+        check("ann", "ann");
+        check("/v1/groups", "/v1/groups");
+        check("a,b", "\"a,b\"");
+        check("say \"hi\"", "\"say \"\"hi\"\"\"");
+        check(
+            "=HYPERLINK(\"http://evil\")",
+            "\"'=HYPERLINK(\"\"http://evil\"\")\"",
+        );
+        check("=1+1", "'=1+1");
+        check("+1", "'+1");
+        check("-1", "'-1");
+        check("@SUM(A1)", "'@SUM(A1)");
+        check("\tx", "'\tx");
+        check("\rx", "\"'\rx\"");
+        check("a=b", "a=b");
+        check("", "");
+    }
 }

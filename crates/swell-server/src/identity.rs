@@ -230,8 +230,23 @@ impl Service {
     /// tenant deleting (its credentials stop working), deletes every group (scaling
     /// each to zero, draining first) and removes the tenant once the last group is gone.
     /// Returns the tenant and whether it is already gone.
+    ///
+    /// The last live tenant cannot be deleted (409): every login, an admin's too, is to
+    /// a tenant, so without one no admin could log in again.
     pub async fn delete_tenant(&self, id: &str, force: bool) -> Result<(TenantRecord, bool)> {
         let mut t = self.get_tenant(id).await?;
+        let others = self
+            .store
+            .list_tenants()
+            .await?
+            .into_iter()
+            .filter(|o| o.id != t.id && !o.deleting)
+            .count();
+        if others == 0 && !t.deleting {
+            return Err(ServiceError::State(format!(
+                "tenant `{id}` is the last one: every login, an admin's too, is to a tenant, so deleting it would lock every admin out; create another tenant first"
+            )));
+        }
         let groups = self.store.list_groups(&t.id).await?;
         if groups.is_empty() {
             self.store.delete_tenant(&t.id).await?;
@@ -356,7 +371,8 @@ impl Service {
         Ok(user)
     }
 
-    /// Deletes a user (with its roles and tokens). The last admin cannot be deleted.
+    /// Deletes a user (with its roles, tokens and the API keys it created). The last
+    /// admin cannot be deleted.
     pub async fn delete_user(&self, name: &str) -> Result<()> {
         let users = self.store.list_users().await?;
         let target = users
@@ -365,25 +381,44 @@ impl Service {
             .ok_or_else(|| not_found("user", name))?;
         if target.is_admin && users.iter().filter(|u| u.is_admin).count() == 1 {
             return Err(ServiceError::State(
-                "the last admin cannot be deleted".into(),
+                "the last admin cannot be deleted: no one could administer the service".into(),
             ));
         }
-        Ok(self.store.delete_user(name).await?)
+        self.store.delete_user(name).await?;
+        // Its keys die with it (authentication refuses them anyway; this keeps a user
+        // re-created under the name from finding them in its tenants' lists).
+        for t in self.store.list_tenants().await? {
+            for k in self.store.list_api_keys(&t.id).await? {
+                if k.created_by == name {
+                    match self.store.delete_api_key(&t.id, &k.name).await {
+                        Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Changes a user's password; every token of the user is revoked.
     /// `current` is the user's current password, checked when given (users changing
     /// their own password must give it).
+    /// A change that checks `current` is rate-limited like a login of `name` from
+    /// `source` (429), so a stolen token cannot guess the password through it.
     pub async fn set_password(
         &self,
         name: &str,
         password: &str,
         current: Option<&str>,
+        source: Option<&str>,
     ) -> Result<()> {
         check_password(password)?;
         let Some(user) = self.store.get_user(name).await? else {
             return Err(not_found("user", name));
         };
+        if current.is_some() {
+            self.auth().check_password_attempt(name, source)?;
+        }
         if let Some(current) = current
             && !self.auth().verify(current, &user.password_hash).await?
         {
@@ -575,14 +610,15 @@ impl Service {
         Ok(self.store.list_audit(tenant, limit).await?)
     }
 
-    /// Seals and stores a provider credential of the tenant (never returned by the API).
+    /// Seals and stores a provider credential of the tenant (never returned by the API),
+    /// bound to the tenant and the name: moved to another row, it does not open.
     pub async fn put_provider_credential(
         &self,
         tenant: &TenantId,
         name: &str,
         plaintext: &[u8],
     ) -> Result<()> {
-        let sealed = self.secret_key()?.encrypt(plaintext)?;
+        let sealed = self.secret_key()?.seal(tenant.as_str(), name, plaintext)?;
         Ok(self
             .store
             .put_credential(tenant, name, &sealed, self.now())
@@ -596,7 +632,11 @@ impl Service {
         name: &str,
     ) -> Result<Option<Vec<u8>>> {
         match self.store.get_credential(tenant, name).await? {
-            Some(sealed) => Ok(Some(self.secret_key()?.decrypt(&sealed)?)),
+            Some(sealed) => Ok(Some(self.secret_key()?.open(
+                tenant.as_str(),
+                name,
+                &sealed,
+            )?)),
             None => Ok(None),
         }
     }

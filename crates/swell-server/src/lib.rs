@@ -15,6 +15,7 @@ pub mod fuzz_targets;
 pub mod http;
 pub mod http_identity;
 pub mod identity;
+pub mod metric_urls;
 pub mod secrets;
 pub mod service;
 
@@ -66,6 +67,13 @@ pub struct ServerConfig {
     /// `health_check.interval` a group may have (`--min-interval`, default 1 s): a
     /// floor on the work one tenant's group can make the server do.
     pub min_interval: std::time::Duration,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy CIDR_OR_IP`):
+    /// rate limits and the audit log then use the address the proxy saw. Empty: the
+    /// TCP peer is the client.
+    pub trusted_proxies: Vec<auth::source::Cidr>,
+    /// The URLs a group's `prometheus` metric source may name (`--allow-metric-url`);
+    /// default: loopback hosts only.
+    pub metric_urls: metric_urls::MetricUrlPolicy,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +92,8 @@ impl Default for ServerConfig {
             docker_engines: Vec::new(),
             openstack: None,
             min_interval: service::DEFAULT_MIN_INTERVAL,
+            trusted_proxies: Vec::new(),
+            metric_urls: metric_urls::MetricUrlPolicy::default(),
         }
     }
 }
@@ -304,7 +314,12 @@ impl Server {
         let service = Arc::new(
             Service::new(store, controller.clone(), clock)
                 .with_secret_key(key)
-                .with_min_interval(config.min_interval),
+                .with_min_interval(config.min_interval)
+                .with_metric_url_policy(config.metric_urls.clone())
+                .with_auth_options(auth::AuthOptions {
+                    trusted_proxies: config.trusted_proxies.clone(),
+                    ..auth::AuthOptions::default()
+                }),
         );
         let generated_admin_password = service
             .bootstrap(config.admin_password.as_ref().map(|p| p.expose()))

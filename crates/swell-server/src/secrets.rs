@@ -3,9 +3,15 @@
 //!
 //! The key comes from `SWELL_SECRET_KEY` (32 bytes as base64 or hex), or a key file; when
 //! neither is given, `<data dir>/secret.key` is used, generated with mode 0600 on first
-//! start. A sealed value is `nonce (12 bytes) || ciphertext+tag`.
+//! start. A sealed value is `nonce (12 bytes) || ciphertext+tag`, with the tenant and
+//! the credential's name as AES-GCM associated data: a value copied to another
+//! tenant's row, or under another name, does not open.
+//!
+//! (No released version stored sealed values with another binding: the store's
+//! `provider_credentials` table had no route and no consumer, so there is nothing old
+//! to keep reading.)
 
-use aes_gcm::aead::{Aead, KeyInit, OsRng, rand_core::RngCore};
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload, rand_core::RngCore};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -69,6 +75,17 @@ pub enum SecretError {
     /// Encryption failed (never expected).
     #[error("cannot encrypt")]
     Encrypt,
+}
+
+/// What binds a sealed value to its place: a version tag, the tenant and the name,
+/// each length-prefixed so that no two (tenant, name) pairs give the same bytes.
+fn associated_data(tenant: &str, name: &str) -> Vec<u8> {
+    let mut aad = b"swell-credential-v1".to_vec();
+    for part in [tenant, name] {
+        aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
 }
 
 /// The AES-256-GCM key.
@@ -157,26 +174,35 @@ impl SecretKey {
         }
     }
 
-    /// Seals `plaintext` with a fresh random nonce.
-    pub fn encrypt(&self, plaintext: &[u8]) -> Result<Sealed, SecretError> {
+    /// Seals `plaintext`, tenant `tenant`'s credential `name`, with a fresh random nonce.
+    pub fn seal(&self, tenant: &str, name: &str, plaintext: &[u8]) -> Result<Sealed, SecretError> {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
+        let aad = associated_data(tenant, name);
         let ct = Aes256Gcm::new(&self.0)
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| SecretError::Encrypt)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
         Ok(Sealed(out))
     }
 
-    /// Opens a sealed value.
-    pub fn decrypt(&self, sealed: &Sealed) -> Result<Vec<u8>, SecretError> {
+    /// Opens a value sealed as tenant `tenant`'s credential `name` (any other tenant or
+    /// name fails like a wrong key).
+    pub fn open(&self, tenant: &str, name: &str, sealed: &Sealed) -> Result<Vec<u8>, SecretError> {
         if sealed.0.len() < NONCE_LEN {
             return Err(SecretError::Decrypt);
         }
         let (nonce, ct) = sealed.0.split_at(NONCE_LEN);
+        let aad = associated_data(tenant, name);
         Aes256Gcm::new(&self.0)
-            .decrypt(Nonce::from_slice(nonce), ct)
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
             .map_err(|_| SecretError::Decrypt)
     }
 }
@@ -188,20 +214,51 @@ mod tests {
     #[test]
     fn round_trip_and_tamper() {
         let key = SecretKey::generate();
-        let sealed = key.encrypt(b"hunter2-openstack").unwrap();
+        let sealed = key.seal("acme", "openstack", b"hunter2-openstack").unwrap();
         assert!(!sealed.0.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(key.decrypt(&sealed).unwrap(), b"hunter2-openstack");
+        assert_eq!(
+            key.open("acme", "openstack", &sealed).unwrap(),
+            b"hunter2-openstack"
+        );
         assert_ne!(
-            key.encrypt(b"hunter2-openstack").unwrap(),
+            key.seal("acme", "openstack", b"hunter2-openstack").unwrap(),
             sealed,
             "fresh nonce"
         );
         let mut bad = sealed.clone();
         let last = bad.0.len() - 1;
         bad.0[last] ^= 1;
-        assert!(matches!(key.decrypt(&bad), Err(SecretError::Decrypt)));
-        assert!(SecretKey::generate().decrypt(&sealed).is_err());
+        assert!(matches!(
+            key.open("acme", "openstack", &bad),
+            Err(SecretError::Decrypt)
+        ));
+        assert!(
+            SecretKey::generate()
+                .open("acme", "openstack", &sealed)
+                .is_err()
+        );
         assert!(format!("{key:?}").contains("redacted"));
+    }
+
+    /// A sealed value opens only as what it was sealed as: another tenant's row or
+    /// another name does not open it, even when the bytes join to the same text.
+    #[test]
+    fn bound_to_tenant_and_name() {
+        let key = SecretKey::generate();
+        let sealed = key.seal("acme", "openstack", b"s3cret").unwrap();
+        for (tenant, name) in [
+            ("globex", "openstack"),
+            ("acme", "docker"),
+            ("acmeopen", "stack"),
+            ("acme-", "openstack"),
+            ("", "acmeopenstack"),
+        ] {
+            assert!(
+                matches!(key.open(tenant, name, &sealed), Err(SecretError::Decrypt)),
+                "{tenant}/{name}"
+            );
+        }
+        assert_eq!(key.open("acme", "openstack", &sealed).unwrap(), b"s3cret");
     }
 
     #[test]
@@ -221,10 +278,10 @@ mod tests {
         let meta = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let k2 = SecretKey::load_or_create(dir.path(), None, None).unwrap();
-        let sealed = k1.encrypt(b"x").unwrap();
-        assert_eq!(k2.decrypt(&sealed).unwrap(), b"x");
+        let sealed = k1.seal("t", "n", b"x").unwrap();
+        assert_eq!(k2.open("t", "n", &sealed).unwrap(), b"x");
         let explicit = SecretString::new("11".repeat(32));
         let k3 = SecretKey::load_or_create(dir.path(), Some(&explicit), None).unwrap();
-        assert!(k3.decrypt(&sealed).is_err());
+        assert!(k3.open("t", "n", &sealed).is_err());
     }
 }

@@ -109,6 +109,7 @@ pub struct Service {
     /// Held from a group's listen check to its store write, so that two groups cannot
     /// both be given one free port.
     pub(crate) listen_lock: tokio::sync::Mutex<()>,
+    metric_urls: crate::metric_urls::MetricUrlPolicy,
 }
 
 impl Service {
@@ -122,6 +123,7 @@ impl Service {
             secret_key: None,
             min_interval: DEFAULT_MIN_INTERVAL,
             listen_lock: tokio::sync::Mutex::new(()),
+            metric_urls: crate::metric_urls::MetricUrlPolicy::default(),
         }
     }
 
@@ -138,9 +140,30 @@ impl Service {
         self.min_interval
     }
 
+    /// The same service, letting metric sources call only the URLs `policy` allows
+    /// (`swell serve --allow-metric-url`; default: loopback hosts only).
+    pub fn with_metric_url_policy(mut self, policy: crate::metric_urls::MetricUrlPolicy) -> Self {
+        self.metric_urls = policy;
+        self
+    }
+
+    /// Refuses (403, naming `metric_sources[i].url`) a group whose metric source would
+    /// have the server call a URL the admin did not allow.
+    fn check_metric_urls(&self, spec: &GroupSpec) -> Result<()> {
+        self.metric_urls
+            .check_group(spec)
+            .map_err(ServiceError::NotGranted)
+    }
+
     /// The same service, sealing provider credentials with `key`.
     pub fn with_secret_key(mut self, key: SecretKey) -> Self {
         self.secret_key = Some(key);
+        self
+    }
+
+    /// The same service with its authentication configured by `options`.
+    pub fn with_auth_options(mut self, options: crate::auth::AuthOptions) -> Self {
+        self.auth = self.auth.with_options(options);
         self
     }
 
@@ -241,6 +264,7 @@ impl Service {
     ) -> Result<GroupSpec> {
         spec.validate()?;
         self.check_floors(&spec)?;
+        self.check_metric_urls(&spec)?;
         // Grants first: a tenant learns nothing of providers it was not granted.
         let spec = self.check_tenant_boundary(tenant, spec, None).await?;
         self.check_provider(&spec)?;
@@ -265,6 +289,7 @@ impl Service {
             .into());
         }
         self.check_floors(&spec)?;
+        self.check_metric_urls(&spec)?;
         let current = self.get_group(tenant, name).await?;
         if current.deleting {
             return Err(ServiceError::State(format!(

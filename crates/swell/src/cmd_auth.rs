@@ -42,6 +42,9 @@ pub enum AuthCommand {
     /// The service-wide default quota (admin).
     #[command(subcommand)]
     Quota(QuotaCmd),
+    /// Operator commands run on the server's host, against the store itself.
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Show or export the audit log of the current tenant (owner, admin).
     Audit {
         /// `table`-like output by default; `csv` or `json` for export.
@@ -53,6 +56,32 @@ pub enum AuthCommand {
         /// At most this many (the newest).
         #[arg(long)]
         limit: Option<u32>,
+    },
+}
+
+/// `swell admin …`: on the server's host, with the store's own access (no token).
+#[derive(clap::Subcommand)]
+pub enum AdminCmd {
+    /// Set a user's password directly in the store (a lost admin password) and revoke
+    /// every token of the user; the new password is read from a file or generated and
+    /// printed once. Works with the server stopped or running.
+    ResetPassword {
+        /// The user.
+        user: String,
+        /// A file holding the new password (`-` for standard input); default: generate one.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The server's data directory (its SQLite store).
+        #[arg(long, env = "SWELL_DATA_DIR", default_value = "./swell-data")]
+        data_dir: PathBuf,
+        /// The server's PostgreSQL store instead (prefer the environment variable).
+        #[arg(
+            long,
+            env = "SWELL_DATABASE_URL",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
+        database_url: Option<String>,
     },
 }
 
@@ -306,6 +335,85 @@ pub enum QuotaCmd {
     },
 }
 
+/// `swell admin …`.
+async fn admin(cmd: AdminCmd, output: Output) -> Result<()> {
+    use std::sync::Arc;
+    use swell_store::Store;
+    let AdminCmd::ResetPassword {
+        user,
+        password_file,
+        data_dir,
+        database_url,
+    } = cmd;
+    let store: Arc<dyn Store> = match &database_url {
+        Some(url) => Arc::new(
+            swell_store::PgStore::connect(url)
+                .await
+                .context("opening the PostgreSQL store")?,
+        ),
+        None => {
+            let db = data_dir.join("swell.db");
+            anyhow::ensure!(
+                db.exists(),
+                "no store at {}: give the server's --data-dir (or --database-url)",
+                db.display()
+            );
+            Arc::new(
+                swell_store::SqliteStore::open(&db)
+                    .await
+                    .with_context(|| format!("opening {}", db.display()))?,
+            )
+        }
+    };
+    anyhow::ensure!(
+        store.get_user(&user).await?.is_some(),
+        "no user `{user}` in the store"
+    );
+    let password = match &password_file {
+        Some(f) => read_password(f)?,
+        None => swell_server::auth::generate_password(),
+    };
+    swell_server::auth::check_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Shown once, on standard output, when this command chose it.
+    let shown = password_file.is_none().then(|| password.clone());
+    let hash = tokio::task::spawn_blocking(move || swell_server::auth::hash_password(&password))
+        .await
+        .context("hashing the password")??;
+    let now = swell_core::Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the system clock is before 1970")?
+            .as_millis() as i64,
+    );
+    store.set_password(&user, &hash, now).await?;
+    // Every login is to a tenant: with none left (deleted before that was refused), the
+    // bootstrap tenant comes back so that the admin can log in.
+    let mut message = format!("the password of `{user}` is reset; their tokens are revoked");
+    if store.list_tenants().await?.iter().all(|t| t.deleting) {
+        let default = swell_core::TenantId::default_tenant();
+        store.ensure_tenant(&default, now).await?;
+        message.push_str(&format!(
+            "; no tenant was left, so `{default}` was created to log in to"
+        ));
+    }
+    match output {
+        Output::Json => {
+            let mut v = json!({ "ok": true, "message": message });
+            if let Some(p) = &shown {
+                v["password"] = json!(p);
+            }
+            println!("{v}");
+        }
+        Output::Table => {
+            eprintln!("{message}");
+            if let Some(p) = &shown {
+                println!("{p}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads a password from a file (`-`: standard input); the trailing newline is dropped.
 fn read_password(path: &Path) -> Result<String> {
     let mut text = String::new();
@@ -452,6 +560,7 @@ pub async fn run(cmd: AuthCommand, url: &str, output: Output) -> Result<()> {
                 ),
             )
         }
+        AuthCommand::Admin(cmd) => admin(cmd, output).await,
         AuthCommand::Tenant(cmd) => tenant(&c, cmd, output).await,
         AuthCommand::User(cmd) => user(&c, cmd, output).await,
         AuthCommand::Token(TokenCmd::Revoke) => {

@@ -188,6 +188,27 @@ struct ServeArgs {
     /// Lower it only for tests: every tick of every group costs the server work.
     #[arg(long, env = "SWELL_MIN_INTERVAL", value_name = "DURATION", value_parser = parse_min_interval, default_value = "1s")]
     min_interval: std::time::Duration,
+    /// A reverse proxy (address or CIDR range) whose `X-Forwarded-For` names the client
+    /// for rate limits and the audit log; repeatable. Without it the TCP peer is the
+    /// client (behind a proxy, every client would share the proxy's budget).
+    #[arg(
+        long = "trusted-proxy",
+        env = "SWELL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR_OR_IP",
+        value_parser = parse_cidr
+    )]
+    trusted_proxies: Vec<swell_server::auth::source::Cidr>,
+    /// A URL prefix a group's `prometheus` metric source may name (the server calls
+    /// it), e.g. `http://prom.internal:9090`; repeatable. Without any, only loopback
+    /// hosts (localhost, 127.0.0.0/8, [::1]) are allowed.
+    #[arg(
+        long = "allow-metric-url",
+        env = "SWELL_ALLOW_METRIC_URLS",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    allow_metric_urls: Vec<String>,
 }
 
 /// How `swell serve` writes its log.
@@ -207,6 +228,10 @@ fn parse_min_interval(text: &str) -> Result<std::time::Duration, String> {
         return Err(format!("must be at least 100ms (got {text})"));
     }
     Ok(d)
+}
+
+fn parse_cidr(text: &str) -> Result<swell_server::auth::source::Cidr, String> {
+    swell_server::auth::source::Cidr::parse(text)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -468,6 +493,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         docker_engines: docker_engines(args.docker, &args.docker_engines)?,
         openstack,
         min_interval: args.min_interval,
+        trusted_proxies: args.trusted_proxies,
+        metric_urls: swell_server::metric_urls::MetricUrlPolicy::prefixes(&args.allow_metric_urls)
+            .map_err(|e| anyhow::anyhow!("--allow-metric-url: {e}"))?,
     })
     .await?;
     let format = args.log_format;

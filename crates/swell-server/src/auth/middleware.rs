@@ -26,6 +26,11 @@ pub struct AuditNote {
     pub tenant: Option<TenantId>,
 }
 
+/// The client's address as the middleware worked it out (the peer, or what a trusted
+/// proxy forwarded): handlers read it from the request's extensions.
+#[derive(Debug, Clone)]
+pub struct ClientAddr(pub Option<String>);
+
 /// What the rule says about one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -117,10 +122,16 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    let source = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let source = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        s.auth().client_addr(c.0.ip(), &forwarded).to_string()
+    });
+    parts.extensions.insert(ClientAddr(source.clone()));
     let path = parts.uri.path().to_string();
     let params: HashMap<String, String> = RawPathParams::from_request_parts(&mut parts, &())
         .await
@@ -166,10 +177,14 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
     if let Some(token) = bearer(&parts) {
         match s.auth().authenticate(token).await {
             Ok(p) => principal = Some(p),
-            Err(AuthError::Unauthorized(why)) if permission != Permission::Public => {
-                early = Some(unauthorized(why));
+            Err(AuthError::Unauthorized(why)) => {
+                // A service-level record, never a tenant's: the caller proved nothing.
+                tracing::info!(source = source.as_deref().unwrap_or("-"), %method, template,
+                    "refused credential: {why}");
+                if permission != Permission::Public {
+                    early = Some(unauthorized(why));
+                }
             }
-            Err(AuthError::Unauthorized(_)) => {}
             Err(e) => {
                 tracing::error!("authentication: {e}");
                 early = Some(problem(
@@ -234,7 +249,15 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
                     .or_else(|| Some(p.tenant.clone())),
             ),
             (Some(p), _) => (Some(p.name()), Some(p.tenant.clone())),
-            (None, Some(n)) => (Some(n.user), n.tenant),
+            // Unauthenticated: a login. Only a successful one lands in the tenant's
+            // log; a failed one is the service's (tenant none: admins see it with
+            // `?all=true`), so nobody can write into a tenant's log without its password.
+            (None, Some(n)) if response.status().is_success() => (Some(n.user), n.tenant),
+            (None, Some(n)) => {
+                tracing::warn!(user = %n.user, source = source.as_deref().unwrap_or("-"),
+                    status = response.status().as_u16(), "failed login");
+                (Some(n.user), None)
+            }
             (None, None) => (None, None),
         };
         let entry = NewAudit {

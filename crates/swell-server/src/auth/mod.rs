@@ -5,6 +5,7 @@
 pub mod limit;
 pub mod middleware;
 pub mod rules;
+pub mod source;
 
 use crate::clock::Clock;
 use argon2::Argon2;
@@ -12,11 +13,14 @@ use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use limit::{Limiter, Rate};
+use limit::{Limiter, LimiterSize, Rate};
 use sha2::{Digest, Sha256};
+use source::Cidr;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use swell_core::{InstanceId, TenantId, Timestamp, ValidationError};
-use swell_store::{Role, Store, StoreError, TenantRecord, TokenRecord, UserRecord};
+use swell_store::{ApiKeyRecord, Role, Store, StoreError, TenantRecord, TokenRecord, UserRecord};
 
 /// How long a token lives unless configured otherwise.
 pub const DEFAULT_TOKEN_TTL_MS: i64 = 12 * 3600 * 1000;
@@ -88,6 +92,9 @@ pub enum AuthError {
     /// Too many login attempts.
     #[error("too many login attempts; retry in {0} s")]
     RateLimited(u64),
+    /// Too many password hashes are waiting already (503): the server is busy.
+    #[error("too many password checks in progress; retry in a second")]
+    Busy,
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -96,14 +103,84 @@ pub enum AuthError {
     Hash(String),
 }
 
+/// Login attempts from one source address (IPv6: its /64): 60, one more every 2 s.
+pub const PER_SOURCE: Rate = Rate {
+    burst: 60,
+    refill_ms: 2_000,
+};
+
+/// Login attempts for one user from one source: 10, one more every 30 s.
+pub const PER_USER_AND_SOURCE: Rate = Rate {
+    burst: 10,
+    refill_ms: 30_000,
+};
+
+/// Login attempts for one user from all sources together: 300, one more every 2 s.
+/// The ceiling against guessing spread over many addresses; to keep a user out, an
+/// attacker must sustain one try every 2 s, which [`PER_USER_AND_SOURCE`] makes take
+/// at least 15 addresses.
+pub const PER_USER: Rate = Rate {
+    burst: 300,
+    refill_ms: 2_000,
+};
+
+/// Argon2 hashes waiting for a permit at most; one more is refused with 503.
+pub const MAX_HASHES_WAITING: usize = 64;
+
+/// How the authentication service is configured beyond its defaults.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    /// Peers whose `X-Forwarded-For` is believed (`swell serve --trusted-proxy`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// Argon2 hashes run at once at most (`None`: the cores, at most 4).
+    pub max_hashes: Option<usize>,
+}
+
+/// What the login limiters hold (see [`Auth::limiter_sizes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterSizes {
+    /// By source address.
+    pub per_source: LimiterSize,
+    /// By user and source.
+    pub per_user_and_source: LimiterSize,
+    /// By user.
+    pub per_user: LimiterSize,
+}
+
 /// The authentication service.
 pub struct Auth {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    per_user: Limiter,
     per_source: Limiter,
+    per_user_and_source: Limiter,
+    per_user: Limiter,
+    trusted_proxies: Vec<Cidr>,
+    hashes: tokio::sync::Semaphore,
+    hashes_waiting: AtomicUsize,
     dummy_hash: String,
     token_ttl_ms: i64,
+}
+
+/// Counts a request waiting for an Argon2 permit while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn default_max_hashes() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}
+
+/// The limiter key of a source address (IPv6 by its /64; anything else as given).
+fn source_key(source: &str) -> String {
+    source
+        .parse::<IpAddr>()
+        .map_or_else(|_| source.to_string(), source::limit_key)
 }
 
 /// SHA-256 of a token or key, lowercase hex: what the store keeps.
@@ -174,31 +251,102 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Auth {
-    /// Authentication over `store` on `clock`; logins limited to 10 per user (one more
-    /// every 30 s) and 60 per source address (one more every 2 s).
+    /// Authentication over `store` on `clock`; logins limited per source address
+    /// ([`PER_SOURCE`]), then per user and source ([`PER_USER_AND_SOURCE`]), then per
+    /// user ([`PER_USER`]).
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         // Unknown users are checked against this, so that they cost the same Argon2 work.
         let dummy_hash = hash_password(&generate_password()).unwrap_or_default();
         Auth {
-            per_user: Limiter::new(
-                Rate {
-                    burst: 10,
-                    refill_ms: 30_000,
-                },
-                clock.clone(),
-            ),
-            per_source: Limiter::new(
-                Rate {
-                    burst: 60,
-                    refill_ms: 2_000,
-                },
-                clock.clone(),
-            ),
+            per_source: Limiter::new(PER_SOURCE, clock.clone()),
+            per_user_and_source: Limiter::new(PER_USER_AND_SOURCE, clock.clone()),
+            per_user: Limiter::new(PER_USER, clock.clone()),
+            trusted_proxies: Vec::new(),
+            hashes: tokio::sync::Semaphore::new(default_max_hashes()),
+            hashes_waiting: AtomicUsize::new(0),
             store,
             clock,
             dummy_hash,
             token_ttl_ms: DEFAULT_TOKEN_TTL_MS,
         }
+    }
+
+    /// The same service with `options`.
+    pub fn with_options(mut self, options: AuthOptions) -> Self {
+        self.trusted_proxies = options.trusted_proxies;
+        if let Some(n) = options.max_hashes {
+            self.hashes = tokio::sync::Semaphore::new(n.max(1));
+        }
+        self
+    }
+
+    /// The client's address of a request from `peer` with these `X-Forwarded-For`
+    /// values (believed only from a trusted proxy).
+    pub fn client_addr(&self, peer: IpAddr, forwarded: &[&str]) -> IpAddr {
+        source::client_addr(peer, forwarded, &self.trusted_proxies)
+    }
+
+    /// What the login limiters hold now (their size is bounded; tests check it).
+    pub fn limiter_sizes(&self) -> LimiterSizes {
+        LimiterSizes {
+            per_source: self.per_source.size(),
+            per_user_and_source: self.per_user_and_source.size(),
+            per_user: self.per_user.size(),
+        }
+    }
+
+    /// Takes one attempt of the source's budget.
+    fn check_source(&self, source: Option<&str>) -> Result<(), AuthError> {
+        match source {
+            Some(src) => self.per_source.check(&source_key(src)),
+            None => Ok(()),
+        }
+        .map_err(AuthError::RateLimited)
+    }
+
+    /// Takes one attempt of `user`'s budget from `source` and of `user`'s overall one
+    /// (`user` must be a valid user name: the keys stay short). Neither is taken when
+    /// either is exhausted, so that a refused try costs the user nothing more.
+    fn check_user(&self, user: &str, source: Option<&str>) -> Result<(), AuthError> {
+        let pair = format!("{user}\n{}", source.map(source_key).unwrap_or_default());
+        self.per_user_and_source
+            .peek(&pair)
+            .and_then(|()| self.per_user.peek(user))
+            .and_then(|()| self.per_user_and_source.check(&pair))
+            .and_then(|()| self.per_user.check(user))
+            .map_err(AuthError::RateLimited)
+    }
+
+    /// Rate-limits a password check outside a login (a user giving their current
+    /// password to change it): the same budgets as logins, so a stolen token does not
+    /// open a faster way to guess.
+    pub fn check_password_attempt(
+        &self,
+        user: &str,
+        source: Option<&str>,
+    ) -> Result<(), AuthError> {
+        self.check_source(source)?;
+        self.check_user(user, source)
+    }
+
+    /// Runs Argon2 work `f` on the blocking pool, at most `max_hashes` at once; with
+    /// [`MAX_HASHES_WAITING`] already waiting, refuses with [`AuthError::Busy`].
+    async fn argon<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        if self.hashes_waiting.fetch_add(1, Ordering::SeqCst) >= MAX_HASHES_WAITING {
+            self.hashes_waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(AuthError::Busy);
+        }
+        let waiting = Waiting(&self.hashes_waiting);
+        let _permit = self
+            .hashes
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))?;
+        drop(waiting);
+        blocking(f).await
     }
 
     /// Logs `user` in to `tenant`: a new token and its expiry. Every failure (unknown
@@ -211,21 +359,22 @@ impl Auth {
         tenant: &str,
         source: Option<&str>,
     ) -> Result<(String, Timestamp), AuthError> {
-        self.per_user
-            .check(&format!("user:{user}"))
-            .map_err(AuthError::RateLimited)?;
-        if let Some(src) = source {
-            self.per_source
-                .check(&format!("source:{src}"))
-                .map_err(AuthError::RateLimited)?;
+        self.check_source(source)?;
+        let fail = || AuthError::Unauthorized(LOGIN_FAILED.into());
+        // A name that cannot be a user's never reaches a per-user map (so junk names
+        // cannot grow them), but costs the same Argon2 work as any failure.
+        if crate::identity::check_user_name("user", user).is_err() {
+            let (pw, phc) = (password.to_string(), self.dummy_hash.clone());
+            self.argon(move || verify_password(&pw, &phc)).await?;
+            return Err(fail());
         }
+        self.check_user(user, source)?;
         let record = self.store.get_user(user).await?;
         let phc = record
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
         let pw = password.to_string();
-        let ok = blocking(move || verify_password(&pw, &phc)).await?;
-        let fail = || AuthError::Unauthorized(LOGIN_FAILED.into());
+        let ok = self.argon(move || verify_password(&pw, &phc)).await?;
         let (Some(record), true) = (record, ok) else {
             return Err(fail());
         };
@@ -273,6 +422,13 @@ impl Auth {
             self.live_tenant(&key.tenant)
                 .await?
                 .ok_or_else(|| bad("invalid API key"))?;
+            if !self.creator_still_entitled(&key).await? {
+                tracing::info!(key = %key.name, tenant = %key.tenant, creator = %key.created_by,
+                    "API key refused: its creator no longer holds its role");
+                return Err(bad(
+                    "this API key's creator no longer holds its role in the tenant; create a new key",
+                ));
+            }
             return Ok(Principal {
                 user: None,
                 key: Some(key.name),
@@ -321,6 +477,45 @@ impl Auth {
         })
     }
 
+    /// Whether the key's creator still holds at least the key's role in its tenant: a
+    /// user that still exists (the same one: created before the key) and is an admin or
+    /// has the role there; or, for a key made by a key, that key, itself still entitled.
+    async fn creator_still_entitled(&self, key: &ApiKeyRecord) -> Result<bool, AuthError> {
+        let mut key = key.clone();
+        // A chain of keys making keys ends at a user; its length is bounded by the keys
+        // of the tenant, and a loop (impossible by construction) ends here too.
+        for _ in 0..=self.store.list_api_keys(&key.tenant).await?.len() {
+            if let Some(parent) = key.created_by.strip_prefix("key:") {
+                let Some(parent) = self
+                    .store
+                    .list_api_keys(&key.tenant)
+                    .await?
+                    .into_iter()
+                    .find(|k| k.name == parent && k.created_at <= key.created_at)
+                else {
+                    return Ok(false);
+                };
+                if parent.role < key.role {
+                    return Ok(false);
+                }
+                key = parent;
+                continue;
+            }
+            let Some(user) = self.store.get_user(&key.created_by).await? else {
+                return Ok(false);
+            };
+            if user.created_at > key.created_at {
+                return Ok(false);
+            }
+            if user.is_admin {
+                return Ok(true);
+            }
+            let role = self.store.get_role(&user.name, &key.tenant).await?;
+            return Ok(role.is_some_and(|r| r >= key.role));
+        }
+        Ok(false)
+    }
+
     async fn live_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, AuthError> {
         Ok(self.store.get_tenant(id).await?.filter(|t| !t.deleting))
     }
@@ -344,7 +539,7 @@ impl Auth {
                 (p.clone(), Some(p))
             }
         };
-        let phc = blocking(move || hash_password(&password)).await??;
+        let phc = self.argon(move || hash_password(&password)).await??;
         self.store
             .create_user(&UserRecord {
                 name: BOOTSTRAP_ADMIN.into(),
@@ -361,13 +556,13 @@ impl Auth {
     /// Hashes a password off the async threads.
     pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
         let pw = password.to_string();
-        blocking(move || hash_password(&pw)).await?
+        self.argon(move || hash_password(&pw)).await?
     }
 
     /// Whether `password` matches the PHC string `phc`, off the async threads.
     pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, AuthError> {
         let (pw, phc) = (password.to_string(), phc.to_string());
-        blocking(move || verify_password(&pw, &phc)).await
+        self.argon(move || verify_password(&pw, &phc)).await
     }
 }
 
