@@ -1,7 +1,12 @@
 //! The process provider against real child processes (`sleep`, `sh`, `python3`).
 //!
 //! Every test uses its own owner tag, and an [`OwnerGuard`] SIGKILLs whatever carries
-//! that tag when the test ends, passed or failed.
+//! that tag (or sits in its cgroups) when the test ends, passed or failed, and removes
+//! its cgroups.
+//!
+//! The tests run as root on a cgroup v1 hybrid host (the unified hierarchy mounted
+//! with no controller), so the provider runs instances in v1 cgroups; the v2 mode is
+//! not exercised here (only its choice, from fake mount tables, in the unit tests).
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -9,7 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use swell_core::{InstanceId, Template, TenantId};
-use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_providers::process::cgroup::CgroupMode;
+use swell_providers::process::{InstanceUser, ProcessConfig, ProcessProvider};
 use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError, ProviderInstance};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,12 +44,35 @@ fn read_environ(pid: i32) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Kills every process tagged with its owner when dropped.
+/// Kills every process tagged with its owner, or in its cgroups, when dropped, and
+/// removes the cgroups.
 struct OwnerGuard {
     owner: String,
+    cgroups: Vec<std::path::PathBuf>,
 }
 
 impl OwnerGuard {
+    fn new(provider: &ProcessProvider) -> Self {
+        OwnerGuard {
+            owner: provider.owner().to_string(),
+            cgroups: provider.cgroup_parents().to_vec(),
+        }
+    }
+
+    /// The instance cgroups under the owner's parents.
+    fn cgroup_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.cgroups
+            .iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Processes carrying the owner's tag in their environment (a test's own look:
+    /// the provider never reads it).
     fn pids(&self) -> Vec<i32> {
         let needle = format!("SWELL_OWNER={}", self.owner);
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -63,9 +92,27 @@ impl OwnerGuard {
 
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut pids = self.pids();
+            for dir in self.cgroup_dirs() {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            for pid in &pids {
+                let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            for dir in self.cgroup_dirs() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            if (pids.is_empty() && self.cgroup_dirs().is_empty()) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for parent in &self.cgroups {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }
@@ -77,26 +124,30 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let owner = unique_owner();
+    fixture_with(|_| {})
+}
+
+/// A fixture whose configuration `adjust` changes first.
+fn fixture_with(adjust: impl FnOnce(&mut ProcessConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let provider = ProcessProvider::new(ProcessConfig {
-        instances_dir: dir.path().join("instances"),
-        owner: owner.clone(),
-    });
+    let mut config = ProcessConfig::new(dir.path().join("instances"), unique_owner());
+    adjust(&mut config);
+    let provider = ProcessProvider::new(config);
+    let guard = OwnerGuard::new(&provider);
     Fixture {
         provider,
         dir,
-        guard: OwnerGuard { owner },
+        guard,
     }
 }
 
 impl Fixture {
-    /// Another provider with the same owner, as a restarted server would build.
+    /// Another provider with the same owner and settings, as a restarted server would
+    /// build.
     fn restarted(&self) -> ProcessProvider {
-        ProcessProvider::new(ProcessConfig {
-            instances_dir: self.dir.path().join("instances"),
-            owner: self.guard.owner.clone(),
-        })
+        let mut config = ProcessConfig::new(self.dir.path().join("instances"), &self.guard.owner);
+        config.cgroups = self.provider.cgroup_mode() != CgroupMode::None;
+        ProcessProvider::new(config)
     }
 }
 
@@ -399,13 +450,11 @@ async fn a_restarted_server_adopts_its_instances_and_others_do_not_see_them() {
         .unwrap();
     assert_eq!(metrics.len(), 1);
 
-    let stranger = ProcessProvider::new(ProcessConfig {
-        instances_dir: f.dir.path().join("other"),
-        owner: unique_owner(),
-    });
-    let _stranger_guard = OwnerGuard {
-        owner: stranger.owner().to_string(),
-    };
+    let stranger = ProcessProvider::new(ProcessConfig::new(
+        f.dir.path().join("other"),
+        unique_owner(),
+    ));
+    let _stranger_guard = OwnerGuard::new(&stranger);
     assert!(stranger.list().await.unwrap().is_empty());
     assert!(
         stranger
@@ -613,10 +662,7 @@ async fn helper_server() {
     ) else {
         return;
     };
-    let provider = ProcessProvider::new(ProcessConfig {
-        instances_dir: dir.into(),
-        owner,
-    });
+    let provider = ProcessProvider::new(ProcessConfig::new(dir, owner));
     let created = provider
         .create(&request("survivor", &["sleep", "300"]))
         .await
