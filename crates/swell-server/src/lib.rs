@@ -24,7 +24,7 @@ use std::sync::Arc;
 use swell_providers::Provider;
 use swell_providers::docker::{DockerConfig, DockerProvider};
 use swell_providers::openstack::OpenStackProvider;
-use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_providers::process::{InstanceUser, InstanceUserError, ProcessConfig, ProcessProvider};
 use swell_store::postgres::{LockError, ServerLock};
 use swell_store::{PgStore, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Its `owner` is replaced at start by this server's tag (its data directory), so
     /// that two servers never adopt each other's servers.
     pub openstack: Option<swell_providers::openstack::OpenStackConfig>,
+    /// Run process instances as this unprivileged user (`--instance-user`) instead of
+    /// the server's; the server must run as root, and the user must exist.
+    pub instance_user: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             secret_key_file: None,
             docker_engines: Vec::new(),
             openstack: None,
+            instance_user: None,
         }
     }
 }
@@ -106,6 +110,9 @@ pub enum StartError {
     /// The docker provider's configuration is invalid.
     #[error("docker provider: {0}")]
     Docker(#[from] swell_providers::docker::DockerConfigError),
+    /// The instance user cannot be used.
+    #[error("--instance-user: {0}")]
+    InstanceUser(#[from] InstanceUserError),
     /// The openstack provider's configuration is invalid.
     #[error("openstack provider: {0}")]
     OpenStack(#[from] swell_providers::openstack::OpenStackConfigError),
@@ -231,10 +238,21 @@ impl Server {
             }
         };
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-        let process = ProcessProvider::new(ProcessConfig {
-            instances_dir: data_dir.join("instances"),
-            owner: owner_tag(&data_dir),
-        });
+        let mut process_config =
+            ProcessConfig::new(data_dir.join("instances"), owner_tag(&data_dir));
+        process_config.records_dir = data_dir.join("process-records");
+        if let Some(name) = &config.instance_user {
+            let user = InstanceUser::lookup(name)?;
+            let instances = &process_config.instances_dir;
+            std::fs::create_dir_all(instances).map_err(|source| StartError::DataDir {
+                path: instances.clone(),
+                source,
+            })?;
+            user.check_reach(instances)?;
+            tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "process instances run as the instance user");
+            process_config.instance_user = Some(user);
+        }
+        let process = ProcessProvider::new(process_config);
         let mut providers = Providers::new();
         providers.insert(
             process.name().to_string(),

@@ -154,6 +154,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             Vec::new()
         },
         openstack: None,
+        instance_user: None,
     })
     .await?;
     let service = server.service();

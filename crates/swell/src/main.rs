@@ -129,6 +129,10 @@ struct ServeArgs {
     /// A file holding that key (default: <data dir>/secret.key, generated if absent).
     #[arg(long, env = "SWELL_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// Run `process` instances as this unprivileged user (and its primary group)
+    /// instead of the server's own; the server must run as root.
+    #[arg(long, env = "SWELL_INSTANCE_USER", value_name = "USER")]
+    instance_user: Option<String>,
     /// Enable the `docker` provider on the local engine (/var/run/docker.sock).
     #[arg(long)]
     docker: bool,
@@ -372,6 +376,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         secret_key_file: args.secret_key_file,
         docker_engines: docker_engines(args.docker, &args.docker_engines)?,
         openstack,
+        instance_user: args.instance_user,
     })
     .await?;
     if let Some(p) = server.generated_admin_password() {
