@@ -248,6 +248,7 @@ impl Server {
                 path: instances.clone(),
                 source,
             })?;
+            confine_data_dir(&data_dir)?;
             user.check_reach(instances)?;
             tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "process instances run as the instance user");
             process_config.instance_user = Some(user);
@@ -370,6 +371,52 @@ impl Server {
             Err(_) => std::future::pending().await,
         }
     }
+}
+
+/// With an instance user, the data directory is only *searchable* by others (so the
+/// instance user reaches `instances/<id>/`), and what it holds besides `instances/` is
+/// the server's alone: the store's files `0600`, its directories `0700`. (SQLite gives
+/// a new `-wal`/`-shm` file the database file's mode.)
+fn confine_data_dir(data_dir: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StartError::DataDir { path, source }
+    };
+    let mode = std::fs::metadata(data_dir)
+        .map_err(io(data_dir))?
+        .permissions()
+        .mode();
+    let searchable_only = (mode & 0o7700) | 0o011;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(searchable_only))
+        .map_err(io(data_dir))?;
+    for entry in std::fs::read_dir(data_dir).map_err(io(data_dir))? {
+        let entry = entry.map_err(io(data_dir))?;
+        let path = entry.path();
+        if entry.file_name() == "instances" {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let private = if kind.is_dir() {
+            0o700
+        } else if kind.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private))
+            .map_err(io(&path))?;
+    }
+    // Made later by the controller; private from the start.
+    for dir in ["known_hosts", "ssh-keys", "process-records"] {
+        let path = data_dir.join(dir);
+        std::fs::create_dir_all(&path).map_err(io(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&path))?;
+    }
+    Ok(())
 }
 
 /// The tag that marks this server's instances: its canonical data directory, so two
