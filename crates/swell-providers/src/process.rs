@@ -2,22 +2,40 @@
 //!
 //! An instance runs its template's `command` (an argv list, no shell) with a free
 //! `127.0.0.1` port chosen here and substituted for `{port}` in every argument and in
-//! the template's `env` values. Its Swell ids travel in its environment
-//! (`SWELL_INSTANCE_ID`, `SWELL_GROUP`, `SWELL_TENANT`, `SWELL_OWNER`, plus `PORT`),
-//! so [`list`](crate::Provider::list) finds this server's instances by reading
-//! `/proc/*/environ` — also after the server restarted, and also the ones an earlier
-//! server process started (adoption). The process the provider started (the oldest
-//! one carrying an id) stands for the instance; its descendants inherit the tags and
-//! are part of it.
+//! the template's `env` values.
+//!
+//! **Contained.** The process starts with a cleared environment holding only `PATH`
+//! (the server's, or a fixed default), `HOME` (its own directory), the template's
+//! `env`, and Swell's `SWELL_INSTANCE_ID`, `SWELL_GROUP`, `SWELL_TENANT`,
+//! `SWELL_OWNER` and `PORT`: no variable of the server (its admin password, secret
+//! key, database URL, cloud credentials) reaches it. Its working directory is its own
+//! directory `instances_dir/<instance_id>/`, which also holds its `stdout.log` and
+//! `stderr.log` (never removed by the provider). With an
+//! [instance user](ProcessConfig::instance_user) it runs as that unprivileged user
+//! (and its primary group), and its directory belongs to that user. Each instance gets
+//! a cgroup of its own with CPU, memory and pids limits from its template (see
+//! [`cgroup`] for the modes), entered before the instance's program runs: the process
+//! starts as `/bin/sh` waiting on a pipe, the provider moves it into the cgroup,
+//! records it, and only then lets it `exec` the program (same pid, same process group;
+//! no fork happens in between, so nothing escapes the cgroup).
+//!
+//! **Found from what Swell recorded.** When it starts an instance the provider writes
+//! a record (instance id, tenant, group, port, pid and the process's start time from
+//! `/proc/<pid>/stat`) into `records_dir/<owner>/`, a directory no instance can write
+//! when instances run as another user. [`list`](crate::Provider::list) (also after a
+//! restart, which is how a new server adopts what an earlier one started) reads these
+//! records and asks the kernel which processes belong to each instance: the processes
+//! in its cgroup, or without cgroups the recorded process (same pid *and* start time)
+//! and its process group. What a process says about itself (its environment) is never
+//! read: a process started outside Swell with forged `SWELL_*` variables is not an
+//! instance.
 //!
 //! Each instance gets its own process group, so that a Ctrl-C on the server's terminal
 //! does not reach it and it outlives a `kill -9` of the server; signals (stop, pause,
-//! resume) go to the whole group, so a `sh -c` wrapper's children follow. Output is
-//! appended to `instances_dir/<instance_id>/stdout.log` and `stderr.log`, which are
-//! never removed by the provider.
+//! resume) go to every process of the instance.
 //!
 //! Metrics are read from `/proc/<pid>/stat` and `statm`, summed over the instance's
-//! process group: CPU in percent of one core since this provider's previous sample of
+//! processes: CPU in percent of one core since this provider's previous sample of
 //! the instance (the first sample: the average since the process started), resident
 //! memory in MiB.
 //!
@@ -30,10 +48,10 @@
 //! use swell_providers::{CreateRequest, Provider};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let provider = ProcessProvider::new(ProcessConfig {
-//!     instances_dir: "swell-data/instances".into(),
-//!     owner: "server-1f3a".into(),
-//! });
+//! let provider = ProcessProvider::new(ProcessConfig::new(
+//!     "swell-data/instances",
+//!     "server-1f3a",
+//! ));
 //! let web = provider
 //!     .create(&CreateRequest {
 //!         instance_id: InstanceId("web-0001".into()),
@@ -51,19 +69,22 @@
 //! # }
 //! ```
 
+pub mod cgroup;
 mod procfs;
 
 use crate::{
     CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderError, ProviderInstance,
 };
 use async_trait::async_trait;
+use cgroup::{CgroupMode, Cgroups, Limits};
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
-use nix::unistd::{Pid, SysconfVar, getpgrp, sysconf};
+use nix::unistd::{Pid, SysconfVar, sysconf};
 use procfs::Stat;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -76,10 +97,18 @@ pub const ENV_INSTANCE_ID: &str = "SWELL_INSTANCE_ID";
 pub const ENV_GROUP: &str = "SWELL_GROUP";
 /// Environment variable carrying the instance's tenant.
 pub const ENV_TENANT: &str = "SWELL_TENANT";
-/// Environment variable carrying the owning server's tag.
+/// Environment variable carrying the owning server's tag (informational: the provider
+/// never reads it back).
 pub const ENV_OWNER: &str = "SWELL_OWNER";
 /// Environment variable carrying the port the instance must listen on.
 pub const ENV_PORT: &str = "PORT";
+/// The `PATH` of instances when the server has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The script of the shell an instance starts as when it gets a cgroup: it waits until
+/// the provider has put it into its cgroup (one line on stdin; end of file, when the
+/// server died first, means "do not start"), then becomes the program, same pid.
+const GATE: &str = "IFS= read -r go || exit 125; exec \"$@\" </dev/null";
 
 /// How often delete, pause and resume look at a process while they wait for it.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
@@ -90,18 +119,6 @@ const STATE_WAIT: Duration = Duration::from_secs(1);
 /// How long a port handed out stays reserved, so that two instances started in quick
 /// succession (before the first one binds) do not get the same port.
 const PORT_RESERVATION: Duration = Duration::from_secs(60);
-/// How long a scan waits before each further look at a process whose environment
-/// read empty (see [`scan_owned`]).
-const EXEC_RETRY_DELAYS: [Duration; 4] = [
-    Duration::from_millis(2),
-    Duration::from_millis(5),
-    Duration::from_millis(10),
-    Duration::from_millis(20),
-];
-/// How often create looks whether a new process shows its tags yet.
-const STARTUP_POLL: Duration = Duration::from_millis(5);
-/// How long create waits for a new process to show its tags in `/proc`.
-const STARTUP_WAIT: Duration = Duration::from_secs(2);
 /// Samples closer together than this are too noisy to compute a CPU rate from.
 const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 /// CPU samples of processes not seen for this long are forgotten.
@@ -110,17 +127,154 @@ const SAMPLE_RETENTION: Duration = Duration::from_secs(600);
 /// How to build a [`ProcessProvider`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessConfig {
-    /// Where the per-instance log directories go (`<instances_dir>/<instance_id>/`).
+    /// Where the instances' directories go (`<instances_dir>/<instance_id>/`: their
+    /// working directory, `HOME` and logs).
     pub instances_dir: PathBuf,
+    /// Where the provider records the instances it started (`<records_dir>/<owner>/`).
+    /// Must not be writable by instances: it is what adoption trusts.
+    pub records_dir: PathBuf,
     /// The tag of the Swell server that owns the instances (unique per server, e.g.
-    /// derived from its data dir). Only processes carrying it are this provider's.
+    /// derived from its data dir). It names the records' and the cgroups' parent.
     pub owner: String,
+    /// Whether to put instances in cgroups when the host allows it (probed when the
+    /// provider is built); `false`: never.
+    pub cgroups: bool,
+    /// The most processes and threads one instance may have at once (cgroups only).
+    pub pids_max: u32,
+    /// Run instances as this unprivileged user instead of the server's.
+    pub instance_user: Option<InstanceUser>,
 }
 
-/// The previous CPU reading of one process (group), for the next rate.
+impl ProcessConfig {
+    /// Instances in `instances_dir`, records in its sibling `process-records`, owned by
+    /// `owner`; cgroups when the host has them, [`cgroup::DEFAULT_PIDS_MAX`] processes
+    /// each, run as the server's user.
+    pub fn new(instances_dir: impl Into<PathBuf>, owner: impl Into<String>) -> Self {
+        let instances_dir = instances_dir.into();
+        let records_dir = instances_dir.parent().map_or_else(
+            || PathBuf::from("process-records"),
+            |p| p.join("process-records"),
+        );
+        ProcessConfig {
+            instances_dir,
+            records_dir,
+            owner: owner.into(),
+            cgroups: true,
+            pids_max: cgroup::DEFAULT_PIDS_MAX,
+            instance_user: None,
+        }
+    }
+}
+
+/// The unprivileged user instances run as (`swell serve --instance-user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceUser {
+    /// Its name.
+    pub name: String,
+    /// Its user id.
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+}
+
+/// Why an instance user cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceUserError {
+    /// No such user on this host.
+    #[error("instance user `{0}` does not exist on this host")]
+    NoSuchUser(String),
+    /// The user is root: that would contain nothing.
+    #[error("instance user `{0}` has uid 0: instances must run as an unprivileged user")]
+    Root(String),
+    /// Only root can start processes as another user.
+    #[error(
+        "instance user `{0}`: the server runs as uid {1}, and only root can start processes as another user"
+    )]
+    NotRoot(String, u32),
+    /// The user database could not be read.
+    #[error("looking up instance user `{0}`: {1}")]
+    Lookup(String, #[source] nix::Error),
+    /// The user cannot reach the instances' directories.
+    #[error(
+        "instance user `{user}` cannot enter {} (mode {mode:o}); make it searchable (chmod o+x)",
+        dir.display()
+    )]
+    Unreachable {
+        /// The user.
+        user: String,
+        /// The directory it cannot enter.
+        dir: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+}
+
+impl InstanceUser {
+    /// Looks `name` up in the host's user database; refuses root, and refuses when the
+    /// server cannot switch users (it does not run as root).
+    pub fn lookup(name: &str) -> Result<Self, InstanceUserError> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| InstanceUserError::Lookup(name.to_string(), e))?
+            .ok_or_else(|| InstanceUserError::NoSuchUser(name.to_string()))?;
+        if user.uid.is_root() {
+            return Err(InstanceUserError::Root(name.to_string()));
+        }
+        let euid = nix::unistd::geteuid();
+        if !euid.is_root() && euid != user.uid {
+            return Err(InstanceUserError::NotRoot(name.to_string(), euid.as_raw()));
+        }
+        Ok(InstanceUser {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
+    /// Checks that the user can enter `dir` (every directory on the way must be
+    /// searchable by it), so that a data directory made `0700` is reported at start,
+    /// not as a failure of every instance.
+    pub fn check_reach(&self, dir: &Path) -> Result<(), InstanceUserError> {
+        for ancestor in dir.ancestors() {
+            let Ok(meta) = fs::metadata(ancestor) else {
+                continue;
+            };
+            let mode = meta.mode();
+            let can = if meta.uid() == self.uid {
+                mode & 0o100 != 0
+            } else if meta.gid() == self.gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            if !can {
+                return Err(InstanceUserError::Unreachable {
+                    user: self.name.clone(),
+                    dir: ancestor.to_path_buf(),
+                    mode: mode & 0o7777,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the provider writes down when it starts an instance: all that adoption trusts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Record {
+    instance_id: String,
+    tenant: String,
+    group: String,
+    port: u16,
+    /// The process the provider started.
+    pid: i32,
+    /// Its start time (`/proc/<pid>/stat` field 22): a reused pid is not it.
+    starttime: u64,
+}
+
+/// The previous CPU reading of one instance, for the next rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Sample {
-    /// The leader's start time: guards against pid reuse.
+    /// The representative's start time: guards against pid reuse.
     starttime: u64,
     /// CPU ticks used so far.
     ticks: u64,
@@ -134,24 +288,27 @@ struct Sample {
 #[derive(Debug)]
 pub struct ProcessProvider {
     config: ProcessConfig,
+    /// `records_dir/<owner>`.
+    records_dir: PathBuf,
+    /// The instances' cgroups (mode chosen when built).
+    cgroups: Cgroups,
+    /// The `PATH` instances get.
+    path: String,
     /// Serialises creates, so that two creates of one id cannot both start a process.
     create_lock: tokio::sync::Mutex<()>,
     /// Ports handed out recently, with when.
     recent_ports: Mutex<HashMap<u16, Instant>>,
-    /// Previous CPU readings, by leader pid.
+    /// Previous CPU readings, by representative pid.
     samples: Mutex<HashMap<i32, Sample>>,
     /// Clock ticks per second (`_SC_CLK_TCK`).
     ticks_per_second: f64,
     /// Bytes per memory page.
     page_size: u64,
-    /// This process: never one of the instances.
-    own_pid: i32,
-    /// This process's group: never signalled as a whole.
-    own_pgrp: i32,
 }
 
 impl ProcessProvider {
-    /// Builds the provider. Nothing is started and nothing is read until it is used.
+    /// Builds the provider: chooses the cgroup mode (and logs it) and makes the
+    /// owner's parent cgroups; no instance is started or read until it is used.
     pub fn new(config: ProcessConfig) -> Self {
         let ticks_per_second = match sysconf(SysconfVar::CLK_TCK) {
             Ok(Some(t)) if t > 0 => t as f64,
@@ -161,15 +318,28 @@ impl ProcessProvider {
             Ok(Some(p)) if p > 0 => p as u64,
             _ => 4096,
         };
+        let cgroups = if config.cgroups {
+            Cgroups::probe(&config.owner)
+        } else {
+            tracing::info!("process instances run without cgroups (turned off)");
+            Cgroups::none()
+        };
+        let path = std::env::var("PATH")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| DEFAULT_PATH.to_string());
         Self {
+            records_dir: config
+                .records_dir
+                .join(cgroup::owner_dir_name(&config.owner)),
             config,
+            cgroups,
+            path,
             create_lock: tokio::sync::Mutex::new(()),
             recent_ports: Mutex::new(HashMap::new()),
             samples: Mutex::new(HashMap::new()),
             ticks_per_second,
             page_size,
-            own_pid: std::process::id() as i32,
-            own_pgrp: getpgrp().as_raw(),
         }
     }
 
@@ -178,67 +348,94 @@ impl ProcessProvider {
         &self.config.owner
     }
 
-    /// The directory holding an instance's `stdout.log` and `stderr.log`.
+    /// The directory holding an instance's `stdout.log` and `stderr.log`: its working
+    /// directory and `HOME`.
     pub fn log_dir(&self, id: &InstanceId) -> PathBuf {
         self.config.instances_dir.join(id.as_str())
     }
 
-    /// This owner's instances as found in `/proc`, one entry per instance.
-    async fn scan(&self) -> Result<Vec<Found>, ProviderError> {
-        Ok(representatives(
-            scan_owned(&self.config.owner, self.own_pid).await?,
-        ))
+    /// The cgroup mode chosen when the provider was built.
+    pub fn cgroup_mode(&self) -> CgroupMode {
+        self.cgroups.mode()
     }
 
-    /// What to signal to reach every live process carrying `id`: normally the one
-    /// process group the provider started; more if some descendant left the group.
-    async fn targets(&self, id: &InstanceId) -> Result<Vec<Target>, ProviderError> {
-        let mut targets: Vec<Target> = Vec::new();
-        for found in scan_owned(&self.config.owner, self.own_pid).await? {
-            if found.instance_id != id.as_str() || found.stat.is_exited() {
-                continue;
-            }
-            let target = self.target(&found);
-            if target.pgid.is_none() || targets.iter().all(|t| t.pgid != target.pgid) {
-                targets.push(target);
-            }
-        }
-        Ok(targets)
+    /// The instance's cgroup directories (one per hierarchy; none without cgroups).
+    pub fn cgroup_dirs(&self, id: &InstanceId) -> Vec<PathBuf> {
+        self.cgroups.dirs(id.as_str())
     }
 
-    /// Waits until a process just spawned shows its tags in `/proc` (it has not
-    /// finished its `execve` when spawn returns), so that a create is visible to the
-    /// very next list. Gives up quietly if the process exits or takes too long.
-    async fn wait_tagged(&self, pid: i32, id: &InstanceId) -> Result<(), ProviderError> {
-        let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    /// This owner's parent cgroups, which hold its instances' cgroups.
+    pub fn cgroup_parents(&self) -> &[PathBuf] {
+        self.cgroups.parents()
+    }
+
+    /// This owner's live instances, one entry each; `with_members` also finds every
+    /// process of each (for metrics), which without cgroups takes a look at every
+    /// process's stat.
+    async fn scan(&self, with_members: bool) -> Result<Vec<Found>, ProviderError> {
+        let records_dir = self.records_dir.clone();
+        let cgroups = self.cgroups.clone();
+        blocking(move || {
+            let mut stats = None;
+            read_records(&records_dir)
+                .into_iter()
+                .filter_map(|record| find_live(record, &cgroups, with_members, &mut stats))
+                .collect()
+        })
+        .await
+    }
+
+    /// The record of one instance, if there is one.
+    async fn record(&self, id: &InstanceId) -> Result<Option<Record>, ProviderError> {
+        let path = record_path(&self.records_dir, id.as_str());
+        blocking(move || read_record(&path)).await
+    }
+
+    /// The live processes of an instance (by its cgroup, or its record).
+    async fn members(
+        &self,
+        id: &InstanceId,
+        record: Option<Record>,
+    ) -> Result<Vec<Stat>, ProviderError> {
+        let cgroups = self.cgroups.clone();
+        let id = id.as_str().to_string();
+        blocking(move || live_members(&id, record.as_ref(), &cgroups, &mut None)).await
+    }
+
+    /// Sends `sig` to every process of the instance; whether there was any.
+    async fn signal(
+        &self,
+        id: &InstanceId,
+        record: Option<&Record>,
+        sig: Signal,
+    ) -> Result<bool, ProviderError> {
+        let members = self.members(id, record.cloned()).await?;
+        signal_members(&members, record, self.cgroups.enabled(), sig)?;
+        Ok(!members.is_empty())
+    }
+
+    /// Waits until the instance has no live process or `deadline` passes; whether it
+    /// has none. With `kill`, every process seen meanwhile gets SIGKILL (a fork loop
+    /// keeps making new ones until its last member is dead).
+    async fn wait_gone(
+        &self,
+        id: &InstanceId,
+        record: Option<&Record>,
+        deadline: tokio::time::Instant,
+        kill: bool,
+    ) -> Result<bool, ProviderError> {
         loop {
-            let owner = self.config.owner.clone();
-            let seen = blocking(move || match examine(pid, &owner, &mut Vec::new()) {
-                Seen::Ours(found) => Some(found.instance_id),
-                Seen::Blank => None,
-                Seen::NotOurs => Some(String::new()),
-            })
-            .await?;
-            match seen {
-                Some(seen_id) if seen_id == id.as_str() => return Ok(()),
-                // Exited already, or never readable: nothing to wait for.
-                Some(_) => return Ok(()),
-                None if tokio::time::Instant::now() >= deadline => {
-                    tracing::warn!(instance = %id, pid, "process shows no environment yet");
-                    return Ok(());
-                }
-                None => tokio::time::sleep(STARTUP_POLL).await,
+            let members = self.members(id, record.cloned()).await?;
+            if members.is_empty() {
+                return Ok(true);
             }
-        }
-    }
-
-    /// What to signal for one found process: its group when that is safe.
-    fn target(&self, found: &Found) -> Target {
-        let pgrp = found.stat.pgrp;
-        Target {
-            pid: found.stat.pid,
-            starttime: found.stat.starttime,
-            pgid: (pgrp > 1 && pgrp != self.own_pgrp).then_some(pgrp),
+            if kill {
+                signal_members(&members, record, self.cgroups.enabled(), Signal::SIGKILL)?;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 
@@ -271,60 +468,99 @@ impl ProcessProvider {
         ))
     }
 
-    /// Sends `sig` to every target; a process already gone is not an error.
-    fn signal_all(&self, targets: &[Target], sig: Signal) -> Result<(), ProviderError> {
-        for target in targets {
-            target.signal(sig)?;
-        }
-        Ok(())
-    }
-
-    /// Waits until every target is gone or `deadline` passes; whether they are gone.
-    async fn wait_gone(
-        &self,
-        targets: &[Target],
-        deadline: tokio::time::Instant,
-    ) -> Result<bool, ProviderError> {
-        loop {
-            let check = targets.to_vec();
-            if blocking(move || check.iter().all(Target::is_gone)).await? {
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Waits (briefly) until every target's leader is, or is not, stopped.
-    async fn wait_stopped(&self, targets: &[Target], stopped: bool) -> Result<(), ProviderError> {
-        let deadline = tokio::time::Instant::now() + STATE_WAIT;
-        loop {
-            let check = targets.to_vec();
-            let done = blocking(move || {
-                check.iter().all(|t| match t.current_stat() {
-                    Some(stat) => stat.is_stopped() == stopped,
-                    None => true,
-                })
-            })
-            .await?;
-            if done || tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Pause or resume: `sig` to the instance's group, then wait for the new state.
+    /// Pause or resume: `sig` to every process of the instance, again to those that
+    /// have not changed state yet (new ones a fork made meanwhile), until all show it.
     async fn stop_or_continue(&self, id: &InstanceId, sig: Signal) -> Result<(), ProviderError> {
-        let targets = self.targets(id).await?;
-        if targets.is_empty() {
+        let record = self.record(id).await?;
+        if !self.signal(id, record.as_ref(), sig).await? {
             return Err(ProviderError::NotFound(id.clone()));
         }
-        self.signal_all(&targets, sig)?;
-        self.wait_stopped(&targets, sig == Signal::SIGSTOP).await
+        let stopped = sig == Signal::SIGSTOP;
+        let deadline = tokio::time::Instant::now() + STATE_WAIT;
+        loop {
+            let members = self.members(id, record.clone()).await?;
+            let behind: Vec<Stat> = members
+                .into_iter()
+                .filter(|s| s.is_stopped() != stopped)
+                .collect();
+            if behind.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            signal_members(&behind, record.as_ref(), self.cgroups.enabled(), sig)?;
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
+
+    /// Removes the instance's cgroups (retrying while the kernel still counts an
+    /// exiting process in them) and its record.
+    async fn forget(&self, id: &InstanceId) -> Result<(), ProviderError> {
+        let cgroups = self.cgroups.clone();
+        let deadline = tokio::time::Instant::now() + KILL_WAIT;
+        loop {
+            let (c, i) = (cgroups.clone(), id.as_str().to_string());
+            match blocking(move || c.remove(&i)).await? {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ProviderError::Io {
+                        action: format!("removing the cgroup of instance {id}"),
+                        source: e,
+                    });
+                }
+                Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+        let path = record_path(&self.records_dir, id.as_str());
+        blocking(move || match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProviderError::Io {
+                action: format!("removing {}", path.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        })
+        .await?
+    }
+
+    /// The environment of a new instance: nothing of the server's but `PATH`.
+    fn environment(
+        &self,
+        request: &CreateRequest,
+        dir: &Path,
+        port: u16,
+    ) -> BTreeMap<String, String> {
+        let port_text = port.to_string();
+        instance_env(
+            &self.path,
+            dir,
+            request
+                .template
+                .env
+                .iter()
+                .map(|(name, value)| (name.clone(), value.replace("{port}", &port_text))),
+            [
+                (ENV_INSTANCE_ID, request.instance_id.as_str()),
+                (ENV_GROUP, request.group.as_str()),
+                (ENV_TENANT, request.tenant.as_str()),
+                (ENV_OWNER, self.config.owner.as_str()),
+                (ENV_PORT, port_text.as_str()),
+            ],
+        )
+    }
+}
+
+/// An instance's environment, built from nothing: `PATH` and `HOME`, then the
+/// template's variables (which may replace those two), then Swell's (which win).
+fn instance_env(
+    path: &str,
+    home: &Path,
+    template: impl IntoIterator<Item = (String, String)>,
+    swell: impl IntoIterator<Item = (&'static str, impl Into<String>)>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), path.to_string());
+    env.insert("HOME".to_string(), home.display().to_string());
+    env.extend(template);
+    env.extend(swell.into_iter().map(|(k, v)| (k.to_string(), v.into())));
+    env
 }
 
 #[async_trait]
@@ -344,51 +580,97 @@ impl Provider for ProcessProvider {
         };
 
         let _serial = self.create_lock.lock().await;
-        let owned = self.scan().await?;
-        if let Some(existing) = owned
-            .iter()
-            .find(|f| f.instance_id == id.as_str() && !f.stat.is_exited())
-        {
+        let owned = self.scan(false).await?;
+        if let Some(existing) = owned.iter().find(|f| f.record.instance_id == id.as_str()) {
             return Ok(existing.to_instance());
         }
-        let in_use: HashSet<u16> = owned.iter().filter_map(|f| f.port).collect();
+        let in_use: HashSet<u16> = owned.iter().map(|f| f.record.port).collect();
         let port = self.pick_port(&in_use)?;
 
         let dir = self.log_dir(id);
-        let (stdout, stderr) = blocking(move || open_logs(&dir)).await??;
+        let user = self.config.instance_user.clone();
+        let logs_dir = dir.clone();
+        let (stdout, stderr) = blocking(move || open_logs(&logs_dir, user.as_ref())).await??;
 
+        let env = self.environment(request, &dir, port);
         let port_text = port.to_string();
-        let substitute = |s: &String| s.replace("{port}", &port_text);
-        let mut cmd = tokio::process::Command::new(substitute(program));
-        cmd.args(command[1..].iter().map(substitute))
-            .envs(
-                request
-                    .template
-                    .env
-                    .iter()
-                    .map(|(name, value)| (name, substitute(value))),
-            )
-            .env(ENV_INSTANCE_ID, id.as_str())
-            .env(ENV_GROUP, &request.group)
-            .env(ENV_TENANT, request.tenant.as_str())
-            .env(ENV_OWNER, &self.config.owner)
-            .env(ENV_PORT, &port_text)
-            .stdin(Stdio::null())
+        let program = program.replace("{port}", &port_text);
+        let args: Vec<String> = command[1..]
+            .iter()
+            .map(|a| a.replace("{port}", &port_text))
+            .collect();
+        let gated = self.cgroups.enabled();
+        let mut cmd = if gated {
+            let limits = Limits::new(
+                request.template.vcpus,
+                request.template.memory_mb,
+                self.config.pids_max,
+            );
+            let (cgroups, cg_id) = (self.cgroups.clone(), id.as_str().to_string());
+            blocking(move || cgroups.prepare(&cg_id, &limits))
+                .await?
+                .map_err(|source| ProviderError::Io {
+                    action: format!("making the cgroup of instance {id}"),
+                    source,
+                })?;
+            let path = env.get("PATH").map_or("", String::as_str);
+            let resolved =
+                resolve_program(&program, path, &dir).map_err(|e| spawn_error(&program, e))?;
+            let mut cmd = tokio::process::Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg(GATE)
+                .arg("swell-gate")
+                .arg(resolved)
+                .args(&args)
+                .stdin(Stdio::piped());
+            cmd
+        } else {
+            let mut cmd = tokio::process::Command::new(&program);
+            cmd.args(&args).stdin(Stdio::null());
+            cmd
+        };
+        cmd.env_clear()
+            .envs(&env)
+            .current_dir(&dir)
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| spawn_error(program, e))?;
-        let pid = child.id().ok_or_else(|| {
-            ProviderError::Backend(format!("`{program}` exited before its pid was read"))
-        })?;
+        if let Some(user) = &self.config.instance_user {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        let mut child = cmd.spawn().map_err(|e| spawn_error(&program, e))?;
+        let Some(pid) = child.id() else {
+            return Err(ProviderError::Backend(format!(
+                "`{program}` exited before its pid was read"
+            )));
+        };
+        let pid = pid as i32;
+        let gate = child.stdin.take();
+        let started = self.record_start(request, port, pid, gated).await;
+        let started = match (started, gate) {
+            (Ok(()), Some(mut gate)) => {
+                use tokio::io::AsyncWriteExt;
+                gate.write_all(b"go\n")
+                    .await
+                    .map_err(|source| ProviderError::Io {
+                        action: format!("starting instance {id} (pid {pid})"),
+                        source,
+                    })
+            }
+            (other, _) => other,
+        };
+        if let Err(e) = started {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(e);
+        }
         // Reap it when it exits, so that an exited instance does not linger as a
         // zombie. If the runtime goes away first, tokio's orphan queue reaps it.
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        tracing::info!(instance = %id, pid, port, "started process instance");
-        self.wait_tagged(pid as i32, id).await?;
+        tracing::info!(instance = %id, pid, port, cgroup = %self.cgroups.mode(), "started process instance");
 
         Ok(ProviderInstance {
             instance_id: id.clone(),
@@ -402,29 +684,28 @@ impl Provider for ProcessProvider {
     }
 
     async fn delete(&self, id: &InstanceId, grace: Duration) -> Result<(), ProviderError> {
-        let targets = self.targets(id).await?;
-        if targets.is_empty() {
-            return Ok(());
+        check_instance_id(id)?;
+        let record = self.record(id).await?;
+        if self.signal(id, record.as_ref(), Signal::SIGTERM).await? {
+            // A paused process only sees the SIGTERM once it runs again.
+            self.signal(id, record.as_ref(), Signal::SIGCONT).await?;
+            let deadline = tokio::time::Instant::now() + grace;
+            if self.wait_gone(id, record.as_ref(), deadline, false).await? {
+                tracing::info!(instance = %id, "process instance stopped");
+            } else {
+                tracing::warn!(instance = %id, ?grace, "process instance ignored SIGTERM; killing it");
+                let (c, i) = (self.cgroups.clone(), id.as_str().to_string());
+                blocking(move || c.kill_all(&i)).await?;
+                let deadline = tokio::time::Instant::now() + KILL_WAIT;
+                if !self.wait_gone(id, record.as_ref(), deadline, true).await? {
+                    let pid = record.as_ref().map_or(0, |r| r.pid);
+                    return Err(ProviderError::Backend(format!(
+                        "instance {id} (pid {pid}) still runs {KILL_WAIT:?} after SIGKILL"
+                    )));
+                }
+            }
         }
-        self.signal_all(&targets, Signal::SIGTERM)?;
-        // A paused process only sees the SIGTERM once it runs again.
-        self.signal_all(&targets, Signal::SIGCONT)?;
-        let deadline = tokio::time::Instant::now() + grace;
-        if self.wait_gone(&targets, deadline).await? {
-            tracing::info!(instance = %id, "process instance stopped");
-            return Ok(());
-        }
-        tracing::warn!(instance = %id, ?grace, "process instance ignored SIGTERM; killing it");
-        self.signal_all(&targets, Signal::SIGKILL)?;
-        let deadline = tokio::time::Instant::now() + KILL_WAIT;
-        if self.wait_gone(&targets, deadline).await? {
-            return Ok(());
-        }
-        let pids: Vec<String> = targets.iter().map(|t| t.pid.to_string()).collect();
-        Err(ProviderError::Backend(format!(
-            "instance {id} (pid {}) still runs {KILL_WAIT:?} after SIGKILL",
-            pids.join(", ")
-        )))
+        self.forget(id).await
     }
 
     async fn pause(&self, id: &InstanceId) -> Result<(), ProviderError> {
@@ -436,7 +717,12 @@ impl Provider for ProcessProvider {
     }
 
     async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError> {
-        Ok(self.scan().await?.iter().map(Found::to_instance).collect())
+        Ok(self
+            .scan(false)
+            .await?
+            .iter()
+            .map(Found::to_instance)
+            .collect())
     }
 
     async fn metrics(
@@ -446,16 +732,15 @@ impl Provider for ProcessProvider {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let own_pgrp = self.own_pgrp;
         let wanted: HashSet<&str> = ids.iter().map(InstanceId::as_str).collect();
         let found: Vec<Found> = self
-            .scan()
+            .scan(true)
             .await?
             .into_iter()
-            .filter(|f| wanted.contains(f.instance_id.as_str()) && !f.stat.is_exited())
+            .filter(|f| wanted.contains(f.record.instance_id.as_str()))
             .collect();
         let (readings, uptime) = blocking(move || {
-            let readings = read_usage(found, own_pgrp);
+            let readings = read_usage(found);
             let uptime = fs::read_to_string("/proc/uptime")
                 .ok()
                 .and_then(|text| procfs::parse_uptime(&text));
@@ -500,14 +785,62 @@ impl Provider for ProcessProvider {
     }
 }
 
-/// One tagged process of ours, as found in `/proc`.
+impl ProcessProvider {
+    /// Puts a just-spawned process into its cgroup (when `gated`: it waits at the gate
+    /// until then) and writes its record.
+    async fn record_start(
+        &self,
+        request: &CreateRequest,
+        port: u16,
+        pid: i32,
+        gated: bool,
+    ) -> Result<(), ProviderError> {
+        let id = request.instance_id.as_str().to_string();
+        let record_file = record_path(&self.records_dir, &id);
+        let records_dir = self.records_dir.clone();
+        let cgroups = self.cgroups.clone();
+        let tenant = request.tenant.as_str().to_string();
+        let group = request.group.clone();
+        blocking(move || {
+            if gated {
+                cgroups
+                    .place(&id, pid)
+                    .map_err(|source| ProviderError::Io {
+                        action: format!("moving pid {pid} into the cgroup of instance {id}"),
+                        source,
+                    })?;
+            }
+            // The spawned process has not been reaped, so its stat is there even if it
+            // exited at once.
+            let starttime = read_stat(pid).map(|s| s.starttime).ok_or_else(|| {
+                ProviderError::Backend(format!("pid {pid} of instance {id} vanished at start"))
+            })?;
+            write_record(
+                &records_dir,
+                &record_file,
+                &Record {
+                    instance_id: id,
+                    tenant,
+                    group,
+                    port,
+                    pid,
+                    starttime,
+                },
+            )
+        })
+        .await?
+    }
+}
+
+/// One live instance of ours: its record and the processes found for it.
 #[derive(Debug, Clone)]
 struct Found {
+    record: Record,
+    /// The process that stands for it: the recorded one while it lives, else the
+    /// oldest of what it left behind.
     stat: Stat,
-    instance_id: String,
-    tenant: String,
-    group: String,
-    port: Option<u16>,
+    /// Every live process of the instance (only when asked for).
+    members: Vec<Stat>,
 }
 
 impl Found {
@@ -523,68 +856,191 @@ impl Found {
 
     fn to_instance(&self) -> ProviderInstance {
         ProviderInstance {
-            instance_id: InstanceId(self.instance_id.clone()),
-            tenant: self.tenant.clone(),
-            group: self.group.clone(),
+            instance_id: InstanceId(self.record.instance_id.clone()),
+            tenant: self.record.tenant.clone(),
+            group: self.record.group.clone(),
             native_id: self.stat.pid.to_string(),
             host: "localhost".into(),
-            address: self
-                .port
-                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+            address: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, self.record.port))),
             state: self.state(),
         }
     }
 }
 
-/// What one signal goes to: a process, or its whole group.
-#[derive(Debug, Clone, Copy)]
-struct Target {
-    pid: i32,
-    /// The leader's start time, so that a reused pid is not mistaken for it.
-    starttime: u64,
-    /// The process group to signal instead of the pid alone, when that is safe.
-    pgid: Option<i32>,
+/// The instance of `record` if any of its processes lives.
+fn find_live(
+    record: Record,
+    cgroups: &Cgroups,
+    with_members: bool,
+    stats: &mut Option<Vec<Stat>>,
+) -> Option<Found> {
+    let leader =
+        read_stat(record.pid).filter(|s| s.starttime == record.starttime && !s.is_exited());
+    if let Some(stat) = leader.clone()
+        && !with_members
+        && !cgroups.enabled()
+    {
+        // Without cgroups the recorded process alone tells that the instance lives.
+        return Some(Found {
+            record,
+            stat,
+            members: Vec::new(),
+        });
+    }
+    let members = live_members(&record.instance_id, Some(&record), cgroups, stats);
+    let stat = match leader {
+        Some(stat) if !cgroups.enabled() || members.iter().any(|m| m.pid == stat.pid) => stat,
+        _ => members.iter().min_by_key(|s| (s.starttime, s.pid))?.clone(),
+    };
+    Some(Found {
+        record,
+        stat,
+        members: if with_members { members } else { Vec::new() },
+    })
 }
 
-impl Target {
-    /// The leader's stat, if it is still the same process.
-    fn current_stat(&self) -> Option<Stat> {
-        read_stat(self.pid).filter(|s| s.starttime == self.starttime)
+/// The live processes of instance `id`: those in its cgroup; without cgroups, the
+/// recorded process (same pid and start time) and its process group (a pid that is
+/// still some process group's id is not handed out again, so the group is the
+/// instance's while any member lives). `stats` caches a look at every process.
+fn live_members(
+    id: &str,
+    record: Option<&Record>,
+    cgroups: &Cgroups,
+    stats: &mut Option<Vec<Stat>>,
+) -> Vec<Stat> {
+    if cgroups.enabled() {
+        return cgroups
+            .pids(id)
+            .into_iter()
+            .filter_map(read_stat)
+            .filter(|s| !s.is_exited())
+            .collect();
     }
+    let Some(record) = record else {
+        return Vec::new();
+    };
+    let all = stats.get_or_insert_with(all_stats);
+    all.iter()
+        .filter(|s| !s.is_exited())
+        .filter(|s| {
+            (s.pid == record.pid && s.starttime == record.starttime) || s.pgrp == record.pid
+        })
+        .cloned()
+        .collect()
+}
 
-    /// Whether the leader and (if signalled as a group) every member have exited.
-    fn is_gone(&self) -> bool {
-        let leader_alive = self.current_stat().is_some_and(|s| !s.is_exited());
-        if leader_alive {
-            return false;
-        }
-        match self.pgid {
-            None => true,
-            Some(pgid) => !all_stats().iter().any(|s| s.pgrp == pgid && !s.is_exited()),
+/// Sends `sig` to `members`: each one with cgroups; without, the recorded process's
+/// group at once (a process forked meanwhile gets it too) and each member outside it.
+/// A process already gone is not an error.
+fn signal_members(
+    members: &[Stat],
+    record: Option<&Record>,
+    cgrouped: bool,
+    sig: Signal,
+) -> Result<(), ProviderError> {
+    let outcome = |result: nix::Result<()>, what: i32| match result {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(ProviderError::Io {
+            action: format!("sending {sig} to process {what}"),
+            source: errno.into(),
+        }),
+    };
+    let group = record
+        .map(|r| r.pid)
+        .filter(|pgid| !cgrouped && *pgid > 1 && members.iter().any(|m| m.pgrp == *pgid));
+    if let Some(pgid) = group {
+        outcome(signal::killpg(Pid::from_raw(pgid), sig), pgid)?;
+    }
+    for m in members {
+        if group != Some(m.pgrp) {
+            outcome(signal::kill(Pid::from_raw(m.pid), sig), m.pid)?;
         }
     }
+    Ok(())
+}
 
-    fn signal(&self, sig: Signal) -> Result<(), ProviderError> {
-        let result = match self.pgid {
-            Some(pgid) => signal::killpg(Pid::from_raw(pgid), sig),
-            None => {
-                if self.current_stat().is_none() {
-                    return Ok(());
-                }
-                signal::kill(Pid::from_raw(self.pid), sig)
-            }
-        };
-        match result {
-            Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(errno) => Err(ProviderError::Io {
-                action: format!("sending {sig} to process {}", self.pid),
-                source: errno.into(),
-            }),
+/// Where an instance's record is.
+fn record_path(records_dir: &Path, id: &str) -> PathBuf {
+    records_dir.join(format!("{id}.json"))
+}
+
+/// Reads one record; a missing or unreadable one is `None`.
+fn read_record(path: &Path) -> Option<Record> {
+    let text = fs::read(path).ok()?;
+    match serde_json::from_slice::<Record>(&text) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), "ignoring an unreadable instance record: {e}");
+            None
         }
     }
 }
 
-/// One instance's CPU and memory reading, summed over its process group.
+/// Every record in the directory (none when it does not exist yet).
+fn read_records(dir: &Path) -> Vec<Record> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut records: Vec<Record> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
+        .filter_map(|e| read_record(&e.path()))
+        .collect();
+    records.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    records
+}
+
+/// Writes a record whole (a temporary file renamed into place), in a directory only
+/// the server's user can enter.
+fn write_record(dir: &Path, path: &Path, record: &Record) -> Result<(), ProviderError> {
+    let io = |action: String| move |source| ProviderError::Io { action, source };
+    fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("restricting {}", dir.display())))?;
+    let text = serde_json::to_vec(record)
+        .map_err(|e| ProviderError::Backend(format!("encoding an instance record: {e}")))?;
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
+}
+
+/// Finds the file `program` names the way `execvp` would with this `PATH` (relative
+/// names with a `/` from `cwd`, the instance's directory), so that a template naming
+/// a missing or non-executable program is refused at create, as without the gate.
+fn resolve_program(program: &str, path: &str, cwd: &Path) -> std::io::Result<PathBuf> {
+    use std::io::{Error, ErrorKind};
+    let check = |candidate: &Path| -> std::io::Result<()> {
+        let meta = fs::metadata(candidate)?;
+        if meta.is_dir() {
+            return Err(Error::from_raw_os_error(libc::EISDIR));
+        }
+        if meta.mode() & 0o111 == 0 {
+            return Err(Error::from(ErrorKind::PermissionDenied));
+        }
+        Ok(())
+    };
+    if program.is_empty() {
+        return Err(Error::from(ErrorKind::NotFound));
+    }
+    if program.contains('/') {
+        let candidate = cwd.join(program);
+        check(&candidate)?;
+        return Ok(candidate);
+    }
+    let mut denied = None;
+    for entry in path.split(':').filter(|e| !e.is_empty()) {
+        let candidate = cwd.join(entry).join(program);
+        match check(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => denied = denied.or(Some(e)),
+        }
+    }
+    Err(denied.unwrap_or_else(|| Error::from(ErrorKind::NotFound)))
+}
+
+/// One instance's CPU and memory reading, summed over its processes.
 #[derive(Debug)]
 struct Usage {
     instance_id: String,
@@ -594,39 +1050,32 @@ struct Usage {
     resident_pages: u64,
 }
 
-/// Reads the CPU ticks and resident pages of each instance's process group: the
-/// members' own CPU time plus the leader's reaped children's, so that a `sh -c`
-/// wrapper is measured with what it runs.
-fn read_usage(found: Vec<Found>, own_pgrp: i32) -> Vec<Usage> {
-    let grouped = found
-        .iter()
-        .any(|f| f.stat.pgrp == f.stat.pid && f.stat.pgrp != own_pgrp);
-    let stats = if grouped { all_stats() } else { Vec::new() };
+/// Reads the CPU ticks and resident pages of each instance: its processes' own CPU
+/// time plus the children the representative reaped, so that a `sh -c` wrapper is
+/// measured with what it runs.
+fn read_usage(found: Vec<Found>) -> Vec<Usage> {
     found
         .into_iter()
         .map(|f| {
-            let leader = &f.stat;
-            let members: Vec<&Stat> = if leader.pgrp == leader.pid && leader.pgrp != own_pgrp {
-                stats
-                    .iter()
-                    .filter(|s| s.pgrp == leader.pgrp && s.pid != leader.pid)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let ticks = members.iter().map(|s| s.own_ticks()).fold(
-                leader.own_ticks() + leader.children_ticks(),
-                u64::saturating_add,
-            );
-            let resident_pages = std::iter::once(leader.pid)
-                .chain(members.iter().filter(|s| !s.is_exited()).map(|s| s.pid))
+            let rep = &f.stat;
+            let ticks = f
+                .members
+                .iter()
+                .filter(|m| m.pid != rep.pid)
+                .map(Stat::own_ticks)
+                .fold(
+                    rep.own_ticks().saturating_add(rep.children_ticks()),
+                    u64::saturating_add,
+                );
+            let resident_pages = std::iter::once(rep.pid)
+                .chain(f.members.iter().filter(|m| m.pid != rep.pid).map(|m| m.pid))
                 .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/statm")).ok())
                 .filter_map(|text| procfs::parse_statm_resident(&text))
                 .fold(0u64, u64::saturating_add);
             Usage {
-                instance_id: f.instance_id,
-                pid: leader.pid,
-                starttime: leader.starttime,
+                instance_id: f.record.instance_id,
+                pid: rep.pid,
+                starttime: rep.starttime,
                 ticks,
                 resident_pages,
             }
@@ -700,140 +1149,6 @@ fn all_stats() -> Vec<Stat> {
     proc_pids().into_iter().filter_map(read_stat).collect()
 }
 
-/// What one look at a process found.
-enum Seen {
-    /// One of ours.
-    Ours(Found),
-    /// Somebody else's, gone, or unreadable.
-    NotOurs,
-    /// A live user process with an empty environment: most likely in the middle of an
-    /// `execve` (the kernel shows no environment until the new program's stack is
-    /// set up), so it deserves a second look.
-    Blank,
-}
-
-/// Looks at one process.
-fn examine(pid: i32, owner: &str, buf: &mut Vec<u8>) -> Seen {
-    let Ok(len) = read_environ(pid, buf) else {
-        return Seen::NotOurs;
-    };
-    let environ = &buf[..len];
-    if environ.is_empty() {
-        return match read_stat(pid) {
-            Some(stat) if !stat.is_kernel_thread() && !stat.is_exited() => Seen::Blank,
-            _ => Seen::NotOurs,
-        };
-    }
-    let mut vars = procfs::parse_environ(environ);
-    if vars.get(ENV_OWNER).map(String::as_str) != Some(owner) {
-        return Seen::NotOurs;
-    }
-    let Some(instance_id) = vars.remove(ENV_INSTANCE_ID) else {
-        return Seen::NotOurs;
-    };
-    let Some(stat) = read_stat(pid) else {
-        return Seen::NotOurs;
-    };
-    Seen::Ours(Found {
-        stat,
-        instance_id,
-        tenant: vars.remove(ENV_TENANT).unwrap_or_default(),
-        group: vars.remove(ENV_GROUP).unwrap_or_default(),
-        port: vars.get(ENV_PORT).and_then(|p| p.parse().ok()),
-    })
-}
-
-/// Reads `/proc/<pid>/environ` into `buf` (reused between calls: its length is a
-/// capacity, not the content), the first 64 KiB in one `read` call; the length read.
-///
-/// The kernel copies the environment out of the memory of the process as it is at
-/// that call; a reader that takes it in several small reads (as `fs::read` does, with
-/// a 32-byte probe first) can see the process `execve` in between and get a cut-off
-/// environment without our tags. One large read sees one consistent copy.
-fn read_environ(pid: i32, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    use std::io::Read;
-    const FIRST_READ: usize = 64 * 1024;
-    let mut file = File::open(format!("/proc/{pid}/environ"))?;
-    if buf.len() < FIRST_READ {
-        buf.resize(FIRST_READ, 0);
-    }
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(len)
-}
-
-/// Looks at `pids`: ours, and the blank ones to look at again.
-fn examine_all(pids: Vec<i32>, owner: &str) -> (Vec<Found>, Vec<i32>) {
-    let mut found = Vec::new();
-    let mut blank = Vec::new();
-    let mut buf = Vec::new();
-    for pid in pids {
-        match examine(pid, owner, &mut buf) {
-            Seen::Ours(f) => found.push(f),
-            Seen::NotOurs => {}
-            Seen::Blank => blank.push(pid),
-        }
-    }
-    (found, blank)
-}
-
-/// Every process tagged with `owner` (except this one), sorted by instance id and pid.
-/// Unreadable processes are skipped; zombies have an empty environment, so they drop
-/// out here. Processes caught in the middle of an `execve` are looked at again a few
-/// milliseconds later, so that an instance starting through a chain of wrappers (a
-/// pyenv shim, `env`, `sh -c exec …`) does not blink out of the list.
-async fn scan_owned(owner: &str, own_pid: i32) -> Result<Vec<Found>, ProviderError> {
-    let who = owner.to_string();
-    let (mut found, mut blank) = blocking(move || {
-        let pids = proc_pids().into_iter().filter(|p| *p != own_pid).collect();
-        examine_all(pids, &who)
-    })
-    .await?;
-    for delay in EXEC_RETRY_DELAYS {
-        if blank.is_empty() {
-            break;
-        }
-        tokio::time::sleep(delay).await;
-        let who = owner.to_string();
-        let (more, still_blank) = blocking(move || examine_all(blank, &who)).await?;
-        found.extend(more);
-        blank = still_blank;
-    }
-    found.sort_by(|a, b| {
-        (a.instance_id.as_str(), a.stat.pid).cmp(&(b.instance_id.as_str(), b.stat.pid))
-    });
-    Ok(found)
-}
-
-/// One entry per instance: an instance's children inherit its environment, so the
-/// oldest process carrying an id (the one the provider started, or, once that has
-/// exited, the oldest of what it left behind) stands for the instance. `found` must be
-/// sorted by instance id.
-fn representatives(found: Vec<Found>) -> Vec<Found> {
-    let mut reps: Vec<Found> = Vec::new();
-    for f in found {
-        match reps.last_mut() {
-            Some(rep) if rep.instance_id == f.instance_id => {
-                if (f.stat.starttime, f.stat.pid) < (rep.stat.starttime, rep.stat.pid) {
-                    *rep = f;
-                }
-            }
-            _ => reps.push(f),
-        }
-    }
-    reps
-}
-
 /// Instance ids become directory names: no separators, no `.` or `..`.
 fn check_instance_id(id: &InstanceId) -> Result<(), ProviderError> {
     let s = id.as_str();
@@ -852,17 +1167,41 @@ fn check_instance_id(id: &InstanceId) -> Result<(), ProviderError> {
     }
 }
 
-/// Opens (appending, creating) the instance's `stdout.log` and `stderr.log`.
-fn open_logs(dir: &Path) -> Result<(File, File), ProviderError> {
+/// Makes the instance's directory (owned by the instance user, when there is one) and
+/// opens (appending, creating) its `stdout.log` and `stderr.log`. The instance can
+/// write in that directory, so a log that is a symbolic or hard link (to a file the
+/// server may write, planted by an earlier run) is refused, not followed.
+fn open_logs(dir: &Path, user: Option<&InstanceUser>) -> Result<(File, File), ProviderError> {
     let io = |action: String| move |source| ProviderError::Io { action, source };
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    if let Some(user) = user {
+        std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid)).map_err(io(format!(
+            "giving {} to {}",
+            dir.display(),
+            user.name
+        )))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("restricting {}", dir.display())))?;
+    }
     let open = |name: &str| {
         let path = dir.join(name);
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(io(format!("opening {}", path.display())))
+            .map_err(io(format!("opening {}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(io(format!("reading {}", path.display())))?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(ProviderError::Backend(format!(
+                "{} is not a plain file of its own (a link?): refusing to write to it",
+                path.display()
+            )));
+        }
+        Ok(file)
     };
     Ok((open("stdout.log")?, open("stderr.log")?))
 }
@@ -926,11 +1265,16 @@ mod tests {
 
     fn found(id: &str, stat: Stat) -> Found {
         Found {
+            record: Record {
+                instance_id: id.into(),
+                tenant: "t".into(),
+                group: "g".into(),
+                port: 8000,
+                pid: stat.pid,
+                starttime: stat.starttime,
+            },
             stat,
-            instance_id: id.into(),
-            tenant: "t".into(),
-            group: "g".into(),
-            port: Some(8000),
+            members: Vec::new(),
         }
     }
 
@@ -1013,31 +1357,15 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_process_stands_for_the_instance() {
-        let picked = representatives(vec![
-            found("a", stat(10, 10, 1, 'S')),
-            found("a", stat(11, 10, 2, 'R')),
-            found("b", stat(20, 19, 5, 'S')),
-            found("b", stat(21, 19, 4, 'S')),
-            found("c", stat(30, 30, 1, 'T')),
-            // A descendant that made its own group (a daemon) is not a second instance.
-            found("d", stat(40, 40, 1, 'S')),
-            found("d", stat(41, 41, 3, 'S')),
-        ]);
-        let pids: Vec<(String, i32)> = picked
-            .iter()
-            .map(|f| (f.instance_id.clone(), f.stat.pid))
-            .collect();
+    fn states_of_the_representative() {
         assert_eq!(
-            pids,
-            vec![
-                ("a".into(), 10),
-                ("b".into(), 21),
-                ("c".into(), 30),
-                ("d".into(), 40)
-            ]
+            found("c", stat(30, 30, 1, 'T')).state(),
+            ObservedState::Paused
         );
-        assert_eq!(picked[2].state(), ObservedState::Paused);
+        assert_eq!(
+            found("c", stat(30, 30, 1, 'S')).state(),
+            ObservedState::Running
+        );
         assert_eq!(
             found("z", stat(1, 1, 1, 'Z')).state(),
             ObservedState::Exited
@@ -1052,9 +1380,7 @@ mod tests {
         assert_eq!(inst.host, "localhost");
         assert_eq!(inst.address, Some("127.0.0.1:8000".parse().unwrap()));
         assert_eq!(inst.state, ObservedState::Running);
-        let mut no_port = found("web-1", stat(42, 42, 1, 'R'));
-        no_port.port = None;
-        assert_eq!(no_port.to_instance().address, None);
+        assert_eq!((inst.tenant.as_str(), inst.group.as_str()), ("t", "g"));
     }
 
     #[test]
@@ -1098,5 +1424,110 @@ mod tests {
         ));
         let other = std::io::Error::from_raw_os_error(libc::EAGAIN);
         assert!(matches!(spawn_error("x", other), ProviderError::Io { .. }));
+    }
+
+    #[test]
+    fn the_environment_is_built_from_nothing() {
+        let env = instance_env(
+            "/usr/bin:/bin",
+            Path::new("/data/instances/web-1"),
+            [
+                ("GREETING".to_string(), "hi".to_string()),
+                ("PATH".to_string(), "/opt/app/bin".to_string()),
+                // A template cannot pass itself off as another instance.
+                (ENV_INSTANCE_ID.to_string(), "other".to_string()),
+                (ENV_TENANT.to_string(), "other-tenant".to_string()),
+            ],
+            [
+                (ENV_INSTANCE_ID, "web-1"),
+                (ENV_GROUP, "web"),
+                (ENV_TENANT, "acme"),
+                (ENV_OWNER, "/data"),
+                (ENV_PORT, "8000"),
+            ],
+        );
+        let expected: BTreeMap<String, String> = [
+            ("GREETING", "hi"),
+            ("HOME", "/data/instances/web-1"),
+            ("PATH", "/opt/app/bin"),
+            ("PORT", "8000"),
+            ("SWELL_GROUP", "web"),
+            ("SWELL_INSTANCE_ID", "web-1"),
+            ("SWELL_OWNER", "/data"),
+            ("SWELL_TENANT", "acme"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, expected);
+        let bare = instance_env(DEFAULT_PATH, Path::new("/h"), [], [(ENV_PORT, "1")]);
+        assert_eq!(bare.keys().collect::<Vec<_>>(), ["HOME", "PATH", "PORT"]);
+    }
+
+    #[test]
+    fn programs_are_found_like_execvp_finds_them() {
+        use std::io::ErrorKind;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir_all(bin.join("adir")).unwrap();
+        let write = |name: &str, mode: u32| {
+            let p = bin.join(name);
+            fs::write(&p, "#!/bin/sh\n").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let tool = write("tool", 0o755);
+        write("plain", 0o644);
+        let path = format!("/nonexistent:{}", bin.display());
+        let cwd = dir.path();
+        assert_eq!(resolve_program("tool", &path, cwd).unwrap(), tool);
+        assert_eq!(
+            resolve_program("bin/tool", "", cwd).unwrap(),
+            cwd.join("bin/tool")
+        );
+        assert_eq!(
+            resolve_program(tool.to_str().unwrap(), "", Path::new("/")).unwrap(),
+            tool
+        );
+        // A relative PATH entry counts from the instance's directory.
+        assert_eq!(
+            resolve_program("tool", "bin", cwd).unwrap(),
+            cwd.join("bin/tool")
+        );
+        let kind = |program: &str| resolve_program(program, &path, cwd).unwrap_err().kind();
+        assert_eq!(kind("nope"), ErrorKind::NotFound);
+        assert_eq!(kind("plain"), ErrorKind::PermissionDenied);
+        assert_eq!(kind(""), ErrorKind::NotFound);
+        assert_eq!(
+            resolve_program("adir", &path, cwd)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EISDIR)
+        );
+        assert_eq!(
+            resolve_program("tool", "", cwd).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn records_round_trip_and_junk_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("records");
+        let record = Record {
+            instance_id: "web-1".into(),
+            tenant: "acme".into(),
+            group: "web".into(),
+            port: 8000,
+            pid: 42,
+            starttime: 12345,
+        };
+        write_record(&records, &record_path(&records, "web-1"), &record).unwrap();
+        fs::write(records.join("junk.json"), "{not json").unwrap();
+        fs::write(records.join("half.json.tmp"), "{").unwrap();
+        assert_eq!(read_records(&records), vec![record]);
+        let mode = fs::metadata(&records).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(read_records(&dir.path().join("absent")).is_empty());
     }
 }

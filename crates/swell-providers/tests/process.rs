@@ -1,15 +1,25 @@
 //! The process provider against real child processes (`sleep`, `sh`, `python3`).
 //!
 //! Every test uses its own owner tag, and an [`OwnerGuard`] SIGKILLs whatever carries
-//! that tag when the test ends, passed or failed.
+//! that tag (or sits in its cgroups) when the test ends, passed or failed, and removes
+//! its cgroups.
+//!
+//! The tests run as root on a cgroup v1 hybrid host (the unified hierarchy mounted
+//! with no controller), so the provider runs instances in v1 cgroups; the v2 mode is
+//! not exercised here (only its choice, from fake mount tables, in the unit tests).
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use swell_core::{InstanceId, Template, TenantId};
-use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_providers::process::cgroup::CgroupMode;
+use swell_providers::process::{
+    ENV_GROUP, ENV_INSTANCE_ID, ENV_OWNER, ENV_PORT, ENV_TENANT, InstanceUser, ProcessConfig,
+    ProcessProvider,
+};
 use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError, ProviderInstance};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,12 +48,35 @@ fn read_environ(pid: i32) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Kills every process tagged with its owner when dropped.
+/// Kills every process tagged with its owner, or in its cgroups, when dropped, and
+/// removes the cgroups.
 struct OwnerGuard {
     owner: String,
+    cgroups: Vec<std::path::PathBuf>,
 }
 
 impl OwnerGuard {
+    fn new(provider: &ProcessProvider) -> Self {
+        OwnerGuard {
+            owner: provider.owner().to_string(),
+            cgroups: provider.cgroup_parents().to_vec(),
+        }
+    }
+
+    /// The instance cgroups under the owner's parents.
+    fn cgroup_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.cgroups
+            .iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Processes carrying the owner's tag in their environment (a test's own look:
+    /// the provider never reads it).
     fn pids(&self) -> Vec<i32> {
         let needle = format!("SWELL_OWNER={}", self.owner);
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -63,9 +96,27 @@ impl OwnerGuard {
 
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut pids = self.pids();
+            for dir in self.cgroup_dirs() {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            for pid in &pids {
+                let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            for dir in self.cgroup_dirs() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            if (pids.is_empty() && self.cgroup_dirs().is_empty()) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for parent in &self.cgroups {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }
@@ -77,26 +128,30 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let owner = unique_owner();
+    fixture_with(|_| {})
+}
+
+/// A fixture whose configuration `adjust` changes first.
+fn fixture_with(adjust: impl FnOnce(&mut ProcessConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let provider = ProcessProvider::new(ProcessConfig {
-        instances_dir: dir.path().join("instances"),
-        owner: owner.clone(),
-    });
+    let mut config = ProcessConfig::new(dir.path().join("instances"), unique_owner());
+    adjust(&mut config);
+    let provider = ProcessProvider::new(config);
+    let guard = OwnerGuard::new(&provider);
     Fixture {
         provider,
         dir,
-        guard: OwnerGuard { owner },
+        guard,
     }
 }
 
 impl Fixture {
-    /// Another provider with the same owner, as a restarted server would build.
+    /// Another provider with the same owner and settings, as a restarted server would
+    /// build.
     fn restarted(&self) -> ProcessProvider {
-        ProcessProvider::new(ProcessConfig {
-            instances_dir: self.dir.path().join("instances"),
-            owner: self.guard.owner.clone(),
-        })
+        let mut config = ProcessConfig::new(self.dir.path().join("instances"), &self.guard.owner);
+        config.cgroups = self.provider.cgroup_mode() != CgroupMode::None;
+        ProcessProvider::new(config)
     }
 }
 
@@ -399,13 +454,11 @@ async fn a_restarted_server_adopts_its_instances_and_others_do_not_see_them() {
         .unwrap();
     assert_eq!(metrics.len(), 1);
 
-    let stranger = ProcessProvider::new(ProcessConfig {
-        instances_dir: f.dir.path().join("other"),
-        owner: unique_owner(),
-    });
-    let _stranger_guard = OwnerGuard {
-        owner: stranger.owner().to_string(),
-    };
+    let stranger = ProcessProvider::new(ProcessConfig::new(
+        f.dir.path().join("other"),
+        unique_owner(),
+    ));
+    let _stranger_guard = OwnerGuard::new(&stranger);
     assert!(stranger.list().await.unwrap().is_empty());
     assert!(
         stranger
@@ -613,10 +666,7 @@ async fn helper_server() {
     ) else {
         return;
     };
-    let provider = ProcessProvider::new(ProcessConfig {
-        instances_dir: dir.into(),
-        owner,
-    });
+    let provider = ProcessProvider::new(ProcessConfig::new(dir, owner));
     let created = provider
         .create(&request("survivor", &["sleep", "300"]))
         .await
@@ -679,4 +729,392 @@ async fn instances_outlive_their_server() {
         .unwrap();
     assert_eq!(find(&f.provider, "survivor").await, None);
     assert!(f.guard.pids().is_empty());
+}
+
+/// Reads a file the instance writes, once it is complete (ends with a newline).
+async fn written_by_instance(path: std::path::PathBuf) -> String {
+    let mut text = String::new();
+    eventually(
+        Duration::from_secs(10),
+        &format!("{} is written", path.display()),
+        || {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            let done = text.ends_with('\n');
+            async move { done }
+        },
+    )
+    .await;
+    text
+}
+
+#[tokio::test]
+async fn an_instance_sees_only_its_allowed_environment_in_its_own_directory() {
+    for cgroups in [true, false] {
+        let f = fixture_with(|c| c.cgroups = cgroups);
+        let mut req = request(
+            "envy",
+            &["sh", "-c", "env > env.txt; pwd > pwd.txt; exec sleep 1000"],
+        );
+        req.template.env = BTreeMap::from([("GREETING".to_string(), "hi-{port}".to_string())]);
+        let created = f.provider.create(&req).await.unwrap();
+        let dir = f.provider.log_dir(&req.instance_id);
+        let env = written_by_instance(dir.join("env.txt")).await;
+        let pwd = written_by_instance(dir.join("pwd.txt")).await;
+        assert_eq!(
+            pwd.trim_end(),
+            std::fs::canonicalize(&dir).unwrap().to_str().unwrap()
+        );
+        let port = created.address.unwrap().port();
+        let vars: BTreeMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
+        let mut keys: Vec<&str> = vars.keys().copied().collect();
+        // The shell adds PWD (and may add SHLVL or `_`) on its own.
+        keys.retain(|k| !matches!(*k, "PWD" | "SHLVL" | "_" | "OLDPWD"));
+        assert_eq!(
+            keys,
+            [
+                "GREETING",
+                "HOME",
+                "PATH",
+                "PORT",
+                "SWELL_GROUP",
+                "SWELL_INSTANCE_ID",
+                "SWELL_OWNER",
+                "SWELL_TENANT"
+            ],
+            "cgroups {cgroups}: {env}"
+        );
+        assert_eq!(vars["HOME"], dir.to_str().unwrap());
+        assert_eq!(vars["GREETING"], format!("hi-{port}"));
+        assert_eq!(vars["PATH"], std::env::var("PATH").unwrap());
+        // Nothing of the test process (the "server") leaks: cargo sets these for it.
+        assert!(std::env::var("CARGO_PKG_NAME").is_ok());
+        assert!(!env.contains("CARGO"), "{env}");
+        f.provider
+            .delete(&req.instance_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+}
+
+/// The value of one cgroup file.
+fn cgroup_file(dirs: &[std::path::PathBuf], name: &str) -> String {
+    let dir = dirs
+        .iter()
+        .find(|d| d.join(name).exists())
+        .unwrap_or_else(|| panic!("no {name} in {dirs:?}"));
+    std::fs::read_to_string(dir.join(name))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_instance_runs_in_its_own_cgroup_with_the_templates_limits() {
+    let f = fixture();
+    // This host: cgroup v1 hybrid, tests as root.
+    assert_eq!(f.provider.cgroup_mode(), CgroupMode::V1);
+    let mut req = request("limited", &["sh", "-c", "sleep 1000 & wait"]);
+    req.template.vcpus = 2;
+    req.template.memory_mb = 64;
+    let created = f.provider.create(&req).await.unwrap();
+    let dirs = f.provider.cgroup_dirs(&req.instance_id);
+    assert_eq!(dirs.len(), 3);
+    for dir in &dirs {
+        assert!(dir.ends_with("limited"), "{dir:?}");
+        assert!(
+            dir.parent().unwrap().parent().unwrap().ends_with("swell"),
+            "{dir:?}"
+        );
+    }
+    assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "200000");
+    assert_eq!(cgroup_file(&dirs, "cpu.cfs_period_us"), "100000");
+    assert_eq!(
+        cgroup_file(&dirs, "memory.limit_in_bytes"),
+        (64u64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(cgroup_file(&dirs, "pids.max"), "512");
+    // The shell and the sleep it started, in every hierarchy.
+    let pid = pid_of(&created);
+    for dir in &dirs {
+        let dir = dir.clone();
+        eventually(
+            Duration::from_secs(5),
+            "both processes are in the cgroup",
+            || {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+                async move { pids.len() == 2 && pids.contains(&pid) }
+            },
+        )
+        .await;
+    }
+    // The program runs under the pid the provider started (the gate exec'd in place).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(comm.contains("sleep 1000 & wait"), "{comm:?}");
+
+    // Another owner's parent is elsewhere: two servers never share cgroups.
+    let other = fixture();
+    assert_ne!(other.provider.cgroup_parents(), f.provider.cgroup_parents());
+
+    f.provider
+        .delete(&req.instance_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    for dir in &dirs {
+        assert!(!dir.exists(), "{dir:?} removed with the instance");
+    }
+}
+
+#[tokio::test]
+async fn a_fork_loop_stops_at_the_pids_limit() {
+    let f = fixture_with(|c| c.pids_max = 40);
+    let req = request(
+        "forky",
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 1000); do sleep 100 & done; wait",
+        ],
+    );
+    f.provider.create(&req).await.unwrap();
+    let dirs = f.provider.cgroup_dirs(&req.instance_id);
+    let stderr = f.provider.log_dir(&req.instance_id).join("stderr.log");
+    eventually(Duration::from_secs(20), "forks fail at the limit", || {
+        let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+        async move { text.to_lowercase().contains("fork") }
+    })
+    .await;
+    let current: u32 = cgroup_file(&dirs, "pids.current").parse().unwrap();
+    assert!(current <= 40, "{current} tasks");
+    let events = cgroup_file(&dirs, "pids.events");
+    assert!(!events.ends_with(" 0"), "{events}");
+    f.provider
+        .delete(&req.instance_id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(f.guard.pids().is_empty(), "{:?}", f.guard.pids());
+    assert!(f.provider.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_process_with_forged_tags_is_never_adopted() {
+    for cgroups in [true, false] {
+        let f = fixture_with(|c| c.cgroups = cgroups);
+        // A real instance of tenant acme, so that there is something to pose as.
+        let real = f
+            .provider
+            .create(&request("real", &["sleep", "300"]))
+            .await
+            .unwrap();
+        // A process started outside Swell that claims to be an instance of this
+        // server, in another tenant's group, and to be "real" as well.
+        let mut forgers = Vec::new();
+        for id in ["forged", "real"] {
+            let child = std::process::Command::new("sleep")
+                .arg("300")
+                .env(ENV_OWNER, &f.guard.owner)
+                .env(ENV_INSTANCE_ID, id)
+                .env(ENV_TENANT, "victim")
+                .env(ENV_GROUP, "payroll")
+                .env(ENV_PORT, "9")
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            forgers.push(child);
+        }
+        for provider in [&f.provider, &f.restarted()] {
+            let listed = provider.list().await.unwrap();
+            assert_eq!(listed, vec![real.clone()], "cgroups {cgroups}");
+            assert!(matches!(
+                provider.pause(&InstanceId("forged".into())).await,
+                Err(ProviderError::NotFound(_))
+            ));
+            let metrics = provider
+                .metrics(&[InstanceId("forged".into())])
+                .await
+                .unwrap();
+            assert!(metrics.is_empty());
+        }
+        // Deleting "real" stops the real one only.
+        f.provider
+            .delete(&real.instance_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        for child in &mut forgers {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "a forger was signalled"
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(f.provider.list().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn without_cgroups_a_restart_adopts_from_the_records_and_delete_takes_the_group() {
+    let f = fixture_with(|c| c.cgroups = false);
+    assert_eq!(f.provider.cgroup_mode(), CgroupMode::None);
+    assert!(f.provider.cgroup_dirs(&InstanceId("x".into())).is_empty());
+    let req = request("kept", &["sh", "-c", "sleep 300 & wait"]);
+    let created = f.provider.create(&req).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the shell and its sleep run",
+        || async { f.guard.pids().len() == 2 },
+    )
+    .await;
+    let restarted = f.restarted();
+    assert_eq!(find(&restarted, "kept").await, Some(created.clone()));
+    let metrics = restarted
+        .metrics(std::slice::from_ref(&req.instance_id))
+        .await
+        .unwrap();
+    assert_eq!(metrics.len(), 1);
+    // The recorded pid names one process: once it is gone and only its group is left,
+    // the oldest member stands for the instance.
+    kill(Pid::from_raw(pid_of(&created)), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(5), "the shell is gone", || async {
+        f.guard.pids().len() == 1
+    })
+    .await;
+    let left = find(&restarted, "kept").await.expect("still an instance");
+    assert_ne!(left.native_id, created.native_id);
+    restarted
+        .delete(&req.instance_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(f.guard.pids().is_empty());
+    assert!(restarted.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_instance_user_cannot_read_or_write_the_servers_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let nobody = InstanceUser::lookup("nobody").expect("tests run as root");
+    assert!(matches!(
+        InstanceUser::lookup("root"),
+        Err(swell_providers::process::InstanceUserError::Root(_))
+    ));
+    assert!(matches!(
+        InstanceUser::lookup("swell-no-such-user"),
+        Err(swell_providers::process::InstanceUserError::NoSuchUser(_))
+    ));
+    let user = nobody.clone();
+    let f = fixture_with(move |c| c.instance_user = Some(user));
+    // The "data directory": searchable like a real one (0755), with a 0600 secret.
+    let data = f.dir.path();
+    // A data directory made 0700 is told at start, naming the directory.
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = nobody.check_reach(&data.join("instances")).unwrap_err();
+    assert!(err.to_string().contains("chmod o+x"), "{err}");
+    assert!(err.to_string().contains(data.to_str().unwrap()), "{err}");
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    nobody.check_reach(&data.join("instances")).unwrap();
+    std::fs::write(data.join("secret.key"), "TOP-SECRET-KEY\n").unwrap();
+    std::fs::set_permissions(
+        data.join("secret.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let req = request(
+        "jailed",
+        &[
+            "sh",
+            "-c",
+            "id -u > uid.txt; cat ../../secret.key > stolen.txt; \
+             echo owned > ../../pwned; echo owned > ../../instances/pwned; \
+             echo mine > mine.txt; echo done > done.txt; exec sleep 1000",
+        ],
+    );
+    f.provider.create(&req).await.unwrap();
+    let dir = f.provider.log_dir(&req.instance_id);
+    written_by_instance(dir.join("done.txt")).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("uid.txt")).unwrap().trim(),
+        nobody.uid.to_string()
+    );
+    let stolen = std::fs::read_to_string(dir.join("stolen.txt")).unwrap_or_default();
+    assert!(!stolen.contains("TOP-SECRET"), "{stolen}");
+    assert!(!data.join("pwned").exists());
+    assert!(!data.join("instances").join("pwned").exists());
+    // Its own directory is its own.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mine.txt")).unwrap(),
+        "mine\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), nobody.uid);
+    let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+    assert_eq!(stderr.matches("Permission denied").count(), 3, "{stderr}");
+    // The records it cannot reach either (they are what adoption trusts).
+    let records = data.join("process-records");
+    assert_eq!(
+        std::fs::metadata(records.read_dir().unwrap().next().unwrap().unwrap().path())
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    f.provider
+        .delete(&req.instance_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_log_planted_as_a_link_is_refused() {
+    let f = fixture();
+    let req = request("linky", &["sleep", "300"]);
+    let dir = f.provider.log_dir(&req.instance_id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = f.dir.path().join("precious");
+    std::fs::write(&target, "keep\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("stdout.log")).unwrap();
+    assert!(f.provider.create(&req).await.is_err());
+    std::fs::remove_file(dir.join("stdout.log")).unwrap();
+    std::fs::hard_link(&target, dir.join("stdout.log")).unwrap();
+    assert!(f.provider.create(&req).await.is_err());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep\n");
+    assert!(f.provider.list().await.unwrap().is_empty());
+}
+
+/// `list()` with 300 idle instances: how long one takes. Run by hand:
+/// `cargo test -p swell-providers --test process list_cost -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn list_cost() {
+    let f = fixture();
+    let n = 300;
+    for i in 0..n {
+        f.provider
+            .create(&request(&format!("idle-{i}"), &["sleep", "1000"]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.provider.list().await.unwrap().len(), n);
+    let rounds = 20;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        assert_eq!(f.provider.list().await.unwrap().len(), n);
+    }
+    let per_list = start.elapsed() / rounds;
+    let processes = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|s| s.parse::<u32>().is_ok())
+            })
+        })
+        .count();
+    println!("LIST_COST instances={n} processes_on_host={processes} per_list={per_list:?}");
+    for i in 0..n {
+        f.provider
+            .delete(&InstanceId(format!("idle-{i}")), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
 }

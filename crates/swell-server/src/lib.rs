@@ -28,7 +28,7 @@ use std::sync::Arc;
 use swell_providers::Provider;
 use swell_providers::docker::{DockerConfig, DockerProvider};
 use swell_providers::openstack::OpenStackProvider;
-use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_providers::process::{InstanceUser, InstanceUserError, ProcessConfig, ProcessProvider};
 use swell_store::postgres::{LockError, ServerLock};
 use swell_store::{PgStore, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// The URLs a group's `prometheus` metric source may name (`--allow-metric-url`);
     /// default: loopback hosts only.
     pub metric_urls: metric_urls::MetricUrlPolicy,
+    /// Run process instances as this unprivileged user (`--instance-user`) instead of
+    /// the server's; the server must run as root, and the user must exist.
+    pub instance_user: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             min_interval: service::DEFAULT_MIN_INTERVAL,
             trusted_proxies: Vec::new(),
             metric_urls: metric_urls::MetricUrlPolicy::default(),
+            instance_user: None,
         }
     }
 }
@@ -128,6 +132,9 @@ pub enum StartError {
     /// The docker provider's configuration is invalid.
     #[error("docker provider: {0}")]
     Docker(#[from] swell_providers::docker::DockerConfigError),
+    /// The instance user cannot be used.
+    #[error("--instance-user: {0}")]
+    InstanceUser(#[from] InstanceUserError),
     /// The openstack provider's configuration is invalid.
     #[error("openstack provider: {0}")]
     OpenStack(#[from] swell_providers::openstack::OpenStackConfigError),
@@ -258,10 +265,22 @@ impl Server {
             }
         };
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-        let process = ProcessProvider::new(ProcessConfig {
-            instances_dir: data_dir.join("instances"),
-            owner: owner_tag(&data_dir),
-        });
+        let mut process_config =
+            ProcessConfig::new(data_dir.join("instances"), owner_tag(&data_dir));
+        process_config.records_dir = data_dir.join("process-records");
+        if let Some(name) = &config.instance_user {
+            let user = InstanceUser::lookup(name)?;
+            let instances = &process_config.instances_dir;
+            std::fs::create_dir_all(instances).map_err(|source| StartError::DataDir {
+                path: instances.clone(),
+                source,
+            })?;
+            confine_data_dir(&data_dir)?;
+            user.check_reach(instances)?;
+            tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "process instances run as the instance user");
+            process_config.instance_user = Some(user);
+        }
+        let process = ProcessProvider::new(process_config);
         let mut providers = Providers::new();
         providers.insert(
             process.name().to_string(),
@@ -389,6 +408,52 @@ impl Server {
             Err(_) => std::future::pending().await,
         }
     }
+}
+
+/// With an instance user, the data directory is only *searchable* by others (so the
+/// instance user reaches `instances/<id>/`), and what it holds besides `instances/` is
+/// the server's alone: the store's files `0600`, its directories `0700`. (SQLite gives
+/// a new `-wal`/`-shm` file the database file's mode.)
+fn confine_data_dir(data_dir: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StartError::DataDir { path, source }
+    };
+    let mode = std::fs::metadata(data_dir)
+        .map_err(io(data_dir))?
+        .permissions()
+        .mode();
+    let searchable_only = (mode & 0o7700) | 0o011;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(searchable_only))
+        .map_err(io(data_dir))?;
+    for entry in std::fs::read_dir(data_dir).map_err(io(data_dir))? {
+        let entry = entry.map_err(io(data_dir))?;
+        let path = entry.path();
+        if entry.file_name() == "instances" {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let private = if kind.is_dir() {
+            0o700
+        } else if kind.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private))
+            .map_err(io(&path))?;
+    }
+    // Made later by the controller; private from the start.
+    for dir in ["known_hosts", "ssh-keys", "process-records"] {
+        let path = data_dir.join(dir);
+        std::fs::create_dir_all(&path).map_err(io(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&path))?;
+    }
+    Ok(())
 }
 
 /// The tag that marks this server's instances: its canonical data directory, so two

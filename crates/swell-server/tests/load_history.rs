@@ -51,10 +51,10 @@ async fn start(
     stop_instances_on_exit: bool,
 ) -> (Arc<Service>, Arc<Controller>, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swell.db")).await.unwrap());
-    let process = ProcessProvider::new(ProcessConfig {
-        instances_dir: dir.join("instances"),
-        owner: format!("load-history-test-{}", dir.display()),
-    });
+    let process = ProcessProvider::new(ProcessConfig::new(
+        dir.join("instances"),
+        format!("load-history-test-{}", dir.display()),
+    ));
     let mut providers = Providers::new();
     providers.insert("process".into(), Arc::new(process) as Arc<dyn Provider>);
     let clock: Arc<dyn Clock> = clock;

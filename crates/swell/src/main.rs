@@ -149,6 +149,10 @@ struct ServeArgs {
     /// A file holding that key (default: <data dir>/secret.key, generated if absent).
     #[arg(long, env = "SWELL_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// Run `process` instances as this unprivileged user (and its primary group)
+    /// instead of the server's own; the server must run as root.
+    #[arg(long, env = "SWELL_INSTANCE_USER", value_name = "USER")]
+    instance_user: Option<String>,
     /// Enable the `docker` provider on the local engine (/var/run/docker.sock).
     #[arg(long)]
     docker: bool,
@@ -496,6 +500,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         trusted_proxies: args.trusted_proxies,
         metric_urls: swell_server::metric_urls::MetricUrlPolicy::prefixes(&args.allow_metric_urls)
             .map_err(|e| anyhow::anyhow!("--allow-metric-url: {e}"))?,
+        instance_user: args.instance_user,
     })
     .await?;
     let format = args.log_format;

@@ -1,10 +1,8 @@
 //! Parsers for the few `/proc` files the process provider reads.
 //!
 //! The text comes from the kernel but describes processes we do not control (a
-//! process picks its own `comm`, and can rewrite its environment), so every parser
+//! process picks its own `comm`), so every parser
 //! returns `None` or skips an entry on odd content rather than panicking.
-
-use std::collections::HashMap;
 
 /// The fields of `/proc/<pid>/stat` that the provider uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +39,6 @@ impl Stat {
     /// Whether the process is stopped (SIGSTOP).
     pub fn is_stopped(&self) -> bool {
         self.state == 'T'
-    }
-
-    /// Whether it is a kernel thread (`PF_KTHREAD`): no environment, never ours.
-    pub fn is_kernel_thread(&self) -> bool {
-        self.flags & 0x0020_0000 != 0
     }
 
     /// CPU time of the process itself, in clock ticks.
@@ -107,27 +100,6 @@ pub(crate) fn parse_uptime(text: &str) -> Option<f64> {
     (secs.is_finite() && secs >= 0.0).then_some(secs)
 }
 
-/// Parses `/proc/<pid>/environ` (`NAME=value` entries separated by NUL bytes) into a
-/// map. Entries that are not UTF-8 or have no `=` are skipped; of duplicate names the
-/// first wins, as with libc's `getenv`.
-pub(crate) fn parse_environ(bytes: &[u8]) -> HashMap<String, String> {
-    let mut vars = HashMap::new();
-    for entry in bytes.split(|b| *b == 0) {
-        let Ok(entry) = std::str::from_utf8(entry) else {
-            continue;
-        };
-        let Some((name, value)) = entry.split_once('=') else {
-            continue;
-        };
-        if name.is_empty() {
-            continue;
-        }
-        vars.entry(name.to_string())
-            .or_insert_with(|| value.to_string());
-    }
-    vars
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,9 +129,6 @@ mod tests {
         assert_eq!(stat.children_ticks(), 9);
         assert!(!stat.is_exited());
         assert!(!stat.is_stopped());
-        assert!(!stat.is_kernel_thread());
-        let kthread = SLEEP.replace(" 4194304 ", " 2129984 ");
-        assert!(parse_stat(&kthread).unwrap().is_kernel_thread());
     }
 
     #[test]
@@ -235,22 +204,5 @@ mod tests {
         assert_eq!(parse_uptime("abc 1"), None);
         assert_eq!(parse_uptime("-1 2"), None);
         assert_eq!(parse_uptime("NaN 2"), None);
-    }
-
-    #[test]
-    fn environ() {
-        let mut bytes = b"PATH=/bin\0SWELL_OWNER=a=b\0NOEQUALS\0=novalue\0EMPTY=\0".to_vec();
-        bytes.extend_from_slice(b"BAD=\xff\xfe\0SWELL_OWNER=second\0TAIL=x");
-        let vars = parse_environ(&bytes);
-        assert_eq!(vars.get("PATH").map(String::as_str), Some("/bin"));
-        assert_eq!(vars.get("SWELL_OWNER").map(String::as_str), Some("a=b"));
-        assert_eq!(vars.get("EMPTY").map(String::as_str), Some(""));
-        assert_eq!(vars.get("TAIL").map(String::as_str), Some("x"));
-        assert!(!vars.contains_key("NOEQUALS"));
-        assert!(!vars.contains_key("BAD"));
-        assert!(!vars.contains_key(""));
-        assert_eq!(vars.len(), 4);
-        assert!(parse_environ(b"").is_empty());
-        assert!(parse_environ(b"\0\0\0").is_empty());
     }
 }
