@@ -21,7 +21,7 @@ pub mod top;
 
 pub use event::{Cause, EventKind};
 pub use group::{
-    Capacity, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
+    Capacity, DockerTemplate, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
     LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,
     PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template, ValidationError,
 };
