@@ -40,6 +40,9 @@ pub enum EventKind {
     /// A scale-out was capped because the provider reported no room left (an OpenStack
     /// project's instance, core or RAM limits): the message gives what is left.
     ProviderCapped,
+    /// The group's load balancer could not start (its address is taken, …); the
+    /// group runs without it until it can.
+    LoadBalancerError,
 }
 
 impl EventKind {
@@ -62,6 +65,7 @@ impl EventKind {
             Self::ProviderError => "provider_error",
             Self::QuotaCapped => "quota_capped",
             Self::ProviderCapped => "provider_capped",
+            Self::LoadBalancerError => "load_balancer_error",
         }
     }
 

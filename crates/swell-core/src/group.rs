@@ -102,6 +102,56 @@ pub struct Template {
     /// security groups, user data, floating IP, Octavia pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openstack: Option<OpenStackTemplate>,
+    /// How a `docker` instance's container relaxes the provider's hardening (a
+    /// writable root filesystem, another user); absent keeps every default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerTemplate>,
+}
+
+/// The Docker part of a template. Every container is hardened (no capabilities,
+/// `no-new-privileges`, a pids limit, a read-only root filesystem, the image's own
+/// user); these fields are the only ways a group relaxes or changes that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTemplate {
+    /// A writable root filesystem instead of the read-only one (with a tmpfs on
+    /// `/tmp`), for an image that writes outside `/tmp`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writable_root: bool,
+    /// Run as this numeric `UID[:GID]` (never 0) instead of the image's `USER`,
+    /// e.g. `65534:65534` for an image that declares no user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Docker's smallest memory limit, in MiB.
+pub const DOCKER_MIN_MEMORY_MB: u32 = 6;
+
+impl DockerTemplate {
+    /// Checks every rule; the field is relative to `template.docker`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(user) = &self.user {
+            let id = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 10
+                    && s.bytes().all(|b| b.is_ascii_digit())
+                    && s.parse::<u32>().is_ok_and(|n| n != 0)
+            };
+            let ok = match user.split_once(':') {
+                Some((uid, gid)) => id(uid) && id(gid),
+                None => id(user),
+            };
+            if !ok {
+                return Err(ValidationError::new(
+                    "user",
+                    format!(
+                        "`{user}` must be a numeric UID or UID:GID other than 0 (e.g. 65534:65534)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The OpenStack part of a template: one Nova server per instance.
@@ -397,6 +447,17 @@ pub struct LoadBalancerSpec {
     /// a busy group, the number of cores.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub workers: u32,
+    /// Most client connections open at once; a connection above it is closed at
+    /// once (and counted). 1 to [`MAX_LB_CONNECTIONS`].
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+/// The largest `load_balancer.max_connections`.
+pub const MAX_LB_CONNECTIONS: u32 = 1_000_000;
+
+fn default_max_connections() -> u32 {
+    10_000
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -420,6 +481,7 @@ impl LoadBalancerSpec {
             idle_timeout: default_lb_timeout(),
             max_body_bytes: None,
             workers: 0,
+            max_connections: default_max_connections(),
         }
     }
 
@@ -481,6 +543,15 @@ impl LoadBalancerSpec {
             return Err(ValidationError::new(
                 "max_body_bytes",
                 "must be greater than 0 (omit it for no limit)",
+            ));
+        }
+        if !(1..=MAX_LB_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ValidationError::new(
+                "max_connections",
+                format!(
+                    "{} must be between 1 and {MAX_LB_CONNECTIONS}",
+                    self.max_connections
+                ),
             ));
         }
         Ok(())
@@ -773,6 +844,15 @@ impl GroupSpec {
             }
             self.check_provider(p, &field)?;
         }
+        if !self.providers().any(|p| p == "docker") && self.template.docker.is_some() {
+            return Err(ValidationError::new(
+                "template.docker",
+                format!(
+                    "only the docker provider reads it (provider is {})",
+                    self.provider
+                ),
+            ));
+        }
         if !self.providers().any(|p| p == "openstack") && self.template.openstack.is_some() {
             return Err(ValidationError::new(
                 "template.openstack",
@@ -806,6 +886,28 @@ impl GroupSpec {
                     "the docker provider needs an image (e.g. swell-demo-app:latest)",
                 ));
             }
+            // A container without limits could take its whole engine, outside every
+            // quota: the docker provider always sets both.
+            "docker" if self.template.vcpus == 0 => {
+                return Err(ValidationError::new(
+                    "template.vcpus",
+                    "the docker provider needs a CPU limit: at least 1 (0 would mean none)",
+                ));
+            }
+            "docker" if self.template.memory_mb < DOCKER_MIN_MEMORY_MB => {
+                return Err(ValidationError::new(
+                    "template.memory_mb",
+                    format!(
+                        "the docker provider needs a memory limit: at least {DOCKER_MIN_MEMORY_MB} \
+                         (Docker's smallest; 0 would mean none)"
+                    ),
+                ));
+            }
+            "docker" => {
+                if let Some(d) = &self.template.docker {
+                    d.validate().map_err(|e| e.within("template.docker"))?;
+                }
+            }
             "openstack" if self.template.image.as_deref().is_none_or(str::is_empty) => {
                 return Err(ValidationError::new(
                     "template.image",
@@ -821,7 +923,7 @@ impl GroupSpec {
                 }
                 Some(os) => os.validate().map_err(|e| e.within("template.openstack"))?,
             },
-            "process" | "docker" => {}
+            "process" => {}
             other => {
                 return Err(ValidationError::new(
                     field,
@@ -979,6 +1081,104 @@ mod tests {
             "load_balancer.listen",
             "address",
         );
+        for (n, ok) in [(0, false), (1, true), (1_000_000, true), (1_000_001, false)] {
+            let mut g = lab();
+            let mut lb = LoadBalancerSpec::http("127.0.0.1:0");
+            lb.max_connections = n;
+            g.load_balancer = Some(lb);
+            match g.validate() {
+                Ok(()) => assert!(ok, "{n} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{n} refused: {e}");
+                    assert_eq!(e.field, "load_balancer.max_connections");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn load_balancers_cap_connections_by_default() {
+        let lb: LoadBalancerSpec =
+            serde_json::from_value(serde_json::json!({"listen": "127.0.0.1:8080"})).unwrap();
+        assert_eq!(lb.max_connections, 10_000);
+        assert_eq!(LoadBalancerSpec::http("127.0.0.1:8080"), lb);
+    }
+
+    #[test]
+    fn docker_groups_have_limits_and_checked_relaxations() {
+        let docker = |template: serde_json::Value| {
+            serde_json::from_value::<GroupSpec>(serde_json::json!({
+                "name": "web", "max": 4, "provider": "docker", "template": template,
+            }))
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| format!("{}: {}", e.field, e.rule))
+        };
+        let check = |template: serde_json::Value, expected: Result<(), &str>| {
+            let got = docker(template.clone());
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{template}"),
+                Err(field) => {
+                    let err = got.expect_err(&template.to_string());
+                    assert!(err.starts_with(&format!("{field}: ")), "{template}: {err}");
+                }
+            }
+        };
+        check(serde_json::json!({"image": "app:1"}), Ok(()));
+        check(
+            serde_json::json!({"image": "app:1", "vcpus": 0}),
+            Err("template.vcpus"),
+        );
+        check(
+            serde_json::json!({"image": "app:1", "memory_mb": 0}),
+            Err("template.memory_mb"),
+        );
+        check(
+            serde_json::json!({"image": "app:1", "memory_mb": 5}),
+            Err("template.memory_mb"),
+        );
+        check(
+            serde_json::json!({"image": "app:1", "memory_mb": 6}),
+            Ok(()),
+        );
+        check(
+            serde_json::json!({"image": "app:1", "docker": {"writable_root": true, "user": "1000:1000"}}),
+            Ok(()),
+        );
+        check(
+            serde_json::json!({"image": "app:1", "docker": {"user": "65534"}}),
+            Ok(()),
+        );
+        for user in [
+            "0",
+            "0:0",
+            "1000:0",
+            "root",
+            "1000:",
+            ":1000",
+            "-1",
+            "99999999999",
+            "1 2",
+        ] {
+            check(
+                serde_json::json!({"image": "app:1", "docker": {"user": user}}),
+                Err("template.docker.user"),
+            );
+        }
+        let unknown = docker(serde_json::json!({"image": "app:1", "docker": {"privileged": true}}));
+        assert!(unknown.expect_err("unknown").contains("privileged"));
+        // Only the docker provider reads it; the process provider keeps vcpus 0.
+        let mut g = lab();
+        g.template.docker = Some(DockerTemplate::default());
+        assert_eq!(g.validate().unwrap_err().field, "template.docker");
+        let mut g = lab();
+        g.template.vcpus = 0;
+        g.template.memory_mb = 0;
+        assert_eq!(g.validate(), Ok(()));
+        // A docker fallback needs the limits as much as a docker provider.
+        g.fallback_providers = vec!["docker".into()];
+        g.template.image = Some("app:1".into());
+        assert_eq!(g.validate().unwrap_err().field, "template.vcpus");
     }
 
     #[test]

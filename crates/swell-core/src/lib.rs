@@ -24,7 +24,7 @@ pub mod top;
 pub use event::{Cause, EventKind};
 pub use grants::{Grants, ImagePattern, ListenRange};
 pub use group::{
-    Capacity, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
+    Capacity, DockerTemplate, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
     LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,
     PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template, ValidationError,
 };

@@ -92,6 +92,7 @@ pub mod fuzz_targets {
 mod h1;
 mod health;
 mod io;
+mod listen;
 mod pool;
 mod proxy;
 mod tcp;
@@ -111,7 +112,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::io::{ActivityIo, idle_watchdog};
+use crate::listen::{Connections, Registration};
 use crate::proxy::Proxy;
+
+pub use crate::listen::AddressInUse;
 
 pub use crate::traffic::{
     BackendTraffic, TrafficSnapshot, WINDOW, render_prometheus, render_prometheus_groups,
@@ -351,9 +355,20 @@ pub struct LbConfig {
     /// connections to the instances, like nginx's worker processes: nothing
     /// of one connection ever crosses threads. 0 (the default): serve on the
     /// runtime that called [`LoadBalancer::bind_with`]. For a busy listener,
-    /// use the number of cores.
+    /// use the number of cores. The workers' sockets share their port only
+    /// with each other: no other load balancer of this process can bind an
+    /// overlapping address while they listen ([`AddressInUse`]).
     pub workers: usize,
+    /// Most client connections open at once, over all workers. A connection
+    /// above it is accepted and closed at once (the client sees the connection
+    /// close before any answer), and counted in
+    /// [`TrafficSnapshot::connections_refused_total`]. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
+
+/// [`LbConfig::max_connections`] by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Default for LbConfig {
     fn default() -> Self {
@@ -369,6 +384,7 @@ impl Default for LbConfig {
             pool_idle_timeout: Duration::from_secs(90),
             header_read_timeout: Duration::from_secs(30),
             workers: 0,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -429,6 +445,12 @@ impl LbConfig {
                 rule: "must be greater than 0 (omit it for no limit)".into(),
             });
         }
+        if self.max_connections == 0 {
+            return Err(ConfigError {
+                field: "max_connections",
+                rule: "must be at least 1".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -449,6 +471,8 @@ struct Inner {
     upstreams: Vec<Arc<upstream::Upstream>>,
     /// Every worker's traffic recorders, and the shared proxy's.
     traffics: Vec<Arc<traffic::Traffic>>,
+    /// Client connections open over all workers, and those refused.
+    connections: Arc<Connections>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -479,7 +503,10 @@ impl LoadBalancer {
 
     /// Like [`LoadBalancer::bind`], with explicit configuration. An invalid
     /// `config` is an [`std::io::ErrorKind::InvalidInput`] error wrapping a
-    /// [`ConfigError`].
+    /// [`ConfigError`]; an address another live load balancer of this process
+    /// holds (or overlaps: the wildcard address of the same port), or that the
+    /// kernel reports in use, is an [`std::io::ErrorKind::AddrInUse`] error
+    /// wrapping an [`AddressInUse`], whatever either one's `workers`.
     pub async fn bind_with(listen: SocketAddr, config: LbConfig) -> std::io::Result<LoadBalancer> {
         config
             .validate()
@@ -489,11 +516,20 @@ impl LoadBalancer {
         let tasks = TaskTracker::new();
         let mut upstreams = vec![Arc::clone(&proxy.upstream)];
         let mut traffics = vec![Arc::clone(&proxy.traffic)];
+        let connections = Arc::new(Connections::new(config.max_connections));
         let local_addr = if config.workers == 0 {
-            let listener = TcpListener::from_std(listen_socket(listen, false)?)?;
+            let (sockets, registration) = listen::bind(listen, 1, false)?;
+            let Some(socket) = sockets.into_iter().next() else {
+                return Err(std::io::Error::other("no listening socket"));
+            };
+            let listener = TcpListener::from_std(socket)?;
             let local_addr = listener.local_addr()?;
             tasks.spawn(accept_loop(
-                listener,
+                Listening {
+                    listener,
+                    registration,
+                    connections: Arc::clone(&connections),
+                },
                 Arc::clone(&proxy),
                 Arc::new(config.clone()),
                 cancel.clone(),
@@ -501,7 +537,8 @@ impl LoadBalancer {
             ));
             local_addr
         } else {
-            let (addr, workers) = spawn_workers(listen, &proxy, &config, &cancel, &tasks)?;
+            let (addr, workers) =
+                spawn_workers(listen, &proxy, &config, &connections, &cancel, &tasks)?;
             upstreams = workers.iter().map(|p| Arc::clone(&p.upstream)).collect();
             traffics.extend(workers.iter().map(|p| Arc::clone(&p.traffic)));
             addr
@@ -518,6 +555,7 @@ impl LoadBalancer {
                 config,
                 upstreams,
                 traffics,
+                connections,
                 cancel,
                 tasks,
             }),
@@ -657,6 +695,8 @@ impl LoadBalancer {
                 (errors_in_window as f64 / in_window as f64).min(1.0)
             },
             in_flight: stats.iter().map(|s| s.in_flight).sum(),
+            connections_open: self.inner.connections.open(),
+            connections_refused_total: self.inner.connections.refused(),
             latency_p50: p50,
             latency_p90: p90,
             latency_p99: p99,
@@ -708,21 +748,21 @@ impl LoadBalancer {
 /// kernel spreads new connections over them, as with nginx's `reuseport`) and
 /// starts one thread per socket, each running its own accept loop on its own
 /// single-threaded runtime. (One shared socket would let the first worker to
-/// wake take a whole burst of connections.) Returns the bound address.
+/// wake take a whole burst of connections.) No other load balancer of this
+/// process may join them (see `listen.rs`). Returns the bound address.
 fn spawn_workers(
     listen: SocketAddr,
     proxy: &Arc<Proxy>,
     config: &LbConfig,
+    connections: &Arc<Connections>,
     cancel: &CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<(SocketAddr, Vec<Arc<Proxy>>)> {
-    let bind = |addr: SocketAddr| listen_socket(addr, true);
-    let first = bind(listen)?;
-    let local_addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..config.workers {
-        listeners.push(bind(local_addr)?);
-    }
+    let (listeners, registration) = listen::bind(listen, config.workers, true)?;
+    let local_addr = listeners
+        .first()
+        .ok_or_else(|| std::io::Error::other("no listening socket"))?
+        .local_addr()?;
     let config = Arc::new(config.clone());
     let mut workers = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -740,6 +780,7 @@ fn spawn_workers(
             cancel.child_token(),
             tasks.token(),
         );
+        let (registration, connections) = (Arc::clone(&registration), Arc::clone(connections));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -750,7 +791,12 @@ fn spawn_workers(
                     let local = TaskTracker::new();
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
-                            accept_loop(listener, proxy, config, cancel, local.clone()).await;
+                            let listening = Listening {
+                                listener,
+                                registration,
+                                connections,
+                            };
+                            accept_loop(listening, proxy, config, cancel, local.clone()).await;
                         }
                         Err(err) => {
                             tracing::error!(error = %err, "load balancer worker could not listen")
@@ -765,32 +811,29 @@ fn spawn_workers(
     Ok((local_addr, workers))
 }
 
-/// A listening socket on `addr` (with `SO_REUSEPORT` if `reuseport`). Its
-/// connections inherit `TCP_NODELAY` from it, which saves a system call per
-/// connection.
-fn listen_socket(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if reuseport {
-        socket.set_reuseport(true)?;
-    }
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    // Registered with the caller's runtime only until `into_std`.
-    socket.listen(4096)?.into_std()
+/// One listening socket with what its accept loop shares with the load
+/// balancer's other sockets.
+struct Listening {
+    listener: TcpListener,
+    /// The address's record in the registry: released once every socket of the
+    /// load balancer is closed.
+    registration: Arc<Registration>,
+    /// The load balancer's connection cap.
+    connections: Arc<Connections>,
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listening: Listening,
     proxy: Arc<Proxy>,
     config: Arc<LbConfig>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let Listening {
+        listener,
+        registration,
+        connections,
+    } = listening;
     // Registered once, not once per accepted connection.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
@@ -801,14 +844,28 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Over the cap: closed at once rather than left waiting in the
+                // backlog, so the client knows now and no queue builds up.
+                let Some(slot) = connections.admit() else {
+                    tracing::debug!(%peer, max = config.max_connections,
+                        "connection cap reached: closing the new connection");
+                    drop(stream);
+                    continue;
+                };
                 let (proxy, config, cancel) =
                     (Arc::clone(&proxy), Arc::clone(&config), cancel.clone());
                 match config.protocol {
                     Protocol::Http => {
-                        tasks.spawn(serve_http(stream, peer, proxy, config, cancel));
+                        tasks.spawn(async move {
+                            serve_http(stream, peer, proxy, config, cancel).await;
+                            drop(slot);
+                        });
                     }
                     Protocol::Tcp => {
-                        tasks.spawn(tcp::serve(stream, peer, proxy, config, cancel));
+                        tasks.spawn(async move {
+                            tcp::serve(stream, peer, proxy, config, cancel).await;
+                            drop(slot);
+                        });
                     }
                 }
             }
@@ -822,7 +879,10 @@ async fn accept_loop(
             }
         }
     }
-    // Dropping the listener here refuses new connections.
+    // Dropping the listener here refuses new connections; the address is free
+    // for another load balancer once every socket of this one is closed.
+    drop(listener);
+    drop(registration);
 }
 
 async fn serve_http(

@@ -283,6 +283,11 @@ pub struct TrafficSnapshot {
     pub error_ratio: f64,
     /// Requests (connections in TCP mode) in flight to instances now.
     pub in_flight: u64,
+    /// Client connections open now (at most [`crate::LbConfig::max_connections`]).
+    pub connections_open: u64,
+    /// Client connections closed at once since start because
+    /// [`crate::LbConfig::max_connections`] were open.
+    pub connections_refused_total: u64,
     /// Median time from a request's arrival to its response headers.
     pub latency_p50: Option<Duration>,
     /// 90th percentile of the same.
@@ -314,7 +319,8 @@ pub struct BackendTraffic {
 /// Renders `snapshot` in the Prometheus text exposition format (0.0.4), every
 /// series labelled with `group`. Series: `swell_lb_requests_total`,
 /// `swell_lb_errors_total`, `swell_lb_request_rate`, `swell_lb_error_ratio`,
-/// `swell_lb_in_flight`, `swell_lb_latency_seconds{quantile}`, and per instance
+/// `swell_lb_in_flight`, `swell_lb_connections_open`,
+/// `swell_lb_connections_refused_total`, `swell_lb_latency_seconds{quantile}`, and per instance
 /// `swell_lb_backend_requests_total`, `swell_lb_backend_request_rate`,
 /// `swell_lb_backend_in_flight`, `swell_lb_backend_failures_total`,
 /// `swell_lb_backend_up`. For several groups on one page, use
@@ -378,6 +384,18 @@ pub fn render_prometheus_groups(groups: &[(&str, &TrafficSnapshot)]) -> String {
         "gauge",
         "Requests in flight to instances.",
         &|s| one(s.in_flight.to_string()),
+    );
+    family(
+        "swell_lb_connections_open",
+        "gauge",
+        "Client connections open.",
+        &|s| one(s.connections_open.to_string()),
+    );
+    family(
+        "swell_lb_connections_refused_total",
+        "counter",
+        "Client connections closed at once because max_connections were open.",
+        &|s| one(s.connections_refused_total.to_string()),
     );
     family(
         "swell_lb_latency_seconds",
@@ -512,6 +530,8 @@ mod tests {
             error_rate: 0.0,
             error_ratio: 0.25,
             in_flight: 2,
+            connections_open: 3,
+            connections_refused_total: 4,
             latency_p50: Some(Duration::from_millis(3)),
             latency_p90: None,
             latency_p99: None,
@@ -533,6 +553,8 @@ mod tests {
         assert!(text.contains("swell_lb_latency_seconds{group=\"web\",quantile=\"0.99\"} NaN\n"));
         assert!(text.contains("swell_lb_backend_up{group=\"web\",instance=\"i-\\\"1\\\"\"} 1\n"));
         assert!(text.contains("# TYPE swell_lb_error_ratio gauge\n"));
+        assert!(text.contains("swell_lb_connections_open{group=\"web\"} 3\n"));
+        assert!(text.contains("swell_lb_connections_refused_total{group=\"web\"} 4\n"));
         let both = render_prometheus_groups(&[("web", &snap), ("api", &snap)]);
         assert_eq!(
             both.matches("# TYPE swell_lb_requests_total counter")

@@ -8,10 +8,18 @@
 //! app must listen on, [`DockerConfig::container_port`], 8080 by default),
 //! `SWELL_INSTANCE_ID`, `SWELL_GROUP` and `SWELL_TENANT`; `{port}` in the command and the
 //! env values becomes that port. Its CPU limit is the template's `vcpus` (`NanoCpus`),
-//! its memory limit `memory_mb`. The port is published on the engine's
-//! [`EngineConfig::publish_address`] (127.0.0.1 by default) at a port the engine picks;
-//! the instance's address is that address and port, read back from the engine, so the
-//! group's load balancer on the host reaches it.
+//! its memory limit `memory_mb` (without swap); both are required. The port is
+//! published on the engine's [`EngineConfig::publish_address`] (127.0.0.1 for the local
+//! engine, the engine's own address for a remote one; never the wildcard address) at a
+//! port the engine picks; the instance's address is that address and port, read back
+//! from the engine, so the group's load balancer on the host reaches it.
+//!
+//! **Hardening.** Every container drops every capability (`CapDrop: ALL`), cannot gain
+//! privileges (`no-new-privileges`), may run [`DockerConfig::pids_limit`] processes,
+//! has a read-only root filesystem with a tmpfs on `/tmp` (unless the template's
+//! `docker.writable_root`), and runs as the image's own `USER` (or the template's
+//! `docker.user`, a numeric non-zero id). An image that declares no user runs as root
+//! inside the container, limited by all of the above; that is logged.
 //!
 //! **Labels.** Every container carries `swell.owner`, `swell.instance`, `swell.group`,
 //! `swell.tenant`, `swell.vcpus` and `swell.memory_mb`. [`list`](crate::Provider::list)
@@ -95,6 +103,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use swell_core::InstanceId;
+use swell_core::group::DOCKER_MIN_MEMORY_MB;
 use swell_core::placement::{self, HostLoad, Overcommit, PlacementPrefs, Resources};
 
 /// Label carrying the owning server's tag.
@@ -141,8 +150,8 @@ pub struct EngineConfig {
     /// Where the engine listens: `unix:///var/run/docker.sock` (or a bare socket path),
     /// or `tcp://host:2376`.
     pub endpoint: String,
-    /// Client certificates for a `tcp://` endpoint; `None` speaks plain HTTP (only
-    /// for an engine on a trusted network).
+    /// Client certificates for a `tcp://` endpoint, which needs them: a plain TCP
+    /// engine is refused (whoever reaches its port is root on its host).
     pub tls: Option<TlsConfig>,
     /// Physical vCPUs; `None` asks the engine (`docker info`'s CPUs).
     pub cpu_capacity: Option<f64>,
@@ -150,7 +159,9 @@ pub struct EngineConfig {
     pub memory_mb_capacity: Option<u64>,
     /// The address on the engine's host that container ports are published on, and
     /// that the instances' addresses use: `127.0.0.1` for a local engine, an address
-    /// the load balancer can reach for a remote one.
+    /// the load balancer can reach for a remote one (by default the one Swell reaches
+    /// the engine at, see [`EngineConfig::for_endpoint`]). Never the wildcard address:
+    /// a port published there is open on every interface of the engine's host.
     pub publish_address: IpAddr,
 }
 
@@ -164,6 +175,50 @@ impl EngineConfig {
             cpu_capacity: None,
             memory_mb_capacity: None,
             publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    /// The engine `name` at `endpoint`, as `swell serve --docker-engine NAME=ENDPOINT`
+    /// gives it: a Unix socket is the local engine (ports published on 127.0.0.1); a
+    /// `tcp://host:port` engine publishes on the address Swell reaches it at (`host`,
+    /// resolved now when it is a name), so that its containers' ports are open on that
+    /// one address of its host and the load balancer connects there. A `tcp://` engine
+    /// still needs [`EngineConfig::tls`].
+    pub fn for_endpoint(
+        name: impl Into<String>,
+        endpoint: &str,
+    ) -> Result<EngineConfig, DockerConfigError> {
+        let name = name.into();
+        let err = |rule: String| DockerConfigError {
+            field: format!("engine {name}: endpoint"),
+            rule,
+        };
+        let mut engine = EngineConfig::local(name.clone());
+        engine.endpoint = endpoint.to_string();
+        match parse_endpoint(endpoint) {
+            None => Err(err(
+                "must be unix:///path/to/docker.sock or tcp://host:port".into(),
+            )),
+            Some(Endpoint::Unix(_)) => Ok(engine),
+            Some(Endpoint::Tcp(addr)) => {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let ip = match host.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => {
+                        use std::net::ToSocketAddrs;
+                        let port = port.parse::<u16>().unwrap_or(0);
+                        (host, port)
+                            .to_socket_addrs()
+                            .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
+                            .next()
+                            .ok_or_else(|| err(format!("{host} has no address")))?
+                            .ip()
+                    }
+                };
+                engine.publish_address = ip;
+                Ok(engine)
+            }
         }
     }
 }
@@ -191,11 +246,21 @@ pub struct DockerConfig {
     /// How long one call to an engine may take before the engine counts as down
     /// (default 10 s; a stop may take its grace on top).
     pub request_timeout: Duration,
+    /// Most processes (and threads) one container may have: its `PidsLimit`
+    /// (default [`DEFAULT_PIDS_LIMIT`]), so a fork bomb stays inside it.
+    pub pids_limit: u32,
 }
+
+/// [`DockerConfig::pids_limit`] by default.
+pub const DEFAULT_PIDS_LIMIT: u32 = 512;
+
+/// The tmpfs on `/tmp` of a container with a read-only root filesystem.
+pub const TMP_TMPFS: &str = "rw,nosuid,nodev,size=64m";
 
 impl DockerConfig {
     /// A config with the defaults: 16:1 CPU and 1.5:1 memory over-commit, engines
-    /// below 70 % load preferred, port 8080, 10 s per call.
+    /// below 70 % load preferred, port 8080, 10 s per call, 512 processes per
+    /// container.
     pub fn new(owner: impl Into<String>, engines: Vec<EngineConfig>) -> Self {
         DockerConfig {
             engines,
@@ -206,6 +271,7 @@ impl DockerConfig {
             never_above_percent: None,
             container_port: 8080,
             request_timeout: Duration::from_secs(10),
+            pids_limit: DEFAULT_PIDS_LIMIT,
         }
     }
 }
@@ -272,6 +338,9 @@ impl DockerConfig {
         if self.request_timeout < Duration::from_secs(1) {
             return Err(err("request_timeout".into(), "must be at least 1s"));
         }
+        if self.pids_limit == 0 {
+            return Err(err("pids_limit".into(), "must be at least 1"));
+        }
         let mut names = HashSet::new();
         for (i, engine) in self.engines.iter().enumerate() {
             let field = |f: &str| format!("engines[{i}].{f}");
@@ -288,7 +357,22 @@ impl DockerConfig {
                 Some(Endpoint::Unix(_)) if engine.tls.is_some() => {
                     return Err(err(field("tls"), "only applies to a tcp:// endpoint"));
                 }
+                Some(Endpoint::Tcp(_)) if engine.tls.is_none() => {
+                    return Err(err(
+                        field("tls"),
+                        "a tcp:// engine needs TLS (a CA, a client certificate and its key: \
+                         swell serve --docker-tls-ca, --docker-tls-cert, --docker-tls-key); \
+                         without it whoever reaches the port is root on the engine's host",
+                    ));
+                }
                 _ => {}
+            }
+            if engine.publish_address.is_unspecified() {
+                return Err(err(
+                    field("publish_address"),
+                    "must be one address of the engine's host, not the wildcard address \
+                     (a port published there is open on every interface)",
+                ));
             }
             if engine
                 .cpu_capacity
@@ -743,12 +827,14 @@ impl DockerProvider {
         }
     }
 
-    /// The container's create body for `request`.
+    /// The container's create body for `request`, run as `user` (`None`: the image's
+    /// default).
     fn container_body(
         &self,
         request: &CreateRequest,
         image: &str,
         publish: IpAddr,
+        user: Option<String>,
     ) -> ContainerCreateBody {
         let port = self.config.container_port;
         let port_text = port.to_string();
@@ -779,9 +865,20 @@ impl DockerProvider {
             (LABEL_MEMORY_MB.to_string(), template.memory_mb.to_string()),
         ]);
         let port_key = format!("{port}/tcp");
+        let writable_root = template.docker.as_ref().is_some_and(|d| d.writable_root);
+        // `create` refuses a template without limits; the floor keeps this total.
+        let memory = i64::from(template.memory_mb.max(DOCKER_MIN_MEMORY_MB)) * 1024 * 1024;
         let host_config = HostConfig {
-            nano_cpus: (template.vcpus > 0).then(|| i64::from(template.vcpus) * 1_000_000_000),
-            memory: (template.memory_mb > 0).then(|| i64::from(template.memory_mb) * 1024 * 1024),
+            nano_cpus: Some(i64::from(template.vcpus.max(1)) * 1_000_000_000),
+            memory: Some(memory),
+            // No swap beyond the memory limit.
+            memory_swap: Some(memory),
+            pids_limit: Some(i64::from(self.config.pids_limit)),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            readonly_rootfs: Some(!writable_root),
+            tmpfs: (!writable_root)
+                .then(|| HashMap::from([("/tmp".to_string(), TMP_TMPFS.to_string())])),
             network_mode: Some(network_name(request.tenant.as_str())),
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),
@@ -794,6 +891,7 @@ impl DockerProvider {
         };
         ContainerCreateBody {
             image: Some(image.to_string()),
+            user,
             cmd: (!template.command.is_empty())
                 .then(|| template.command.iter().map(substitute).collect()),
             env: Some(env),
@@ -802,6 +900,50 @@ impl DockerProvider {
             host_config: Some(host_config),
             ..ContainerCreateBody::default()
         }
+    }
+
+    /// The user `request`'s container runs as on `engine`: the template's
+    /// `docker.user`, else the image's own `USER` (`None` when it declares none, so it
+    /// runs as root inside the container, which is logged).
+    async fn run_as(
+        &self,
+        engine: &Engine,
+        request: &CreateRequest,
+        image: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        if let Some(user) = request
+            .template
+            .docker
+            .as_ref()
+            .and_then(|d| d.user.clone())
+        {
+            return Ok(Some(user));
+        }
+        let i = image.to_string();
+        let inspected = match engine
+            .call(|d| async move { d.inspect_image(&i).await })
+            .await
+        {
+            Ok(inspected) => inspected,
+            Err(e) if e.is_not_found() => {
+                return Err(ProviderError::InvalidTemplate(format!(
+                    "engine {}: no image `{image}` (images are not pulled: load it onto \
+                     every engine first, e.g. with `docker load`)",
+                    engine.name()
+                )));
+            }
+            Err(e) => return Err(backend(engine, "inspecting image", image, e)),
+        };
+        let user = inspected
+            .config
+            .and_then(|c| c.user)
+            .filter(|u| !u.trim().is_empty());
+        if user.as_deref().is_none_or(is_root) {
+            tracing::warn!(instance = %request.instance_id, %image,
+                "the image declares no non-root user: the container runs as root (without \
+                 capabilities); set template.docker.user to run it as another user");
+        }
+        Ok(user)
     }
 
     /// Creates and starts a new container on `engine`; a name conflict returns the
@@ -813,7 +955,8 @@ impl DockerProvider {
         image: &str,
     ) -> Result<ProviderInstance, ProviderError> {
         let name = container_name(&request.instance_id);
-        let body = self.container_body(request, image, engine.config.publish_address);
+        let user = self.run_as(engine, request, image).await?;
+        let body = self.container_body(request, image, engine.config.publish_address, user);
         let mut network_retried = false;
         loop {
             self.ensure_network(engine, request.tenant.as_str()).await?;
@@ -992,6 +1135,15 @@ impl Provider for DockerProvider {
                 ));
             }
         };
+        // Group validation says the same; a group stored before that rule must not
+        // get a container without limits either.
+        if request.template.vcpus == 0 || request.template.memory_mb < DOCKER_MIN_MEMORY_MB {
+            return Err(ProviderError::InvalidTemplate(format!(
+                "the docker provider needs limits: vcpus >= 1 and memory_mb >= \
+                 {DOCKER_MIN_MEMORY_MB} (got {} and {})",
+                request.template.vcpus, request.template.memory_mb
+            )));
+        }
         let _serial = self.create_lock.lock().await;
         let name = container_name(id);
         if let Some((engine, existing)) = self.locate(id).await? {
@@ -1218,6 +1370,12 @@ pub(crate) fn allocated(running: &[ContainerSummary]) -> Resources {
     total
 }
 
+/// Whether a container user is root (`root`, `0`, `0:…`, `root:…`).
+fn is_root(user: &str) -> bool {
+    let uid = user.split(':').next().unwrap_or_default().trim();
+    uid == "root" || (!uid.is_empty() && uid.bytes().all(|b| b == b'0'))
+}
+
 /// The container's name for an instance.
 pub fn container_name(id: &InstanceId) -> String {
     format!("{NAME_PREFIX}{id}")
@@ -1363,6 +1521,35 @@ mod tests {
             &|c| c.engines[0].memory_mb_capacity = Some(0),
             "engines[0].memory_mb_capacity",
         );
+        check(&|c| c.pids_limit = 0, "pids_limit");
+        // A TCP engine without TLS: whoever reaches its port is root on its host.
+        for endpoint in [
+            "tcp://10.0.0.5:2375",
+            "http://10.0.0.5:2375",
+            "https://h:2376",
+        ] {
+            check(
+                &|c| c.engines[0].endpoint = endpoint.into(),
+                "engines[0].tls",
+            );
+        }
+        check(
+            &|c| c.engines[0].publish_address = IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            "engines[0].publish_address",
+        );
+        check(
+            &|c| c.engines[0].publish_address = "::".parse().expect("an address"),
+            "engines[0].publish_address",
+        );
+        // With TLS it is fine.
+        let mut c = config();
+        c.engines[0].endpoint = "tcp://10.0.0.5:2376".into();
+        c.engines[0].tls = Some(TlsConfig {
+            ca: "ca.pem".into(),
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+        });
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]
@@ -1382,9 +1569,16 @@ mod tests {
                 vcpus: 2,
                 memory_mb: 512,
                 openstack: None,
+                docker: None,
             },
         };
-        let body = provider.container_body(&request, "app:1", IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let body = provider.container_body(
+            &request,
+            "app:1",
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some("65534:65534".into()),
+        );
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
         assert_eq!(body.image.as_deref(), Some("app:1"));
         assert_eq!(
             body.cmd,
@@ -1415,17 +1609,34 @@ mod tests {
         let hc = body.host_config.unwrap_or_default();
         assert_eq!(hc.nano_cpus, Some(2_000_000_000));
         assert_eq!(hc.memory, Some(512 * 1024 * 1024));
+        assert_eq!(hc.memory_swap, hc.memory);
         assert_eq!(hc.network_mode.as_deref(), Some("swell-acme"));
-        assert!(
-            hc.port_bindings
-                .unwrap_or_default()
-                .contains_key("8080/tcp")
+        // Hardened by default.
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            hc.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
         );
+        assert_eq!(hc.pids_limit, Some(512));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        assert_eq!(
+            hc.tmpfs,
+            Some(HashMap::from([("/tmp".to_string(), TMP_TMPFS.to_string())]))
+        );
+        assert_eq!(hc.privileged, None);
+        let bindings = hc.port_bindings.unwrap_or_default();
+        let published = bindings
+            .get("8080/tcp")
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(body.exposed_ports, Some(vec!["8080/tcp".to_string()]));
     }
 
     #[test]
-    fn an_empty_command_keeps_the_image_default() {
+    fn an_empty_command_keeps_the_image_default_and_a_template_relaxes_the_root() {
         let provider = DockerProvider::new(config()).expect("valid config");
         let request = CreateRequest {
             instance_id: InstanceId("i-2".into()),
@@ -1433,15 +1644,81 @@ mod tests {
             group: "web".into(),
             template: Template {
                 image: Some("app:1".into()),
-                vcpus: 0,
-                memory_mb: 0,
+                docker: Some(swell_core::DockerTemplate {
+                    writable_root: true,
+                    user: None,
+                }),
+                vcpus: 1,
+                memory_mb: 256,
                 ..Template::default()
             },
         };
-        let body = provider.container_body(&request, "app:1", IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(body.cmd, None);
+        let body =
+            provider.container_body(&request, "app:1", IpAddr::V4(Ipv4Addr::LOCALHOST), None);
+        assert_eq!((body.cmd, body.user), (None, None));
         let hc = body.host_config.unwrap_or_default();
-        assert_eq!((hc.nano_cpus, hc.memory), (None, None));
+        assert_eq!((hc.readonly_rootfs, hc.tmpfs), (Some(false), None));
+        // Everything else stays.
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(hc.nano_cpus, Some(1_000_000_000));
+        assert_eq!(hc.memory, Some(256 * 1024 * 1024));
+    }
+
+    #[tokio::test]
+    async fn a_template_without_limits_is_refused_before_any_engine_call() {
+        let mut c = config();
+        c.engines[0].endpoint = "unix:///nonexistent/swell-test.sock".into();
+        let provider = DockerProvider::new(c).expect("valid config");
+        for (vcpus, memory_mb) in [(0, 256), (1, 0), (1, 5)] {
+            let request = CreateRequest {
+                instance_id: InstanceId("i-3".into()),
+                tenant: TenantId::default_tenant(),
+                group: "web".into(),
+                template: Template {
+                    image: Some("app:1".into()),
+                    vcpus,
+                    memory_mb,
+                    ..Template::default()
+                },
+            };
+            let err = provider.create(&request).await.expect_err("refused");
+            assert!(
+                matches!(&err, ProviderError::InvalidTemplate(m) if m.contains("limits")),
+                "{vcpus}/{memory_mb}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn root_users_are_recognised() {
+        for (user, root) in [
+            ("root", true),
+            ("0", true),
+            ("0:0", true),
+            ("00", true),
+            ("root:staff", true),
+            ("65534:65534", false),
+            ("nobody", false),
+            ("1000", false),
+        ] {
+            assert_eq!(is_root(user), root, "{user}");
+        }
+    }
+
+    #[test]
+    fn engines_from_an_endpoint_publish_where_they_are_reached() {
+        let check = |endpoint: &str, publish: Option<&str>| {
+            let got = EngineConfig::for_endpoint("e", endpoint)
+                .ok()
+                .map(|e| e.publish_address.to_string());
+            assert_eq!(got.as_deref(), publish, "{endpoint}");
+        };
+        check("unix:///var/run/docker.sock", Some("127.0.0.1"));
+        check("/run/docker.sock", Some("127.0.0.1"));
+        check("tcp://10.0.0.5:2376", Some("10.0.0.5"));
+        check("tcp://[fd00::5]:2376", Some("fd00::5"));
+        check("tcp://localhost:2376", Some("127.0.0.1"));
+        check("ssh://host", None);
     }
 
     #[test]

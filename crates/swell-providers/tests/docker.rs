@@ -445,6 +445,110 @@ async fn a_container_lives_through_create_list_metrics_pause_and_delete() {
     ));
 }
 
+/// One `docker inspect --format` field of a container.
+fn inspect(container: &str, format: &str) -> String {
+    let (ok, out) = docker(None, &["inspect", "--format", format, container]);
+    assert!(ok, "docker inspect {container}: {out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_are_hardened_and_publish_on_the_engine_address_only() {
+    if !docker_here("hardening") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    ensure_image();
+    let (owner, tenant) = (unique("own"), unique("ten"));
+    let _cleanup = Cleanup::new(&owner, &[&tenant]);
+    let p = provider(&owner, vec![local_engine("local")]);
+
+    // The defaults: everything on, and the demo image still serves (read-only root,
+    // as the image's own user, nobody).
+    let created = p
+        .create(&request("hard-1", &tenant, template()))
+        .await
+        .expect("create");
+    let addr = created.address.expect("a published address");
+    wait_healthy(addr).await;
+    let c = "swell-hard-1";
+    assert_eq!(inspect(c, "{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    assert_eq!(
+        inspect(c, "{{json .HostConfig.SecurityOpt}}"),
+        r#"["no-new-privileges:true"]"#
+    );
+    assert_eq!(inspect(c, "{{.HostConfig.PidsLimit}}"), "512");
+    assert_eq!(inspect(c, "{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert_eq!(
+        inspect(c, "{{json .HostConfig.Tmpfs}}"),
+        r#"{"/tmp":"rw,nosuid,nodev,size=64m"}"#
+    );
+    assert_eq!(inspect(c, "{{.HostConfig.Privileged}}"), "false");
+    assert_eq!(
+        inspect(c, "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}"),
+        format!("1000000000 {0} {0}", 64 * 1024 * 1024)
+    );
+    assert_eq!(inspect(c, "{{.Config.User}}"), "65534:65534");
+    // The port is published on 127.0.0.1 only, not on every interface.
+    let host_ip = r#"{{range (index .NetworkSettings.Ports "8080/tcp")}}{{.HostIp}} {{end}}"#;
+    assert_eq!(inspect(c, host_ip), "127.0.0.1");
+    assert_eq!(
+        inspect(
+            c,
+            r#"{{range (index .HostConfig.PortBindings "8080/tcp")}}{{.HostIp}} {{end}}"#
+        ),
+        "127.0.0.1"
+    );
+    assert!(addr.ip().is_loopback(), "{addr}");
+
+    // What a template may relax: a writable root, another (non-root) user.
+    let relaxed = Template {
+        docker: Some(swell_core::DockerTemplate {
+            writable_root: true,
+            user: Some("1000:1000".into()),
+        }),
+        ..template()
+    };
+    let other = p
+        .create(&request("hard-2", &tenant, relaxed))
+        .await
+        .expect("create");
+    wait_healthy(other.address.expect("address")).await;
+    let c = "swell-hard-2";
+    assert_eq!(
+        inspect(c, "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.Tmpfs}} {{.Config.User}}"),
+        "false null 1000:1000"
+    );
+    assert_eq!(inspect(c, "{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+
+    // No limits, no container; an image the engine lacks is named.
+    let unlimited = Template {
+        vcpus: 0,
+        ..template()
+    };
+    let err = p
+        .create(&request("hard-3", &tenant, unlimited))
+        .await
+        .expect_err("no limits");
+    assert!(matches!(err, ProviderError::InvalidTemplate(_)), "{err}");
+    let missing = Template {
+        image: Some("swell-no-such-image:0".into()),
+        ..template()
+    };
+    let err = p
+        .create(&request("hard-4", &tenant, missing))
+        .await
+        .expect_err("no image");
+    assert!(err.to_string().contains("docker load"), "{err}");
+    assert!(!docker(None, &["inspect", "swell-hard-3"]).0);
+    assert!(!docker(None, &["inspect", "swell-hard-4"]).0);
+    for id in ["hard-1", "hard-2"] {
+        p.delete(&InstanceId(id.into()), Duration::from_secs(2))
+            .await
+            .expect("delete");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_is_idempotent_and_servers_adopt_only_their_own() {
     if !docker_here("idempotence") {
@@ -957,15 +1061,22 @@ async fn an_engine_over_tcp_with_tls() {
     let (_, names) = docker(Some(&unix_host), &["ps", "--format", "{{.Names}}"]);
     assert_eq!(names, "swell-tls-1");
 
-    // Without the client certificate the engine is out of reach.
-    let plain = provider(
+    // Without the client certificate the engine is out of reach, and such a provider
+    // is not even built: a plain TCP engine is refused.
+    let err = DockerProvider::new(DockerConfig::new(
         &owner,
         vec![EngineConfig {
             tls: None,
             ..engine.clone()
         }],
+    ))
+    .expect_err("a tcp:// engine without TLS is refused");
+    assert_eq!(err.field, "engines[0].tls", "{err}");
+    let (ok, out) = docker(
+        None,
+        &["-H", &format!("tcp://127.0.0.1:{port}"), "info"],
     );
-    assert!(plain.list().await.is_err());
+    assert!(!ok, "the engine answers plain TCP: {out}");
 
     p.delete(&inst.instance_id, Duration::from_secs(2))
         .await

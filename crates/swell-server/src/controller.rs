@@ -415,6 +415,7 @@ impl Controller {
             prometheus: swell_providers::prometheus::PromClient::new(),
             source_round: None,
             source_problem: None,
+            lb_problem: None,
             controller: self.clone(),
             key: key.clone(),
             status: status.clone(),
@@ -617,15 +618,39 @@ impl Controller {
     }
 }
 
+/// Why a group's load balancer could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LbBindError {
+    /// Another live load balancer (any group's) holds the address, or one that
+    /// overlaps it, or another program does.
+    #[error("{0}")]
+    AddressInUse(swell_lb::AddressInUse),
+    /// Anything else: a malformed address, a bind the system refused, a setting the
+    /// load balancer cannot run with.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<LbBindError> for String {
+    fn from(e: LbBindError) -> String {
+        e.to_string()
+    }
+}
+
 /// Binds a group's load balancer.
-pub async fn bind_lb(spec: &LoadBalancerSpec) -> Result<LoadBalancer, String> {
-    let addr: SocketAddr = spec
-        .listen
-        .parse()
-        .map_err(|_| format!("`{}` must be an address like 127.0.0.1:8080", spec.listen))?;
+pub async fn bind_lb(spec: &LoadBalancerSpec) -> Result<LoadBalancer, LbBindError> {
+    let addr: SocketAddr = spec.listen.parse().map_err(|_| {
+        LbBindError::Other(format!(
+            "`{}` must be an address like 127.0.0.1:8080",
+            spec.listen
+        ))
+    })?;
     LoadBalancer::bind_with(addr, lb_config(spec))
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        .map_err(|e| match swell_lb::AddressInUse::find(&e) {
+            Some(in_use) => LbBindError::AddressInUse(in_use.clone()),
+            None => LbBindError::Other(format!("cannot listen on {addr}: {e}")),
+        })
 }
 
 /// The load balancer's configuration from the group document's section.
@@ -659,6 +684,7 @@ pub fn lb_config(spec: &LoadBalancerSpec) -> LbConfig {
         idle_timeout: spec.idle_timeout,
         max_body_bytes: spec.max_body_bytes,
         workers: spec.workers as usize,
+        max_connections: spec.max_connections as usize,
         ..LbConfig::default()
     }
 }
@@ -724,6 +750,9 @@ struct GroupWorker {
     source_round: Option<tokio::task::JoinHandle<()>>,
     /// What went wrong in the metric sources' last round, shown in the worker's status.
     source_problem: Option<String>,
+    /// Why the group's load balancer is not running (its address is taken, …), shown
+    /// in the worker's status; retried every evaluation until it binds.
+    lb_problem: Option<String>,
     controller: Arc<Controller>,
     key: GroupKey,
     status: Arc<Mutex<String>>,
@@ -759,7 +788,15 @@ struct GroupWorker {
 
 impl GroupWorker {
     fn set_status(&self, s: impl Into<String>) {
-        let mut s = s.into();
+        let s = s.into();
+        let mut s = s
+            .split("; load balancer: ")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(problem) = &self.lb_problem {
+            s = format!("{s}; load balancer: {problem}");
+        }
         if let Some(problem) = &self.source_problem {
             s = format!("{s}; metric source: {problem}");
         }
@@ -789,22 +826,64 @@ impl GroupWorker {
                 old.shutdown().await;
             }
             self.lb_spec = wanted;
+            self.lb_trouble(group, None).await;
             return;
         }
         if wanted == self.lb_spec {
+            if wanted.is_none() {
+                self.lb_trouble(group, None).await;
+            }
             return;
         }
         if let Some(old) = self.replace_lb(None) {
             old.shutdown().await;
         }
         self.lb_spec = None;
-        if let Some(spec) = wanted {
-            match bind_lb(&spec).await {
+        match wanted {
+            Some(spec) => match bind_lb(&spec).await {
                 Ok(lb) => {
                     self.replace_lb(Some(lb));
                     self.lb_spec = Some(spec);
+                    self.lb_trouble(group, None).await;
                 }
-                Err(e) => self.set_status(format!("load balancer: {e}")),
+                Err(e) => self.lb_trouble(group, Some(e.to_string())).await,
+            },
+            None => self.lb_trouble(group, None).await,
+        }
+    }
+
+    /// Records why the load balancer is not running (`None`: it runs, or the group has
+    /// none): in the status, and as one `load_balancer_error` event per new problem,
+    /// so that the group's owner sees it; the worker carries on without it.
+    async fn lb_trouble(&mut self, group: &GroupRecord, problem: Option<String>) {
+        if problem == self.lb_problem {
+            return;
+        }
+        match &problem {
+            Some(p) => tracing::error!(group = %group.spec.name, "load balancer: {p}"),
+            None if self.lb_problem.is_some() => {
+                tracing::info!(group = %group.spec.name, "load balancer listening again")
+            }
+            None => {}
+        }
+        self.lb_problem = problem.clone();
+        let current = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        self.set_status(
+            current
+                .split("; metric source: ")
+                .next()
+                .unwrap_or_default(),
+        );
+        if let Some(p) = problem {
+            let event = self.controller.event(
+                &group.tenant,
+                &group.spec.name,
+                EventKind::LoadBalancerError,
+                None,
+                format!("load balancer not running: {p}"),
+            );
+            if let Err(e) = self.controller.store.append_event(event).await {
+                tracing::warn!(group = %group.spec.name, "cannot record the event: {e}");
             }
         }
     }
@@ -819,11 +898,21 @@ impl GroupWorker {
         eval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut intervals = (group.spec.evaluation_interval, group.spec.metrics_interval);
+        // A load balancer that could not bind at start: tried again, and the reason
+        // recorded if it still cannot.
+        if group.spec.load_balancer != self.lb_spec {
+            self.refresh_lb(&group, None).await;
+        }
         self.reconcile().await;
         loop {
             let done = tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = eval.tick() => {
+                    if self.lb_problem.is_some()
+                        && let Some(g) = self.load().await
+                    {
+                        self.refresh_lb(&g, None).await;
+                    }
                     self.evaluate().await;
                     self.reconcile().await
                 }

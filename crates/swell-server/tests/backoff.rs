@@ -621,12 +621,17 @@ async fn grant_default(service: &Service, providers: &[String]) {
 
 /// Creates the group `name` on `provider`, its template sized 0 vCPUs and 0 MiB (as
 /// an OpenStack template leaves them: the flavor says the size). The fakes stand in
-/// for `process` and `docker`, since an `openstack` group needs its own template section.
+/// for `process` and `openstack` (a `docker` template must have non-zero limits).
 async fn create_unsized_group(service: &Service, name: &str, provider: &str, desired: u32) {
+    let mut template = serde_json::json!(
+        {"command": ["sleep", "1000"], "image": "app:latest", "vcpus": 0, "memory_mb": 0});
+    if provider == "openstack" {
+        template["openstack"] = serde_json::json!({"flavor": "m1.tiny"});
+    }
     let spec: GroupSpec = serde_json::from_value(serde_json::json!({
         "name": name,
         "provider": provider,
-        "template": {"command": ["sleep", "1000"], "image": "app:latest", "vcpus": 0, "memory_mb": 0},
+        "template": template,
         "min": 0, "max": 4, "desired_capacity": desired,
         "evaluation_interval": "100ms", "metrics_interval": "100ms", "drain_timeout": "0s",
         "policies": [{"type": "threshold", "scale_out_above": 1000}]
@@ -685,13 +690,13 @@ fn sized(name: &'static str, vcpus: u32) -> Arc<Fake> {
 async fn a_tenant_vcpu_quota_counts_the_providers_instance_size_not_the_templates() {
     // 10 vCPUs of quota, 4 per instance on the provider (a flavor): floor(10 / 4) = 2
     // of the 4 asked for. The template's 0 vCPUs would not cap at all.
-    let fake = sized("docker", 4);
+    let fake = sized("openstack", 4);
     let quota = Quota {
         max_vcpus: Some(10),
         ..Quota::default()
     };
     let (service, controller) = setup_quota(vec![fake.clone()], quota).await;
-    create_unsized_group(&service, "g", "docker", 4).await;
+    create_unsized_group(&service, "g", "openstack", 4).await;
     creates_settle_at(&fake, 2).await;
     the_one_event(
         &service,
@@ -709,10 +714,10 @@ async fn a_tenant_vcpu_quota_counts_the_providers_instance_size_not_the_template
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_groups_instances_count_at_their_own_providers_size() {
     // `a` runs one instance of 4 vCPUs on `process`; `g` asks for four of 2 vCPUs on
-    // `docker`. Quota 9: 5 left, floor(5 / 2) = 2. (Counting `a` by its template, 0,
+    // `openstack`. Quota 9: 5 left, floor(5 / 2) = 2. (Counting `a` by its template, 0,
     // would allow 4; at `g`'s size, 3.)
     let big = sized("process", 4);
-    let small = sized("docker", 2);
+    let small = sized("openstack", 2);
     let quota = Quota {
         max_vcpus: Some(9),
         ..Quota::default()
@@ -732,7 +737,7 @@ async fn another_groups_instances_count_at_their_own_providers_size() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    create_unsized_group(&service, "g", "docker", 4).await;
+    create_unsized_group(&service, "g", "openstack", 4).await;
     creates_settle_at(&small, 2).await;
     assert_eq!(big.calls("create").len(), 1);
     the_one_event(
@@ -753,14 +758,14 @@ async fn an_unreadable_size_never_lifts_the_tenant_quota() {
     // The size cannot be read and the template says 0: nothing is created under a
     // vCPU quota (counting 0 would lift it), and the event says why. Once the size
     // can be read, the scale-out goes on up to the quota.
-    let fake = sized("docker", 4);
+    let fake = sized("openstack", 4);
     *fake.size_fails.lock().unwrap() = true;
     let quota = Quota {
         max_vcpus: Some(8),
         ..Quota::default()
     };
     let (service, controller) = setup_quota(vec![fake.clone()], quota).await;
-    create_unsized_group(&service, "g", "docker", 4).await;
+    create_unsized_group(&service, "g", "openstack", 4).await;
     until("several passes", || {
         match fake.calls("instance_size").len() {
             n if n >= 6 => Ok(()),

@@ -157,13 +157,38 @@ struct ServeArgs {
     #[arg(long)]
     docker: bool,
     /// A Docker engine (a host) of the `docker` provider, `NAME=ENDPOINT`, e.g.
-    /// `h2=tcp://10.0.0.2:2375` or `local=unix:///var/run/docker.sock`; repeatable.
+    /// `h2=tcp://10.0.0.2:2376` (needs --docker-tls-*) or
+    /// `local=unix:///var/run/docker.sock`; repeatable.
     #[arg(
         long = "docker-engine",
         env = "SWELL_DOCKER_ENGINES",
         value_delimiter = ','
     )]
     docker_engines: Vec<String>,
+    /// The CA certificate (PEM) that signed the `tcp://` Docker engines' certificates.
+    #[arg(
+        long,
+        env = "SWELL_DOCKER_TLS_CA",
+        value_name = "FILE",
+        requires_all = ["docker_tls_cert", "docker_tls_key"]
+    )]
+    docker_tls_ca: Option<PathBuf>,
+    /// This server's client certificate (PEM) for the `tcp://` Docker engines.
+    #[arg(
+        long,
+        env = "SWELL_DOCKER_TLS_CERT",
+        value_name = "FILE",
+        requires_all = ["docker_tls_ca", "docker_tls_key"]
+    )]
+    docker_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of that client certificate.
+    #[arg(
+        long,
+        env = "SWELL_DOCKER_TLS_KEY",
+        value_name = "FILE",
+        requires_all = ["docker_tls_ca", "docker_tls_cert"]
+    )]
+    docker_tls_key: Option<PathBuf>,
     /// Enable the `openstack` provider on the cloud the `OS_*` environment describes
     /// (an openrc: OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, …).
     #[arg(long, conflicts_with = "os_cloud")]
@@ -266,21 +291,37 @@ fn openstack_config(
     Ok(Some(config))
 }
 
-/// The docker provider's engines from `--docker` and `--docker-engine NAME=ENDPOINT`.
-fn docker_engines(
-    local: bool,
-    specs: &[String],
-) -> Result<Vec<swell_providers::docker::EngineConfig>> {
+/// The docker provider's engines from `--docker`, `--docker-engine NAME=ENDPOINT` and
+/// `--docker-tls-*` (the client certificate of every `tcp://` engine). A `tcp://` engine
+/// publishes its containers' ports on the address Swell reaches it at; one without TLS
+/// is refused when the server starts.
+fn docker_engines(args: &ServeArgs) -> Result<Vec<swell_providers::docker::EngineConfig>> {
+    use swell_providers::docker::{EngineConfig, TlsConfig};
+    let tls = match (
+        &args.docker_tls_ca,
+        &args.docker_tls_cert,
+        &args.docker_tls_key,
+    ) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsConfig {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let mut engines = Vec::new();
-    if local {
-        engines.push(swell_providers::docker::EngineConfig::local("local"));
+    if args.docker {
+        engines.push(EngineConfig::local("local"));
     }
-    for spec in specs {
+    for spec in &args.docker_engines {
         let (name, endpoint) = spec
             .split_once('=')
             .with_context(|| format!("--docker-engine `{spec}` must be NAME=ENDPOINT, e.g. local=unix:///var/run/docker.sock"))?;
-        let mut engine = swell_providers::docker::EngineConfig::local(name);
-        engine.endpoint = endpoint.to_string();
+        let mut engine = EngineConfig::for_endpoint(name, endpoint)
+            .with_context(|| format!("--docker-engine `{spec}`"))?;
+        if !engine.endpoint.starts_with("unix://") && !engine.endpoint.starts_with('/') {
+            engine.tls = tls.clone();
+        }
         engines.push(engine);
     }
     Ok(engines)
@@ -476,6 +517,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     init_tracing("info", args.log_format, args.log_level.as_deref())?;
     use swell_server::secrets::SecretString;
     let openstack = openstack_config(&args)?;
+    let docker_engines = docker_engines(&args)?;
     let admin_password = match (args.admin_password, &args.admin_password_file) {
         (Some(p), _) => Some(p),
         (None, Some(f)) => Some(
@@ -494,7 +536,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin_password: admin_password.map(SecretString::new),
         secret_key: args.secret_key.map(SecretString::new),
         secret_key_file: args.secret_key_file,
-        docker_engines: docker_engines(args.docker, &args.docker_engines)?,
+        docker_engines,
         openstack,
         min_interval: args.min_interval,
         trusted_proxies: args.trusted_proxies,
@@ -774,6 +816,55 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.source)
         }
+    }
+
+    /// The engines `swell serve ARGS` would start with, checked as the server checks
+    /// them: the rule broken (`field: rule`), if any.
+    fn serve_engines(args: &[&str]) -> Result<Vec<String>, String> {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from(["swell", "serve"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let super::Command::Serve(serve) = cli.command else {
+            return Err("not serve".into());
+        };
+        let engines = super::docker_engines(&serve).map_err(|e| format!("{e:#}"))?;
+        let config = swell_providers::docker::DockerConfig::new("owner", engines.clone());
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(engines
+            .iter()
+            .map(|e| format!("{} {} tls={}", e.name, e.publish_address, e.tls.is_some()))
+            .collect())
+    }
+
+    #[test]
+    fn a_tcp_docker_engine_needs_tls_and_publishes_where_it_is_reached() {
+        let tls = [
+            "--docker-tls-ca",
+            "ca.pem",
+            "--docker-tls-cert",
+            "cert.pem",
+            "--docker-tls-key",
+            "key.pem",
+        ];
+        let err = serve_engines(&["--docker-engine", "h2=tcp://10.0.0.2:2375"]).unwrap_err();
+        assert!(
+            err.starts_with("engines[0].tls: a tcp:// engine needs TLS"),
+            "{err}"
+        );
+        let mut args = vec!["--docker", "--docker-engine", "h2=tcp://10.0.0.2:2376"];
+        args.extend(tls);
+        assert_eq!(
+            serve_engines(&args),
+            Ok(vec![
+                "local 127.0.0.1 tls=false".to_string(),
+                "h2 10.0.0.2 tls=true".to_string()
+            ])
+        );
+        // All three files or none.
+        let err = serve_engines(&["--docker-tls-ca", "ca.pem"]).unwrap_err();
+        assert!(err.contains("--docker-tls-cert"), "{err}");
+        let err = serve_engines(&["--docker-engine", "h2=ssh://host"]).unwrap_err();
+        assert!(err.contains("must be unix://"), "{err}");
     }
 
     #[test]
