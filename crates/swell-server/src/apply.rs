@@ -68,14 +68,17 @@ fn group_label(i: usize, name: &str) -> String {
 /// the message naming the group.
 fn in_group(i: usize, name: &str, e: ServiceError) -> ServiceError {
     let label = group_label(i, name);
-    match e {
-        ServiceError::Invalid(v) => {
-            let mut v = v.within(&format!("groups[{i}]"));
-            if GroupName::new(name.to_string()).is_ok() {
-                v.rule = format!("group `{name}`: {}", v.rule);
-            }
-            ServiceError::Invalid(v)
+    let place = |v: ValidationError| {
+        let mut v = v.within(&format!("groups[{i}]"));
+        if GroupName::new(name.to_string()).is_ok() {
+            v.rule = format!("group `{name}`: {}", v.rule);
         }
+        v
+    };
+    match e {
+        ServiceError::Invalid(v) => ServiceError::Invalid(place(v)),
+        ServiceError::NotGranted(v) => ServiceError::NotGranted(place(v)),
+        ServiceError::Taken(v) => ServiceError::Taken(place(v)),
         ServiceError::Unknown(v) => ServiceError::Unknown(v.within(&format!("groups[{i}]"))),
         ServiceError::Forbidden(m) => ServiceError::Forbidden(format!("{label}: {m}")),
         ServiceError::State(m) => ServiceError::State(format!("{label}: {m}")),

@@ -125,8 +125,9 @@ async fn apply_is_all_or_nothing_with_a_plan_and_prune() {
     let before = stored(&s).await;
     assert_eq!(before.len(), 2, "{before:?}");
 
-    // The third group is invalid for the server only (a provider this server lacks):
-    // the CLI's own checks pass, the server refuses the whole document.
+    // The third group is invalid for the server only (a provider the tenant was not
+    // granted, and this server lacks): the CLI's own checks pass, the server refuses
+    // the whole document.
     let mut third = g("gamma", 2);
     third["provider"] = json!("docker");
     third["template"]["image"] = json!("nginx");
