@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
-use swell_core::{InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
 use swell_core::Template;
+use swell_core::{InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
 use swell_providers::process::{ProcessConfig, ProcessProvider};
 use swell_providers::{CreateRequest, Provider};
 use swell_server::{Server, ServerConfig};
@@ -427,7 +427,10 @@ async fn restart_adopts_live_instances_fails_dead_intents_and_removes_orphans() 
     })
     .await;
     assert!(stopped.is_ok(), "the orphan was stopped");
-    assert!(forger.try_wait().unwrap().is_none(), "the forger was left alone");
+    assert!(
+        forger.try_wait().unwrap().is_none(),
+        "the forger was left alone"
+    );
     let _ = forger.kill();
     let _ = forger.wait();
     let mut alive: Vec<String> = tagged_processes(&data)
