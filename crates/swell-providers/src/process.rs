@@ -106,9 +106,13 @@ pub const ENV_PORT: &str = "PORT";
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The script of the shell an instance starts as when it gets a cgroup: it waits until
-/// the provider has put it into its cgroup (one line on stdin; end of file, when the
-/// server died first, means "do not start"), then becomes the program, same pid.
-const GATE: &str = "IFS= read -r go || exit 125; exec \"$@\" </dev/null";
+/// the provider has put it into its cgroup and recorded it (one line on stdin; end of
+/// file, when the server died first, means "do not start"), then becomes the program,
+/// same pid. `SWELL_OWNER` comes as its first argument and joins the environment only
+/// then, so that a process still waiting at the gate carries no owner tag: whoever
+/// tells instances by their tags (an operator's `ps e`, the end-to-end tests) sees one
+/// only once it is recorded and runs its program.
+const GATE: &str = "IFS= read -r go || exit 125; SWELL_OWNER=$1; export SWELL_OWNER; shift; exec \"$@\" </dev/null";
 
 /// How often delete, pause and resume look at a process while they wait for it.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
@@ -592,7 +596,7 @@ impl Provider for ProcessProvider {
         let logs_dir = dir.clone();
         let (stdout, stderr) = blocking(move || open_logs(&logs_dir, user.as_ref())).await??;
 
-        let env = self.environment(request, &dir, port);
+        let mut env = self.environment(request, &dir, port);
         let port_text = port.to_string();
         let program = program.replace("{port}", &port_text);
         let args: Vec<String> = command[1..]
@@ -616,10 +620,12 @@ impl Provider for ProcessProvider {
             let path = env.get("PATH").map_or("", String::as_str);
             let resolved =
                 resolve_program(&program, path, &dir).map_err(|e| spawn_error(&program, e))?;
+            let owner = env.remove(ENV_OWNER).unwrap_or_default();
             let mut cmd = tokio::process::Command::new("/bin/sh");
             cmd.arg("-c")
                 .arg(GATE)
                 .arg("swell-gate")
+                .arg(owner)
                 .arg(resolved)
                 .args(&args)
                 .stdin(Stdio::piped());

@@ -4,7 +4,10 @@
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
+use swell_core::Template;
 use swell_core::{InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
+use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_providers::{CreateRequest, Provider};
 use swell_server::{Server, ServerConfig};
 use swell_store::{InstanceRecord, SqliteStore, Store};
 
@@ -383,10 +386,31 @@ async fn restart_adopts_live_instances_fails_dead_intents_and_removes_orphans() 
         .await
         .unwrap();
     store.close().await;
-    let mut orphan = std::process::Command::new("sleep")
+    // The orphan is a process Swell started (recorded, in its cgroup): a server only
+    // ever adopts or stops what it recorded itself.
+    let orphan_provider = ProcessProvider::new(ProcessConfig::new(
+        data.join("instances"),
+        data.display().to_string(),
+    ));
+    let orphan = orphan_provider
+        .create(&CreateRequest {
+            instance_id: InstanceId("orphan".into()),
+            tenant: TenantId::default_tenant(),
+            group: "batch".into(),
+            template: Template {
+                command: vec!["sleep".into(), "1000".into()],
+                ..Template::default()
+            },
+        })
+        .await
+        .unwrap();
+    let orphan_pid: i32 = orphan.native_id.parse().unwrap();
+    // A process posing as one of the group's instances by its environment is neither
+    // adopted nor stopped: it is not the server's.
+    let mut forger = std::process::Command::new("sleep")
         .arg("1000")
         .env("SWELL_OWNER", &data)
-        .env("SWELL_INSTANCE_ID", "orphan")
+        .env("SWELL_INSTANCE_ID", "forger")
         .env("SWELL_GROUP", "batch")
         .env("SWELL_TENANT", "default")
         .spawn()
@@ -398,15 +422,19 @@ async fn restart_adopts_live_instances_fails_dead_intents_and_removes_orphans() 
         after, before,
         "the same instances are adopted, none duplicated"
     );
-    let status = tokio::time::timeout(
-        Duration::from_secs(15),
-        tokio::task::spawn_blocking(move || orphan.wait()),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    assert!(!status.success(), "the orphan was stopped");
+    let stopped = tokio::time::timeout(Duration::from_secs(15), async {
+        while std::fs::metadata(format!("/proc/{orphan_pid}")).is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the orphan was stopped");
+    assert!(
+        forger.try_wait().unwrap().is_none(),
+        "the forger was left alone"
+    );
+    let _ = forger.kill();
+    let _ = forger.wait();
     let mut alive: Vec<String> = tagged_processes(&data)
         .into_iter()
         .map(|(_, id)| id)
