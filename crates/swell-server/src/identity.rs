@@ -680,3 +680,51 @@ impl Service {
         self.caller_user(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_tenant_is_bounded_unless_told_otherwise() {
+        let q = |i, g| Quota {
+            max_instances: i,
+            max_groups: g,
+            ..Quota::default()
+        };
+        for (requested, default, want) in [
+            // Nothing anywhere: the built-in limits.
+            (q(None, None), q(None, None), q(Some(20), Some(10))),
+            // Asked for: kept.
+            (q(Some(3), Some(1)), q(None, None), q(Some(3), Some(1))),
+            // The service-wide default sets one: it applies (the tenant's own stays unset).
+            (q(None, None), q(Some(50), None), q(None, Some(10))),
+            (q(None, None), q(Some(50), Some(5)), q(None, None)),
+        ] {
+            assert_eq!(
+                new_tenant_quota(requested, &default),
+                want,
+                "{requested:?} {default:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grants_replace_only_the_lists_given() {
+        let base = Grants::bootstrap();
+        let g = grants_from(base.clone(), None, None, Some(&["acme/*".into()])).unwrap();
+        assert_eq!(g.providers, base.providers);
+        assert_eq!(g.listen, base.listen);
+        assert_eq!(g.images.len(), 1);
+        let g = grants_from(base, Some(&[]), Some(&[]), None).unwrap();
+        assert_eq!(g, Grants::default());
+        let e = grants_from(
+            Grants::default(),
+            None,
+            Some(&["127.0.0.1:9-8".into()]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "listen[0]");
+    }
+}

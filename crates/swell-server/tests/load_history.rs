@@ -523,10 +523,7 @@ async fn a_full_worker_queue_refuses_pushes_instead_of_growing() {
         value: 1.0,
         instance_id: None,
     };
-    match service
-        .push_metrics(&tenant, "busy", &[sample.clone()])
-        .await
-    {
+    match service.push_metrics(&tenant, "busy", &[sample]).await {
         Err(ServiceError::Busy(why)) => assert!(why.contains("push again"), "{why}"),
         // The service's store reads may have let the worker drain the queue first.
         Ok(_) => {}

@@ -175,4 +175,26 @@ mod tests {
             }
         }
     }
+
+    /// `swell apply -f examples/tenant.yaml` works unchanged on the bootstrap `default`
+    /// tenant (issue 15): its groups name only what the bootstrap grants cover, and tick
+    /// no faster than the server's default floor.
+    #[test]
+    fn the_tenant_example_fits_the_bootstrap_grants() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tenant.yaml");
+        let text = std::fs::read_to_string(&path).expect("the example");
+        let doc: TenantDoc = parse(&text, "tenant.yaml").unwrap_or_else(|e| panic!("{e:#}"));
+        let grants = swell_core::Grants::bootstrap();
+        let floor = swell_server::service::DEFAULT_MIN_INTERVAL;
+        for g in &doc.groups {
+            for p in g.providers() {
+                assert!(grants.allows_provider(p), "{}: provider {p}", g.name);
+            }
+            if let Some(lb) = &g.load_balancer {
+                let addr = lb.listen.parse().expect("an address");
+                assert!(grants.allows_listen(&addr), "{}: {}", g.name, lb.listen);
+            }
+            assert!(g.evaluation_interval >= floor && g.metrics_interval >= floor);
+        }
+    }
 }
