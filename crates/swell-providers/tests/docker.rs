@@ -485,7 +485,10 @@ async fn containers_are_hardened_and_publish_on_the_engine_address_only() {
     );
     assert_eq!(inspect(c, "{{.HostConfig.Privileged}}"), "false");
     assert_eq!(
-        inspect(c, "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}"),
+        inspect(
+            c,
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}"
+        ),
         format!("1000000000 {0} {0}", 64 * 1024 * 1024)
     );
     assert_eq!(inspect(c, "{{.Config.User}}"), "65534:65534");
@@ -516,7 +519,10 @@ async fn containers_are_hardened_and_publish_on_the_engine_address_only() {
     wait_healthy(other.address.expect("address")).await;
     let c = "swell-hard-2";
     assert_eq!(
-        inspect(c, "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.Tmpfs}} {{.Config.User}}"),
+        inspect(
+            c,
+            "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.Tmpfs}} {{.Config.User}}"
+        ),
         "false null 1000:1000"
     );
     assert_eq!(inspect(c, "{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
@@ -1072,10 +1078,7 @@ async fn an_engine_over_tcp_with_tls() {
     ))
     .expect_err("a tcp:// engine without TLS is refused");
     assert_eq!(err.field, "engines[0].tls", "{err}");
-    let (ok, out) = docker(
-        None,
-        &["-H", &format!("tcp://127.0.0.1:{port}"), "info"],
-    );
+    let (ok, out) = docker(None, &["-H", &format!("tcp://127.0.0.1:{port}"), "info"]);
     assert!(!ok, "the engine answers plain TCP: {out}");
 
     p.delete(&inst.instance_id, Duration::from_secs(2))

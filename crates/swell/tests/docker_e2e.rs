@@ -507,6 +507,21 @@ async fn docker_group_scales_out_and_in_under_load() {
     h.s.cli_json(&["scale", "ctr", "4"]).await;
     let four = h.converged("ctr", 4).await;
     assert!(four.iter().all(|i| i["host"] == "local"), "{four:#?}");
+    // Each container serves through the load balancer hardened, its port bound to
+    // 127.0.0.1 only.
+    for id in ids(&four) {
+        let (ok, seen) = docker(
+            None,
+            &[
+                "inspect",
+                "--format",
+                r#"{{json .HostConfig.CapDrop}} {{.HostConfig.ReadonlyRootfs}} {{range (index .NetworkSettings.Ports "8080/tcp")}}{{.HostIp}}{{end}}"#,
+                &format!("swell-{id}"),
+            ],
+        );
+        assert!(ok, "{seen}");
+        assert_eq!(seen, r#"["ALL"] true 127.0.0.1"#, "{id}");
+    }
     load.more(100, CONVERGE).await;
     h.s.cli_json(&["scale", "ctr", "1"]).await;
     let one = h.converged("ctr", 1).await;
