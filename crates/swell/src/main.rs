@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: REST API, controller and load balancers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Watch a fleet scale out and back in on the embedded defaults.
     Demo(cmd_demo::DemoArgs),
     /// Create or update the groups of a tenant document (YAML or JSON).
@@ -176,6 +176,22 @@ struct ServeArgs {
         value_name = "PREFIX"
     )]
     allow_metric_urls: Vec<String>,
+    /// Serve the API over TLS with this certificate chain (PEM, leaf first).
+    #[arg(
+        long,
+        env = "SWELL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "SWELL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_cidr(text: &str) -> Result<swell_server::auth::source::Cidr, String> {
@@ -362,7 +378,7 @@ fn init_tracing(default: &str) {
 
 async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Demo(args) => cmd_demo::run(args).await,
         Command::DemoApp { port } => swell_demo_app::run(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
@@ -400,6 +416,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         trusted_proxies: args.trusted_proxies,
         metric_urls: swell_server::metric_urls::MetricUrlPolicy::prefixes(&args.allow_metric_urls)
             .map_err(|e| anyhow::anyhow!("--allow-metric-url: {e}"))?,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(swell_server::tls::TlsFiles { cert, key }),
+            _ => None,
+        },
     })
     .await?;
     if let Some(p) = server.generated_admin_password() {
@@ -411,10 +431,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             eprintln!("could not store a token for the CLI: {e:#}");
         }
     }
-    eprintln!(
-        "swell serving the API on http://{} (Ctrl-C to stop)",
-        server.addr()
-    );
+    eprintln!("swell serving the API on {} (Ctrl-C to stop)", server.url());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let lost = tokio::select! {
