@@ -276,6 +276,7 @@ async fn junk_user_names_do_not_grow_the_limiters() {
         "{statuses:?}"
     );
     let sizes = e.service.auth().limiter_sizes();
+    eprintln!("answers {statuses:?}; limiters {sizes:?}");
     for (name, size) in [
         ("per source", sizes.per_source),
         ("per user and source", sizes.per_user_and_source),
