@@ -137,6 +137,11 @@ fn not_found(kind: &'static str, name: &str) -> ServiceError {
     }
 }
 
+/// Held across the "is another admin or tenant left?" check and the delete, so that
+/// two concurrent deletes cannot both see the other's victim as the one remaining.
+/// (Process-wide: one server per store; it only serialises these rare admin calls.)
+static LAST_ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Service {
     fn caller_user<'p>(&self, p: &'p Principal) -> Result<&'p str> {
         p.user
@@ -234,6 +239,7 @@ impl Service {
     /// The last live tenant cannot be deleted (409): every login, an admin's too, is to
     /// a tenant, so without one no admin could log in again.
     pub async fn delete_tenant(&self, id: &str, force: bool) -> Result<(TenantRecord, bool)> {
+        let _last_one = LAST_ONE.lock().await;
         let mut t = self.get_tenant(id).await?;
         let others = self
             .store
@@ -374,6 +380,7 @@ impl Service {
     /// Deletes a user (with its roles, tokens and the API keys it created). The last
     /// admin cannot be deleted.
     pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let _last_one = LAST_ONE.lock().await;
         let users = self.store.list_users().await?;
         let target = users
             .iter()

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod metric_urls;
 pub mod secrets;
 pub mod service;
+pub mod tls;
 
 use crate::clock::{Clock, TokioClock};
 use crate::controller::{Controller, ControllerOptions, Providers};
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     /// Run process instances as this unprivileged user (`--instance-user`) instead of
     /// the server's; the server must run as root, and the user must exist.
     pub instance_user: Option<String>,
+    /// Serve the API over TLS with this certificate and key (`--tls-cert`, `--tls-key`);
+    /// `None`: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +102,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             metric_urls: metric_urls::MetricUrlPolicy::default(),
             instance_user: None,
+            tls: None,
         }
     }
 }
@@ -138,6 +143,9 @@ pub enum StartError {
     /// The openstack provider's configuration is invalid.
     #[error("openstack provider: {0}")]
     OpenStack(#[from] swell_providers::openstack::OpenStackConfigError),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// The API address cannot be bound.
     #[error(
         "cannot listen on {addr}: {source} (is another swell running? use --listen to pick another address)"
@@ -156,6 +164,7 @@ pub struct Server {
     service: Arc<Service>,
     controller: Arc<Controller>,
     addr: SocketAddr,
+    tls: bool,
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
     generated_admin_password: Option<secrets::SecretString>,
@@ -314,6 +323,8 @@ impl Server {
                 ssh_keys_dir: Some(data_dir.join("ssh-keys")),
             },
         );
+        // Before anything binds or starts: a bad certificate is a start error.
+        let tls_config = config.tls.as_ref().map(tls::server_config).transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -345,20 +356,44 @@ impl Server {
             .await?
             .map(secrets::SecretString::new);
         let stop = CancellationToken::new();
-        let app = http::router(service.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let router = http::router(service.clone());
         let stopped = stop.clone();
-        let http = tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!("API server: {e}");
+        let http = match tls_config {
+            None => {
+                let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stopped.cancelled().await });
+                    if let Err(e) = serve.await {
+                        tracing::error!("API server: {e}");
+                    }
+                })
             }
-        });
-        tracing::info!(%addr, data_dir = %data_dir.display(), "swell serving");
+            Some(tls_config) => {
+                let listener = tls::TlsListener::new(listener, tls_config).map_err(|source| {
+                    StartError::Listen {
+                        addr: config.listen,
+                        source,
+                    }
+                })?;
+                let app = router
+                    .layer(axum::middleware::from_fn(tls::peer_as_socket_addr))
+                    .into_make_service_with_connect_info::<tls::TlsPeer>();
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stopped.cancelled().await });
+                    if let Err(e) = serve.await {
+                        tracing::error!("API server: {e}");
+                    }
+                })
+            }
+        };
+        tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %data_dir.display(), "swell serving");
         Ok(Server {
             service,
             controller,
             addr,
+            tls: config.tls.is_some(),
             stop,
             http,
             generated_admin_password,
@@ -376,6 +411,12 @@ impl Server {
     /// The API's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The API's base URL: `https://ADDR` with TLS, else `http://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The internal API.

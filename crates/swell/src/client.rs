@@ -51,11 +51,26 @@ pub fn current_token() -> Option<String> {
 
 impl Client {
     /// A client of the server at `url` (e.g. `http://127.0.0.1:7700`).
+    /// `SWELL_CA_CERT` names a PEM file of CA certificates trusted besides the
+    /// system's (a server with `--tls-cert` signed by a private CA, or self-signed).
     pub fn new(url: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .context("building the HTTP client")?;
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(path) = std::env::var_os("SWELL_CA_CERT").filter(|p| !p.is_empty()) {
+            let path = std::path::PathBuf::from(path);
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("SWELL_CA_CERT: reading {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("SWELL_CA_CERT: {} is not PEM", path.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "SWELL_CA_CERT: {} holds no certificate",
+                path.display()
+            );
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
             base: server_url(url)?,
             http,

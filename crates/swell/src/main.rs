@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: REST API, controller and load balancers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Watch a fleet scale out and back in on the embedded defaults.
     Demo(cmd_demo::DemoArgs),
     /// Apply a tenant document (YAML or JSON) whole: create its new groups, update the
@@ -238,6 +238,22 @@ struct ServeArgs {
         value_name = "PREFIX"
     )]
     allow_metric_urls: Vec<String>,
+    /// Serve the API over TLS with this certificate chain (PEM, leaf first).
+    #[arg(
+        long,
+        env = "SWELL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "SWELL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 /// How `swell serve` writes its log.
@@ -502,7 +518,7 @@ fn colour_on_stderr() -> bool {
 
 async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Demo(args) => cmd_demo::run(args).await,
         Command::DemoApp { port } => swell_demo_app::run(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
@@ -543,6 +559,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         metric_urls: swell_server::metric_urls::MetricUrlPolicy::prefixes(&args.allow_metric_urls)
             .map_err(|e| anyhow::anyhow!("--allow-metric-url: {e}"))?,
         instance_user: args.instance_user,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(swell_server::tls::TlsFiles { cert, key }),
+            _ => None,
+        },
     })
     .await?;
     let format = args.log_format;
@@ -563,10 +583,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     notice(
         format,
-        &format!(
-            "swell serving the API on http://{} (Ctrl-C to stop)",
-            server.addr()
-        ),
+        &format!("swell serving the API on {} (Ctrl-C to stop)", server.url()),
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
