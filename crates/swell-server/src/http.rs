@@ -5,6 +5,7 @@ use crate::auth::middleware::authorize;
 use crate::auth::{AuthError, Principal};
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::http_identity;
+use crate::openapi::Contract;
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
@@ -119,7 +120,7 @@ use utoipa::OpenApi;
         api::ApplyChange,
         api::ApplyResult
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Contract),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

@@ -236,3 +236,105 @@ async fn apply_is_all_or_nothing_with_a_plan_and_prune() {
         ])
     );
 }
+
+/// The published document describes the API a client meets: every documented
+/// operation exists on the server (no token: 401 where one is needed, never the
+/// unknown-route 404 or a 405), public ones say `security: []`, every error answer is
+/// `application/problem+json` with the problem schema, bodies may be refused 400/413.
+#[tokio::test]
+async fn the_openapi_document_matches_the_server() {
+    let s = Swell::start().await;
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(format!("{}/v1/openapi.json", s.url))
+        .send()
+        .await
+        .expect("the document")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(doc["servers"][0]["url"], "/", "{}", doc["servers"]);
+    let tags: Vec<&str> = doc["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        tags.contains(&"groups") && tags.contains(&"auth"),
+        "{tags:?}"
+    );
+    let problem_ref = json!({"$ref": "#/components/schemas/Problem"});
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            operations += 1;
+            let what = format!("{} {path}", method.to_uppercase());
+            let tag = op["tags"][0].as_str().unwrap_or_default();
+            assert!(tags.contains(&tag), "{what}: tag `{tag}`");
+            let responses = op["responses"].as_object().expect("responses");
+            for (status, r) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        r["content"]["application/problem+json"]["schema"], problem_ref,
+                        "{what} {status}: {r}"
+                    );
+                    assert!(r["content"].get("application/json").is_none(), "{what}");
+                }
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413"] {
+                    assert!(responses.contains_key(status), "{what} lacks {status}");
+                }
+            }
+            let public = op["security"] == json!([]);
+            // The route is real: called without a token it is refused or answered,
+            // never the unknown-route fallback.
+            let url = format!("{}{}", s.url, path.replace('{', "x").replace('}', ""));
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+            let answer = http
+                .request(method, &url)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("an answer");
+            let status = answer.status().as_u16();
+            let content_type = answer
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, 405, "{what}: {body}");
+            assert!(
+                body["detail"] != "no such route; see /v1/openapi.json",
+                "{what} is documented but not routed"
+            );
+            if public {
+                assert_ne!(status, 401, "{what} is documented public: {body}");
+            } else {
+                assert_eq!(status, 401, "{what} without a token: {body}");
+                assert!(responses.contains_key("401"), "{what} lacks 401");
+            }
+            if status >= 400 {
+                assert_eq!(content_type, "application/problem+json", "{what}");
+                assert!(
+                    responses.contains_key(&status.to_string()),
+                    "{what}: answered {status}, which is not documented"
+                );
+            }
+        }
+    }
+    assert!(operations >= 40, "{operations} operations");
+    for public in [("/v1/health", "get"), ("/v1/auth/tokens", "post")] {
+        assert_eq!(
+            doc["paths"][public.0][public.1]["security"],
+            json!([]),
+            "{public:?}"
+        );
+    }
+    assert_ne!(doc["paths"]["/v1/groups"]["get"]["security"], json!([]));
+}
