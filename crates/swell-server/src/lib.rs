@@ -14,7 +14,7 @@ pub mod fuzz_targets;
 pub mod http;
 pub mod http_identity;
 pub mod identity;
-mod openapi;
+pub mod openapi;
 pub mod secrets;
 pub mod service;
 

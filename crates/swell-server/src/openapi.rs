@@ -161,3 +161,249 @@ impl utoipa::Modify for Contract {
         }
     }
 }
+
+/// A group document that uses every field (each policy type, both metric sources, an
+/// OpenStack template, a load balancer with its checks). The `GroupDocument` schema is
+/// derived from what `GroupSpec` makes of it, so the schema has exactly the fields the
+/// server reads and writes; a test fails when `GroupSpec` gains a field this example
+/// does not show.
+pub(crate) fn full_group_document() -> serde_json::Value {
+    serde_json::json!({
+        "name": "web",
+        "provider": "openstack",
+        "fallback_providers": ["process"],
+        "template": {
+            "command": ["./app", "--port", "{port}"],
+            "image": "cirros",
+            "env": {"MODE": "prod"},
+            "vcpus": 1,
+            "memory_mb": 256,
+            "openstack": {
+                "flavor": "m1.tiny",
+                "networks": ["private"],
+                "security_groups": ["default"],
+                "security_group_rules": [{
+                    "direction": "ingress", "protocol": "tcp", "port_range_min": 80,
+                    "port_range_max": 80, "remote_ip_prefix": "0.0.0.0/0"
+                }],
+                "key_name": "lab",
+                "user_data": "#cloud-config\n",
+                "availability_zone": "nova",
+                "floating_ip_network": "public",
+                "octavia_pool": "pool",
+                "member_port": 80
+            }
+        },
+        "min": 1,
+        "max": 4,
+        "desired_capacity": 2,
+        "cooldown": "2m",
+        "warmup": "10s",
+        "drain_timeout": "30s",
+        "evaluation_interval": "10s",
+        "metrics_interval": "5s",
+        "policies": [
+            {"type": "threshold", "metric": "cpu", "scale_out_above": 70.0, "scale_in_below": 20.0,
+             "step": 1, "steps": [{"breach": 20.0, "step": 2}], "evaluation_period": "40s"},
+            {"type": "proportional", "metric": "cpu", "target": 50.0, "evaluation_period": "40s"},
+            {"type": "target", "metric": "cpu", "target": 50.0, "tolerance": 0.1,
+             "scale_out_period": "1m", "scale_in_period": "5m", "scale_in_stabilization": "5m",
+             "max_step": 4},
+            {"type": "schedule", "cron": "0 8 * * 1-5", "timezone": "Europe/Paris",
+             "duration": "10h", "min": 2, "max": 8, "desired": 3},
+            {"type": "predictive", "metric": "cpu", "target": 50.0, "provisioning_delay": "1m",
+             "min_history": "1d", "max_error": 0.3, "evaluation_period": "1m",
+             "trend_window": "1h"},
+            {"type": "swell", "metric": "cpu", "target": 60.0, "saturation": 90.0,
+             "confidence": 0.95, "provisioning_delay": "1m", "horizon": "5m",
+             "scale_in_window": "10m", "trend_window": "30m", "min_scored": 100,
+             "tolerance": 0.1}
+        ],
+        "load_balancer": {
+            "listen": "127.0.0.1:8080",
+            "protocol": "http",
+            "algorithm": "round_robin",
+            "health_check": {"type": "http", "path": "/healthz", "interval": "5s",
+                "timeout": "2s", "healthy_threshold": 2, "unhealthy_threshold": 3,
+                "replace_after": "30s"},
+            "passive_ejection": {"consecutive_failures": 5, "ejection_time": "30s"},
+            "request_timeout": "60s",
+            "idle_timeout": "60s",
+            "max_body_bytes": 1048576,
+            "workers": 2
+        },
+        "metric_sources": [
+            {"type": "ssh", "user": "cirros", "port": 22, "private_key_file": "lab",
+             "command": "top -b -n 1", "timeout": "5s"},
+            {"type": "prometheus", "url": "http://127.0.0.1:9090", "query": "sum(rate(x[1m]))",
+             "metric": "request_rate", "timeout": "5s"}
+        ]
+    })
+}
+
+/// The JSON schema of a value shaped like `example` (named `key` in its parent), with
+/// the bounds of [`swell_core::limits`]: every field of the example, no other.
+fn schema_of(example: &serde_json::Value, key: &str) -> serde_json::Value {
+    use serde_json::{Value, json};
+    use swell_core::limits;
+    match example {
+        Value::String(_) => {
+            let most = if limits::MULTI_LINE_FIELDS.contains(&key) {
+                limits::MAX_TEXT_BYTES
+            } else {
+                limits::MAX_STRING_BYTES
+            };
+            json!({"type": "string", "maxLength": most})
+        }
+        Value::Bool(_) => json!({"type": "boolean"}),
+        Value::Number(n) if n.is_f64() => json!({"type": "number"}),
+        Value::Number(_) => json!({"type": "integer", "minimum": 0}),
+        Value::Null => json!({"nullable": true}),
+        Value::Array(items) => {
+            // A list of tagged objects (`type:`) is one of its variants.
+            let tagged = items.iter().all(|i| i.get("type").is_some()) && items.len() > 1;
+            let item = if tagged {
+                let variants: Vec<Value> = items.iter().map(|i| schema_of(i, key)).collect();
+                json!({"oneOf": variants})
+            } else {
+                items.first().map_or(json!({}), |i| schema_of(i, key))
+            };
+            json!({"type": "array", "items": item, "maxItems": limits::MAX_ITEMS})
+        }
+        Value::Object(_) if key == "env" => json!({
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": limits::MAX_STRING_BYTES},
+            "maxProperties": limits::MAX_ITEMS,
+        }),
+        Value::Object(map) => {
+            let properties: serde_json::Map<String, Value> = map
+                .iter()
+                .map(|(k, v)| {
+                    let mut s = schema_of(v, k);
+                    if k == "type"
+                        && let Some(tag) = v.as_str()
+                    {
+                        s["enum"] = json!([tag]);
+                    }
+                    (k.clone(), s)
+                })
+                .collect();
+            json!({"type": "object", "properties": properties, "additionalProperties": false})
+        }
+    }
+}
+
+/// The group document's schema: [`full_group_document`] as `GroupSpec` reads and writes it.
+pub(crate) fn group_document_schema() -> serde_json::Value {
+    let example = serde_json::from_value::<swell_core::GroupSpec>(full_group_document())
+        .ok()
+        .and_then(|spec| serde_json::to_value(spec).ok())
+        .unwrap_or_else(full_group_document);
+    let mut schema = schema_of(&example, "");
+    schema["required"] = serde_json::json!(["name", "max", "template"]);
+    schema["description"] =
+        "A group document (docs/configuration.md): what POST /v1/groups and PUT /v1/groups/{name} take.".into();
+    schema["example"] = example;
+    schema
+}
+
+/// The document `GET /v1/openapi.json` serves: [`crate::http::ApiDoc`] with the group
+/// document's schema in place of the free-form objects the handlers declare (the server
+/// reads groups as `GroupSpec`, which has no `ToSchema`: `swell-core` stays free of the
+/// HTTP layer's crates).
+pub fn document() -> serde_json::Value {
+    use utoipa::OpenApi as _;
+    let mut doc = serde_json::to_value(crate::http::ApiDoc::openapi()).unwrap_or_default();
+    let group_ref = serde_json::json!({"$ref": "#/components/schemas/GroupDocument"});
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    {
+        schemas.insert("GroupDocument".into(), group_document_schema());
+    }
+    for pointer in [
+        "/paths/~1v1~1groups/post/requestBody/content/application~1json/schema",
+        "/paths/~1v1~1groups~1{name}/put/requestBody/content/application~1json/schema",
+        "/components/schemas/Group/properties/spec",
+        "/components/schemas/TenantDocument/properties/groups/items",
+    ] {
+        if let Some(slot) = doc.pointer_mut(pointer) {
+            *slot = group_ref.clone();
+        }
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Every key of `got` (recursively, lists by their items) is in `example`.
+    fn covered(got: &Value, example: &Value, path: &str, missing: &mut Vec<String>) {
+        match (got, example) {
+            (Value::Object(g), Value::Object(e)) => {
+                for (k, v) in g {
+                    match e.get(k) {
+                        Some(ev) => covered(v, ev, &format!("{path}.{k}"), missing),
+                        None => missing.push(format!("{path}.{k}")),
+                    }
+                }
+            }
+            (Value::Array(g), Value::Array(e)) => {
+                for (i, v) in g.iter().enumerate() {
+                    if let Some(ev) = e.get(i) {
+                        covered(v, ev, &format!("{path}[{i}]"), missing);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The drift guard: the example is a valid `GroupSpec`, and every field `GroupSpec`
+    /// writes for it (defaults included) is in the example, so in the schema. A field
+    /// added to `GroupSpec` (or to a policy, a source, the load balancer…) fails here
+    /// until the example shows it.
+    #[test]
+    fn the_group_schema_has_every_field_of_group_spec() {
+        let spec: swell_core::GroupSpec =
+            serde_json::from_value(full_group_document()).expect("the example is a GroupSpec");
+        let written = serde_json::to_value(&spec).unwrap();
+        let mut missing = Vec::new();
+        covered(&written, &full_group_document(), "", &mut missing);
+        assert!(missing.is_empty(), "not in the example: {missing:?}");
+        let schema = group_document_schema();
+        let props = schema["properties"].as_object().unwrap();
+        for key in written.as_object().unwrap().keys() {
+            assert!(props.contains_key(key), "{key}");
+        }
+        assert_eq!(
+            schema["properties"]["template"]["properties"]["command"]["maxItems"],
+            256
+        );
+        assert_eq!(
+            schema["properties"]["template"]["properties"]["openstack"]["properties"]["user_data"]
+                ["maxLength"],
+            65536
+        );
+        let policies = schema["properties"]["policies"]["items"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(policies.len(), 6);
+        let doc = document();
+        let group_ref = serde_json::json!({"$ref": "#/components/schemas/GroupDocument"});
+        assert_eq!(
+            doc["paths"]["/v1/groups"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+            group_ref
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["TenantDocument"]["properties"]["groups"]["items"],
+            group_ref
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["Group"]["properties"]["spec"],
+            group_ref
+        );
+    }
+}
