@@ -5,6 +5,7 @@ use crate::auth::middleware::authorize;
 use crate::auth::{AuthError, Principal};
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::http_identity;
+use crate::openapi::Contract;
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
@@ -119,7 +120,7 @@ use utoipa::OpenApi;
         api::ApplyChange,
         api::ApplyResult
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Contract),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -544,7 +545,7 @@ async fn health(State(s): State<Arc<Service>>, p: Option<Principal>) -> axum::Js
 async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+        serde_json::to_string_pretty(&crate::openapi::document()).unwrap_or_default(),
     )
 }
 

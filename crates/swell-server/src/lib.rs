@@ -16,6 +16,7 @@ pub mod http;
 pub mod http_identity;
 pub mod identity;
 pub mod metric_urls;
+pub mod openapi;
 pub mod secrets;
 pub mod service;
 pub mod tls;

@@ -7,7 +7,8 @@ use std::path::Path;
 use swell_core::{GroupSpec, PolicySpec};
 
 /// A tenant document (`tenant.yaml`, after seed 2's `tenant.yml`): the groups one tenant
-/// wants. `swell apply -f` creates the missing groups and updates the others.
+/// wants. `swell apply -f` sends it to `POST /v1/apply`, which creates the missing groups
+/// and updates the changed ones in one transaction.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantDoc {
