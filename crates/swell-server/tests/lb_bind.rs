@@ -18,10 +18,10 @@ use swell_store::{EventFilter, SqliteStore, Store};
 
 async fn start(dir: &Path) -> (Arc<Service>, Arc<Controller>, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swell.db")).await.unwrap());
-    let process = ProcessProvider::new(ProcessConfig {
-        instances_dir: dir.join("instances"),
-        owner: format!("lb-bind-test-{}", dir.display()),
-    });
+    let process = ProcessProvider::new(ProcessConfig::new(
+        dir.join("instances"),
+        format!("lb-bind-test-{}", dir.display()),
+    ));
     let mut providers = Providers::new();
     providers.insert("process".into(), Arc::new(process) as Arc<dyn Provider>);
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
