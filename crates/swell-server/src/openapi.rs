@@ -178,6 +178,7 @@ pub(crate) fn full_group_document() -> serde_json::Value {
             "env": {"MODE": "prod"},
             "vcpus": 1,
             "memory_mb": 256,
+            "docker": {"writable_root": false, "user": "65534:65534"},
             "openstack": {
                 "flavor": "m1.tiny",
                 "networks": ["private"],
@@ -230,6 +231,7 @@ pub(crate) fn full_group_document() -> serde_json::Value {
             "request_timeout": "60s",
             "idle_timeout": "60s",
             "max_body_bytes": 1048576,
+            "max_connections": 10000,
             "workers": 2
         },
         "metric_sources": [

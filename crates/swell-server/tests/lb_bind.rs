@@ -33,6 +33,24 @@ async fn start(dir: &Path) -> (Arc<Service>, Arc<Controller>, Arc<dyn Store>) {
     );
     controller.start().await.unwrap();
     let service = Arc::new(Service::new(store.clone(), controller.clone(), clock));
+    // A tenant is granted nothing implicitly: `default` gets what the bootstrap grants it
+    // (`process`, loopback ports). A restart over the same store finds it there.
+    if store
+        .get_tenant(&TenantId::default_tenant())
+        .await
+        .unwrap()
+        .is_none()
+    {
+        service
+            .create_tenant(swell_api::CreateTenant {
+                name: TenantId::default_tenant().to_string(),
+                providers: Some(vec!["process".into()]),
+                listen: Some(vec!["127.0.0.1:1024-65535".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
     (service, controller, store)
 }
 
