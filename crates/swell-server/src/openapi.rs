@@ -3,7 +3,7 @@
 //! does: public routes need no token (`security: []`), every other one may answer 401
 //! (and 403 when it needs a role), every error answer is `application/problem+json`
 //! with the [`swell_api::Problem`] schema, a body may be refused 400 or 413, a path
-//! naming an object 404; plus `servers` and `tags`.
+//! naming an object 400 (not a valid name) or 404; plus `servers` and `tags`.
 
 use crate::auth::rules::{Permission, RULES};
 use utoipa::openapi::path::Operation;
@@ -108,7 +108,9 @@ fn complete(method: &str, path: &str, op: &mut Operation) {
         errors.push("400");
     }
     if path.contains('{') {
-        errors.push("404");
+        // A path value that is no valid name (a tenant, a user) is refused before any
+        // lookup: 400 naming the parameter.
+        errors.extend(["400", "404"]);
     }
     if path == "/v1/auth/tokens" && method == "post" {
         errors.push("429");
