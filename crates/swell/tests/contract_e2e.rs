@@ -657,6 +657,7 @@ async fn generated_requests_never_get_a_5xx() {
     );
     // Every documented status of every family was answered at least once.
     let mut missing = Vec::new();
+    let mut documented = BTreeMap::new();
     for (method, path) in operations(&doc) {
         let f = family(&path);
         for status in doc["paths"][&path][&method]["responses"]
@@ -665,6 +666,7 @@ async fn generated_requests_never_get_a_5xx() {
             .keys()
         {
             let status: u16 = status.parse().expect("a status");
+            documented.insert((f.clone(), status), ());
             let exempt = UNREACHED
                 .iter()
                 .any(|(uf, us, _)| *uf == f && *us == status);
@@ -676,6 +678,15 @@ async fn generated_requests_never_get_a_5xx() {
     missing.sort();
     missing.dedup();
     assert!(missing.is_empty(), "never answered: {missing:#?}\n{table}");
+    // An exemption lasts only while its status is documented (a race may still reach
+    // it: the directed `gone` group can finish its deletion during the apply naming it).
+    for (f, status, why) in UNREACHED {
+        let key = (f.to_string(), *status);
+        assert!(
+            documented.contains_key(&key),
+            "{f} {status} ({why}) is no longer documented"
+        );
+    }
     assert!(p.cases >= 500, "{} cases", p.cases);
     assert!(p.validated * 2 > p.cases, "{} bodies checked", p.validated);
     let health = s.get("/v1/health").await;
@@ -1085,7 +1096,8 @@ async fn directed(p: &mut Probe<'_>) {
             "/v1/groups/gone".into(),
             None,
         ),
-        // A group being deleted cannot be applied again.
+        // A group whose deletion is under way, applied again: 409 while it is deleting,
+        // 404 should it finish during the apply, 200 once it is gone (all documented).
         (
             "post",
             "/v1/apply",
