@@ -390,11 +390,11 @@ async fn lifecycle_with_floating_ip_security_group_and_octavia_member() {
             .filter_map(|g| g["name"].as_str())
             .collect();
         assert!(
-            sgs.contains(&"swell-acme-web") && sgs.contains(&"default"),
+            sgs.contains(&"swell.acme.web") && sgs.contains(&"default"),
             "{sgs:?}"
         );
         let (_, sg) = admin
-            .get(&format!("{NEUTRON}/security-groups?name=swell-acme-web"))
+            .get(&format!("{NEUTRON}/security-groups?name=swell.acme.web"))
             .await;
         let rules = sg["security_groups"][0]["security_group_rules"]
             .as_array()
@@ -454,7 +454,7 @@ async fn lifecycle_with_floating_ip_security_group_and_octavia_member() {
 
         // The group's security group stays while the group has a server.
         let acme = TenantId::new("acme").unwrap();
-        let sg_url = format!("{NEUTRON}/security-groups?name=swell-acme-web");
+        let sg_url = format!("{NEUTRON}/security-groups?name=swell.acme.web");
         let sg_named = || admin.get(&sg_url);
         p.group_deleted(&acme, "web").await.unwrap();
         assert_eq!(
