@@ -446,7 +446,16 @@ impl Controller {
                 },
             );
         }
-        self.tasks.lock().await.spawn(worker.run(rx, reload));
+        // Every line a worker logs carries its tenant and group (text: a `group{…}`
+        // prefix; JSON: the `span` fields), so a log system can filter by them.
+        let span = tracing::info_span!("group", tenant = %group.tenant, group = %group.spec.name);
+        self.tasks
+            .lock()
+            .await
+            .spawn(tracing::Instrument::instrument(
+                worker.run(rx, reload),
+                span,
+            ));
     }
 
     /// Wakes a group's worker after its spec or desired capacity changed.
@@ -1325,62 +1334,64 @@ impl GroupWorker {
         });
         let tx = self.tx.clone();
         let cancel = self.controller.cancel.clone();
-        self.source_round = Some(tokio::spawn(async move {
-            let source = Arc::new(source);
-            let limit = Arc::new(tokio::sync::Semaphore::new(SSH_READS_AT_ONCE));
-            let mut reads = JoinSet::new();
-            for (id, host) in targets {
-                let (source, limit, dir) = (source.clone(), limit.clone(), dir.clone());
-                reads.spawn(async move {
-                    let Some(host) = host else {
-                        return (id, Err("the instance has no IP address".to_string()));
-                    };
-                    let Ok(_permit) = limit.acquire_owned().await else {
-                        return (id, Err("stopped".to_string()));
-                    };
-                    if let Err(e) = std::fs::create_dir_all(&dir) {
-                        return (id, Err(format!("{}: {e}", dir.display())));
+        self.source_round = Some(tokio::spawn(tracing::Instrument::in_current_span(
+            async move {
+                let source = Arc::new(source);
+                let limit = Arc::new(tokio::sync::Semaphore::new(SSH_READS_AT_ONCE));
+                let mut reads = JoinSet::new();
+                for (id, host) in targets {
+                    let (source, limit, dir) = (source.clone(), limit.clone(), dir.clone());
+                    reads.spawn(async move {
+                        let Some(host) = host else {
+                            return (id, Err("the instance has no IP address".to_string()));
+                        };
+                        let Ok(_permit) = limit.acquire_owned().await else {
+                            return (id, Err("stopped".to_string()));
+                        };
+                        if let Err(e) = std::fs::create_dir_all(&dir) {
+                            return (id, Err(format!("{}: {e}", dir.display())));
+                        }
+                        let known = dir.join(id.as_str());
+                        let read = swell_providers::ssh::read_top(&source, &host, &known).await;
+                        (id, read.map_err(|e| e.to_string()))
+                    });
+                }
+                let mut values = JoinSet::new();
+                for q in queries {
+                    let (client, tenant, name) = (client.clone(), tenant.clone(), name.clone());
+                    values.spawn(async move {
+                        let value = client.query(&q, &tenant, &name).await;
+                        (q.metric, value.map_err(|e| e.to_string()))
+                    });
+                }
+                let mut round = SourceRound {
+                    reads: Vec::new(),
+                    values: Vec::new(),
+                };
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        next = values.join_next() => match next {
+                            Some(Ok(value)) => round.values.push(value),
+                            Some(Err(_)) => {}
+                            None => break,
+                        },
                     }
-                    let known = dir.join(id.as_str());
-                    let read = swell_providers::ssh::read_top(&source, &host, &known).await;
-                    (id, read.map_err(|e| e.to_string()))
-                });
-            }
-            let mut values = JoinSet::new();
-            for q in queries {
-                let (client, tenant, name) = (client.clone(), tenant.clone(), name.clone());
-                values.spawn(async move {
-                    let value = client.query(&q, &tenant, &name).await;
-                    (q.metric, value.map_err(|e| e.to_string()))
-                });
-            }
-            let mut round = SourceRound {
-                reads: Vec::new(),
-                values: Vec::new(),
-            };
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    next = values.join_next() => match next {
-                        Some(Ok(value)) => round.values.push(value),
-                        Some(Err(_)) => {}
-                        None => break,
-                    },
                 }
-            }
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    next = reads.join_next() => match next {
-                        Some(Ok(read)) => round.reads.push(read),
-                        Some(Err(_)) => {}
-                        None => break,
-                    },
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        next = reads.join_next() => match next {
+                            Some(Ok(read)) => round.reads.push(read),
+                            Some(Err(_)) => {}
+                            None => break,
+                        },
+                    }
                 }
-            }
-            // Waits for room in the queue: a round is one per group at a time.
-            let _ = tx.send(WorkerInput::SourceRound(round)).await;
-        }));
+                // Waits for room in the queue: a round is one per group at a time.
+                let _ = tx.send(WorkerInput::SourceRound(round)).await;
+            },
+        )));
     }
 
     /// The tenant's directory of SSH private keys: `<ssh_keys_dir>/<tenant>/`.
@@ -2234,75 +2245,78 @@ impl GroupWorker {
             group.spec.name.clone(),
             group.spec.drain_timeout,
         );
-        self.retiring.spawn(async move {
-            if let Some(lb) = lb {
-                tokio::select! {
-                    outcome = lb.drain(id.as_str(), drain_timeout) => {
-                        tracing::info!(instance = %id, ?outcome, "drained");
+        self.retiring
+            .spawn(tracing::Instrument::in_current_span(async move {
+                if let Some(lb) = lb {
+                    tokio::select! {
+                        outcome = lb.drain(id.as_str(), drain_timeout) => {
+                            tracing::info!(instance = %id, ?outcome, "drained");
+                        }
+                        _ = retirement.cancel.cancelled() => {}
                     }
-                    _ = retirement.cancel.cancelled() => {}
                 }
-            }
-            if !retirement.commit() {
-                // A scale-out took the instance back before its deletion began.
-                return id;
-            }
-            // Then out of the provider's own load balancer (an Octavia pool), drained
-            // there too; a failure there does not keep the instance alive: the delete
-            // removes the membership with the server.
-            if let Err(e) = provider.drain(&id, drain_timeout).await {
-                tracing::warn!(instance = %id, "provider drain: {e}");
-                let event = c.event(
-                    &tenant,
-                    &name,
-                    EventKind::ProviderError,
-                    Some(&id),
-                    format!("cannot drain instance {id} at the provider: {e}; deleting it anyway"),
-                );
-                let _ = c.store.append_event(event).await;
-            }
-            let result = async {
-                c.store
-                    .update_instance(
+                if !retirement.commit() {
+                    // A scale-out took the instance back before its deletion began.
+                    return id;
+                }
+                // Then out of the provider's own load balancer (an Octavia pool), drained
+                // there too; a failure there does not keep the instance alive: the delete
+                // removes the membership with the server.
+                if let Err(e) = provider.drain(&id, drain_timeout).await {
+                    tracing::warn!(instance = %id, "provider drain: {e}");
+                    let event = c.event(
                         &tenant,
-                        &id,
-                        InstanceStatus::Terminating,
-                        InstanceUpdate::default(),
-                        c.clock.now(),
-                        None,
-                    )
-                    .await?;
-                let (status, kind, msg) = match provider.delete(&id, STOP_GRACE).await {
-                    Ok(()) => (
-                        InstanceStatus::Terminated,
-                        EventKind::InstanceTerminated,
-                        format!("terminated instance {id}"),
-                    ),
-                    Err(e) => (
-                        InstanceStatus::Terminating,
+                        &name,
                         EventKind::ProviderError,
-                        format!("cannot delete instance {id}: {e}; will retry"),
-                    ),
-                };
-                let event = c.event(&tenant, &name, kind, Some(&id), msg);
-                c.store
-                    .update_instance(
-                        &tenant,
-                        &id,
-                        status,
-                        InstanceUpdate::default(),
-                        c.clock.now(),
-                        Some(event),
-                    )
-                    .await?;
-                Ok::<_, StoreError>(())
-            }
-            .await;
-            if let Err(e) = result {
-                tracing::error!(instance = %id, "retire: {e}");
-            }
-            id
-        });
+                        Some(&id),
+                        format!(
+                            "cannot drain instance {id} at the provider: {e}; deleting it anyway"
+                        ),
+                    );
+                    let _ = c.store.append_event(event).await;
+                }
+                let result = async {
+                    c.store
+                        .update_instance(
+                            &tenant,
+                            &id,
+                            InstanceStatus::Terminating,
+                            InstanceUpdate::default(),
+                            c.clock.now(),
+                            None,
+                        )
+                        .await?;
+                    let (status, kind, msg) = match provider.delete(&id, STOP_GRACE).await {
+                        Ok(()) => (
+                            InstanceStatus::Terminated,
+                            EventKind::InstanceTerminated,
+                            format!("terminated instance {id}"),
+                        ),
+                        Err(e) => (
+                            InstanceStatus::Terminating,
+                            EventKind::ProviderError,
+                            format!("cannot delete instance {id}: {e}; will retry"),
+                        ),
+                    };
+                    let event = c.event(&tenant, &name, kind, Some(&id), msg);
+                    c.store
+                        .update_instance(
+                            &tenant,
+                            &id,
+                            status,
+                            InstanceUpdate::default(),
+                            c.clock.now(),
+                            Some(event),
+                        )
+                        .await?;
+                    Ok::<_, StoreError>(())
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(instance = %id, "retire: {e}");
+                }
+                id
+            }));
     }
 
     /// The largest count up to `target` the tenant's quota allows this group, given

@@ -435,6 +435,25 @@ async fn kill_9_mid_scale_then_restart_adopts() {
     // Crash 3: kill -9 while the scale-in retires instances (draining or terminating):
     // the restart finishes the deletions.
     let before_scale_in = s.instances("fleet", false).await;
+    // A slow request on every instance while the scale-in starts keeps the retiring ones
+    // draining for up to the drain timeout: an idle instance's drain ends at once, and on
+    // a loaded machine a whole retirement could fall between two polls below.
+    let lb = s.load_balancer("fleet").await;
+    let client = reqwest::Client::new();
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("http://{lb}/work?ms=1500"));
+            tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    eventually("a slow request on each instance", CONVERGE, || async {
+        let status = s.get("/v1/groups/fleet/load_balancer").await;
+        match status["in_flight"].as_u64() {
+            Some(n) if n >= 6 => Ok(()),
+            _ => Err(format!("{status}")),
+        }
+    })
+    .await;
     s.cli_json(&["scale", "fleet", "2"]).await;
     let deadline = Instant::now() + CONVERGE;
     let retiring = loop {
@@ -450,6 +469,7 @@ async fn kill_9_mid_scale_then_restart_adopts() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     s.kill9();
+    slow.iter().for_each(|task| task.abort());
     eprintln!("crash 3: retiring {retiring:#?}");
     s.restart().await;
     let kept = check_converged(&s, "fleet", 2, true).await;

@@ -45,6 +45,20 @@ async fn json_logs_are_one_object_per_line() {
         }
     }
     assert!(!log.contains('\x1b'));
+    // What a group's worker logs (here the provider starting its instance) carries the
+    // group's tenant and name, for a log system to filter on.
+    let started: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "started process instance")
+        .collect();
+    assert!(!started.is_empty(), "{log}");
+    for line in started {
+        assert_eq!(
+            (&line["span"]["tenant"], &line["span"]["group"]),
+            (&Value::from("default"), &Value::from("web")),
+            "{line}"
+        );
+    }
 }
 
 #[tokio::test]
