@@ -332,12 +332,11 @@ async fn http_health_checks_gate_membership_and_report_unhealthy_instances() {
 #[tokio::test]
 async fn tcp_health_checks_find_a_dead_port() {
     let a = HttpBackend::start("a").await;
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        drop(l);
-        Backend::new("dead", addr)
-    };
+    // Bound but never listening, for the whole test: connecting is refused, and no other
+    // test can take the port (a released one could be, and then it answered).
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = Backend::new("dead", reserved.local_addr().unwrap());
     let lb = lb_with(LbConfig {
         health_check: Some(fast_checks(HealthCheckKind::Tcp)),
         ..LbConfig::default()
@@ -410,12 +409,11 @@ async fn passive_ejection_takes_a_failing_instance_out_then_back() {
 
 #[tokio::test]
 async fn passive_ejection_counts_connect_failures_and_spares_the_last_instance() {
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        drop(l);
-        Backend::new("dead", addr)
-    };
+    // Bound but never listening, for the whole test: connecting is refused, and no other
+    // test can take the port (a released one could be, and then it answered).
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = Backend::new("dead", reserved.local_addr().unwrap());
     let a = HttpBackend::start("a").await;
     let lb = lb_with(LbConfig {
         passive_ejection: Some(PassiveEjection {

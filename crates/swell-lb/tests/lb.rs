@@ -164,11 +164,14 @@ async fn backend_answer(
     Ok(resp)
 }
 
-/// An address where nothing listens: connecting to it is refused.
+/// An address where nothing listens: connecting to it is refused. The port is held by a
+/// socket bound but never listening, kept for the test process's life, so that no
+/// other test can take it (a released port could be, and then it answered).
 async fn dead_backend(id: &str) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = reserved.local_addr().unwrap();
+    std::mem::forget(reserved);
     Backend {
         id: id.to_owned(),
         addr,
