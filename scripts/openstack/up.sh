@@ -1,8 +1,8 @@
 #!/bin/bash
 # The OpenStack test fixture: a minimal real OpenStack (2025.1 Epoxy) on 127.0.0.1 —
 # keystone, placement, glance, nova (fake driver), neutron (ML2 + no-op binder), octavia
-# (no-op drivers). Adapted from ../shared/openstack (see README.md there for the pitfalls
-# solved below). Every run starts from fresh databases. Prereqs: install.sh.
+# (no-op drivers). See README.md beside it for how it was built and the pitfalls
+# solved below. Every run starts from fresh databases. Prereqs: install.sh.
 # Stop it with down.sh (by recorded PIDs).
 set -euo pipefail
 B=${B:-$HOME/.cache/swell/openstack}; mkdir -p $B; cd $B; export PATH=$B/venv/bin:$PATH

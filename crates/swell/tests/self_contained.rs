@@ -11,7 +11,11 @@ fn repo() -> PathBuf {
 /// README.md, every page of docs/ and every file of examples/.
 fn user_facing_files() -> Vec<PathBuf> {
     let root = repo();
-    let mut files = vec![root.join("README.md"), root.join("traces/README.md")];
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("traces/README.md"),
+        root.join("scripts/openstack/README.md"),
+    ];
     for dir in ["docs", "examples"] {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("{dir}/: {e}"))
@@ -103,4 +107,40 @@ fn every_trace_the_docs_name_is_bundled() {
             "{trace} is named in the docs but not in the repository"
         );
     }
+}
+
+/// Every text file of the repository, below `dir`.
+fn text_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if path.is_dir() {
+            if !matches!(name, "target" | ".git" | "corpus") {
+                text_files(&path, out);
+            }
+        } else if std::fs::read_to_string(&path).is_ok() {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_code_or_script_reads_the_sibling_shared_folder() {
+    let root = repo();
+    let mut files = Vec::new();
+    for dir in ["crates", "scripts", "docs", "examples", "fuzz"] {
+        text_files(&root.join(dir), &mut files);
+    }
+    let this = Path::new(file!()).file_name().expect("this file");
+    let needle = ["..", "/shared"].concat();
+    let found: Vec<String> = files
+        .iter()
+        .filter(|f| f.file_name() != Some(this))
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&needle)))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(found.is_empty(), "files naming {needle}: {found:?}");
 }
