@@ -16,6 +16,7 @@ pub mod instance;
 pub mod limits;
 pub mod metrics;
 pub mod placement;
+pub mod plan;
 pub mod policy;
 pub mod sim;
 pub mod time;

@@ -1,5 +1,4 @@
-//! Where a new instance goes and which instance leaves first: pure functions over
-//! a snapshot of the hosts' loads.
+//! Where a new instance goes: a pure function over a snapshot of the hosts' loads.
 //!
 //! A *host* is one place a provider can run instances (a Docker engine, a hypervisor).
 //! Its capacity is physical (vCPUs, MiB); what may be committed on it is that capacity
@@ -17,9 +16,8 @@
 //! is up and has room, preferring hosts whose load is below
 //! [`PlacementPrefs::prefer_below`] (seed 1: below the scale-in threshold) and never
 //! using one above [`PlacementPrefs::never_above`] (the scale-out threshold), when set.
-//! [`scale_in_order`] goes the other way: instances on hosts that are down first, then
-//! the most loaded host's, scaled-up before permanent ones, newest first; protected
-//! instances never.
+//! Which instance leaves first is the reconciler's choice, by provider rather than by
+//! host ([`crate::plan`]).
 //!
 //! ```
 //! use swell_core::placement::{choose_host, HostLoad, PlacementPrefs, Resources};
@@ -193,47 +191,6 @@ pub fn choose_host(hosts: &[HostLoad], need: Resources, prefs: &PlacementPrefs) 
         .map(|(i, _)| i)
 }
 
-/// An instance that scale-in might remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retirable {
-    /// Index of its host in the `hosts` slice.
-    pub host: usize,
-    /// Creation order within its group (higher = newer).
-    pub created_order: u64,
-    /// Added by a scale-out (rather than one of the group's permanent `min`).
-    pub scaled_up: bool,
-    /// Never removed by scale-in.
-    pub protected: bool,
-}
-
-/// The order in which scale-in removes `candidates` (indices into it): first the
-/// instances on hosts that are down (or unknown), then by their host's load (most
-/// loaded first), scaled-up before permanent, newest first. Protected instances are
-/// left out.
-pub fn scale_in_order(
-    hosts: &[HostLoad],
-    candidates: &[Retirable],
-    prefs: &PlacementPrefs,
-) -> Vec<usize> {
-    let oc = prefs.overcommit;
-    let host_load = |r: &Retirable| match hosts.get(r.host) {
-        Some(h) if h.up => h.load_percent(oc),
-        _ => f64::INFINITY,
-    };
-    let mut order: Vec<usize> = (0..candidates.len())
-        .filter(|&i| !candidates[i].protected)
-        .collect();
-    order.sort_by(|&a, &b| {
-        let (ra, rb) = (&candidates[a], &candidates[b]);
-        host_load(rb)
-            .total_cmp(&host_load(ra))
-            .then(rb.scaled_up.cmp(&ra.scaled_up))
-            .then(rb.created_order.cmp(&ra.created_order))
-            .then(a.cmp(&b))
-    });
-    order
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,34 +311,6 @@ mod tests {
         check(&[quiet_but_reserved, noisy], ONE, prefs, Some(1));
     }
 
-    #[test]
-    fn scale_in_starts_with_dead_then_busy_hosts_then_the_newest() {
-        let hosts = [
-            host(true, (2.0, 4096.0), (2.0, 512.0), 0.2),
-            host(true, (2.0, 4096.0), (2.0, 512.0), 1.6),
-            host(false, (2.0, 4096.0), (1.0, 256.0), 0.0),
-        ];
-        let r = |host, created_order, scaled_up, protected| Retirable {
-            host,
-            created_order,
-            scaled_up,
-            protected,
-        };
-        let candidates = [
-            r(0, 1, false, false),
-            r(0, 5, true, false),
-            r(1, 2, false, false),
-            r(1, 3, true, false),
-            r(1, 4, true, true),
-            r(2, 0, false, false),
-            r(7, 9, true, false),
-        ];
-        let order = scale_in_order(&hosts, &candidates, &PlacementPrefs::default());
-        // Unknown host 7 and down host 2 first (newest first among them), then host 1
-        // (busy), then host 0; scaled-up before permanent; the protected one never.
-        assert_eq!(order, vec![6, 5, 3, 2, 1, 0]);
-    }
-
     fn arb_host() -> impl Strategy<Value = HostLoad> {
         (
             any::<bool>(),
@@ -426,31 +355,6 @@ mod tests {
                     }
                 }
             }
-        }
-
-        #[test]
-        fn scale_in_order_is_a_permutation_of_the_unprotected(
-            hosts in prop::collection::vec(arb_host(), 0..4),
-            raw in prop::collection::vec((0usize..5, 0u64..100, any::<bool>(), any::<bool>()), 0..12),
-        ) {
-            let candidates: Vec<Retirable> = raw
-                .iter()
-                .map(|&(host, created_order, scaled_up, protected)| Retirable { host, created_order, scaled_up, protected })
-                .collect();
-            let mut order = scale_in_order(&hosts, &candidates, &PlacementPrefs::default());
-            let mut expect: Vec<usize> = (0..candidates.len()).filter(|&i| !candidates[i].protected).collect();
-            // Host loads never increase along the order.
-            let oc = Overcommit::default();
-            let load = |i: usize| match hosts.get(candidates[i].host) {
-                Some(h) if h.up => h.load_percent(oc),
-                _ => f64::INFINITY,
-            };
-            for w in order.windows(2) {
-                prop_assert!(load(w[0]) >= load(w[1]));
-            }
-            order.sort_unstable();
-            expect.sort_unstable();
-            prop_assert_eq!(order, expect);
         }
     }
 }
