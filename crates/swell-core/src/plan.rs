@@ -147,9 +147,10 @@ impl QuotaSize {
 pub struct ProviderInput {
     /// Its name, as in the group's `provider`/`fallback_providers`.
     pub name: String,
-    /// Whether [`PlanInput::observed`] holds its current list (its list answered): only
-    /// then can an instance be found dead there.
-    pub listed: bool,
+    /// When the list of its instances in [`PlanInput::observed`] was taken; `None`: its
+    /// list did not answer. An instance is only found dead there by a list taken after
+    /// it started.
+    pub listed_at: Option<Timestamp>,
     /// Its room (`Provider::capacity`); `None` when unknown or unreadable: no cap on a
     /// guess, the create itself will say what is wrong.
     pub room: Option<Room>,
@@ -188,6 +189,9 @@ pub struct InstanceInput {
     pub lifecycle: Lifecycle,
     /// Creation order within the group (higher = newer).
     pub created_order: u64,
+    /// When its create finished (the record's `started_at`, else its `created_at`): a
+    /// provider list taken before cannot show it.
+    pub started_at: Timestamp,
     /// Never retired by a scale-in.
     pub protected: bool,
     /// How long the load balancer has found it unhealthy; `None`: healthy or unknown.
@@ -281,7 +285,9 @@ pub struct PlanInput {
     pub providers: Vec<ProviderInput>,
     /// The group's live instance records, in creation order.
     pub instances: Vec<InstanceInput>,
-    /// The group's instances the providers report, except those already swept.
+    /// The group's instances the providers report, except those already swept. Taken
+    /// *before* `instances` is read: a create stores its record before the provider
+    /// starts anything, so an instance without a record is then surely an orphan.
     pub observed: Vec<ObservedInstance>,
     /// The health check's `replace_after` when the group has a load balancer with
     /// health checks; `None`: no replacement.
@@ -555,7 +561,7 @@ pub fn plan(input: &PlanInput, now: Timestamp) -> Plan {
         })
         .collect();
 
-    // 2. Dead: only where the provider's list answered.
+    // 2. Dead: only by a list that answered and was taken after the instance started.
     let alive: HashSet<(&str, &InstanceId)> = input
         .observed
         .iter()
@@ -566,7 +572,11 @@ pub fn plan(input: &PlanInput, now: Timestamp) -> Plan {
         .instances
         .iter()
         .filter(|i| matches!(i.status, InstanceStatus::Running | InstanceStatus::Paused))
-        .filter(|i| provider(&i.provider).is_some_and(|p| p.listed))
+        .filter(|i| {
+            provider(&i.provider)
+                .and_then(|p| p.listed_at)
+                .is_some_and(|at| at >= i.started_at)
+        })
         .filter(|i| !alive.contains(&(i.provider.as_str(), &i.id)))
         .map(|i| InstanceRef {
             id: i.id.clone(),

@@ -6,7 +6,7 @@ const NOW: Timestamp = Timestamp::from_secs(1_000);
 fn provider(name: &str) -> ProviderInput {
     ProviderInput {
         name: name.into(),
-        listed: true,
+        listed_at: Some(NOW),
         room: None,
         size: None,
         quota_size: QuotaSize::ZERO,
@@ -27,6 +27,7 @@ fn inst(order: u64, provider: &str, status: InstanceStatus) -> InstanceInput {
         status,
         lifecycle: Lifecycle::ScaledUp,
         created_order: order,
+        started_at: Timestamp::from_secs(900),
         protected: false,
         unhealthy_for: None,
         retirement: if retiring {
@@ -369,7 +370,14 @@ fn dead_and_unhealthy_instances_are_replaced() {
         (
             "not when the provider's list did not answer",
             with(lost(group(2, &["a"], vec![run(1), run(2)]), "i1"), |g| {
-                g.providers[0].listed = false
+                g.providers[0].listed_at = None
+            }),
+            "2→2",
+        ),
+        (
+            "not by a list taken before it started",
+            with(lost(group(2, &["a"], vec![run(1), run(2)]), "i1"), |g| {
+                g.providers[0].listed_at = Some(Timestamp::from_secs(899))
             }),
             "2→2",
         ),
@@ -863,7 +871,7 @@ fn arb_provider(name: &'static str) -> impl Strategy<Value = ProviderInput> {
         .prop_map(
             move |(room, size, (qv, qm, known), backoff, listed)| ProviderInput {
                 name: name.into(),
-                listed,
+                listed_at: listed.then_some(NOW),
                 room: room.map(|(instances, vcpus, memory_mb)| Room {
                     instances,
                     vcpus,
