@@ -155,7 +155,8 @@ pub struct ProviderInput {
     /// guess, the create itself will say what is wrong.
     pub room: Option<Room>,
     /// What one of the group's instances takes of `room`; `None` when unknown: only the
-    /// instance count caps. Only read when `room` limits vCPUs or memory.
+    /// instance count caps. Only read when `room` limits vCPUs or memory (the worker
+    /// need not ask otherwise).
     pub size: Option<Size>,
     /// What one of the group's instances there counts against the tenant's quota. Only
     /// read under a vCPU or memory quota.
@@ -273,6 +274,11 @@ pub struct Announced {
 }
 
 /// Everything a pass of the reconciler decides from.
+///
+/// The caps (`quota`, each provider's `room`, `size` and `quota_size`) cost provider
+/// and store reads and only matter to a scale-out: a worker may plan first without
+/// them (`TenantQuota::Unlimited`, `room: None`) and, when that plan's `have` is below
+/// its `desired`, read them and plan again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanInput {
     /// The group's stored desired capacity.
@@ -448,15 +454,15 @@ impl Capped {
                             show(room.vcpus.map(|v| format!("{v:.1}"))),
                             show(room.memory_mb.map(|m| m.to_string())),
                         );
+                        // The size only matters when there is a vCPU or memory room to
+                        // divide.
                         match r.size {
+                            _ if room.vcpus.is_none() && room.memory_mb.is_none() => {}
                             Some(s) => left.push_str(&format!(
                                 "; one instance needs {} vcpus, {} MiB",
                                 s.vcpus, s.memory_mb
                             )),
-                            None if room.vcpus.is_some() || room.memory_mb.is_some() => {
-                                left.push_str("; instance size unknown, only the count caps")
-                            }
-                            None => {}
+                            None => left.push_str("; instance size unknown, only the count caps"),
                         }
                         Some((r.provider.as_str(), left))
                     })
@@ -526,8 +532,10 @@ pub struct Plan {
     pub waiting: Option<Waiting>,
     /// The cuts announced, for the next plan's [`PlanInput::announced`].
     pub announced: Announced,
+    /// The count wanted: the desired capacity, 0 when the group is being deleted.
+    pub desired: u32,
     /// Instances that count toward capacity once failures, replacements and reuses are
-    /// done, before creates and retirements.
+    /// done, before creates and retirements. Below `desired`: a scale-out.
     pub have: u32,
     /// The count this pass works toward: the desired capacity (0 when deleting) cut by
     /// the quota and the providers' room.
@@ -712,6 +720,7 @@ pub fn plan(input: &PlanInput, now: Timestamp) -> Plan {
         })
         .collect();
 
+    plan.desired = desired;
     plan.have = have;
     plan.target = target;
     plan

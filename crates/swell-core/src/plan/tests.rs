@@ -801,6 +801,18 @@ fn cut_messages_say_what_is_left() {
         p.capped[0].message(),
         "scale-out to 5 capped at 2: provider a, b has no room for more (left: a: 1 instances, 3.0 vcpus, unlimited MiB; one instance needs 2 vcpus, 512 MiB | b: 1 instances, unlimited vcpus, 100 MiB; instance size unknown, only the count caps)"
     );
+    // A size the room does not need is not shown.
+    let counted_only = with(g.clone(), |g| {
+        g.providers.truncate(1);
+        g.providers[0].room = Some(Room {
+            instances: Some(0),
+            ..Room::default()
+        });
+    });
+    assert_eq!(
+        plan(&counted_only, NOW).capped[0].message(),
+        "scale-out to 5 capped at 0: provider a has no room for more (left: 0 instances, unlimited vcpus, unlimited MiB)"
+    );
     let one = with(g, |g| {
         g.providers.truncate(1);
     });
@@ -1052,5 +1064,25 @@ proptest! {
         touched.sort();
         touched.dedup();
         prop_assert_eq!(touched.len(), n);
+    }
+}
+
+proptest! {
+    /// The two-phase use documented on [`PlanInput`]: without a scale-out, the caps
+    /// change nothing, so a worker need not read them.
+    #[test]
+    fn caps_only_matter_to_a_scale_out(input in arb_input()) {
+        let uncapped = with(input.clone(), |g| {
+            g.quota = TenantQuota::Unlimited;
+            for p in &mut g.providers {
+                (p.room, p.size, p.quota_size) = (None, None, QuotaSize { vcpus: None, memory_mb: None });
+            }
+        });
+        let first = plan(&uncapped, NOW);
+        let full = plan(&input, NOW);
+        prop_assert_eq!(first.have < first.desired, full.have < full.desired);
+        if first.have >= first.desired {
+            prop_assert_eq!(first, full);
+        }
     }
 }
