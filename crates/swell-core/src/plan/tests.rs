@@ -860,8 +860,8 @@ fn arb_instance() -> impl Strategy<Value = InstanceInput> {
                     Retirement::Committed,
                 ][retirement];
                 i.replaced = replaced;
-                // Whether its provider reports it: carried in `native_id` until `arb_input`
-                // builds the observed list.
+                // Whether its provider reports it: a trailing `!` on the provider until
+                // `arb_input` builds the observed list.
                 i.provider = format!("{}{}", i.provider, if alive { "" } else { "!" });
                 i
             },
