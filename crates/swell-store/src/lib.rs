@@ -1,9 +1,12 @@
 //! Swell's storage: the source of truth (DESIGN.md invariant 2).
 //!
-//! One [`Store`] trait, one adapter per engine (SQLite, the default; PostgreSQL), one
-//! conformance suite run against each. Every row carries its tenant; every query that
-//! reads tenant data takes the tenant and filters by it. State changes that deserve an
-//! event record it in the same transaction, so no event is ever lost or invented.
+//! One [`Store`] trait, the sum of one trait per aggregate (its module holds the trait
+//! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`],
+//! [`access`], [`audit`], [`credentials`]); each statement written once and run on either
+//! engine (SQLite, the default; PostgreSQL) through a small dialect layer (`sql.rs`);
+//! one conformance suite run against each. Every row carries its tenant; every query
+//! that reads tenant data takes the tenant and filters by it. State changes that deserve
+//! an event record it in the same transaction, so no event is ever lost or invented.
 #![warn(missing_docs)]
 
 pub mod access;
