@@ -243,8 +243,9 @@ pub(crate) fn sql(text: impl Into<Cow<'static, str>>) -> Sql {
     }
 }
 
-/// Runs `$query` (a sqlx query on the engine's arguments) with `$method` wherever `$on`
-/// says, lifting the engine's result into the shared types.
+/// Runs the statement `$self` with sqlx's `$method` (`execute`, `fetch_all`, …) wherever
+/// `$on` says, adding the row lock on PostgreSQL, and lifts the engine's result into
+/// the shared types.
 macro_rules! run {
     ($self:ident, $on:ident, $method:ident) => {{
         let Sql { text, args, lock } = $self;
