@@ -136,7 +136,7 @@ pub(crate) enum Arg {
     Int(Option<i64>),
     Real(f64),
     Bool(bool),
-    Bytes(Vec<u8>),
+    Bytes(Option<Vec<u8>>),
 }
 
 impl From<&str> for Arg {
@@ -222,7 +222,12 @@ impl From<f64> for Arg {
 }
 impl From<&[u8]> for Arg {
     fn from(v: &[u8]) -> Self {
-        Arg::Bytes(v.to_vec())
+        Arg::Bytes(Some(v.to_vec()))
+    }
+}
+impl From<Option<&[u8]>> for Arg {
+    fn from(v: Option<&[u8]>) -> Self {
+        Arg::Bytes(v.map(<[u8]>::to_vec))
     }
 }
 
