@@ -157,20 +157,14 @@ impl<S: SqlStore> AccessStore for S {
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
         sql(format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
             .bind(name)
-            .fetch_optional(self.db())
-            .await?
-            .as_ref()
-            .map(decode_user)
-            .transpose()
+            .fetch_optional_as(self.db(), decode_user)
+            .await
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
         sql(format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
-            .fetch_all(self.db())
-            .await?
-            .iter()
-            .map(decode_user)
-            .collect()
+            .fetch_all_as(self.db(), decode_user)
+            .await
     }
 
     async fn delete_user(&self, name: &str) -> Result<()> {
@@ -242,11 +236,8 @@ impl<S: SqlStore> AccessStore for S {
         sql("SELECT role FROM role_bindings WHERE user_name = $1 AND tenant = $2")
             .bind(user)
             .bind(tenant)
-            .fetch_optional(self.db())
-            .await?
-            .as_ref()
-            .map(decode_role)
-            .transpose()
+            .fetch_optional_as(self.db(), decode_role)
+            .await
     }
 
     async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<RoleBinding>> {
@@ -255,17 +246,14 @@ impl<S: SqlStore> AccessStore for S {
              ORDER BY user_name",
         )
         .bind(tenant)
-        .fetch_all(self.db())
-        .await?
-        .iter()
-        .map(|row| {
+        .fetch_all_as(self.db(), |row| {
             Ok(RoleBinding {
                 user: row.get("user_name")?,
                 tenant: row.tenant()?,
                 role: decode_role(row)?,
             })
         })
-        .collect()
+        .await
     }
 
     async fn add_instance_owner(&self, owner: &InstanceOwner, now: Timestamp) -> Result<()> {
@@ -320,17 +308,14 @@ impl<S: SqlStore> AccessStore for S {
         .bind(tenant)
         .bind(user)
         .bind(user)
-        .fetch_all(self.db())
-        .await?
-        .iter()
-        .map(|row| {
+        .fetch_all_as(self.db(), |row| {
             Ok(InstanceOwner {
                 tenant: row.tenant()?,
                 instance: InstanceId(row.get("instance_id")?),
                 user: row.get("user_name")?,
             })
         })
-        .collect()
+        .await
     }
 
     async fn create_token(&self, token: &TokenRecord) -> Result<()> {
@@ -355,9 +340,7 @@ impl<S: SqlStore> AccessStore for S {
              WHERE hash = $1",
         )
         .bind(hash)
-        .fetch_optional(self.db())
-        .await?
-        .map(|row| {
+        .fetch_optional_as(self.db(), |row| {
             Ok(TokenRecord {
                 hash: row.get("hash")?,
                 user: row.get("user_name")?,
@@ -367,7 +350,7 @@ impl<S: SqlStore> AccessStore for S {
                 revoked: row.bool("revoked")?,
             })
         })
-        .transpose()
+        .await
     }
 
     async fn revoke_token(&self, hash: &str) -> Result<()> {
@@ -414,11 +397,8 @@ impl<S: SqlStore> AccessStore for S {
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = $1"
         ))
         .bind(hash)
-        .fetch_optional(self.db())
-        .await?
-        .as_ref()
-        .map(decode_api_key)
-        .transpose()
+        .fetch_optional_as(self.db(), decode_api_key)
+        .await
     }
 
     async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
@@ -426,11 +406,8 @@ impl<S: SqlStore> AccessStore for S {
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY name"
         ))
         .bind(tenant)
-        .fetch_all(self.db())
-        .await?
-        .iter()
-        .map(decode_api_key)
-        .collect()
+        .fetch_all_as(self.db(), decode_api_key)
+        .await
     }
 
     async fn delete_api_key(&self, tenant: &TenantId, name: &str) -> Result<()> {

@@ -50,42 +50,37 @@ impl<S: SqlStore> AuditStore for S {
         limit: Option<u32>,
     ) -> Result<Vec<AuditRecord>> {
         let t = tenant.map(TenantId::as_str);
-        let rows = sql(
+        let mut out = sql(
             "SELECT id, at, user_name, tenant, action, target, source, result FROM audit_log \
              WHERE ($1 IS NULL OR tenant = $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(t)
         .bind(t)
         .bind(limit.unwrap_or(DEFAULT_EVENT_LIMIT))
-        .fetch_all(self.db())
-        .await?;
-        let mut out = rows
-            .iter()
-            .map(|row| {
-                let tenant = row
-                    .get::<Option<String>>("tenant")?
-                    .map(|t| {
-                        TenantId::new(t)
-                            .map_err(|e| StoreError::Corrupt(format!("audit tenant: {e}")))
-                    })
-                    .transpose()?;
-                let result: i64 = row.get("result")?;
-                Ok(AuditRecord {
-                    id: row.get("id")?,
-                    entry: NewAudit {
-                        at: row.time("at")?,
-                        user: row.get("user_name")?,
-                        tenant,
-                        action: row.get("action")?,
-                        target: row.get("target")?,
-                        source: row.get("source")?,
-                        result: u16::try_from(result).map_err(|_| {
-                            StoreError::Corrupt(format!("audit result {result} out of range"))
-                        })?,
-                    },
+        .fetch_all_as(self.db(), |row| {
+            let tenant = row
+                .get::<Option<String>>("tenant")?
+                .map(|t| {
+                    TenantId::new(t).map_err(|e| StoreError::Corrupt(format!("audit tenant: {e}")))
                 })
+                .transpose()?;
+            let result: i64 = row.get("result")?;
+            Ok(AuditRecord {
+                id: row.get("id")?,
+                entry: NewAudit {
+                    at: row.time("at")?,
+                    user: row.get("user_name")?,
+                    tenant,
+                    action: row.get("action")?,
+                    target: row.get("target")?,
+                    source: row.get("source")?,
+                    result: u16::try_from(result).map_err(|_| {
+                        StoreError::Corrupt(format!("audit result {result} out of range"))
+                    })?,
+                },
             })
-            .collect::<Result<Vec<_>>>()?;
+        })
+        .await?;
         out.reverse();
         Ok(out)
     }

@@ -51,9 +51,7 @@ impl<S: SqlStore> CredentialStore for S {
         sql("SELECT sealed FROM provider_credentials WHERE tenant = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
-            .fetch_optional(self.db())
-            .await?
-            .map(|row| row.get("sealed").map(Sealed))
-            .transpose()
+            .fetch_optional_as(self.db(), |row| row.get("sealed").map(Sealed))
+            .await
     }
 }

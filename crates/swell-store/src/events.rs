@@ -111,7 +111,7 @@ impl<S: SqlStore> EventStore for S {
         } else {
             "DESC"
         };
-        let rows = sql(format!(
+        let mut events = sql(format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE tenant = $1 AND group_name = $2 \
                AND ($3 IS NULL OR at >= $4) \
@@ -128,9 +128,8 @@ impl<S: SqlStore> EventStore for S {
         .bind(filter.after_id)
         .bind(filter.after_id)
         .bind(limit)
-        .fetch_all(self.db())
+        .fetch_all_as(self.db(), decode_event)
         .await?;
-        let mut events = rows.iter().map(decode_event).collect::<Result<Vec<_>>>()?;
         if filter.after_id.is_none() {
             events.reverse();
         }

@@ -113,7 +113,7 @@ async fn select_groups(
     if let Some(tenant) = tenant {
         q = q.bind(tenant);
     }
-    q.fetch_all(db).await?.iter().map(decode_group).collect()
+    q.fetch_all_as(db, decode_group).await
 }
 
 /// The group, its row locked until the transaction ends (a read-modify-write follows).
@@ -128,11 +128,8 @@ pub(crate) async fn fetch_group(
     .bind(tenant)
     .bind(name)
     .lock(RowLock::NoKeyUpdate)
-    .fetch_optional(tx)
-    .await?
-    .as_ref()
-    .map(decode_group)
-    .transpose()
+    .fetch_optional_as(tx, decode_group)
+    .await
 }
 
 /// Inserts a group (and its tenant, if new) and records `event`:
@@ -250,11 +247,8 @@ impl<S: SqlStore> GroupStore for S {
         ))
         .bind(tenant)
         .bind(name)
-        .fetch_optional(self.db())
-        .await?
-        .as_ref()
-        .map(decode_group)
-        .transpose()
+        .fetch_optional_as(self.db(), decode_group)
+        .await
     }
 
     async fn list_groups(&self, tenant: &TenantId) -> Result<Vec<GroupRecord>> {

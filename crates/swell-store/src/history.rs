@@ -96,26 +96,23 @@ impl<S: SqlStore> HistoryStore for S {
         group: &str,
         since: Timestamp,
     ) -> Result<Vec<LoadSummary>> {
-        let rows = sql("SELECT metric, at, mean, max FROM load_history \
+        sql("SELECT metric, at, mean, max FROM load_history \
              WHERE tenant = $1 AND group_name = $2 AND at >= $3 ORDER BY at, metric")
         .bind(tenant)
         .bind(group)
         .bind(since)
-        .fetch_all(self.db())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let metric: String = row.get("metric")?;
-                let metric = serde_json::from_value(serde_json::Value::String(metric))
-                    .map_err(|e| corrupt("metric", e))?;
-                Ok(LoadSummary {
-                    at: row.time("at")?,
-                    metric,
-                    mean: row.get("mean")?,
-                    max: row.get("max")?,
-                })
+        .fetch_all_as(self.db(), |row| {
+            let metric: String = row.get("metric")?;
+            let metric = serde_json::from_value(serde_json::Value::String(metric))
+                .map_err(|e| corrupt("metric", e))?;
+            Ok(LoadSummary {
+                at: row.time("at")?,
+                metric,
+                mean: row.get("mean")?,
+                max: row.get("max")?,
             })
-            .collect()
+        })
+        .await
     }
 
     async fn prune_load_history(
@@ -165,20 +162,17 @@ impl<S: SqlStore> HistoryStore for S {
     }
 
     async fn learned_states(&self, tenant: &TenantId, group: &str) -> Result<Vec<LearnedState>> {
-        let rows = sql("SELECT policy, state FROM learned_state \
+        sql("SELECT policy, state FROM learned_state \
              WHERE tenant = $1 AND group_name = $2 ORDER BY policy")
         .bind(tenant)
         .bind(group)
-        .fetch_all(self.db())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.get("state")?;
-                Ok(LearnedState {
-                    policy: row.get("policy")?,
-                    state: serde_json::from_str(&state).map_err(|e| corrupt("state", e))?,
-                })
+        .fetch_all_as(self.db(), |row| {
+            let state: String = row.get("state")?;
+            Ok(LearnedState {
+                policy: row.get("policy")?,
+                state: serde_json::from_str(&state).map_err(|e| corrupt("state", e))?,
             })
-            .collect()
+        })
+        .await
     }
 }

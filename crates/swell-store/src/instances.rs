@@ -95,11 +95,8 @@ pub(crate) async fn fetch_instance(
     .bind(tenant)
     .bind(id)
     .lock(RowLock::Update)
-    .fetch_optional(tx)
-    .await?
-    .as_ref()
-    .map(decode_instance)
-    .transpose()
+    .fetch_optional_as(tx, decode_instance)
+    .await
 }
 
 #[async_trait]
@@ -230,11 +227,8 @@ impl<S: SqlStore> InstanceStore for S {
         ))
         .bind(tenant)
         .bind(id)
-        .fetch_optional(self.db())
-        .await?
-        .as_ref()
-        .map(decode_instance)
-        .transpose()
+        .fetch_optional_as(self.db(), decode_instance)
+        .await
     }
 
     async fn list_instances(
@@ -252,11 +246,8 @@ impl<S: SqlStore> InstanceStore for S {
         .bind(tenant)
         .bind(group)
         .bind(include_final)
-        .fetch_all(self.db())
-        .await?
-        .iter()
-        .map(decode_instance)
-        .collect()
+        .fetch_all_as(self.db(), decode_instance)
+        .await
     }
 
     /// Ordered by tenant, group, then `created_order`.
@@ -266,10 +257,7 @@ impl<S: SqlStore> InstanceStore for S {
              WHERE status NOT IN ('terminated', 'failed') \
              ORDER BY tenant, group_name, created_order"
         ))
-        .fetch_all(self.db())
-        .await?
-        .iter()
-        .map(decode_instance)
-        .collect()
+        .fetch_all_as(self.db(), decode_instance)
+        .await
     }
 }

@@ -313,6 +313,28 @@ impl Sql {
     pub(crate) async fn fetch_all<'e>(self, on: impl Into<On<'e>>) -> Result<Vec<Row>> {
         run!(self, on, fetch_all)
     }
+
+    /// Runs it; its only row, if any, decoded.
+    pub(crate) async fn fetch_optional_as<'e, T>(
+        self,
+        on: impl Into<On<'e>>,
+        decode: impl Fn(&Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.fetch_optional(on)
+            .await?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
+    /// Runs it; every row, decoded.
+    pub(crate) async fn fetch_all_as<'e, T>(
+        self,
+        on: impl Into<On<'e>>,
+        decode: impl Fn(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.fetch_all(on).await?.iter().map(decode).collect()
+    }
 }
 
 fn with_lock(text: &str, lock: Option<RowLock>) -> Cow<'_, str> {

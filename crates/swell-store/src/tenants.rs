@@ -115,20 +115,14 @@ impl<S: SqlStore> TenantStore for S {
             "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.db())
-        .await?
-        .as_ref()
-        .map(decode_tenant)
-        .transpose()
+        .fetch_optional_as(self.db(), decode_tenant)
+        .await
     }
 
     async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
         sql(format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))
-            .fetch_all(self.db())
-            .await?
-            .iter()
-            .map(decode_tenant)
-            .collect()
+            .fetch_all_as(self.db(), decode_tenant)
+            .await
     }
 
     async fn update_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord> {
