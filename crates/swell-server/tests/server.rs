@@ -9,7 +9,7 @@ use swell_core::{InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
 use swell_providers::process::{ProcessConfig, ProcessProvider};
 use swell_providers::{CreateRequest, Provider};
 use swell_server::{Server, ServerConfig};
-use swell_store::{InstanceRecord, SqliteStore, Store};
+use swell_store::{InstanceRecord, InstanceStore, SqliteStore};
 
 async fn start(dir: &Path) -> (Server, String) {
     let server = Server::start(ServerConfig {

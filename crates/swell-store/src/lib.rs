@@ -1,18 +1,40 @@
 //! Swell's storage: the source of truth (DESIGN.md invariant 2).
 //!
-//! One [`Store`] trait, one adapter per engine (SQLite, the default; PostgreSQL), one
-//! conformance suite run against each. Every row carries its tenant; every query that
-//! reads tenant data takes the tenant and filters by it. State changes that deserve an
-//! event record it in the same transaction, so no event is ever lost or invented.
+//! One [`Store`] trait, the sum of one trait per aggregate (its module holds the trait
+//! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`],
+//! [`access`], [`audit`], [`credentials`]); each statement written once and run on either
+//! engine (SQLite, the default; PostgreSQL) through a small dialect layer (`sql.rs`);
+//! one conformance suite run against each. Every row carries its tenant; every query
+//! that reads tenant data takes the tenant and filters by it. State changes that deserve
+//! an event record it in the same transaction, so no event is ever lost or invented.
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod credentials;
+pub mod events;
+pub mod groups;
+pub mod history;
 pub mod identity;
+pub mod instances;
 #[cfg(feature = "conformance")]
 pub mod pg_test_server;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
+pub mod tenants;
+
+pub use access::AccessStore;
+pub use audit::AuditStore;
+pub use credentials::CredentialStore;
+pub use events::DEFAULT_EVENT_LIMIT;
+pub use events::EventStore;
+pub use groups::GroupStore;
+pub use history::HistoryStore;
+pub use instances::InstanceStore;
+pub use tenants::TenantStore;
 
 pub use identity::{
     ApiKeyRecord, AuditRecord, InstanceOwner, NewAudit, Quota, Role, RoleBinding, Sealed,
@@ -21,10 +43,8 @@ pub use identity::{
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use async_trait::async_trait;
 use swell_core::{
-    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle, LoadSummary,
-    TenantId, Timestamp,
+    Cause, EventKind, GroupSpec, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp,
 };
 
 /// A stored scaling group: its spec plus the state the controller keeps.
@@ -143,24 +163,24 @@ pub struct EventFilter {
     pub limit: Option<u32>,
 }
 
-/// One write of a batch applied in one transaction ([`Store::apply_groups`]).
+/// One write of a batch applied in one transaction ([`GroupStore::apply_groups`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum GroupWrite {
-    /// Create a group, as [`Store::create_group`] does.
+    /// Create a group, as [`GroupStore::create_group`] does.
     Create {
         /// The new group's spec.
         spec: GroupSpec,
         /// Its `group_created` event.
         event: NewEvent,
     },
-    /// Replace a group's spec, as [`Store::update_group`] does.
+    /// Replace a group's spec, as [`GroupStore::update_group`] does.
     Update {
         /// The new spec (its name says which group).
         spec: GroupSpec,
         /// Its `group_updated` event.
         event: NewEvent,
     },
-    /// Mark a group for deletion, as [`Store::mark_group_deleting`] does.
+    /// Mark a group for deletion, as [`GroupStore::mark_group_deleting`] does.
     MarkDeleting {
         /// The group.
         name: String,
@@ -220,285 +240,31 @@ pub(crate) fn decode_grants(raw: &str) -> Result<swell_core::Grants> {
 /// tenant is absent (`None`, `NotFound`); an event recorded together with a state change
 /// is stored under the call's tenant, whatever its own `tenant` field says; a call that
 /// fails records nothing.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Creates the tenant if it does not exist.
-    async fn ensure_tenant(&self, tenant: &TenantId, now: Timestamp) -> Result<()>;
+///
+/// It is the sum of one trait per aggregate, so a caller holding `Arc<dyn Store>` (or a
+/// `S: Store`) reaches every method, while a concrete store's methods need the
+/// aggregate's trait in scope (`use swell_store::GroupStore`). Any type that implements
+/// every aggregate trait is a `Store`.
+pub trait Store:
+    TenantStore
+    + GroupStore
+    + InstanceStore
+    + EventStore
+    + HistoryStore
+    + AccessStore
+    + AuditStore
+    + CredentialStore
+{
+}
 
-    /// Stores a new group with `desired_capacity = spec.initial_desired()` and records
-    /// `event` in the same transaction; `Conflict` if the name is taken in the tenant.
-    async fn create_group(
-        &self,
-        tenant: &TenantId,
-        spec: &GroupSpec,
-        now: Timestamp,
-        event: NewEvent,
-    ) -> Result<GroupRecord>;
-
-    /// The group, if it exists in the tenant.
-    async fn get_group(&self, tenant: &TenantId, name: &str) -> Result<Option<GroupRecord>>;
-
-    /// The tenant's groups, by name.
-    async fn list_groups(&self, tenant: &TenantId) -> Result<Vec<GroupRecord>>;
-
-    /// Every group of every tenant (for the controller only).
-    async fn list_all_groups(&self) -> Result<Vec<GroupRecord>>;
-
-    /// Replaces the spec (the name cannot change), clamps `desired_capacity` into the new
-    /// `[min, max]`, records `event`; `NotFound` if absent.
-    async fn update_group(
-        &self,
-        tenant: &TenantId,
-        spec: &GroupSpec,
-        now: Timestamp,
-        event: NewEvent,
-    ) -> Result<GroupRecord>;
-
-    /// Sets the desired capacity and, when `scaling_at` is given, the cooldown reference;
-    /// records `event` in the same transaction.
-    async fn set_desired_capacity(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-        desired: u32,
-        scaling_at: Option<Timestamp>,
-        event: NewEvent,
-    ) -> Result<GroupRecord>;
-
-    /// Marks the group for deletion and records `event`.
-    async fn mark_group_deleting(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-        event: NewEvent,
-    ) -> Result<GroupRecord>;
-
-    /// Applies every write, in order, in ONE transaction: all of them or, if any fails
-    /// (`Conflict`, `NotFound`, …), none, with that error. Each write does what its
-    /// single-group method does (events included). The records, in the writes' order.
-    async fn apply_groups(
-        &self,
-        tenant: &TenantId,
-        writes: &[GroupWrite],
-        now: Timestamp,
-    ) -> Result<Vec<GroupRecord>>;
-
-    /// Removes the group row (and its instances' rows); its events stay.
-    async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()>;
-
-    /// Records a create intent: inserts `instance` (its `created_order` is assigned here,
-    /// one more than the group's largest) and `event`, in one transaction. Returns the
-    /// stored record.
-    async fn create_instance(
-        &self,
-        instance: &InstanceRecord,
-        event: Option<NewEvent>,
-    ) -> Result<InstanceRecord>;
-
-    /// Moves an instance to `status` with `update`, and records `event`, in one transaction.
-    async fn update_instance(
-        &self,
-        tenant: &TenantId,
-        id: &InstanceId,
-        status: InstanceStatus,
-        update: InstanceUpdate,
-        now: Timestamp,
-        event: Option<NewEvent>,
-    ) -> Result<InstanceRecord>;
-
-    /// The instance, if it exists in the tenant.
-    async fn get_instance(
-        &self,
-        tenant: &TenantId,
-        id: &InstanceId,
-    ) -> Result<Option<InstanceRecord>>;
-
-    /// The group's instances by `created_order`; final ones (terminated, failed) only when
-    /// `include_final`.
-    async fn list_instances(
-        &self,
-        tenant: &TenantId,
-        group: &str,
-        include_final: bool,
-    ) -> Result<Vec<InstanceRecord>>;
-
-    /// Every non-final instance of every tenant (for the reconciler only).
-    async fn list_live_instances(&self) -> Result<Vec<InstanceRecord>>;
-
-    /// Records an event.
-    async fn append_event(&self, event: NewEvent) -> Result<EventRecord>;
-
-    /// Keeps summaries of the group's load (an existing `(metric, at)` is
-    /// replaced). `NotFound` if the group does not exist.
-    async fn append_load_history(
-        &self,
-        tenant: &TenantId,
-        group: &str,
-        summaries: &[LoadSummary],
-    ) -> Result<()>;
-
-    /// The group's load summaries at or after `since`, oldest first.
-    async fn load_history(
-        &self,
-        tenant: &TenantId,
-        group: &str,
-        since: Timestamp,
-    ) -> Result<Vec<LoadSummary>>;
-
-    /// Drops the group's summaries older than `before`; returns how many.
-    async fn prune_load_history(
-        &self,
-        tenant: &TenantId,
-        group: &str,
-        before: Timestamp,
-    ) -> Result<u64>;
-
-    /// Replaces what the group's policies have learned (a policy missing from `states`
-    /// keeps nothing). `NotFound` if the group does not exist.
-    async fn save_learned_states(
-        &self,
-        tenant: &TenantId,
-        group: &str,
-        states: &[LearnedState],
-        at: Timestamp,
-    ) -> Result<()>;
-
-    /// What the group's policies learned, as last saved (none for an unknown group).
-    async fn learned_states(&self, tenant: &TenantId, group: &str) -> Result<Vec<LearnedState>>;
-
-    /// The group's events, oldest first, per `filter`.
-    async fn list_events(
-        &self,
-        tenant: &TenantId,
-        group: &str,
-        filter: &EventFilter,
-    ) -> Result<Vec<EventRecord>>;
-
-    // ---- identity, access and accounting (see `identity`) ----
-
-    /// Stores a new tenant; `Conflict` if the id is taken.
-    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord>;
-
-    /// The tenant, if it exists.
-    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>>;
-
-    /// Every tenant, by id.
-    async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
-
-    /// Replaces the tenant's display fields, quota, grants, deleting flag and `updated_at`;
-    /// `NotFound` if absent.
-    async fn update_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord>;
-
-    /// Removes the tenant with its role bindings, instance owners, tokens, API keys and
-    /// credentials (its events and audit records stay); `NotFound` if absent, `Conflict`
-    /// (kind `tenant`) while it still has groups.
-    async fn delete_tenant(&self, id: &TenantId) -> Result<()>;
-
-    /// The tenant's effective quota: its own limits, each missing one taken from the
-    /// service-wide default. `NotFound` if the tenant does not exist.
-    async fn get_quota(&self, tenant: &TenantId) -> Result<Quota>;
-
-    /// The service-wide default quota (unlimited until an admin sets one).
-    async fn get_default_quota(&self) -> Result<Quota>;
-
-    /// Sets the service-wide default quota.
-    async fn set_default_quota(&self, quota: &Quota) -> Result<()>;
-
-    /// Stores a new user; `Conflict` if the name is taken.
-    async fn create_user(&self, user: &UserRecord) -> Result<()>;
-
-    /// The user, if it exists.
-    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
-
-    /// Every user, by name.
-    async fn list_users(&self) -> Result<Vec<UserRecord>>;
-
-    /// Removes the user with its bindings and tokens; `NotFound` if absent.
-    async fn delete_user(&self, name: &str) -> Result<()>;
-
-    /// Replaces the password hash and revokes every token of the user, in one
-    /// transaction; `NotFound` if absent.
-    async fn set_password(&self, name: &str, password_hash: &str, now: Timestamp) -> Result<()>;
-
-    /// Gives the user `role` in the tenant (replacing any other role there); `NotFound`
-    /// (kind `user` or `tenant`) if either is absent.
-    async fn set_role(
-        &self,
-        user: &str,
-        tenant: &TenantId,
-        role: Role,
-        now: Timestamp,
-    ) -> Result<()>;
-
-    /// Takes the user's role in the tenant away; `NotFound` (kind `role`) if there is none.
-    async fn remove_role(&self, user: &str, tenant: &TenantId) -> Result<()>;
-
-    /// The user's role in the tenant, if any.
-    async fn get_role(&self, user: &str, tenant: &TenantId) -> Result<Option<Role>>;
-
-    /// The tenant's role bindings, by user.
-    async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<RoleBinding>>;
-
-    /// Binds a user to an instance of the tenant; `NotFound` (kind `instance` or `user`)
-    /// if either is absent. Idempotent.
-    async fn add_instance_owner(&self, owner: &InstanceOwner, now: Timestamp) -> Result<()>;
-
-    /// Removes the binding; `NotFound` (kind `instance owner`) if there is none.
-    async fn remove_instance_owner(&self, owner: &InstanceOwner) -> Result<()>;
-
-    /// The tenant's instance-owner bindings (of one user when `user` is given), by
-    /// instance then user.
-    async fn list_instance_owners(
-        &self,
-        tenant: &TenantId,
-        user: Option<&str>,
-    ) -> Result<Vec<InstanceOwner>>;
-
-    /// Stores a new token (by hash).
-    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
-
-    /// The token with this hash, if any (revoked and expired ones too).
-    async fn get_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
-
-    /// Revokes one token; `NotFound` if absent.
-    async fn revoke_token(&self, hash: &str) -> Result<()>;
-
-    /// Revokes every token of the user; returns how many were live.
-    async fn revoke_user_tokens(&self, user: &str) -> Result<u64>;
-
-    /// Stores a new API key; `Conflict` if the name is taken in its tenant, `NotFound`
-    /// (kind `tenant`) if the tenant is absent.
-    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
-
-    /// The API key with this hash, if any.
-    async fn get_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
-
-    /// The tenant's API keys, by name.
-    async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>>;
-
-    /// Removes the tenant's API key; `NotFound` if absent.
-    async fn delete_api_key(&self, tenant: &TenantId, name: &str) -> Result<()>;
-
-    /// Appends an audit record.
-    async fn append_audit(&self, entry: &NewAudit) -> Result<AuditRecord>;
-
-    /// Audit records oldest first: of one tenant, or of all when `tenant` is `None`; the
-    /// newest `limit` (default 1000).
-    async fn list_audit(
-        &self,
-        tenant: Option<&TenantId>,
-        limit: Option<u32>,
-    ) -> Result<Vec<AuditRecord>>;
-
-    /// Stores (or replaces) an encrypted provider credential of the tenant.
-    async fn put_credential(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-        sealed: &Sealed,
-        now: Timestamp,
-    ) -> Result<()>;
-
-    /// The encrypted provider credential, if any.
-    async fn get_credential(&self, tenant: &TenantId, name: &str) -> Result<Option<Sealed>>;
+impl<T> Store for T where
+    T: TenantStore
+        + GroupStore
+        + InstanceStore
+        + EventStore
+        + HistoryStore
+        + AccessStore
+        + AuditStore
+        + CredentialStore
+{
 }

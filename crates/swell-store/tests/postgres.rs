@@ -10,6 +10,7 @@ use swell_core::{EventKind, InstanceId, InstanceStatus, Lifecycle, TenantId, Tim
 use swell_store::conformance::{self, CHECKS};
 use swell_store::pg_test_server::{TestDatabase, TestServer};
 use swell_store::postgres::LockError;
+use swell_store::{AccessStore, EventStore, GroupStore, InstanceStore, TenantStore};
 use swell_store::{EventFilter, InstanceRecord, NewEvent, PgStore, Store, StoreError, UserRecord};
 
 /// A fresh database and a store on it.

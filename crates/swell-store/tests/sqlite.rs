@@ -5,6 +5,7 @@ use std::sync::Arc;
 use swell_core::{EventKind, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
 use swell_store::conformance::{self, CHECKS};
 use swell_store::{EventFilter, InstanceRecord, NewEvent, SqliteStore, Store, StoreError};
+use swell_store::{EventStore, GroupStore, InstanceStore, TenantStore};
 use tempfile::TempDir;
 
 async fn memory() -> SqliteStore {

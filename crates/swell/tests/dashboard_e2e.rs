@@ -128,7 +128,7 @@ async fn text_until(c: &Browser<'_>, css: &str, what: &str, ok: impl Fn(&str) ->
 /// Writes six five-minute cpu summaries of alpha's `web`, ending now, into the store of
 /// the stopped server; returns how many.
 async fn seed_load_history(s: &Swell) -> usize {
-    use swell_store::Store;
+    use swell_store::HistoryStore;
     let store = swell_store::SqliteStore::open(&s.data_dir().join("swell.db"))
         .await
         .expect("the server's store");

@@ -10,7 +10,7 @@ use common::Swell;
 use std::process::Stdio;
 use std::time::Duration;
 use swell_store::pg_test_server::TestServer;
-use swell_store::{PgStore, Store};
+use swell_store::{InstanceStore, PgStore};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 

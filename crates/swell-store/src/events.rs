@@ -1,0 +1,138 @@
+//! A group's event log.
+
+use crate::sql::{Row, SqlStore, Tx, sql};
+use crate::{EventFilter, EventRecord, NewEvent, Result, StoreError};
+use async_trait::async_trait;
+use swell_core::{Cause, EventKind, InstanceId, TenantId};
+
+/// Events returned by [`EventStore::list_events`] when the filter sets no limit.
+pub const DEFAULT_EVENT_LIMIT: u32 = 1000;
+
+/// A group's event log.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Records an event.
+    async fn append_event(&self, event: NewEvent) -> Result<EventRecord>;
+
+    /// The group's events, oldest first, per `filter`.
+    async fn list_events(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>>;
+}
+
+const EVENT_COLUMNS: &str = "id, tenant, group_name, at, kind, instance_id, cause, message";
+
+fn decode_event(row: &Row) -> Result<EventRecord> {
+    let id: i64 = row.get("id")?;
+    let kind: String = row.get("kind")?;
+    let kind = EventKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("event {id}: unknown kind `{kind}`")))?;
+    let cause = match row.get::<Option<String>>("cause")? {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<Cause>(&raw)
+                .map_err(|e| StoreError::Corrupt(format!("event {id}: cause: {e}")))?,
+        ),
+    };
+    Ok(EventRecord {
+        id,
+        event: NewEvent {
+            tenant: row.tenant()?,
+            group: row.get("group_name")?,
+            at: row.time("at")?,
+            kind,
+            instance_id: row.get::<Option<String>>("instance_id")?.map(InstanceId),
+            cause,
+            message: row.get("message")?,
+        },
+    })
+}
+
+/// Records `event` under `tenant` (the call's tenant, not the event's own field), inside
+/// a caller's transaction.
+pub(crate) async fn insert_event(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    event: &NewEvent,
+) -> Result<EventRecord> {
+    let cause = event
+        .cause
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode the event's cause: {e}")))?;
+    tx.lock_event_order(tenant, &event.group).await?;
+    let row = sql(
+        "INSERT INTO events (tenant, group_name, at, kind, instance_id, cause, message) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(&event.group)
+    .bind(event.at)
+    .bind(event.kind.as_str())
+    .bind(event.instance_id.as_ref().map(InstanceId::as_str))
+    .bind(cause)
+    .bind(&event.message)
+    .fetch_one(tx)
+    .await?;
+    let mut stored = event.clone();
+    stored.tenant = tenant.clone();
+    Ok(EventRecord {
+        id: row.get("id")?,
+        event: stored,
+    })
+}
+
+#[async_trait]
+impl<S: SqlStore> EventStore for S {
+    async fn append_event(&self, event: NewEvent) -> Result<EventRecord> {
+        let mut tx = self.db().begin().await?;
+        let record = insert_event(&mut tx, &event.tenant, &event).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// `since` ≤ `at` < `until`; `id` > `after_id`. Without `after_id` the newest `limit`
+    /// matches are returned (a tail); with it, the oldest `limit` after that id (so a
+    /// follower that pages with the last id it saw never skips an event). Either way
+    /// oldest first.
+    async fn list_events(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>> {
+        let limit = i64::from(filter.limit.unwrap_or(DEFAULT_EVENT_LIMIT));
+        let order = if filter.after_id.is_some() {
+            "ASC"
+        } else {
+            "DESC"
+        };
+        let mut events = sql(format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE tenant = $1 AND group_name = $2 \
+               AND ($3 IS NULL OR at >= $4) \
+               AND ($5 IS NULL OR at < $6) \
+               AND ($7 IS NULL OR id > $8) \
+             ORDER BY id {order} LIMIT $9"
+        ))
+        .bind(tenant)
+        .bind(group)
+        .bind(filter.since)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.until)
+        .bind(filter.after_id)
+        .bind(filter.after_id)
+        .bind(limit)
+        .fetch_all_as(self.db(), decode_event)
+        .await?;
+        if filter.after_id.is_none() {
+            events.reverse();
+        }
+        Ok(events)
+    }
+}

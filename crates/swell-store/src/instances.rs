@@ -1,0 +1,263 @@
+//! Instances: the durable create and delete intents and their progress.
+
+use crate::events::insert_event;
+use crate::groups::fetch_group;
+use crate::sql::{Row, RowLock, SqlStore, Tx, conflict_if_unique, not_found, sql};
+use crate::{InstanceRecord, InstanceUpdate, NewEvent, Result, StoreError};
+use async_trait::async_trait;
+use swell_core::{InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
+
+/// Instances: the durable create and delete intents and their progress.
+#[async_trait]
+pub trait InstanceStore: Send + Sync + 'static {
+    /// Records a create intent: inserts `instance` (its `created_order` is assigned here,
+    /// one more than the group's largest) and `event`, in one transaction. Returns the
+    /// stored record.
+    async fn create_instance(
+        &self,
+        instance: &InstanceRecord,
+        event: Option<NewEvent>,
+    ) -> Result<InstanceRecord>;
+
+    /// Moves an instance to `status` with `update`, and records `event`, in one transaction.
+    async fn update_instance(
+        &self,
+        tenant: &TenantId,
+        id: &InstanceId,
+        status: InstanceStatus,
+        update: InstanceUpdate,
+        now: Timestamp,
+        event: Option<NewEvent>,
+    ) -> Result<InstanceRecord>;
+
+    /// The instance, if it exists in the tenant.
+    async fn get_instance(
+        &self,
+        tenant: &TenantId,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>>;
+
+    /// The group's instances by `created_order`; final ones (terminated, failed) only when
+    /// `include_final`.
+    async fn list_instances(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        include_final: bool,
+    ) -> Result<Vec<InstanceRecord>>;
+
+    /// Every non-final instance of every tenant (for the reconciler only).
+    async fn list_live_instances(&self) -> Result<Vec<InstanceRecord>>;
+}
+
+const INSTANCE_COLUMNS: &str = "tenant, id, group_name, status, lifecycle, created_order, \
+     provider, host, address, native_id, protected, status_reason, created_at, started_at, \
+     updated_at";
+
+fn decode_instance(row: &Row) -> Result<InstanceRecord> {
+    let id: String = row.get("id")?;
+    let status: String = row.get("status")?;
+    let status = status
+        .parse::<InstanceStatus>()
+        .map_err(|e| StoreError::Corrupt(format!("instance `{id}`: {e}")))?;
+    let lifecycle: String = row.get("lifecycle")?;
+    let lifecycle = lifecycle
+        .parse::<Lifecycle>()
+        .map_err(|e| StoreError::Corrupt(format!("instance `{id}`: {e}")))?;
+    Ok(InstanceRecord {
+        tenant: row.tenant()?,
+        group: row.get("group_name")?,
+        status,
+        lifecycle,
+        created_order: row.get("created_order")?,
+        provider: row.get("provider")?,
+        host: row.get("host")?,
+        address: row.get("address")?,
+        native_id: row.get("native_id")?,
+        protected: row.bool("protected")?,
+        status_reason: row.get("status_reason")?,
+        created_at: row.time("created_at")?,
+        started_at: row.opt_time("started_at")?,
+        updated_at: row.time("updated_at")?,
+        id: InstanceId(id),
+    })
+}
+
+/// The instance, its row locked until the transaction ends (a read-modify-write follows).
+pub(crate) async fn fetch_instance(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    id: &InstanceId,
+) -> Result<Option<InstanceRecord>> {
+    sql(format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .lock(RowLock::Update)
+    .fetch_optional_as(tx, decode_instance)
+    .await
+}
+
+#[async_trait]
+impl<S: SqlStore> InstanceStore for S {
+    /// `NotFound` (kind `group`) if the group is not in the instance's tenant; `Conflict`
+    /// (kind `instance`) if the id is taken in the tenant. The event is recorded under
+    /// `instance.tenant`.
+    async fn create_instance(
+        &self,
+        instance: &InstanceRecord,
+        event: Option<NewEvent>,
+    ) -> Result<InstanceRecord> {
+        let tenant = &instance.tenant;
+        let mut tx = self.db().begin().await?;
+        // The group's row lock makes `created_order = max + 1` one transaction's at a time.
+        if fetch_group(&mut tx, tenant, &instance.group)
+            .await?
+            .is_none()
+        {
+            return Err(not_found("group", &instance.group));
+        }
+        let row = sql(format!(
+            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, \
+             (SELECT COALESCE(MAX(created_order), 0) + 1 FROM instances \
+              WHERE tenant = $1 AND group_name = $3), \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING created_order"
+        ))
+        .bind(tenant)
+        .bind(&instance.id)
+        .bind(&instance.group)
+        .bind(instance.status.as_str())
+        .bind(instance.lifecycle.as_str())
+        .bind(&instance.provider)
+        .bind(&instance.host)
+        .bind(&instance.address)
+        .bind(&instance.native_id)
+        .bind(instance.protected)
+        .bind(&instance.status_reason)
+        .bind(instance.created_at)
+        .bind(instance.started_at)
+        .bind(instance.updated_at)
+        .fetch_one(&mut tx)
+        .await
+        .map_err(conflict_if_unique("instance", instance.id.to_string()))?;
+        let mut stored = instance.clone();
+        stored.created_order = row.get("created_order")?;
+        if let Some(event) = &event {
+            insert_event(&mut tx, tenant, event).await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Fields of `update` that are `Some` replace the stored ones; `updated_at` becomes
+    /// `now`. Transitions are not checked here (the reconciler owns the state machine).
+    async fn update_instance(
+        &self,
+        tenant: &TenantId,
+        id: &InstanceId,
+        status: InstanceStatus,
+        update: InstanceUpdate,
+        now: Timestamp,
+        event: Option<NewEvent>,
+    ) -> Result<InstanceRecord> {
+        let mut tx = self.db().begin().await?;
+        let mut inst = fetch_instance(&mut tx, tenant, id)
+            .await?
+            .ok_or_else(|| not_found("instance", id.as_str()))?;
+        let InstanceUpdate {
+            host,
+            address,
+            native_id,
+            started_at,
+            status_reason,
+            protected,
+        } = update;
+        inst.status = status;
+        inst.updated_at = now;
+        if host.is_some() {
+            inst.host = host;
+        }
+        if address.is_some() {
+            inst.address = address;
+        }
+        if native_id.is_some() {
+            inst.native_id = native_id;
+        }
+        if started_at.is_some() {
+            inst.started_at = started_at;
+        }
+        if status_reason.is_some() {
+            inst.status_reason = status_reason;
+        }
+        if let Some(p) = protected {
+            inst.protected = p;
+        }
+        sql(
+            "UPDATE instances SET status = $1, host = $2, address = $3, native_id = $4, \
+             protected = $5, status_reason = $6, started_at = $7, updated_at = $8 \
+             WHERE tenant = $9 AND id = $10",
+        )
+        .bind(inst.status.as_str())
+        .bind(&inst.host)
+        .bind(&inst.address)
+        .bind(&inst.native_id)
+        .bind(inst.protected)
+        .bind(&inst.status_reason)
+        .bind(inst.started_at)
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut tx)
+        .await?;
+        if let Some(event) = &event {
+            insert_event(&mut tx, tenant, event).await?;
+        }
+        tx.commit().await?;
+        Ok(inst)
+    }
+
+    async fn get_instance(
+        &self,
+        tenant: &TenantId,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>> {
+        sql(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = $1 AND id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional_as(self.db(), decode_instance)
+        .await
+    }
+
+    async fn list_instances(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        include_final: bool,
+    ) -> Result<Vec<InstanceRecord>> {
+        sql(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances \
+             WHERE tenant = $1 AND group_name = $2 \
+               AND ($3 OR status NOT IN ('terminated', 'failed')) \
+             ORDER BY created_order"
+        ))
+        .bind(tenant)
+        .bind(group)
+        .bind(include_final)
+        .fetch_all_as(self.db(), decode_instance)
+        .await
+    }
+
+    /// Ordered by tenant, group, then `created_order`.
+    async fn list_live_instances(&self) -> Result<Vec<InstanceRecord>> {
+        sql(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances \
+             WHERE status NOT IN ('terminated', 'failed') \
+             ORDER BY tenant, group_name, created_order"
+        ))
+        .fetch_all_as(self.db(), decode_instance)
+        .await
+    }
+}
