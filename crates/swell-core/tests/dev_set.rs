@@ -92,10 +92,14 @@ fn run(name: String, trace: &Trace, opts: &SimOptions) -> Row {
 #[ignore]
 fn dev_set_report() {
     let set = std::env::var("SWELL_SET").unwrap_or_else(|_| "dev".into());
-    let seeds: &[u64] = if set == "held-out" {
-        &HELD_OUT_SEEDS
-    } else {
-        &DEV_SEEDS
+    // `SWELL_SEEDS=201,202`: any seeds (issue 18's development set is 201 and 202).
+    let chosen: Option<Vec<u64>> = std::env::var("SWELL_SEEDS")
+        .ok()
+        .map(|v| v.split(',').map(|x| x.trim().parse().unwrap()).collect());
+    let seeds: &[u64] = match &chosen {
+        Some(s) => s,
+        None if set == "held-out" => &HELD_OUT_SEEDS,
+        None => &DEV_SEEDS,
     };
     let mut opts = SimOptions::default();
     if let Ok(d) = std::env::var("SWELL_DELAY") {
