@@ -92,10 +92,14 @@ fn run(name: String, trace: &Trace, opts: &SimOptions) -> Row {
 #[ignore]
 fn dev_set_report() {
     let set = std::env::var("SWELL_SET").unwrap_or_else(|_| "dev".into());
-    let seeds: &[u64] = if set == "held-out" {
-        &HELD_OUT_SEEDS
-    } else {
-        &DEV_SEEDS
+    // `SWELL_SEEDS=201,202`: any seeds (issue 18's development set is 201 and 202).
+    let chosen: Option<Vec<u64>> = std::env::var("SWELL_SEEDS")
+        .ok()
+        .map(|v| v.split(',').map(|x| x.trim().parse().unwrap()).collect());
+    let seeds: &[u64] = match &chosen {
+        Some(s) => s,
+        None if set == "held-out" => &HELD_OUT_SEEDS,
+        None => &DEV_SEEDS,
     };
     let mut opts = SimOptions::default();
     if let Ok(d) = std::env::var("SWELL_DELAY") {
@@ -182,20 +186,11 @@ fn dev_set_report() {
 }
 
 /// How cheap can a simple causal policy be on a trace at `hpa`'s under-provisioned time?
-/// A reference point for issue 3's "within 1.3 × oracle" goal that does not depend on
-/// swell's design (docs/policies.md, "What the oracle goal asks on noisy loads").
-///
-/// The rule: every tick, ask for `ceil(L + m × sqrt(L))` instances, `L` the mean load
-/// (in instances) of the last `w` ticks seen (metrics arrive one tick late); scale out to
-/// it at once, scale in to the largest count asked for over the last `hold` ticks; an
-/// instance is ready `provision_delay` after it was asked for; removals are immediate.
-/// Run without a cooldown (as `hpa` runs) and with the product's 120 s group cooldown (as
-/// `swell` runs). For every `w` in {1, 2, 4} and `hold` in {1, 8, 20} ticks the smallest
-/// margin `m` (steps of 0.1) whose under-provisioned time is within `hpa`'s + 0.1 pp is
-/// found — a margin chosen *per trace with hindsight*, which no online policy has — and
-/// the cheapest cost is printed as × oracle. Also printed: the same rule fed a
-/// *non-causal* level (the mean of ±`w` ticks around `t`: it knows the coming minutes'
-/// average, not their noise) and ready at once.
+/// The causal frontier is `swell_core::sim::frontier` (`swell bench frontier`); this
+/// study adds what the same rule costs when fed a *non-causal* level (the mean of ±`w`
+/// ticks around `t`: it knows the coming minutes' average, not their noise) and ready at
+/// once — how much a perfect forecast of the level would be worth (docs/policies.md,
+/// "What the oracle goal asks on noisy loads").
 ///
 /// ```text
 /// cargo test --release -p swell-core --test dev_set -- --ignored --nocapture causal_frontier
@@ -232,111 +227,26 @@ fn causal_frontier() {
             })
             .collect(),
     };
-    let tick = opts.tick.as_secs_f64();
-    let delay = (opts.provision_delay.as_secs_f64() / tick).round() as usize;
-    let cooldown = (opts.cooldown.as_secs_f64() / tick).round() as usize;
     println!(
-        "\n| trace | hpa × oracle | swell × oracle | rule, no cooldown | rule, 120 s cooldown | non-causal ±1 min | ±5 min |"
+        "\n| trace | hpa × oracle | swell × oracle | causal frontier | non-causal ±1 min | ±5 min |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    let opts = &opts;
-    let rows: Vec<String> = std::thread::scope(|sc| {
-        let handles: Vec<_> = traces
-            .iter()
-            .map(|(name, trace)| sc.spawn(move || frontier_row(name, trace, opts, delay, cooldown)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for r in rows {
-        println!("{r}");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, trace) in &traces {
+        println!("{}", frontier_row(name, trace, &opts));
     }
 }
 
-fn frontier_row(
-    name: &str,
-    trace: &Trace,
-    opts: &SimOptions,
-    delay: usize,
-    cooldown: usize,
-) -> String {
-    let oracle = simulate(trace, name, &SimPolicy::Oracle, opts).unwrap();
-    let hpa = simulate(trace, name, &SimPolicy::Hpa, opts).unwrap();
-    let swell = simulate(trace, name, &SimPolicy::Swell, opts).unwrap();
+fn frontier_row(name: &str, trace: &Trace, opts: &SimOptions) -> String {
+    let f = swell_core::sim::frontier::causal_frontier(trace, name, opts).unwrap();
+    let oracle = &f.oracle;
     let series = swell_core::sim::simulate_series(trace, &SimPolicy::Oracle, opts).unwrap();
-    let cap = trace.peak() / 50.0;
+    let cap = opts.capacity.unwrap_or(trace.peak() / 50.0);
     let x: Vec<f64> = series.load.iter().map(|l| l / cap).collect();
     let n = x.len();
-    let allowed = hpa.under_time_share + 0.001;
+    let allowed = f.hpa.under_time_share + swell_core::sim::frontier::ALLOWANCE;
     let hours = |sum: f64| sum * opts.tick.as_secs_f64() / 3600.0 / oracle.instance_hours;
     let fmt = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}"));
     let ask = |l: f64, m: f64| (l + m * l.max(1.0).sqrt() - 1e-9).ceil().max(0.0) as u32;
-    // The cheapest margin meeting `allowed` for the causal rule.
-    let causal = |lv: &[f64], hold: usize, cool: usize| -> Option<f64> {
-        (0..100).find_map(|mi| {
-            let m = f64::from(mi) * 0.1;
-            let mut ready = series.demand[0];
-            let mut booting: std::collections::VecDeque<usize> = Default::default();
-            let mut asked: std::collections::VecDeque<(usize, u32)> = Default::default();
-            let (mut desired, mut last) = (ready, None::<usize>);
-            let (mut under, mut cost) = (0usize, 0.0);
-            for (i, (&level, &need)) in lv.iter().zip(&series.demand).enumerate() {
-                if i > 0 {
-                    while booting.front().is_some_and(|&r| r <= i) {
-                        booting.pop_front();
-                        ready += 1;
-                    }
-                    let raw = ask(level, m);
-                    asked.push_back((i, raw));
-                    while asked.front().is_some_and(|&(j, _)| j + hold <= i) {
-                        asked.pop_front();
-                    }
-                    let held = asked.iter().map(|a| a.1).max().unwrap_or(raw);
-                    let want = if raw > desired {
-                        raw
-                    } else {
-                        held.min(desired)
-                    };
-                    if want != desired && last.is_none_or(|l| i - l >= cool) {
-                        last = Some(i);
-                        let prov = ready + booting.len() as u32;
-                        if want > prov {
-                            booting.extend(std::iter::repeat_n(i + delay, (want - prov) as usize));
-                        } else {
-                            let mut r = prov - want;
-                            while r > 0 && booting.pop_back().is_some() {
-                                r -= 1;
-                            }
-                            ready -= r.min(ready);
-                        }
-                        desired = want;
-                    }
-                }
-                under += usize::from(ready < need);
-                cost += f64::from(ready + booting.len() as u32);
-            }
-            ((under as f64) / (n as f64) <= allowed).then(|| hours(cost))
-        })
-    };
-    let trailing = |w: usize| -> Vec<f64> {
-        // Seen at `i`: ticks up to i - 1.
-        (0..n)
-            .map(|i| {
-                let b = i.saturating_sub(1);
-                let a = (b + 1).saturating_sub(w);
-                x[a..=b].iter().sum::<f64>() / (b - a + 1) as f64
-            })
-            .collect()
-    };
-    let best = |cool: usize| {
-        [1usize, 2, 4]
-            .iter()
-            .flat_map(|&w| {
-                let lv = trailing(w);
-                [1usize, 8, 20].map(|h| causal(&lv, h, cool))
-            })
-            .flatten()
-            .reduce(f64::min)
-    };
     let centred = |w: usize| -> Option<f64> {
         let lv: Vec<f64> = (0..n)
             .map(|i| {
@@ -353,11 +263,10 @@ fn frontier_row(
         })
     };
     format!(
-        "| {name} | {:.3} | {:.3} | {} | {} | {} | {} |",
-        hpa.instance_hours / oracle.instance_hours,
-        swell.instance_hours / oracle.instance_hours,
-        fmt(best(0)),
-        fmt(best(cooldown)),
+        "| {name} | {:.3} | {:.3} | {} | {} | {} |",
+        f.hpa.instance_hours / oracle.instance_hours,
+        f.swell.instance_hours / oracle.instance_hours,
+        fmt(f.frontier.map(|r| r.instance_hours / oracle.instance_hours)),
         fmt(centred(4)),
         fmt(centred(20)),
     )

@@ -92,6 +92,13 @@ pub trait Policy: Send {
         false
     }
 
+    /// The reading above which this policy scales out, for the engine's flapping check
+    /// before a scale-in; `None` for a policy without a fixed one (a forecast sizes from
+    /// the load, so the count it asks for is already one it would not scale out from).
+    fn scale_out_threshold(&self) -> Option<ScaleOutThreshold> {
+        None
+    }
+
     /// The metric whose long-term load this policy learns from (a forecasting policy's);
     /// the controller keeps that load's history for [`Policy::remember`].
     fn remembers(&self) -> Option<Metric> {
@@ -125,6 +132,17 @@ pub struct LearnedState {
     pub policy: String,
     /// The policy's own document.
     pub state: serde_json::Value,
+}
+
+/// Where a policy scales out: above `level` of `metric` averaged over `period`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleOutThreshold {
+    /// The metric read.
+    pub metric: Metric,
+    /// The level above which the policy scales out.
+    pub level: f64,
+    /// The window it averages the metric over.
+    pub period: Duration,
 }
 
 /// Bounds a schedule imposes while it is active.
@@ -410,6 +428,12 @@ impl PolicyEngine {
                 },
             );
         }
+        let thresholds: Vec<ScaleOutThreshold> = self
+            .policies
+            .iter()
+            .filter(|p| p.votes())
+            .filter_map(|p| p.scale_out_threshold())
+            .collect();
         let (recs, sized): (Vec<Recommendation>, Vec<bool>) = self
             .policies
             .iter()
@@ -490,7 +514,37 @@ impl PolicyEngine {
             }
         }
         if target < before {
+            // Azure's flapping estimate: no scale-in so deep that the same load on fewer
+            // instances crosses a policy's scale-out threshold.
+            let floor = no_flapping_floor(&thresholds, state, window, now);
+            if floor >= before {
+                return idle(
+                    before,
+                    Cause {
+                        reason: format!(
+                            "{}; but on fewer than {before} instances the load would cross a scale-out threshold (flapping)",
+                            rec.cause.reason
+                        ),
+                        ..rec.cause.clone()
+                    },
+                );
+            }
             self.last_scale_in_at = Some(now);
+            if floor > target {
+                return decision(
+                    floor,
+                    before,
+                    Cause {
+                        before,
+                        after: floor,
+                        reason: format!(
+                            "{}; only to {floor}: fewer instances would cross a scale-out threshold (flapping)",
+                            rec.cause.reason
+                        ),
+                        ..rec.cause.clone()
+                    },
+                );
+            }
         }
         decision(
             target,
@@ -502,6 +556,37 @@ impl PolicyEngine {
             },
         )
     }
+}
+
+/// The fewest instances the group may scale in to without flapping (Azure autoscale's
+/// estimate): for every scale-out threshold on a metric that is the group's load shared
+/// among its ready instances (`cpu`, `request_rate_per_instance`), the reading projected
+/// onto the instances left after the scale-in (booting ones go first) must not exceed the
+/// threshold. 0 when no threshold applies.
+fn no_flapping_floor(
+    thresholds: &[ScaleOutThreshold],
+    state: &GroupState,
+    window: &MetricWindow,
+    now: Timestamp,
+) -> u32 {
+    let mut floor = 0u32;
+    for t in thresholds {
+        if !matches!(t.metric, Metric::Cpu | Metric::RequestRatePerInstance) || t.level <= 0.0 {
+            continue;
+        }
+        let (Some(avg), Some(latest)) = (
+            window.average(t.metric, now, t.period),
+            window.latest(t.metric, now),
+        ) else {
+            continue;
+        };
+        // The load is the reading times the instances it was measured over; scaling in to
+        // `c` leaves min(ready, c) of today's ready ones to carry it.
+        let load = avg * f64::from(latest.instances);
+        let ready_needed = (load / t.level - 1e-9).ceil().max(0.0) as u32;
+        floor = floor.max(ready_needed.min(state.ready));
+    }
+    floor
 }
 
 /// The group's bounds narrowed by the active schedules: the largest floor (`min` or

@@ -66,6 +66,14 @@ impl Policy for ProportionalPolicy {
         self.evaluation_period
     }
 
+    fn scale_out_threshold(&self) -> Option<super::ScaleOutThreshold> {
+        Some(super::ScaleOutThreshold {
+            metric: self.metric,
+            level: self.target,
+            period: self.evaluation_period,
+        })
+    }
+
     fn evaluate(
         &mut self,
         state: &GroupState,

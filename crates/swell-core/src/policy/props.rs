@@ -109,6 +109,47 @@ proptest! {
         }
     }
 
+    /// Several policies of any kinds: the largest scale-out wins; a scale-in happens only
+    /// when every policy asks for less, and goes no further than the least eager of them
+    /// (the flapping check may stop it earlier, never later); otherwise nothing changes.
+    #[test]
+    fn several_policies_combine_by_the_engine_rules(
+        cpu in proptest::collection::vec(0.0f64..400.0, 1..60),
+        kinds in proptest::collection::vec(0usize..5, 2..4),
+        start in 1u32..40,
+    ) {
+        let all = specs(60.0);
+        let chosen: Vec<PolicySpec> = kinds.iter().map(|&k| all[k].clone()).collect();
+        let cap = Capacity::new(1, 50).unwrap();
+        let mut e = PolicyEngine::new(&chosen, cap, Duration::ZERO);
+        // Twins of the engine's policies, fed the same inputs, say what each one asked.
+        let mut twins: Vec<Box<dyn Policy>> = chosen.iter().map(PolicySpec::build).collect();
+        let mut w = MetricWindow::new(Duration::from_secs(600));
+        let mut desired = start;
+        for (i, &v) in cpu.iter().enumerate() {
+            let now = Timestamp::from_secs(i as i64 * 10);
+            w.push(MetricSample { at: now, metric: Metric::Cpu, value: v, instances: desired });
+            let state = GroupState {
+                desired_capacity: desired, provisioned: desired, ready: desired, last_scaling_at: None,
+            };
+            let asked: Vec<Option<u32>> =
+                twins.iter_mut().map(|p| p.evaluate(&state, &w, now).desired).collect();
+            let d = e.decide(&state, &w, now);
+            let largest_out = asked.iter().flatten().copied().filter(|&a| a > desired).max();
+            let all_in = asked.iter().all(|a| a.is_some_and(|a| a < desired));
+            if let Some(out) = largest_out {
+                prop_assert_eq!(d.desired_capacity, cap.clamp(out), "{:?}: {}", asked, d.cause.reason);
+            } else if all_in {
+                let least_eager = asked.iter().flatten().copied().max().unwrap_or(desired);
+                prop_assert!(d.desired_capacity >= cap.clamp(least_eager) && d.desired_capacity <= desired,
+                    "{:?} → {}: {}", asked, d.desired_capacity, d.cause.reason);
+            } else {
+                prop_assert_eq!(d.kind, DecisionKind::Idle, "{:?}: {}", asked, d.cause.reason);
+            }
+            desired = d.desired_capacity;
+        }
+    }
+
     #[test]
     fn a_forecast_never_scales_in_by_itself(
         history in proptest::collection::vec(0.0f64..2000.0, 10..200),
@@ -216,4 +257,97 @@ fn learned_states_follow_their_policy() {
             .unwrap();
     let mut e = PolicyEngine::new(&edited, cap, Duration::from_secs(120));
     assert_eq!(e.relearn(&learned), ["predictive#0", "swell#0"]);
+}
+
+fn specs_of(json: serde_json::Value) -> Vec<PolicySpec> {
+    serde_json::from_value(json).unwrap()
+}
+
+fn settled(n: u32) -> GroupState {
+    GroupState {
+        desired_capacity: n,
+        provisioned: n,
+        ready: n,
+        last_scaling_at: None,
+    }
+}
+
+/// A window with one sample per metric at `now`, measured over `n` instances.
+fn readings(now: Timestamp, n: u32, values: &[(Metric, f64)]) -> MetricWindow {
+    let mut w = MetricWindow::new(Duration::from_secs(600));
+    for &(metric, value) in values {
+        w.push(MetricSample {
+            at: now,
+            metric,
+            value,
+            instances: n,
+        });
+    }
+    w
+}
+
+/// HPA's and KEDA's conservative rule: a policy with no data has no opinion, and no
+/// opinion blocks every scale-in (but not a scale-out another policy asks for).
+#[test]
+fn a_policy_without_data_blocks_every_scale_in() {
+    let specs = specs_of(serde_json::json!([
+        {"type": "target", "target": 50, "scale_in_stabilization": "10s"},
+        {"type": "threshold", "metric": "memory", "scale_out_above": 800, "scale_in_below": 200}
+    ]));
+    let cap = Capacity::new(1, 50).unwrap();
+    let now = Timestamp::from_secs(600);
+    let decide = |values: &[(Metric, f64)]| {
+        let mut e = PolicyEngine::new(&specs, cap, Duration::ZERO);
+        e.decide(&settled(10), &readings(now, 10, values), now)
+    };
+    // CPU 10 % asks for 2; memory has no samples: nothing happens.
+    let d = decide(&[(Metric::Cpu, 10.0)]);
+    assert_eq!(
+        (d.kind, d.desired_capacity),
+        (DecisionKind::Idle, 10),
+        "{}",
+        d.cause.reason
+    );
+    assert!(
+        d.cause.reason.contains("no memory samples"),
+        "{}",
+        d.cause.reason
+    );
+    // With memory low too, both agree: in, as far as the least eager (threshold: 10 - 1).
+    let d = decide(&[(Metric::Cpu, 10.0), (Metric::Memory, 100.0)]);
+    assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleIn, 9));
+    // CPU 100 % asks for 20: a scale-out does not wait for the silent policy.
+    let d = decide(&[(Metric::Cpu, 100.0)]);
+    assert_eq!((d.kind, d.desired_capacity), (DecisionKind::ScaleOut, 20));
+}
+
+/// Azure autoscale's flapping estimate: before a scale-in the engine projects the
+/// reading onto the instances that would be left; a scale-in that would put it above a
+/// policy's scale-out threshold goes only as far as it does not, or not at all.
+#[test]
+fn no_scale_in_that_would_cross_a_scale_out_threshold() {
+    let cap = Capacity::new(1, 50).unwrap();
+    let now = Timestamp::from_secs(600);
+    let check = |spec: serde_json::Value, n: u32, cpu: f64, expected: (DecisionKind, u32)| {
+        let mut e = PolicyEngine::new(&specs_of(serde_json::json!([spec])), cap, Duration::ZERO);
+        let d = e.decide(&settled(n), &readings(now, n, &[(Metric::Cpu, cpu)]), now);
+        assert_eq!(
+            (d.kind, d.desired_capacity),
+            expected,
+            "{spec} {n} {cpu}: {}",
+            d.cause.reason
+        );
+        d
+    };
+    let band = |out: u32, step: u32| serde_json::json!({"type": "threshold", "scale_out_above": out, "scale_in_below": 30, "step": step});
+    // 10 at 25 %, step 5: 250 on 5 is 50 % <= 60: the whole step.
+    check(band(60, 5), 10, 25.0, (DecisionKind::ScaleIn, 5));
+    // Step 8 would leave 2 at 125 %: only to ceil(250 / 60) = 5.
+    let d = check(band(60, 8), 10, 25.0, (DecisionKind::ScaleIn, 5));
+    assert!(d.cause.reason.contains("flapping"), "{}", d.cause.reason);
+    // A narrow band: 290 on 5 is 58 % > 40: only to ceil(290 / 40) = 8.
+    check(band(40, 5), 10, 29.0, (DecisionKind::ScaleIn, 8));
+    // 2 at 29 %: 58 on 1 is 58 % > 40: no scale-in at all.
+    let d = check(band(40, 1), 2, 29.0, (DecisionKind::Idle, 2));
+    assert!(d.cause.reason.contains("flapping"), "{}", d.cause.reason);
 }

@@ -37,6 +37,11 @@ pub struct TargetPolicy {
     /// At most this many instances added or removed per evaluation (unlimited if absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_step: Option<u32>,
+    /// At most this percentage of the current count added or removed per evaluation (at
+    /// least one instance); with `max_step` too, the larger allowance wins (the HPA's
+    /// default `selectPolicy: Max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step_percent: Option<f64>,
     #[serde(skip)]
     history: VecDeque<(Timestamp, u32)>,
 }
@@ -71,6 +76,7 @@ impl TargetPolicy {
             scale_in_period: default_in_period(),
             scale_in_stabilization: default_stabilization(),
             max_step: None,
+            max_step_percent: None,
             history: VecDeque::new(),
         }
     }
@@ -100,7 +106,39 @@ impl TargetPolicy {
         if self.max_step == Some(0) {
             return Err(ValidationError::new("max_step", "max_step must be >= 1"));
         }
+        if let Some(p) = self.max_step_percent
+            && !(p.is_finite() && p > 0.0)
+        {
+            return Err(ValidationError::new(
+                "max_step_percent",
+                format!("max_step_percent ({p}) must be a number > 0"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The counts one evaluation may move `base` to: `(lowest, highest)`. Each limit set
+    /// allows a change; the larger allowance wins, as with the HPA's `selectPolicy: Max`
+    /// (Kubernetes: `ceil(base × (1 ± percent / 100))`).
+    fn step_limits(&self, base: u32) -> (u32, u32) {
+        if self.max_step.is_none() && self.max_step_percent.is_none() {
+            return (0, u32::MAX);
+        }
+        let (mut low, mut high) = (base, base);
+        if let Some(step) = self.max_step {
+            low = low.min(base.saturating_sub(step));
+            high = high.max(base.saturating_add(step));
+        }
+        if let Some(p) = self.max_step_percent {
+            let b = f64::from(base);
+            let up = (b * (1.0 + p / 100.0) - 1e-9)
+                .ceil()
+                .min(f64::from(u32::MAX)) as u32;
+            let down = (b * (1.0 - p / 100.0) - 1e-9).ceil().max(0.0) as u32;
+            high = high.max(up.max(base.saturating_add(1)));
+            low = low.min(down.min(base.saturating_sub(1)));
+        }
+        (low, high)
     }
 }
 
@@ -115,6 +153,14 @@ impl Policy for TargetPolicy {
 
     fn lookback(&self) -> Duration {
         self.scale_out_period.max(self.scale_in_period)
+    }
+
+    fn scale_out_threshold(&self) -> Option<super::ScaleOutThreshold> {
+        Some(super::ScaleOutThreshold {
+            metric: self.metric,
+            level: self.target * (1.0 + self.tolerance),
+            period: self.scale_out_period,
+        })
     }
 
     fn evaluate(
@@ -148,7 +194,7 @@ impl Policy for TargetPolicy {
                 cause: cause(Some(out_avg), "no instance is ready to measure".into()),
             };
         }
-        let step = self.max_step.unwrap_or(u32::MAX);
+        let (lowest, highest) = self.step_limits(base);
 
         // The scale-in recommendation is remembered for the stabilisation window.
         let in_rec = if in_avg / self.target < 1.0 - self.tolerance {
@@ -165,7 +211,7 @@ impl Policy for TargetPolicy {
         if out_avg / self.target > 1.0 + self.tolerance {
             let want = target_count(n, out_avg, self.target);
             if want > base {
-                let desired = want.min(base.saturating_add(step));
+                let desired = want.min(highest);
                 return Recommendation {
                     desired: Some(desired),
                     cause: cause(
@@ -180,7 +226,7 @@ impl Policy for TargetPolicy {
         }
         let stable = self.history.iter().map(|&(_, r)| r).max().unwrap_or(base);
         if stable < base {
-            let desired = stable.max(base.saturating_sub(step));
+            let desired = stable.max(lowest);
             return Recommendation {
                 desired: Some(desired),
                 cause: cause(
@@ -321,6 +367,51 @@ mod tests {
             Timestamp::from_secs(100),
         );
         assert_eq!(r.desired, Some(6));
+    }
+
+    /// Kubernetes' percentage policies: `ceil(base × (1 + p))` up, `ceil(base × (1 − p))`
+    /// down, at least one instance; beside `max_step` the larger allowance wins.
+    #[test]
+    fn max_step_percent_limits_each_move() {
+        let check = |max_step, percent, base, expected| {
+            let mut p = TargetPolicy::new(50.0);
+            p.max_step = max_step;
+            p.max_step_percent = percent;
+            assert_eq!(
+                p.step_limits(base),
+                expected,
+                "{max_step:?} {percent:?} {base}"
+            );
+        };
+        check(None, Some(100.0), 10, (0, 20));
+        check(None, Some(50.0), 10, (5, 15));
+        check(None, Some(10.0), 3, (2, 4));
+        check(None, Some(10.0), 0, (0, 1));
+        check(Some(4), Some(100.0), 2, (0, 6));
+        check(Some(4), Some(100.0), 10, (0, 20));
+        check(Some(2), Some(10.0), 30, (27, 33));
+        check(Some(2), None, 30, (28, 32));
+        check(None, None, 30, (0, u32::MAX));
+        // Through `evaluate`: 4 at 200 % of 50 % wants 16; 50 % of 4 allows 6.
+        let mut p = TargetPolicy::new(50.0);
+        p.max_step_percent = Some(50.0);
+        let r = p.evaluate(
+            &state(4),
+            &window(&[(100, 200.0)]),
+            Timestamp::from_secs(100),
+        );
+        assert_eq!(r.desired, Some(6));
+    }
+
+    #[test]
+    fn max_step_percent_must_be_positive() {
+        for bad in [0.0, -5.0, f64::NAN] {
+            let mut p = TargetPolicy::new(50.0);
+            p.max_step_percent = Some(bad);
+            let e = p.validate().unwrap_err();
+            assert_eq!(e.field, "max_step_percent");
+            assert!(e.rule.contains("must be a number > 0"), "{}", e.rule);
+        }
     }
 
     #[test]

@@ -123,6 +123,14 @@ impl Policy for ThresholdPolicy {
         self.evaluation_period
     }
 
+    fn scale_out_threshold(&self) -> Option<super::ScaleOutThreshold> {
+        Some(super::ScaleOutThreshold {
+            metric: self.metric,
+            level: self.scale_out_above?,
+            period: self.evaluation_period,
+        })
+    }
+
     fn evaluate(
         &mut self,
         state: &GroupState,

@@ -158,16 +158,19 @@ impl Policy for Hpa {
     }
 }
 
-/// AWS EC2 Auto Scaling target tracking: one-minute datapoints (mean utilisation of the
-/// ticks in `[t − 60 s, t)`, formed at multiples of 60 s); the scale-out alarm fires after
-/// 3 datapoints above the target, the scale-in alarm after 15 below 0.9 × target; either
-/// sets `ceil(provisioned × datapoint / target)`. Both alarm windows restart after the
-/// provisioned count changes.
+/// AWS EC2 Auto Scaling target tracking, as its documentation describes it: one-minute
+/// datapoints (mean utilisation of the ticks in `[t − 60 s, t)`, formed at multiples of
+/// 60 s); the high alarm is in ALARM while the last 3 datapoints are above the target, the
+/// low alarm while the last 15 are below 0.9 × target, and an alarm in ALARM invokes the
+/// policy once a minute (a capacity change does not reset it). A scale-out sizes from the
+/// capacity that is not warming up, `ceil(ready × datapoint / target)`, and happens only if
+/// that is more than the capacity already provisioned (instances warming up count as
+/// capacity being added); a scale-in sets `ceil(provisioned × datapoint / target)`, and is
+/// blocked while any instance is still warming up.
 #[derive(Debug, Clone)]
 pub struct AwsTarget {
     target: f64,
     points: VecDeque<f64>,
-    last_provisioned: Option<u32>,
 }
 
 impl AwsTarget {
@@ -176,7 +179,6 @@ impl AwsTarget {
         AwsTarget {
             target,
             points: VecDeque::new(),
-            last_provisioned: None,
         }
     }
 }
@@ -200,10 +202,6 @@ impl Policy for AwsTarget {
         now: Timestamp,
     ) -> Recommendation {
         let current = state.provisioned;
-        if self.last_provisioned != Some(current) {
-            self.points.clear();
-            self.last_provisioned = Some(current);
-        }
         let cause = |value, reason: String| Cause {
             policy: "aws-target".into(),
             metric: Some("cpu".into()),
@@ -235,37 +233,41 @@ impl Policy for AwsTarget {
         while self.points.len() > AWS_IN_POINTS {
             self.points.pop_front();
         }
-        let high = self.points.len() >= AWS_OUT_POINTS
-            && self
-                .points
-                .iter()
-                .rev()
-                .take(AWS_OUT_POINTS)
-                .all(|&p| p > self.target);
-        let low = self.points.len() >= AWS_IN_POINTS
-            && self
-                .points
-                .iter()
-                .rev()
-                .take(AWS_IN_POINTS)
-                .all(|&p| p < 0.9 * self.target);
-        if !(high || low) {
-            return Recommendation {
-                desired: None,
-                cause: cause(Some(dp), format!("datapoint {dp:.1}: no alarm")),
-            };
-        }
-        let want = (f64::from(current) * dp / self.target).ceil() as u32;
-        Recommendation {
-            desired: (want != current).then_some(want),
-            cause: cause(
-                Some(dp),
+        let last = |k: usize, breach: &dyn Fn(f64) -> bool| {
+            self.points.len() >= k && self.points.iter().rev().take(k).all(|&p| breach(p))
+        };
+        let high = last(AWS_OUT_POINTS, &|p| p > self.target);
+        let low = last(AWS_IN_POINTS, &|p| p < 0.9 * self.target);
+        let warming = current.saturating_sub(state.ready);
+        let (want, how) = if high {
+            let want = (f64::from(state.ready) * dp / self.target).ceil() as u32;
+            (
+                want.max(current),
                 format!(
-                    "{} alarm: ceil({current} × {dp:.1} / {}) = {want}",
-                    if high { "high" } else { "low" },
+                    "high alarm: ceil({} ready × {dp:.1} / {}) = {want}, {current} provisioned",
+                    state.ready, self.target
+                ),
+            )
+        } else if low && warming > 0 {
+            (
+                current,
+                format!("low alarm: scale-in waits for {warming} warming instance(s)"),
+            )
+        } else if low {
+            let want = (f64::from(current) * dp / self.target).ceil() as u32;
+            (
+                want.min(current),
+                format!(
+                    "low alarm: ceil({current} × {dp:.1} / {}) = {want}",
                     self.target
                 ),
-            ),
+            )
+        } else {
+            (current, format!("datapoint {dp:.1}: no alarm"))
+        };
+        Recommendation {
+            desired: (want != current).then_some(want),
+            cause: cause(Some(dp), how),
         }
     }
 }
@@ -381,9 +383,16 @@ mod tests {
         let r3 = a.evaluate(&st(4), &w, Timestamp::from_secs(180));
         // ceil(4 × 80 / 50) = 7
         assert_eq!(r3.desired, Some(7));
-        // The count changed: the windows restart.
-        let r4 = a.evaluate(&st(7), &w, Timestamp::from_secs(240));
-        assert_eq!(r4.desired, None);
+        // The alarm stays in ALARM and invokes the policy again a minute later: with the 3
+        // new instances still warming up, ceil(4 ready × 80 / 50) = 7 adds nothing.
+        let warming = GroupState {
+            desired_capacity: 7,
+            provisioned: 7,
+            ready: 4,
+            last_scaling_at: None,
+        };
+        let r4 = a.evaluate(&warming, &w, Timestamp::from_secs(240));
+        assert_eq!(r4.desired, None, "{}", r4.cause.reason);
         // Scale-in needs 15 low datapoints.
         let mut a = AwsTarget::new(50.0);
         let pts: Vec<(i64, f64)> = (0..1000).step_by(15).map(|t| (t, 20.0)).collect();
@@ -397,5 +406,59 @@ mod tests {
         }
         // ceil(10 × 20 / 50) = 4 at the 15th datapoint.
         assert_eq!(first, Some((15, Some(4))));
+    }
+
+    /// AWS: "Auto Scaling doesn't count the instance towards the group's capacity until
+    /// ... the warmup time finishes (for scale out)", and an alarm that stays in ALARM
+    /// invokes the policy once a minute. Sizing from the provisioned count (warming
+    /// instances included) overshot; restarting the alarm after each change waited three
+    /// more minutes on a load still rising.
+    #[test]
+    fn aws_scales_out_from_the_capacity_not_warming_up_every_minute_in_alarm() {
+        let state = |provisioned, ready| GroupState {
+            desired_capacity: provisioned,
+            provisioned,
+            ready,
+            last_scaling_at: None,
+        };
+        let mut a = AwsTarget::new(50.0);
+        let mut pts: Vec<(i64, f64)> = (0..180).step_by(15).map(|t| (t, 80.0)).collect();
+        let w = win(4, &pts);
+        for m in 1..=2 {
+            a.evaluate(&state(6, 4), &w, Timestamp::from_secs(m * 60));
+        }
+        // 4 ready, 2 warming: ceil(4 × 80 / 50) = 7, not ceil(6 × 80 / 50) = 10.
+        let r = a.evaluate(&state(6, 4), &w, Timestamp::from_secs(180));
+        assert_eq!(r.desired, Some(7), "{}", r.cause.reason);
+        // The load rises while those boot: a minute later, ceil(4 × 100 / 50) = 8.
+        pts.extend((180..240).step_by(15).map(|t| (t, 100.0)));
+        let r = a.evaluate(&state(7, 4), &win(4, &pts), Timestamp::from_secs(240));
+        assert_eq!(r.desired, Some(8), "{}", r.cause.reason);
+    }
+
+    /// AWS: while instances warm up, "dynamic scaling becomes conservative ... This blocks
+    /// the scale-in activities for dynamic scaling until the new instances finish warming up."
+    #[test]
+    fn aws_does_not_scale_in_while_instances_warm_up() {
+        let pts: Vec<(i64, f64)> = (0..1000).step_by(15).map(|t| (t, 20.0)).collect();
+        let w = win(4, &pts);
+        let warming = GroupState {
+            desired_capacity: 10,
+            provisioned: 10,
+            ready: 9,
+            last_scaling_at: None,
+        };
+        let mut a = AwsTarget::new(50.0);
+        let mut asked = vec![];
+        for m in 1..=16 {
+            asked.push(
+                a.evaluate(&warming, &w, Timestamp::from_secs(m * 60))
+                    .desired,
+            );
+        }
+        assert!(asked.iter().all(Option::is_none), "{asked:?}");
+        // Once the tenth is ready, the low alarm (still in ALARM) scales in at once.
+        let r = a.evaluate(&st(10), &w, Timestamp::from_secs(17 * 60));
+        assert_eq!(r.desired, Some(4));
     }
 }

@@ -6,6 +6,7 @@
 //! Pure: the trace comes in as text, the time is the simulation's own.
 
 pub mod baselines;
+pub mod frontier;
 pub mod synth;
 
 use crate::group::Capacity;
