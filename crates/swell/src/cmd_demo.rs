@@ -67,6 +67,49 @@ fn lab_group(exe: &str, fast: bool, provider: &str) -> Result<GroupSpec> {
     Ok(spec)
 }
 
+/// The CLI context the demo writes for its own server (`demo`), so that `swell --context
+/// demo …` reaches it while it runs; the current context is left as it was.
+const DEMO_CONTEXT: &str = "demo";
+
+/// Logs the demo's bootstrap admin in and stores the token in context `demo`. A failure
+/// (no configuration directory) only means the CLI cannot reach the demo.
+async fn demo_context(server: &Server) -> Result<String> {
+    let password = server
+        .generated_admin_password()
+        .context("the demo's admin has no generated password")?;
+    let (token, _) = server
+        .service()
+        .auth()
+        .login(
+            swell_server::auth::BOOTSTRAP_ADMIN,
+            password.expose(),
+            "default",
+            None,
+        )
+        .await?;
+    let url = server.url();
+    let mut config = crate::config::Config::load(crate::config::DEFAULT_URL)?;
+    config.remember(
+        DEMO_CONTEXT,
+        &url,
+        swell_server::auth::BOOTSTRAP_ADMIN,
+        "default",
+        token,
+    );
+    config.save()?;
+    Ok(DEMO_CONTEXT.to_string())
+}
+
+/// Removes the demo's context once its server is gone.
+fn forget_context(name: &str) {
+    let url = crate::config::DEFAULT_URL;
+    if let Ok(mut config) = crate::config::Config::load(url)
+        && config.delete(name).is_ok()
+    {
+        let _ = config.save();
+    }
+}
+
 struct Load {
     ok: AtomicU64,
     failed: AtomicU64,
@@ -173,6 +216,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             )
             .await?;
     }
+    let context = demo_context(&server).await;
     let spec = lab_group(&exe, args.fast, &args.provider)?;
     service.create_group(&tenant, spec).await?;
     let lb = service
@@ -186,9 +230,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         server.addr()
     ));
 
+    if let Ok(name) = &context {
+        say(format!(
+            "the CLI reaches it while it runs: swell --context {name} group list (the current context is unchanged)"
+        ));
+    }
     let result = drive(&args, &service, &tenant, &lb.to_string(), &say).await;
     say("stopping the demo's instances…".into());
     server.shutdown().await;
+    if let Ok(name) = context {
+        forget_context(&name);
+    }
     let summary = result?;
     if args.json {
         outln!("{}", serde_json::to_string(&summary)?);
