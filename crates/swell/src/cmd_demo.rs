@@ -1,4 +1,4 @@
-//! `swell demo`: the seed-0 lab on the embedded defaults. An in-process server runs a
+//! `swell demo`: the OpenStack lab example's policy on the embedded defaults. An in-process server runs a
 //! group of `swell demo-app` processes behind its load balancer; the demo sends a surge
 //! of CPU-heavy requests through the load balancer, then goes quiet, and shows every
 //! instance, its CPU and each decision with its cause as the fleet scales out and back in.
@@ -31,7 +31,7 @@ pub struct DemoArgs {
 /// The image the docker demo runs.
 const DEMO_IMAGE: &str = "swell-demo-app:latest";
 
-/// The demo's group: seed 0's lab (CPU above 20 % over 40 s → +1, max 4), with a
+/// The demo's group: the OpenStack lab example (CPU above 20 % over 40 s → +1, max 4), with a
 /// scale-in threshold added so that the fleet comes back to its minimum.
 fn lab_group(exe: &str, fast: bool, provider: &str) -> Result<GroupSpec> {
     let k = if fast { 4 } else { 1 };
@@ -224,7 +224,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .load_balancer_addr(&tenant, "lab")
         .context("the demo group has no load balancer")?;
     say(format!(
-        "Swell demo: group `lab` on the {} provider (seed 0: cpu > 20 % over {} → +1, max 4; < 5 % → -1), load balancer http://{lb}, API http://{}",
+        "Swell demo: group `lab` on the {} provider (cpu > 20 % over {} → +1, max 4; < 5 % → -1), load balancer http://{lb}, API http://{}",
         args.provider,
         if args.fast { "10s" } else { "40s" },
         server.addr()
