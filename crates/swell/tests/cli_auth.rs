@@ -387,3 +387,68 @@ async fn a_fresh_server_logs_the_cli_in_through_a_context() {
     let _ = server.start_kill();
     let _ = server.wait().await;
 }
+
+/// `swell demo` writes a context of its own (`demo`) that reaches its server while it
+/// runs, leaves the current context as it was, and removes its own at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_writes_its_own_context_and_keeps_the_current_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("swell")).unwrap();
+    let mine = "current_context: mine\ncontexts:\n- name: mine\n  server: http://127.0.0.1:9\n  token: swt_mine\n";
+    std::fs::write(config.join("swell/config.yaml"), mine).unwrap();
+    let demo = tokio::process::Command::new(SWELL)
+        .args(["demo", "--fast", "--json"])
+        .env("XDG_CONFIG_HOME", &config)
+        .env_remove("SWELL_CONTEXT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("swell demo");
+    let file = config.join("swell/config.yaml");
+    common::eventually(
+        "the demo's context",
+        std::time::Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            async move {
+                if text.contains("name: demo") {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            }
+        },
+    )
+    .await;
+    let during = std::fs::read_to_string(&file).unwrap();
+    assert!(during.contains("current_context: mine"), "{during}");
+    let groups = context_cli(
+        &config,
+        &[],
+        &["--context", "demo", "-o", "json", "group", "list"],
+    )
+    .await;
+    assert_eq!(groups.json()["groups"][0]["name"], "lab");
+
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), demo.wait_with_output())
+        .await
+        .expect("the demo ends within 5 minutes")
+        .expect("the demo runs");
+    assert!(out.status.success(), "{out:?}");
+    let summary: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default(),
+    )
+    .expect("the demo's JSON summary");
+    assert!(summary["scale_out_events"].as_u64() >= Some(1), "{summary}");
+    let yaml = |text: &str| -> serde_json::Value { serde_saphyr::from_str(text).expect("YAML") };
+    assert_eq!(
+        yaml(&std::fs::read_to_string(&file).unwrap()),
+        yaml(mine),
+        "the demo's context is gone, the rest as it was"
+    );
+}
