@@ -18,9 +18,10 @@ pub struct DemoArgs {
     /// takes under two minutes; the logic is the same.
     #[arg(long)]
     fast: bool,
-    /// Print progress on stderr and, as the last line on stdout, a JSON summary.
+    /// Print progress on stderr and, as the last line on stdout, a JSON summary (the
+    /// same as `-o json`).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Where instances run: `process` (local child processes) or `docker` (containers
     /// of the `swell-demo-app:latest` image on the local engine; build it with
     /// `scripts/build-demo-image`).

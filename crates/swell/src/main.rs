@@ -514,7 +514,18 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Sim(args) => cmd_sim::run(args, output),
-        Command::Bench(args) => cmd_bench::run(args),
+        Command::Bench(mut args) => {
+            // The benchmark prints Markdown tables, or JSON lines with `-o json`.
+            if let cmd_bench::BenchCommand::Policies(p) = &mut args.command {
+                p.json |= json_or_table(output, "swell bench policies")?;
+            }
+            cmd_bench::run(args)
+        }
+        Command::Demo(mut args) => {
+            args.json |= json_or_table(output, "swell demo")?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(cmd_demo::run(args))
+        }
         Command::Completion { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(
@@ -546,6 +557,19 @@ fn run(cli: Cli) -> Result<()> {
             };
             rt.block_on(run_async(command, place, output))
         }
+    }
+}
+
+/// Whether `-o` asks a command that prints either text or JSON for JSON; any other
+/// format is refused rather than ignored.
+fn json_or_table(output: Output, command: &str) -> Result<bool> {
+    match output.format {
+        Format::Json => Ok(true),
+        Format::Table => Ok(false),
+        other => anyhow::bail!(
+            "-o: {command} prints a table or JSON (-o json), not {}",
+            format!("{other:?}").to_lowercase()
+        ),
     }
 }
 
@@ -612,12 +636,12 @@ fn colour_on_stderr() -> bool {
 async fn run_async(command: Command, place: Place, output: Output) -> Result<()> {
     match command {
         Command::Serve(args) => serve(*args).await,
-        Command::Demo(args) => cmd_demo::run(args).await,
         Command::DemoApp { port } => swell_demo_app::run(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
             .context("demo app"),
         Command::Sim(_)
         | Command::Bench(_)
+        | Command::Demo(_)
         | Command::Completion { .. }
         | Command::Man { .. }
         | Command::Context(_) => unreachable!("handled before the runtime starts"),

@@ -194,6 +194,17 @@ fn sim_prints_every_format() {
         json["instance_hours"].as_f64()
     );
     assert!(sim(&[]).contains("instance-hours"));
+    // A command that prints only a table or JSON refuses the other formats rather than
+    // ignoring them.
+    let refused = std::process::Command::new(SWELL)
+        .args(["bench", "policies", "-o", "yaml"])
+        .output()
+        .expect("swell runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("a table or JSON (-o json), not yaml"),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
