@@ -818,6 +818,7 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
             // Following, each event is printed as it comes: a row (the header once), or
             // one JSON object per line, or one YAML document each.
             let mut headers = output.headers;
+            let mut widths = Vec::new();
             let mut batch = |events: &[api::Event]| -> Result<()> {
                 match output.format {
                     Format::Json => {
@@ -830,10 +831,14 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                             out!("---\n{}", output::render(output, e, |_| Table::new(&[]))?);
                         }
                     }
-                    Format::Table | Format::Wide | Format::Csv if !events.is_empty() => {
-                        print(Output { headers, ..output }, &events, |e| {
-                            client::events_table(e)
-                        })?;
+                    Format::Table | Format::Wide if !events.is_empty() => {
+                        let wide = output.format == Format::Wide;
+                        let table = client::events_table(events);
+                        out!("{}", table.render_within(wide, headers, &mut widths));
+                        headers = false;
+                    }
+                    Format::Csv if !events.is_empty() => {
+                        out!("{}", client::events_table(events).csv(headers));
                         headers = false;
                     }
                     Format::Table | Format::Wide | Format::Csv => {}

@@ -72,6 +72,12 @@ impl Table {
     /// Aligned columns separated by three spaces, no trailing blanks; control
     /// characters (a newline in a message) become spaces so that a row stays a line.
     pub fn render(&self, wide: bool, headers: bool) -> String {
+        self.render_within(wide, headers, &mut Vec::new())
+    }
+
+    /// [`Table::render`], with columns at least as wide as `widths`, which grow to fit:
+    /// the tables printed one after the other (`swell events --follow`) stay aligned.
+    pub fn render_within(&self, wide: bool, headers: bool, widths: &mut Vec<usize>) -> String {
         let n = if wide {
             self.headers.len()
         } else {
@@ -91,7 +97,7 @@ impl Table {
                 .iter()
                 .map(|r| r[..n].iter().map(|c| clean(c)).collect()),
         );
-        let mut widths = vec![0; n];
+        widths.resize(n, 0);
         for line in &lines {
             for (w, cell) in widths.iter_mut().zip(line) {
                 *w = (*w).max(cell.chars().count());
@@ -222,6 +228,23 @@ mod tests {
         assert_eq!(
             sample().render(true, true),
             "NAME       N    NOTE\nweb        2    a, \"b\"\ndatabase   10   line break\n=cmd()     -1   -\n"
+        );
+    }
+
+    #[test]
+    fn tables_printed_in_turn_keep_their_columns() {
+        let mut widths = Vec::new();
+        let mut first = Table::new(&["NAME", "N"]);
+        first.add_row(["database", "10"]);
+        let mut second = Table::new(&["NAME", "N"]);
+        second.add_row(["web", "2"]);
+        assert_eq!(
+            first.render_within(false, true, &mut widths),
+            "NAME       N\ndatabase   10\n"
+        );
+        assert_eq!(
+            second.render_within(false, false, &mut widths),
+            "web        2\n"
         );
     }
 
