@@ -156,6 +156,10 @@ use std::time::{Duration, SystemTime};
 use swell_core::{InstanceId, Template, TenantId};
 use tokio::time::Instant;
 
+/// The call name of [`OpenStackProvider::wait_status`]'s timeout: Nova answered every
+/// poll, but the server never reached the status wanted.
+const STILL_WAITING: &str = "nova: waiting for the server";
+
 /// Metadata key carrying the owning Swell server's tag.
 pub const META_OWNER: &str = "swell_owner";
 /// Metadata key carrying the instance's id.
@@ -447,7 +451,8 @@ impl OpenStackProvider {
     }
 
     /// Polls a server until its status is one of `wanted` or ERROR, up to `timeout`.
-    /// `Ok(None)`: it vanished; `Err` with `Transport` kind: the timeout.
+    /// `Ok(None)`: it vanished; `Err` whose call is [`STILL_WAITING`]: Nova answered,
+    /// but the server stayed in another status; any other `Err`: Nova did not answer.
     async fn wait_status(
         &self,
         server_id: &str,
@@ -464,7 +469,7 @@ impl OpenStackProvider {
             }
             if Instant::now() >= deadline {
                 return Err(CallError::new(
-                    "nova GET /servers/{id}",
+                    STILL_WAITING,
                     CallErrorKind::Transport,
                     format!(
                         "server {} ({}) still {} after {} s (wanted {})",
@@ -603,9 +608,10 @@ impl OpenStackProvider {
                     request.instance_id
                 )));
             }
-            Err(e) if e.kind == CallErrorKind::Transport && e.call.starts_with("nova GET") => {
-                // Still building at the timeout: remove it rather than leave a server
-                // Swell has given up on.
+            Err(e) if e.call == STILL_WAITING => {
+                // Still building at the timeout (Nova answers, the compute service does
+                // not act): remove it rather than leave a server Swell has given up on.
+                // Nova itself not answering is the generic error below.
                 if let Ok(Some(s)) = nova::get_server(c, server_id).await {
                     let _ = self.remove_server(&s).await;
                 }

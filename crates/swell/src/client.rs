@@ -1,59 +1,24 @@
-//! The CLI's HTTP client and its output: tables by default, `-o json` for scripts.
+//! The CLI's HTTP client, and the tables of groups, instances and events.
 
+use crate::config::Target;
+use crate::output::{Table, or_dash};
 use anyhow::{Context, Result, bail};
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use swell_api as api;
 
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// Human tables.
-    Table,
-    /// JSON, for scripts.
-    Json,
-}
-
-/// A client of one Swell server. It sends `Authorization: Bearer TOKEN` on every call:
-/// the token in `SWELL_TOKEN`, else the one `swell login` stored.
+/// A client of one Swell server. It sends `Authorization: Bearer TOKEN` on every call
+/// when the target has a token (`SWELL_TOKEN`, else the context's).
 pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
 }
 
-/// Where `swell login` keeps the token: `$XDG_CONFIG_HOME/swell/token`, else
-/// `~/.config/swell/token`.
-pub fn token_path() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| std::path::PathBuf::from(h).join(".config"))
-        })?;
-    Some(base.join("swell").join("token"))
-}
-
-/// The token to send: `SWELL_TOKEN` if set, else the stored one.
-pub fn current_token() -> Option<String> {
-    if let Ok(t) = std::env::var("SWELL_TOKEN")
-        && !t.trim().is_empty()
-    {
-        return Some(t.trim().to_string());
-    }
-    let text = std::fs::read_to_string(token_path()?).ok()?;
-    let t = text.trim();
-    (!t.is_empty()).then(|| t.to_string())
-}
-
 impl Client {
-    /// A client of the server at `url` (e.g. `http://127.0.0.1:7700`).
+    /// A client of the target's server with its token.
     /// `SWELL_CA_CERT` names a PEM file of CA certificates trusted besides the
     /// system's (a server with `--tls-cert` signed by a private CA, or self-signed).
-    pub fn new(url: &str) -> Result<Self> {
+    pub fn new(target: &Target) -> Result<Self> {
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
         if let Some(path) = std::env::var_os("SWELL_CA_CERT").filter(|p| !p.is_empty()) {
             let path = std::path::PathBuf::from(path);
@@ -72,9 +37,9 @@ impl Client {
         }
         let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
-            base: server_url(url)?,
+            base: target.url.clone(),
             http,
-            token: current_token(),
+            token: target.token.clone(),
         })
     }
 
@@ -110,14 +75,18 @@ impl Client {
         let bytes = resp.bytes().await.context("reading the answer")?;
         if !status.is_success() {
             let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
-                " (log in with `swell login --user U --password-file F --tenant T`, or set SWELL_TOKEN)"
+                " (log in with `swell login --user U --tenant T`, pick a context with --context, or set SWELL_TOKEN)"
             } else {
                 ""
             };
-            if let Ok(p) = serde_json::from_slice::<api::Problem>(&bytes) {
-                bail!("{} ({}): {}{hint}", p.title, p.status, p.detail);
+            let message = match serde_json::from_slice::<api::Problem>(&bytes) {
+                Ok(p) => format!("{} ({}): {}{hint}", p.title, p.status, p.detail),
+                Err(_) => format!("{status}: {}{hint}", String::from_utf8_lossy(&bytes)),
+            };
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Err(NotFound(message).into());
             }
-            bail!("{status}: {}{hint}", String::from_utf8_lossy(&bytes));
+            bail!("{message}");
         }
         Ok(bytes.to_vec())
     }
@@ -139,44 +108,53 @@ impl Client {
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(reqwest::Method::GET, path, None).await
     }
-}
 
-/// Prints `value` as JSON, or as the table `table` builds.
-pub fn print<T: Serialize>(
-    output: Output,
-    value: &T,
-    table: impl FnOnce(&T) -> Table,
-) -> Result<()> {
-    match output {
-        Output::Json => outln!("{}", serde_json::to_string_pretty(value)?),
-        Output::Table => outln!("{}", table(value)),
+    /// GET, with `None` for 404 (a group that is gone).
+    pub async fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        match self.get(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.downcast_ref::<NotFound>().is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
-    Ok(())
 }
 
-/// A table with a header row.
-pub fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
-    t
+/// A 404 answer, told apart so that waiting for a deletion can see it.
+#[derive(Debug)]
+struct NotFound(String);
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-/// The group table.
+impl std::error::Error for NotFound {}
+
+/// The group table; wide adds the tenant, the draining, terminating and paused
+/// counts, the providers and the times.
 pub fn groups_table(groups: &[api::Group]) -> Table {
-    let mut t = table(&[
+    let mut t = Table::new(&[
         "NAME",
         "DESIRED",
         "RUNNING",
         "PENDING",
-        "DRAINING",
         "MIN",
         "MAX",
         "LOAD BALANCER",
+    ])
+    .wide(&[
+        "TENANT",
+        "DRAINING",
+        "TERMINATING",
+        "PAUSED",
+        "PROVIDER",
         "LAST SCALING",
+        "CREATED",
     ]);
     for g in groups {
         let num = |k: &str| g.spec.get(k).map(|v| v.to_string()).unwrap_or_default();
-        t.add_row(vec![
+        t.add_row([
             if g.deleting {
                 format!("{} (deleting)", g.name)
             } else {
@@ -185,59 +163,89 @@ pub fn groups_table(groups: &[api::Group]) -> Table {
             g.desired_capacity.to_string(),
             g.instances.running.to_string(),
             g.instances.pending.to_string(),
-            g.instances.draining.to_string(),
             num("min"),
             num("max"),
-            g.load_balancer.clone().unwrap_or_else(|| "-".into()),
-            g.last_scaling_at.clone().unwrap_or_else(|| "-".into()),
+            or_dash(g.load_balancer.as_ref()),
+            g.tenant.clone(),
+            g.instances.draining.to_string(),
+            g.instances.terminating.to_string(),
+            g.instances.paused.to_string(),
+            or_dash(g.spec.get("provider").and_then(|p| p.as_str())),
+            or_dash(g.last_scaling_at.as_ref()),
+            g.created_at.clone(),
         ]);
     }
     t
 }
 
-/// The instance table.
+/// The instance table; wide adds where it runs, its provider id and why it is in its
+/// status.
 pub fn instances_table(list: &[api::Instance]) -> Table {
-    let mut t = table(&[
-        "ID",
-        "#",
-        "STATUS",
+    let mut t = Table::new(&["ID", "#", "STATUS", "ADDRESS", "CPU %", "MEM MiB"]).wide(&[
         "LIFECYCLE",
-        "ADDRESS",
-        "PID",
-        "CPU %",
-        "MEM MiB",
+        "PROVIDER",
+        "HOST",
+        "NATIVE ID",
+        "PROTECTED",
         "STARTED",
+        "REASON",
     ]);
     for i in list {
-        t.add_row(vec![
+        t.add_row([
             i.id.clone(),
             i.created_order.to_string(),
             i.status.clone(),
+            or_dash(i.address.as_ref()),
+            or_dash(i.cpu_percent.map(|c| format!("{c:.1}"))),
+            or_dash(i.memory_mb.map(|m| format!("{m:.1}"))),
             i.lifecycle.clone(),
-            i.address.clone().unwrap_or_else(|| "-".into()),
-            i.native_id.clone().unwrap_or_else(|| "-".into()),
-            i.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
-            i.memory_mb.map_or("-".into(), |m| format!("{m:.1}")),
-            i.started_at.clone().unwrap_or_else(|| "-".into()),
+            i.provider.clone(),
+            or_dash(i.host.as_ref()),
+            or_dash(i.native_id.as_ref()),
+            i.protected.to_string(),
+            or_dash(i.started_at.as_ref()),
+            or_dash(i.status_reason.as_ref()),
         ]);
     }
     t
 }
 
-/// The event table.
+/// The event table; wide adds the instance and the cause's numbers.
 pub fn events_table(list: &[api::Event]) -> Table {
-    let mut t = table(&["TIME", "KIND", "MESSAGE"]);
+    let mut t = Table::new(&["TIME", "KIND", "MESSAGE"]).wide(&[
+        "ID",
+        "INSTANCE",
+        "POLICY",
+        "METRIC",
+        "VALUE",
+        "THRESHOLD",
+        "BEFORE",
+        "AFTER",
+    ]);
     for e in list {
-        t.add_row(vec![e.at.clone(), e.kind.clone(), e.message.clone()]);
+        let c = e.cause.as_ref();
+        t.add_row([
+            e.at.clone(),
+            e.kind.clone(),
+            e.message.clone(),
+            e.id.to_string(),
+            or_dash(e.instance_id.as_ref()),
+            or_dash(c.map(|c| &c.policy)),
+            or_dash(c.and_then(|c| c.metric.as_ref())),
+            or_dash(c.and_then(|c| c.value)),
+            or_dash(c.and_then(|c| c.threshold)),
+            or_dash(c.map(|c| c.before)),
+            or_dash(c.map(|c| c.after)),
+        ]);
     }
     t
 }
 
 /// A group's load history as a table.
 pub fn load_history_table(list: &[api::LoadSummary]) -> Table {
-    let mut t = table(&["TIME", "METRIC", "MEAN", "MAX"]);
+    let mut t = Table::new(&["TIME", "METRIC", "MEAN", "MAX"]);
     for l in list {
-        t.add_row(vec![
+        t.add_row([
             l.at.clone(),
             l.metric.clone(),
             format!("{:.1}", l.mean),

@@ -1,25 +1,30 @@
 //! Identity commands: `swell login`, `swell tenant …`, `swell user …`, `swell token …`,
 //! `swell api-key …`, `swell owner …`, `swell quota …` and `swell audit`.
 
-use crate::client::{self, Client, Output, print};
+use crate::Place;
+use crate::client::Client;
+use crate::config::Config;
+use crate::output::{Format, Output, Table, done, or_dash, print};
 use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use swell_api as api;
 
 /// The identity commands (flattened into the top-level command list).
 #[derive(clap::Subcommand)]
 pub enum AuthCommand {
-    /// Log in to a tenant; the token is stored in ~/.config/swell/token (mode 0600).
+    /// Log in to a tenant; the token is stored in a context of
+    /// ~/.config/swell/config.yaml (mode 0600), which becomes the current one.
     Login {
         /// The user.
         #[arg(long)]
         user: String,
-        /// A file holding the password (`-` for standard input).
-        #[arg(long)]
-        password_file: PathBuf,
+        /// A file holding the password (`-` for standard input); without it the
+        /// password is asked for on the terminal, without echo.
+        #[arg(long, env = "SWELL_PASSWORD_FILE")]
+        password_file: Option<PathBuf>,
         /// The tenant the token acts in.
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -45,11 +50,12 @@ pub enum AuthCommand {
     /// Operator commands run on the server's host, against the store itself.
     #[command(subcommand)]
     Admin(AdminCmd),
-    /// Show or export the audit log of the current tenant (owner, admin).
+    /// Show or export the audit log of the current tenant (owner, admin); `-o csv` is
+    /// the server's export.
     Audit {
-        /// `table`-like output by default; `csv` or `json` for export.
-        #[arg(long)]
-        format: Option<String>,
+        /// The old name of `-o`.
+        #[arg(long, hide = true, value_enum)]
+        format: Option<Format>,
         /// Every tenant's records (admin).
         #[arg(long)]
         all: bool,
@@ -396,20 +402,16 @@ async fn admin(cmd: AdminCmd, output: Output) -> Result<()> {
             "; no tenant was left, so `{default}` was created to log in to"
         ));
     }
-    match output {
-        Output::Json => {
-            let mut v = json!({ "ok": true, "message": message });
-            if let Some(p) = &shown {
-                v["password"] = json!(p);
-            }
-            println!("{v}");
+    if output.is_document() {
+        let mut v = json!({ "ok": true, "message": message });
+        if let Some(p) = &shown {
+            v["password"] = json!(p);
         }
-        Output::Table => {
-            eprintln!("{message}");
-            if let Some(p) = &shown {
-                println!("{p}");
-            }
-        }
+        return print(output, &v, |_| Table::new(&[]));
+    }
+    eprintln!("{message}");
+    if let Some(p) = &shown {
+        outln!("{p}");
     }
     Ok(())
 }
@@ -428,40 +430,47 @@ fn read_password(path: &Path) -> Result<String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// Writes the token to the user's config directory with mode 0600.
-fn store_token(token: &str) -> Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let path = client::token_path()
-        .context("neither XDG_CONFIG_HOME nor HOME is set: cannot store the token")?;
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
+/// Asks for a password on the terminal without echoing it; refused when standard
+/// input is not a terminal (a script gives `--password-file`). Echo goes off before the
+/// prompt shows, so that nothing typed after the prompt can appear.
+fn prompt_password(prompt: &str) -> Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::{BufRead, IsTerminal, Write};
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "no terminal to ask for the password on: give --password-file FILE (`-` for standard input) or SWELL_PASSWORD_FILE"
+    );
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    writeln!(f, "{token}")?;
-    Ok(path)
+        .open("/dev/tty")
+        .context("opening the terminal")?;
+    let before = tcgetattr(&tty).context("reading the terminal's settings")?;
+    let mut quiet = before.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet).context("turning the terminal's echo off")?;
+    let mut line = String::new();
+    let read = write!(tty, "{prompt}")
+        .and_then(|()| tty.flush())
+        .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
+    tcsetattr(&tty, SetArg::TCSANOW, &before).context("turning the terminal's echo back on")?;
+    read.context("reading the password from the terminal")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-fn tenants_table(list: &[api::Tenant]) -> comfy_table::Table {
-    let mut t = client::table(&[
+fn tenants_table(list: &[api::Tenant]) -> Table {
+    let mut t = Table::new(&[
         "NAME",
         "DISPLAY NAME",
         "GROUPS",
         "MAX INSTANCES",
+        "PROVIDERS",
+    ])
+    .wide(&[
         "MAX VCPUS",
         "MAX MEMORY MB",
         "MAX GROUPS",
-        "PROVIDERS",
         "LISTEN",
         "IMAGES",
         "CREATED",
@@ -476,7 +485,7 @@ fn tenants_table(list: &[api::Tenant]) -> comfy_table::Table {
     };
     for x in list {
         let q = &x.effective_quota;
-        t.add_row(vec![
+        t.add_row([
             if x.deleting {
                 format!("{} (deleting)", x.name)
             } else {
@@ -485,10 +494,10 @@ fn tenants_table(list: &[api::Tenant]) -> comfy_table::Table {
             x.display_name.clone(),
             x.groups.to_string(),
             n(q.max_instances.map(u64::from)),
+            l(&x.providers),
             n(q.max_vcpus.map(u64::from)),
             n(q.max_memory_mb),
             n(q.max_groups.map(u64::from)),
-            l(&x.providers),
             l(&x.listen),
             l(&x.images),
             x.created_at.clone(),
@@ -497,13 +506,13 @@ fn tenants_table(list: &[api::Tenant]) -> comfy_table::Table {
     t
 }
 
-fn users_table(list: &[api::User]) -> comfy_table::Table {
-    let mut t = client::table(&["NAME", "ADMIN", "ROLE", "OWNS", "CREATED"]);
+fn users_table(list: &[api::User]) -> Table {
+    let mut t = Table::new(&["NAME", "ADMIN", "ROLE", "OWNS"]).wide(&["CREATED"]);
     for u in list {
-        t.add_row(vec![
+        t.add_row([
             u.name.clone(),
             u.admin.to_string(),
-            u.role.clone().unwrap_or_else(|| "-".into()),
+            or_dash(u.role.as_ref()),
             u.owned_instances.join(" "),
             u.created_at.clone(),
         ]);
@@ -511,77 +520,90 @@ fn users_table(list: &[api::User]) -> comfy_table::Table {
     t
 }
 
-fn audit_table(list: &[api::AuditEntry]) -> comfy_table::Table {
-    let mut t = client::table(&[
-        "TIME", "USER", "TENANT", "ACTION", "TARGET", "FROM", "RESULT",
-    ]);
+fn audit_table(list: &[api::AuditEntry]) -> Table {
+    let mut t =
+        Table::new(&["TIME", "USER", "ACTION", "TARGET", "RESULT"]).wide(&["ID", "TENANT", "FROM"]);
     for e in list {
-        t.add_row(vec![
+        t.add_row([
             e.at.clone(),
-            e.user.clone().unwrap_or_else(|| "-".into()),
-            e.tenant.clone().unwrap_or_else(|| "-".into()),
+            or_dash(e.user.as_ref()),
             e.action.clone(),
             e.target.clone(),
-            e.source.clone().unwrap_or_else(|| "-".into()),
             e.result.to_string(),
+            e.id.to_string(),
+            or_dash(e.tenant.as_ref()),
+            or_dash(e.source.as_ref()),
         ]);
     }
     t
 }
 
-fn done(output: Output, what: String) -> Result<()> {
-    match output {
-        Output::Json => outln!("{}", json!({ "ok": true, "message": what })),
-        Output::Table => eprintln!("{what}"),
+/// Runs an identity command against the server `place` names.
+pub async fn run(cmd: AuthCommand, place: &Place, output: Output) -> Result<()> {
+    if let AuthCommand::Admin(cmd) = cmd {
+        return admin(cmd, output).await;
     }
-    Ok(())
-}
-
-/// Runs an identity command against the server at `url`.
-pub async fn run(cmd: AuthCommand, url: &str, output: Output) -> Result<()> {
-    let c = Client::new(url)?;
+    let target = if matches!(cmd, AuthCommand::Login { .. }) {
+        place.login_target()?
+    } else {
+        place.target()?
+    };
+    let c = Client::new(&target)?;
     match cmd {
         AuthCommand::Login {
             user,
             password_file,
             tenant,
         } => {
-            let password = read_password(&password_file)?;
+            let password = match &password_file {
+                Some(file) => read_password(file)?,
+                None => prompt_password(&format!("password of {user}: "))?,
+            };
             let body = json!({ "user": user, "password": password, "tenant": tenant });
             let answer: api::LoginResponse =
                 c.call(Method::POST, "/v1/auth/tokens", Some(&body)).await?;
-            let path = store_token(&answer.token)?;
+            let mut config = Config::load(&target.url)?;
+            let name =
+                config.login_name(place.context.as_deref(), &target.url, place.url.is_some());
+            config.remember(&name, &target.url, &user, &tenant, answer.token);
+            config.current_context = Some(name.clone());
+            let path = config.save()?;
             done(
                 output,
-                format!(
-                    "logged in as {user} on tenant {tenant} until {} (token in {})",
+                &format!(
+                    "logged in as {user} on tenant {tenant} at {} until {} (context `{name}` in {})",
+                    target.url,
                     answer.expires_at,
                     path.display()
                 ),
             )
         }
-        AuthCommand::Admin(cmd) => admin(cmd, output).await,
         AuthCommand::Tenant(cmd) => tenant(&c, cmd, output).await,
         AuthCommand::User(cmd) => user(&c, cmd, output).await,
         AuthCommand::Token(TokenCmd::Revoke) => {
             let _: Value = c
                 .call(Method::DELETE, "/v1/auth/tokens/current", None)
                 .await?;
-            if let Some(path) = client::token_path()
+            // The stored token is forgotten, unless the one revoked came from SWELL_TOKEN.
+            if let Some(name) = &target.context
                 && std::env::var("SWELL_TOKEN").map_or(true, |t| t.trim().is_empty())
             {
-                let _ = std::fs::remove_file(path);
+                let mut config = Config::load(&target.url)?;
+                if let Some(entry) = config.contexts.iter_mut().find(|c| &c.name == name) {
+                    entry.token = None;
+                    config.save()?;
+                }
             }
-            done(output, "token revoked".into())
+            done(output, "token revoked")
         }
         AuthCommand::Token(TokenCmd::Whoami) => {
             let w: api::Whoami = c.get("/v1/auth/whoami").await?;
             print(output, &w, |w| {
-                let mut t = client::table(&["PRINCIPAL", "TENANT", "ROLE", "ADMIN", "OWNS"]);
-                t.add_row(vec![
+                let mut t = Table::new(&["PRINCIPAL", "TENANT", "ROLE", "ADMIN", "OWNS"]);
+                t.add_row([
                     w.principal.clone(),
                     w.tenant.clone(),
-                    w.role.clone().unwrap_or_else(|| "-".into()),
+                    or_dash(w.role.as_ref()),
                     w.admin.to_string(),
                     w.owned_instances.join(" "),
                 ]);
@@ -601,40 +623,39 @@ pub async fn run(cmd: AuthCommand, url: &str, output: Output) -> Result<()> {
             print(output, &q, quota_table)
         }
         AuthCommand::Audit { format, all, limit } => {
+            let output = Output {
+                format: format.unwrap_or(output.format),
+                ..output
+            };
             let mut q = Vec::new();
-            if let Some(f) = &format {
-                q.push(format!("format={f}"));
-            }
             if all {
                 q.push("all=true".into());
             }
             if let Some(l) = limit {
                 q.push(format!("limit={l}"));
             }
-            let path = format!("/v1/audit?{}", q.join("&"));
-            match format.as_deref() {
-                Some("csv") => {
-                    out!("{}", c.get_text(&path).await?);
-                    Ok(())
-                }
-                Some("json") => {
-                    let list: api::AuditList = c.get(&path).await?;
-                    outln!("{}", serde_json::to_string_pretty(&list)?);
-                    Ok(())
-                }
-                _ => {
-                    let list: api::AuditList = c.get(&path).await?;
-                    print(output, &list, |l| audit_table(&l.entries))
-                }
+            if output.format == Format::Csv {
+                // The server's export: every field, formulas neutralised.
+                q.push("format=csv".to_string());
+                let text = c.get_text(&format!("/v1/audit?{}", q.join("&"))).await?;
+                let text = match text.split_once('\n') {
+                    Some((_, rows)) if !output.headers => rows,
+                    _ => &text,
+                };
+                out!("{text}");
+                return Ok(());
             }
+            let list: api::AuditList = c.get(&format!("/v1/audit?{}", q.join("&"))).await?;
+            print(output, &list, |l| audit_table(&l.entries))
         }
+        AuthCommand::Admin(_) => unreachable!("handled above"),
     }
 }
 
-fn quota_table(q: &api::Quota) -> comfy_table::Table {
-    let mut t = client::table(&["MAX INSTANCES", "MAX VCPUS", "MAX MEMORY MB", "MAX GROUPS"]);
+fn quota_table(q: &api::Quota) -> Table {
+    let mut t = Table::new(&["MAX INSTANCES", "MAX VCPUS", "MAX MEMORY MB", "MAX GROUPS"]);
     let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    t.add_row(vec![
+    t.add_row([
         n(q.max_instances.map(u64::from)),
         n(q.max_vcpus.map(u64::from)),
         n(q.max_memory_mb),
@@ -707,11 +728,11 @@ async fn tenant(c: &Client, cmd: TenantCmd, output: Output) -> Result<()> {
                 )
                 .await?;
             if answer.is_null() {
-                done(output, format!("tenant {name} deleted"))
+                done(output, &format!("tenant {name} deleted"))
             } else {
                 done(
                     output,
-                    format!(
+                    &format!(
                         "tenant {name} is being deleted: its groups scale to zero, then it is removed"
                     ),
                 )
@@ -745,7 +766,7 @@ async fn user(c: &Client, cmd: UserCmd, output: Output) -> Result<()> {
             let _: Value = c
                 .call(Method::DELETE, &format!("/v1/users/{name}"), None)
                 .await?;
-            done(output, format!("user {name} deleted"))
+            done(output, &format!("user {name} deleted"))
         }
         UserCmd::Grant { name, tenant, role } => {
             let b: api::RoleBinding = c
@@ -756,8 +777,8 @@ async fn user(c: &Client, cmd: UserCmd, output: Output) -> Result<()> {
                 )
                 .await?;
             print(output, &b, |b| {
-                let mut t = client::table(&["USER", "TENANT", "ROLE"]);
-                t.add_row(vec![b.user.clone(), b.tenant.clone(), b.role.clone()]);
+                let mut t = Table::new(&["USER", "TENANT", "ROLE"]);
+                t.add_row([b.user.clone(), b.tenant.clone(), b.role.clone()]);
                 t
             })
         }
@@ -769,7 +790,7 @@ async fn user(c: &Client, cmd: UserCmd, output: Output) -> Result<()> {
                     None,
                 )
                 .await?;
-            done(output, format!("{name} has no role in {tenant} any more"))
+            done(output, &format!("{name} has no role in {tenant} any more"))
         }
         UserCmd::Passwd {
             name,
@@ -789,7 +810,7 @@ async fn user(c: &Client, cmd: UserCmd, output: Output) -> Result<()> {
                 .await?;
             done(
                 output,
-                format!("password of {name} changed; every token of {name} was revoked"),
+                &format!("password of {name} changed; every token of {name} was revoked"),
             )
         }
     }
@@ -805,18 +826,19 @@ async fn api_key(c: &Client, cmd: ApiKeyCmd, output: Output) -> Result<()> {
                     Some(&json!({ "name": name, "role": role })),
                 )
                 .await?;
-            match output {
-                Output::Json => outln!("{}", serde_json::to_string_pretty(&k)?),
-                Output::Table => outln!("{}", k.key),
+            if output.is_document() {
+                return print(output, &k, |_| Table::new(&[]));
             }
+            // Only the key, for `KEY=$(swell api-key create …)`.
+            outln!("{}", k.key);
             Ok(())
         }
         ApiKeyCmd::List => {
             let l: api::ApiKeyList = c.get("/v1/api-keys").await?;
             print(output, &l, |l| {
-                let mut t = client::table(&["NAME", "ROLE", "CREATED BY", "CREATED"]);
+                let mut t = Table::new(&["NAME", "ROLE", "CREATED BY", "CREATED"]);
                 for k in &l.keys {
-                    t.add_row(vec![
+                    t.add_row([
                         k.name.clone(),
                         k.role.clone(),
                         k.created_by.clone(),
@@ -830,7 +852,7 @@ async fn api_key(c: &Client, cmd: ApiKeyCmd, output: Output) -> Result<()> {
             let _: Value = c
                 .call(Method::DELETE, &format!("/v1/api-keys/{name}"), None)
                 .await?;
-            done(output, format!("API key {name} deleted"))
+            done(output, &format!("API key {name} deleted"))
         }
     }
 }
@@ -845,7 +867,7 @@ async fn owner(c: &Client, cmd: OwnerCmd, output: Output) -> Result<()> {
                     None,
                 )
                 .await?;
-            done(output, format!("{user} now owns instance {id}"))
+            done(output, &format!("{user} now owns instance {id}"))
         }
         OwnerCmd::Remove { group, id, user } => {
             let _: Value = c
@@ -855,16 +877,16 @@ async fn owner(c: &Client, cmd: OwnerCmd, output: Output) -> Result<()> {
                     None,
                 )
                 .await?;
-            done(output, format!("{user} no longer owns instance {id}"))
+            done(output, &format!("{user} no longer owns instance {id}"))
         }
         OwnerCmd::List { group, id } => {
             let l: api::InstanceOwnerList = c
                 .get(&format!("/v1/groups/{group}/instances/{id}/owners"))
                 .await?;
             print(output, &l, |l| {
-                let mut t = client::table(&["INSTANCE", "USER"]);
+                let mut t = Table::new(&["INSTANCE", "USER"]);
                 for o in &l.owners {
-                    t.add_row(vec![o.instance.clone(), o.user.clone()]);
+                    t.add_row([o.instance.clone(), o.user.clone()]);
                 }
                 t
             })
@@ -873,11 +895,15 @@ async fn owner(c: &Client, cmd: OwnerCmd, output: Output) -> Result<()> {
 }
 
 /// After `swell serve` created the admin with a generated password: unless the CLI
-/// already holds a token this server accepts, log the admin in on `default` and store
-/// the token, so that the client commands work at once on a fresh install.
+/// already has a context on this server whose token it accepts, log the admin in on
+/// `default` and store the token in that context (made current when there is none), so
+/// that the client commands work at once on a fresh install.
 pub async fn store_bootstrap_token(server: &swell_server::Server, password: &str) -> Result<()> {
     let service = server.service();
-    if let Some(existing) = client::current_token()
+    let url = server.url();
+    let mut config = Config::load(crate::config::DEFAULT_URL)?;
+    let name = config.login_name(None, &url, true);
+    if let Some(existing) = config.get(&name).and_then(|c| c.token.clone())
         && service.auth().authenticate(&existing).await.is_ok()
     {
         return Ok(());
@@ -892,9 +918,17 @@ pub async fn store_bootstrap_token(server: &swell_server::Server, password: &str
         )
         .await
         .context("logging the bootstrap admin in")?;
-    let path = store_token(&token)?;
+    config.remember(
+        &name,
+        &url,
+        swell_server::auth::BOOTSTRAP_ADMIN,
+        "default",
+        token,
+    );
+    config.current_context.get_or_insert_with(|| name.clone());
+    let path = config.save()?;
     eprintln!(
-        "the CLI is logged in as admin on tenant default (token in {})",
+        "the CLI is logged in as admin on tenant default (context `{name}` in {})",
         path.display()
     );
     Ok(())

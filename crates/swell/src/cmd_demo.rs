@@ -1,4 +1,4 @@
-//! `swell demo`: the seed-0 lab on the embedded defaults. An in-process server runs a
+//! `swell demo`: the OpenStack lab example's policy on the embedded defaults. An in-process server runs a
 //! group of `swell demo-app` processes behind its load balancer; the demo sends a surge
 //! of CPU-heavy requests through the load balancer, then goes quiet, and shows every
 //! instance, its CPU and each decision with its cause as the fleet scales out and back in.
@@ -18,9 +18,10 @@ pub struct DemoArgs {
     /// takes under two minutes; the logic is the same.
     #[arg(long)]
     fast: bool,
-    /// Print progress on stderr and, as the last line on stdout, a JSON summary.
+    /// Print progress on stderr and, as the last line on stdout, a JSON summary (the
+    /// same as `-o json`).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Where instances run: `process` (local child processes) or `docker` (containers
     /// of the `swell-demo-app:latest` image on the local engine; build it with
     /// `scripts/build-demo-image`).
@@ -31,7 +32,7 @@ pub struct DemoArgs {
 /// The image the docker demo runs.
 const DEMO_IMAGE: &str = "swell-demo-app:latest";
 
-/// The demo's group: seed 0's lab (CPU above 20 % over 40 s → +1, max 4), with a
+/// The demo's group: the OpenStack lab example (CPU above 20 % over 40 s → +1, max 4), with a
 /// scale-in threshold added so that the fleet comes back to its minimum.
 fn lab_group(exe: &str, fast: bool, provider: &str) -> Result<GroupSpec> {
     let k = if fast { 4 } else { 1 };
@@ -65,6 +66,49 @@ fn lab_group(exe: &str, fast: bool, provider: &str) -> Result<GroupSpec> {
     let spec: GroupSpec = serde_json::from_value(doc).context("the demo group")?;
     spec.validate()?;
     Ok(spec)
+}
+
+/// The CLI context the demo writes for its own server (`demo`), so that `swell --context
+/// demo …` reaches it while it runs; the current context is left as it was.
+const DEMO_CONTEXT: &str = "demo";
+
+/// Logs the demo's bootstrap admin in and stores the token in context `demo`. A failure
+/// (no configuration directory) only means the CLI cannot reach the demo.
+async fn demo_context(server: &Server) -> Result<String> {
+    let password = server
+        .generated_admin_password()
+        .context("the demo's admin has no generated password")?;
+    let (token, _) = server
+        .service()
+        .auth()
+        .login(
+            swell_server::auth::BOOTSTRAP_ADMIN,
+            password.expose(),
+            "default",
+            None,
+        )
+        .await?;
+    let url = server.url();
+    let mut config = crate::config::Config::load(crate::config::DEFAULT_URL)?;
+    config.remember(
+        DEMO_CONTEXT,
+        &url,
+        swell_server::auth::BOOTSTRAP_ADMIN,
+        "default",
+        token,
+    );
+    config.save()?;
+    Ok(DEMO_CONTEXT.to_string())
+}
+
+/// Removes the demo's context once its server is gone.
+fn forget_context(name: &str) {
+    let url = crate::config::DEFAULT_URL;
+    if let Ok(mut config) = crate::config::Config::load(url)
+        && config.delete(name).is_ok()
+    {
+        let _ = config.save();
+    }
 }
 
 struct Load {
@@ -173,6 +217,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             )
             .await?;
     }
+    let context = demo_context(&server).await;
     let spec = lab_group(&exe, args.fast, &args.provider)?;
     service.create_group(&tenant, spec).await?;
     let lb = service
@@ -180,15 +225,23 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .load_balancer_addr(&tenant, "lab")
         .context("the demo group has no load balancer")?;
     say(format!(
-        "Swell demo: group `lab` on the {} provider (seed 0: cpu > 20 % over {} → +1, max 4; < 5 % → -1), load balancer http://{lb}, API http://{}",
+        "Swell demo: group `lab` on the {} provider (cpu > 20 % over {} → +1, max 4; < 5 % → -1), load balancer http://{lb}, API http://{}",
         args.provider,
         if args.fast { "10s" } else { "40s" },
         server.addr()
     ));
 
+    if let Ok(name) = &context {
+        say(format!(
+            "the CLI reaches it while it runs: swell --context {name} group list (the current context is unchanged)"
+        ));
+    }
     let result = drive(&args, &service, &tenant, &lb.to_string(), &say).await;
     say("stopping the demo's instances…".into());
     server.shutdown().await;
+    if let Ok(name) = context {
+        forget_context(&name);
+    }
     let summary = result?;
     if args.json {
         outln!("{}", serde_json::to_string(&summary)?);

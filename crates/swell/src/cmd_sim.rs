@@ -2,6 +2,7 @@
 //! contract"; docs/simulator.md).
 
 use crate::docs::parse_policy_file;
+use crate::output::{Format, Output, Table};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +22,7 @@ pub struct SimArgs {
     pub policy_file: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Print one JSON object instead of a table.
+    /// The same as `-o json`.
     #[arg(long)]
     pub json: bool,
 }
@@ -90,8 +91,9 @@ pub fn load_trace(path: &Path) -> anyhow::Result<(String, Trace)> {
     Ok((name, trace))
 }
 
-/// Runs `swell sim`.
-pub fn run(args: SimArgs) -> anyhow::Result<()> {
+/// Runs `swell sim`: the report as the lines of [`print_report`] (`-o table`, `wide`),
+/// one JSON object on a line (`-o json`, `--json`), YAML, or CSV (one row).
+pub fn run(args: SimArgs, output: Output) -> anyhow::Result<()> {
     let opts = args.model.options()?;
     let (name, trace) = load_trace(&args.trace)?;
     let policy = match &args.policy_file {
@@ -111,12 +113,50 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         })?,
     };
     let report = simulate(&trace, &name, &policy, &opts)?;
-    if args.json {
-        outln!("{}", serde_json::to_string(&report)?);
+    let format = if args.json {
+        Format::Json
     } else {
-        print_report(&report);
+        output.format
+    };
+    match format {
+        Format::Table | Format::Wide => print_report(&report),
+        Format::Json => outln!("{}", serde_json::to_string(&report)?),
+        Format::Yaml | Format::Csv => {
+            crate::output::print(Output { format, ..output }, &report, report_row)?
+        }
     }
     Ok(())
+}
+
+/// The report as one row (for `-o csv`).
+fn report_row(r: &SimReport) -> Table {
+    let mut t = Table::new(&[
+        "policy",
+        "trace",
+        "duration_s",
+        "instance_hours",
+        "under_time_share",
+        "over_time_share",
+        "under_accuracy",
+        "over_accuracy",
+        "instability",
+        "unserved_fraction",
+        "scaling_actions",
+    ]);
+    t.add_row([
+        r.policy.clone(),
+        r.trace.clone(),
+        r.duration_s.to_string(),
+        r.instance_hours.to_string(),
+        r.under_time_share.to_string(),
+        r.over_time_share.to_string(),
+        r.under_accuracy.to_string(),
+        r.over_accuracy.to_string(),
+        r.instability.to_string(),
+        r.unserved_fraction.to_string(),
+        r.scaling_actions.to_string(),
+    ]);
+    t
 }
 
 fn print_report(r: &SimReport) {

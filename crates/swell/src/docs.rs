@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::path::Path;
 use swell_core::{GroupSpec, PolicySpec};
 
-/// A tenant document (`tenant.yaml`, after seed 2's `tenant.yml`): the groups one tenant
+/// A tenant document (`tenant.yaml`): the groups one tenant
 /// wants. `swell apply -f` sends it to `POST /v1/apply`, which creates the missing groups
 /// and updates the changed ones in one transaction.
 #[derive(Debug, Deserialize)]
@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(doc.groups[0].max, 3);
     }
 
-    /// docs/metrics.md's seed examples are real group documents.
+    /// docs/metrics.md's examples are real group documents.
     #[test]
     fn metric_source_examples_parse_and_validate() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/metrics.md");
@@ -152,7 +152,7 @@ mod tests {
             .filter_map(|b| b.split("```").next())
             .filter(|b| b.starts_with("name:"))
             .collect();
-        assert_eq!(groups.len(), 3, "seeds 0, 1 and 2");
+        assert_eq!(groups.len(), 3, "the lab, steal-time and customer examples");
         for block in groups {
             let g: GroupSpec = parse(block, "docs/metrics.md").unwrap_or_else(|e| panic!("{e:#}"));
             g.validate()

@@ -17,13 +17,18 @@ mod client;
 mod cmd_auth;
 mod cmd_bench;
 mod cmd_bench_lb;
+mod cmd_context;
 mod cmd_demo;
 mod cmd_sim;
+mod config;
 mod docs;
+mod output;
+mod wait;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use client::{Client, Output, print};
+use client::Client;
+use output::{Format, Output, Table, print};
 use reqwest::Method;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,17 +38,27 @@ use swell_api as api;
 #[derive(Parser)]
 #[command(name = "swell", version, about, propagate_version = true)]
 struct Cli {
-    /// The Swell server the client commands talk to.
+    /// The Swell server the client commands talk to [default: the context's server,
+    /// else http://127.0.0.1:7700].
+    #[arg(long, global = true, env = "SWELL_URL")]
+    url: Option<String>,
+    /// The context (server, user, token) of the CLI's configuration to use
+    /// [default: the current context; see `swell context`].
+    #[arg(long, global = true, env = "SWELL_CONTEXT", value_name = "NAME")]
+    context: Option<String>,
+    /// Output format of the commands that print data.
     #[arg(
+        short = 'o',
         long,
         global = true,
-        env = "SWELL_URL",
-        default_value = "http://127.0.0.1:7700"
+        value_enum,
+        default_value = "table",
+        value_name = "FORMAT"
     )]
-    url: String,
-    /// Output format of client commands.
-    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
-    output: Output,
+    output: Format,
+    /// Print tables and CSV without their header line.
+    #[arg(long, global = true)]
+    no_headers: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +81,8 @@ enum Command {
         /// Also delete the tenant's groups the document does not list.
         #[arg(long)]
         prune: bool,
+        #[command(flatten)]
+        wait: wait::WaitArgs,
     },
     /// Manage scaling groups.
     #[command(subcommand)]
@@ -83,6 +100,10 @@ enum Command {
         /// At most this many (the newest).
         #[arg(long)]
         limit: Option<u32>,
+        /// Keep printing new events as they happen, until the group is gone (Ctrl-C
+        /// to stop).
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Push metric readings (for instances a provider cannot measure, e.g. OpenStack).
     #[command(subcommand)]
@@ -93,6 +114,8 @@ enum Command {
         group: String,
         /// The new desired capacity, within [min, max].
         desired_capacity: u32,
+        #[command(flatten)]
+        wait: wait::WaitArgs,
     },
     /// Replay a load trace through a scaling policy (see docs/simulator.md).
     Sim(cmd_sim::SimArgs),
@@ -100,6 +123,20 @@ enum Command {
     Bench(cmd_bench::BenchArgs),
     #[command(flatten)]
     Auth(cmd_auth::AuthCommand),
+    /// The CLI's contexts: a server, a user and a token each (~/.config/swell/config.yaml).
+    #[command(subcommand)]
+    Context(cmd_context::ContextCmd),
+    /// Print the shell completion script: `swell completion bash > /etc/bash_completion.d/swell`.
+    Completion {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (swell.1, swell-group-list.1, …) into a folder.
+    Man {
+        /// The folder (created if absent).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// The demo application (an HTTP service whose CPU cost is set per request).
     #[command(hide = true)]
     DemoApp {
@@ -350,6 +387,8 @@ enum GroupCmd {
         /// The group document (`-` for standard input).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        #[command(flatten)]
+        wait: wait::WaitArgs,
     },
     /// List the groups.
     List,
@@ -368,6 +407,8 @@ enum GroupCmd {
     Delete {
         /// The group.
         name: String,
+        #[command(flatten)]
+        wait: wait::WaitArgs,
     },
 }
 
@@ -467,13 +508,89 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let output = Output {
+        format: cli.output,
+        headers: !cli.no_headers,
+    };
     match cli.command {
-        Command::Sim(args) => cmd_sim::run(args),
-        Command::Bench(args) => cmd_bench::run(args),
+        Command::Sim(args) => cmd_sim::run(args, output),
+        Command::Bench(mut args) => {
+            // The benchmark prints Markdown tables, or JSON lines with `-o json`.
+            if let cmd_bench::BenchCommand::Policies(p) = &mut args.command {
+                p.json |= json_or_table(output, "swell bench policies")?;
+            }
+            cmd_bench::run(args)
+        }
+        Command::Demo(mut args) => {
+            args.json |= json_or_table(output, "swell demo")?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(cmd_demo::run(args))
+        }
+        Command::Completion { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "swell",
+                &mut text,
+            );
+            out!("{}", String::from_utf8_lossy(&text));
+            Ok(())
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+            eprintln!(
+                "man pages written to {} (try `man -l {}/swell.1`)",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Context(cmd) => cmd_context::run(cmd, cli.url.as_deref(), output),
         command => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(run_async(command, &cli.url, cli.output))
+            let place = Place {
+                url: cli.url,
+                context: cli.context,
+            };
+            rt.block_on(run_async(command, place, output))
         }
+    }
+}
+
+/// Whether `-o` asks a command that prints either text or JSON for JSON; any other
+/// format is refused rather than ignored.
+fn json_or_table(output: Output, command: &str) -> Result<bool> {
+    match output.format {
+        Format::Json => Ok(true),
+        Format::Table => Ok(false),
+        other => anyhow::bail!(
+            "-o: {command} prints a table or JSON (-o json), not {}",
+            format!("{other:?}").to_lowercase()
+        ),
+    }
+}
+
+/// Where a client command goes: `--url`/`SWELL_URL` and `--context`/`SWELL_CONTEXT`,
+/// resolved against the CLI's configuration only by the commands that call a server.
+pub struct Place {
+    /// `--url`.
+    pub url: Option<String>,
+    /// `--context`.
+    pub context: Option<String>,
+}
+
+impl Place {
+    /// The server and token to use.
+    pub fn target(&self) -> Result<config::Target> {
+        config::resolve(self.url.as_deref(), self.context.as_deref(), false)
+    }
+
+    /// The same for `swell login`, which may name a context it is about to create.
+    pub fn login_target(&self) -> Result<config::Target> {
+        config::resolve(self.url.as_deref(), self.context.as_deref(), true)
     }
 }
 
@@ -516,16 +633,20 @@ fn colour_on_stderr() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
-async fn run_async(command: Command, url: &str, output: Output) -> Result<()> {
+async fn run_async(command: Command, place: Place, output: Output) -> Result<()> {
     match command {
         Command::Serve(args) => serve(*args).await,
-        Command::Demo(args) => cmd_demo::run(args).await,
         Command::DemoApp { port } => swell_demo_app::run(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
             .context("demo app"),
-        Command::Sim(_) | Command::Bench(_) => unreachable!("handled before the runtime starts"),
-        Command::Auth(cmd) => cmd_auth::run(cmd, url, output).await,
-        client_command => run_client(client_command, &Client::new(url)?, output).await,
+        Command::Sim(_)
+        | Command::Bench(_)
+        | Command::Demo(_)
+        | Command::Completion { .. }
+        | Command::Man { .. }
+        | Command::Context(_) => unreachable!("handled before the runtime starts"),
+        Command::Auth(cmd) => cmd_auth::run(cmd, &place, output).await,
+        client_command => run_client(client_command, &Client::new(&place.target()?)?, output).await,
     }
 }
 
@@ -601,6 +722,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> {
+    let one_group = |g: &api::Group| client::groups_table(std::slice::from_ref(g));
     match command {
         Command::Group(GroupCmd::List) => {
             let list: api::GroupList = c.get("/v1/groups").await?;
@@ -608,18 +730,15 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
         }
         Command::Group(GroupCmd::Show { name }) => {
             let g: api::Group = c.get(&format!("/v1/groups/{name}")).await?;
-            print(output, &g, |g| {
-                client::groups_table(std::slice::from_ref(g))
-            })
+            print(output, &g, one_group)
         }
-        Command::Group(GroupCmd::Create { file }) => {
+        Command::Group(GroupCmd::Create { file, wait }) => {
             let spec: swell_core::GroupSpec = docs::read(&file)?;
             let g: api::Group = c
                 .call(Method::POST, "/v1/groups", Some(&docs::group_json(&spec)?))
                 .await?;
-            print(output, &g, |g| {
-                client::groups_table(std::slice::from_ref(g))
-            })
+            let g = wait_ready(c, g, wait).await?;
+            print(output, &g, one_group)
         }
         Command::Group(GroupCmd::Update { file }) => {
             let spec: swell_core::GroupSpec = docs::read(&file)?;
@@ -630,23 +749,23 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                     Some(&docs::group_json(&spec)?),
                 )
                 .await?;
-            print(output, &g, |g| {
-                client::groups_table(std::slice::from_ref(g))
-            })
+            print(output, &g, one_group)
         }
-        Command::Group(GroupCmd::Delete { name }) => {
+        Command::Group(GroupCmd::Delete { name, wait }) => {
             let g: api::Group = c
                 .call(Method::DELETE, &format!("/v1/groups/{name}"), None)
                 .await?;
-            print(output, &g, |g| {
-                client::groups_table(std::slice::from_ref(g))
-            })
+            if let Some(timeout) = wait.wait {
+                wait::groups(c, &[(name, wait::Until::Gone)], timeout).await?;
+            }
+            print(output, &g, one_group)
         }
         Command::Apply {
             file,
             dry_run,
             prune,
-        } => apply(c, &file, dry_run, prune, output).await,
+            wait,
+        } => apply(c, &file, dry_run, prune, wait, output).await,
         Command::Instance(InstanceCmd::List { group, all }) => {
             let list: api::InstanceList = c
                 .get(&format!("/v1/groups/{group}/instances?all={all}"))
@@ -681,6 +800,7 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
             group,
             since,
             limit,
+            follow,
         } => {
             let mut q = Vec::new();
             if let Some(s) = since {
@@ -692,7 +812,42 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
             let list: api::EventList = c
                 .get(&format!("/v1/groups/{group}/events?{}", q.join("&")))
                 .await?;
-            print(output, &list, |l| client::events_table(&l.events))
+            if !follow {
+                return print(output, &list, |l| client::events_table(&l.events));
+            }
+            // Following, each event is printed as it comes: a row (the header once), or
+            // one JSON object per line, or one YAML document each.
+            let mut headers = output.headers;
+            let mut widths = Vec::new();
+            let mut batch = |events: &[api::Event]| -> Result<()> {
+                match output.format {
+                    Format::Json => {
+                        for e in events {
+                            outln!("{}", serde_json::to_string(e)?);
+                        }
+                    }
+                    Format::Yaml => {
+                        for e in events {
+                            out!("---\n{}", output::render(output, e, |_| Table::new(&[]))?);
+                        }
+                    }
+                    Format::Table | Format::Wide if !events.is_empty() => {
+                        let wide = output.format == Format::Wide;
+                        let table = client::events_table(events);
+                        out!("{}", table.render_within(wide, headers, &mut widths));
+                        headers = false;
+                    }
+                    Format::Csv if !events.is_empty() => {
+                        out!("{}", client::events_table(events).csv(headers));
+                        headers = false;
+                    }
+                    Format::Table | Format::Wide | Format::Csv => {}
+                }
+                Ok(())
+            };
+            batch(&list.events)?;
+            let after = list.events.last().map_or(0, |e| e.id);
+            wait::follow_events(c, &group, after, batch).await
         }
         Command::Metrics(MetricsCmd::Push {
             group,
@@ -715,8 +870,8 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                 )
                 .await?;
             print(output, &r, |r| {
-                let mut t = client::table(&["ACCEPTED"]);
-                t.add_row(vec![r.accepted.to_string()]);
+                let mut t = Table::new(&["ACCEPTED"]);
+                t.add_row([r.accepted.to_string()]);
                 t
             })
         }
@@ -743,6 +898,7 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
         Command::Scale {
             group,
             desired_capacity,
+            wait,
         } => {
             let body = serde_json::json!({ "desired_capacity": desired_capacity });
             let g: api::Group = c
@@ -752,17 +908,28 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                     Some(&body),
                 )
                 .await?;
-            print(output, &g, |g| {
-                client::groups_table(std::slice::from_ref(g))
-            })
+            let g = wait_ready(c, g, wait).await?;
+            print(output, &g, one_group)
         }
         Command::Serve(_)
         | Command::Auth(_)
+        | Command::Context(_)
+        | Command::Completion { .. }
+        | Command::Man { .. }
         | Command::Demo(_)
         | Command::DemoApp { .. }
         | Command::Sim(_)
         | Command::Bench(_) => unreachable!("not a client command"),
     }
+}
+
+/// With `--wait`: waits until the group is ready and returns it as it then is.
+async fn wait_ready(c: &Client, g: api::Group, wait: wait::WaitArgs) -> Result<api::Group> {
+    let Some(timeout) = wait.wait else {
+        return Ok(g);
+    };
+    wait::groups(c, &[(g.name.clone(), wait::Until::Ready)], timeout).await?;
+    c.get(&format!("/v1/groups/{}", g.name)).await
 }
 
 /// Applies a tenant document through `POST /v1/apply`: the server checks every group and
@@ -773,6 +940,7 @@ async fn apply(
     file: &std::path::Path,
     dry_run: bool,
     prune: bool,
+    wait: wait::WaitArgs,
     output: Output,
 ) -> Result<()> {
     let doc: docs::TenantDoc = docs::read(file)?;
@@ -789,18 +957,18 @@ async fn apply(
     let result: api::ApplyResult = c.call(Method::POST, &path, Some(&body)).await?;
     if dry_run {
         return print(output, &result.changes, |changes| {
-            let mut t = client::table(&["GROUP", "PLAN"]);
+            let mut t = Table::new(&["GROUP", "PLAN"]);
             for ch in changes {
                 let plan = match ch.action.as_str() {
                     "unchanged" => "unchanged".to_string(),
                     action => format!("would {action}"),
                 };
-                t.add_row(vec![ch.group.clone(), plan]);
+                t.add_row([ch.group.clone(), plan]);
             }
             t
         });
     }
-    if output == Output::Table {
+    if !output.is_document() {
         for ch in &result.changes {
             let done = match ch.action.as_str() {
                 "create" => "created",
@@ -811,7 +979,29 @@ async fn apply(
             eprintln!("group {} {done}", ch.group);
         }
     }
-    print(output, &result.groups, |r| client::groups_table(r))
+    let mut groups = result.groups;
+    if let Some(timeout) = wait.wait {
+        let targets: Vec<(String, wait::Until)> = result
+            .changes
+            .iter()
+            .map(|ch| {
+                let until = if ch.action == "delete" {
+                    wait::Until::Gone
+                } else {
+                    wait::Until::Ready
+                };
+                (ch.group.clone(), until)
+            })
+            .collect();
+        wait::groups(c, &targets, timeout).await?;
+        // As they now are; the deleted ones are gone.
+        let mut now = Vec::new();
+        for g in &groups {
+            now.extend(c.get_opt(&format!("/v1/groups/{}", g.name)).await?);
+        }
+        groups = now;
+    }
+    print(output, &groups, |r| client::groups_table(r))
 }
 
 #[cfg(test)]

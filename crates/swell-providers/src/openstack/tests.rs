@@ -226,6 +226,14 @@ async fn handle(
             .cloned()
             .unwrap_or_else(|| raw(500, "empty"))
     };
+    if r.status == CUT {
+        // The headers go out, then the body fails: the client's read breaks, as when
+        // the API's process dies or the network cuts mid-answer.
+        let broken = futures_util::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("the fake API went away"))
+        });
+        return (StatusCode::OK, axum::body::Body::from_stream(broken)).into_response();
+    }
     (
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [("content-type", "application/json")],
@@ -233,6 +241,9 @@ async fn handle(
     )
         .into_response()
 }
+
+/// A reply status meaning: the connection breaks during the answer.
+const CUT: u16 = 0;
 
 /// A clock the test sets.
 fn settable_clock(start: SystemTime) -> (Arc<Mutex<SystemTime>>, Clock) {
@@ -530,6 +541,63 @@ async fn an_error_server_is_deleted_and_reported_as_no_capacity() {
         json!({"swell_owner": "rec", "swell_instance": "web-0002", "swell_group": "web",
                "swell_tenant": "acme", "swell_member_port": "8080", "swell_network": "private"})
     );
+}
+
+/// A server that stays in BUILD while Nova answers points at the compute service; Nova's
+/// API itself failing while a server builds (its answers cut off, or 503) is reported as
+/// the API's failure (a cut-off answer once asked "is nova-compute running?" too).
+#[tokio::test]
+async fn a_server_stuck_in_build_and_a_failing_nova_api_are_told_apart() {
+    for (server_reply, want, not) in [
+        (
+            reply(200, "server-build.json"),
+            "still BUILD after 0 s (wanted ACTIVE or PAUSED or SUSPENDED); the server was deleted — is nova-compute running?",
+            "overloaded",
+        ),
+        (
+            raw(CUT, ""),
+            "check that the endpoint is reachable, Swell tries again later",
+            "nova-compute",
+        ),
+        (
+            raw(503, "Service Unavailable"),
+            "answered 503: Service Unavailable (after 4 tries); the cloud is failing or overloaded",
+            "nova-compute",
+        ),
+    ] {
+        let fake = Fake::start().await;
+        create_routes(&fake);
+        let created: Value = serde_json::from_str(&fixture("server-create.json")).unwrap();
+        let id = created["server"]["id"].as_str().unwrap().to_string();
+        fake.route(
+            "POST",
+            "/compute/v2.1/servers",
+            vec![reply(202, "server-create.json")],
+        );
+        fake.route(
+            "GET",
+            &format!("/compute/v2.1/servers/{id}"),
+            vec![server_reply],
+        );
+        fake.route(
+            "GET",
+            "/network/v2.0/ports",
+            vec![raw(200, r#"{"ports": []}"#)],
+        );
+        fake.route(
+            "DELETE",
+            &format!("/compute/v2.1/servers/{id}"),
+            vec![raw(204, "")],
+        );
+        let mut p = fake.provider(real_clock());
+        p.config.build_timeout = Duration::from_millis(1);
+        let err = p.create(&create_request()).await.unwrap_err();
+        let ProviderError::Unavailable(msg) = &err else {
+            panic!("expected Unavailable, got {err:?}");
+        };
+        assert!(msg.contains(want), "{msg}");
+        assert!(!msg.contains(not), "{msg}");
+    }
 }
 
 #[tokio::test]
