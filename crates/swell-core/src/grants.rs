@@ -4,7 +4,7 @@
 //!
 //! Pure parsing and matching; the service layer applies them to a group document.
 
-use crate::group::ValidationError;
+use crate::error::ValidationError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -5,6 +5,7 @@
 //! rule of the first problem it finds.
 
 use crate::duration::serde_human;
+use crate::error::ValidationError;
 use crate::ids::GroupName;
 use crate::metrics::Metric;
 use crate::policy::PolicySpec;
@@ -12,36 +13,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
-
-/// A rejected input: which field, and which rule it broke.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {rule}")]
-pub struct ValidationError {
-    /// The field's path, e.g. `policies[0].step`.
-    pub field: String,
-    /// The rule, phrased for a user, e.g. `max (2) must be >= min (3)`.
-    pub rule: String,
-}
-
-impl ValidationError {
-    /// A new error for `field`.
-    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        ValidationError {
-            field: field.into(),
-            rule: rule.into(),
-        }
-    }
-
-    /// The same error with its field nested under `prefix` (`policies[0]` + `step`).
-    pub fn within(mut self, prefix: &str) -> Self {
-        self.field = if self.field.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{prefix}.{}", self.field)
-        };
-        self
-    }
-}
 
 /// The group's size bounds; cannot be built with `min > max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Identifiers whose validity is checked once, when they are built.
 
-use crate::group::ValidationError;
+use crate::error::ValidationError;
 use std::fmt;
 
 fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod duration;
+pub mod error;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzz_targets;
@@ -22,12 +23,13 @@ pub mod sim;
 pub mod time;
 pub mod top;
 
+pub use error::ValidationError;
 pub use event::{Cause, EventKind};
 pub use grants::{Grants, ImagePattern, ListenRange};
 pub use group::{
     Capacity, DockerTemplate, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
     LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,
-    PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template, ValidationError,
+    PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template,
 };
 pub use ids::{GroupName, InstanceId, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};

@@ -8,7 +8,7 @@
 //! that hold multi-line text ([`MULTI_LINE_FIELDS`]) may contain line breaks and tabs,
 //! and larger text. docs/configuration.md "Limits" lists them.
 
-use crate::group::ValidationError;
+use crate::error::ValidationError;
 use serde_json::Value;
 
 /// Most bytes in a string (a command argument, an environment value, an image, a URL…).

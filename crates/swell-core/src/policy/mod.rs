@@ -25,8 +25,9 @@ pub use swell::{SwellPolicy, SwellRunner};
 pub use target::TargetPolicy;
 pub use threshold::{StepAdjustment, ThresholdPolicy};
 
+use crate::error::ValidationError;
 use crate::event::Cause;
-use crate::group::{Capacity, ValidationError};
+use crate::group::Capacity;
 use crate::metrics::{LoadSummary, Metric, MetricWindow};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -8,8 +8,8 @@
 
 use super::{CapacityOverride, GroupState, Policy, Recommendation};
 use crate::duration::serde_human;
+use crate::error::ValidationError;
 use crate::event::Cause;
-use crate::group::ValidationError;
 use crate::metrics::MetricWindow;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};

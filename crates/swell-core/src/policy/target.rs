@@ -5,8 +5,8 @@
 
 use super::{GroupState, Policy, Recommendation};
 use crate::duration::serde_human;
+use crate::error::ValidationError;
 use crate::event::Cause;
-use crate::group::ValidationError;
 use crate::metrics::{Metric, MetricWindow};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
