@@ -432,10 +432,12 @@ fn read_password(path: &Path) -> Result<String> {
 
 /// Asks for a password on the terminal without echoing it; refused when standard
 /// input is not a terminal (a script gives `--password-file`). Echo goes off before the
-/// prompt shows, so that nothing typed after the prompt can appear.
+/// prompt shows, so that nothing typed after the prompt can appear. The terminal is read
+/// a byte at a time with its signals off, so Ctrl-C arrives as a byte that cancels and
+/// the settings are restored on every path (a SIGINT would kill the CLI with echo off).
 fn prompt_password(prompt: &str) -> Result<String> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    use std::io::{BufRead, IsTerminal, Write};
+    use nix::sys::termios::{LocalFlags, SetArg, SpecialCharacterIndices, tcgetattr, tcsetattr};
+    use std::io::{IsTerminal, Write};
     anyhow::ensure!(
         std::io::stdin().is_terminal(),
         "no terminal to ask for the password on: give --password-file FILE (`-` for standard input) or SWELL_PASSWORD_FILE"
@@ -447,16 +449,54 @@ fn prompt_password(prompt: &str) -> Result<String> {
         .context("opening the terminal")?;
     let before = tcgetattr(&tty).context("reading the terminal's settings")?;
     let mut quiet = before.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    quiet.local_flags.insert(LocalFlags::ECHONL);
+    quiet
+        .local_flags
+        .remove(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG);
+    quiet.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+    quiet.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+    let erase = before.control_chars[SpecialCharacterIndices::VERASE as usize];
     tcsetattr(&tty, SetArg::TCSANOW, &quiet).context("turning the terminal's echo off")?;
-    let mut line = String::new();
     let read = write!(tty, "{prompt}")
         .and_then(|()| tty.flush())
-        .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
+        .and_then(|()| read_secret_line(&mut tty, erase));
     tcsetattr(&tty, SetArg::TCSANOW, &before).context("turning the terminal's echo back on")?;
-    read.context("reading the password from the terminal")?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    let _ = writeln!(tty);
+    match read.context("reading the password from the terminal")? {
+        Some(line) => Ok(line),
+        None => anyhow::bail!("cancelled at the password prompt"),
+    }
+}
+
+/// One line typed with echo and line editing off: Enter ends it; Backspace (or the
+/// terminal's erase key) removes a character, Ctrl-U the whole line; Ctrl-C, or Ctrl-D
+/// on an empty line, cancels (`None`).
+fn read_secret_line(input: &mut impl Read, erase: u8) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if input.read(&mut byte)? == 0 {
+            break;
+        }
+        match byte[0] {
+            b'\n' | b'\r' => break,
+            0x03 => return Ok(None),
+            0x04 if line.is_empty() => return Ok(None),
+            0x04 => {}
+            0x15 => line.clear(),
+            b if b == 0x7f || b == 0x08 || b == erase => {
+                // A character may be several UTF-8 bytes: drop its continuation bytes too.
+                while let Some(b) = line.pop() {
+                    if b & 0xc0 != 0x80 {
+                        break;
+                    }
+                }
+            }
+            b => line.push(b),
+        }
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
 fn tenants_table(list: &[api::Tenant]) -> Table {
@@ -932,4 +972,30 @@ pub async fn store_bootstrap_token(server: &swell_server::Server, password: &str
         path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_secret_line;
+
+    /// What a typed sequence gives at the password prompt (erase key DEL, as most terminals).
+    fn check(typed: &[u8], expected: Option<&str>) {
+        let got = read_secret_line(&mut &typed[..], 0x7f).expect("readable");
+        assert_eq!(got.as_deref(), expected, "typed {typed:?}");
+    }
+
+    #[test]
+    fn the_password_line_is_edited_and_cancelled_like_a_terminal_line() {
+        check(b"secret\n", Some("secret"));
+        check(b"secret\r", Some("secret"));
+        check(b"secrex\x7ft\n", Some("secret"));
+        check(b"secrex\x08t\n", Some("secret"));
+        check("pässé\x7f\x7fs\n".as_bytes(), Some("päss"));
+        check(b"wrong\x15right\n", Some("right"));
+        check(b"half\x03typed\n", None);
+        check(b"\x04", None);
+        check(b"a\x04b\n", Some("ab"));
+        check(b"no newline", Some("no newline"));
+        check(b"", Some(""));
+    }
 }

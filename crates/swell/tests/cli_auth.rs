@@ -334,6 +334,66 @@ async fn login_prompts_for_the_password_without_echo() {
     assert_eq!(whoami.json()["principal"], "admin");
 }
 
+/// Ctrl-C at the password prompt cancels the login and leaves the terminal as it was
+/// (echo, line editing and signals back on), as `stty -a` run after it in the same
+/// pseudo-terminal shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_at_the_password_prompt_restores_the_terminal() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Swell::start().await;
+    let config = s.dir.path().join("tty-config");
+    let command = format!(
+        "{SWELL} --url {} login --user admin --tenant default; echo status=$?; stty -a",
+        s.url
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-q", "-c", &command, "/dev/null"])
+        .env("XDG_CONFIG_HOME", &config)
+        .env_remove("SWELL_TOKEN")
+        .env_remove("SWELL_PASSWORD_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut screen = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&screen).contains("password of admin:") {
+            let n = stdout.read(&mut buf).await.expect("reading the terminal");
+            assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&screen));
+            screen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the prompt within 30s");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"half-typed\x03").await.expect("typing");
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        stdout.read_to_end(&mut screen).await.expect("reading");
+        child.wait().await.expect("script ends")
+    })
+    .await
+    .expect("the login ends within 30s of Ctrl-C");
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(
+        screen.contains("cancelled at the password prompt"),
+        "{screen}"
+    );
+    assert!(screen.contains("status=1"), "{screen}");
+    assert!(
+        !screen.contains("half-typed"),
+        "the typing was echoed: {screen}"
+    );
+    let flags: Vec<&str> = screen.split_whitespace().collect();
+    for flag in ["echo", "icanon", "isig"] {
+        assert!(flags.contains(&flag), "{flag} is back on: {screen}");
+    }
+    let whoami = context_cli(&config, &[], &["-o", "json", "token", "whoami"]).await;
+    assert!(!whoami.status.success(), "not logged in: {whoami:#?}");
+}
+
 /// A fresh `swell serve` (no password given) logs this machine's CLI in: the client
 /// commands work at once, with no flag and no token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
