@@ -252,7 +252,17 @@ pub struct GroupMetricPoint {
     /// `null` when it was not sampled.
     pub value: Option<f64>,
     /// The mean of every metric sampled in the interval, by name.
+    #[schema(schema_with = number_map)]
     pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+/// The schema of a map from names to numbers: an object whose every property is a number.
+fn number_map() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::Number)))
+        .build()
 }
 
 /// `GET /v1/groups/{name}/metrics` answer: the group's short metric history, kept

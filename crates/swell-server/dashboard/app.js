@@ -532,7 +532,7 @@ function renderMetricChart(doc) {
   let lx = L + 6;
   for (const [label, color] of legend) {
     nodes.push(svgEl('text', { x: lx, y: 16, fill: color, class: 'legend' }, label));
-    lx += 14 + label.length * 7;
+    lx += 20 + label.length * 9;
   }
   svg.replaceChildren(...nodes);
 }

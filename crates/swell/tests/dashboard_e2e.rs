@@ -334,7 +334,7 @@ async fn dashboard_in_chromium() {
         "api",
         1,
         3,
-        json!([{"type": "threshold", "metric": "cpu", "scale_out_above": 70.0, "scale_in_below": 20.0}]),
+        json!([{"type": "threshold", "metric": "cpu", "scale_out_above": 70.0, "scale_in_below": 20.0, "evaluation_period": "2s"}]),
     );
     doc["cooldown"] = json!("2s");
     let (st, g) = call(&s, &ann, reqwest::Method::POST, "/v1/groups", Some(doc)).await;
@@ -398,7 +398,8 @@ async fn dashboard_in_chromium() {
     assert_eq!(drawn["metric"], "cpu");
     assert_eq!(
         drawn["lines"],
-        json!([["scale_out_above", 70.0], ["scale_in_below", 20.0]])
+        // Whole numbers come back from the page as integers.
+        json!([["scale_out_above", 70], ["scale_in_below", 20]])
     );
     // Every point drawn is the API's point of the same time, with the same value; the
     // running instances likewise (the API has moved on since the page's last refresh).
@@ -417,15 +418,18 @@ async fn dashboard_in_chromium() {
             assert_eq!(p[field].as_f64(), v.as_f64(), "{series} at {t}");
         }
     }
-    // The pushed readings are what the cpu line shows: each drawn value is the mean of
-    // readings of the ramp (one or two per interval), so within the ramp's range.
+    // The pushed readings are what the cpu line shows: a drawn value is the mean of
+    // readings of the ramp (one or two per interval), or the process's own reading
+    // (about 0) before the first push and after the last; the peak is drawn.
     let cpu: Vec<f64> = drawn["series"]["cpu"]["values"]
         .as_array()
         .expect("values")
         .iter()
         .filter_map(Value::as_f64)
         .collect();
-    assert!(cpu.iter().all(|v| (10.0..=95.0).contains(v)), "{cpu:?}");
+    assert!(cpu.iter().all(|v| (0.0..=95.0).contains(v)), "{cpu:?}");
+    let peak = cpu.iter().copied().fold(0.0, f64::max);
+    assert!((85.0..=95.0).contains(&peak), "{cpu:?}");
     // The ramp made the group scale out: the running line shows more than one.
     let running = eventually("a scale-out drawn", WAIT, || async {
         let d = js(&c, DRAWN, vec![]).await;
