@@ -1,8 +1,11 @@
 //! The web dashboard in a real headless Chromium, driven over WebDriver (`chromedriver`,
 //! with the small client in `browser/`), against the real `swell serve`: log in as a member of tenant
 //! `alpha`, see its scaling group and instances, set the desired capacity and see it in
-//! the API, see the API's 400 and 403 problems, see markup from an event as text; log in
-//! (with a pasted token) as tenant `beta`'s owner and see nothing of alpha's.
+//! the API, see the API's 400 and 403 problems, see markup from an event as text; see a
+//! threshold group's chart (its metric, thresholds and running instances) drawn point
+//! for point as the API's series and following it live, and save its screenshot as
+//! `docs/dashboard-chart.png`; log in (with a pasted token) as tenant `beta`'s owner and
+//! see nothing of alpha's.
 //!
 //! Chromium and chromedriver are required (Debian: `apt-get install chromium
 //! chromium-driver`; `scripts/test` installs them): without them this test fails and
