@@ -57,7 +57,8 @@ struct Seen {
 #[derive(Default)]
 struct FakeState {
     base: String,
-    /// (method, path without query) → replies in order; the last one repeats.
+    /// (method, path with or without its query) → replies in order; the last one
+    /// repeats.
     routes: Vec<(String, String, VecDeque<Reply>)>,
     seen: Vec<Seen>,
     tokens_issued: u32,
@@ -207,10 +208,19 @@ async fn handle(
     {
         return (StatusCode::UNAUTHORIZED, fixture("auth-401.json")).into_response();
     }
-    let route = st
+    // A route with a query answers that exact query; one without, any query.
+    let full = seen.path.clone();
+    let exact = st
         .routes
-        .iter_mut()
-        .find(|(m, p, _)| *m == method.as_str() && *p == path);
+        .iter()
+        .position(|(m, p, _)| *m == method.as_str() && *p == full);
+    let route = match exact {
+        Some(i) => st.routes.get_mut(i),
+        None => st
+            .routes
+            .iter_mut()
+            .find(|(m, p, _)| *m == method.as_str() && *p == path),
+    };
     let Some((_, _, replies)) = route else {
         return (
             StatusCode::NOT_FOUND,
@@ -336,10 +346,10 @@ async fn a_401_authenticates_again_once() {
         fake.seen_calls(),
         [
             "POST /identity/v3/auth/tokens",
-            "GET /compute/v2.1/servers/detail?limit=500",
-            "GET /compute/v2.1/servers/detail?limit=500",
+            "GET /compute/v2.1/servers/detail?project_id=fbd090c4a9de469684ea6e7dfe0e81b3&limit=500",
+            "GET /compute/v2.1/servers/detail?project_id=fbd090c4a9de469684ea6e7dfe0e81b3&limit=500",
             "POST /identity/v3/auth/tokens",
-            "GET /compute/v2.1/servers/detail?limit=500",
+            "GET /compute/v2.1/servers/detail?project_id=fbd090c4a9de469684ea6e7dfe0e81b3&limit=500",
         ]
     );
     // Tokens that keep being refused: one re-authentication, then a clear error.
@@ -858,19 +868,38 @@ async fn the_instance_size_is_the_flavors_and_is_asked_once() {
     );
 }
 
+/// The recorded token's project (`token.json`): what the provider acts in.
+const PROJECT: &str = "fbd090c4a9de469684ea6e7dfe0e81b3";
+/// Another project of the same cloud.
+const OTHER_PROJECT: &str = "8a92df540ec845898d7abe2034acde80";
+
+/// The recorded security group (made by an older Swell, before the owner was written in
+/// its description) as `project`'s group `name` with this description.
+fn security_group_listing(name: &str, project: &str, description: Option<&str>) -> Value {
+    let mut v = json_fixture("security-groups-by-name.json");
+    let sg = &mut v["security_groups"][0];
+    sg["name"] = json!(name);
+    sg["project_id"] = json!(project);
+    sg["tenant_id"] = json!(project);
+    if let Some(d) = description {
+        sg["description"] = json!(d);
+    }
+    v
+}
+
 #[tokio::test]
 async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
     let sg = json_fixture("security-groups-by-name.json");
     let sg_id = sg["security_groups"][0]["id"].as_str().unwrap().to_string();
     let delete = format!("DELETE /network/v2.0/security-groups/{sg_id}");
-    let fake_with = |servers: Reply, delete_reply: Reply| {
+    let fake_with = |listing: Value, servers: Reply, delete_reply: Reply| {
         let sg_id = sg_id.clone();
         async move {
             let fake = Fake::start().await;
             fake.route(
                 "GET",
                 "/network/v2.0/security-groups",
-                vec![reply(200, "security-groups-by-name.json")],
+                vec![raw(200, &listing.to_string())],
             );
             fake.route("GET", "/compute/v2.1/servers/detail", vec![servers]);
             fake.route(
@@ -881,23 +910,78 @@ async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
             fake
         }
     };
+    let rec_web = || security_group_listing("swell.rec.web", PROJECT, None);
     let no_servers = || raw(200, r#"{"servers": []}"#);
     // The group `rec/web` (security group `swell.rec.web`) has no server left: deleted.
-    let fake = fake_with(no_servers(), reply(204, "security-group-delete.json")).await;
+    let fake = fake_with(
+        rec_web(),
+        no_servers(),
+        reply(204, "security-group-delete.json"),
+    )
+    .await;
     let p = fake.provider(real_clock());
     let rec = TenantId::new("rec").unwrap();
     p.group_deleted(&rec, "web").await.unwrap();
     let calls = fake.seen_calls();
-    assert!(
-        calls[1].starts_with("GET /network/v2.0/security-groups?name=swell.rec.web&project_id="),
+    assert_eq!(
+        calls[1],
+        format!("GET /network/v2.0/security-groups?name=swell.rec.web&project_id={PROJECT}"),
         "{calls:?}"
     );
-    assert_eq!(calls[2], "GET /compute/v2.1/servers/detail?limit=500");
+    assert_eq!(
+        calls[2],
+        format!("GET /compute/v2.1/servers/detail?project_id={PROJECT}&limit=500")
+    );
     assert_eq!(calls[3], delete);
     assert_eq!(calls.len(), 4, "{calls:?}");
 
+    // Described as this owner's (`rec`): deleted too.
+    let fake = fake_with(
+        security_group_listing(
+            "swell.rec.web",
+            PROJECT,
+            Some(&scope::security_group_description("rec")),
+        ),
+        no_servers(),
+        reply(204, "security-group-delete.json"),
+    )
+    .await;
+    fake.provider(real_clock())
+        .group_deleted(&rec, "web")
+        .await
+        .unwrap();
+    assert!(fake.seen_calls().contains(&delete));
+
+    // Never another project's group of the same name (Neutron answering it, as if the
+    // project filter were ignored: an admin's credential sees every project), nor the
+    // project's group of that name another Swell (owner) made: one look, nothing else.
+    for listing in [
+        security_group_listing("swell.rec.web", OTHER_PROJECT, None),
+        security_group_listing(
+            "swell.rec.web",
+            PROJECT,
+            Some(&scope::security_group_description("another-swell")),
+        ),
+        security_group_listing("swell.rec.web", PROJECT, Some("made by hand")),
+    ] {
+        let fake = fake_with(
+            listing,
+            no_servers(),
+            reply(204, "security-group-delete.json"),
+        )
+        .await;
+        fake.provider(real_clock())
+            .group_deleted(&rec, "web")
+            .await
+            .unwrap();
+        let calls = fake.seen_calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(!calls.contains(&delete), "{calls:?}");
+    }
+
     // A server of the group (acme/web, recorded) is still there: kept, not asked.
     let fake = fake_with(
+        security_group_listing("swell.acme.web", PROJECT, None),
         reply(200, "servers-detail.json"),
         reply(204, "security-group-delete.json"),
     )
@@ -906,14 +990,16 @@ async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
     p.group_deleted(&TenantId::new("acme").unwrap(), "web")
         .await
         .unwrap();
+    let calls = fake.seen_calls();
     assert!(
-        !fake.seen_calls().contains(&delete),
-        "{:?}",
-        fake.seen_calls()
+        calls.iter().any(|c| c.contains("/servers/detail")),
+        "{calls:?}"
     );
+    assert!(!calls.contains(&delete), "{calls:?}");
 
     // Neutron finds it in use (another server's port): kept, and not an error.
     let fake = fake_with(
+        rec_web(),
         no_servers(),
         reply(409, "security-group-delete-in-use-409.json"),
     )
@@ -935,7 +1021,7 @@ async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
     assert_eq!(calls.len(), 2, "{calls:?}");
 
     // Neutron failing is the caller's to log.
-    let fake = fake_with(no_servers(), raw(503, "{}")).await;
+    let fake = fake_with(rec_web(), no_servers(), raw(503, "{}")).await;
     let p = fake.provider(real_clock());
     let err = p.group_deleted(&rec, "web").await.unwrap_err();
     assert!(matches!(err, ProviderError::Unavailable(_)), "{err:?}");
@@ -972,6 +1058,16 @@ async fn a_floating_ip_and_an_octavia_member_are_added_then_drained_in_order() {
         "GET",
         "/lb/v2/lbaas/pools",
         vec![reply(200, "octavia-pools-by-name.json")],
+    );
+    // The external network `public`: the recorded network made external.
+    let mut public = json_fixture("network-list-private.json");
+    public["networks"][0]["id"] = json!("5a1b2c3d-0000-4000-8000-00000000e7e1");
+    public["networks"][0]["name"] = json!("public");
+    public["networks"][0]["router:external"] = json!(true);
+    fake.route(
+        "GET",
+        "/network/v2.0/networks?name=public&router%3Aexternal=true",
+        vec![raw(200, &public.to_string())],
     );
     fake.route(
         "POST",
@@ -1062,6 +1158,10 @@ async fn a_floating_ip_and_an_octavia_member_are_added_then_drained_in_order() {
     let server = body_of("POST", "/compute/v2.1/servers");
     assert_eq!(server["server"]["metadata"][META_POOL], json!(pool_id));
     let fip = body_of("POST", "/network/v2.0/floatingips");
+    assert_eq!(
+        fip["floatingip"]["floating_network_id"],
+        "5a1b2c3d-0000-4000-8000-00000000e7e1"
+    );
     assert_eq!(fip["floatingip"]["port_id"], port["id"]);
     assert_eq!(fip["floatingip"]["fixed_ip_address"], "10.10.0.252");
     assert_eq!(fip["floatingip"]["description"], "swell instance web-0001");
