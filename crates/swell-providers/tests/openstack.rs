@@ -1024,7 +1024,7 @@ async fn providers_of_two_projects_never_see_adopt_or_remove_each_others_servers
             v.sort();
             v
         };
-        assert_eq!(ids(a.list().await.unwrap()), [a1.native_id.clone()]);
+        assert_eq!(ids(a.list().await.unwrap()), vec![a1.native_id.clone()]);
         let mut want_b = vec![b1.native_id.clone(), b2.native_id.clone()];
         want_b.sort();
         assert_eq!(ids(b.list().await.unwrap()), want_b);
