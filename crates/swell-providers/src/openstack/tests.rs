@@ -1221,3 +1221,157 @@ fn group_security_group_names_never_collide() {
     assert_ne!(name("acme", "dev-web"), name("acme-dev", "web"));
     assert_eq!(name("acme", "dev-web"), "swell.acme.dev-web");
 }
+
+/// Another project's resources, as a cloud that ignored the project filter (or an
+/// admin's view of every project) would answer: never used, and refused in the words of
+/// a name that exists nowhere. The real cloud's side: `tests/openstack.rs`.
+#[tokio::test]
+async fn names_resolve_in_the_credentials_project_even_when_the_cloud_answers_more() {
+    let theirs = |fixture_name: &str, key: &str| {
+        let mut v = json_fixture(fixture_name);
+        for r in v[key].as_array_mut().unwrap() {
+            r["project_id"] = json!(OTHER_PROJECT);
+            r["tenant_id"] = json!(OTHER_PROJECT);
+        }
+        v
+    };
+    let net = theirs("network-list-private.json", "networks");
+    let net_id = net["networks"][0]["id"].as_str().unwrap().to_string();
+    let pools = theirs("octavia-pools-by-name.json", "pools");
+    let pool_id = pools["pools"][0]["id"].as_str().unwrap().to_string();
+    let sgs = security_group_listing("web-sg", OTHER_PROJECT, None);
+    let sg_id = sgs["security_groups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    /// What the cloud answers of one kind: its list (path, key, answer) and the
+    /// resource by id (path, answer).
+    struct Answers {
+        list: (&'static str, &'static str, Value),
+        by_id: (String, Value),
+    }
+    type Change = fn(&mut OpenStackTemplate, &str);
+    let cases: Vec<(Answers, Change, &str, String, String)> = vec![
+        (
+            Answers {
+                list: ("/network/v2.0/networks", "networks", net.clone()),
+                by_id: (
+                    format!("/network/v2.0/networks/{net_id}"),
+                    json!({"network": net["networks"][0].clone()}),
+                ),
+            },
+            |os, v| os.networks = vec![v.into()],
+            "template.openstack.networks[0]",
+            "private".into(),
+            net_id.clone(),
+        ),
+        (
+            Answers {
+                list: ("/lb/v2/lbaas/pools", "pools", pools.clone()),
+                by_id: (
+                    format!("/lb/v2/lbaas/pools/{pool_id}"),
+                    json!({"pool": pools["pools"][0].clone()}),
+                ),
+            },
+            |os, v| os.octavia_pool = Some(v.into()),
+            "template.openstack.octavia_pool",
+            "swell-rec-pool".into(),
+            pool_id.clone(),
+        ),
+        (
+            Answers {
+                list: (
+                    "/network/v2.0/security-groups",
+                    "security_groups",
+                    sgs.clone(),
+                ),
+                by_id: (
+                    format!("/network/v2.0/security-groups/{sg_id}"),
+                    json!({"security_group": sgs["security_groups"][0].clone()}),
+                ),
+            },
+            |os, v| os.security_groups = vec![v.into()],
+            "template.openstack.security_groups[0]",
+            "web-sg".into(),
+            sg_id.clone(),
+        ),
+    ];
+    for (answers, change, field, name, id) in cases {
+        let mut messages = Vec::new();
+        // Theirs by name, theirs by id, then a cloud that has nothing of the kind.
+        for (value, answered) in [(&name, true), (&id, true), (&name, false)] {
+            let fake = Fake::start().await;
+            create_routes(&fake);
+            // The template's own network `private` resolves as the project's (cases
+            // not about networks); the case's answers replace any other.
+            fake.state
+                .lock()
+                .unwrap()
+                .routes
+                .retain(|r| r.1 != "/network/v2.0/networks");
+            if !field.contains("networks") {
+                fake.route(
+                    "GET",
+                    &format!("/network/v2.0/networks?name=private&project_id={PROJECT}"),
+                    vec![reply(200, "network-list-private.json")],
+                );
+                fake.route(
+                    "GET",
+                    "/network/v2.0/networks?name=private&shared=true",
+                    vec![raw(200, r#"{"networks": []}"#)],
+                );
+            }
+            let (path, key, list) = &answers.list;
+            if answered {
+                fake.route("GET", path, vec![raw(200, &list.to_string())]);
+                let (path, one) = &answers.by_id;
+                fake.route("GET", path, vec![raw(200, &one.to_string())]);
+            } else {
+                fake.route(
+                    "GET",
+                    path,
+                    vec![raw(200, &json!({ *key: [] }).to_string())],
+                );
+            }
+            let mut request = create_request();
+            change(request.template.openstack.as_mut().unwrap(), value);
+            let err = fake
+                .provider(real_clock())
+                .create(&request)
+                .await
+                .unwrap_err();
+            let ProviderError::InvalidTemplate(m) = &err else {
+                panic!("{field} = {value}: expected InvalidTemplate, got {err:?}");
+            };
+            assert!(m.starts_with(field), "{m}");
+            for secret in [name.as_str(), id.as_str(), OTHER_PROJECT] {
+                assert!(!m.contains(secret), "{m} names {secret}");
+            }
+            let calls = fake.seen_calls();
+            assert!(
+                !calls.iter().any(|c| c.starts_with("POST /compute")),
+                "{calls:#?}"
+            );
+            // By name, the project is in the query (security groups, pools) or the
+            // queries ask only for the project's own and shared networks.
+            if value == &name {
+                let lookups: Vec<&String> = calls
+                    .iter()
+                    .filter(|c| c.contains(&format!("name={name}")))
+                    .collect();
+                assert!(!lookups.is_empty(), "{calls:#?}");
+                assert!(
+                    lookups
+                        .iter()
+                        .all(|c| c.contains(&format!("project_id={PROJECT}"))
+                            || c.contains("shared=true")),
+                    "{lookups:#?}"
+                );
+            }
+            messages.push(m.clone());
+        }
+        // Word for word the same: theirs by name, by id, and nothing at all.
+        assert_eq!(messages[0], messages[2], "{field}");
+        assert_eq!(messages[1], messages[2], "{field}");
+    }
+}
