@@ -11,11 +11,22 @@
 //! [`OpenStackProvider::with_clock`]); a 401 re-authenticates once. Endpoints come from
 //! the token's catalog for the configured region and interface.
 //!
+//! **One project.** The provider acts in the one project its credential's token is
+//! scoped to, and only there ([`scope`]): a template's networks (the project's own or
+//! shared with it), floating-IP network (an external one), security groups, Octavia pool
+//! (the project's own), key pair (the credential's user's), image and flavor (the
+//! project's own, public, or shared with the project) are resolved among what the
+//! project may use, by name and by id, even with an admin's credential that sees every
+//! project; servers are listed with the project's id and each checked to be the
+//! project's. A name or id of another project's resource fails in the same words as one
+//! that exists nowhere, naming neither.
+//!
 //! **Servers.** An instance is the server `swell-<tenant>-<group>-<short id>` (the short
 //! id: the last 8 letters and digits of the instance id) made from the template's
 //! `image` (a Glance name or id) and its `openstack` section: flavor (name or id),
 //! networks (Neutron names or ids; none lets Nova pick the project's only network),
-//! security groups, key pair, user data (sent base64), availability zone. Every Nova
+//! security groups (given to Nova by id), key pair, user data (sent base64),
+//! availability zone. Every Nova
 //! call carries `OpenStack-API-Version: compute <microversion>` (2.79 by default).
 //! Every server carries the metadata `swell_owner`, `swell_instance`, `swell_group`,
 //! `swell_tenant` and `swell_member_port` (plus `swell_network` and
@@ -49,7 +60,9 @@
 //! exist fails with [`ProviderError::InvalidTemplate`] before anything is created.
 //!
 //! **Security groups.** With `security_group_rules`, the group's own security group
-//! `swell.<tenant>.<group>` is found or created in the project, its missing rules added,
+//! `swell.<tenant>.<group>` is found or created in the project (described as this
+//! owner's: one of that name made by hand or by another owner is never taken, changed
+//! or deleted), its missing rules added,
 //! and it is attached to each server, together with the template's `security_groups`
 //! (`default` when the template names none, as Nova would). It is kept while the group
 //! exists (removing it while a scale-out may attach it would race) and deleted by
