@@ -14,6 +14,7 @@ pub mod data_dir_lock;
 pub mod fuzz_targets;
 pub mod http;
 pub mod http_identity;
+pub mod http_providers;
 pub mod identity;
 pub mod metric_urls;
 pub mod openapi;
