@@ -221,9 +221,15 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
 
     // A member cannot define a provider; nothing is stored.
     let rack = json!({"name": "rack1", "kind": "process"});
-    let (st, _) = api.call(&b, M::POST, "/v1/providers", Some(rack.clone())).await;
+    let (st, _) = api
+        .call(&b, M::POST, "/v1/providers", Some(rack.clone()))
+        .await;
     assert_eq!(st, 403);
-    assert_eq!(listed(admin.clone()).await, ["process"], "only the built-in");
+    assert_eq!(
+        listed(admin.clone()).await,
+        ["process"],
+        "only the built-in"
+    );
 
     // Bad definitions: refused naming the field, nothing stored.
     for (body, status, field) in [
@@ -255,12 +261,19 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
             422,
             "tenant",
         ),
-        (json!({"name": "x", "kind": "process", "extra": 1}), 400, "extra"),
+        (
+            json!({"name": "x", "kind": "process", "extra": 1}),
+            400,
+            "extra",
+        ),
     ] {
         let answer = api.call(&admin, M::POST, "/v1/providers", Some(body)).await;
         assert_eq!(answer.0, status, "{}", answer.1);
         assert!(
-            answer.1["field"].as_str().unwrap_or_default().starts_with(field),
+            answer.1["field"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
             "{field}: {}",
             answer.1
         );
@@ -301,9 +314,18 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
 
     // Grants name definitions: an unknown one, or one private to another tenant, is
     // refused naming the entry.
-    for (providers, field) in [(json!(["rack1", "nope"]), "providers[1]"), (json!(["os-ay"]), "providers[0]")] {
+    for (providers, field) in [
+        (json!(["rack1", "nope"]), "providers[1]"),
+        (json!(["os-ay"]), "providers[0]"),
+    ] {
         refused(
-            &api.call(&admin, M::PUT, "/v1/tenants/bee", Some(json!({"providers": providers}))).await,
+            &api.call(
+                &admin,
+                M::PUT,
+                "/v1/tenants/bee",
+                Some(json!({"providers": providers})),
+            )
+            .await,
             400,
             field,
         );
@@ -359,23 +381,41 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     refused(&private, 403, "provider");
     refused(&unknown, 403, "provider");
     assert_eq!(
-        private.1["detail"].as_str().unwrap().replace("proc-ay", "X"),
-        unknown.1["detail"].as_str().unwrap().replace("proc-zz", "X"),
+        private.1["detail"]
+            .as_str()
+            .unwrap()
+            .replace("proc-ay", "X"),
+        unknown.1["detail"]
+            .as_str()
+            .unwrap()
+            .replace("proc-zz", "X"),
     );
     // A uses its private provider without a grant.
-    api.ok(&a, M::POST, "/v1/groups", Some(sleepers("own", "proc-ay", 1)))
-        .await;
+    api.ok(
+        &a,
+        M::POST,
+        "/v1/groups",
+        Some(sleepers("own", "proc-ay", 1)),
+    )
+    .await;
     let before_a = api.wait_running(&a, "own", 1).await;
     let inst = api.ok(&b, M::GET, "/v1/groups/web/instances", None).await;
     assert_eq!(inst["instances"][0]["provider"], "rack1");
 
     // In use: the definition cannot go (the count, never the group's name); a built-in
     // never can.
-    let answer = api.call(&admin, M::DELETE, "/v1/providers/rack1", None).await;
+    let answer = api
+        .call(&admin, M::DELETE, "/v1/providers/rack1", None)
+        .await;
     assert_eq!(answer.0, 409, "{}", answer.1);
     let detail = answer.1["detail"].as_str().unwrap();
-    assert!(detail.contains("1 group(s)") && !detail.contains("web"), "{detail}");
-    let (st, _) = api.call(&admin, M::DELETE, "/v1/providers/process", None).await;
+    assert!(
+        detail.contains("1 group(s)") && !detail.contains("web"),
+        "{detail}"
+    );
+    let (st, _) = api
+        .call(&admin, M::DELETE, "/v1/providers/process", None)
+        .await;
     assert_eq!(st, 409);
 
     // A new secret replaces the old one; neither ever comes back, nor reaches the
@@ -389,10 +429,22 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     .await;
     let mut seen = String::new();
     for token in [&admin, &a] {
-        seen.push_str(&api.ok(token, M::GET, "/v1/providers", None).await.to_string());
-        seen.push_str(&api.ok(token, M::GET, "/v1/providers/os-ay", None).await.to_string());
+        seen.push_str(
+            &api.ok(token, M::GET, "/v1/providers", None)
+                .await
+                .to_string(),
+        );
+        seen.push_str(
+            &api.ok(token, M::GET, "/v1/providers/os-ay", None)
+                .await
+                .to_string(),
+        );
     }
-    seen.push_str(&api.ok(&admin, M::GET, "/v1/audit?all=true", None).await.to_string());
+    seen.push_str(
+        &api.ok(&admin, M::GET, "/v1/audit?all=true", None)
+            .await
+            .to_string(),
+    );
     assert!(seen.contains("POST /v1/providers"), "the calls are audited");
     assert!(!seen.contains(SECRET), "a secret was shown");
     server.shutdown().await;
@@ -411,7 +463,9 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     // (same ids, same processes), each by its own definition.
     let server = start(&dir, true).await;
     let api = Api::of(&server);
-    let b = api.login("bee-member", "bee-member-password-42", "bee").await;
+    let b = api
+        .login("bee-member", "bee-member-password-42", "bee")
+        .await;
     let a = api.login("ay-member", "ay-member-password-42", "ay").await;
     assert_eq!(api.wait_running(&b, "web", 1).await, before_b);
     assert_eq!(api.wait_running(&a, "own", 1).await, before_a);
