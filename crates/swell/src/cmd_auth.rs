@@ -34,7 +34,7 @@ pub enum AuthCommand {
     Tenant(TenantCmd),
     /// Manage provider definitions: what tenants run instances on (admin).
     #[command(subcommand)]
-    Provider(crate::cmd_provider::ProviderCmd),
+    Provider(Box<crate::cmd_provider::ProviderCmd>),
     /// Manage users and their roles.
     #[command(subcommand)]
     User(UserCmd),
@@ -622,7 +622,7 @@ pub async fn run(cmd: AuthCommand, place: &Place, output: Output) -> Result<()> 
             )
         }
         AuthCommand::Tenant(cmd) => tenant(&c, cmd, output).await,
-        AuthCommand::Provider(cmd) => crate::cmd_provider::run(&c, cmd, output).await,
+        AuthCommand::Provider(cmd) => crate::cmd_provider::run(&c, *cmd, output).await,
         AuthCommand::User(cmd) => user(&c, cmd, output).await,
         AuthCommand::Token(TokenCmd::Revoke) => {
             let _: Value = c
