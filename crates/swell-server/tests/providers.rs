@@ -401,6 +401,26 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     let before_a = api.wait_running(&a, "own", 1).await;
     let inst = api.ok(&b, M::GET, "/v1/groups/web/instances", None).await;
     assert_eq!(inst["instances"][0]["provider"], "rack1");
+    // Each definition records its instances under its own owner tag
+    // (`<data dir>#<name>`), never under the server's or another definition's: what
+    // each adopts at a restart is its own.
+    let records = |definition: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(dir.join("process-records"))
+            .unwrap()
+            .flatten()
+        {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if name.contains(&format!("_{definition}-")) {
+                for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                    out.push(f.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
+    };
+    assert_eq!(records("rack1"), [format!("{}.json", before_b[0].0)]);
+    assert_eq!(records("proc-ay"), [format!("{}.json", before_a[0].0)]);
 
     // In use: the definition cannot go (the count, never the group's name); a built-in
     // never can.
@@ -450,7 +470,10 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     server.shutdown().await;
     for file in std::fs::read_dir(&dir).unwrap().flatten() {
         if file.file_name().to_string_lossy().starts_with("swell.db") {
-            let bytes = std::fs::read(file.path()).unwrap();
+            // A `-wal` or `-shm` file may go while the store closes.
+            let Ok(bytes) = std::fs::read(file.path()) else {
+                continue;
+            };
             assert!(
                 !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
                 "{} holds the secret in the clear",
