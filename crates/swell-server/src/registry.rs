@@ -991,6 +991,52 @@ mod tests {
         assert_eq!(r.entry("cloud").unwrap().provider.name(), "cloud");
     }
 
+    /// Two `process` definitions on one host, and the server's built-in: each lists
+    /// only what it started itself (its own owner tag), so none adopts the other's
+    /// instances at recovery. Real processes.
+    #[tokio::test]
+    async fn definitions_on_one_host_see_only_their_own_instances() {
+        use swell_core::{InstanceId, Template};
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path());
+        let mut builtin = r.context.process.clone();
+        builtin.cgroups = false;
+        r.insert_builtin("process".into(), Arc::new(ProcessProvider::new(builtin)));
+        for name in ["one", "two"] {
+            r.define(&record(name, ProviderKind::Process, None), None)
+                .unwrap();
+        }
+        let t = TenantId::new("a").unwrap();
+        let one = r.get(&t, "one").unwrap();
+        let request = CreateRequest {
+            instance_id: InstanceId("i-one-1".into()),
+            tenant: t.clone(),
+            group: "web".into(),
+            template: Template {
+                command: vec!["sleep".into(), "30".into()],
+                ..Template::default()
+            },
+        };
+        one.create(&request).await.unwrap();
+        let listed = |name: &'static str| {
+            let p = r.get(&t, name).unwrap();
+            async move {
+                p.list()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|i| i.instance_id.0)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed("one").await, ["i-one-1"]);
+        assert!(listed("two").await.is_empty(), "another definition's");
+        assert!(listed("process").await.is_empty(), "the server's own");
+        one.delete(&request.instance_id, Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+
     #[test]
     fn definition_tags_differ_from_the_servers() {
         assert_eq!(definition_owner("/srv/swell", "rack1"), "/srv/swell#rack1");
