@@ -516,3 +516,123 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     assert!(!all.to_string().contains(SECRET));
     server.shutdown().await;
 }
+
+/// Recovery adopts a tenant-private provider's instances into its own tenant only: a
+/// live instance of that provider recorded under another tenant's group (which no API
+/// path can make; a hand-edited or forged row) is neither adopted nor touched. Real
+/// SQLite, real processes through the real registry and controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_providers_instances_are_adopted_for_its_tenant_only() {
+    use std::sync::Arc;
+    use swell_core::{EventKind, InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
+    use swell_providers::CreateRequest;
+    use swell_providers::process::ProcessConfig;
+    use swell_server::clock::{Clock, TokioClock};
+    use swell_server::controller::{Controller, ControllerOptions};
+    use swell_server::registry::{ProviderRegistry, RegistryContext};
+    use swell_store::{EventFilter, InstanceRecord, NewEvent, ProviderRecord, SqliteStore, Store};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(tmp.path()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("swell.db")).await.unwrap());
+    let owner = dir.display().to_string();
+    let mut process = ProcessConfig::new(dir.join("instances"), owner.clone());
+    process.cgroups = false;
+    let registry = ProviderRegistry::new(RegistryContext { owner, process });
+    let (a, b) = (TenantId::new("ay").unwrap(), TenantId::new("bee").unwrap());
+    let now = Timestamp::from_millis(1_000);
+    for t in [&a, &b] {
+        store.ensure_tenant(t, now).await.unwrap();
+    }
+    let private = ProviderRecord {
+        name: "proc-ay".into(),
+        kind: swell_core::ProviderKind::Process,
+        config: json!({}),
+        tenant: Some(a.clone()),
+        credentials: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_provider(&private).await.unwrap();
+    registry.define(&private, None).unwrap();
+    let provider = registry.get(&a, "proc-ay").unwrap();
+
+    // One live instance each, both started by `proc-ay`, recorded in each tenant's group.
+    let mut started = Vec::new();
+    for t in [&a, &b] {
+        let spec: swell_core::GroupSpec =
+            serde_json::from_value(sleepers("web", "proc-ay", 0)).unwrap();
+        let event = NewEvent {
+            tenant: t.clone(),
+            group: "web".into(),
+            at: now,
+            kind: EventKind::GroupCreated,
+            instance_id: None,
+            cause: None,
+            message: "created".into(),
+        };
+        store.create_group(t, &spec, now, event).await.unwrap();
+        let id = InstanceId(format!("i-{t}"));
+        let live = provider
+            .create(&CreateRequest {
+                instance_id: id.clone(),
+                tenant: t.clone(),
+                group: "web".into(),
+                template: spec.template.clone(),
+            })
+            .await
+            .unwrap();
+        store
+            .create_instance(
+                &InstanceRecord {
+                    id: id.clone(),
+                    tenant: t.clone(),
+                    group: "web".into(),
+                    status: InstanceStatus::Running,
+                    lifecycle: Lifecycle::Permanent,
+                    created_order: 0,
+                    provider: "proc-ay".into(),
+                    host: Some(live.host.clone()),
+                    address: None,
+                    native_id: Some(live.native_id.clone()),
+                    protected: false,
+                    status_reason: None,
+                    created_at: now,
+                    started_at: Some(now),
+                    updated_at: now,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        started.push(id);
+    }
+
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let controller = Controller::with_registry(
+        store.clone(),
+        registry.clone(),
+        clock,
+        ControllerOptions::default(),
+    );
+    controller.recover().await.unwrap();
+    let adopted = |t: TenantId| {
+        let store = store.clone();
+        async move {
+            store
+                .list_events(&t, "web", &EventFilter::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.event.kind == EventKind::InstanceAdopted)
+                .count()
+        }
+    };
+    assert_eq!(adopted(a.clone()).await, 1, "its own tenant's instance");
+    assert_eq!(adopted(b.clone()).await, 0, "never into another tenant");
+    let b_row = store.get_instance(&b, &started[1]).await.unwrap().unwrap();
+    assert_eq!(b_row.status_reason, None, "left as it was");
+    for id in &started {
+        provider.delete(id, Duration::from_secs(2)).await.unwrap();
+    }
+}
