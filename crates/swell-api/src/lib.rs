@@ -226,6 +226,83 @@ pub struct LoadHistory {
     pub summaries: Vec<LoadSummary>,
 }
 
+/// A level a group's policy compares its metric with, drawn across the chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricLine {
+    /// The policy's `type` (`threshold`, `target`, …).
+    pub policy: String,
+    /// The metric it is about.
+    pub metric: String,
+    /// `scale_out_above`, `scale_in_below` or `target`.
+    pub kind: String,
+    /// The level.
+    pub value: f64,
+}
+
+/// One metrics interval of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GroupMetricPoint {
+    /// The end of the interval (RFC 3339).
+    pub at: String,
+    /// Instances running then.
+    pub running: u32,
+    /// The desired capacity then.
+    pub desired_capacity: u32,
+    /// The mean of the group's metric (`metric` of the answer) over the interval;
+    /// `null` when it was not sampled.
+    pub value: Option<f64>,
+    /// The mean of every metric sampled in the interval, by name.
+    #[schema(schema_with = number_map)]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+/// The schema of a map from names to numbers: an object whose every property is a number.
+fn number_map() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::Number)))
+        .build()
+}
+
+/// `GET /v1/groups/{name}/metrics` answer: the group's short metric history, kept
+/// whatever its policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GroupMetrics {
+    /// The group.
+    pub group: String,
+    /// The metric its policies scale on (the first that names one; `cpu` if none does).
+    pub metric: String,
+    /// The group's `metrics_interval`, seconds: the spacing of the points.
+    pub interval_seconds: f64,
+    /// The thresholds or targets of its policies.
+    pub lines: Vec<MetricLine>,
+    /// The points, oldest first.
+    pub points: Vec<GroupMetricPoint>,
+}
+
+/// One metrics interval of an instance: its reading at the end of the interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceMetricPoint {
+    /// When it was read (RFC 3339).
+    pub at: String,
+    /// CPU use, percent of one core (or of the instance's CPU limit).
+    pub cpu_percent: f64,
+    /// Resident memory, MiB.
+    pub memory_mb: f64,
+}
+
+/// `GET /v1/groups/{name}/instances/{id}/metrics` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceMetricHistory {
+    /// The group.
+    pub group: String,
+    /// The instance.
+    pub instance_id: String,
+    /// The points, oldest first.
+    pub points: Vec<InstanceMetricPoint>,
+}
+
 /// `GET /v1/health` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {

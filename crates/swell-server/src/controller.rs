@@ -54,6 +54,9 @@ pub struct ControllerOptions {
     /// `<tenant>/` (`swell serve`: `<data_dir>/ssh-keys`); `None`: `swell-ssh-keys` in
     /// the system's temporary directory.
     pub ssh_keys_dir: Option<std::path::PathBuf>,
+    /// The short in-memory history of every group's metrics, fed once per metrics
+    /// interval whatever the group's policy (the dashboard's chart, the exports).
+    pub metric_history: Arc<crate::metric_history::MetricHistory>,
 }
 
 /// The providers by name.
@@ -1309,6 +1312,9 @@ impl GroupWorker {
                 });
             }
         }
+        c.options
+            .metric_history
+            .record(&group, now, &instances, &self.window, &c.latest);
         self.save_memory(&group).await;
     }
 

@@ -13,9 +13,11 @@ pub mod data_dir_lock;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
+pub mod http_history;
 pub mod http_identity;
 pub mod http_providers;
 pub mod identity;
+pub mod metric_history;
 pub mod metric_urls;
 pub mod openapi;
 pub mod registry;
@@ -328,6 +330,7 @@ impl Server {
             config.secret_key_file.as_deref(),
         )?;
         providers.load_stored(store.as_ref(), &key).await?;
+        let metric_history = Arc::new(metric_history::MetricHistory::default());
         let controller = Controller::with_registry(
             store.clone(),
             providers,
@@ -336,6 +339,7 @@ impl Server {
                 stop_instances_on_exit: config.stop_instances_on_exit,
                 known_hosts_dir: Some(data_dir.join("known_hosts")),
                 ssh_keys_dir: Some(data_dir.join("ssh-keys")),
+                metric_history: metric_history.clone(),
             },
         );
         // Before anything binds or starts: a bad certificate is a start error.
@@ -356,6 +360,7 @@ impl Server {
                 .with_secret_key(key)
                 .with_min_interval(config.min_interval)
                 .with_metric_url_policy(config.metric_urls.clone())
+                .with_metric_history(metric_history)
                 .with_auth_options(auth::AuthOptions {
                     trusted_proxies: config.trusted_proxies.clone(),
                     ..auth::AuthOptions::default()

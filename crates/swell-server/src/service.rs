@@ -110,6 +110,8 @@ pub struct Service {
     /// both be given one free port.
     pub(crate) listen_lock: tokio::sync::Mutex<()>,
     metric_urls: crate::metric_urls::MetricUrlPolicy,
+    /// The groups' short metric history, shared with the controller that feeds it.
+    metric_history: Arc<crate::metric_history::MetricHistory>,
 }
 
 impl Service {
@@ -124,7 +126,18 @@ impl Service {
             min_interval: DEFAULT_MIN_INTERVAL,
             listen_lock: tokio::sync::Mutex::new(()),
             metric_urls: crate::metric_urls::MetricUrlPolicy::default(),
+            metric_history: Arc::default(),
         }
+    }
+
+    /// The same service, answering metric history from `history` (the one the
+    /// controller's `ControllerOptions::metric_history` feeds; by default an empty one).
+    pub fn with_metric_history(
+        mut self,
+        history: Arc<crate::metric_history::MetricHistory>,
+    ) -> Self {
+        self.metric_history = history;
+        self
     }
 
     /// The same service with another interval floor (`swell serve --min-interval`;
@@ -520,6 +533,58 @@ impl Service {
             history.retain(|s| s.metric == m);
         }
         Ok(history)
+    }
+
+    /// The group and its short metric history at or after `since` (all of it when
+    /// `None`), oldest first (`GET /v1/groups/{name}/metrics`).
+    pub async fn group_metrics(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        since: Option<Timestamp>,
+    ) -> Result<(GroupRecord, Vec<crate::metric_history::GroupPoint>)> {
+        let g = self.get_group(tenant, name).await?;
+        let points = self
+            .metric_history
+            .group_points(tenant, &g.spec.name, g.created_at, since);
+        Ok((g, points))
+    }
+
+    /// One instance's short metric history at or after `since`, oldest first (`GET
+    /// /v1/groups/{name}/instances/{id}/metrics`); the instance must be (or have been)
+    /// one of the group's, else 404. An instance owner without a role may read only
+    /// their own instance (403).
+    pub async fn instance_metrics(
+        &self,
+        caller: &crate::auth::Principal,
+        name: &str,
+        id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<crate::metric_history::InstancePoint>> {
+        let tenant = &caller.tenant;
+        let g = self.get_group(tenant, name).await?;
+        let instances = self
+            .store
+            .list_instances(tenant, &g.spec.name, true)
+            .await?;
+        let Some(instance) = instances.iter().find(|i| i.id.as_str() == id) else {
+            return Err(ServiceError::NotFound {
+                kind: "instance",
+                name: id.to_string(),
+            });
+        };
+        if !caller.at_least(swell_store::Role::Viewer) && !caller.owns(id) {
+            return Err(ServiceError::Forbidden(format!(
+                "instance `{id}` is not yours: an instance owner reads only their own instances"
+            )));
+        }
+        Ok(self.metric_history.instance_points(
+            tenant,
+            &g.spec.name,
+            g.created_at,
+            &instance.id,
+            since,
+        ))
     }
 
     /// Takes pushed metric readings for a group (`POST /v1/groups/{name}/metrics`).

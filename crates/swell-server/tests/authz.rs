@@ -815,6 +815,18 @@ async fn every_route_every_role_both_tenants() {
         )
         .await;
     assert_eq!(other.status, 403, "{other:?}");
+    // Their instance's metric history, not another's.
+    for (id, want) in [(&alpha.owned, 200), (&alpha.other, 403)] {
+        let a = api
+            .call(
+                Some(io),
+                Method::GET,
+                &format!("/v1/groups/{}/instances/{id}/metrics", alpha.group),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, want, "{id}: {a:?}");
+    }
 
     // The audit log recorded the mutating calls with who, where from and the result.
     let audit = api

@@ -1035,6 +1035,36 @@ async fn directed(p: &mut Probe<'_>) {
             None,
         ),
         (
+            "get",
+            "/v1/groups/{name}/metrics",
+            "/v1/groups/web/metrics".into(),
+            None,
+        ),
+        (
+            "get",
+            "/v1/groups/{name}/metrics",
+            "/v1/groups/web/metrics?since=2026-01-01T00:00:00Z&format=csv".into(),
+            None,
+        ),
+        (
+            "get",
+            "/v1/groups/{name}/instances/{id}/metrics",
+            format!("/v1/groups/web/instances/{id}/metrics"),
+            None,
+        ),
+        (
+            "get",
+            "/v1/groups/{name}/instances/{id}/metrics",
+            format!("/v1/groups/web/instances/{id}/metrics?format=csv"),
+            None,
+        ),
+        (
+            "get",
+            "/v1/groups/{name}/events",
+            "/v1/groups/web/events?format=csv".into(),
+            None,
+        ),
+        (
             "put",
             "/v1/groups/{name}/instances/{id}/owners/{user}",
             format!("/v1/groups/web/instances/{id}/owners/other"),

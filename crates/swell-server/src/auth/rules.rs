@@ -109,6 +109,12 @@ pub const RULES: &[(Method, &str, Permission)] = &[
         "/v1/groups/{name}/metrics",
         Role(Role::Member),
     ),
+    (Method::GET, "/v1/groups/{name}/metrics", Role(Role::Viewer)),
+    (
+        Method::GET,
+        "/v1/groups/{name}/instances/{id}/metrics",
+        OwnInstances,
+    ),
     (
         Method::GET,
         "/v1/groups/{name}/metrics/history",
