@@ -438,6 +438,35 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
         .await;
     assert_eq!(st, 409);
 
+    // Changing a definition rebuilds its provider at once: B's group keeps its
+    // instance (same owner tag) and scales out through the new one.
+    let changed = api
+        .ok(
+            &admin,
+            M::PUT,
+            "/v1/providers/rack1",
+            Some(json!({"config": {}})),
+        )
+        .await;
+    assert_ne!(changed["updated_at"], created["updated_at"]);
+    api.ok(
+        &b,
+        M::PUT,
+        "/v1/groups/web/desired_capacity",
+        Some(json!({"desired_capacity": 2})),
+    )
+    .await;
+    let two = api.wait_running(&b, "web", 2).await;
+    assert!(two.contains(&before_b[0]), "{two:?} keeps {before_b:?}");
+    api.ok(
+        &b,
+        M::PUT,
+        "/v1/groups/web/desired_capacity",
+        Some(json!({"desired_capacity": 1})),
+    )
+    .await;
+    let before_b = api.wait_running(&b, "web", 1).await;
+
     // A new secret replaces the old one; neither ever comes back, nor reaches the
     // audit log or the store file in the clear.
     api.ok(
@@ -467,6 +496,10 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     );
     assert!(seen.contains("POST /v1/providers"), "the calls are audited");
     assert!(!seen.contains(SECRET), "a secret was shown");
+    let events_before = api.ok(&b, M::GET, "/v1/groups/web/events", None).await["events"]
+        .as_array()
+        .unwrap()
+        .len();
     server.shutdown().await;
     for file in std::fs::read_dir(&dir).unwrap().flatten() {
         if file.file_name().to_string_lossy().starts_with("swell.db") {
@@ -497,6 +530,7 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
         .as_array()
         .unwrap()
         .iter()
+        .skip(events_before)
         .filter_map(|e| e["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"instance_adopted"), "{kinds:?}");
