@@ -466,6 +466,18 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
     )
     .await;
     let before_b = api.wait_running(&b, "web", 1).await;
+    // The retired one finishes its drain and delete before the restart below, so that
+    // what the restart does to the group is adoption only.
+    let mut live = usize::MAX;
+    for _ in 0..300 {
+        let listed = api.ok(&b, M::GET, "/v1/groups/web/instances", None).await;
+        live = listed["instances"].as_array().unwrap().len();
+        if live == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(live, 1, "the retired instance is gone");
 
     // A new secret replaces the old one; neither ever comes back, nor reaches the
     // audit log or the store file in the clear.
