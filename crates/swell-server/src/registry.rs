@@ -656,6 +656,7 @@ impl Service {
     /// One provider; 404 when `p` may not see it (a tenant cannot tell another
     /// tenant's private definition from none).
     pub async fn get_provider(&self, p: &Principal, name: &str) -> ServiceResult<api::Provider> {
+        ProviderName::new(name)?;
         let missing = || ServiceError::NotFound {
             kind: "provider",
             name: name.to_string(),
@@ -864,6 +865,7 @@ impl Service {
     /// The stored definition `name`; a built-in is 409 (the server's flags configure
     /// it), an absent one 404.
     async fn stored_definition(&self, name: &str) -> ServiceResult<ProviderRecord> {
+        ProviderName::new(name)?;
         if self.registry().entry(name).is_some_and(|e| e.builtin) {
             return Err(ServiceError::State(format!(
                 "`{name}` is a built-in provider, configured by `swell serve` flags; it cannot be changed or deleted through the API"

@@ -349,6 +349,11 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
         absent.1["detail"].as_str().unwrap().replace("os-zz", "X"),
         "another tenant's private definition reads like none"
     );
+    refused(
+        &api.call(&b, M::GET, "/v1/providers/Not_A_Name", None).await,
+        400,
+        "name",
+    );
     let own = api.ok(&a, M::GET, "/v1/providers/os-ay", None).await;
     assert_eq!(own["credentials"], "set");
     assert_eq!(own["config"], Value::Null, "config is for admins");
