@@ -257,6 +257,11 @@ const SCORE_MEMORY: f64 = 50_000.0;
 /// The present load is read over this window, ending at the newest sample.
 const LEVEL_WINDOW: Duration = Duration::from_secs(15);
 
+/// The count held over `scale_in_window` is sized for the load averaged over this window
+/// (the frontier's level of four 15 s ticks; compared with 30, 90 and 120 s on the
+/// development seeds, docs/policies.md "Round 2").
+const HOLD_LEVEL_WINDOW: Duration = Duration::from_secs(60);
+
 /// A newest sample older than this means the group has no metrics (all instances warming
 /// up, the collector down): no opinion rather than acting on old news.
 const STALE_AFTER: Duration = Duration::from_secs(600);
@@ -341,54 +346,48 @@ impl Policy for SwellRunner {
         self.score
             .record(now.add(spec.provisioning_delay), now.add(horizon), forecast);
 
-        let learned = (self.score.scored() >= spec.min_scored)
-            .then(|| self.score.upper(forecast, spec.confidence))
-            .flatten();
-        let (raw, how) = match learned {
-            Some(upper) => {
-                let upper = upper.max(level / spec.saturation);
-                (
-                    target_count(1, upper, 1.0),
-                    format!(
-                        "peak {forecast:.0}, p{} {:.0}, below {}",
-                        spec.confidence * 100.0,
-                        upper * spec.saturation,
-                        spec.saturation
-                    ),
-                )
-            }
-            None => (
-                target_count(1, forecast, spec.target),
-                format!(
-                    "peak {forecast:.0} at {} (no track record yet)",
-                    spec.target
-                ),
-            ),
-        };
-
-        // Never more headroom than target tracking would ask for now: the learned margin
-        // may only make the group smaller than that. (The scale-in hold below applies to
-        // both, so the cap is held over `scale_in_window` like a target tracker's
-        // stabilisation.)
+        let learned = self.score.scored() >= spec.min_scored;
+        let (raw, how) = sized(&self.score, spec, forecast, level, learned);
+        // Never more headroom than target tracking would ask for now (see `sized`); where
+        // that caps the count, swell is a target tracker on a load too bursty for its
+        // learned margin, and takes a target tracker's tolerance: a scale-out of a few
+        // percent is the noise of one reading, not a need (held over `scale_in_window` it
+        // would cost five minutes of an instance each time).
         let cap = target_count(1, level, spec.target);
-        let raw = match learned {
-            // Under the cap swell is a target tracker on a load too bursty for its learned
-            // margin, and takes a target tracker's tolerance: a scale-out of a few percent
-            // is the noise of one reading, not a need (held over `scale_in_window` it
-            // would cost five minutes of an instance each time).
-            Some(_) if raw >= cap && f64::from(cap) <= f64::from(base) * (1.0 + spec.tolerance) => {
-                cap.min(base)
-            }
-            Some(_) => raw.min(cap),
-            None => raw,
+        let raw = if learned
+            && raw >= cap
+            && f64::from(cap) <= f64::from(base) * (1.0 + spec.tolerance)
+        {
+            cap.min(base)
+        } else {
+            raw
+        };
+        // What is held over `scale_in_window` is sized for the load sustained over the
+        // last HOLD_LEVEL_WINDOW, not for one reading: a spike is served at once (the
+        // count `raw` is asked for now), but five minutes of it are kept only for what
+        // the load held. On a falling load the present count is held.
+        let sustained = newest
+            .and_then(|at| self.history.level(at, HOLD_LEVEL_WINDOW))
+            .unwrap_or(level);
+        let to_hold = if sustained < level && level > 0.0 {
+            let (n, _) = sized(
+                &self.score,
+                spec,
+                forecast * sustained / level,
+                sustained,
+                learned,
+            );
+            n.min(raw)
+        } else {
+            raw
         };
 
-        self.asked.push_back((now, raw));
+        self.asked.push_back((now, to_hold));
         let from = now.sub(spec.scale_in_window);
         while self.asked.front().is_some_and(|&(t, _)| t <= from) {
             self.asked.pop_front();
         }
-        let held = self.asked.iter().map(|&(_, r)| r).max().unwrap_or(raw);
+        let held = self.asked.iter().map(|&(_, r)| r).max().unwrap_or(to_hold);
         let desired = if raw > base {
             Some(raw)
         } else if held < base {
@@ -408,6 +407,45 @@ impl Policy for SwellRunner {
                 ),
             ),
         }
+    }
+}
+
+/// The count for `forecast` (load units) at the present `level`: with a track record
+/// (`learned`), the learned `confidence` bound of the coming load kept below
+/// `saturation`, never below what `level` needs there and never above what target
+/// tracking asks for `level` (the learned margin may only make the group smaller than
+/// that); without one, the forecast at `target`. Also the reason, for the cause.
+fn sized(
+    score: &ForecastScore,
+    spec: &SwellPolicy,
+    forecast: f64,
+    level: f64,
+    learned: bool,
+) -> (u32, String) {
+    let upper = learned
+        .then(|| score.upper(forecast, spec.confidence))
+        .flatten();
+    match upper {
+        Some(upper) => {
+            let upper = upper.max(level / spec.saturation);
+            let cap = target_count(1, level, spec.target);
+            (
+                target_count(1, upper, 1.0).min(cap),
+                format!(
+                    "peak {forecast:.0}, p{} {:.0}, below {}",
+                    spec.confidence * 100.0,
+                    upper * spec.saturation,
+                    spec.saturation
+                ),
+            )
+        }
+        None => (
+            target_count(1, forecast, spec.target),
+            format!(
+                "peak {forecast:.0} at {} (no track record yet)",
+                spec.target
+            ),
+        ),
     }
 }
 
@@ -496,6 +534,36 @@ mod tests {
         assert_eq!(r.desired, Some(12), "{}", r.cause.reason);
         let r = run(0.0, 770.0);
         assert_eq!(r.desired, Some(11), "{}", r.cause.reason);
+    }
+
+    /// A one-reading spike is served at once, but only the load the last minute sustained
+    /// is held over `scale_in_window`: after an hour of a flat 500 (sized at 6), a reading
+    /// of 1000 asks for the target cap ceil(1000 / 70) = 15; back at 500 the next
+    /// evaluation scales in to the cap on the minute's mean (625): ceil(625 / 70) = 9,
+    /// where holding the reading kept 15 for five minutes. Once the spike has left the
+    /// window, the group is back at 6.
+    #[test]
+    fn a_spike_is_served_but_only_the_sustained_load_is_held() {
+        let mut p = SwellPolicy::default().runner();
+        let mut w = MetricWindow::new(Duration::from_secs(60));
+        for t in (0..=3600).step_by(15) {
+            push(&mut w, t, 500.0, 6);
+            p.evaluate(&st(6), &w, Timestamp::from_secs(t));
+        }
+        push(&mut w, 3615, 1000.0, 6);
+        let r = p.evaluate(&st(6), &w, Timestamp::from_secs(3615));
+        assert_eq!(r.desired, Some(15), "{}", r.cause.reason);
+        push(&mut w, 3630, 500.0, 15);
+        let r = p.evaluate(&st(15), &w, Timestamp::from_secs(3630));
+        assert_eq!(r.desired, Some(9), "{}", r.cause.reason);
+        let mut n = 9;
+        for t in (3645..=4260).step_by(15) {
+            push(&mut w, t, 500.0, n);
+            let r = p.evaluate(&st(n), &w, Timestamp::from_secs(t));
+            assert!(r.desired.is_none_or(|d| d < n), "{t}: {}", r.cause.reason);
+            n = r.desired.unwrap_or(n);
+        }
+        assert_eq!(n, 6);
     }
 
     #[test]
