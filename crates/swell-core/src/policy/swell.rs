@@ -263,7 +263,8 @@ const LEVEL_WINDOW: Duration = Duration::from_secs(15);
 
 /// Past `provisioning_delay`, the count held over `scale_in_window` is what the load
 /// averaged over this window needed (the causal frontier's level of four 15 s ticks;
-/// compared with 30, 90 and 120 s on the development seeds, docs/policies.md "Round 2").
+/// compared with 30, 90 and 120 s on the development seeds, docs/policies.md "Round 2,
+/// item 4").
 const HOLD_LEVEL_WINDOW: Duration = Duration::from_secs(60);
 
 /// A newest sample older than this means the group has no metrics (all instances warming
