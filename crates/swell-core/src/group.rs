@@ -839,8 +839,11 @@ impl GroupSpec {
             }
             self.check_provider(kind_of(p), p, &field, strict)?;
         }
+        // A name of no known kind may be one the tenant cannot see: the caller refuses
+        // it (403 on the provider), and the template is not judged by a guess of its kind.
+        let all_known = self.providers().all(|p| kind_of(p).is_some());
         let has = |kind: ProviderKind| self.providers().any(|p| kind_of(p) == Some(kind));
-        if !has(ProviderKind::Docker) && self.template.docker.is_some() {
+        if all_known && !has(ProviderKind::Docker) && self.template.docker.is_some() {
             return Err(ValidationError::new(
                 "template.docker",
                 format!(
@@ -849,7 +852,7 @@ impl GroupSpec {
                 ),
             ));
         }
-        if !has(ProviderKind::Openstack) && self.template.openstack.is_some() {
+        if all_known && !has(ProviderKind::Openstack) && self.template.openstack.is_some() {
             return Err(ValidationError::new(
                 "template.openstack",
                 format!(
@@ -1244,6 +1247,29 @@ mod tests {
             ..OpenStackTemplate::default()
         });
         assert_eq!(g.validate().unwrap_err().field, "template.openstack");
+    }
+
+    /// A name the server does not show the tenant (another tenant's private definition)
+    /// leaves the template unjudged, so the server refuses the provider itself (403)
+    /// exactly as for a name that exists nowhere; a known kind still judges it.
+    #[test]
+    fn a_template_is_judged_only_by_known_kinds() {
+        let mut g = lab();
+        g.provider = "openstack-bee".into();
+        g.template.image = Some("tiny".into());
+        g.template.openstack = Some(OpenStackTemplate {
+            flavor: "m1.tiny".into(),
+            ..OpenStackTemplate::default()
+        });
+        let hidden = |_: &str| None;
+        assert_eq!(g.validate_with(&hidden), Ok(()));
+        let process = |_: &str| Some(ProviderKind::Process);
+        let e = g.validate_with(&process).unwrap_err();
+        assert_eq!(e.field, "template.openstack");
+        // Judged by the openstack kind's own rules (the default template lacks a port).
+        let openstack = |_: &str| Some(ProviderKind::Openstack);
+        let e = g.validate_with(&openstack).unwrap_err();
+        assert_eq!(e.field, "template.openstack.member_port");
     }
 
     #[test]

@@ -1120,7 +1120,9 @@ async fn a_tenants_private_provider_acts_in_its_own_project() {
     let s = start_swell("admin", &[]).await;
     let owner = format!("{}#openstack-bee", s.owner);
     guard.owners.push(owner.clone());
-    let projects = cloud.get(&format!("{KEYSTONE}/projects?name=tenant-b")).await;
+    let projects = cloud
+        .get(&format!("{KEYSTONE}/projects?name=tenant-b"))
+        .await;
     let project_b = projects["projects"][0]["id"]
         .as_str()
         .expect("project tenant-b (made by scripts/openstack/up.sh)")
@@ -1180,7 +1182,13 @@ async fn a_tenants_private_provider_acts_in_its_own_project() {
     ])
     .await;
     s.cli_json(&[
-        "user", "grant", "bee-member", "--tenant", "bee", "--role", "member",
+        "user",
+        "grant",
+        "bee-member",
+        "--tenant",
+        "bee",
+        "--role",
+        "member",
     ])
     .await;
     let http = reqwest::Client::new();
