@@ -1,6 +1,6 @@
 //! What an admin grants a tenant (DESIGN.md invariant 7): the providers its groups may
-//! name, the addresses its load balancers may listen on, and the images its docker and
-//! openstack templates may start. A tenant is granted nothing until an admin says so.
+//! name, the addresses its load balancers may listen on, and the images its docker,
+//! openstack and qemu templates may start. A tenant is granted nothing until an admin says so.
 //!
 //! Pure parsing and matching; the service layer applies them to a group document.
 
@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// The provider names a grant may list (the server's providers).
-pub const GRANTABLE_PROVIDERS: &[&str] = &["process", "docker", "openstack"];
+pub const GRANTABLE_PROVIDERS: &[&str] = &["process", "docker", "openstack", "qemu"];
 /// Most entries in each of a tenant's grant lists.
 pub const MAX_GRANT_ENTRIES: usize = 64;
 /// Longest image pattern.
@@ -27,7 +27,7 @@ pub struct Grants {
     /// Addresses its load balancers may listen on.
     #[serde(default)]
     pub listen: Vec<ListenRange>,
-    /// Images its docker and openstack templates may name.
+    /// Images its docker, openstack and qemu templates may name.
     #[serde(default)]
     pub images: Vec<ImagePattern>,
 }
@@ -396,8 +396,8 @@ mod tests {
     #[test]
     fn provider_grants_are_known_names_once() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(check_providers(&names(&["process", "docker"])).is_ok());
-        let e = check_providers(&names(&["docker", "qemu"])).unwrap_err();
+        assert!(check_providers(&names(&["process", "docker", "qemu"])).is_ok());
+        let e = check_providers(&names(&["docker", "xen"])).unwrap_err();
         assert_eq!(e.field, "providers[1]");
         let e = check_providers(&names(&["docker", "docker"])).unwrap_err();
         assert_eq!(e.field, "providers[1]");

@@ -14,7 +14,7 @@ use swell_core::grants::listen_overlaps;
 use swell_core::{Grants, GroupSpec, TenantId, ValidationError};
 
 /// Providers whose template names an image the tenant must be granted.
-const IMAGE_PROVIDERS: &[&str] = &["docker", "openstack"];
+const IMAGE_PROVIDERS: &[&str] = &["docker", "openstack", "qemu"];
 
 fn not_granted(field: impl Into<String>, rule: impl Into<String>) -> ServiceError {
     ServiceError::NotGranted(ValidationError::new(field, rule))
