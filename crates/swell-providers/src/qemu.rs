@@ -5,7 +5,10 @@
 //! directory ([`image`]: a kernel and initramfs booted directly, or a disk), with the
 //! template's `vcpus` and `memory_mb`, one virtio-net NIC on QEMU's user-mode network,
 //! and a free `127.0.0.1` port forwarded to the image's guest port: the instance's
-//! address. A disk is never written: each VM gets a qcow2 overlay of it.
+//! address. The user-mode network is restricted (`restrict=on`): the guest reaches
+//! neither the host (whose loopback services it would otherwise see at 10.0.2.2) nor
+//! anything else; only the forwarded port reaches it. A disk is never written: each VM
+//! gets a qcow2 overlay of it.
 //!
 //! **Stamped.** The instance id is the VM's SMBIOS serial number (what the guest reads
 //! in `/sys/class/dmi/id/product_serial`), is on the kernel command line as
@@ -459,7 +462,7 @@ impl QemuProvider {
             format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
             "-netdev".into(),
             format!(
-                "user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{}",
+                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{}",
                 image.guest_port
             ),
             "-device".into(),

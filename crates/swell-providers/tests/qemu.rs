@@ -400,3 +400,64 @@ async fn two_busy_vms_pinned_to_one_cpu_show_steal() {
             .unwrap();
     }
 }
+
+/// The boot-to-serving figures of docs/benchmarks.md: from `create` to the first HTTP
+/// answer of the guest, one VM alone and then four created at once, with each VM's
+/// resident memory. Run with
+/// `cargo test -p swell-providers --test qemu boot_to_serving -- --ignored --nocapture`
+/// (the time is QEMU's and the guest's: a release build changes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement for docs/benchmarks.md, not a check"]
+async fn boot_to_serving() {
+    let f = fixture();
+    let accel = f.provider.accel().await;
+    let boot = |id: String| {
+        let provider = &f.provider;
+        let guard = &f.guard;
+        async move {
+            let started = Instant::now();
+            let vm = provider.create(&request(&id)).await.unwrap();
+            guard.watch(vm.native_id.parse().unwrap());
+            wait_serving(vm.address.unwrap(), "/").await;
+            (vm.instance_id, started.elapsed())
+        }
+    };
+    let (one, alone) = boot("vm-bench-0".into()).await;
+    let mem = f
+        .provider
+        .metrics(std::slice::from_ref(&one))
+        .await
+        .unwrap()[0]
+        .1
+        .memory_mb;
+    println!("accel {accel}: one VM boot-to-serving {alone:.2?}, resident {mem:.0} MiB");
+    f.provider
+        .delete(&one, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let four = futures_util::future::join_all((1..=4).map(|n| boot(format!("vm-bench-{n}")))).await;
+    let all = started.elapsed();
+    let ids: Vec<InstanceId> = four.iter().map(|(id, _)| id.clone()).collect();
+    let mems: Vec<f64> = f
+        .provider
+        .metrics(&ids)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, m)| m.memory_mb)
+        .collect();
+    let times: Vec<String> = four.iter().map(|(_, t)| format!("{t:.2?}")).collect();
+    println!(
+        "accel {accel}: four VMs at once: all serving after {all:.2?} (each: {}), resident {:.0} MiB on average",
+        times.join(", "),
+        mems.iter().sum::<f64>() / mems.len().max(1) as f64
+    );
+    for id in &ids {
+        f.provider
+            .delete(id, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+}
