@@ -461,3 +461,40 @@ async fn boot_to_serving() {
             .unwrap();
     }
 }
+
+/// The guest reaches nothing but its own forwarded port: QEMU's user network maps the
+/// host's loopback to 10.0.2.2, and `restrict=on` closes that (and everything else).
+/// The image's `/cgi-bin/connect?HOST:PORT` tries a TCP connection from the guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_cannot_reach_the_hosts_loopback() {
+    let f = fixture();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let vm = f.provider.create(&request("vm-net-1")).await.unwrap();
+    f.guard.watch(vm.native_id.parse().unwrap());
+    let addr = vm.address.unwrap();
+    wait_serving(addr, "/").await;
+    let answer = http()
+        .get(format!("http://{addr}/cgi-bin/connect?10.0.2.2:{port}"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.trim(),
+        "closed",
+        "the guest reached 127.0.0.1:{port}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a connection from the guest arrived on the host's loopback"
+    );
+    f.provider
+        .delete(&vm.instance_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+}
