@@ -498,3 +498,26 @@ async fn the_guest_cannot_reach_the_hosts_loopback() {
         .await
         .unwrap();
 }
+
+/// The probe's choice boots: on this host (a guest whose KVM reports running while the
+/// firmware is stuck) it must say TCG; on a KVM host it says KVM, and the VM serves
+/// either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probed_accelerator_boots_a_serving_vm() {
+    let mut f = fixture();
+    let accel = swell_providers::qemu::probe_accel(&f.config.qemu).await;
+    eprintln!("probed accelerator: {accel}");
+    f.config.accel = accel;
+    f.provider = QemuProvider::new(f.config.clone());
+    assert_eq!(f.provider.accel().await, accel);
+    let vm = f.provider.create(&request("vm-probe-1")).await.unwrap();
+    f.guard.watch(vm.native_id.parse().unwrap());
+    assert_eq!(
+        wait_serving(vm.address.unwrap(), "/").await.trim(),
+        "vm-probe-1"
+    );
+    f.provider
+        .delete(&vm.instance_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+}
