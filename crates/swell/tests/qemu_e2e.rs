@@ -205,3 +205,70 @@ async fn kill_9_mid_vm_scale_out_leaves_no_orphan_and_no_duplicate() {
         started.elapsed()
     );
 }
+
+/// Issue 19: `swell demo --provider qemu --fast --json` scales the lab of VMs to 4 and
+/// back to 1 without a failed request, and leaves no QEMU behind. Builds the
+/// `swell-demo-app` VM image with scripts/build-vm-image when it is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_on_qemu() {
+    let _serial = SERIAL.lock().await;
+    let images = swell_providers::qemu::default_images_dir();
+    if !images.join("swell-demo-app").join("image.json").is_file() {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-vm-image");
+        // A target dir of its own: the `cargo test` running this holds its own.
+        let target = match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".cache/swell/demo-image-target"),
+            None => std::env::temp_dir().join("swell-demo-image-target"),
+        };
+        let status = Command::new(&script)
+            .arg(&images)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("running scripts/build-vm-image");
+        assert!(status.success(), "scripts/build-vm-image failed");
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = tokio::process::Command::new(common::SWELL)
+        .args(["demo", "--provider", "qemu", "--fast", "--json"])
+        .current_dir(dir.path())
+        .env_remove("SWELL_URL")
+        .env("HOME", dir.path())
+        .env("SWELL_VM_IMAGES", &images)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running swell demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "swell demo failed:\n{stdout}\n{stderr}"
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let summary: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {stdout}\n{stderr}"));
+    assert_eq!(summary["max_instances"], 4, "{summary}\n{stderr}");
+    assert_eq!(summary["final_instances"], 1, "{summary}\n{stderr}");
+    assert_eq!(summary["errors"], 0, "{summary}\n{stderr}");
+    // The demo's data directory was a temporary one under the system's: no QEMU of it
+    // (its files under `<tmp>/…/qemu/instances/`) is left.
+    let tmp = std::env::temp_dir().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("qemu-system")
+                && cmdline.contains(&tmp)
+                && cmdline.contains("/qemu/instances/")
+                && cmdline.contains("swell-demo-app"))
+            .then_some(cmdline)
+        })
+        .collect();
+    assert!(left.is_empty(), "the demo left VMs: {left:?}");
+    eprintln!("demo_on_qemu: {summary} in {:?}", started.elapsed());
+}
