@@ -124,6 +124,9 @@ pub struct QemuConfig {
     pub accel: Accel,
     /// The QEMU binary (`qemu-system-x86_64`).
     pub qemu: String,
+    /// The most VMs this host runs at once (`None`: no limit); past it the provider
+    /// reports no room, so a group's `fallback_providers` take the rest.
+    pub max_vms: Option<u32>,
     /// The `qemu-img` binary.
     pub qemu_img: String,
 }
@@ -142,6 +145,7 @@ impl QemuConfig {
             owner: owner.into(),
             accel: Accel::Auto,
             qemu: "qemu-system-x86_64".into(),
+            max_vms: None,
             qemu_img: "qemu-img".into(),
         }
     }
@@ -518,6 +522,13 @@ impl Provider for QemuProvider {
         if let Some((record, stat)) = owned.iter().find(|(r, _)| r.instance_id == id.as_str()) {
             return Ok(to_instance(record, stat, ObservedState::Running));
         }
+        if let Some(max) = self.config.max_vms
+            && owned.len() >= max as usize
+        {
+            return Err(ProviderError::NoCapacity(format!(
+                "this host runs its most VMs ({max}, --qemu-max-vms)"
+            )));
+        }
         let in_use: HashSet<u16> = owned.iter().map(|(r, _)| r.port).collect();
         let port = self.pick_port(&in_use)?;
 
@@ -681,6 +692,18 @@ impl Provider for QemuProvider {
             }
         }
         self.forget(id).await
+    }
+
+    async fn capacity(&self) -> Result<Option<crate::ProviderCapacity>, ProviderError> {
+        let Some(max) = self.config.max_vms else {
+            return Ok(None);
+        };
+        let running = self.scan().await?.len();
+        Ok(Some(crate::ProviderCapacity {
+            instances: Some(max.saturating_sub(u32::try_from(running).unwrap_or(u32::MAX))),
+            vcpus: None,
+            memory_mb: None,
+        }))
     }
 
     async fn pause(&self, id: &InstanceId) -> Result<(), ProviderError> {

@@ -210,6 +210,10 @@ struct ServeArgs {
         value_name = "auto|kvm|tcg"
     )]
     qemu_accel: swell_providers::qemu::Accel,
+    /// The most VMs the `qemu` provider runs at once on this host; past it a group's
+    /// `fallback_providers` take the rest. Default: no limit.
+    #[arg(long, env = "SWELL_QEMU_MAX_VMS", value_name = "N")]
+    qemu_max_vms: Option<u32>,
     /// A Docker engine (a host) of the `docker` provider, `NAME=ENDPOINT`, e.g.
     /// `h2=tcp://10.0.0.2:2376` (needs --docker-tls-*) or
     /// `local=unix:///var/run/docker.sock`; repeatable.
@@ -700,6 +704,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             // The state directory and owner are the server's own (set at start).
             let mut qemu = swell_providers::qemu::QemuConfig::new(images, "", "");
             qemu.accel = args.qemu_accel;
+            qemu.max_vms = args.qemu_max_vms;
             qemu
         }),
         min_interval: args.min_interval,

@@ -272,3 +272,101 @@ async fn demo_on_qemu() {
     assert!(left.is_empty(), "the demo left VMs: {left:?}");
     eprintln!("demo_on_qemu: {summary} in {:?}", started.elapsed());
 }
+
+/// Issue 19 (seed 1's hybrid fleet): `provider: qemu` with `fallback_providers:
+/// [docker]`, the host allowed two VMs (`--qemu-max-vms 2`): a scale-out to 4 runs two
+/// VMs and two containers of the same demo app behind the group's one load balancer,
+/// and traffic through it sees no failed request across the scale-in back to 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_vm_and_container_group_serves_behind_one_load_balancer() {
+    if !std::path::Path::new("/var/run/docker.sock").exists() {
+        eprintln!("SKIPPED mixed group: /var/run/docker.sock is absent");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let images = swell_providers::qemu::default_images_dir();
+    let docker_image = Command::new("docker")
+        .args(["image", "inspect", "swell-demo-app:latest"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        docker_image && images.join("swell-demo-app/image.json").is_file(),
+        "needs the swell-demo-app docker image (scripts/build-demo-image) and VM image (scripts/build-vm-image)"
+    );
+    let images_arg = images.to_str().expect("a UTF-8 path");
+    let s = Swell::start_with(
+        &[
+            "--qemu",
+            "--qemu-accel",
+            "tcg",
+            "--qemu-images",
+            images_arg,
+            "--qemu-max-vms",
+            "2",
+            "--docker",
+        ],
+        &[],
+    )
+    .await;
+    let _sweeper = VmSweeper(s.owner.clone());
+    let granted = s
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/default",
+            Some(r#"{"providers": ["process", "qemu", "docker"], "images": ["swell-demo-app"]}"#),
+        )
+        .await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    let mut doc = group_doc("mixed", 1, 4, never_scale());
+    doc["provider"] = "qemu".into();
+    doc["fallback_providers"] = serde_json::json!(["docker"]);
+    doc["template"] =
+        serde_json::json!({ "image": "swell-demo-app", "vcpus": 1, "memory_mb": 128 });
+    let file = s.write("mixed.json", &doc.to_string());
+    s.cli_json(&["group", "create", "-f", &file]).await;
+    common::wait_running(&s, "mixed", 1, CONVERGE).await;
+    let lb = s.load_balancer("mixed").await;
+    let (load, tasks) = common::start_load(&lb, 3, 1);
+    load.more(20, CONVERGE).await;
+
+    s.cli_json(&["scale", "mixed", "4"]).await;
+    let four = common::wait_running(&s, "mixed", 4, CONVERGE).await;
+    let mut providers: Vec<&str> = four.iter().filter_map(|i| i["provider"].as_str()).collect();
+    providers.sort_unstable();
+    assert_eq!(providers, ["docker", "docker", "qemu", "qemu"], "{four:#?}");
+    assert_eq!(vms(&s.owner).len(), 2);
+    // Every instance, VM or container, gets traffic from the one load balancer.
+    load.more(200, CONVERGE).await;
+    let status = s.get("/v1/groups/mixed/load_balancer").await;
+    let backends = status["backends"].as_array().cloned().unwrap_or_default();
+    assert_eq!(backends.len(), 4, "{status:#}");
+    s.cli_json(&["scale", "mixed", "1"]).await;
+    common::wait_running(&s, "mixed", 1, CONVERGE).await;
+    load.more(20, CONVERGE).await;
+    load.finish(tasks).await;
+    let failures = load.failures();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:#?}",
+        failures.len(),
+        load.ok() + failures.len() as u64
+    );
+    s.cli_json(&["group", "delete", "mixed"]).await;
+    eventually("no VM or container left", CONVERGE, || async {
+        let vms_left = vms(&s.owner);
+        let filter = format!("label=swell.owner={}", s.owner);
+        let containers = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if vms_left.is_empty() && containers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("VMs {vms_left:?}, containers {containers:?}"))
+        }
+    })
+    .await;
+}
