@@ -230,7 +230,9 @@ t "all APIs answering"
 head -c 1048576 /dev/zero > state/tiny.img
 { echo "flavor create --id 1 --ram 512 --disk 1 --vcpus 1 m1.tiny"
   echo "image create --disk-format raw --container-format bare --public --file $B/state/tiny.img tiny"
-  echo "network create private"; echo "subnet create --network private --subnet-range 10.10.0.0/24 private-subnet"
+  # shared: every project may attach servers to it (Swell resolves a template's networks
+  # among the project's own and the shared ones; the tests' quota project uses it)
+  echo "network create --share private"; echo "subnet create --network private --subnet-range 10.10.0.0/24 private-subnet"
   echo "network create --external --provider-network-type flat --provider-physical-network public public"
   echo "subnet create --network public --subnet-range 203.0.113.0/24 --no-dhcp public-subnet"
   echo "router create router1"; echo "router set --external-gateway public router1"; echo "router add subnet router1 private-subnet"
@@ -296,4 +298,41 @@ t "octavia up"
 fi
 # Nova's default quota (10 instances) is below what the scale-out tests need.
 openstack quota set --instances 50 --cores 100 --ram 102400 admin >$L/quota.log 2>&1 || true
+# --- a second project, tenant-b, as one tenant's own project: its user (member role
+# only) and application credential, network, security group, key pair and (with
+# Octavia) load balancer and pool, all owned by tenant-b. The tests check that a
+# provider of the first project (admin) can use none of them and never sees its servers.
+{ echo "project create --domain default tenant-b"
+  echo "user create --domain default --password tenantbpass tenant-b"
+  echo "role add --project tenant-b --user tenant-b member"
+  echo "role create load-balancer_member"
+  echo "role add --project tenant-b --user tenant-b load-balancer_member"
+  echo "network create --project tenant-b net-b"
+  echo "subnet create --project tenant-b --network net-b --subnet-range 10.20.0.0/24 subnet-b"
+  echo "security group create --project tenant-b sg-b"
+} | openstack >$L/tenant-b.log 2>&1 || true
+# As tenant-b itself (REST: one CLI call costs seconds): token, key pair, application credential.
+TB=$(curl -si -m 30 -H 'Content-Type: application/json' -d '{"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "tenant-b", "domain": {"id": "default"}, "password": "tenantbpass"}}}, "scope": {"project": {"name": "tenant-b", "domain": {"id": "default"}}}}}' $KS/auth/tokens | tr -d '\r')
+TBT=$(echo "$TB" | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p')
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+TBU=$(echo "$TB" | sed -n '/^{/p' | field '["token"]["user"]["id"]')
+rest() { curl -s -m 60 -H "X-Auth-Token: $TBT" -H 'Content-Type: application/json' -H 'OpenStack-API-Version: compute 2.79' "$@"; }
+rest -d '{"keypair": {"name": "key-b"}}' http://127.0.0.1:8774/v2.1/os-keypairs >>$L/tenant-b.log
+rest -d '{"application_credential": {"name": "swell-b", "secret": "tenant-b-app-secret"}}' $KS/users/$TBU/application_credentials >>$L/tenant-b.log
+if [ "${OCTAVIA:-1}" = 1 ]; then
+  OCT=http://127.0.0.1:9876/v2/lbaas
+  lb_wait() { for i in $(seq 1 240); do [ "$(rest $OCT/loadbalancers/$1 | field '["loadbalancer"]["provisioning_status"]')" = ACTIVE ] && return 0; sleep 0.5; done; echo "lb $1 not ACTIVE"; return 1; }
+  SUBB=$(rest "http://127.0.0.1:9696/v2.0/subnets?name=subnet-b" | field '["subnets"][0]["id"]')
+  LBB=$(rest -d '{"loadbalancer": {"name": "lb-b", "vip_subnet_id": "'$SUBB'"}}' $OCT/loadbalancers | field '["loadbalancer"]["id"]')
+  lb_wait $LBB
+  LIB=$(rest -d '{"listener": {"name": "lb-b", "loadbalancer_id": "'$LBB'", "protocol": "HTTP", "protocol_port": 8080}}' $OCT/listeners | field '["listener"]["id"]')
+  lb_wait $LBB
+  rest -d '{"pool": {"name": "pool-b", "listener_id": "'$LIB'", "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}}' $OCT/pools >>$L/tenant-b.log
+  lb_wait $LBB
+fi
+# tenant-b's credentials, as the tests use them (application credential swell-b)
+cat >tenant-b-openrc <<EOF
+export OS_AUTH_URL=$KS OS_AUTH_TYPE=v3applicationcredential OS_APPLICATION_CREDENTIAL_NAME=swell-b OS_USERNAME=tenant-b OS_USER_DOMAIN_ID=default OS_APPLICATION_CREDENTIAL_SECRET=tenant-b-app-secret OS_REGION_NAME=RegionOne
+EOF
+t "tenant-b ready"
 t "READY"

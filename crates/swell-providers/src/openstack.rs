@@ -11,11 +11,22 @@
 //! [`OpenStackProvider::with_clock`]); a 401 re-authenticates once. Endpoints come from
 //! the token's catalog for the configured region and interface.
 //!
+//! **One project.** The provider acts in the one project its credential's token is
+//! scoped to, and only there ([`scope`]): a template's networks (the project's own or
+//! shared with it), floating-IP network (an external one), security groups, Octavia pool
+//! (the project's own), key pair (the credential's user's), image and flavor (the
+//! project's own, public, or shared with the project) are resolved among what the
+//! project may use, by name and by id, even with an admin's credential that sees every
+//! project; servers are listed with the project's id and each checked to be the
+//! project's. A name or id of another project's resource fails in the same words as one
+//! that exists nowhere, naming neither.
+//!
 //! **Servers.** An instance is the server `swell-<tenant>-<group>-<short id>` (the short
 //! id: the last 8 letters and digits of the instance id) made from the template's
 //! `image` (a Glance name or id) and its `openstack` section: flavor (name or id),
 //! networks (Neutron names or ids; none lets Nova pick the project's only network),
-//! security groups, key pair, user data (sent base64), availability zone. Every Nova
+//! security groups (given to Nova by id), key pair, user data (sent base64),
+//! availability zone. Every Nova
 //! call carries `OpenStack-API-Version: compute <microversion>` (2.79 by default).
 //! Every server carries the metadata `swell_owner`, `swell_instance`, `swell_group`,
 //! `swell_tenant` and `swell_member_port` (plus `swell_network` and
@@ -49,7 +60,9 @@
 //! exist fails with [`ProviderError::InvalidTemplate`] before anything is created.
 //!
 //! **Security groups.** With `security_group_rules`, the group's own security group
-//! `swell.<tenant>.<group>` is found or created in the project, its missing rules added,
+//! `swell.<tenant>.<group>` is found or created in the project (described as this
+//! owner's: one of that name made by hand or by another owner is never taken, changed
+//! or deleted), its missing rules added,
 //! and it is attached to each server, together with the template's `security_groups`
 //! (`default` when the template names none, as Nova would). It is kept while the group
 //! exists (removing it while a scale-out may attach it would race) and deleted by
@@ -132,6 +145,7 @@ mod glance;
 pub(crate) mod neutron;
 pub(crate) mod nova;
 pub(crate) mod octavia;
+pub(crate) mod scope;
 #[cfg(test)]
 mod tests;
 
@@ -149,6 +163,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use client::{CallError, CallErrorKind, Client, Service, Tuning};
 use nova::Server;
+use scope::NetworkUse;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -248,11 +263,18 @@ impl OpenStackProvider {
         } else {
             format!("name={}", nova::enc(&format!("-{short}$")))
         };
-        Ok(nova::list_servers(&self.client, &query)
+        let project = self.project().await?;
+        Ok(nova::list_servers(&self.client, &project, &query)
             .await?
             .into_iter()
             .filter(|s| s.owned_by(&self.config.owner) && s.instance_id() == Some(id.as_str()))
             .collect())
+    }
+
+    /// The id of the project the credential's token is scoped to: everything this
+    /// provider resolves, lists or removes is that project's (module [`scope`]).
+    async fn project(&self) -> Result<String, CallError> {
+        Ok(self.client.session().await?.project_id.clone())
     }
 
     async fn find_one(&self, id: &InstanceId) -> Result<Server, ProviderError> {
@@ -276,7 +298,8 @@ impl OpenStackProvider {
             )
         })?;
         let c = &self.client;
-        let image_id = glance::resolve_image(c, image).await?.ok_or_else(|| {
+        let project = self.project().await?;
+        let image_id = glance::resolve_image(c, &project, image).await?.ok_or_else(|| {
             ProviderError::InvalidTemplate(format!(
                 "template.image: Glance has no active image `{image}` (see `openstack image list`)"
             ))
@@ -287,29 +310,63 @@ impl OpenStackProvider {
         let mut networks = Vec::new();
         for (i, n) in os.networks.iter().enumerate() {
             networks.push(
-                self.one_network(n, &format!("template.openstack.networks[{i}]"))
-                    .await?,
+                self.one_network(
+                    n,
+                    &format!("template.openstack.networks[{i}]"),
+                    NetworkUse::Attach,
+                )
+                .await?,
             );
         }
         let floating_network_id = match &os.floating_ip_network {
             Some(n) => Some(
-                self.one_network(n, "template.openstack.floating_ip_network")
-                    .await?
-                    .id,
+                self.one_network(
+                    n,
+                    "template.openstack.floating_ip_network",
+                    NetworkUse::FloatingIp,
+                )
+                .await?
+                .id,
             ),
             None => None,
         };
-        let mut security_groups = os.security_groups.clone();
+        if let Some(k) = &os.key_name
+            && !nova::has_keypair(c, k).await?
+        {
+            return Err(ProviderError::InvalidTemplate(
+                "template.openstack.key_name: the provider's user has no key pair of this name (see `openstack keypair list`)".into(),
+            ));
+        }
+        // Resolved to ids here, each among the project's own groups only: Nova is
+        // given ids, so a name another project also uses can never pick theirs.
+        let mut security_groups = Vec::new();
+        for (i, name) in os.security_groups.iter().enumerate() {
+            security_groups.push(
+                self.one_security_group(
+                    &project,
+                    name,
+                    &format!("template.openstack.security_groups[{i}]"),
+                )
+                .await?,
+            );
+        }
         if !os.security_group_rules.is_empty() {
             if security_groups.is_empty() {
-                security_groups.push("default".into());
+                security_groups.push(
+                    self.one_security_group(
+                        &project,
+                        "default",
+                        "template.openstack.security_groups",
+                    )
+                    .await?,
+                );
             }
-            let session = c.session().await?;
             let name = group_sg_name(&request.tenant, &request.group);
             let _one_at_a_time = self.security_groups.lock().await;
             let sg = neutron::ensure_security_group(
                 c,
-                &session.project_id,
+                &project,
+                &self.config.owner,
                 &name,
                 &os.security_group_rules,
             )
@@ -324,17 +381,19 @@ impl OpenStackProvider {
                         "template.openstack.octavia_pool: `{p}` is set but the cloud's catalog has no load-balancer (Octavia) service"
                     )));
                 }
-                let mut pools = octavia::find_pool(c, p).await?;
+                let mut pools = octavia::find_pool(c, &project, p).await?;
                 match pools.len() {
                     1 => pools.pop(),
+                    // The same words whether the pool exists nowhere or in another
+                    // project: an error never tells of another project's resources.
                     0 => {
-                        return Err(ProviderError::InvalidTemplate(format!(
-                            "template.openstack.octavia_pool: Octavia has no pool `{p}` (see `openstack loadbalancer pool list`)"
-                        )));
+                        return Err(ProviderError::InvalidTemplate(
+                            "template.openstack.octavia_pool: the project has no load-balancer pool of this name or id (see `openstack loadbalancer pool list`)".into(),
+                        ));
                     }
                     n => {
                         return Err(ProviderError::InvalidTemplate(format!(
-                            "template.openstack.octavia_pool: {n} pools are named `{p}`; give its id"
+                            "template.openstack.octavia_pool: {n} of the project's pools have this name; give its id"
                         )));
                     }
                 }
@@ -353,7 +412,8 @@ impl OpenStackProvider {
     /// The template's flavor from Nova (by id or name), remembered for
     /// [`cached_flavor`](Self::cached_flavor); an unknown one is an invalid template.
     async fn resolve_flavor(&self, flavor: &str) -> Result<nova::Flavor, ProviderError> {
-        let found = nova::resolve_flavor(&self.client, flavor)
+        let project = self.project().await?;
+        let found = nova::resolve_flavor(&self.client, &project, flavor)
             .await?
             .ok_or_else(|| {
                 ProviderError::InvalidTemplate(format!(
@@ -381,19 +441,47 @@ impl OpenStackProvider {
         }
     }
 
+    /// The one network the project may use for `use_` named `name_or_id`. The error
+    /// for a network of another project is word for word the one for a name that
+    /// exists nowhere, and names neither (module [`scope`]).
     async fn one_network(
         &self,
         name_or_id: &str,
         field: &str,
+        use_: NetworkUse,
     ) -> Result<neutron::Network, ProviderError> {
-        let mut found = neutron::find_network(&self.client, name_or_id).await?;
+        let project = self.project().await?;
+        let mut found = neutron::find_network(&self.client, &project, name_or_id, use_).await?;
+        match (found.len(), use_) {
+            (1, _) => Ok(found.remove(0)),
+            (0, NetworkUse::Attach) => Err(ProviderError::InvalidTemplate(format!(
+                "{field}: the project has no network of this name or id, and none is shared with it (see `openstack network list`)"
+            ))),
+            (0, NetworkUse::FloatingIp) => Err(ProviderError::InvalidTemplate(format!(
+                "{field}: there is no external network (router:external) of this name or id (see `openstack network list --external`)"
+            ))),
+            (n, _) => Err(ProviderError::InvalidTemplate(format!(
+                "{field}: {n} networks the project may use have this name; give its id"
+            ))),
+        }
+    }
+
+    /// The id of the project's own security group named `name_or_id`; the error for
+    /// another project's group is the one for a name that exists nowhere.
+    async fn one_security_group(
+        &self,
+        project: &str,
+        name_or_id: &str,
+        field: &str,
+    ) -> Result<String, ProviderError> {
+        let mut found = neutron::find_security_group(&self.client, project, name_or_id).await?;
         match found.len() {
-            1 => Ok(found.remove(0)),
+            1 => Ok(found.remove(0).id),
             0 => Err(ProviderError::InvalidTemplate(format!(
-                "{field}: Neutron has no network `{name_or_id}` (see `openstack network list`)"
+                "{field}: the project has no security group of this name or id (see `openstack security group list`)"
             ))),
             n => Err(ProviderError::InvalidTemplate(format!(
-                "{field}: {n} networks are named `{name_or_id}`; give its id"
+                "{field}: {n} of the project's security groups have this name; give its id"
             ))),
         }
     }
@@ -539,7 +627,7 @@ impl OpenStackProvider {
         if !c.has_service(Service::LoadBalancer).await? {
             return Ok(());
         }
-        let Some(pool) = octavia::get_pool(c, pool_id).await? else {
+        let Some(pool) = octavia::own_pool(c, &self.project().await?, pool_id).await? else {
             return Ok(());
         };
         let members = octavia::members_named(c, &pool.id, instance).await?;
@@ -697,9 +785,13 @@ impl OpenStackProvider {
                 let net_id = match plan.and_then(|p| p.floating_network_id.clone()) {
                     Some(id) => id,
                     None => {
-                        self.one_network(net, "template.openstack.floating_ip_network")
-                            .await?
-                            .id
+                        self.one_network(
+                            net,
+                            "template.openstack.floating_ip_network",
+                            NetworkUse::FloatingIp,
+                        )
+                        .await?
+                        .id
                     }
                 };
                 let fixed_ip = port
@@ -726,11 +818,13 @@ impl OpenStackProvider {
             let pool = match plan.and_then(|p| p.pool.clone()) {
                 Some(p) => p,
                 None => match server.metadata.get(META_POOL) {
-                    Some(id) => octavia::get_pool(c, id).await?.ok_or_else(|| {
-                        ProviderError::InvalidTemplate(format!(
-                            "template.openstack.octavia_pool: pool {id} is gone"
-                        ))
-                    })?,
+                    Some(id) => octavia::own_pool(c, &self.project().await?, id)
+                        .await?
+                        .ok_or_else(|| {
+                            ProviderError::InvalidTemplate(format!(
+                                "template.openstack.octavia_pool: pool {id} is gone"
+                            ))
+                        })?,
                     None => return Ok(()),
                 },
             };
@@ -901,7 +995,8 @@ impl Provider for OpenStackProvider {
     }
 
     async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError> {
-        Ok(nova::list_servers(&self.client, "")
+        let project = self.project().await?;
+        Ok(nova::list_servers(&self.client, &project, "")
             .await?
             .iter()
             .filter(|s| s.owned_by(&self.config.owner))
@@ -928,7 +1023,7 @@ impl Provider for OpenStackProvider {
         if !c.has_service(Service::LoadBalancer).await? {
             return Ok(());
         }
-        let Some(pool) = octavia::get_pool(c, pool_id).await? else {
+        let Some(pool) = octavia::own_pool(c, &self.project().await?, pool_id).await? else {
             return Ok(());
         };
         let members = octavia::members_named(c, &pool.id, id.as_str()).await?;
@@ -987,15 +1082,21 @@ impl Provider for OpenStackProvider {
         let name = group_sg_name(tenant, group);
         // No create of this provider finds-or-creates a security group meanwhile.
         let _one_at_a_time = self.security_groups.lock().await;
-        let session = c.session().await?;
-        let found = neutron::security_groups_named(c, &session.project_id, &name).await?;
+        let project = self.project().await?;
+        // Only the project's own group of this name that this owner made: never another
+        // project's (whatever an admin's credential sees), never another Swell's.
+        let found: Vec<_> = neutron::security_groups_named(c, &project, &name)
+            .await?
+            .into_iter()
+            .filter(|sg| sg.is_swells(&self.config.owner))
+            .collect();
         if found.is_empty() {
             return Ok(());
         }
         // A server of the group is left (one whose cleanup failed): Neutron would
         // refuse anyway, and removing the group from under it is never right. The
         // group's record goes next, so nothing asks again: say what to remove.
-        let left = nova::list_servers(c, "")
+        let left = nova::list_servers(c, &project, "")
             .await?
             .into_iter()
             .filter(|s| {

@@ -16,7 +16,9 @@ use std::future::Future;
 use std::time::Duration;
 use swell_core::group::{OpenStackTemplate, SecurityGroupRule};
 use swell_core::{InstanceId, Template, TenantId};
-use swell_providers::openstack::{AuthConfig, OpenStackConfig, OpenStackProvider};
+use swell_providers::openstack::{
+    AppCredentialRef, AuthConfig, NameOrId, OpenStackConfig, OpenStackProvider, Secret,
+};
 use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError};
 
 const KEYSTONE: &str = "http://127.0.0.1:5000/v3";
@@ -727,4 +729,459 @@ async fn capacity_in_the_admin_project_reflects_limits_and_hypervisors() {
         other => panic!("expected InvalidTemplate, got {other:?}"),
     }
     assert!(admin.servers_of("osprov-test-capacity").await.is_empty());
+}
+
+// --- Two projects: one provider per tenant, each in its own project ------------------
+//
+// `up.sh` makes a second project, `tenant-b`, as a tenant's own project would be: its
+// user (role `member`) with the application credential `swell-b`, and its network
+// `net-b`, security group `sg-b`, key pair `key-b` and Octavia pool `pool-b`. Provider A
+// acts with the admin's credential in project `admin` (an admin sees every project's
+// resources); provider B with tenant-b's application credential.
+
+const TENANT_B: &str = "tenant-b";
+const NET_B: &str = "net-b";
+const SG_B: &str = "sg-b";
+const KEY_B: &str = "key-b";
+const POOL_B: &str = "pool-b";
+/// An id no resource has.
+const NO_SUCH_ID: &str = "00000000-0000-4000-8000-000000000000";
+
+/// Provider B: tenant-b's application credential (as `up.sh` wrote it to
+/// `tenant-b-openrc`).
+fn provider_b(owner: &str) -> OpenStackProvider {
+    let auth = AuthConfig::ApplicationCredential {
+        auth_url: KEYSTONE.into(),
+        credential: AppCredentialRef::Name {
+            name: "swell-b".into(),
+            user: NameOrId::Name(TENANT_B.into()),
+            user_domain: NameOrId::default_domain(),
+        },
+        secret: Secret::new("tenant-b-app-secret"),
+    };
+    let mut config = OpenStackConfig::new(owner, auth);
+    config.region = Some("RegionOne".into());
+    config.build_timeout = Duration::from_secs(120);
+    config.request_timeout = Duration::from_secs(60);
+    OpenStackProvider::new(config).unwrap()
+}
+
+/// What the admin sees of tenant-b: its project id and the ids of its resources.
+struct ProjectB {
+    project: String,
+    net: String,
+    sg: String,
+    pool: String,
+}
+
+impl ProjectB {
+    async fn look(admin: &Admin) -> ProjectB {
+        let project = admin
+            .id_by_name(&format!("{KEYSTONE}/projects?name={TENANT_B}"), "projects")
+            .await
+            .expect("project tenant-b (made by scripts/openstack/up.sh)");
+        // The admin lists every project's resources: pick tenant-b's.
+        let of_b = |v: Value, key: &str| -> String {
+            v[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["project_id"] == project.as_str())
+                .unwrap_or_else(|| panic!("tenant-b's {key}: {v}"))["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let net = of_b(
+            admin
+                .get(&format!("{NEUTRON}/networks?name={NET_B}"))
+                .await
+                .1,
+            "networks",
+        );
+        let sg = of_b(
+            admin
+                .get(&format!("{NEUTRON}/security-groups?name={SG_B}"))
+                .await
+                .1,
+            "security_groups",
+        );
+        let pool = of_b(
+            admin
+                .get(&format!("{OCTAVIA}/lbaas/pools?name={POOL_B}"))
+                .await
+                .1,
+            "pools",
+        );
+        ProjectB {
+            project,
+            net,
+            sg,
+            pool,
+        }
+    }
+}
+
+/// The error of a create that must be refused before anything is made.
+async fn refused(p: &OpenStackProvider, id: &str, os: OpenStackTemplate) -> String {
+    match p.create(&request(id, os)).await {
+        Err(ProviderError::InvalidTemplate(m)) => m,
+        other => panic!("{id}: expected InvalidTemplate, got {other:?}"),
+    }
+}
+
+/// Runs `body` with providers A (admin, project admin) and B (tenant-b), both with the
+/// same owner tag, their servers removed before and after, even if it panics.
+async fn with_two_projects<F, Fut>(owner: &'static str, body: F)
+where
+    F: FnOnce(OpenStackProvider, OpenStackProvider) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (a, b) = (provider(owner, "admin"), provider_b(owner));
+    cleanup(&a).await;
+    cleanup(&b).await;
+    let result = tokio::spawn(body(provider(owner, "admin"), provider_b(owner))).await;
+    cleanup(&a).await;
+    cleanup(&b).await;
+    assert!(
+        Admin::new("admin").await.servers_of(owner).await.is_empty(),
+        "servers of {owner} left behind in project admin"
+    );
+    assert!(
+        b.list().await.unwrap().is_empty(),
+        "servers of {owner} left behind in project tenant-b"
+    );
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the OpenStack fixture: scripts/openstack/up.sh (scripts/test runs these)"]
+async fn a_provider_cannot_use_another_projects_network_pool_security_group_or_key_pair() {
+    let admin = Admin::new("admin").await;
+    let b_ids = ProjectB::look(&admin).await;
+    // Project admin's own pool, key pair and default security group, for the other way.
+    let a_pool = admin.pool().await;
+    let a_key = admin.keypair().await;
+    let (_, sgs) = admin
+        .get(&format!("{NEUTRON}/security-groups?name=default"))
+        .await;
+    let a_project = admin
+        .id_by_name(&format!("{KEYSTONE}/projects?name=admin"), "projects")
+        .await
+        .unwrap();
+    let a_default_sg = sgs["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["project_id"] == a_project.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    with_two_projects("osprov-test-scope", move |a, b| async move {
+        type Change = fn(&mut OpenStackTemplate, &str);
+        let cases: [(&str, Change); 5] = [
+            ("networks", |os, v| os.networks = vec![v.into()]),
+            ("floating_ip_network", |os, v| {
+                os.floating_ip_network = Some(v.into())
+            }),
+            ("octavia_pool", |os, v| os.octavia_pool = Some(v.into())),
+            ("security_groups", |os, v| {
+                os.security_groups = vec![v.into()]
+            }),
+            ("key_name", |os, v| os.key_name = Some(v.into())),
+        ];
+        // (provider, its template, field, another project's resource by name or id,
+        // what that project calls it, a name or id of the same kind that exists nowhere)
+        let b_template = || OpenStackTemplate {
+            networks: vec![NET_B.into()],
+            ..tiny()
+        };
+        let attempts: Vec<(&OpenStackProvider, OpenStackTemplate, usize, String, String)> = vec![
+            // A (an admin's credential, which sees every project) naming B's resources.
+            (&a, tiny(), 0, NET_B.into(), "no-such-net".into()),
+            (&a, tiny(), 0, b_ids.net.clone(), NO_SUCH_ID.into()),
+            // B's network is not external: no floating IPs from it, by name or id.
+            (&a, tiny(), 1, NET_B.into(), "no-such-net".into()),
+            (&a, tiny(), 1, b_ids.net.clone(), NO_SUCH_ID.into()),
+            (&a, tiny(), 2, POOL_B.into(), "no-such-pool".into()),
+            (&a, tiny(), 2, b_ids.pool.clone(), NO_SUCH_ID.into()),
+            (&a, tiny(), 3, SG_B.into(), "no-such-sg".into()),
+            (&a, tiny(), 3, b_ids.sg.clone(), NO_SUCH_ID.into()),
+            (&a, tiny(), 4, KEY_B.into(), "no-such-key".into()),
+            // B (tenant-b's own credential, no admin role) naming A's.
+            (&b, b_template(), 2, POOL_NAME.into(), "no-such-pool".into()),
+            (&b, b_template(), 2, a_pool.clone(), NO_SUCH_ID.into()),
+            (&b, b_template(), 3, a_default_sg.clone(), NO_SUCH_ID.into()),
+            (&b, b_template(), 4, a_key.clone(), "no-such-key".into()),
+        ];
+        for (n, (p, template, case, theirs, nowhere)) in attempts.into_iter().enumerate() {
+            let (field, change) = cases[case];
+            let mut os = template.clone();
+            change(&mut os, &theirs);
+            let err = refused(p, &format!("osprov-scope-{n:04}"), os).await;
+            let mut os = template.clone();
+            change(&mut os, nowhere.as_str());
+            let missing = refused(p, &format!("osprov-scope-m{n:03}"), os).await;
+            eprintln!("{field} = {theirs}: {err}");
+            // Word for word the error of a name that exists nowhere.
+            assert_eq!(err, missing, "{field} = {theirs}");
+            assert!(
+                err.contains(&format!("template.openstack.{field}")),
+                "{err}"
+            );
+            // Nothing of the other project in it: not the name or id given, not the
+            // other id of the resource, not the project.
+            for secret in [
+                theirs.as_str(),
+                NET_B,
+                SG_B,
+                KEY_B,
+                POOL_B,
+                TENANT_B,
+                &b_ids.project,
+                &b_ids.net,
+                &b_ids.sg,
+                &b_ids.pool,
+                POOL_NAME,
+                &a_pool,
+                &a_key,
+                &a_default_sg,
+                &a_project,
+            ] {
+                assert!(!err.contains(secret), "{err} names {secret}");
+            }
+        }
+        // The names are real: B uses its own network, security group and key pair.
+        let mut os = b_template();
+        os.security_groups = vec![SG_B.into()];
+        os.key_name = Some(KEY_B.into());
+        let inst = b.create(&request("osprov-scope-b001", os)).await.unwrap();
+        assert!(
+            inst.address
+                .unwrap()
+                .ip()
+                .to_string()
+                .starts_with("10.20.0."),
+            "{inst:?}"
+        );
+        let admin = Admin::new("admin").await;
+        let (_, v) = admin
+            .get(&format!("{NOVA}/servers/{}", inst.native_id))
+            .await;
+        assert_eq!(v["server"]["key_name"], KEY_B);
+        assert_eq!(v["server"]["tenant_id"], b_ids.project.as_str());
+        let sgs: Vec<&str> = v["server"]["security_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|g| g["name"].as_str())
+            .collect();
+        assert_eq!(sgs, [SG_B]);
+        // A shared network (`private`, project admin's, shared) is B's to use too.
+        let inst = b
+            .create(&request("osprov-scope-b002", tiny()))
+            .await
+            .unwrap();
+        assert!(
+            inst.address
+                .unwrap()
+                .ip()
+                .to_string()
+                .starts_with("10.10.0."),
+            "{inst:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the OpenStack fixture: scripts/openstack/up.sh (scripts/test runs these)"]
+async fn providers_of_two_projects_never_see_adopt_or_remove_each_others_servers() {
+    with_two_projects("osprov-test-two", |a, b| async move {
+        let admin = Admin::new("admin").await;
+        let b_project = ProjectB::look(&admin).await.project;
+        // The same owner tag, tenant, group and instance ids on both sides.
+        let on_b = OpenStackTemplate {
+            networks: vec![NET_B.into()],
+            ..tiny()
+        };
+        let b1 = b
+            .create(&request("osprov-two-0001", on_b.clone()))
+            .await
+            .unwrap();
+        let b2 = b.create(&request("osprov-two-0002", on_b)).await.unwrap();
+        let a1 = a.create(&request("osprov-two-0001", tiny())).await.unwrap();
+        assert_ne!(a1.native_id, b1.native_id, "A adopted B's server");
+        let ids = |l: Vec<swell_providers::ProviderInstance>| {
+            let mut v: Vec<String> = l.into_iter().map(|i| i.native_id).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(a.list().await.unwrap()), vec![a1.native_id.clone()]);
+        let mut want_b = vec![b1.native_id.clone(), b2.native_id.clone()];
+        want_b.sort();
+        assert_eq!(ids(b.list().await.unwrap()), want_b);
+        // A cannot pause or delete B's instance: not found, B's server untouched.
+        assert!(matches!(
+            a.pause(&b2.instance_id).await,
+            Err(ProviderError::NotFound(_))
+        ));
+        a.delete(&b2.instance_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (s, v) = admin.get(&format!("{NOVA}/servers/{}", b2.native_id)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["server"]["status"], "ACTIVE");
+        assert_eq!(v["server"]["tenant_id"], b_project.as_str());
+        // A's delete of the shared instance id removes A's server only.
+        a.delete(&a1.instance_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(a.list().await.unwrap().is_empty());
+        assert_eq!(ids(b.list().await.unwrap()), want_b);
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the OpenStack fixture: scripts/openstack/up.sh (scripts/test runs these)"]
+async fn group_security_groups_stay_apart_across_groups_tenants_and_projects() {
+    with_two_projects("osprov-test-sg", |a, b| async move {
+        let admin = Admin::new("admin").await;
+        let b_project = ProjectB::look(&admin).await.project;
+        let rule = |port: u16| SecurityGroupRule {
+            direction: "ingress".into(),
+            protocol: "tcp".into(),
+            port_range_min: Some(port),
+            port_range_max: None,
+            remote_ip_prefix: "0.0.0.0/0".into(),
+        };
+        let make = |tenant: &str, group: &str, id: &str, os: OpenStackTemplate, port: u16| {
+            let mut os = os;
+            os.security_group_rules = vec![rule(port)];
+            CreateRequest {
+                tenant: TenantId::new(tenant).unwrap(),
+                group: group.into(),
+                ..request(id, os)
+            }
+        };
+        let on_b = OpenStackTemplate {
+            networks: vec![NET_B.into()],
+            ..tiny()
+        };
+        // acme/dev-web and acme-dev/web in one project; acme/web in both projects.
+        let a1 = a
+            .create(&make("acme", "dev-web", "osprov-sg-0001", tiny(), 8081))
+            .await
+            .unwrap();
+        let a2 = a
+            .create(&make("acme-dev", "web", "osprov-sg-0002", tiny(), 8082))
+            .await
+            .unwrap();
+        let a3 = a
+            .create(&make("acme", "web", "osprov-sg-0003", tiny(), 8083))
+            .await
+            .unwrap();
+        let b3 = b
+            .create(&make("acme", "web", "osprov-sg-0003", on_b, 9093))
+            .await
+            .unwrap();
+        // Every security group of a name, in every project (the admin sees all).
+        let groups = |name: &'static str| {
+            let admin = &admin;
+            async move {
+                admin
+                    .get(&format!("{NEUTRON}/security-groups?name={name}"))
+                    .await
+                    .1["security_groups"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            }
+        };
+        let ports = |g: &Value| -> Vec<i64> {
+            g["security_group_rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["direction"] == "ingress")
+                .filter_map(|r| r["port_range_min"].as_i64())
+                .collect()
+        };
+        let server_sgs = |id: String| {
+            let admin = &admin;
+            async move {
+                let (_, v) = admin.get(&format!("{NOVA}/servers/{id}")).await;
+                let mut names: Vec<String> = v["server"]["security_groups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|g| g["name"].as_str().map(str::to_string))
+                    .collect();
+                names.sort();
+                names
+            }
+        };
+        let dev_web = groups("swell.acme.dev-web").await;
+        let acme_dev = groups("swell.acme-dev.web").await;
+        assert_eq!((dev_web.len(), acme_dev.len()), (1, 1));
+        assert_ne!(dev_web[0]["id"], acme_dev[0]["id"]);
+        assert_eq!(ports(&dev_web[0]), [8081]);
+        assert_eq!(ports(&acme_dev[0]), [8082]);
+        assert_eq!(
+            server_sgs(a1.native_id.clone()).await,
+            ["default", "swell.acme.dev-web"]
+        );
+        assert_eq!(
+            server_sgs(a2.native_id.clone()).await,
+            ["default", "swell.acme-dev.web"]
+        );
+        // One `swell.acme.web` per project, each with its own project's rules only.
+        let web = groups("swell.acme.web").await;
+        assert_eq!(web.len(), 2, "{web:?}");
+        let in_b = |g: &&Value| g["project_id"] == b_project.as_str();
+        let web_b = web.iter().find(in_b).unwrap().clone();
+        let web_a = web.iter().find(|g| !in_b(g)).unwrap().clone();
+        assert_eq!(ports(&web_a), [8083]);
+        assert_eq!(ports(&web_b), [9093]);
+        // Each group's security group goes with the group, in its own project only.
+        for i in [&a1, &a2, &a3] {
+            a.delete(&i.instance_id, Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        a.group_deleted(&TenantId::new("acme").unwrap(), "web")
+            .await
+            .unwrap();
+        let web = groups("swell.acme.web").await;
+        assert_eq!(web.len(), 1, "{web:?}");
+        assert_eq!(web[0]["id"], web_b["id"], "B's group stays");
+        // Still B's server's.
+        assert_eq!(
+            server_sgs(b3.native_id.clone()).await,
+            ["default", "swell.acme.web"]
+        );
+        for (t, g) in [("acme", "dev-web"), ("acme-dev", "web")] {
+            a.group_deleted(&TenantId::new(t).unwrap(), g)
+                .await
+                .unwrap();
+        }
+        assert!(groups("swell.acme.dev-web").await.is_empty());
+        assert!(groups("swell.acme-dev.web").await.is_empty());
+        b.delete(&b3.instance_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        b.group_deleted(&TenantId::new("acme").unwrap(), "web")
+            .await
+            .unwrap();
+        assert!(groups("swell.acme.web").await.is_empty());
+    })
+    .await;
 }

@@ -182,10 +182,10 @@ function route(loginMessage) {
 
 /** Empties every view, so that nothing of one session shows in the next. */
 function clearData() {
-  for (const id of ['groups-body', 'instances-body', 'events-body', 'load-chart', 'desired-chart']) {
+  for (const id of ['groups-body', 'instances-body', 'events-body', 'metric-chart', 'load-chart', 'desired-chart']) {
     $(id).replaceChildren();
   }
-  for (const e of document.querySelectorAll('.summary dd, .error, [role=status], #group-name')) {
+  for (const e of document.querySelectorAll('.summary dd, .error, [role=status], #group-name, #metric-name')) {
     e.textContent = '';
   }
   $('desired-input').value = '';
@@ -322,13 +322,14 @@ function showGroup(name) {
   desiredEdited = false;
   refreshLoop(async (current) => {
     const base = `/v1/groups/${path(name)}`;
-    let group, instances, events, history;
+    let group, instances, events, history, metrics;
     try {
-      [group, instances, events, history] = await Promise.all([
+      [group, instances, events, history, metrics] = await Promise.all([
         api('GET', base),
         api('GET', `${base}/instances`),
         api('GET', `${base}/events?limit=${EVENT_LIMIT}`),
         api('GET', `${base}/metrics/history`),
+        api('GET', `${base}/metrics`),
       ]);
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) throw e;
@@ -341,6 +342,7 @@ function showGroup(name) {
     renderGroup(group);
     renderInstances(instances.instances);
     renderEvents(events.events);
+    renderMetricChart(metrics);
     renderLoadChart(history.summaries);
     renderDesiredChart(group, events.events);
     $('group-refreshed').textContent = new Date().toLocaleTimeString();
@@ -451,6 +453,87 @@ function drawChart(svg, series, empty) {
     nodes.push(line);
     nodes.push(svgEl('text', { x: L + 6 + i * 150, y: 14, fill: color, class: 'legend' }, s.label));
   });
+  svg.replaceChildren(...nodes);
+}
+
+/**
+ * The group's chart, from `GET /v1/groups/{name}/metrics`: its metric (left axis), a
+ * dashed line per threshold or target of its policies, and the running instances as a
+ * step line (right axis). Each series carries what it drew as data attributes
+ * (`data-at`: the points' times as the API wrote them, `data-values`; space-separated),
+ * so that a test can compare it with the API.
+ */
+function renderMetricChart(doc) {
+  const svg = $('metric-chart');
+  $('metric-name').textContent = doc.metric;
+  const W = 900, H = 260, L = 48, R = 40, T = 28, B = 24;
+  const points = doc.points || [];
+  const sampled = points.filter((p) => typeof p.value === 'number');
+  const lines = (doc.lines || []).filter((l) => l.metric === doc.metric);
+  if (points.length === 0) {
+    svg.replaceChildren(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'label' },
+      'No metric points yet: one is kept every metrics interval.'));
+    return;
+  }
+  const times = points.map((p) => Date.parse(p.at));
+  const t0 = times[0];
+  let t1 = times[times.length - 1];
+  if (t1 <= t0) t1 = t0 + 1000;
+  let vmax = Math.max(0, ...sampled.map((p) => p.value), ...lines.map((l) => l.value));
+  if (!(vmax > 0)) vmax = 1;
+  vmax *= 1.1;
+  let nmax = Math.max(1, ...points.map((p) => Math.max(p.running, p.desired_capacity)));
+  nmax += 1;
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => H - B - (Math.min(v, vmax) / vmax) * (H - T - B);
+  const yn = (n) => H - B - (n / nmax) * (H - T - B);
+  const nodes = [
+    svgEl('line', { x1: L, y1: H - B, x2: W - R, y2: H - B, class: 'axis' }),
+    svgEl('line', { x1: L, y1: T, x2: L, y2: H - B, class: 'axis' }),
+    svgEl('line', { x1: W - R, y1: T, x2: W - R, y2: H - B, class: 'axis' }),
+    svgEl('text', { x: L - 4, y: T + 8, 'text-anchor': 'end', class: 'label' }, fmt(vmax)),
+    svgEl('text', { x: L - 4, y: H - B, 'text-anchor': 'end', class: 'label' }, '0'),
+    svgEl('text', { x: W - R + 4, y: T + 8, class: 'label' }, nmax),
+    svgEl('text', { x: W - R + 4, y: H - B, class: 'label' }, '0'),
+    svgEl('text', { x: L, y: H - 6, class: 'label' }, new Date(t0).toLocaleTimeString()),
+    svgEl('text', { x: W - R, y: H - 6, 'text-anchor': 'end', class: 'label' }, new Date(t1).toLocaleTimeString()),
+  ];
+  const legend = [];
+  lines.forEach((l, i) => {
+    const color = COLORS[(i + 1) % COLORS.length];
+    const line = svgEl('line', { x1: L, y1: y(l.value), x2: W - R, y2: y(l.value), stroke: color, class: 'threshold' });
+    line.dataset.kind = l.kind;
+    line.dataset.policy = l.policy;
+    line.dataset.value = String(l.value);
+    nodes.push(line);
+    legend.push([`${l.kind} ${fmt(l.value)}`, color]);
+  });
+  const metric = svgEl('polyline', {
+    points: sampled.map((p) => `${x(Date.parse(p.at))},${y(p.value)}`).join(' '),
+    stroke: COLORS[0],
+    class: 'series',
+  });
+  metric.dataset.series = doc.metric;
+  metric.dataset.at = sampled.map((p) => p.at).join(' ');
+  metric.dataset.values = sampled.map((p) => p.value).join(' ');
+  nodes.push(metric);
+  legend.unshift([doc.metric, COLORS[0]]);
+  const steps = [];
+  points.forEach((p, k) => {
+    if (k > 0) steps.push(`${x(times[k])},${yn(points[k - 1].running)}`);
+    steps.push(`${x(times[k])},${yn(p.running)}`);
+  });
+  const running = svgEl('polyline', { points: steps.join(' '), class: 'instances' });
+  running.dataset.series = 'running';
+  running.dataset.at = points.map((p) => p.at).join(' ');
+  running.dataset.values = points.map((p) => p.running).join(' ');
+  nodes.push(running);
+  legend.push(['running instances', '#57606a']);
+  let lx = L + 6;
+  for (const [label, color] of legend) {
+    nodes.push(svgEl('text', { x: lx, y: 16, fill: color, class: 'legend' }, label));
+    lx += 20 + label.length * 9;
+  }
   svg.replaceChildren(...nodes);
 }
 

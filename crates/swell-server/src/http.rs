@@ -43,6 +43,8 @@ use utoipa::OpenApi;
         list_events,
         push_metrics,
         load_history,
+        crate::http_history::group_metrics,
+        crate::http_history::instance_metrics,
         load_balancer,
         metrics,
         apply,
@@ -71,7 +73,12 @@ use utoipa::OpenApi;
         http_identity::list_api_keys,
         http_identity::create_api_key,
         http_identity::delete_api_key,
-        http_identity::list_audit
+        http_identity::list_audit,
+        crate::http_providers::list_providers,
+        crate::http_providers::create_provider,
+        crate::http_providers::get_provider,
+        crate::http_providers::update_provider,
+        crate::http_providers::delete_provider
     ),
     components(schemas(
         api::Problem,
@@ -89,6 +96,11 @@ use utoipa::OpenApi;
         api::PushedMetrics,
         api::LoadSummary,
         api::LoadHistory,
+        api::MetricLine,
+        api::GroupMetricPoint,
+        api::GroupMetrics,
+        api::InstanceMetricPoint,
+        api::InstanceMetricHistory,
         api::Health,
         api::WorkerStatus,
         api::LoadBalancerStatus,
@@ -118,7 +130,11 @@ use utoipa::OpenApi;
         api::InstanceOwnerList,
         api::TenantDocument,
         api::ApplyChange,
-        api::ApplyResult
+        api::ApplyResult,
+        api::Provider,
+        api::ProviderList,
+        api::CreateProvider,
+        api::UpdateProvider
     )),
     modifiers(&BearerAuth, &Contract),
     security(("bearer" = []))
@@ -162,12 +178,20 @@ pub fn router(service: Arc<Service>) -> Router {
             post(resume_instance),
         )
         .route("/v1/groups/{name}/events", get(list_events))
-        .route("/v1/groups/{name}/metrics", post(push_metrics))
+        .route(
+            "/v1/groups/{name}/metrics",
+            get(crate::http_history::group_metrics).post(push_metrics),
+        )
+        .route(
+            "/v1/groups/{name}/instances/{id}/metrics",
+            get(crate::http_history::instance_metrics),
+        )
         .route("/v1/groups/{name}/metrics/history", get(load_history))
         .route("/v1/groups/{name}/load_balancer", get(load_balancer))
         .route("/v1/metrics", get(metrics))
         .route("/v1/apply", post(apply))
         .merge(http_identity::routes())
+        .merge(crate::http_providers::routes())
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
@@ -794,6 +818,8 @@ pub(crate) struct EventQuery {
     pub(crate) after_id: Option<i64>,
     /// At most this many (the newest); default 1000, at most 10000.
     pub(crate) limit: Option<u32>,
+    /// `json` (default) or `csv`.
+    pub(crate) format: Option<String>,
 }
 
 impl EventQuery {
@@ -857,20 +883,30 @@ async fn load_history(
     }))
 }
 
-/// Lists a group's events, oldest first.
+/// Lists a group's events, oldest first: JSON, or CSV with `format=csv` (one row per
+/// event, its cause over columns).
 #[utoipa::path(get, path = "/v1/groups/{name}/events", params(("name" = String, Path), EventQuery),
-    responses((status = 200, body = api::EventList), (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
+    responses((status = 200, description = "JSON; with format=csv, CSV: `id,at,group,kind,instance_id,policy,metric,value,threshold,before,after,reason,message`",
+        content((api::EventList = "application/json"), (String = "text/csv"))),
+        (status = 400, body = api::Problem), (status = 404, body = api::Problem)))]
 async fn list_events(
     State(s): State<Arc<Service>>,
     p: Principal,
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<EventQuery>,
-) -> ApiResult<axum::Json<api::EventList>> {
+) -> ApiResult<Response> {
+    let csv = crate::http_history::wants_csv(q.format.as_deref())?;
     let filter = q.filter()?;
     let events = s.list_events(&p.tenant, &name, &filter).await?;
+    if csv {
+        return Ok(crate::http_history::csv_response(
+            crate::http_history::events_csv(&events),
+        ));
+    }
     Ok(axum::Json(api::EventList {
         events: events.iter().map(event_view).collect(),
-    }))
+    })
+    .into_response())
 }
 
 /// Query of `POST /v1/apply`.

@@ -13,16 +13,21 @@ pub mod data_dir_lock;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
+pub mod http_history;
 pub mod http_identity;
+pub mod http_providers;
 pub mod identity;
+pub mod metric_history;
 pub mod metric_urls;
 pub mod openapi;
+pub mod registry;
 pub mod secrets;
 pub mod service;
 pub mod tls;
 
 use crate::clock::{Clock, TokioClock};
-use crate::controller::{Controller, ControllerOptions, Providers};
+use crate::controller::{Controller, ControllerOptions};
+use crate::registry::{ProviderRegistry, RegistryContext};
 use crate::service::Service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -295,9 +300,14 @@ impl Server {
             tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "process instances run as the instance user");
             process_config.instance_user = Some(user);
         }
+        // The built-in definitions (named after their kind, tagged with the server's
+        // tag as before), then the stored ones: all before recovery adopts instances.
+        let providers = ProviderRegistry::new(RegistryContext {
+            owner: owner_tag(&data_dir),
+            process: process_config.clone(),
+        });
         let process = ProcessProvider::new(process_config);
-        let mut providers = Providers::new();
-        providers.insert(
+        providers.insert_builtin(
             process.name().to_string(),
             Arc::new(process) as Arc<dyn Provider>,
         );
@@ -306,7 +316,7 @@ impl Server {
                 owner_tag(&data_dir),
                 config.docker_engines.clone(),
             ))?;
-            providers.insert(
+            providers.insert_builtin(
                 docker.name().to_string(),
                 Arc::new(docker) as Arc<dyn Provider>,
             );
@@ -314,7 +324,7 @@ impl Server {
         if let Some(mut os) = config.openstack.clone() {
             os.owner = owner_tag(&data_dir);
             let openstack = OpenStackProvider::new(os)?;
-            providers.insert(
+            providers.insert_builtin(
                 openstack.name().to_string(),
                 Arc::new(openstack) as Arc<dyn Provider>,
             );
@@ -325,9 +335,16 @@ impl Server {
             let qemu = swell_providers::qemu::QemuProvider::new(qemu);
             // Probed now, so that the log says at start which accelerator VMs get.
             qemu.accel().await;
-            providers.insert(qemu.name().to_string(), Arc::new(qemu) as Arc<dyn Provider>);
+            providers.insert_builtin(qemu.name().to_string(), Arc::new(qemu) as Arc<dyn Provider>);
         }
-        let controller = Controller::new(
+        let key = secrets::SecretKey::load_or_create(
+            &data_dir,
+            config.secret_key.as_ref(),
+            config.secret_key_file.as_deref(),
+        )?;
+        providers.load_stored(store.as_ref(), &key).await?;
+        let metric_history = Arc::new(metric_history::MetricHistory::default());
+        let controller = Controller::with_registry(
             store.clone(),
             providers,
             clock.clone(),
@@ -335,6 +352,7 @@ impl Server {
                 stop_instances_on_exit: config.stop_instances_on_exit,
                 known_hosts_dir: Some(data_dir.join("known_hosts")),
                 ssh_keys_dir: Some(data_dir.join("ssh-keys")),
+                metric_history: metric_history.clone(),
             },
         );
         // Before anything binds or starts: a bad certificate is a start error.
@@ -350,16 +368,12 @@ impl Server {
             source,
         })?;
         controller.start().await?;
-        let key = secrets::SecretKey::load_or_create(
-            &data_dir,
-            config.secret_key.as_ref(),
-            config.secret_key_file.as_deref(),
-        )?;
         let service = Arc::new(
             Service::new(store, controller.clone(), clock)
                 .with_secret_key(key)
                 .with_min_interval(config.min_interval)
                 .with_metric_url_policy(config.metric_urls.clone())
+                .with_metric_history(metric_history)
                 .with_auth_options(auth::AuthOptions {
                     trusted_proxies: config.trusted_proxies.clone(),
                     ..auth::AuthOptions::default()

@@ -110,6 +110,8 @@ pub struct Service {
     /// both be given one free port.
     pub(crate) listen_lock: tokio::sync::Mutex<()>,
     metric_urls: crate::metric_urls::MetricUrlPolicy,
+    /// The groups' short metric history, shared with the controller that feeds it.
+    metric_history: Arc<crate::metric_history::MetricHistory>,
 }
 
 impl Service {
@@ -124,7 +126,18 @@ impl Service {
             min_interval: DEFAULT_MIN_INTERVAL,
             listen_lock: tokio::sync::Mutex::new(()),
             metric_urls: crate::metric_urls::MetricUrlPolicy::default(),
+            metric_history: Arc::default(),
         }
+    }
+
+    /// The same service, answering metric history from `history` (the one the
+    /// controller's `ControllerOptions::metric_history` feeds; by default an empty one).
+    pub fn with_metric_history(
+        mut self,
+        history: Arc<crate::metric_history::MetricHistory>,
+    ) -> Self {
+        self.metric_history = history;
+        self
     }
 
     /// The same service with another interval floor (`swell serve --min-interval`;
@@ -235,9 +248,9 @@ impl Service {
             .map_err(|rule| ValidationError::new("load_balancer.listen", rule).into())
     }
 
-    fn check_provider(&self, spec: &GroupSpec) -> Result<()> {
+    fn check_provider(&self, tenant: &TenantId, spec: &GroupSpec) -> Result<()> {
         for (i, name) in spec.providers().enumerate() {
-            if self.controller.provider(name).is_none() {
+            if self.controller.provider(tenant, name).is_none() {
                 let field = if i == 0 {
                     "provider".to_string()
                 } else {
@@ -253,6 +266,19 @@ impl Service {
         Ok(())
     }
 
+    /// A group document's own rules, each provider's template checked by the kind of
+    /// the definition it names (`docker-rack1` is a docker provider). A name the tenant
+    /// cannot see is left to the boundary, which refuses it as not granted.
+    fn validate_spec(&self, tenant: &TenantId, spec: &GroupSpec) -> Result<()> {
+        let registry = self.controller.registry();
+        let kind_of = |name: &str| {
+            registry
+                .kind(tenant, name)
+                .or_else(|| swell_core::ProviderKind::builtin(name))
+        };
+        Ok(spec.validate_with(&kind_of)?)
+    }
+
     /// Every rule a new group must meet before it is stored: `create_group`'s checks,
     /// which `apply` runs too (so a rule added here holds for both). Returns the spec to
     /// store (a load balancer's `:0` port resolved inside the tenant's listen ranges);
@@ -262,12 +288,12 @@ impl Service {
         tenant: &TenantId,
         spec: GroupSpec,
     ) -> Result<GroupSpec> {
-        spec.validate()?;
+        self.validate_spec(tenant, &spec)?;
         self.check_floors(&spec)?;
         self.check_metric_urls(&spec)?;
         // Grants first: a tenant learns nothing of providers it was not granted.
         let spec = self.check_tenant_boundary(tenant, spec, None).await?;
-        self.check_provider(&spec)?;
+        self.check_provider(tenant, &spec)?;
         Ok(spec)
     }
 
@@ -280,7 +306,7 @@ impl Service {
         name: &str,
         spec: GroupSpec,
     ) -> Result<(GroupRecord, GroupSpec)> {
-        spec.validate()?;
+        self.validate_spec(tenant, &spec)?;
         if spec.name != name {
             return Err(ValidationError::new(
                 "name",
@@ -306,7 +332,7 @@ impl Service {
         let spec = self
             .check_tenant_boundary(tenant, spec, Some(&current.spec))
             .await?;
-        self.check_provider(&spec)?;
+        self.check_provider(tenant, &spec)?;
         Ok((current, spec))
     }
 
@@ -509,6 +535,58 @@ impl Service {
         Ok(history)
     }
 
+    /// The group and its short metric history at or after `since` (all of it when
+    /// `None`), oldest first (`GET /v1/groups/{name}/metrics`).
+    pub async fn group_metrics(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        since: Option<Timestamp>,
+    ) -> Result<(GroupRecord, Vec<crate::metric_history::GroupPoint>)> {
+        let g = self.get_group(tenant, name).await?;
+        let points = self
+            .metric_history
+            .group_points(tenant, &g.spec.name, g.created_at, since);
+        Ok((g, points))
+    }
+
+    /// One instance's short metric history at or after `since`, oldest first (`GET
+    /// /v1/groups/{name}/instances/{id}/metrics`); the instance must be (or have been)
+    /// one of the group's, else 404. An instance owner without a role may read only
+    /// their own instance (403).
+    pub async fn instance_metrics(
+        &self,
+        caller: &crate::auth::Principal,
+        name: &str,
+        id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<crate::metric_history::InstancePoint>> {
+        let tenant = &caller.tenant;
+        let g = self.get_group(tenant, name).await?;
+        let instances = self
+            .store
+            .list_instances(tenant, &g.spec.name, true)
+            .await?;
+        let Some(instance) = instances.iter().find(|i| i.id.as_str() == id) else {
+            return Err(ServiceError::NotFound {
+                kind: "instance",
+                name: id.to_string(),
+            });
+        };
+        if !caller.at_least(swell_store::Role::Viewer) && !caller.owns(id) {
+            return Err(ServiceError::Forbidden(format!(
+                "instance `{id}` is not yours: an instance owner reads only their own instances"
+            )));
+        }
+        Ok(self.metric_history.instance_points(
+            tenant,
+            &g.spec.name,
+            g.created_at,
+            &instance.id,
+            since,
+        ))
+    }
+
     /// Takes pushed metric readings for a group (`POST /v1/groups/{name}/metrics`).
     /// Every sample is checked before any is used (DESIGN.md invariant 6): a known
     /// metric, a finite value >= 0, and an instance id, when given, of a live instance
@@ -597,9 +675,12 @@ impl Service {
                 if pause { "pause" } else { "resume" }
             )));
         }
-        let provider = self.controller.provider(&inst.provider).ok_or_else(|| {
-            ServiceError::State(format!("provider {} is not configured", inst.provider))
-        })?;
+        let provider = self
+            .controller
+            .provider(tenant, &inst.provider)
+            .ok_or_else(|| {
+                ServiceError::State(format!("provider {} is not configured", inst.provider))
+            })?;
         if pause {
             // Out of the load balancer first, so no request goes to a stopped process.
             // The instance is recorded as paused before the drain: the worker puts

@@ -241,6 +241,66 @@ pub fn events_table(list: &[api::Event]) -> Table {
     t
 }
 
+/// The metric columns of `-o wide` and `-o csv` of `swell metrics GROUP`, in the API's
+/// names (`cpu`, …), as the columns' headers say them.
+const METRIC_COLUMNS: [(&str, &str); 8] = [
+    ("cpu", "CPU"),
+    ("memory", "MEMORY"),
+    ("request_rate", "REQUEST_RATE"),
+    ("request_rate_per_instance", "REQUEST_RATE_PER_INSTANCE"),
+    ("in_flight", "IN_FLIGHT"),
+    ("latency_p99", "LATENCY_P99"),
+    ("error_rate", "ERROR_RATE"),
+    ("steal", "STEAL"),
+];
+
+/// A group's metric history: the time, the running instances, the desired capacity
+/// and the group's metric; wide adds every metric sampled.
+pub fn group_metrics_table(list: &[api::GroupMetricPoint]) -> Table {
+    let wide: Vec<&'static str> = METRIC_COLUMNS.iter().map(|(_, h)| *h).collect();
+    let mut t = Table::new(&["TIME", "RUNNING", "DESIRED", "VALUE"]).wide(&wide);
+    for p in list {
+        let mut row = vec![
+            p.at.clone(),
+            p.running.to_string(),
+            p.desired_capacity.to_string(),
+            or_dash(p.value.map(|v| format!("{v:.2}"))),
+        ];
+        for (name, _) in METRIC_COLUMNS {
+            row.push(or_dash(p.metrics.get(name)));
+        }
+        t.add_row(row);
+    }
+    t
+}
+
+/// One instance's metric history as a table.
+pub fn instance_metrics_table(list: &[api::InstanceMetricPoint]) -> Table {
+    let mut t = Table::new(&["TIME", "CPU_PERCENT", "MEMORY_MB"]);
+    for p in list {
+        t.add_row([
+            p.at.clone(),
+            format!("{:.2}", p.cpu_percent),
+            format!("{:.1}", p.memory_mb),
+        ]);
+    }
+    t
+}
+
+/// `value` percent-encoded for a query string (an RFC 3339 time's `+01:00` stays a
+/// `+`, not a space).
+pub fn query_value(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A group's load history as a table.
 pub fn load_history_table(list: &[api::LoadSummary]) -> Table {
     let mut t = Table::new(&["TIME", "METRIC", "MEAN", "MAX"]);

@@ -19,6 +19,7 @@ mod cmd_bench;
 mod cmd_bench_lb;
 mod cmd_context;
 mod cmd_demo;
+mod cmd_provider;
 mod cmd_sim;
 mod config;
 mod docs;
@@ -105,9 +106,9 @@ enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Push metric readings (for instances a provider cannot measure, e.g. OpenStack).
-    #[command(subcommand)]
-    Metrics(MetricsCmd),
+    /// Show a group's metric history (one row per metrics interval, whatever its policy),
+    /// or one instance's with `--instance`; `push` readings; the forecasting `history`.
+    Metrics(MetricsArgs),
     /// Set a group's desired capacity.
     Scale {
         /// The group.
@@ -431,6 +432,24 @@ enum GroupCmd {
         #[command(flatten)]
         wait: wait::WaitArgs,
     },
+}
+
+/// `swell metrics GROUP [--instance ID] [--since TIME]`, or one of its subcommands.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct MetricsArgs {
+    #[command(subcommand)]
+    cmd: Option<MetricsCmd>,
+    /// The group whose short metric history to show (kept in the server's memory: the
+    /// last 360 metrics intervals).
+    #[arg(required = true)]
+    group: Option<String>,
+    /// Show this instance's CPU and memory instead (its last 120 metrics intervals).
+    #[arg(long)]
+    instance: Option<String>,
+    /// Only points at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -881,11 +900,41 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
             let after = list.events.last().map_or(0, |e| e.id);
             wait::follow_events(c, &group, after, batch).await
         }
-        Command::Metrics(MetricsCmd::Push {
+        Command::Metrics(MetricsArgs {
+            cmd: None,
             group,
-            metric,
-            value,
             instance,
+            since,
+        }) => {
+            let group = group.unwrap_or_default();
+            let mut q = Vec::new();
+            if let Some(s) = since {
+                q.push(format!("since={}", client::query_value(&s)));
+            }
+            let q = q.join("&");
+            match instance {
+                None => {
+                    let m: api::GroupMetrics =
+                        c.get(&format!("/v1/groups/{group}/metrics?{q}")).await?;
+                    print(output, &m, |m| client::group_metrics_table(&m.points))
+                }
+                Some(id) => {
+                    let m: api::InstanceMetricHistory = c
+                        .get(&format!("/v1/groups/{group}/instances/{id}/metrics?{q}"))
+                        .await?;
+                    print(output, &m, |m| client::instance_metrics_table(&m.points))
+                }
+            }
+        }
+        Command::Metrics(MetricsArgs {
+            cmd:
+                Some(MetricsCmd::Push {
+                    group,
+                    metric,
+                    value,
+                    instance,
+                }),
+            ..
         }) => {
             let body = serde_json::to_value(api::PushMetrics {
                 samples: vec![api::PushedSample {
@@ -907,10 +956,14 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                 t
             })
         }
-        Command::Metrics(MetricsCmd::History {
-            group,
-            since,
-            metric,
+        Command::Metrics(MetricsArgs {
+            cmd:
+                Some(MetricsCmd::History {
+                    group,
+                    since,
+                    metric,
+                }),
+            ..
         }) => {
             let mut q = Vec::new();
             if let Some(s) = since {

@@ -1,8 +1,11 @@
 //! The web dashboard in a real headless Chromium, driven over WebDriver (`chromedriver`,
 //! with the small client in `browser/`), against the real `swell serve`: log in as a member of tenant
 //! `alpha`, see its scaling group and instances, set the desired capacity and see it in
-//! the API, see the API's 400 and 403 problems, see markup from an event as text; log in
-//! (with a pasted token) as tenant `beta`'s owner and see nothing of alpha's.
+//! the API, see the API's 400 and 403 problems, see markup from an event as text; see a
+//! threshold group's chart (its metric, thresholds and running instances) drawn point
+//! for point as the API's series and following it live, and save its screenshot as
+//! `docs/dashboard-chart.png`; log in (with a pasted token) as tenant `beta`'s owner and
+//! see nothing of alpha's.
 //!
 //! Chromium and chromedriver are required (Debian: `apt-get install chromium
 //! chromium-driver`; `scripts/test` installs them): without them this test fails and
@@ -325,6 +328,151 @@ async fn dashboard_in_chromium() {
     .await;
     let (_, g) = call(&s, &ann, reqwest::Method::GET, "/v1/groups/web", None).await;
     assert_eq!(g["desired_capacity"], 2, "{g}");
+
+    // ---- the chart of a group's metric, whatever its policy ----
+    // `api`: a threshold group (its policy keeps no load history) whose cpu is pushed as
+    // a group-level reading, a known ramp up and down, one reading per 400 ms (its
+    // metrics interval is 500 ms): the scale-out and -in it causes are real.
+    let mut doc = group_doc(
+        "api",
+        1,
+        3,
+        json!([{"type": "threshold", "metric": "cpu", "scale_out_above": 70.0, "scale_in_below": 20.0, "evaluation_period": "2s"}]),
+    );
+    doc["cooldown"] = json!("2s");
+    let (st, g) = call(&s, &ann, reqwest::Method::POST, "/v1/groups", Some(doc)).await;
+    assert_eq!(st, 201, "{g}");
+    c.goto(&format!("{}/#/groups/api", s.url)).await;
+    shown(&c, "group-view").await;
+    text_until(&c, "#group-name", "the group's name", |t| t == "api").await;
+    let ramp = [
+        15.0, 25.0, 40.0, 55.0, 70.0, 85.0, 95.0, 95.0, 90.0, 90.0, 85.0, 80.0, 60.0, 45.0, 30.0,
+        15.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+    ];
+    let mut tick = tokio::time::interval(Duration::from_millis(400));
+    for v in ramp {
+        tick.tick().await;
+        let (st, a) = call(
+            &s,
+            &ann,
+            reqwest::Method::POST,
+            "/v1/groups/api/metrics",
+            Some(json!({"samples": [{"metric": "cpu", "value": v}]})),
+        )
+        .await;
+        assert_eq!(st, 202, "{a}");
+    }
+    /// What the page drew: each series' times and values, and the threshold lines.
+    const DRAWN: &str = "const svg = document.getElementById('metric-chart');
+        const series = {};
+        for (const l of svg.querySelectorAll('polyline')) {
+            series[l.dataset.series] = {
+                at: l.dataset.at ? l.dataset.at.split(' ') : [],
+                values: l.dataset.values ? l.dataset.values.split(' ').map(Number) : [],
+            };
+        }
+        const lines = [...svg.querySelectorAll('line.threshold')]
+            .map(l => [l.dataset.kind, Number(l.dataset.value)]);
+        return {series, lines, metric: document.getElementById('metric-name').textContent};";
+    let drawn = eventually("the pushed ramp drawn", WAIT, || async {
+        let d = js(&c, DRAWN, vec![]).await;
+        let values = d["series"]["cpu"]["values"].as_array().map_or(0, Vec::len);
+        let high = d["series"]["cpu"]["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v.as_f64() >= Some(85.0));
+        if values >= 12 && high {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+    let (_, api_doc) = call(
+        &s,
+        &ann,
+        reqwest::Method::GET,
+        "/v1/groups/api/metrics",
+        None,
+    )
+    .await;
+    let api_points = api_doc["points"].as_array().expect("points");
+    assert_eq!(drawn["metric"], "cpu");
+    assert_eq!(
+        drawn["lines"],
+        // Whole numbers come back from the page as integers.
+        json!([["scale_out_above", 70], ["scale_in_below", 20]])
+    );
+    // Every point drawn is the API's point of the same time, with the same value; the
+    // running instances likewise (the API has moved on since the page's last refresh).
+    for (series, field) in [("cpu", "value"), ("running", "running")] {
+        let at = drawn["series"][series]["at"].as_array().expect("times");
+        let values = drawn["series"][series]["values"]
+            .as_array()
+            .expect("values");
+        assert_eq!(at.len(), values.len(), "{series}");
+        assert!(at.len() >= 12, "{series}: {drawn}");
+        for (t, v) in at.iter().zip(values) {
+            let p = api_points
+                .iter()
+                .find(|p| p["at"] == *t)
+                .unwrap_or_else(|| panic!("{series}: no API point at {t}: {api_doc}"));
+            assert_eq!(p[field].as_f64(), v.as_f64(), "{series} at {t}");
+        }
+    }
+    // The pushed readings are what the cpu line shows: a drawn value is the mean of
+    // readings of the ramp (one or two per interval), or the process's own reading
+    // (about 0) before the first push and after the last; the peak is drawn.
+    let cpu: Vec<f64> = drawn["series"]["cpu"]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(cpu.iter().all(|v| (0.0..=95.0).contains(v)), "{cpu:?}");
+    let peak = cpu.iter().copied().fold(0.0, f64::max);
+    assert!((85.0..=95.0).contains(&peak), "{cpu:?}");
+    // The ramp made the group scale out: the running line shows more than one.
+    let running = eventually("a scale-out drawn", WAIT, || async {
+        let d = js(&c, DRAWN, vec![]).await;
+        let most = d["series"]["running"]["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .fold(0.0, f64::max);
+        if most >= 2.0 {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+    // Live: the page draws newer points without being reloaded.
+    let last = |d: &Value| {
+        d["series"]["running"]["at"]
+            .as_array()
+            .and_then(|a| a.last().cloned())
+            .unwrap_or(Value::Null)
+    };
+    let before = last(&running);
+    eventually("a newer point drawn", WAIT, || async {
+        let d = js(&c, DRAWN, vec![]).await;
+        let now = last(&d);
+        if now.as_str() > before.as_str() {
+            Ok(())
+        } else {
+            Err(format!("{now} after {before}"))
+        }
+    })
+    .await;
+    // The screenshot of docs/dashboard.md: this page, as drawn.
+    let png = c.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let shot =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard-chart.png");
+    std::fs::write(&shot, &png).unwrap_or_else(|e| panic!("writing {}: {e}", shot.display()));
 
     // Markup in an event's message is text: no element made of it, no script run.
     c.goto(&format!("{}/#/groups/markup", s.url)).await;

@@ -3,6 +3,7 @@
 
 use super::client::{CallError, Client, Retry, Service};
 use super::nova::{decode, enc};
+use super::scope::{self, NetworkUse};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,6 +15,31 @@ pub(crate) struct Network {
     pub(crate) id: String,
     #[serde(default)]
     pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) project_id: Option<String>,
+    #[serde(default)]
+    pub(crate) tenant_id: Option<String>,
+    /// Shared with the asking project (with all, or with it by RBAC).
+    #[serde(default)]
+    pub(crate) shared: Option<bool>,
+    #[serde(default, rename = "router:external")]
+    pub(crate) external: Option<bool>,
+}
+
+impl Network {
+    /// Whether `project` may use it for `use_` (see [`scope`]).
+    pub(crate) fn usable(&self, project: &str, use_: NetworkUse) -> bool {
+        scope::network_usable(
+            scope::owned(
+                self.project_id.as_deref(),
+                self.tenant_id.as_deref(),
+                project,
+            ),
+            self.shared == Some(true),
+            self.external == Some(true),
+            use_,
+        )
+    }
 }
 
 /// A port.
@@ -48,39 +74,63 @@ pub(crate) fn looks_like_uuid(s: &str) -> bool {
     hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// The networks matching an id or a name: none, one, or several when a name is
-/// ambiguous (the caller decides).
-pub(crate) async fn find_network(c: &Client, name_or_id: &str) -> Result<Vec<Network>, CallError> {
-    if looks_like_uuid(name_or_id) {
-        match c
-            .get(Service::Network, &format!("/networks/{name_or_id}"))
-            .await
-        {
-            Ok(v) => {
-                #[derive(Deserialize)]
-                struct One {
-                    network: Network,
-                }
-                return Ok(vec![
-                    decode::<One>("neutron GET /networks/{id}", v)?.network,
-                ]);
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
+/// The networks `project` may use for `use_` matching an id or a name: none, one, or
+/// several when a name is ambiguous (the caller decides). Another project's network is
+/// not there, whoever's credential asks (an admin's sees them all): by name the queries
+/// ask only for the project's own, shared or external networks, and every answer is
+/// checked again ([`Network::usable`]), by id too.
+pub(crate) async fn find_network(
+    c: &Client,
+    project: &str,
+    name_or_id: &str,
+    use_: NetworkUse,
+) -> Result<Vec<Network>, CallError> {
+    #[derive(Deserialize)]
+    struct One {
+        network: Network,
     }
     #[derive(Deserialize)]
     struct Many {
         #[serde(default)]
         networks: Vec<Network>,
     }
-    let v = c
-        .get(
-            Service::Network,
-            &format!("/networks?name={}", enc(name_or_id)),
-        )
-        .await?;
-    Ok(decode::<Many>("neutron GET /networks", v)?.networks)
+    if looks_like_uuid(name_or_id) {
+        match c
+            .get(Service::Network, &format!("/networks/{}", enc(name_or_id)))
+            .await
+        {
+            Ok(v) => {
+                let n = decode::<One>("neutron GET /networks/{id}", v)?.network;
+                if n.usable(project, use_) {
+                    return Ok(vec![n]);
+                }
+            }
+            // Neutron hides other projects' networks from a non-admin (404).
+            Err(e) if e.is_not_found() || e.status() == Some(403) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let name = enc(name_or_id);
+    let queries = match use_ {
+        NetworkUse::Attach => vec![
+            format!("/networks?name={name}&project_id={}", enc(project)),
+            format!("/networks?name={name}&shared=true"),
+        ],
+        NetworkUse::FloatingIp => vec![format!("/networks?name={name}&router%3Aexternal=true")],
+    };
+    let mut found: Vec<Network> = Vec::new();
+    for q in queries {
+        let v = c.get(Service::Network, &q).await?;
+        for n in decode::<Many>("neutron GET /networks", v)?.networks {
+            if n.name == name_or_id
+                && n.usable(project, use_)
+                && !found.iter().any(|f| f.id == n.id)
+            {
+                found.push(n);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The ports of a server.
@@ -186,10 +236,68 @@ pub(crate) async fn delete_floating_ip(c: &Client, id: &str) -> Result<(), CallE
 pub(crate) struct SecurityGroup {
     pub(crate) id: String,
     #[serde(default)]
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
+    pub(crate) project_id: Option<String>,
+    #[serde(default)]
+    pub(crate) tenant_id: Option<String>,
+    #[serde(default)]
     pub(crate) security_group_rules: Vec<Value>,
 }
 
-/// The project's security groups named `name` (Neutron does not keep names unique).
+impl SecurityGroup {
+    /// Whether it is `project`'s own.
+    pub(crate) fn owned_by(&self, project: &str) -> bool {
+        scope::owned(
+            self.project_id.as_deref(),
+            self.tenant_id.as_deref(),
+            project,
+        )
+    }
+
+    /// Whether it is the group security group of Swell's `owner` (see
+    /// [`scope::security_group_is_ours`]).
+    pub(crate) fn is_swells(&self, owner: &str) -> bool {
+        scope::security_group_is_ours(self.description.as_deref().unwrap_or(""), owner)
+    }
+}
+
+/// The project's security groups matching an id or a name (a template's
+/// `security_groups`): another project's group is never among them, by name or by id.
+pub(crate) async fn find_security_group(
+    c: &Client,
+    project: &str,
+    name_or_id: &str,
+) -> Result<Vec<SecurityGroup>, CallError> {
+    #[derive(Deserialize)]
+    struct One {
+        security_group: SecurityGroup,
+    }
+    if looks_like_uuid(name_or_id) {
+        match c
+            .get(
+                Service::Network,
+                &format!("/security-groups/{}", enc(name_or_id)),
+            )
+            .await
+        {
+            Ok(v) => {
+                let sg = decode::<One>("neutron GET /security-groups/{id}", v)?.security_group;
+                if sg.owned_by(project) {
+                    return Ok(vec![sg]);
+                }
+            }
+            Err(e) if e.is_not_found() || e.status() == Some(403) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    security_groups_named(c, project, name_or_id).await
+}
+
+/// The project's security groups named `name` (Neutron does not keep names unique):
+/// asked with the project's id, and each answer checked to be the project's.
 pub(crate) async fn security_groups_named(
     c: &Client,
     project_id: &str,
@@ -210,7 +318,11 @@ pub(crate) async fn security_groups_named(
             ),
         )
         .await?;
-    Ok(decode::<Many>("neutron GET /security-groups", v)?.security_groups)
+    Ok(decode::<Many>("neutron GET /security-groups", v)?
+        .security_groups
+        .into_iter()
+        .filter(|sg| sg.name == name && sg.owned_by(project_id))
+        .collect())
 }
 
 /// Deletes a security group (gone already counts as deleted). Neutron refuses one a
@@ -220,11 +332,14 @@ pub(crate) async fn delete_security_group(c: &Client, id: &str) -> Result<(), Ca
         .await
 }
 
-/// Finds the project's security group `name`, or creates it; then adds each rule it
-/// lacks. Returns its id.
+/// Finds the project's security group `name` made by Swell's `owner`, or creates it
+/// (in the token's project, described as `owner`'s); then adds each rule it lacks.
+/// Returns its id. A group of the same name that is not the project's own, or not
+/// `owner`'s, is never taken.
 pub(crate) async fn ensure_security_group(
     c: &Client,
     project_id: &str,
+    owner: &str,
     name: &str,
     rules: &[SecurityGroupRule],
 ) -> Result<String, CallError> {
@@ -233,12 +348,12 @@ pub(crate) async fn ensure_security_group(
         security_group: SecurityGroup,
     }
     let found = security_groups_named(c, project_id, name).await?;
-    let sg = match found.into_iter().next() {
+    let sg = match found.into_iter().find(|sg| sg.is_swells(owner)) {
         Some(sg) => sg,
         None => {
             let body = json!({"security_group": {
                 "name": name,
-                "description": "Managed by Swell: the rules of the group's template"
+                "description": scope::security_group_description(owner),
             }});
             let a = c
                 .call(

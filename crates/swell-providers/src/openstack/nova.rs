@@ -2,6 +2,7 @@
 //! server becomes a [`ProviderInstance`].
 
 use super::client::{CallError, Client, Retry, Service};
+use super::scope;
 use super::{META_GROUP, META_INSTANCE, META_MEMBER_PORT, META_NETWORK, META_OWNER, META_TENANT};
 use crate::{ObservedState, ProviderInstance};
 use reqwest::Method;
@@ -28,6 +29,9 @@ pub(crate) struct Server {
     /// Visible to admins only.
     #[serde(rename = "OS-EXT-SRV-ATTR:host", default)]
     pub(crate) host: Option<String>,
+    /// The project it belongs to.
+    #[serde(default)]
+    pub(crate) tenant_id: Option<String>,
 }
 
 /// One address of a server.
@@ -62,6 +66,11 @@ impl Server {
     /// The Swell instance id it carries, if any.
     pub(crate) fn instance_id(&self) -> Option<&str> {
         self.metadata.get(META_INSTANCE).map(String::as_str)
+    }
+
+    /// Whether it is `project`'s.
+    pub(crate) fn owned_by_project(&self, project: &str) -> bool {
+        scope::owned(None, self.tenant_id.as_deref(), project)
     }
 
     /// Whether it belongs to this owner.
@@ -149,24 +158,36 @@ pub(crate) async fn get_server(c: &Client, id: &str) -> Result<Option<Server>, C
     }
 }
 
-/// `GET /servers/detail` with a query (`name=…`), every page.
-pub(crate) async fn list_servers(c: &Client, query: &str) -> Result<Vec<Server>, CallError> {
+/// `GET /servers/detail` of `project` with a query (`name=…`), every page: only the
+/// project's own servers. Nova lists the token's project unless asked for all
+/// (`all_tenants`, never sent); the project is named in the query as well, and each
+/// server's `tenant_id` is checked, so that two providers of two projects never see
+/// (or adopt, or delete) each other's servers.
+pub(crate) async fn list_servers(
+    c: &Client,
+    project: &str,
+    query: &str,
+) -> Result<Vec<Server>, CallError> {
     const PAGE: usize = 500;
     let mut out: Vec<Server> = Vec::new();
+    let mut marker: Option<String> = None;
     loop {
-        let mut q = format!("limit={PAGE}");
+        let mut q = format!("project_id={}", enc(project));
         if !query.is_empty() {
-            q = format!("{query}&{q}");
+            q.push('&');
+            q.push_str(query);
         }
-        if let Some(last) = out.last() {
-            q.push_str(&format!("&marker={}", last.id));
+        q.push_str(&format!("&limit={PAGE}"));
+        if let Some(last) = &marker {
+            q.push_str(&format!("&marker={}", enc(last)));
         }
         let v = c
             .get(Service::Compute, &format!("/servers/detail?{q}"))
             .await?;
         let page = decode::<Many>("nova GET /servers/detail", v)?.servers;
         let n = page.len();
-        out.extend(page);
+        marker = page.last().map(|s| s.id.clone());
+        out.extend(page.into_iter().filter(|s| s.owned_by_project(project)));
         if n < PAGE {
             return Ok(out);
         }
@@ -219,15 +240,24 @@ pub(crate) struct Flavor {
 }
 
 /// A flavor from its id (`GET /flavors/{id}`) or, failing that, its name (the list of
-/// every flavor, private ones included); `None` when there is no such flavor.
-pub(crate) async fn resolve_flavor(c: &Client, flavor: &str) -> Result<Option<Flavor>, CallError> {
+/// every flavor, private ones included), among the flavors `project` may use: public
+/// ones, and private ones whose access list names the project (an admin's credential
+/// sees every private flavor; another project's is skipped). `None` when there is no
+/// such flavor.
+pub(crate) async fn resolve_flavor(
+    c: &Client,
+    project: &str,
+    flavor: &str,
+) -> Result<Option<Flavor>, CallError> {
     match c
         .get(Service::Compute, &format!("/flavors/{}", enc(flavor)))
         .await
     {
         Ok(v) => {
-            if let Some(f) = v.get("flavor").cloned() {
-                return decode::<Flavor>("nova GET /flavors/{id}", f).map(Some);
+            if let Some(f) = v.get("flavor")
+                && let Some(found) = usable_flavor(c, project, f).await?
+            {
+                return Ok(Some(found));
             }
         }
         Err(e) if e.is_not_found() => {}
@@ -237,12 +267,56 @@ pub(crate) async fn resolve_flavor(c: &Client, flavor: &str) -> Result<Option<Fl
         .get(Service::Compute, "/flavors/detail?is_public=None")
         .await?;
     // One odd entry in the list must not hide the flavor asked for.
-    Ok(v.get("flavors")
+    for f in v
+        .get("flavors")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter(|f| f.get("name").and_then(Value::as_str) == Some(flavor))
-        .find_map(|f| serde_json::from_value::<Flavor>(f.clone()).ok()))
+    {
+        if let Some(found) = usable_flavor(c, project, f).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// The flavor, when it decodes and `project` may use it.
+async fn usable_flavor(c: &Client, project: &str, f: &Value) -> Result<Option<Flavor>, CallError> {
+    let Ok(found) = serde_json::from_value::<Flavor>(f.clone()) else {
+        return Ok(None);
+    };
+    if scope::flavor_is_public(f) {
+        return Ok(Some(found));
+    }
+    match c
+        .get(
+            Service::Compute,
+            &format!("/flavors/{}/os-flavor-access", enc(&found.id)),
+        )
+        .await
+    {
+        Ok(access) => Ok(scope::flavor_access_lists(&access, project).then_some(found)),
+        // Only an admin may read access lists; anyone else is shown the private flavors
+        // their project has access to and no other.
+        Err(e) if e.status() == Some(403) => Ok(Some(found)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the credential's user has the key pair `name` (Nova keeps key pairs per
+/// user: another user's, another project's, is not found, even by an admin who does
+/// not name its user).
+pub(crate) async fn has_keypair(c: &Client, name: &str) -> Result<bool, CallError> {
+    match c
+        .get(Service::Compute, &format!("/os-keypairs/{}", enc(name)))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The absolute limits of the project (`GET /limits`).

@@ -4,6 +4,7 @@
 use super::client::{CallError, CallErrorKind, Client, Retry, Service};
 use super::neutron::looks_like_uuid;
 use super::nova::{decode, decode_error, enc};
+use super::scope;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -15,7 +16,13 @@ use tokio::time::Instant;
 pub(crate) struct Pool {
     pub(crate) id: String,
     #[serde(default)]
+    pub(crate) name: String,
+    #[serde(default)]
     pub(crate) loadbalancers: Vec<IdOnly>,
+    #[serde(default)]
+    pub(crate) project_id: Option<String>,
+    #[serde(default)]
+    pub(crate) tenant_id: Option<String>,
 }
 
 /// `{"id": …}`.
@@ -35,18 +42,37 @@ pub(crate) struct Member {
 }
 
 impl Pool {
+    /// Whether it is `project`'s own.
+    pub(crate) fn owned_by(&self, project: &str) -> bool {
+        scope::owned(
+            self.project_id.as_deref(),
+            self.tenant_id.as_deref(),
+            project,
+        )
+    }
+
     /// Its load balancer (a pool belongs to one).
     pub(crate) fn loadbalancer(&self) -> Option<&str> {
         self.loadbalancers.first().map(|l| l.id.as_str())
     }
 }
 
-/// The pools matching an id or a name.
-pub(crate) async fn find_pool(c: &Client, name_or_id: &str) -> Result<Vec<Pool>, CallError> {
-    if looks_like_uuid(name_or_id)
-        && let Some(p) = get_pool(c, name_or_id).await?
-    {
-        return Ok(vec![p]);
+/// The project's pools matching an id or a name: another project's pool is never among
+/// them, whoever's credential asks (by name the query names the project, and every
+/// answer is checked, by id too).
+pub(crate) async fn find_pool(
+    c: &Client,
+    project: &str,
+    name_or_id: &str,
+) -> Result<Vec<Pool>, CallError> {
+    if looks_like_uuid(name_or_id) {
+        match get_pool(c, name_or_id).await {
+            Ok(Some(p)) if p.owned_by(project) => return Ok(vec![p]),
+            Ok(_) => {}
+            // Octavia refuses a non-admin another project's pool (403).
+            Err(e) if e.status() == Some(403) => {}
+            Err(e) => return Err(e),
+        }
     }
     #[derive(Deserialize)]
     struct Many {
@@ -56,10 +82,29 @@ pub(crate) async fn find_pool(c: &Client, name_or_id: &str) -> Result<Vec<Pool>,
     let v = c
         .get(
             Service::LoadBalancer,
-            &format!("/lbaas/pools?name={}", enc(name_or_id)),
+            &format!(
+                "/lbaas/pools?name={}&project_id={}",
+                enc(name_or_id),
+                enc(project)
+            ),
         )
         .await?;
-    Ok(decode::<Many>("octavia GET /lbaas/pools", v)?.pools)
+    Ok(decode::<Many>("octavia GET /lbaas/pools", v)?
+        .pools
+        .into_iter()
+        .filter(|p| p.name == name_or_id && p.owned_by(project))
+        .collect())
+}
+
+/// The project's own pool by id; `None` when it is gone or not the project's (a pool id
+/// read back from a server's metadata, which the project's users can edit, never leads
+/// to another project's pool).
+pub(crate) async fn own_pool(
+    c: &Client,
+    project: &str,
+    id: &str,
+) -> Result<Option<Pool>, CallError> {
+    Ok(get_pool(c, id).await?.filter(|p| p.owned_by(project)))
 }
 
 /// A pool by id; `None` when it is gone.
@@ -69,7 +114,7 @@ pub(crate) async fn get_pool(c: &Client, id: &str) -> Result<Option<Pool>, CallE
         pool: Pool,
     }
     match c
-        .get(Service::LoadBalancer, &format!("/lbaas/pools/{id}"))
+        .get(Service::LoadBalancer, &format!("/lbaas/pools/{}", enc(id)))
         .await
     {
         Ok(v) => Ok(Some(

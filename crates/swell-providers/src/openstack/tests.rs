@@ -57,7 +57,8 @@ struct Seen {
 #[derive(Default)]
 struct FakeState {
     base: String,
-    /// (method, path without query) → replies in order; the last one repeats.
+    /// (method, path with or without its query) → replies in order; the last one
+    /// repeats.
     routes: Vec<(String, String, VecDeque<Reply>)>,
     seen: Vec<Seen>,
     tokens_issued: u32,
@@ -207,10 +208,19 @@ async fn handle(
     {
         return (StatusCode::UNAUTHORIZED, fixture("auth-401.json")).into_response();
     }
-    let route = st
+    // A route with a query answers that exact query; one without, any query.
+    let full = seen.path.clone();
+    let exact = st
         .routes
-        .iter_mut()
-        .find(|(m, p, _)| *m == method.as_str() && *p == path);
+        .iter()
+        .position(|(m, p, _)| *m == method.as_str() && *p == full);
+    let route = match exact {
+        Some(i) => st.routes.get_mut(i),
+        None => st
+            .routes
+            .iter_mut()
+            .find(|(m, p, _)| *m == method.as_str() && *p == path),
+    };
     let Some((_, _, replies)) = route else {
         return (
             StatusCode::NOT_FOUND,
@@ -336,10 +346,10 @@ async fn a_401_authenticates_again_once() {
         fake.seen_calls(),
         [
             "POST /identity/v3/auth/tokens",
-            "GET /compute/v2.1/servers/detail?limit=500",
-            "GET /compute/v2.1/servers/detail?limit=500",
+            "GET /compute/v2.1/servers/detail?project_id=fbd090c4a9de469684ea6e7dfe0e81b3&limit=500",
+            "GET /compute/v2.1/servers/detail?project_id=fbd090c4a9de469684ea6e7dfe0e81b3&limit=500",
             "POST /identity/v3/auth/tokens",
-            "GET /compute/v2.1/servers/detail?limit=500",
+            "GET /compute/v2.1/servers/detail?project_id=fbd090c4a9de469684ea6e7dfe0e81b3&limit=500",
         ]
     );
     // Tokens that keep being refused: one re-authentication, then a clear error.
@@ -858,19 +868,38 @@ async fn the_instance_size_is_the_flavors_and_is_asked_once() {
     );
 }
 
+/// The recorded token's project (`token.json`): what the provider acts in.
+const PROJECT: &str = "fbd090c4a9de469684ea6e7dfe0e81b3";
+/// Another project of the same cloud.
+const OTHER_PROJECT: &str = "8a92df540ec845898d7abe2034acde80";
+
+/// The recorded security group (made by an older Swell, before the owner was written in
+/// its description) as `project`'s group `name` with this description.
+fn security_group_listing(name: &str, project: &str, description: Option<&str>) -> Value {
+    let mut v = json_fixture("security-groups-by-name.json");
+    let sg = &mut v["security_groups"][0];
+    sg["name"] = json!(name);
+    sg["project_id"] = json!(project);
+    sg["tenant_id"] = json!(project);
+    if let Some(d) = description {
+        sg["description"] = json!(d);
+    }
+    v
+}
+
 #[tokio::test]
 async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
     let sg = json_fixture("security-groups-by-name.json");
     let sg_id = sg["security_groups"][0]["id"].as_str().unwrap().to_string();
     let delete = format!("DELETE /network/v2.0/security-groups/{sg_id}");
-    let fake_with = |servers: Reply, delete_reply: Reply| {
+    let fake_with = |listing: Value, servers: Reply, delete_reply: Reply| {
         let sg_id = sg_id.clone();
         async move {
             let fake = Fake::start().await;
             fake.route(
                 "GET",
                 "/network/v2.0/security-groups",
-                vec![reply(200, "security-groups-by-name.json")],
+                vec![raw(200, &listing.to_string())],
             );
             fake.route("GET", "/compute/v2.1/servers/detail", vec![servers]);
             fake.route(
@@ -881,23 +910,78 @@ async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
             fake
         }
     };
+    let rec_web = || security_group_listing("swell.rec.web", PROJECT, None);
     let no_servers = || raw(200, r#"{"servers": []}"#);
     // The group `rec/web` (security group `swell.rec.web`) has no server left: deleted.
-    let fake = fake_with(no_servers(), reply(204, "security-group-delete.json")).await;
+    let fake = fake_with(
+        rec_web(),
+        no_servers(),
+        reply(204, "security-group-delete.json"),
+    )
+    .await;
     let p = fake.provider(real_clock());
     let rec = TenantId::new("rec").unwrap();
     p.group_deleted(&rec, "web").await.unwrap();
     let calls = fake.seen_calls();
-    assert!(
-        calls[1].starts_with("GET /network/v2.0/security-groups?name=swell.rec.web&project_id="),
+    assert_eq!(
+        calls[1],
+        format!("GET /network/v2.0/security-groups?name=swell.rec.web&project_id={PROJECT}"),
         "{calls:?}"
     );
-    assert_eq!(calls[2], "GET /compute/v2.1/servers/detail?limit=500");
+    assert_eq!(
+        calls[2],
+        format!("GET /compute/v2.1/servers/detail?project_id={PROJECT}&limit=500")
+    );
     assert_eq!(calls[3], delete);
     assert_eq!(calls.len(), 4, "{calls:?}");
 
+    // Described as this owner's (`rec`): deleted too.
+    let fake = fake_with(
+        security_group_listing(
+            "swell.rec.web",
+            PROJECT,
+            Some(&scope::security_group_description("rec")),
+        ),
+        no_servers(),
+        reply(204, "security-group-delete.json"),
+    )
+    .await;
+    fake.provider(real_clock())
+        .group_deleted(&rec, "web")
+        .await
+        .unwrap();
+    assert!(fake.seen_calls().contains(&delete));
+
+    // Never another project's group of the same name (Neutron answering it, as if the
+    // project filter were ignored: an admin's credential sees every project), nor the
+    // project's group of that name another Swell (owner) made: one look, nothing else.
+    for listing in [
+        security_group_listing("swell.rec.web", OTHER_PROJECT, None),
+        security_group_listing(
+            "swell.rec.web",
+            PROJECT,
+            Some(&scope::security_group_description("another-swell")),
+        ),
+        security_group_listing("swell.rec.web", PROJECT, Some("made by hand")),
+    ] {
+        let fake = fake_with(
+            listing,
+            no_servers(),
+            reply(204, "security-group-delete.json"),
+        )
+        .await;
+        fake.provider(real_clock())
+            .group_deleted(&rec, "web")
+            .await
+            .unwrap();
+        let calls = fake.seen_calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(!calls.contains(&delete), "{calls:?}");
+    }
+
     // A server of the group (acme/web, recorded) is still there: kept, not asked.
     let fake = fake_with(
+        security_group_listing("swell.acme.web", PROJECT, None),
         reply(200, "servers-detail.json"),
         reply(204, "security-group-delete.json"),
     )
@@ -906,14 +990,16 @@ async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
     p.group_deleted(&TenantId::new("acme").unwrap(), "web")
         .await
         .unwrap();
+    let calls = fake.seen_calls();
     assert!(
-        !fake.seen_calls().contains(&delete),
-        "{:?}",
-        fake.seen_calls()
+        calls.iter().any(|c| c.contains("/servers/detail")),
+        "{calls:?}"
     );
+    assert!(!calls.contains(&delete), "{calls:?}");
 
     // Neutron finds it in use (another server's port): kept, and not an error.
     let fake = fake_with(
+        rec_web(),
         no_servers(),
         reply(409, "security-group-delete-in-use-409.json"),
     )
@@ -935,7 +1021,7 @@ async fn the_groups_security_group_goes_with_the_group_but_never_while_used() {
     assert_eq!(calls.len(), 2, "{calls:?}");
 
     // Neutron failing is the caller's to log.
-    let fake = fake_with(no_servers(), raw(503, "{}")).await;
+    let fake = fake_with(rec_web(), no_servers(), raw(503, "{}")).await;
     let p = fake.provider(real_clock());
     let err = p.group_deleted(&rec, "web").await.unwrap_err();
     assert!(matches!(err, ProviderError::Unavailable(_)), "{err:?}");
@@ -972,6 +1058,16 @@ async fn a_floating_ip_and_an_octavia_member_are_added_then_drained_in_order() {
         "GET",
         "/lb/v2/lbaas/pools",
         vec![reply(200, "octavia-pools-by-name.json")],
+    );
+    // The external network `public`: the recorded network made external.
+    let mut public = json_fixture("network-list-private.json");
+    public["networks"][0]["id"] = json!("5a1b2c3d-0000-4000-8000-00000000e7e1");
+    public["networks"][0]["name"] = json!("public");
+    public["networks"][0]["router:external"] = json!(true);
+    fake.route(
+        "GET",
+        "/network/v2.0/networks?name=public&router%3Aexternal=true",
+        vec![raw(200, &public.to_string())],
     );
     fake.route(
         "POST",
@@ -1062,6 +1158,10 @@ async fn a_floating_ip_and_an_octavia_member_are_added_then_drained_in_order() {
     let server = body_of("POST", "/compute/v2.1/servers");
     assert_eq!(server["server"]["metadata"][META_POOL], json!(pool_id));
     let fip = body_of("POST", "/network/v2.0/floatingips");
+    assert_eq!(
+        fip["floatingip"]["floating_network_id"],
+        "5a1b2c3d-0000-4000-8000-00000000e7e1"
+    );
     assert_eq!(fip["floatingip"]["port_id"], port["id"]);
     assert_eq!(fip["floatingip"]["fixed_ip_address"], "10.10.0.252");
     assert_eq!(fip["floatingip"]["description"], "swell instance web-0001");
@@ -1120,4 +1220,158 @@ fn group_security_group_names_never_collide() {
     // Joined with `-`, both were `swell-acme-dev-web`: one tenant's rules on the other's servers.
     assert_ne!(name("acme", "dev-web"), name("acme-dev", "web"));
     assert_eq!(name("acme", "dev-web"), "swell.acme.dev-web");
+}
+
+/// Another project's resources, as a cloud that ignored the project filter (or an
+/// admin's view of every project) would answer: never used, and refused in the words of
+/// a name that exists nowhere. The real cloud's side: `tests/openstack.rs`.
+#[tokio::test]
+async fn names_resolve_in_the_credentials_project_even_when_the_cloud_answers_more() {
+    let theirs = |fixture_name: &str, key: &str| {
+        let mut v = json_fixture(fixture_name);
+        for r in v[key].as_array_mut().unwrap() {
+            r["project_id"] = json!(OTHER_PROJECT);
+            r["tenant_id"] = json!(OTHER_PROJECT);
+        }
+        v
+    };
+    let net = theirs("network-list-private.json", "networks");
+    let net_id = net["networks"][0]["id"].as_str().unwrap().to_string();
+    let pools = theirs("octavia-pools-by-name.json", "pools");
+    let pool_id = pools["pools"][0]["id"].as_str().unwrap().to_string();
+    let sgs = security_group_listing("web-sg", OTHER_PROJECT, None);
+    let sg_id = sgs["security_groups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    /// What the cloud answers of one kind: its list (path, key, answer) and the
+    /// resource by id (path, answer).
+    struct Answers {
+        list: (&'static str, &'static str, Value),
+        by_id: (String, Value),
+    }
+    type Change = fn(&mut OpenStackTemplate, &str);
+    let cases: Vec<(Answers, Change, &str, String, String)> = vec![
+        (
+            Answers {
+                list: ("/network/v2.0/networks", "networks", net.clone()),
+                by_id: (
+                    format!("/network/v2.0/networks/{net_id}"),
+                    json!({"network": net["networks"][0].clone()}),
+                ),
+            },
+            |os, v| os.networks = vec![v.into()],
+            "template.openstack.networks[0]",
+            "private".into(),
+            net_id.clone(),
+        ),
+        (
+            Answers {
+                list: ("/lb/v2/lbaas/pools", "pools", pools.clone()),
+                by_id: (
+                    format!("/lb/v2/lbaas/pools/{pool_id}"),
+                    json!({"pool": pools["pools"][0].clone()}),
+                ),
+            },
+            |os, v| os.octavia_pool = Some(v.into()),
+            "template.openstack.octavia_pool",
+            "swell-rec-pool".into(),
+            pool_id.clone(),
+        ),
+        (
+            Answers {
+                list: (
+                    "/network/v2.0/security-groups",
+                    "security_groups",
+                    sgs.clone(),
+                ),
+                by_id: (
+                    format!("/network/v2.0/security-groups/{sg_id}"),
+                    json!({"security_group": sgs["security_groups"][0].clone()}),
+                ),
+            },
+            |os, v| os.security_groups = vec![v.into()],
+            "template.openstack.security_groups[0]",
+            "web-sg".into(),
+            sg_id.clone(),
+        ),
+    ];
+    for (answers, change, field, name, id) in cases {
+        let mut messages = Vec::new();
+        // Theirs by name, theirs by id, then a cloud that has nothing of the kind.
+        for (value, answered) in [(&name, true), (&id, true), (&name, false)] {
+            let fake = Fake::start().await;
+            create_routes(&fake);
+            // The template's own network `private` resolves as the project's (cases
+            // not about networks); the case's answers replace any other.
+            fake.state
+                .lock()
+                .unwrap()
+                .routes
+                .retain(|r| r.1 != "/network/v2.0/networks");
+            if !field.contains("networks") {
+                fake.route(
+                    "GET",
+                    &format!("/network/v2.0/networks?name=private&project_id={PROJECT}"),
+                    vec![reply(200, "network-list-private.json")],
+                );
+                fake.route(
+                    "GET",
+                    "/network/v2.0/networks?name=private&shared=true",
+                    vec![raw(200, r#"{"networks": []}"#)],
+                );
+            }
+            let (path, key, list) = &answers.list;
+            if answered {
+                fake.route("GET", path, vec![raw(200, &list.to_string())]);
+                let (path, one) = &answers.by_id;
+                fake.route("GET", path, vec![raw(200, &one.to_string())]);
+            } else {
+                fake.route(
+                    "GET",
+                    path,
+                    vec![raw(200, &json!({ *key: [] }).to_string())],
+                );
+            }
+            let mut request = create_request();
+            change(request.template.openstack.as_mut().unwrap(), value);
+            let err = fake
+                .provider(real_clock())
+                .create(&request)
+                .await
+                .unwrap_err();
+            let ProviderError::InvalidTemplate(m) = &err else {
+                panic!("{field} = {value}: expected InvalidTemplate, got {err:?}");
+            };
+            assert!(m.starts_with(field), "{m}");
+            for secret in [name.as_str(), id.as_str(), OTHER_PROJECT] {
+                assert!(!m.contains(secret), "{m} names {secret}");
+            }
+            let calls = fake.seen_calls();
+            assert!(
+                !calls.iter().any(|c| c.starts_with("POST /compute")),
+                "{calls:#?}"
+            );
+            // By name, the project is in the query (security groups, pools) or the
+            // queries ask only for the project's own and shared networks.
+            if value == &name {
+                let lookups: Vec<&String> = calls
+                    .iter()
+                    .filter(|c| c.contains(&format!("name={name}")))
+                    .collect();
+                assert!(!lookups.is_empty(), "{calls:#?}");
+                assert!(
+                    lookups
+                        .iter()
+                        .all(|c| c.contains(&format!("project_id={PROJECT}"))
+                            || c.contains("shared=true")),
+                    "{lookups:#?}"
+                );
+            }
+            messages.push(m.clone());
+        }
+        // Word for word the same: theirs by name, by id, and nothing at all.
+        assert_eq!(messages[0], messages[2], "{field}");
+        assert_eq!(messages[1], messages[2], "{field}");
+    }
 }

@@ -227,6 +227,24 @@ impl Browser<'_> {
             .unwrap_or_default()
     }
 
+    /// A PNG of the browser's viewport.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let v = self
+            .driver
+            .send(
+                reqwest::Method::GET,
+                &format!("/session/{}/screenshot", self.session),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("taking a screenshot: {e}"));
+        let text = v.as_str().unwrap_or_else(|| panic!("no screenshot in {v}"));
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_else(|e| panic!("the screenshot is not base64: {e}"))
+    }
+
     /// Ends the session (the browser quits).
     pub async fn close(self) {
         self.driver

@@ -1,0 +1,566 @@
+//! A short in-memory history of every group's metrics, whatever its policy: one point
+//! per metrics interval for the group (the mean of each metric over the interval, the
+//! running instances, the desired capacity) and one per instance (its CPU and memory
+//! reading). The dashboard draws its chart from it and the API exports it
+//! (`GET /v1/groups/{name}/metrics`, `GET /v1/groups/{name}/instances/{id}/metrics`).
+//!
+//! It is bounded, not durable: [`GROUP_POINTS`] points per group, and per group at most
+//! [`INSTANCES_KEPT`] instances of [`INSTANCE_POINTS`] points each, so that at most about
+//! [`MAX_BYTES_PER_GROUP`] bytes per group, whatever the group's size or age. It starts
+//! empty at each server start; the five-minute load history forecasting policies keep
+//! is stored separately (`/v1/groups/{name}/metrics/history`).
+//!
+//! The controller feeds it once per metrics interval of each group
+//! ([`MetricHistory::record`], at the end of the worker's metric collection).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, RwLock};
+use swell_core::{InstanceId, InstanceStatus, Metric, MetricWindow, TenantId, Timestamp};
+use swell_providers::InstanceMetrics;
+use swell_store::{GroupRecord, InstanceRecord};
+
+/// Points kept per group: 360 metrics intervals (six minutes at 1 s, an hour at 10 s).
+pub const GROUP_POINTS: usize = 360;
+/// Points kept per instance: 120 metrics intervals.
+pub const INSTANCE_POINTS: usize = 120;
+/// Instances of one group whose points are kept; beyond it, new instances are not
+/// recorded until the rings of gone instances are dropped.
+pub const INSTANCES_KEPT: usize = 32;
+/// The metrics a group point may hold (every [`Metric`]).
+const METRICS: usize = 8;
+/// Room per kept instance besides its points: its id (a UUID) and its map entry.
+const INSTANCE_OVERHEAD: usize = 256;
+/// An upper bound of one group's memory here, in bytes (about 160 KiB): its points
+/// (a timestamp, two counts and up to [`METRICS`] values each; the rings are allocated
+/// once at their full size, so they never grow past it), its instances' points (a
+/// timestamp and two values each), their ids and map entries, and the ring itself.
+pub const MAX_BYTES_PER_GROUP: usize = (GROUP_POINTS + 1) * std::mem::size_of::<GroupPoint>()
+    + GROUP_POINTS * METRICS * std::mem::size_of::<(Metric, f64)>()
+    + INSTANCES_KEPT
+        * ((INSTANCE_POINTS + 1) * std::mem::size_of::<InstancePoint>() + INSTANCE_OVERHEAD)
+    + 1024;
+
+/// One metrics interval of a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPoint {
+    /// The end of the interval (when the worker collected).
+    pub at: Timestamp,
+    /// Instances running at `at`.
+    pub running: u32,
+    /// The desired capacity at `at`.
+    pub desired_capacity: u32,
+    /// Each metric sampled in the interval, with the mean of its samples, in
+    /// [`Metric`]'s order.
+    pub values: Vec<(Metric, f64)>,
+}
+
+/// One metrics interval of an instance: its reading at the end of the interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstancePoint {
+    /// When the reading was taken (the worker's collection).
+    pub at: Timestamp,
+    /// CPU use, percent of one core or of the instance's CPU limit.
+    pub cpu_percent: f64,
+    /// Resident memory, MiB.
+    pub memory_mb: f64,
+}
+
+#[derive(Debug, Default)]
+struct GroupRing {
+    /// The group's creation time: a group deleted and created again under the same name
+    /// starts with an empty ring.
+    created_at: Option<Timestamp>,
+    points: VecDeque<GroupPoint>,
+    instances: HashMap<InstanceId, VecDeque<InstancePoint>>,
+}
+
+/// A ring not fed for this long is dropped (its group was deleted, or its worker
+/// stopped): deleted groups do not hold memory.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Every group's ring, keyed by tenant and group name.
+#[derive(Debug, Default)]
+pub struct MetricHistory {
+    groups: Mutex<Rings>,
+}
+
+#[derive(Debug, Default)]
+struct Rings {
+    by_group: HashMap<(TenantId, String), GroupRing>,
+    /// When stale rings were last looked for (once a minute at most).
+    swept_at: Option<Timestamp>,
+}
+
+/// What one recording takes, already extracted from the worker's state (the pure part
+/// of [`MetricHistory::record`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    /// The group's creation time.
+    pub created_at: Timestamp,
+    /// The group's point.
+    pub point: GroupPoint,
+    /// Each running instance's reading.
+    pub readings: Vec<(InstanceId, InstanceMetrics)>,
+    /// The group's live (non-final) instances: the rings of others may be dropped.
+    pub live: Vec<InstanceId>,
+}
+
+impl MetricHistory {
+    /// Records the metrics interval ending `now` of `group`: the mean of each metric of
+    /// `window` sampled since the group's previous point (or over the last metrics
+    /// interval), the running instances of `instances` and their `latest` readings.
+    pub fn record(
+        &self,
+        group: &GroupRecord,
+        now: Timestamp,
+        instances: &[InstanceRecord],
+        window: &MetricWindow,
+        latest: &RwLock<HashMap<InstanceId, InstanceMetrics>>,
+    ) {
+        let key = (group.tenant.clone(), group.spec.name.clone());
+        let from = self
+            .last_at(&key, group.created_at)
+            .unwrap_or_else(|| now.sub(group.spec.metrics_interval));
+        let running: Vec<&InstanceRecord> = instances
+            .iter()
+            .filter(|i| i.status == InstanceStatus::Running)
+            .collect();
+        let readings = match latest.read() {
+            Ok(latest) => running
+                .iter()
+                .filter_map(|i| latest.get(&i.id).map(|m| (i.id.clone(), *m)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let interval = Interval {
+            created_at: group.created_at,
+            point: GroupPoint {
+                at: now,
+                running: running.len() as u32,
+                desired_capacity: group.desired_capacity,
+                values: interval_means(window, from, now),
+            },
+            readings,
+            live: instances.iter().map(|i| i.id.clone()).collect(),
+        };
+        self.push(key, interval);
+    }
+
+    fn last_at(&self, key: &(TenantId, String), created_at: Timestamp) -> Option<Timestamp> {
+        let rings = self.groups.lock().ok()?;
+        let ring = rings.by_group.get(key)?;
+        if ring.created_at != Some(created_at) {
+            return None;
+        }
+        ring.points.back().map(|p| p.at)
+    }
+
+    /// Adds one interval to the group's ring, dropping the oldest points past the
+    /// bounds, the rings of instances no longer live when room is needed, and the
+    /// whole ring when the group was created again.
+    pub fn push(&self, key: (TenantId, String), interval: Interval) {
+        let Ok(mut rings) = self.groups.lock() else {
+            return;
+        };
+        let now = interval.point.at;
+        if rings
+            .swept_at
+            .is_none_or(|at| now.since(at) >= std::time::Duration::from_secs(60))
+        {
+            rings.swept_at = Some(now);
+            rings.by_group.retain(|_, ring| {
+                ring.points
+                    .back()
+                    .is_some_and(|p| now.since(p.at) < STALE_AFTER)
+            });
+        }
+        let ring = rings.by_group.entry(key).or_default();
+        if ring.created_at != Some(interval.created_at) {
+            *ring = GroupRing {
+                created_at: Some(interval.created_at),
+                // Full size at once: a ring never reallocates (nor doubles) later.
+                points: VecDeque::with_capacity(GROUP_POINTS + 1),
+                instances: HashMap::with_capacity(INSTANCES_KEPT),
+            };
+        }
+        // Time goes forward only: a point at or before the last is a replay.
+        if ring
+            .points
+            .back()
+            .is_some_and(|last| interval.point.at <= last.at)
+        {
+            return;
+        }
+        let at = interval.point.at;
+        ring.points.push_back(interval.point);
+        while ring.points.len() > GROUP_POINTS {
+            ring.points.pop_front();
+        }
+        for (id, m) in interval.readings {
+            if !ring.instances.contains_key(&id) && ring.instances.len() >= INSTANCES_KEPT {
+                // Room is made only by dropping an instance that is gone.
+                let gone = ring
+                    .instances
+                    .iter()
+                    .filter(|(i, _)| !interval.live.contains(i))
+                    .min_by_key(|(_, p)| p.back().map(|p| p.at))
+                    .map(|(i, _)| i.clone());
+                match gone {
+                    Some(gone) => {
+                        ring.instances.remove(&gone);
+                    }
+                    None => continue,
+                }
+            }
+            let points = ring
+                .instances
+                .entry(id)
+                .or_insert_with(|| VecDeque::with_capacity(INSTANCE_POINTS + 1));
+            points.push_back(InstancePoint {
+                at,
+                cpu_percent: m.cpu_percent,
+                memory_mb: m.memory_mb,
+            });
+            while points.len() > INSTANCE_POINTS {
+                points.pop_front();
+            }
+        }
+    }
+
+    /// The group's points at or after `since` (all when `None`), oldest first; empty
+    /// for a group created at another time than `created_at` (a group of the same name
+    /// that was deleted).
+    pub fn group_points(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        created_at: Timestamp,
+        since: Option<Timestamp>,
+    ) -> Vec<GroupPoint> {
+        let Ok(rings) = self.groups.lock() else {
+            return Vec::new();
+        };
+        match rings.by_group.get(&(tenant.clone(), name.to_string())) {
+            Some(ring) if ring.created_at == Some(created_at) => ring
+                .points
+                .iter()
+                .filter(|p| since.is_none_or(|s| p.at >= s))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The instance's points at or after `since` (all when `None`), oldest first.
+    pub fn instance_points(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        created_at: Timestamp,
+        id: &InstanceId,
+        since: Option<Timestamp>,
+    ) -> Vec<InstancePoint> {
+        let Ok(rings) = self.groups.lock() else {
+            return Vec::new();
+        };
+        match rings.by_group.get(&(tenant.clone(), name.to_string())) {
+            Some(ring) if ring.created_at == Some(created_at) => ring
+                .instances
+                .get(id)
+                .map(|p| {
+                    p.iter()
+                        .filter(|p| since.is_none_or(|s| p.at >= s))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drops the ring of a group (deleted).
+    pub fn forget(&self, tenant: &TenantId, name: &str) {
+        if let Ok(mut rings) = self.groups.lock() {
+            rings.by_group.remove(&(tenant.clone(), name.to_string()));
+        }
+    }
+}
+
+/// The mean of each metric's samples of `window` in `(from, to]`, in [`Metric`]'s order.
+pub fn interval_means(window: &MetricWindow, from: Timestamp, to: Timestamp) -> Vec<(Metric, f64)> {
+    let mut sums: Vec<(Metric, f64, u32)> = Vec::new();
+    for s in window.samples().filter(|s| s.at > from && s.at <= to) {
+        match sums.iter_mut().find(|(m, _, _)| *m == s.metric) {
+            Some(entry) => {
+                entry.1 += s.value;
+                entry.2 += 1;
+            }
+            None => sums.push((s.metric, s.value, 1)),
+        }
+    }
+    let mut means: Vec<(Metric, f64)> = sums
+        .into_iter()
+        .map(|(m, sum, n)| (m, sum / f64::from(n)))
+        .collect();
+    means.sort_by_key(|(m, _)| metric_order(*m));
+    // Kept for hundreds of intervals: no spare capacity (MAX_BYTES_PER_GROUP counts none).
+    means.shrink_to_fit();
+    means
+}
+
+/// A metric's position in [`Metric`]'s declaration order.
+fn metric_order(m: Metric) -> u8 {
+    match m {
+        Metric::Cpu => 0,
+        Metric::Memory => 1,
+        Metric::RequestRate => 2,
+        Metric::RequestRatePerInstance => 3,
+        Metric::InFlight => 4,
+        Metric::LatencyP99 => 5,
+        Metric::ErrorRate => 6,
+        Metric::Steal => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swell_core::MetricSample;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_millis(s * 1000)
+    }
+
+    fn key() -> (TenantId, String) {
+        (TenantId::new("t").unwrap(), "web".to_string())
+    }
+
+    fn id(n: usize) -> InstanceId {
+        InstanceId(format!("i-{n}"))
+    }
+
+    fn interval(at: i64, readings: &[usize], live: &[usize]) -> Interval {
+        Interval {
+            created_at: t(0),
+            point: GroupPoint {
+                at: t(at),
+                running: readings.len() as u32,
+                desired_capacity: 2,
+                values: vec![(Metric::Cpu, at as f64)],
+            },
+            readings: readings
+                .iter()
+                .map(|n| {
+                    (
+                        id(*n),
+                        InstanceMetrics {
+                            cpu_percent: *n as f64,
+                            memory_mb: at as f64,
+                        },
+                    )
+                })
+                .collect(),
+            live: live.iter().map(|n| id(*n)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_group_ring_keeps_the_newest_points_only() {
+        let h = MetricHistory::default();
+        let total = GROUP_POINTS + 40;
+        for at in 1..=total as i64 {
+            h.push(key(), interval(at, &[1], &[1]));
+        }
+        let (tenant, name) = key();
+        let points = h.group_points(&tenant, &name, t(0), None);
+        assert_eq!(points.len(), GROUP_POINTS);
+        assert_eq!(points[0].at, t(41));
+        assert_eq!(points.last().unwrap().at, t(total as i64));
+        let one = h.instance_points(&tenant, &name, t(0), &id(1), None);
+        assert_eq!(one.len(), INSTANCE_POINTS);
+        assert_eq!(one[0].at, t((total - INSTANCE_POINTS + 1) as i64));
+    }
+
+    #[test]
+    fn since_keeps_the_points_at_or_after_it() {
+        let h = MetricHistory::default();
+        for at in 1..=10 {
+            h.push(key(), interval(at, &[1], &[1]));
+        }
+        let (tenant, name) = key();
+        let ats = |since: Option<i64>| -> Vec<Timestamp> {
+            h.group_points(&tenant, &name, t(0), since.map(t))
+                .iter()
+                .map(|p| p.at)
+                .collect()
+        };
+        assert_eq!(ats(Some(8)), vec![t(8), t(9), t(10)]);
+        assert_eq!(ats(Some(11)), Vec::<Timestamp>::new());
+        assert_eq!(ats(None).len(), 10);
+        assert_eq!(
+            h.instance_points(&tenant, &name, t(0), &id(1), Some(t(10)))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn at_most_instances_kept_and_gone_instances_make_room() {
+        let h = MetricHistory::default();
+        let all: Vec<usize> = (0..INSTANCES_KEPT + 8).collect();
+        h.push(key(), interval(1, &all, &all));
+        let (tenant, name) = key();
+        let kept = |n: usize| {
+            !h.instance_points(&tenant, &name, t(0), &id(n), None)
+                .is_empty()
+        };
+        assert_eq!(all.iter().filter(|n| kept(**n)).count(), INSTANCES_KEPT);
+        // Every kept instance is gone now: a new one takes the place of one of them.
+        let newcomers: Vec<usize> = vec![100];
+        h.push(key(), interval(2, &newcomers, &newcomers));
+        assert!(kept(100));
+        assert_eq!(
+            (0..INSTANCES_KEPT + 8)
+                .chain([100])
+                .filter(|n| kept(*n))
+                .count(),
+            INSTANCES_KEPT
+        );
+    }
+
+    #[test]
+    fn a_group_created_again_starts_empty_and_replays_are_ignored() {
+        let h = MetricHistory::default();
+        h.push(key(), interval(5, &[1], &[1]));
+        h.push(key(), interval(5, &[1], &[1]));
+        h.push(key(), interval(4, &[1], &[1]));
+        let (tenant, name) = key();
+        assert_eq!(h.group_points(&tenant, &name, t(0), None).len(), 1);
+        // Asked with another creation time: none of the old group's points.
+        assert!(h.group_points(&tenant, &name, t(3), None).is_empty());
+        let mut again = interval(6, &[2], &[2]);
+        again.created_at = t(3);
+        h.push(key(), again);
+        assert_eq!(h.group_points(&tenant, &name, t(3), None).len(), 1);
+        assert!(
+            h.instance_points(&tenant, &name, t(3), &id(1), None)
+                .is_empty()
+        );
+        h.forget(&tenant, &name);
+        assert!(h.group_points(&tenant, &name, t(3), None).is_empty());
+    }
+
+    #[test]
+    fn rings_not_fed_for_an_hour_are_dropped() {
+        let h = MetricHistory::default();
+        let other = (TenantId::new("t").unwrap(), "old".to_string());
+        h.push(other.clone(), interval(1, &[1], &[1]));
+        h.push(key(), interval(2, &[1], &[1]));
+        let (tenant, _) = key();
+        h.push(key(), interval(3600, &[1], &[1]));
+        assert_eq!(h.group_points(&tenant, "old", t(0), None).len(), 1);
+        h.push(key(), interval(3661, &[1], &[1]));
+        assert!(h.group_points(&tenant, "old", t(0), None).is_empty());
+        assert_eq!(h.group_points(&tenant, "web", t(0), None).len(), 3);
+    }
+
+    #[test]
+    fn interval_means_average_each_metric_in_the_half_open_interval() {
+        let mut w = MetricWindow::new(std::time::Duration::from_secs(600));
+        for (at, metric, value) in [
+            (10, Metric::RequestRate, 100.0),
+            (11, Metric::Cpu, 10.0),
+            (12, Metric::RequestRate, 50.0),
+            (12, Metric::Cpu, 30.0),
+            (13, Metric::Cpu, 99.0),
+        ] {
+            w.push(MetricSample {
+                at: t(at),
+                metric,
+                value,
+                instances: 1,
+            });
+        }
+        assert_eq!(
+            interval_means(&w, t(10), t(12)),
+            vec![(Metric::Cpu, 20.0), (Metric::RequestRate, 50.0)]
+        );
+        assert!(interval_means(&w, t(13), t(20)).is_empty());
+    }
+
+    /// The heap a ring holds, from its collections' capacities.
+    fn heap_bytes(ring: &GroupRing) -> usize {
+        use std::mem::size_of;
+        let points = ring.points.capacity() * size_of::<GroupPoint>()
+            + ring
+                .points
+                .iter()
+                .map(|p| p.values.capacity() * size_of::<(Metric, f64)>())
+                .sum::<usize>();
+        let entry = size_of::<InstanceId>() + size_of::<VecDeque<InstancePoint>>() + 1;
+        let instances = ring.instances.capacity() * entry
+            + ring
+                .instances
+                .iter()
+                .map(|(id, p)| id.0.capacity() + p.capacity() * size_of::<InstancePoint>())
+                .sum::<usize>();
+        size_of::<GroupRing>() + points + instances
+    }
+
+    #[test]
+    fn a_full_ring_stays_within_the_documented_bound() {
+        let h = MetricHistory::default();
+        let every = [
+            Metric::Cpu,
+            Metric::Memory,
+            Metric::RequestRate,
+            Metric::RequestRatePerInstance,
+            Metric::InFlight,
+            Metric::LatencyP99,
+            Metric::ErrorRate,
+            Metric::Steal,
+        ];
+        let uuid = |n: usize| InstanceId(format!("01a24c66-63e0-758f-911c-{n:012}"));
+        for at in 1..=(GROUP_POINTS + 100) as i64 {
+            let ids: Vec<InstanceId> = (0..INSTANCES_KEPT + 4).map(uuid).collect();
+            h.push(
+                key(),
+                Interval {
+                    created_at: t(0),
+                    point: GroupPoint {
+                        at: t(at),
+                        running: ids.len() as u32,
+                        desired_capacity: ids.len() as u32,
+                        values: every.iter().map(|m| (*m, 1.0)).collect(),
+                    },
+                    readings: ids
+                        .iter()
+                        .map(|i| {
+                            (
+                                i.clone(),
+                                InstanceMetrics {
+                                    cpu_percent: 1.0,
+                                    memory_mb: 1.0,
+                                },
+                            )
+                        })
+                        .collect(),
+                    live: ids,
+                },
+            );
+        }
+        let rings = h.groups.lock().unwrap();
+        let ring = rings.by_group.get(&key()).unwrap();
+        assert_eq!(ring.points.len(), GROUP_POINTS);
+        assert_eq!(ring.instances.len(), INSTANCES_KEPT);
+        let used = heap_bytes(ring);
+        eprintln!("a full ring: {used} bytes; MAX_BYTES_PER_GROUP = {MAX_BYTES_PER_GROUP}");
+        assert!(
+            used <= MAX_BYTES_PER_GROUP,
+            "{used} > {MAX_BYTES_PER_GROUP}"
+        );
+    }
+
+    // The bound docs/metrics.md states (about 160 KiB), checked at compile time.
+    const _: () = assert!(MAX_BYTES_PER_GROUP < 200 * 1024);
+}
