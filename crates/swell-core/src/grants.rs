@@ -1,6 +1,6 @@
 //! What an admin grants a tenant (DESIGN.md invariant 7): the providers its groups may
-//! name, the addresses its load balancers may listen on, and the images its docker and
-//! openstack templates may start. A tenant is granted nothing until an admin says so.
+//! name, the addresses its load balancers may listen on, and the images its docker,
+//! openstack and qemu templates may start. A tenant is granted nothing until an admin says so.
 //!
 //! Pure parsing and matching; the service layer applies them to a group document.
 
@@ -25,7 +25,7 @@ pub struct Grants {
     /// Addresses its load balancers may listen on.
     #[serde(default)]
     pub listen: Vec<ListenRange>,
-    /// Images its docker and openstack templates may name.
+    /// Images its docker, openstack and qemu templates may name.
     #[serde(default)]
     pub images: Vec<ImagePattern>,
 }

@@ -934,11 +934,20 @@ impl GroupSpec {
                 }
                 Some(os) => os.validate().map_err(|e| e.within("template.openstack"))?,
             },
-            "process" => {}
+            "qemu" if self.template.image.as_deref().is_none_or(str::is_empty) => {
+                return Err(ValidationError::new(
+                    "template.image",
+                    "the qemu provider needs an image: a directory under the server's \
+                     --qemu-images (e.g. busybox-httpd)",
+                ));
+            }
+            "qemu" | "process" => {}
             _ => {
                 return Err(ValidationError::new(
                     field,
-                    format!("unknown provider `{name}` (available: process, docker, openstack)"),
+                    format!(
+                        "unknown provider `{name}` (available: process, docker, openstack, qemu)"
+                    ),
                 ));
             }
         }
@@ -1086,6 +1095,11 @@ mod tests {
             &|g| g.provider = "docker".into(),
             "template.image",
             "needs an image",
+        );
+        check(
+            &|g| g.provider = "qemu".into(),
+            "template.image",
+            "qemu provider needs an image",
         );
         check(
             &|g| g.load_balancer = Some(LoadBalancerSpec::http("nowhere")),

@@ -1,4 +1,4 @@
-//! The kinds of provider a definition can be (`process`, `docker`, `openstack`): what a
+//! The kinds of provider a definition can be (`process`, `docker`, `openstack`, `qemu`): what a
 //! group's template must hold for each, whatever the definition is named.
 
 use serde::{Deserialize, Serialize};
@@ -16,14 +16,17 @@ pub enum ProviderKind {
     Docker,
     /// Servers in an OpenStack project.
     Openstack,
+    /// QEMU virtual machines on the server's host (built-in only: `swell serve --qemu`).
+    Qemu,
 }
 
 impl ProviderKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [ProviderKind; 3] = [
+    pub const ALL: [ProviderKind; 4] = [
         ProviderKind::Process,
         ProviderKind::Docker,
         ProviderKind::Openstack,
+        ProviderKind::Qemu,
     ];
 
     /// The kind's name (`process`, `docker`, `openstack`); also the name of the
@@ -33,6 +36,7 @@ impl ProviderKind {
             ProviderKind::Process => "process",
             ProviderKind::Docker => "docker",
             ProviderKind::Openstack => "openstack",
+            ProviderKind::Qemu => "qemu",
         }
     }
 
@@ -43,7 +47,10 @@ impl ProviderKind {
 
     /// Whether its template names an image a tenant must be granted.
     pub fn uses_images(self) -> bool {
-        matches!(self, ProviderKind::Docker | ProviderKind::Openstack)
+        matches!(
+            self,
+            ProviderKind::Docker | ProviderKind::Openstack | ProviderKind::Qemu
+        )
     }
 }
 
@@ -61,7 +68,7 @@ impl FromStr for ProviderKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown provider kind `{s}` (one of process, docker, openstack)")
+                format!("unknown provider kind `{s}` (one of process, docker, openstack, qemu)")
             })
     }
 }
@@ -77,7 +84,8 @@ mod tests {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
         assert_eq!(ProviderKind::builtin("docker-rack1"), None);
-        assert!("qemu".parse::<ProviderKind>().unwrap_err().contains("qemu"));
+        assert!("xen".parse::<ProviderKind>().unwrap_err().contains("xen"));
+        assert!(ProviderKind::Qemu.uses_images());
         assert!(ProviderKind::Docker.uses_images() && !ProviderKind::Process.uses_images());
     }
 }

@@ -70,7 +70,7 @@
 //! ```
 
 pub mod cgroup;
-mod procfs;
+pub(crate) mod procfs;
 
 use crate::{
     CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderError, ProviderInstance,

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// Its `owner` is replaced at start by this server's tag (its data directory), so
     /// that two servers never adopt each other's servers.
     pub openstack: Option<swell_providers::openstack::OpenStackConfig>,
+    /// The `qemu` provider (`--qemu`): its images directory and accelerator; the
+    /// provider is available only when set. Its `state_dir` and `owner` are replaced
+    /// at start by `<data dir>/qemu` and this server's tag.
+    pub qemu: Option<swell_providers::qemu::QemuConfig>,
     /// The shortest `evaluation_interval`, `metrics_interval` and load balancer
     /// `health_check.interval` a group may have (`--min-interval`, default 1 s): a
     /// floor on the work one tenant's group can make the server do.
@@ -104,6 +108,7 @@ impl Default for ServerConfig {
             secret_key_file: None,
             docker_engines: Vec::new(),
             openstack: None,
+            qemu: None,
             min_interval: service::DEFAULT_MIN_INTERVAL,
             trusted_proxies: Vec::new(),
             metric_urls: metric_urls::MetricUrlPolicy::default(),
@@ -323,6 +328,14 @@ impl Server {
                 openstack.name().to_string(),
                 Arc::new(openstack) as Arc<dyn Provider>,
             );
+        }
+        if let Some(mut qemu) = config.qemu.clone() {
+            qemu.state_dir = data_dir.join("qemu");
+            qemu.owner = owner_tag(&data_dir);
+            let qemu = swell_providers::qemu::QemuProvider::new(qemu);
+            // Probed now, so that the log says at start which accelerator VMs get.
+            qemu.accel().await;
+            providers.insert_builtin(qemu.name().to_string(), Arc::new(qemu) as Arc<dyn Provider>);
         }
         let key = secrets::SecretKey::load_or_create(
             &data_dir,

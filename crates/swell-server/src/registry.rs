@@ -318,6 +318,7 @@ pub fn canonical_config(
         ProviderKind::Process => round::<ProcessDefinition>(config),
         ProviderKind::Docker => round::<DockerDefinition>(config),
         ProviderKind::Openstack => round::<OpenStackDefinition>(config),
+        ProviderKind::Qemu => Err(qemu_not_definable()),
     }
 }
 
@@ -371,6 +372,7 @@ fn build_provider(
             })?;
             Ok(Arc::new(provider))
         }
+        ProviderKind::Qemu => Err(qemu_not_definable()),
         ProviderKind::Openstack => {
             let def: OpenStackDefinition =
                 serde_json::from_value(record.config.clone()).map_err(config_error)?;
@@ -391,6 +393,15 @@ fn build_provider(
             Ok(Arc::new(provider))
         }
     }
+}
+
+/// The qemu provider runs VMs on the server's own host, from its own images
+/// directory: only the operator enables it (`swell serve --qemu`), as a built-in.
+fn qemu_not_definable() -> ValidationError {
+    ValidationError::new(
+        "kind",
+        "a qemu provider cannot be defined at run time: the operator enables the built-in one with `swell serve --qemu`",
+    )
 }
 
 fn openstack_auth(def: &OpenStackDefinition, secret: &str) -> Result<AuthConfig, ValidationError> {

@@ -152,7 +152,7 @@ async fn a_tenant_uses_only_what_it_was_granted() {
     // Bad grants are refused whole, naming the entry.
     for (body, field) in [
         (
-            json!({"name": "x1", "providers": ["process", "qemu"]}),
+            json!({"name": "x1", "providers": ["process", "xen"]}),
             "providers[1]",
         ),
         (

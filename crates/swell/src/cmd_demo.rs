@@ -22,15 +22,18 @@ pub struct DemoArgs {
     /// same as `-o json`).
     #[arg(long)]
     pub json: bool,
-    /// Where instances run: `process` (local child processes) or `docker` (containers
+    /// Where instances run: `process` (local child processes), `docker` (containers
     /// of the `swell-demo-app:latest` image on the local engine; build it with
-    /// `scripts/build-demo-image`).
+    /// `scripts/build-demo-image`) or `qemu` (VMs of the `swell-demo-app` VM image;
+    /// build it with `scripts/build-vm-image`).
     #[arg(long, default_value = "process")]
     provider: String,
 }
 
 /// The image the docker demo runs.
 const DEMO_IMAGE: &str = "swell-demo-app:latest";
+/// The VM image the qemu demo boots (a directory of scripts/build-vm-image's).
+const DEMO_VM_IMAGE: &str = "swell-demo-app";
 
 /// The demo's group: the OpenStack lab example (CPU above 20 % over 40 s → +1, max 4), with a
 /// scale-in threshold added so that the fleet comes back to its minimum.
@@ -39,6 +42,8 @@ fn lab_group(exe: &str, fast: bool, provider: &str) -> Result<GroupSpec> {
     let secs = |s: u64| format!("{}ms", s * 1000 / k);
     let template = if provider == "docker" {
         serde_json::json!({ "image": DEMO_IMAGE })
+    } else if provider == "qemu" {
+        serde_json::json!({ "image": DEMO_VM_IMAGE, "vcpus": 1, "memory_mb": 128 })
     } else {
         serde_json::json!({ "command": [exe, "demo-app", "--port", "{port}"] })
     };
@@ -168,7 +173,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 );
             }
         }
-        other => bail!("unknown provider `{other}`: use --provider process or --provider docker"),
+        "qemu" => {
+            let images = swell_providers::qemu::default_images_dir();
+            if !images.join(DEMO_VM_IMAGE).join("image.json").is_file() {
+                bail!(
+                    "the VM image {DEMO_VM_IMAGE} is not in {}: build it with ./scripts/build-vm-image",
+                    images.display()
+                );
+            }
+        }
+        other => bail!(
+            "unknown provider `{other}`: use --provider process, --provider docker or --provider qemu"
+        ),
     }
     let say = |line: String| {
         if args.json {
@@ -198,11 +214,31 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             Vec::new()
         },
         openstack: None,
+        qemu: (args.provider == "qemu").then(|| {
+            swell_providers::qemu::QemuConfig::new(
+                swell_providers::qemu::default_images_dir(),
+                "",
+                "",
+            )
+        }),
         ..ServerConfig::default()
     })
     .await?;
     let service = server.service();
     let tenant = TenantId::default_tenant();
+    if args.provider == "qemu" {
+        // As for docker below: the qemu provider and its one VM image.
+        service
+            .update_tenant(
+                tenant.as_str(),
+                swell_api::UpdateTenant {
+                    providers: Some(vec!["process".into(), "qemu".into()]),
+                    images: Some(vec![DEMO_VM_IMAGE.into()]),
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
     if args.provider == "docker" {
         // The bootstrap grants cover `process` only: the demo grants its own (temporary)
         // `default` tenant the docker provider and its one image, as an admin would.

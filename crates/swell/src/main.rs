@@ -194,6 +194,27 @@ struct ServeArgs {
     /// Enable the `docker` provider on the local engine (/var/run/docker.sock).
     #[arg(long)]
     docker: bool,
+    /// Enable the `qemu` provider: instances are QEMU virtual machines on this host,
+    /// booted from the images under --qemu-images.
+    #[arg(long)]
+    qemu: bool,
+    /// The `qemu` provider's images, one directory each (default: $SWELL_VM_IMAGES,
+    /// else ~/.cache/swell/vm-images, where scripts/build-vm-image puts them).
+    #[arg(long, env = "SWELL_QEMU_IMAGES", value_name = "DIR")]
+    qemu_images: Option<PathBuf>,
+    /// The `qemu` provider's accelerator: `kvm`, `tcg` (software emulation), or `auto`
+    /// (KVM when a probe at start finds that it works, else TCG; logged).
+    #[arg(
+        long,
+        env = "SWELL_QEMU_ACCEL",
+        default_value = "auto",
+        value_name = "auto|kvm|tcg"
+    )]
+    qemu_accel: swell_providers::qemu::Accel,
+    /// The most VMs the `qemu` provider runs at once on this host; past it a group's
+    /// `fallback_providers` take the rest. Default: no limit.
+    #[arg(long, env = "SWELL_QEMU_MAX_VMS", value_name = "N")]
+    qemu_max_vms: Option<u32>,
     /// A Docker engine (a host) of the `docker` provider, `NAME=ENDPOINT`, e.g.
     /// `h2=tcp://10.0.0.2:2376` (needs --docker-tls-*) or
     /// `local=unix:///var/run/docker.sock`; repeatable.
@@ -694,6 +715,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         secret_key_file: args.secret_key_file,
         docker_engines,
         openstack,
+        qemu: (args.qemu || args.qemu_images.is_some()).then(|| {
+            let images = args
+                .qemu_images
+                .clone()
+                .unwrap_or_else(swell_providers::qemu::default_images_dir);
+            // The state directory and owner are the server's own (set at start).
+            let mut qemu = swell_providers::qemu::QemuConfig::new(images, "", "");
+            qemu.accel = args.qemu_accel;
+            qemu.max_vms = args.qemu_max_vms;
+            qemu
+        }),
         min_interval: args.min_interval,
         trusted_proxies: args.trusted_proxies,
         metric_urls: swell_server::metric_urls::MetricUrlPolicy::prefixes(&args.allow_metric_urls)

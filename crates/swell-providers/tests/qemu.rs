@@ -1,0 +1,523 @@
+//! The qemu provider against real QEMU virtual machines (TCG here and on CI: this host
+//! cannot run nested KVM guests), booting the `busybox-httpd` image of
+//! scripts/build-vm-image (built on first use when missing).
+//!
+//! Every test has its own state directory and owner tag; a [`VmGuard`] SIGKILLs the
+//! QEMU processes of the VMs it was given when the test ends, passed or failed.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use swell_core::{InstanceId, Template, TenantId};
+use swell_providers::qemu::{Accel, QemuConfig, QemuProvider, default_images_dir};
+use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError};
+
+/// The image the tests boot.
+const IMAGE: &str = "busybox-httpd";
+/// How long a TCG VM may take from create to serving HTTP on a loaded machine.
+const BOOT_WAIT: Duration = Duration::from_secs(90);
+
+/// The images directory, with the test image built if it is missing.
+fn images_dir() -> PathBuf {
+    let dir = default_images_dir();
+    if !dir.join(IMAGE).join("image.json").is_file() {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-vm-image");
+        let status = Command::new(&script)
+            .arg("--no-demo-app")
+            .arg(&dir)
+            .status()
+            .expect("running scripts/build-vm-image");
+        assert!(
+            status.success(),
+            "scripts/build-vm-image failed (needs linux-image-amd64 and busybox-static; scripts/test installs them)"
+        );
+    }
+    dir
+}
+
+fn unique_owner() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "qemu-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// SIGKILLs the QEMU processes it was given when dropped.
+#[derive(Default)]
+struct VmGuard(std::sync::Mutex<Vec<i32>>);
+
+impl VmGuard {
+    fn watch(&self, pid: i32) {
+        self.0.lock().unwrap().push(pid);
+    }
+}
+
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap().iter() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+struct Fixture {
+    _state: tempfile::TempDir,
+    config: QemuConfig,
+    provider: QemuProvider,
+    guard: VmGuard,
+}
+
+fn fixture() -> Fixture {
+    let state = tempfile::Builder::new()
+        .prefix("sq")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut config = QemuConfig::new(images_dir(), state.path(), unique_owner());
+    config.accel = Accel::Tcg;
+    let provider = QemuProvider::new(config.clone());
+    Fixture {
+        _state: state,
+        config,
+        provider,
+        guard: VmGuard::default(),
+    }
+}
+
+fn request(id: &str) -> CreateRequest {
+    CreateRequest {
+        instance_id: InstanceId(id.into()),
+        tenant: TenantId::default_tenant(),
+        group: "vms".into(),
+        template: Template {
+            image: Some(IMAGE.into()),
+            vcpus: 1,
+            memory_mb: 128,
+            ..Template::default()
+        },
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap()
+}
+
+/// GETs `path` until it answers 200 or [`BOOT_WAIT`] passes; the body.
+async fn wait_serving(addr: std::net::SocketAddr, path: &str) -> String {
+    let client = http();
+    let deadline = Instant::now() + BOOT_WAIT;
+    loop {
+        if let Ok(r) = client.get(format!("http://{addr}{path}")).send().await
+            && r.status().is_success()
+        {
+            return r.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not serve within {BOOT_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_is_created_listed_measured_paused_resumed_and_deleted() {
+    let f = fixture();
+    let id = InstanceId("vm-life-1".into());
+    let vm = f.provider.create(&request("vm-life-1")).await.unwrap();
+    let pid: i32 = vm.native_id.parse().unwrap();
+    f.guard.watch(pid);
+    assert_eq!(vm.state, ObservedState::Running);
+    let addr = vm.address.expect("an address");
+    assert!(addr.ip().is_loopback());
+
+    // The guest serves its own instance id (the kernel command line's swell.instance).
+    let body = wait_serving(addr, "/").await;
+    assert_eq!(body.trim(), "vm-life-1");
+    // The id is stamped on QEMU's command line: the SMBIOS serial and the name.
+    let args = cmdline(pid);
+    assert!(
+        args.iter().any(|a| a == "type=1,serial=vm-life-1"),
+        "{args:?}"
+    );
+    assert!(args.iter().any(|a| a == "swell-vm-life-1"), "{args:?}");
+
+    // Creating the same id again returns the running VM, no second QEMU.
+    let again = f.provider.create(&request("vm-life-1")).await.unwrap();
+    assert_eq!(again.native_id, vm.native_id);
+    let listed = f.provider.list().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].instance_id, id);
+    assert_eq!(
+        (listed[0].tenant.as_str(), listed[0].group.as_str()),
+        ("default", "vms")
+    );
+    assert_eq!(listed[0].address, Some(addr));
+    assert_eq!(listed[0].state, ObservedState::Running);
+
+    // Metrics from the host side: a booted TCG VM has used CPU and holds its guest RAM.
+    let metrics = f
+        .provider
+        .metrics(&[id.clone(), InstanceId("absent".into())])
+        .await
+        .unwrap();
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    let m = metrics[0].1;
+    assert!(m.cpu_percent > 0.0, "{m:?}");
+    assert!(m.memory_mb > 50.0 && m.memory_mb < 1024.0, "{m:?}");
+
+    // Pause: QMP stop; the guest no longer answers, list says paused.
+    f.provider.pause(&id).await.unwrap();
+    assert_eq!(
+        f.provider.list().await.unwrap()[0].state,
+        ObservedState::Paused
+    );
+    let paused = http()
+        .get(format!("http://{addr}/"))
+        .timeout(Duration::from_millis(1500))
+        .send()
+        .await;
+    assert!(paused.is_err(), "a paused VM answered: {paused:?}");
+    // Resume: QMP cont; it serves again.
+    f.provider.resume(&id).await.unwrap();
+    assert_eq!(
+        f.provider.list().await.unwrap()[0].state,
+        ObservedState::Running
+    );
+    assert_eq!(wait_serving(addr, "/").await.trim(), "vm-life-1");
+
+    // Delete: the guest powers off on its ACPI button, QEMU exits, nothing is left.
+    let started = Instant::now();
+    f.provider
+        .delete(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(!pid_alive(pid), "QEMU {pid} still runs");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the guest ignored its power button: {:?}",
+        started.elapsed()
+    );
+    assert!(f.provider.list().await.unwrap().is_empty());
+    assert!(!f.provider.instance_dir(&id).exists());
+    // Deleting again succeeds; pausing a gone VM is NotFound.
+    f.provider
+        .delete(&id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.provider.pause(&id).await,
+        Err(ProviderError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_provider_adopts_its_vms_and_only_its_own() {
+    let f = fixture();
+    let vm = f.provider.create(&request("vm-adopt-1")).await.unwrap();
+    let pid: i32 = vm.native_id.parse().unwrap();
+    f.guard.watch(pid);
+
+    // A new provider on the same state and owner (a server after a crash) finds it.
+    let restarted = QemuProvider::new(f.config.clone());
+    let listed = restarted.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].native_id, vm.native_id);
+    assert_eq!(listed[0].address, vm.address);
+    // Another owner on the same state directory does not.
+    let mut other = f.config.clone();
+    other.owner = unique_owner();
+    assert!(QemuProvider::new(other).list().await.unwrap().is_empty());
+
+    // A record whose pid is some other process (here: this test) is no VM, even with
+    // the right start time: the VM's id is not on that process's command line.
+    let records = f
+        ._state
+        .path()
+        .join("records")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let me = std::process::id();
+    let my_start: u64 = std::fs::read_to_string(format!("/proc/{me}/stat"))
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(
+        records.join("forged.json"),
+        format!(
+            r#"{{"instance_id":"forged","tenant":"default","group":"vms","port":1,"pid":{me},"starttime":{my_start},"vcpus":1}}"#
+        ),
+    )
+    .unwrap();
+    let ids: Vec<String> = restarted
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.instance_id.0)
+        .collect();
+    assert_eq!(ids, ["vm-adopt-1"]);
+
+    // The adopted VM is controlled by the new provider: it deletes it.
+    restarted
+        .delete(&InstanceId("vm-adopt-1".into()), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(!pid_alive(pid));
+    assert!(f.provider.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_templates_are_refused_before_anything_starts() {
+    let f = fixture();
+    let mut no_image = request("vm-bad-1");
+    no_image.template.image = None;
+    let e = f.provider.create(&no_image).await.unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::InvalidTemplate(m) if m.contains("template.image")),
+        "{e}"
+    );
+    let mut escape = request("vm-bad-2");
+    escape.template.image = Some("../etc".into());
+    let e = f.provider.create(&escape).await.unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::InvalidTemplate(m) if m.contains("must be an image name")),
+        "{e}"
+    );
+    let mut absent = request("vm-bad-3");
+    absent.template.image = Some("no-such-image".into());
+    let e = f.provider.create(&absent).await.unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::InvalidTemplate(m) if m.contains("build-vm-image")),
+        "{e}"
+    );
+    assert!(f.provider.list().await.unwrap().is_empty());
+    assert!(
+        !f.provider
+            .instance_dir(&InstanceId("vm-bad-3".into()))
+            .exists()
+    );
+}
+
+/// Pins every thread of a QEMU process to host CPU `cpu`.
+fn pin(pid: i32, cpu: usize) {
+    // util-linux's taskset (Essential in Debian): `-a` sets every thread's affinity.
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running taskset");
+    assert!(status.success(), "pinning QEMU {pid} to CPU {cpu}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_busy_vms_pinned_to_one_cpu_show_steal() {
+    let f = fixture();
+    let a = f.provider.create(&request("vm-steal-a")).await.unwrap();
+    let b = f.provider.create(&request("vm-steal-b")).await.unwrap();
+    let ids = [a.instance_id.clone(), b.instance_id.clone()];
+    let pids: Vec<i32> = [&a, &b]
+        .iter()
+        .map(|v| v.native_id.parse().unwrap())
+        .collect();
+    for pid in &pids {
+        f.guard.watch(*pid);
+    }
+    wait_serving(a.address.unwrap(), "/").await;
+    wait_serving(b.address.unwrap(), "/").await;
+    for pid in &pids {
+        pin(*pid, 0);
+    }
+
+    // Both guests burn their vCPU; the two vCPU threads share one host CPU, so each
+    // waits about half the time: the steal each guest would see.
+    let burn = |addr: std::net::SocketAddr| {
+        tokio::spawn(async move {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap()
+                .get(format!("http://{addr}/cgi-bin/burn?s=12"))
+                .send()
+                .await
+        })
+    };
+    let burners = [burn(a.address.unwrap()), burn(b.address.unwrap())];
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = f.provider.steal(&ids).await.unwrap();
+    assert!(
+        first.is_empty(),
+        "a first reading has no rate yet: {first:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let steal = f.provider.steal(&ids).await.unwrap();
+    eprintln!("steal with two busy VMs pinned to one CPU: {steal:?}");
+    assert_eq!(steal.len(), 2, "{steal:?}");
+    for (id, percent) in &steal {
+        assert!(
+            *percent > 25.0 && *percent <= 100.0,
+            "{id}: steal {percent:.1} %, expected about 50 %"
+        );
+    }
+    for b in burners {
+        let _ = b.await;
+    }
+    for id in &ids {
+        f.provider
+            .delete(id, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+}
+
+/// The boot-to-serving figures of docs/benchmarks.md: from `create` to the first HTTP
+/// answer of the guest, one VM alone and then four created at once, with each VM's
+/// resident memory. Run with
+/// `cargo test -p swell-providers --test qemu boot_to_serving -- --ignored --nocapture`
+/// (the time is QEMU's and the guest's: a release build changes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement for docs/benchmarks.md, not a check"]
+async fn boot_to_serving() {
+    let f = fixture();
+    let accel = f.provider.accel().await;
+    let boot = |id: String| {
+        let provider = &f.provider;
+        let guard = &f.guard;
+        async move {
+            let started = Instant::now();
+            let vm = provider.create(&request(&id)).await.unwrap();
+            guard.watch(vm.native_id.parse().unwrap());
+            wait_serving(vm.address.unwrap(), "/").await;
+            (vm.instance_id, started.elapsed())
+        }
+    };
+    let (one, alone) = boot("vm-bench-0".into()).await;
+    let mem = f
+        .provider
+        .metrics(std::slice::from_ref(&one))
+        .await
+        .unwrap()[0]
+        .1
+        .memory_mb;
+    println!("accel {accel}: one VM boot-to-serving {alone:.2?}, resident {mem:.0} MiB");
+    f.provider
+        .delete(&one, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let four = futures_util::future::join_all((1..=4).map(|n| boot(format!("vm-bench-{n}")))).await;
+    let all = started.elapsed();
+    let ids: Vec<InstanceId> = four.iter().map(|(id, _)| id.clone()).collect();
+    let mems: Vec<f64> = f
+        .provider
+        .metrics(&ids)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, m)| m.memory_mb)
+        .collect();
+    let times: Vec<String> = four.iter().map(|(_, t)| format!("{t:.2?}")).collect();
+    println!(
+        "accel {accel}: four VMs at once: all serving after {all:.2?} (each: {}), resident {:.0} MiB on average",
+        times.join(", "),
+        mems.iter().sum::<f64>() / mems.len().max(1) as f64
+    );
+    for id in &ids {
+        f.provider
+            .delete(id, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+}
+
+/// The guest reaches nothing but its own forwarded port: QEMU's user network maps the
+/// host's loopback to 10.0.2.2, and `restrict=on` closes that (and everything else).
+/// The image's `/cgi-bin/connect?HOST:PORT` tries a TCP connection from the guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_cannot_reach_the_hosts_loopback() {
+    let f = fixture();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let vm = f.provider.create(&request("vm-net-1")).await.unwrap();
+    f.guard.watch(vm.native_id.parse().unwrap());
+    let addr = vm.address.unwrap();
+    wait_serving(addr, "/").await;
+    let answer = http()
+        .get(format!("http://{addr}/cgi-bin/connect?10.0.2.2:{port}"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.trim(),
+        "closed",
+        "the guest reached 127.0.0.1:{port}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a connection from the guest arrived on the host's loopback"
+    );
+    f.provider
+        .delete(&vm.instance_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+/// The probe's choice boots: on this host (a guest whose KVM reports running while the
+/// firmware is stuck) it must say TCG; on a KVM host it says KVM, and the VM serves
+/// either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probed_accelerator_boots_a_serving_vm() {
+    let mut f = fixture();
+    let accel = swell_providers::qemu::probe_accel(&f.config.qemu).await;
+    eprintln!("probed accelerator: {accel}");
+    f.config.accel = accel;
+    f.provider = QemuProvider::new(f.config.clone());
+    assert_eq!(f.provider.accel().await, accel);
+    let vm = f.provider.create(&request("vm-probe-1")).await.unwrap();
+    f.guard.watch(vm.native_id.parse().unwrap());
+    assert_eq!(
+        wait_serving(vm.address.unwrap(), "/").await.trim(),
+        "vm-probe-1"
+    );
+    f.provider
+        .delete(&vm.instance_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+}
