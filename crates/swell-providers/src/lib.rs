@@ -12,6 +12,7 @@ pub mod fuzz_targets;
 pub mod openstack;
 pub mod process;
 pub mod prometheus;
+pub mod simulated;
 pub mod ssh;
 #[doc(hidden)]
 pub mod test_sshd;

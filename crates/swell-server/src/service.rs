@@ -235,9 +235,9 @@ impl Service {
             .map_err(|rule| ValidationError::new("load_balancer.listen", rule).into())
     }
 
-    fn check_provider(&self, spec: &GroupSpec) -> Result<()> {
+    fn check_provider(&self, tenant: &TenantId, spec: &GroupSpec) -> Result<()> {
         for (i, name) in spec.providers().enumerate() {
-            if self.controller.provider(name).is_none() {
+            if self.controller.provider(tenant, name).is_none() {
                 let field = if i == 0 {
                     "provider".to_string()
                 } else {
@@ -267,7 +267,7 @@ impl Service {
         self.check_metric_urls(&spec)?;
         // Grants first: a tenant learns nothing of providers it was not granted.
         let spec = self.check_tenant_boundary(tenant, spec, None).await?;
-        self.check_provider(&spec)?;
+        self.check_provider(tenant, &spec)?;
         Ok(spec)
     }
 
@@ -306,7 +306,7 @@ impl Service {
         let spec = self
             .check_tenant_boundary(tenant, spec, Some(&current.spec))
             .await?;
-        self.check_provider(&spec)?;
+        self.check_provider(tenant, &spec)?;
         Ok((current, spec))
     }
 
@@ -597,9 +597,12 @@ impl Service {
                 if pause { "pause" } else { "resume" }
             )));
         }
-        let provider = self.controller.provider(&inst.provider).ok_or_else(|| {
-            ServiceError::State(format!("provider {} is not configured", inst.provider))
-        })?;
+        let provider = self
+            .controller
+            .provider(tenant, &inst.provider)
+            .ok_or_else(|| {
+                ServiceError::State(format!("provider {} is not configured", inst.provider))
+            })?;
         if pause {
             // Out of the load balancer first, so no request goes to a stopped process.
             // The instance is recorded as paused before the drain: the worker puts
