@@ -322,6 +322,7 @@ impl Server {
                 stop_instances_on_exit: config.stop_instances_on_exit,
                 known_hosts_dir: Some(data_dir.join("known_hosts")),
                 ssh_keys_dir: Some(data_dir.join("ssh-keys")),
+                ..ControllerOptions::default()
             },
         );
         // Before anything binds or starts: a bad certificate is a start error.

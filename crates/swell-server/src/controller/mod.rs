@@ -71,6 +71,9 @@ pub struct ControllerOptions {
     /// `<tenant>/` (`swell serve`: `<data_dir>/ssh-keys`); `None`: `swell-ssh-keys` in
     /// the system's temporary directory.
     pub ssh_keys_dir: Option<std::path::PathBuf>,
+    /// Observers list only when [`Controller::observe_round`] is called, not on their
+    /// timer (tests that count provider calls per round of an injected clock).
+    pub manual_observation: bool,
 }
 
 /// The providers by name.

@@ -63,6 +63,8 @@ pub(super) struct ObserverHandle {
     pub(super) rx: watch::Receiver<Arc<Observation>>,
     /// Lists started so far.
     pub(super) started: Arc<AtomicU64>,
+    /// Asks for a list now ([`Controller::observe_round`]).
+    pub(super) poke: Arc<tokio::sync::Notify>,
     /// Each reading group's `metrics_interval`: the observer lists at the shortest.
     pub(super) intervals: Arc<Mutex<HashMap<GroupKey, Duration>>>,
 }
@@ -98,12 +100,14 @@ impl Controller {
             let (tx, rx) = watch::channel(Arc::new(Observation::default()));
             let intervals = Arc::new(Mutex::new(HashMap::new()));
             let started = Arc::new(AtomicU64::new(0));
+            let poke = Arc::new(tokio::sync::Notify::new());
             let task = run_observer(
                 self.clone(),
                 provider.clone(),
                 tx,
                 intervals.clone(),
                 started.clone(),
+                poke.clone(),
             );
             tokio::spawn(tracing::Instrument::instrument(
                 task,
@@ -112,6 +116,7 @@ impl Controller {
             ObserverHandle {
                 rx,
                 started,
+                poke,
                 intervals,
             }
         });
@@ -122,6 +127,22 @@ impl Controller {
             name: name.to_string(),
             rx: handle.rx.clone(),
             started: handle.started.clone(),
+        }
+    }
+
+    /// Has every observer list and measure once now, and waits until each has
+    /// published (with [`ControllerOptions::manual_observation`], the only way they
+    /// list after their first round).
+    pub async fn observe_round(&self) {
+        let handles: Vec<(Arc<tokio::sync::Notify>, watch::Receiver<Arc<Observation>>)> =
+            match self.observers.lock() {
+                Ok(o) => o.values().map(|h| (h.poke.clone(), h.rx.clone())).collect(),
+                Err(_) => return,
+            };
+        for (poke, mut rx) in handles {
+            rx.mark_unchanged();
+            poke.notify_one();
+            let _ = rx.changed().await;
         }
     }
 
@@ -146,6 +167,7 @@ async fn run_observer(
     tx: watch::Sender<Arc<Observation>>,
     intervals: Arc<Mutex<HashMap<GroupKey, Duration>>>,
     lists: Arc<AtomicU64>,
+    poke: Arc<tokio::sync::Notify>,
 ) {
     let cancel = controller.cancel.clone();
     let name = provider.name().to_string();
@@ -190,9 +212,17 @@ async fn run_observer(
             .ok()
             .and_then(|i| i.values().min().copied())
             .unwrap_or(IDLE_INTERVAL);
+        let timer = async {
+            if controller.options.manual_observation {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep_until(started + interval).await
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(started + interval) => {}
+            _ = poke.notified() => {}
+            _ = timer => {}
         }
     }
 }
