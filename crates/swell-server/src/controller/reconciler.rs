@@ -68,6 +68,7 @@ impl GroupWorker {
             Ok(list) => list,
             Err(e) => {
                 self.set_status(WorkerStatus::StoreError(e.to_string()));
+                self.dirty = true;
                 return false;
             }
         };
@@ -76,6 +77,7 @@ impl GroupWorker {
             Ok(o) => o,
             Err(e) => {
                 self.set_status(WorkerStatus::StoreError(e.to_string()));
+                self.dirty = true;
                 return false;
             }
         };
