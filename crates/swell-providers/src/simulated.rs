@@ -55,17 +55,20 @@ pub struct SimulatedProvider {
     calls: CallCounts,
     started: Instant,
     period: Duration,
+    swing: f64,
 }
 
 impl SimulatedProvider {
-    /// An empty provider called `name` whose load goes round once every `period`.
-    pub fn new(name: impl Into<String>, period: Duration) -> Self {
+    /// An empty provider called `name` whose CPU readings go round a sine around 50 %,
+    /// `swing` percentage points either way (clamped to 0..=50), once every `period`.
+    pub fn new(name: impl Into<String>, period: Duration, swing: f64) -> Self {
         SimulatedProvider {
             name: name.into(),
             instances: Mutex::new(HashMap::new()),
             calls: CallCounts::default(),
             started: Instant::now(),
             period: period.max(Duration::from_secs(1)),
+            swing: swing.clamp(0.0, 50.0),
         }
     }
 
@@ -84,15 +87,15 @@ impl SimulatedProvider {
         self.len() == 0
     }
 
-    /// The CPU reading of an instance of `group` now: a sine between 10 % and 90 %
-    /// whose phase depends on the group, so that groups scale at different moments.
+    /// The CPU reading of an instance of `group` now: the sine, with a phase that
+    /// depends on the group, so that groups scale at different moments.
     fn cpu(&self, group: &str) -> f64 {
         let phase = group
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         let turn = self.started.elapsed().as_secs_f64() / self.period.as_secs_f64()
             + (phase % 1000) as f64 / 1000.0;
-        50.0 + 40.0 * (turn * std::f64::consts::TAU).sin()
+        50.0 + self.swing * (turn * std::f64::consts::TAU).sin()
     }
 }
 
@@ -187,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_instances_in_memory_and_counts_calls() {
-        let p = SimulatedProvider::new("simulated", Duration::from_secs(60));
+        let p = SimulatedProvider::new("simulated", Duration::from_secs(60), 40.0);
         let request = CreateRequest {
             instance_id: InstanceId("a".into()),
             tenant: TenantId::default_tenant(),

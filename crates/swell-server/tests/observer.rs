@@ -40,6 +40,7 @@ async fn calls_per_minute(groups: usize) -> (u64, u64, u64) {
     let sim = Arc::new(SimulatedProvider::new(
         "simulated",
         Duration::from_secs(600),
+        0.0,
     ));
     let tenant = TenantId::default_tenant();
     for i in 0..groups {
