@@ -13,6 +13,7 @@ pub mod openstack;
 pub mod process;
 pub mod prometheus;
 pub mod qemu;
+pub mod simulated;
 pub mod ssh;
 #[doc(hidden)]
 pub mod test_sshd;

@@ -41,6 +41,33 @@ impl Clock for TokioClock {
     }
 }
 
+/// A clock that moves only when told ([`ManualClock::advance`]): for tests, and for
+/// anything that must replay time.
+pub struct ManualClock(std::sync::Mutex<Timestamp>);
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn new(at: Timestamp) -> Self {
+        ManualClock(std::sync::Mutex::new(at))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        if let Ok(mut now) = self.0.lock() {
+            *now = now.add(by);
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|poisoned| *poisoned.into_inner())
+    }
+}
+
 /// RFC 3339 text for a timestamp (UTC), as the API shows times.
 pub fn rfc3339(t: Timestamp) -> String {
     jiff::Timestamp::from_millisecond(t.as_millis())

@@ -353,6 +353,7 @@ impl Server {
                 known_hosts_dir: Some(data_dir.join("known_hosts")),
                 ssh_keys_dir: Some(data_dir.join("ssh-keys")),
                 metric_history: metric_history.clone(),
+                ..ControllerOptions::default()
             },
         );
         // Before anything binds or starts: a bad certificate is a start error.

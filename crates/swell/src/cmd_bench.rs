@@ -23,6 +23,9 @@ pub enum BenchCommand {
     /// Swell's load balancer against nginx under wrk: requests/s and p50/p99, keep-alive
     /// and new-connection loads.
     Lb(crate::cmd_bench_lb::LbBenchArgs),
+    /// The controller on an in-process simulated provider and the real SQLite store:
+    /// pass durations, decisions, provider calls and CPU share at N groups × M instances.
+    Controller(crate::cmd_bench_controller::ControllerBenchArgs),
     /// Swell against the causal frontier (the cheapest hindsight-tuned causal rule at
     /// hpa's under-provisioned time + 0.1 pp), with the policy goals per trace.
     Frontier(FrontierArgs),
@@ -49,6 +52,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Policies(a) => policies(a),
         BenchCommand::Lb(a) => crate::cmd_bench_lb::run(a),
+        BenchCommand::Controller(a) => crate::cmd_bench_controller::run(a),
         BenchCommand::Frontier(a) => frontier(a),
     }
 }

@@ -16,6 +16,7 @@ macro_rules! out {
 mod client;
 mod cmd_auth;
 mod cmd_bench;
+mod cmd_bench_controller;
 mod cmd_bench_lb;
 mod cmd_context;
 mod cmd_demo;
@@ -556,8 +557,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sim(args) => cmd_sim::run(args, output),
         Command::Bench(mut args) => {
             // The benchmark prints Markdown tables, or JSON lines with `-o json`.
-            if let cmd_bench::BenchCommand::Policies(p) = &mut args.command {
-                p.json |= json_or_table(output, "swell bench policies")?;
+            match &mut args.command {
+                cmd_bench::BenchCommand::Policies(p) => {
+                    p.json |= json_or_table(output, "swell bench policies")?;
+                }
+                cmd_bench::BenchCommand::Controller(c) => {
+                    c.json |= json_or_table(output, "swell bench controller")?;
+                }
+                _ => {}
             }
             cmd_bench::run(args)
         }
