@@ -702,6 +702,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             (Some(cert), Some(key)) => Some(swell_server::tls::TlsFiles { cert, key }),
             _ => None,
         },
+        max_event_streams: swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS,
     })
     .await?;
     let format = args.log_format;
