@@ -101,7 +101,8 @@ enum Command {
         #[arg(long)]
         limit: Option<u32>,
         /// Keep printing new events as they happen, until the group is gone (Ctrl-C
-        /// to stop).
+        /// to stop): read from the server's event stream, reconnecting from the last
+        /// event printed so that none is lost or repeated.
         #[arg(short = 'f', long)]
         follow: bool,
     },
