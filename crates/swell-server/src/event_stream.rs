@@ -12,10 +12,10 @@
 use crate::service::{Result, Service, ServiceError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use swell_api as api;
 use swell_core::{EventKind, TenantId};
 use swell_store::events::EventAppended;
 use swell_store::{EventFilter, EventRecord};
-use swell_api as api;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 /// The most open event streams per tenant unless configured otherwise
@@ -170,7 +170,12 @@ impl EventFollower {
                 self.last_id = last.id;
                 return Ok(Some(events));
             }
-            match self.service.store.get_group(&self.tenant, &self.group).await? {
+            match self
+                .service
+                .store
+                .get_group(&self.tenant, &self.group)
+                .await?
+            {
                 Some(g) if !g.deleting => {}
                 _ => return Ok(None),
             }
@@ -210,7 +215,9 @@ mod tests {
         let first = counts.acquire(&a).expect("one");
         let _second = counts.acquire(&a).expect("two");
         assert!(matches!(counts.acquire(&a), Err(ServiceError::Busy(_))));
-        let _other = counts.acquire(&b).expect("another tenant has its own places");
+        let _other = counts
+            .acquire(&b)
+            .expect("another tenant has its own places");
         drop(first);
         let _again = counts.acquire(&a).expect("a place was freed");
         assert!(matches!(counts.acquire(&a), Err(ServiceError::Busy(_))));

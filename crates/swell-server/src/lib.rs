@@ -9,8 +9,8 @@ pub mod boundary;
 pub mod clock;
 pub mod controller;
 pub mod dashboard;
-pub mod event_stream;
 pub mod data_dir_lock;
+pub mod event_stream;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;

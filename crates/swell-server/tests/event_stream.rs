@@ -26,10 +26,7 @@ impl Drop for Cleanup {
                 continue;
             };
             let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if environ
-                .split(|b| *b == 0)
-                .any(|kv| kv == owner.as_bytes())
-            {
+            if environ.split(|b| *b == 0).any(|kv| kv == owner.as_bytes()) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -78,7 +75,13 @@ impl Api {
         (status, body)
     }
 
-    async fn ok(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn ok(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let (status, v) = self.call(token, method.clone(), path, body).await;
         assert!(status.is_success(), "{method} {path}: {status} {v}");
         v
@@ -159,7 +162,10 @@ impl Api {
     ) -> reqwest::Response {
         let mut req = self
             .http
-            .get(format!("{}/v1/groups/{group}/events/stream?{query}", self.url))
+            .get(format!(
+                "{}/v1/groups/{group}/events/stream?{query}",
+                self.url
+            ))
             .bearer_auth(token);
         if let Some(id) = last_id {
             req = req.header("Last-Event-ID", id.to_string());
@@ -295,20 +301,23 @@ async fn a_stream_delivers_in_order_resumes_exactly_and_ends_with_the_group() {
     assert_eq!(got, missed, "a reconnection gets exactly the missed events");
 
     // `?after_id=` alone positions a new stream too.
-    let mut from_start = SseReader::new(api.stream(&alpha, "web", "after_id=0&max_events=1", None).await);
+    let mut from_start = SseReader::new(
+        api.stream(&alpha, "web", "after_id=0&max_events=1", None)
+            .await,
+    );
     let (first, v) = from_start.next().await.expect("the first event");
     assert_eq!(Some(first), before[0]["id"].as_i64());
     assert_eq!(v["kind"], "group_created");
-    assert!(from_start.next().await.is_none(), "max_events ends the stream");
+    assert!(
+        from_start.next().await.is_none(),
+        "max_events ends the stream"
+    );
 
     // Another tenant: 404 problem, as for a group that does not exist; nothing streamed.
     for (token, group) in [(&beta, "web"), (&alpha, "nope")] {
         let resp = api.stream(token, group, "", None).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            resp.headers()["content-type"],
-            "application/problem+json"
-        );
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
     }
     // Bad positions and bounds: 400 naming the field.
     for (query, last, field) in [
@@ -320,10 +329,7 @@ async fn a_stream_delivers_in_order_resumes_exactly_and_ends_with_the_group() {
         let resp = api.stream(&alpha, "web", query, last).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
         let v: Value = resp.json().await.expect("a problem");
-        assert!(
-            v.to_string().contains(field),
-            "{query} {last:?}: {v}"
-        );
+        assert!(v.to_string().contains(field), "{query} {last:?}: {v}");
     }
 
     // Deleting the group ends an open stream, after its `group_deleted` event.
@@ -363,7 +369,13 @@ async fn a_tenant_has_at_most_its_cap_of_open_streams() {
     assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(third.headers().contains_key("retry-after"));
     let v: Value = third.json().await.expect("a problem");
-    assert!(v["detail"].as_str().unwrap_or_default().contains("2 open event streams"), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 open event streams"),
+        "{v}"
+    );
     // The cap is per tenant.
     let _other = SseReader::new(api.stream(&beta, "web", "", None).await);
 
@@ -376,7 +388,10 @@ async fn a_tenant_has_at_most_its_cap_of_open_streams() {
             break;
         }
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(tokio::time::Instant::now() < deadline, "the place was never freed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.shutdown().await;

@@ -50,10 +50,7 @@ impl Db<'_> {
     /// [`Tx::commit`] rolls it back, so an early `?` records nothing.
     pub(crate) async fn begin(self) -> Result<Tx> {
         match self {
-            Db::Sqlite(pool) => pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map(TxConn::Sqlite),
+            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(TxConn::Sqlite),
             Db::Postgres(pool) => pool.begin().await.map(TxConn::Postgres),
         }
         .map(|conn| Tx {

@@ -157,7 +157,10 @@ pub async fn follow_events(
     loop {
         let Some(mut resp) = c.open_stream(&path, after, lasts).await? else {
             // 404: the group is gone, or the server predates the stream.
-            if c.get_opt::<api::Group>(&format!("/v1/groups/{group}")).await?.is_none() {
+            if c.get_opt::<api::Group>(&format!("/v1/groups/{group}"))
+                .await?
+                .is_none()
+            {
                 eprintln!("group {group} is gone");
                 return Ok(());
             }
@@ -172,8 +175,9 @@ pub async fn follow_events(
                 Ok(None) | Err(_) => break,
             };
             for data in parser.push(&String::from_utf8_lossy(&chunk)) {
-                let event: api::Event = serde_json::from_str(&data)
-                    .map_err(|e| anyhow::anyhow!("the server sent an event that is not one: {e}"))?;
+                let event: api::Event = serde_json::from_str(&data).map_err(|e| {
+                    anyhow::anyhow!("the server sent an event that is not one: {e}")
+                })?;
                 after = event.id;
                 got_any = true;
                 print(std::slice::from_ref(&event))?;
@@ -302,7 +306,10 @@ mod tests {
         let cases: &[(&[&str], &[&str])] = &[
             (&["id: 1\ndata: {\"a\":1}\n\n"], &["{\"a\":1}"]),
             // Split inside a line and between the two newlines.
-            (&["id: 1\nda", "ta: x\n", "\nid: 2\ndata: y\n\n"], &["x", "y"]),
+            (
+                &["id: 1\nda", "ta: x\n", "\nid: 2\ndata: y\n\n"],
+                &["x", "y"],
+            ),
             // Keep-alive comments carry no data.
             (&[":\n\n", "data: z\n\n", ": ping\n\n"], &["z"]),
             // CRLF line ends (one split between its CR and LF), and a message split
