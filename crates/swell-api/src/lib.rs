@@ -392,7 +392,7 @@ pub struct Tenant {
     pub quota: Quota,
     /// The limits in force: its own, else the service-wide default.
     pub effective_quota: Quota,
-    /// Providers its groups may name (`process`, `docker`, `openstack`).
+    /// Provider definitions its groups may name (`process`, `docker-rack1`, …).
     pub providers: Vec<String>,
     /// Addresses its load balancers may listen on: an IP and a port or port range
     /// (`127.0.0.1:20000-20099`).
@@ -430,7 +430,8 @@ pub struct CreateTenant {
     /// Its own limits.
     #[serde(default)]
     pub quota: Option<Quota>,
-    /// Providers its groups may name (admins only; nothing until granted).
+    /// Provider definitions its groups may name (admins only; nothing until granted);
+    /// each must exist and be operator-wide.
     #[serde(default)]
     pub providers: Option<Vec<String>>,
     /// Listen ranges its load balancers may use: `IP:PORT` or `IP:FIRST-LAST`.
@@ -463,6 +464,78 @@ pub struct UpdateTenant {
     /// Image patterns (`*` only) its docker and openstack templates may name (replaced whole).
     #[serde(default)]
     pub images: Option<Vec<String>>,
+}
+
+/// A provider definition as the API shows it: never its credentials, only whether
+/// they are set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Provider {
+    /// Its name, unique on the server: what a group's `provider` and a tenant's grants
+    /// name.
+    pub name: String,
+    /// `process`, `docker` or `openstack`.
+    pub kind: String,
+    /// The tenant it is private to; `null`: operator-wide (granted to tenants by name).
+    pub tenant: Option<String>,
+    /// Configured by `swell serve`'s flags (`process`, `docker`, `openstack`) rather
+    /// than defined through the API; it cannot be changed or deleted here.
+    pub builtin: bool,
+    /// The kind's settings (admins only; `null` for others and for built-ins).
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    /// `set` when credentials are stored (they are never returned); `null` otherwise.
+    pub credentials: Option<String>,
+    /// When it was defined (RFC 3339; `null` for built-ins).
+    pub created_at: Option<String>,
+    /// When it last changed (RFC 3339; `null` for built-ins).
+    pub updated_at: Option<String>,
+}
+
+/// `GET /v1/providers` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProviderList {
+    /// The providers the caller may see: an admin every one, anyone else the ones its
+    /// tenant may use (granted, or private to it).
+    pub providers: Vec<Provider>,
+}
+
+/// Body of `POST /v1/providers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProvider {
+    /// Its name: 1 to 63 lowercase letters, digits or '-'; not `process`, `docker` or
+    /// `openstack` (the built-ins').
+    pub name: String,
+    /// `process`, `docker` or `openstack`.
+    pub kind: String,
+    /// Make it private to this tenant (e.g. the tenant's own OpenStack project);
+    /// omitted: operator-wide, usable by the tenants granted it.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The kind's settings: `docker` `{"engines": [{"name", "endpoint", "tls"?}]}`;
+    /// `openstack` `{"auth_url", "application_credential_id" | "user_name" +
+    /// "project_name", "region"?, …}`; `process` `{}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    /// The secret (OpenStack: the application credential's secret or the user's
+    /// password); stored sealed, never returned.
+    #[serde(default)]
+    pub credentials: Option<String>,
+}
+
+/// Body of `PUT /v1/providers/{name}`: the fields given replace the stored ones; the
+/// kind and the tenant never change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProvider {
+    /// The kind's settings (replaced whole).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    /// A new secret (omitted: the stored one is kept).
+    #[serde(default)]
+    pub credentials: Option<String>,
 }
 
 /// A user as the API shows it (never its password or hash).

@@ -9,6 +9,7 @@ use crate::error::ValidationError;
 use crate::ids::GroupName;
 use crate::metrics::Metric;
 use crate::policy::PolicySpec;
+use crate::provider::ProviderKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -796,15 +797,38 @@ fn default_metrics_interval() -> Duration {
 pub const MAX_GROUP_SIZE: u32 = 10_000;
 
 impl GroupSpec {
-    /// Checks every rule; the first broken one is returned with its field.
+    /// Checks every rule; the first broken one is returned with its field. Provider
+    /// names are the built-in definitions' (`process`, `docker`, `openstack`, each
+    /// named after its kind); any other name is refused. The server, which knows its
+    /// provider definitions, calls [`GroupSpec::validate_with`] instead.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.validate_inner(&|name: &str| ProviderKind::builtin(name), true)
+    }
+
+    /// Checks every rule like [`GroupSpec::validate`], with each provider name's kind
+    /// given by `kind_of` (the server's provider definitions). A name `kind_of` does not
+    /// know is left to the caller (the server refuses it as not granted, so that a
+    /// tenant learns nothing of definitions it cannot use); its template is checked by
+    /// no kind.
+    pub fn validate_with(
+        &self,
+        kind_of: &dyn Fn(&str) -> Option<ProviderKind>,
+    ) -> Result<(), ValidationError> {
+        self.validate_inner(kind_of, false)
+    }
+
+    fn validate_inner(
+        &self,
+        kind_of: &dyn Fn(&str) -> Option<ProviderKind>,
+        strict: bool,
+    ) -> Result<(), ValidationError> {
         // First the bounds every input has (no control characters, sizes), so that no
         // later rule, and nothing stored, ever sees an unbounded string.
         let document = serde_json::to_value(self)
             .map_err(|e| ValidationError::new("body", format!("cannot be encoded: {e}")))?;
         crate::limits::check(&document, "")?;
         GroupName::new(self.name.clone())?;
-        self.check_provider(&self.provider, "provider")?;
+        self.check_provider(kind_of(&self.provider), &self.provider, "provider", strict)?;
         for (i, p) in self.fallback_providers.iter().enumerate() {
             let field = format!("fallback_providers[{i}]");
             if self.providers().take(i + 1).any(|q| q == p) {
@@ -813,9 +837,13 @@ impl GroupSpec {
                     format!("provider `{p}` is listed twice"),
                 ));
             }
-            self.check_provider(p, &field)?;
+            self.check_provider(kind_of(p), p, &field, strict)?;
         }
-        if !self.providers().any(|p| p == "docker") && self.template.docker.is_some() {
+        // A name of no known kind may be one the tenant cannot see: the caller refuses
+        // it (403 on the provider), and the template is not judged by a guess of its kind.
+        let all_known = self.providers().all(|p| kind_of(p).is_some());
+        let has = |kind: ProviderKind| self.providers().any(|p| kind_of(p) == Some(kind));
+        if all_known && !has(ProviderKind::Docker) && self.template.docker.is_some() {
             return Err(ValidationError::new(
                 "template.docker",
                 format!(
@@ -824,7 +852,7 @@ impl GroupSpec {
                 ),
             ));
         }
-        if !self.providers().any(|p| p == "openstack") && self.template.openstack.is_some() {
+        if all_known && !has(ProviderKind::Openstack) && self.template.openstack.is_some() {
             return Err(ValidationError::new(
                 "template.openstack",
                 format!(
@@ -842,9 +870,21 @@ impl GroupSpec {
             .chain(self.fallback_providers.iter().map(String::as_str))
     }
 
-    /// Whether the template suits provider `name` (named `field` in errors).
-    fn check_provider(&self, name: &str, field: &str) -> Result<(), ValidationError> {
-        match name {
+    /// Whether the template suits provider `name` of kind `kind` (named `field` in
+    /// errors); a name of no known kind is an error only when `strict`.
+    fn check_provider(
+        &self,
+        kind: Option<ProviderKind>,
+        name: &str,
+        field: &str,
+        strict: bool,
+    ) -> Result<(), ValidationError> {
+        let kind = match kind {
+            Some(k) => k.as_str(),
+            None if strict => "",
+            None => return Ok(()),
+        };
+        match kind {
             "process" if self.template.command.is_empty() => {
                 return Err(ValidationError::new(
                     "template.command",
@@ -895,10 +935,10 @@ impl GroupSpec {
                 Some(os) => os.validate().map_err(|e| e.within("template.openstack"))?,
             },
             "process" => {}
-            other => {
+            _ => {
                 return Err(ValidationError::new(
                     field,
-                    format!("unknown provider `{other}` (available: process, docker, openstack)"),
+                    format!("unknown provider `{name}` (available: process, docker, openstack)"),
                 ));
             }
         }
@@ -1207,6 +1247,29 @@ mod tests {
             ..OpenStackTemplate::default()
         });
         assert_eq!(g.validate().unwrap_err().field, "template.openstack");
+    }
+
+    /// A name the server does not show the tenant (another tenant's private definition)
+    /// leaves the template unjudged, so the server refuses the provider itself (403)
+    /// exactly as for a name that exists nowhere; a known kind still judges it.
+    #[test]
+    fn a_template_is_judged_only_by_known_kinds() {
+        let mut g = lab();
+        g.provider = "openstack-bee".into();
+        g.template.image = Some("tiny".into());
+        g.template.openstack = Some(OpenStackTemplate {
+            flavor: "m1.tiny".into(),
+            ..OpenStackTemplate::default()
+        });
+        let hidden = |_: &str| None;
+        assert_eq!(g.validate_with(&hidden), Ok(()));
+        let process = |_: &str| Some(ProviderKind::Process);
+        let e = g.validate_with(&process).unwrap_err();
+        assert_eq!(e.field, "template.openstack");
+        // Judged by the openstack kind's own rules (the default template lacks a port).
+        let openstack = |_: &str| Some(ProviderKind::Openstack);
+        let e = g.validate_with(&openstack).unwrap_err();
+        assert_eq!(e.field, "template.openstack.member_port");
     }
 
     #[test]

@@ -66,6 +66,13 @@ name_type!(
     "name"
 );
 
+name_type!(
+    /// A provider definition's name (`process`, `docker-rack1`, `openstack-prod`), unique
+    /// on the server: what a group's `provider` and a tenant's grants name.
+    ProviderName,
+    "name"
+);
+
 impl TenantId {
     /// The tenant every object belongs to before tenancy is configured.
     pub fn default_tenant() -> Self {

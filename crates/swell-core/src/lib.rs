@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod policy;
+pub mod provider;
 pub mod sim;
 pub mod time;
 pub mod top;
@@ -31,8 +32,9 @@ pub use group::{
     LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,
     PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template,
 };
-pub use ids::{GroupName, InstanceId, TenantId};
+pub use ids::{GroupName, InstanceId, ProviderName, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};
 pub use metrics::{LoadSummarizer, LoadSummary, Metric, MetricSample, MetricWindow};
 pub use policy::{Decision, DecisionKind, GroupState, LearnedState, PolicyEngine, PolicySpec};
+pub use provider::ProviderKind;
 pub use time::Timestamp;

@@ -13,9 +13,6 @@ use std::time::Duration;
 use swell_core::grants::listen_overlaps;
 use swell_core::{Grants, GroupSpec, TenantId, ValidationError};
 
-/// Providers whose template names an image the tenant must be granted.
-const IMAGE_PROVIDERS: &[&str] = &["docker", "openstack"];
-
 fn not_granted(field: impl Into<String>, rule: impl Into<String>) -> ServiceError {
     ServiceError::NotGranted(ValidationError::new(field, rule))
 }
@@ -70,8 +67,10 @@ impl Service {
     /// an update). Returns the spec to store: a load balancer's `:0` port replaced by a
     /// free port inside the tenant's listen ranges (an update keeps the stored port).
     ///
-    /// - every provider (`provider`, `fallback_providers[i]`) granted, else 403;
-    /// - a docker or openstack `template.image` matching a granted pattern, else 403;
+    /// - every provider (`provider`, `fallback_providers[i]`) granted or private to the
+    ///   tenant, else 403;
+    /// - with a docker or openstack kind of provider, `template.image` matching a
+    ///   granted pattern, else 403;
     /// - `load_balancer.listen` inside a granted range, else 403; not overlapping another
     ///   group's (any tenant's) address, else 409 that names neither;
     /// - on create, fewer groups than the tenant's `max_groups`, else 403 (`name`).
@@ -88,8 +87,15 @@ impl Service {
             .as_ref()
             .map(|t| t.grants.clone())
             .unwrap_or_default();
+        let registry = self.registry();
         for (i, name) in spec.providers().enumerate() {
-            if !grants.allows_provider(name) {
+            // A definition private to the tenant is its own; every other provider
+            // needs a grant. (One private to another tenant is refused like a name
+            // that does not exist: its existence does not leak.)
+            let own = registry
+                .entry(name)
+                .is_some_and(|e| e.tenant.as_ref() == Some(tenant));
+            if !own && !grants.allows_provider(name) {
                 let field = if i == 0 {
                     "provider".to_string()
                 } else {
@@ -104,7 +110,15 @@ impl Service {
                 ));
             }
         }
-        if spec.providers().any(|p| IMAGE_PROVIDERS.contains(&p)) {
+        let kind_of = |name: &str| {
+            registry
+                .kind(tenant, name)
+                .or_else(|| swell_core::ProviderKind::builtin(name))
+        };
+        if spec
+            .providers()
+            .any(|p| kind_of(p).is_some_and(swell_core::ProviderKind::uses_images))
+        {
             let image = spec.template.image.as_deref().unwrap_or_default();
             if !grants.allows_image(image) {
                 return Err(not_granted(

@@ -188,7 +188,7 @@ struct WorkerHandle {
 /// Runs the group workers.
 pub struct Controller {
     store: Arc<dyn Store>,
-    providers: Arc<Providers>,
+    providers: crate::registry::ProviderRegistry,
     clock: Arc<dyn Clock>,
     options: ControllerOptions,
     workers: Mutex<HashMap<GroupKey, WorkerHandle>>,
@@ -198,16 +198,29 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller over `store` and `providers`; call [`Controller::start`] to run it.
+    /// A controller over `store` and `providers` (each a built-in under its key); call
+    /// [`Controller::start`] to run it.
     pub fn new(
         store: Arc<dyn Store>,
         providers: Providers,
         clock: Arc<dyn Clock>,
         options: ControllerOptions,
     ) -> Arc<Self> {
+        let registry = crate::registry::ProviderRegistry::with_builtins(providers);
+        Self::with_registry(store, registry, clock, options)
+    }
+
+    /// A controller over `store` and the providers of `registry` (which the service
+    /// updates when an admin defines or removes one).
+    pub fn with_registry(
+        store: Arc<dyn Store>,
+        providers: crate::registry::ProviderRegistry,
+        clock: Arc<dyn Clock>,
+        options: ControllerOptions,
+    ) -> Arc<Self> {
         Arc::new(Controller {
             store,
-            providers: Arc::new(providers),
+            providers,
             clock,
             options,
             workers: Mutex::new(HashMap::new()),
@@ -250,7 +263,8 @@ impl Controller {
         let live = self.store.list_live_instances().await?;
         let known: HashSet<InstanceId> = live.iter().map(|i| i.id.clone()).collect();
         let groups = self.store.list_all_groups().await?;
-        for (name, provider) in self.providers.iter() {
+        for entry in self.all_providers() {
+            let (name, provider) = (&entry.name, &entry.provider);
             let observed = match provider.list().await {
                 Ok(list) => list,
                 Err(e) => {
@@ -263,7 +277,11 @@ impl Controller {
                 .filter(|p| p.state != ObservedState::Exited)
                 .map(|p| (p.instance_id.clone(), p))
                 .collect();
-            for inst in live.iter().filter(|i| &i.provider == name) {
+            // A tenant-private provider's instances are adopted for its tenant only.
+            let ours = |i: &&InstanceRecord| {
+                &i.provider == name && entry.tenant.as_ref().is_none_or(|t| *t == i.tenant)
+            };
+            for inst in live.iter().filter(ours) {
                 let seen = alive.get(&inst.id);
                 let (status, update, kind, message) = match (inst.status, seen) {
                     (
@@ -353,7 +371,11 @@ impl Controller {
                     tracing::error!(instance = %id, "cannot remove orphan: {e}");
                     continue;
                 }
-                if let Ok(tenant) = TenantId::new(p.tenant.clone()) {
+                let tenant = entry
+                    .tenant
+                    .clone()
+                    .map_or_else(|| TenantId::new(p.tenant.clone()), Ok);
+                if let Ok(tenant) = tenant {
                     let event = self.event(
                         &tenant,
                         &p.group,
@@ -538,9 +560,20 @@ impl Controller {
         out
     }
 
-    /// The provider by name.
-    pub fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
-        self.providers.get(name).cloned()
+    /// Provider `name` as `tenant` sees it (a definition private to another tenant is
+    /// absent): every lookup of a provider goes through here.
+    pub fn provider(&self, tenant: &TenantId, name: &str) -> Option<Arc<dyn Provider>> {
+        self.providers.get(tenant, name)
+    }
+
+    /// Every provider, with its name and owner (for recovery).
+    pub fn all_providers(&self) -> Vec<Arc<crate::registry::RegisteredProvider>> {
+        self.providers.all()
+    }
+
+    /// The provider registry (the service defines and removes providers in it).
+    pub fn registry(&self) -> &crate::registry::ProviderRegistry {
+        &self.providers
     }
 
     /// Stops every worker; stops the instances too when configured so.
@@ -570,7 +603,7 @@ impl Controller {
     async fn stop_all(&self) -> Result<(), StoreError> {
         for inst in self.store.list_live_instances().await? {
             let now = self.clock.now();
-            let Some(provider) = self.provider(&inst.provider) else {
+            let Some(provider) = self.provider(&inst.tenant, &inst.provider) else {
                 continue;
             };
             self.store
@@ -1194,7 +1227,7 @@ impl GroupWorker {
         // Each provider measures its own instances.
         let mut readings = Vec::new();
         for name in group.spec.providers() {
-            let Some(provider) = c.provider(name) else {
+            let Some(provider) = c.provider(&group.tenant, name) else {
                 continue;
             };
             let ids: Vec<InstanceId> = running
@@ -1646,7 +1679,7 @@ impl GroupWorker {
         let providers: Vec<Arc<dyn Provider>> = group
             .spec
             .providers()
-            .filter_map(|n| c.provider(n))
+            .filter_map(|n| c.provider(&group.tenant, n))
             .collect();
         if providers.is_empty() {
             self.set_status(format!("unknown provider {}", group.spec.provider));
@@ -1832,7 +1865,7 @@ impl GroupWorker {
             )
         }) {
             if !self.retiring_ids.contains_key(&inst.id)
-                && let Some(provider) = c.provider(&inst.provider)
+                && let Some(provider) = c.provider(&inst.tenant, &inst.provider)
             {
                 self.spawn_retire(&group, inst.id.clone(), provider);
             }
@@ -2207,7 +2240,7 @@ impl GroupWorker {
     /// the background.
     async fn start_retire(&mut self, group: &GroupRecord, inst: &InstanceRecord) {
         let c = self.controller.clone();
-        let Some(provider) = c.provider(&inst.provider) else {
+        let Some(provider) = c.provider(&inst.tenant, &inst.provider) else {
             return;
         };
         let msg = format!(
@@ -2385,7 +2418,7 @@ impl GroupWorker {
             let size = match sizes.get(&key) {
                 Some(size) => *size,
                 None => {
-                    let provider = c.provider(&inst.provider);
+                    let provider = c.provider(&inst.tenant, &inst.provider);
                     let size = QuotaSize::of(
                         provider.as_deref(),
                         &inst.provider,
@@ -2533,7 +2566,7 @@ impl GroupWorker {
                 )
                 .await;
             if updated.is_ok()
-                && let Some(provider) = c.provider(&inst.provider)
+                && let Some(provider) = c.provider(&inst.tenant, &inst.provider)
             {
                 self.spawn_retire(group, inst.id.clone(), provider);
                 any = true;

@@ -74,7 +74,12 @@ use utoipa::OpenApi;
         http_identity::list_api_keys,
         http_identity::create_api_key,
         http_identity::delete_api_key,
-        http_identity::list_audit
+        http_identity::list_audit,
+        crate::http_providers::list_providers,
+        crate::http_providers::create_provider,
+        crate::http_providers::get_provider,
+        crate::http_providers::update_provider,
+        crate::http_providers::delete_provider
     ),
     components(schemas(
         api::Problem,
@@ -126,7 +131,11 @@ use utoipa::OpenApi;
         api::InstanceOwnerList,
         api::TenantDocument,
         api::ApplyChange,
-        api::ApplyResult
+        api::ApplyResult,
+        api::Provider,
+        api::ProviderList,
+        api::CreateProvider,
+        api::UpdateProvider
     )),
     modifiers(&BearerAuth, &Contract),
     security(("bearer" = []))
@@ -187,6 +196,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/metrics", get(metrics))
         .route("/v1/apply", post(apply))
         .merge(http_identity::routes())
+        .merge(crate::http_providers::routes())
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),

@@ -183,6 +183,7 @@ impl Service {
             req.listen.as_deref(),
             req.images.as_deref(),
         )?;
+        self.check_grantable(&grants.providers)?;
         let default = self.store.get_default_quota().await?;
         let quota = new_tenant_quota(req.quota.as_ref().map(quota).unwrap_or_default(), &default);
         let now = self.now();
@@ -218,6 +219,9 @@ impl Service {
             req.listen.as_deref(),
             req.images.as_deref(),
         )?;
+        if req.providers.is_some() {
+            self.check_grantable(&t.grants.providers)?;
+        }
         if let Some(d) = req.display_name {
             t.display_name = d;
         }
@@ -256,6 +260,8 @@ impl Service {
         let groups = self.store.list_groups(&t.id).await?;
         if groups.is_empty() {
             self.store.delete_tenant(&t.id).await?;
+            // Its private provider definitions went with it (the store's cascade).
+            self.controller().registry().forget_tenant(&t.id);
             return Ok((t, true));
         }
         if !force {
@@ -271,11 +277,15 @@ impl Service {
             self.delete_group(&t.id, &g.spec.name).await?;
         }
         let store = self.store.clone();
+        let registry = self.controller().registry().clone();
         let tenant = t.id.clone();
         tokio::spawn(async move {
             for _ in 0..18_000 {
                 match store.delete_tenant(&tenant).await {
-                    Ok(()) | Err(StoreError::NotFound { .. }) => return,
+                    Ok(()) | Err(StoreError::NotFound { .. }) => {
+                        registry.forget_tenant(&tenant);
+                        return;
+                    }
                     Err(StoreError::Conflict { .. }) => {}
                     Err(e) => tracing::warn!(%tenant, "deleting the tenant: {e}"),
                 }

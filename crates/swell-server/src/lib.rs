@@ -16,16 +16,19 @@ pub mod fuzz_targets;
 pub mod http;
 pub mod http_history;
 pub mod http_identity;
+pub mod http_providers;
 pub mod identity;
 pub mod metric_history;
 pub mod metric_urls;
 pub mod openapi;
+pub mod registry;
 pub mod secrets;
 pub mod service;
 pub mod tls;
 
 use crate::clock::{Clock, TokioClock};
-use crate::controller::{Controller, ControllerOptions, Providers};
+use crate::controller::{Controller, ControllerOptions};
+use crate::registry::{ProviderRegistry, RegistryContext};
 use crate::service::Service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -297,9 +300,14 @@ impl Server {
             tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "process instances run as the instance user");
             process_config.instance_user = Some(user);
         }
+        // The built-in definitions (named after their kind, tagged with the server's
+        // tag as before), then the stored ones: all before recovery adopts instances.
+        let providers = ProviderRegistry::new(RegistryContext {
+            owner: owner_tag(&data_dir),
+            process: process_config.clone(),
+        });
         let process = ProcessProvider::new(process_config);
-        let mut providers = Providers::new();
-        providers.insert(
+        providers.insert_builtin(
             process.name().to_string(),
             Arc::new(process) as Arc<dyn Provider>,
         );
@@ -308,7 +316,7 @@ impl Server {
                 owner_tag(&data_dir),
                 config.docker_engines.clone(),
             ))?;
-            providers.insert(
+            providers.insert_builtin(
                 docker.name().to_string(),
                 Arc::new(docker) as Arc<dyn Provider>,
             );
@@ -316,13 +324,19 @@ impl Server {
         if let Some(mut os) = config.openstack.clone() {
             os.owner = owner_tag(&data_dir);
             let openstack = OpenStackProvider::new(os)?;
-            providers.insert(
+            providers.insert_builtin(
                 openstack.name().to_string(),
                 Arc::new(openstack) as Arc<dyn Provider>,
             );
         }
+        let key = secrets::SecretKey::load_or_create(
+            &data_dir,
+            config.secret_key.as_ref(),
+            config.secret_key_file.as_deref(),
+        )?;
+        providers.load_stored(store.as_ref(), &key).await?;
         let metric_history = Arc::new(metric_history::MetricHistory::default());
-        let controller = Controller::new(
+        let controller = Controller::with_registry(
             store.clone(),
             providers,
             clock.clone(),
@@ -346,11 +360,6 @@ impl Server {
             source,
         })?;
         controller.start().await?;
-        let key = secrets::SecretKey::load_or_create(
-            &data_dir,
-            config.secret_key.as_ref(),
-            config.secret_key_file.as_deref(),
-        )?;
         let stop = CancellationToken::new();
         let service = Arc::new(
             Service::new(store, controller.clone(), clock)

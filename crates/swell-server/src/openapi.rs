@@ -31,6 +31,10 @@ const TAGS: &[(&str, &str)] = &[
     ("api-keys", "a tenant's API keys"),
     ("audit", "the audit log"),
     (
+        "providers",
+        "provider definitions: what tenants run instances on (admins define them)",
+    ),
+    (
         "instances",
         "instances across a tenant's groups, and their owners",
     ),
@@ -48,6 +52,7 @@ fn tag_of(path: &str) -> &'static str {
         "users" => "users",
         "api-keys" => "api-keys",
         "audit" => "audit",
+        "providers" => "providers",
         "instances" => "instances",
         _ => "service",
     }

@@ -270,9 +270,9 @@ impl Service {
             .map_err(|rule| ValidationError::new("load_balancer.listen", rule).into())
     }
 
-    fn check_provider(&self, spec: &GroupSpec) -> Result<()> {
+    fn check_provider(&self, tenant: &TenantId, spec: &GroupSpec) -> Result<()> {
         for (i, name) in spec.providers().enumerate() {
-            if self.controller.provider(name).is_none() {
+            if self.controller.provider(tenant, name).is_none() {
                 let field = if i == 0 {
                     "provider".to_string()
                 } else {
@@ -288,6 +288,19 @@ impl Service {
         Ok(())
     }
 
+    /// A group document's own rules, each provider's template checked by the kind of
+    /// the definition it names (`docker-rack1` is a docker provider). A name the tenant
+    /// cannot see is left to the boundary, which refuses it as not granted.
+    fn validate_spec(&self, tenant: &TenantId, spec: &GroupSpec) -> Result<()> {
+        let registry = self.controller.registry();
+        let kind_of = |name: &str| {
+            registry
+                .kind(tenant, name)
+                .or_else(|| swell_core::ProviderKind::builtin(name))
+        };
+        Ok(spec.validate_with(&kind_of)?)
+    }
+
     /// Every rule a new group must meet before it is stored: `create_group`'s checks,
     /// which `apply` runs too (so a rule added here holds for both). Returns the spec to
     /// store (a load balancer's `:0` port resolved inside the tenant's listen ranges);
@@ -297,12 +310,12 @@ impl Service {
         tenant: &TenantId,
         spec: GroupSpec,
     ) -> Result<GroupSpec> {
-        spec.validate()?;
+        self.validate_spec(tenant, &spec)?;
         self.check_floors(&spec)?;
         self.check_metric_urls(&spec)?;
         // Grants first: a tenant learns nothing of providers it was not granted.
         let spec = self.check_tenant_boundary(tenant, spec, None).await?;
-        self.check_provider(&spec)?;
+        self.check_provider(tenant, &spec)?;
         Ok(spec)
     }
 
@@ -315,7 +328,7 @@ impl Service {
         name: &str,
         spec: GroupSpec,
     ) -> Result<(GroupRecord, GroupSpec)> {
-        spec.validate()?;
+        self.validate_spec(tenant, &spec)?;
         if spec.name != name {
             return Err(ValidationError::new(
                 "name",
@@ -341,7 +354,7 @@ impl Service {
         let spec = self
             .check_tenant_boundary(tenant, spec, Some(&current.spec))
             .await?;
-        self.check_provider(&spec)?;
+        self.check_provider(tenant, &spec)?;
         Ok((current, spec))
     }
 
@@ -684,9 +697,12 @@ impl Service {
                 if pause { "pause" } else { "resume" }
             )));
         }
-        let provider = self.controller.provider(&inst.provider).ok_or_else(|| {
-            ServiceError::State(format!("provider {} is not configured", inst.provider))
-        })?;
+        let provider = self
+            .controller
+            .provider(tenant, &inst.provider)
+            .ok_or_else(|| {
+                ServiceError::State(format!("provider {} is not configured", inst.provider))
+            })?;
         if pause {
             // Out of the load balancer first, so no request goes to a stopped process.
             // The instance is recorded as paused before the drain: the worker puts

@@ -288,6 +288,16 @@ async fn setup_tenant(api: &Api, root: &str, name: &str) -> Tenant {
         Some(sleepers(&t.group, 2)),
     )
     .await;
+    // A provider definition private to the tenant, named like its group, so that the
+    // matrix's `{name}` names it on `/v1/providers/{name}`: the other tenant must find
+    // nothing there (404), this tenant's roles see it.
+    api.ok(
+        &admin,
+        Method::POST,
+        "/v1/providers",
+        Some(json!({"name": t.group, "kind": "process", "tenant": name})),
+    )
+    .await;
     let ids = running(api, &admin, &t.group, 2).await;
     t.owned = ids[0].clone();
     t.other = ids[1].clone();
@@ -480,6 +490,21 @@ async fn own_call(
             .await;
         }
         ("POST", "/v1/tenants") => body = Some(json!({"name": format!("t-{fresh}")})),
+        ("POST", "/v1/providers") => {
+            body = Some(json!({"name": format!("p-{fresh}"), "kind": "process"}));
+        }
+        ("PUT", "/v1/providers/{name}") => body = Some(json!({"config": {}})),
+        ("DELETE", "/v1/providers/{name}") => {
+            let p = format!("pdel-{fresh}");
+            api.ok(
+                admin,
+                Method::POST,
+                "/v1/providers",
+                Some(json!({"name": p, "kind": "process"})),
+            )
+            .await;
+            set(&mut params, "name", p);
+        }
         ("PUT", "/v1/tenants/{tenant}") => body = Some(json!({"description": "updated"})),
         ("DELETE", "/v1/tenants/{tenant}") => {
             if who == Who::Admin {

@@ -13,14 +13,14 @@
 
 use crate::{
     ApiKeyRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord,
-    InstanceUpdate, NewAudit, NewEvent, Quota, Role, Sealed, Store, StoreError, TenantRecord,
-    TokenRecord, UserRecord,
+    InstanceUpdate, NewAudit, NewEvent, ProviderRecord, Quota, Role, Sealed, Store, StoreError,
+    TenantRecord, TokenRecord, UserRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
 use swell_core::{
     Cause, EventKind, Grants, GroupSpec, InstanceId, InstanceStatus, LearnedState, Lifecycle,
-    LoadSummary, Metric, TenantId, Timestamp,
+    LoadSummary, Metric, ProviderKind, TenantId, Timestamp,
 };
 
 /// A boxed check, as listed in [`CHECKS`].
@@ -116,6 +116,7 @@ checks!(
     load_history,
     learned_states,
     apply_groups_all_or_none,
+    provider_definitions,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.
@@ -1830,4 +1831,118 @@ pub async fn apply_groups_all_or_none(store: &dyn Store) {
         ]
     );
     assert_eq!(state(&b).await, [("other".to_string(), 3, false, 1)]);
+}
+
+/// Provider definitions: names are unique across operator-wide and tenant-private ones;
+/// config and sealed credentials come back as stored; an update changes only config,
+/// credentials and `updated_at`; a private definition needs its tenant and goes with it.
+pub async fn provider_definitions(store: &dyn Store) {
+    let a = tenant("conf-pd-a");
+    store.create_tenant(&tenant_record(&a, 1)).await.unwrap();
+    let ours = |all: Vec<ProviderRecord>| -> Vec<String> {
+        all.into_iter()
+            .map(|p| p.name)
+            .filter(|n| n.starts_with("conf-pd-"))
+            .collect()
+    };
+    let rack = ProviderRecord {
+        name: "conf-pd-rack1".into(),
+        kind: ProviderKind::Docker,
+        config: serde_json::json!({"engines": [{"name": "e1", "endpoint": "unix:///run/d.sock"}]}),
+        tenant: None,
+        credentials: None,
+        created_at: t(1),
+        updated_at: t(1),
+    };
+    let private = ProviderRecord {
+        name: "conf-pd-os-a".into(),
+        kind: ProviderKind::Openstack,
+        config: serde_json::json!({"auth_url": "http://keystone:5000/v3", "region": "RegionOne"}),
+        tenant: Some(a.clone()),
+        credentials: Some(Sealed(vec![1, 2, 3, 0, 255])),
+        created_at: t(2),
+        updated_at: t(2),
+    };
+    assert_eq!(store.create_provider(&rack).await.unwrap(), rack);
+    assert_eq!(store.create_provider(&private).await.unwrap(), private);
+    assert_eq!(
+        store.get_provider("conf-pd-rack1").await.unwrap(),
+        Some(rack.clone())
+    );
+    assert_eq!(
+        store.get_provider("conf-pd-os-a").await.unwrap(),
+        Some(private.clone())
+    );
+    assert_eq!(store.get_provider("conf-pd-none").await.unwrap(), None);
+    assert_eq!(
+        ours(store.list_providers().await.unwrap()),
+        ["conf-pd-os-a", "conf-pd-rack1"],
+        "by name"
+    );
+
+    // One name for one definition, whoever holds it.
+    let mut again = private.clone();
+    again.name = "conf-pd-rack1".into();
+    match store.create_provider(&again).await {
+        Err(StoreError::Conflict {
+            kind: "provider", ..
+        }) => {}
+        other => panic!("a taken name: expected Conflict(provider), got {other:?}"),
+    }
+    assert_eq!(
+        store.get_provider("conf-pd-rack1").await.unwrap(),
+        Some(rack.clone())
+    );
+    let mut orphan = private.clone();
+    orphan.name = "conf-pd-orphan".into();
+    orphan.tenant = Some(tenant("conf-pd-nobody"));
+    assert_not_found(
+        store.create_provider(&orphan).await,
+        "tenant",
+        "a tenant that does not exist",
+    );
+    assert_eq!(store.get_provider("conf-pd-orphan").await.unwrap(), None);
+
+    // An update replaces config and credentials, never the kind, tenant or creation time.
+    let mut changed = private.clone();
+    changed.config = serde_json::json!({"auth_url": "http://keystone:5000/v3", "region": "Two"});
+    changed.credentials = Some(Sealed(vec![9; 40]));
+    changed.kind = ProviderKind::Process;
+    changed.tenant = None;
+    changed.created_at = t(99);
+    changed.updated_at = t(3);
+    let stored = store.update_provider(&changed).await.unwrap();
+    assert_eq!(stored.config, changed.config);
+    assert_eq!(stored.credentials, changed.credentials);
+    assert_eq!(stored.updated_at, t(3));
+    assert_eq!(
+        (stored.kind, stored.tenant.clone(), stored.created_at),
+        (ProviderKind::Openstack, Some(a.clone()), t(2))
+    );
+    let mut cleared = stored.clone();
+    cleared.credentials = None;
+    assert_eq!(
+        store.update_provider(&cleared).await.unwrap().credentials,
+        None
+    );
+    let mut missing = rack.clone();
+    missing.name = "conf-pd-none".into();
+    assert_not_found(
+        store.update_provider(&missing).await,
+        "provider",
+        "update of an absent one",
+    );
+
+    assert_not_found(
+        store.delete_provider("conf-pd-none").await,
+        "provider",
+        "delete of an absent one",
+    );
+    store.delete_provider("conf-pd-rack1").await.unwrap();
+    assert_eq!(store.get_provider("conf-pd-rack1").await.unwrap(), None);
+
+    // A tenant's private definitions go with it.
+    store.delete_tenant(&a).await.unwrap();
+    assert_eq!(store.get_provider("conf-pd-os-a").await.unwrap(), None);
+    assert!(ours(store.list_providers().await.unwrap()).is_empty());
 }

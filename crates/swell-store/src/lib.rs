@@ -2,7 +2,7 @@
 //!
 //! One [`Store`] trait, the sum of one trait per aggregate (its module holds the trait
 //! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`],
-//! [`access`], [`audit`], [`credentials`]); each statement written once and run on either
+//! [`access`], [`audit`], [`credentials`], [`providers`]); each statement written once and run on either
 //! engine (SQLite, the default; PostgreSQL) through a small dialect layer (`sql.rs`);
 //! one conformance suite run against each. Every row carries its tenant; every query
 //! that reads tenant data takes the tenant and filters by it. State changes that deserve
@@ -22,6 +22,7 @@ pub mod instances;
 #[cfg(feature = "conformance")]
 pub mod pg_test_server;
 pub mod postgres;
+pub mod providers;
 mod sql;
 pub mod sqlite;
 pub mod tenants;
@@ -34,6 +35,7 @@ pub use events::EventStore;
 pub use groups::GroupStore;
 pub use history::HistoryStore;
 pub use instances::InstanceStore;
+pub use providers::{ProviderRecord, ProviderStore};
 pub use tenants::TenantStore;
 
 pub use identity::{
@@ -254,6 +256,7 @@ pub trait Store:
     + AccessStore
     + AuditStore
     + CredentialStore
+    + ProviderStore
 {
 }
 
@@ -266,5 +269,6 @@ impl<T> Store for T where
         + AccessStore
         + AuditStore
         + CredentialStore
+        + ProviderStore
 {
 }

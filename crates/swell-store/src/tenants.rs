@@ -24,8 +24,8 @@ pub trait TenantStore: Send + Sync + 'static {
     /// `NotFound` if absent.
     async fn update_tenant(&self, tenant: &TenantRecord) -> Result<TenantRecord>;
 
-    /// Removes the tenant with its role bindings, instance owners, tokens, API keys and
-    /// credentials (its events and audit records stay); `NotFound` if absent, `Conflict`
+    /// Removes the tenant with its role bindings, instance owners, tokens, API keys,
+    /// credentials and private provider definitions (its events and audit records stay); `NotFound` if absent, `Conflict`
     /// (kind `tenant`) while it still has groups.
     async fn delete_tenant(&self, id: &TenantId) -> Result<()>;
 

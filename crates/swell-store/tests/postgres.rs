@@ -64,6 +64,7 @@ conformance_tests!(
     load_history,
     learned_states,
     apply_groups_all_or_none,
+    provider_definitions,
 );
 
 #[test]

@@ -32,6 +32,9 @@ pub enum AuthCommand {
     /// Manage tenants (admin).
     #[command(subcommand)]
     Tenant(TenantCmd),
+    /// Manage provider definitions: what tenants run instances on (admin).
+    #[command(subcommand)]
+    Provider(Box<crate::cmd_provider::ProviderCmd>),
     /// Manage users and their roles.
     #[command(subcommand)]
     User(UserCmd),
@@ -130,7 +133,7 @@ impl QuotaArgs {
 /// replaces the stored one whole; an empty value (`--providers ''`) grants nothing.
 #[derive(clap::Args, Default)]
 pub struct GrantArgs {
-    /// Providers its groups may name, e.g. `process,docker`.
+    /// Provider definitions its groups may name, e.g. `process,docker-rack1`.
     #[arg(long, value_delimiter = ',', num_args = 1)]
     providers: Option<Vec<String>>,
     /// Addresses its load balancers may listen on: `IP:PORT` or `IP:FIRST-LAST`, e.g.
@@ -619,6 +622,7 @@ pub async fn run(cmd: AuthCommand, place: &Place, output: Output) -> Result<()> 
             )
         }
         AuthCommand::Tenant(cmd) => tenant(&c, cmd, output).await,
+        AuthCommand::Provider(cmd) => crate::cmd_provider::run(&c, *cmd, output).await,
         AuthCommand::User(cmd) => user(&c, cmd, output).await,
         AuthCommand::Token(TokenCmd::Revoke) => {
             let _: Value = c

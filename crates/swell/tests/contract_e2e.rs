@@ -1145,6 +1145,57 @@ async fn directed(p: &mut Probe<'_>) {
             Some(json!({"tenant": "default", "groups": [group_doc("gone", 0, 1, never_scale())]})),
         ),
         ("delete", "/v1/users/{user}", "/v1/users/other".into(), None),
+        // Provider definitions: defined, taken, an unknown tenant, read, changed, a
+        // built-in that cannot change or go, deleted.
+        (
+            "post",
+            "/v1/providers",
+            "/v1/providers".into(),
+            Some(json!({"name": "web", "kind": "process"})),
+        ),
+        (
+            "post",
+            "/v1/providers",
+            "/v1/providers".into(),
+            Some(json!({"name": "web", "kind": "process"})),
+        ),
+        (
+            "post",
+            "/v1/providers",
+            "/v1/providers".into(),
+            Some(json!({"name": "p2", "kind": "process", "tenant": "nope"})),
+        ),
+        ("get", "/v1/providers", "/v1/providers".into(), None),
+        (
+            "get",
+            "/v1/providers/{name}",
+            "/v1/providers/web".into(),
+            None,
+        ),
+        (
+            "put",
+            "/v1/providers/{name}",
+            "/v1/providers/web".into(),
+            Some(json!({"config": {}})),
+        ),
+        (
+            "put",
+            "/v1/providers/{name}",
+            "/v1/providers/process".into(),
+            Some(json!({})),
+        ),
+        (
+            "delete",
+            "/v1/providers/{name}",
+            "/v1/providers/process".into(),
+            None,
+        ),
+        (
+            "delete",
+            "/v1/providers/{name}",
+            "/v1/providers/web".into(),
+            None,
+        ),
     ];
     for (method, template, path, body) in calls {
         p.send(method, template, &path, admin, body.map(|b| b.to_string()))

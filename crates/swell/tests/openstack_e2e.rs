@@ -1104,3 +1104,168 @@ async fn kill_9_during_scale_out_then_restart_no_orphan_no_duplicate() {
     );
     delete_group(&s, &cloud, &group).await;
 }
+
+/// Issue 15, item 3 through the API: an admin gives tenant `bee` a provider of its own,
+/// private to it and acting with the application credential of the fixture's second
+/// project (`tenant-b`, made by `scripts/openstack/up.sh`). bee's group creates its
+/// server in tenant-b's project on tenant-b's network; the `default` tenant, whose
+/// built-in `openstack` provider acts in the admin project, cannot name bee's provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the OpenStack fixture: scripts/openstack/up.sh (scripts/test runs these)"]
+async fn a_tenants_private_provider_acts_in_its_own_project() {
+    let _serial = SERIAL.lock().await;
+    let cloud = Cloud::login().await;
+    let mut guard = CloudGuard::new(&cloud);
+    let tag = unique();
+    let s = start_swell("admin", &[]).await;
+    let owner = format!("{}#openstack-bee", s.owner);
+    guard.owners.push(owner.clone());
+    let projects = cloud
+        .get(&format!("{KEYSTONE}/projects?name=tenant-b"))
+        .await;
+    let project_b = projects["projects"][0]["id"]
+        .as_str()
+        .expect("project tenant-b (made by scripts/openstack/up.sh)")
+        .to_string();
+    let group = format!("bee-{tag}");
+    guard.security_groups.push(format!("swell.bee.{group}"));
+
+    let tenant = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            Some(&json!({"name": "bee", "images": ["tiny"]}).to_string()),
+        )
+        .await;
+    assert_eq!(tenant.status, 201, "{:?}", tenant.body);
+    let defined = s
+        .request(
+            reqwest::Method::POST,
+            "/v1/providers",
+            Some(
+                &json!({
+                    "name": "openstack-bee", "kind": "openstack", "tenant": "bee",
+                    "config": {"auth_url": KEYSTONE, "application_credential_name": "swell-b",
+                               "user_name": "tenant-b", "region": "RegionOne",
+                               "interface": "public"},
+                    "credentials": "tenant-b-app-secret",
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(defined.status, 201, "{:?}", defined.body);
+    assert_eq!(defined.body["credentials"], "set", "{:?}", defined.body);
+
+    // The admin's own tenant cannot use bee's private provider: refused like a name
+    // that does not exist, nothing stored.
+    let mut doc = lab_group(&group, "m1.tiny", 1, 2, json!({"networks": ["net-b"]}));
+    doc["provider"] = json!("openstack-bee");
+    let refused = s
+        .request(reqwest::Method::POST, "/v1/groups", Some(&doc.to_string()))
+        .await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.body["field"], "provider", "{:?}", refused.body);
+    let none = s
+        .request(reqwest::Method::GET, &format!("/v1/groups/{group}"), None)
+        .await;
+    assert_eq!(none.status, 404, "nothing stored: {:?}", none.body);
+
+    // bee's member creates the same group in bee.
+    let pw = "bee-member-password-42";
+    s.cli_json(&[
+        "user",
+        "create",
+        "bee-member",
+        "--password-file",
+        &s.write("pw", pw),
+    ])
+    .await;
+    s.cli_json(&[
+        "user",
+        "grant",
+        "bee-member",
+        "--tenant",
+        "bee",
+        "--role",
+        "member",
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{}/v1/auth/tokens", s.url))
+        .json(&json!({"user": "bee-member", "password": pw, "tenant": "bee"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("a login answer");
+    let token = login["token"].as_str().expect("a token").to_string();
+    let bee = |method: reqwest::Method, path: String| {
+        http.request(method, format!("{}{path}", s.url))
+            .bearer_auth(&token)
+    };
+    let created = bee(reqwest::Method::POST, "/v1/groups".into())
+        .json(&doc)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+
+    // One ACTIVE server, in tenant-b's project, stamped with the definition's own tag;
+    // Swell shows it running in bee's group.
+    let server = eventually(
+        "bee's server ACTIVE in tenant-b's project, running in Swell",
+        CONVERGE,
+        || async {
+            let servers = cloud.servers(&owner).await;
+            let listed: Value = bee(
+                reqwest::Method::GET,
+                format!("/v1/groups/{group}/instances"),
+            )
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+            let running = listed["instances"]
+                .as_array()
+                .map(|a| a.iter().filter(|i| i["status"] == "running").count())
+                .unwrap_or(0);
+            match servers.as_slice() {
+                [one] if one.status == "ACTIVE" && running == 1 => Ok(one.clone()),
+                _ => Err(format!("Nova {servers:?}, Swell {listed}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(server.project, project_b, "the server is tenant-b's");
+    assert!(
+        cloud.servers(&s.owner).await.is_empty(),
+        "nothing under the built-in provider's tag"
+    );
+    let ports = cloud
+        .get(&format!("{NEUTRON}/ports?device_id={}", server.id))
+        .await;
+    let network = ports["ports"][0]["network_id"].as_str().expect("a port");
+    let nets = cloud.get(&format!("{NEUTRON}/networks/{network}")).await;
+    assert_eq!(nets["network"]["name"], "net-b", "on tenant-b's network");
+
+    // Deleting bee's group removes the server.
+    let deleted = bee(reqwest::Method::DELETE, format!("/v1/groups/{group}"))
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success(), "{:?}", deleted.text().await);
+    eventually("bee's server gone", CONVERGE, || async {
+        let servers = cloud.servers(&owner).await;
+        if servers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{servers:?}"))
+        }
+    })
+    .await;
+}

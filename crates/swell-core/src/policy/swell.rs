@@ -15,7 +15,9 @@
 //! 3. until `min_scored` forecasts have been scored, sizes for the forecast peak at
 //!    `target` instead (plain predictive target tracking);
 //! 4. scales out at once to that count, and scales in only to the largest count it asked
-//!    for over `scale_in_window` — a dip shorter than that changes nothing.
+//!    for over `scale_in_window` — a dip shorter than that changes nothing; past the
+//!    provisioning delay, a count is held only as far as the load averaged over the last
+//!    minute needed it (a one-reading spike is served, not kept for five minutes).
 //!
 //! It never scales in on a forecast alone: the count is never below what the present
 //! load needs at `saturation` with the learned margin.
@@ -221,7 +223,9 @@ pub struct SwellRunner {
     spec: SwellPolicy,
     history: LoadHistory,
     score: ForecastScore,
-    asked: VecDeque<(Timestamp, u32)>,
+    /// The counts asked for over `scale_in_window`: `(when, what the sustained load
+    /// needed, what was asked)`.
+    asked: VecDeque<(Timestamp, u32, u32)>,
     /// The previous evaluation and the interval before it (for the default horizon).
     last_evaluation: Option<(Timestamp, Option<Duration>)>,
 }
@@ -256,6 +260,12 @@ const SCORE_MEMORY: f64 = 50_000.0;
 
 /// The present load is read over this window, ending at the newest sample.
 const LEVEL_WINDOW: Duration = Duration::from_secs(15);
+
+/// Past `provisioning_delay`, the count held over `scale_in_window` is what the load
+/// averaged over this window needed (the causal frontier's level of four 15 s ticks;
+/// compared with 30, 90 and 120 s on the development seeds, docs/policies.md "Round 2,
+/// item 4").
+const HOLD_LEVEL_WINDOW: Duration = Duration::from_secs(60);
 
 /// A newest sample older than this means the group has no metrics (all instances warming
 /// up, the collector down): no opinion rather than acting on old news.
@@ -341,54 +351,48 @@ impl Policy for SwellRunner {
         self.score
             .record(now.add(spec.provisioning_delay), now.add(horizon), forecast);
 
-        let learned = (self.score.scored() >= spec.min_scored)
-            .then(|| self.score.upper(forecast, spec.confidence))
-            .flatten();
-        let (raw, how) = match learned {
-            Some(upper) => {
-                let upper = upper.max(level / spec.saturation);
-                (
-                    target_count(1, upper, 1.0),
-                    format!(
-                        "peak {forecast:.0}, p{} {:.0}, below {}",
-                        spec.confidence * 100.0,
-                        upper * spec.saturation,
-                        spec.saturation
-                    ),
-                )
-            }
-            None => (
-                target_count(1, forecast, spec.target),
-                format!(
-                    "peak {forecast:.0} at {} (no track record yet)",
-                    spec.target
-                ),
-            ),
-        };
-
-        // Never more headroom than target tracking would ask for now: the learned margin
-        // may only make the group smaller than that. (The scale-in hold below applies to
-        // both, so the cap is held over `scale_in_window` like a target tracker's
-        // stabilisation.)
+        let learned = self.score.scored() >= spec.min_scored;
+        let (raw, how) = sized(&self.score, spec, forecast, level, learned);
+        // Never more headroom than target tracking would ask for now (see `sized`); where
+        // that caps the count, swell is a target tracker on a load too bursty for its
+        // learned margin, and takes a target tracker's tolerance: a scale-out of a few
+        // percent is the noise of one reading, not a need (held over `scale_in_window` it
+        // would cost five minutes of an instance each time).
         let cap = target_count(1, level, spec.target);
-        let raw = match learned {
-            // Under the cap swell is a target tracker on a load too bursty for its learned
-            // margin, and takes a target tracker's tolerance: a scale-out of a few percent
-            // is the noise of one reading, not a need (held over `scale_in_window` it
-            // would cost five minutes of an instance each time).
-            Some(_) if raw >= cap && f64::from(cap) <= f64::from(base) * (1.0 + spec.tolerance) => {
-                cap.min(base)
-            }
-            Some(_) => raw.min(cap),
-            None => raw,
+        let raw = if learned
+            && raw >= cap
+            && f64::from(cap) <= f64::from(base) * (1.0 + spec.tolerance)
+        {
+            cap.min(base)
+        } else {
+            raw
         };
-
-        self.asked.push_back((now, raw));
+        // What is held: a count asked for is kept in full for `provisioning_delay` (a
+        // rebound within it can only be served by the instances already there), then,
+        // for the rest of `scale_in_window`, only what the load sustained over the last
+        // HOLD_LEVEL_WINDOW needed: a one-reading spike is served at once but not paid
+        // for five minutes. On a falling load the count asked for is held in full.
+        let sustained = newest
+            .and_then(|at| self.history.level(at, HOLD_LEVEL_WINDOW))
+            .unwrap_or(level);
+        let for_sustained = if sustained < level && level > 0.0 {
+            let (n, _) = sized(
+                &self.score,
+                spec,
+                forecast * sustained / level,
+                sustained,
+                learned,
+            );
+            n.min(raw)
+        } else {
+            raw
+        };
+        self.asked.push_back((now, for_sustained, raw));
         let from = now.sub(spec.scale_in_window);
-        while self.asked.front().is_some_and(|&(t, _)| t <= from) {
+        while self.asked.front().is_some_and(|&(t, _, _)| t <= from) {
             self.asked.pop_front();
         }
-        let held = self.asked.iter().map(|&(_, r)| r).max().unwrap_or(raw);
+        let held = held_count(&self.asked, now.sub(spec.provisioning_delay));
         let desired = if raw > base {
             Some(raw)
         } else if held < base {
@@ -408,6 +412,55 @@ impl Policy for SwellRunner {
                 ),
             ),
         }
+    }
+}
+
+/// The count held: the largest asked for after `full_since`, and the largest the
+/// sustained load needed before.
+fn held_count(asked: &VecDeque<(Timestamp, u32, u32)>, full_since: Timestamp) -> u32 {
+    asked
+        .iter()
+        .map(|&(t, sustained, raw)| if t > full_since { raw } else { sustained })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The count for `forecast` (load units) at the present `level`: with a track record
+/// (`learned`), the learned `confidence` bound of the coming load kept below
+/// `saturation`, never below what `level` needs there and never above what target
+/// tracking asks for `level` (the learned margin may only make the group smaller than
+/// that); without one, the forecast at `target`. Also the reason, for the cause.
+fn sized(
+    score: &ForecastScore,
+    spec: &SwellPolicy,
+    forecast: f64,
+    level: f64,
+    learned: bool,
+) -> (u32, String) {
+    let upper = learned
+        .then(|| score.upper(forecast, spec.confidence))
+        .flatten();
+    match upper {
+        Some(upper) => {
+            let upper = upper.max(level / spec.saturation);
+            let cap = target_count(1, level, spec.target);
+            (
+                target_count(1, upper, 1.0).min(cap),
+                format!(
+                    "peak {forecast:.0}, p{} {:.0}, below {}",
+                    spec.confidence * 100.0,
+                    upper * spec.saturation,
+                    spec.saturation
+                ),
+            )
+        }
+        None => (
+            target_count(1, forecast, spec.target),
+            format!(
+                "peak {forecast:.0} at {} (no track record yet)",
+                spec.target
+            ),
+        ),
     }
 }
 
@@ -496,6 +549,60 @@ mod tests {
         assert_eq!(r.desired, Some(12), "{}", r.cause.reason);
         let r = run(0.0, 770.0);
         assert_eq!(r.desired, Some(11), "{}", r.cause.reason);
+    }
+
+    /// A one-reading spike is served at once, kept in full for the provisioning delay,
+    /// and then only what the minute around it sustained is held: after an hour of a flat
+    /// 500 (sized at 6), a reading of 1000 asks for the target cap ceil(1000 / 70) = 15;
+    /// back at 500, the 15 is kept until 120 s later, then the group scales in to the cap
+    /// on the minute's mean (625): ceil(625 / 70) = 9 — where holding the reading kept 15
+    /// for five minutes — and is back at 6 once the spike has left `scale_in_window`.
+    #[test]
+    fn a_spike_is_served_but_only_the_sustained_load_is_held() {
+        let mut p = SwellPolicy::default().runner();
+        let mut w = MetricWindow::new(Duration::from_secs(60));
+        for t in (0..=3600).step_by(15) {
+            push(&mut w, t, 500.0, 6);
+            p.evaluate(&st(6), &w, Timestamp::from_secs(t));
+        }
+        push(&mut w, 3615, 1000.0, 6);
+        let r = p.evaluate(&st(6), &w, Timestamp::from_secs(3615));
+        assert_eq!(r.desired, Some(15), "{}", r.cause.reason);
+        let mut n = 15;
+        let mut changes = vec![];
+        for t in (3630..=4260).step_by(15) {
+            push(&mut w, t, 500.0, n);
+            let r = p.evaluate(&st(n), &w, Timestamp::from_secs(t));
+            if let Some(d) = r.desired {
+                assert!(d < n, "{t}: {}", r.cause.reason);
+                changes.push((t, d));
+                n = d;
+            }
+        }
+        assert_eq!(changes.first(), Some(&(3735, 9)), "{changes:?}");
+        assert_eq!(n, 6, "{changes:?}");
+    }
+
+    /// The hold keeps what was asked for after `full_since` and what the sustained load
+    /// needed before.
+    #[test]
+    fn the_hold_keeps_asks_in_full_only_within_the_delay() {
+        let at = Timestamp::from_secs;
+        let asked: VecDeque<(Timestamp, u32, u32)> =
+            [(at(0), 9, 15), (at(60), 7, 8), (at(120), 6, 6)].into();
+        let cases = [
+            (at(-1), 15),
+            (at(0), 9),
+            (at(30), 9),
+            (at(60), 9),
+            (at(120), 9),
+        ];
+        for (full_since, want) in cases {
+            assert_eq!(held_count(&asked, full_since), want, "{full_since:?}");
+        }
+        let small: VecDeque<(Timestamp, u32, u32)> = [(at(0), 3, 15), (at(60), 7, 8)].into();
+        assert_eq!(held_count(&small, at(0)), 8);
+        assert_eq!(held_count(&small, at(60)), 7);
     }
 
     #[test]

@@ -132,6 +132,11 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     ),
     (Method::GET, "/v1/metrics", Role(Role::Viewer)),
     (Method::GET, "/v1/instances", OwnInstances),
+    (Method::GET, "/v1/providers", Role(Role::Viewer)),
+    (Method::POST, "/v1/providers", Admin),
+    (Method::GET, "/v1/providers/{name}", Role(Role::Viewer)),
+    (Method::PUT, "/v1/providers/{name}", Admin),
+    (Method::DELETE, "/v1/providers/{name}", Admin),
     (Method::GET, "/v1/tenants", Admin),
     (Method::POST, "/v1/tenants", Admin),
     (
