@@ -156,6 +156,7 @@ function handleAuthError(e) {
 
 function route(loginMessage) {
   stopRefresh();
+  stopLive();
   generation++;
   if (!sessionStorage.getItem(TOKEN_KEY)) {
     showLogin(loginMessage || '');
@@ -320,14 +321,17 @@ function showGroup(name) {
   $('group-name').textContent = name;
   $('desired-form').dataset.group = name;
   desiredEdited = false;
+  const me = startLive(name);
   refreshLoop(async (current) => {
     const base = `/v1/groups/${path(name)}`;
+    // The events come live from the event stream; polled only when it is not to be had.
+    const polled = me.polled;
     let group, instances, events, history, metrics;
     try {
       [group, instances, events, history, metrics] = await Promise.all([
         api('GET', base),
         api('GET', `${base}/instances`),
-        api('GET', `${base}/events?limit=${EVENT_LIMIT}`),
+        polled ? api('GET', `${base}/events?limit=${EVENT_LIMIT}`) : null,
         api('GET', `${base}/metrics/history`),
         api('GET', `${base}/metrics`),
       ]);
@@ -341,12 +345,125 @@ function showGroup(name) {
     $('group-error').textContent = '';
     renderGroup(group);
     renderInstances(instances.instances);
-    renderEvents(events.events);
+    me.group = group;
+    if (polled) me.events = events.events;
+    if (me.events) showEvents(me);
     renderMetricChart(metrics);
     renderLoadChart(history.summaries);
-    renderDesiredChart(group, events.events);
     $('group-refreshed').textContent = new Date().toLocaleTimeString();
   });
+}
+
+// ---- live events ----
+
+/**
+ * The group page's event follower: its events (null until listed), the group as last
+ * refreshed (for the desired capacity chart), and whether the page polls the events
+ * instead (no stream to be had: the group is gone, or too many streams are open).
+ */
+let live = null;
+
+function stopLive() {
+  if (live) live.controller.abort();
+  live = null;
+}
+
+/** Follows `name`'s events live while its page is shown; returns the follower. */
+function startLive(name) {
+  stopLive();
+  const me = { controller: new AbortController(), events: null, group: null, polled: false };
+  live = me;
+  followEvents(name, me).catch((e) => {
+    if (live !== me || handleAuthError(e)) return;
+    // A refusal (a group gone, say) is the refresh's to show, from its own answers.
+    if (!(e instanceof ApiError)) console.error(e);
+    me.polled = true;
+  });
+  return me;
+}
+
+function showEvents(me) {
+  renderEvents(me.events);
+  if (me.group) renderDesiredChart(me.group, me.events);
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Lists the newest events, then reads the event stream
+ * (`GET /v1/groups/{name}/events/stream`) and shows each event as it comes. Not
+ * `EventSource`: it cannot send the `Authorization` header, and a token in the URL
+ * would end up in logs. Reconnects with `Last-Event-ID` when the stream ends, so no
+ * event is lost or shown twice.
+ */
+async function followEvents(name, me) {
+  const base = `/v1/groups/${path(name)}`;
+  const list = await api('GET', `${base}/events?limit=${EVENT_LIMIT}`);
+  if (live !== me) return;
+  me.events = list.events;
+  showEvents(me);
+  let last = me.events.length ? me.events[me.events.length - 1].id : 0;
+  while (live === me) {
+    const headers = { Accept: 'text/event-stream', 'Last-Event-ID': String(last) };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(`${base}/events/stream`, {
+        headers, cache: 'no-store', credentials: 'omit', signal: me.controller.signal,
+      });
+    } catch (_) {
+      // Out of reach (or the page left): try again shortly.
+      if (live === me) await pause(REFRESH_MS);
+      continue;
+    }
+    if (response.status === 401) throw new ApiError(401, await response.json().catch(() => null));
+    if (!response.ok) {
+      // 404 (the group is gone: the refresh says so) or 429 (too many streams).
+      me.polled = true;
+      return;
+    }
+    let got = 0;
+    try {
+      for await (const data of sseData(response.body)) {
+        if (live !== me) return;
+        const e = JSON.parse(data);
+        last = e.id;
+        got++;
+        me.events.push(e);
+        if (me.events.length > EVENT_LIMIT) me.events.splice(0, me.events.length - EVENT_LIMIT);
+        showEvents(me);
+      }
+    } catch (_) {
+      // The connection broke (or the page left): reconnect from `last`.
+    }
+    // The stream ended at its timeout: go on at once; after nothing, not in a tight loop.
+    if (live === me && got === 0) await pause(REFRESH_MS);
+  }
+}
+
+/** The `data` of each message of a Server-Sent Events body (comments skipped). */
+async function* sseData(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      if (!buf.endsWith('\r')) buf = buf.replace(/\r\n/g, '\n');
+      let end;
+      while ((end = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).replace(/^ /, ''));
+        if (data.length) yield data.join('\n');
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
 }
 
 function renderGroup(g) {

@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         pause_instance,
         resume_instance,
         list_events,
+        crate::event_stream::stream_events,
         push_metrics,
         load_history,
         crate::http_history::group_metrics,
@@ -178,6 +179,10 @@ pub fn router(service: Arc<Service>) -> Router {
             post(resume_instance),
         )
         .route("/v1/groups/{name}/events", get(list_events))
+        .route(
+            "/v1/groups/{name}/events/stream",
+            get(crate::event_stream::stream_events),
+        )
         .route(
             "/v1/groups/{name}/metrics",
             get(crate::http_history::group_metrics).post(push_metrics),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod controller;
 pub mod dashboard;
 pub mod data_dir_lock;
+pub mod event_stream;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
@@ -91,6 +92,9 @@ pub struct ServerConfig {
     /// Serve the API over TLS with this certificate and key (`--tls-cert`, `--tls-key`);
     /// `None`: plain HTTP.
     pub tls: Option<tls::TlsFiles>,
+    /// The most open event streams (`GET /v1/groups/{name}/events/stream`) per tenant;
+    /// one more is answered 429.
+    pub max_event_streams: usize,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             metric_urls: metric_urls::MetricUrlPolicy::default(),
             instance_user: None,
             tls: None,
+            max_event_streams: event_stream::DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 }
@@ -369,8 +374,11 @@ impl Server {
             source,
         })?;
         controller.start().await?;
+        let stop = CancellationToken::new();
         let service = Arc::new(
             Service::new(store, controller.clone(), clock)
+                .with_shutdown(stop.clone())
+                .with_max_event_streams(config.max_event_streams)
                 .with_secret_key(key)
                 .with_min_interval(config.min_interval)
                 .with_metric_url_policy(config.metric_urls.clone())
@@ -384,7 +392,6 @@ impl Server {
             .bootstrap(config.admin_password.as_ref().map(|p| p.expose()))
             .await?
             .map(secrets::SecretString::new);
-        let stop = CancellationToken::new();
         let router = http::router(service.clone());
         let stopped = stop.clone();
         let http = match tls_config {

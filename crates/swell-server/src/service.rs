@@ -112,6 +112,11 @@ pub struct Service {
     metric_urls: crate::metric_urls::MetricUrlPolicy,
     /// The groups' short metric history, shared with the controller that feeds it.
     metric_history: Arc<crate::metric_history::MetricHistory>,
+    /// Open event streams per tenant, and their cap (see [`crate::event_stream`]).
+    pub(crate) event_streams: crate::event_stream::StreamCounts,
+    /// Cancelled when the server stops: open event streams end then, so that the
+    /// graceful shutdown does not wait for their timeout.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Service {
@@ -127,7 +132,24 @@ impl Service {
             listen_lock: tokio::sync::Mutex::new(()),
             metric_urls: crate::metric_urls::MetricUrlPolicy::default(),
             metric_history: Arc::default(),
+            event_streams: crate::event_stream::StreamCounts::new(
+                crate::event_stream::DEFAULT_MAX_EVENT_STREAMS,
+            ),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// The same service, allowing `max` open event streams per tenant (default
+    /// [`crate::event_stream::DEFAULT_MAX_EVENT_STREAMS`]); one more is refused (429).
+    pub fn with_max_event_streams(mut self, max: usize) -> Self {
+        self.event_streams = crate::event_stream::StreamCounts::new(max);
+        self
+    }
+
+    /// The same service, ending its open event streams when `stop` is cancelled.
+    pub fn with_shutdown(mut self, stop: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = stop;
+        self
     }
 
     /// The same service, answering metric history from `history` (the one the

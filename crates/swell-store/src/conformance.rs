@@ -105,6 +105,7 @@ checks!(
     list_instances_include_final,
     live_instances,
     events_filters,
+    events_are_announced_on_commit,
     events_default_limit,
     failed_transactions_record_nothing,
     concurrent_writes,
@@ -877,6 +878,65 @@ pub async fn live_instances(store: &dyn Store) {
         expect.push((tn.to_string(), format!("{tn}-4"), InstanceStatus::Draining));
     }
     assert_eq!(live, expect);
+}
+
+/// Every committed transaction that recorded events announces its group once committed
+/// ([`crate::events::subscribe`]), whichever write recorded them; a transaction that
+/// fails announces nothing.
+pub async fn events_are_announced_on_commit(store: &dyn Store) {
+    // The channel is the process's, and other tests (another store's copy of this one
+    // too) announce on it: a tenant name of this run alone, and only its messages count.
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let a = tenant(&format!("announce-{run}"));
+    let mut rx = crate::events::subscribe();
+    let mut next = async || loop {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+            .await
+            .expect("an announcement within 30 s");
+        match got {
+            Ok(m) if m.tenant == a => return m.group,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(e) => panic!("the channel: {e}"),
+        }
+    };
+    store.ensure_tenant(&a, t(1)).await.expect("ensure_tenant");
+    new_group(store, &a, "web", 1, 5).await;
+    assert_eq!(next().await, "web", "create_group's event");
+    // A failed create (the name is taken) records and announces nothing: the next
+    // announcement is the append that follows it.
+    let again = store
+        .create_group(
+            &a,
+            &spec("web", 1, 5),
+            t(2_000),
+            event(&a, "web", EventKind::GroupCreated, 2_000),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    store
+        .append_event(event(&a, "api", EventKind::ScaleOut, 3_000))
+        .await
+        .expect("append_event");
+    assert_eq!(
+        next().await,
+        "api",
+        "append_event's, and none of the failed create"
+    );
+    store
+        .set_desired_capacity(
+            &a,
+            "web",
+            2,
+            Some(t(4_000)),
+            event(&a, "web", EventKind::DesiredCapacitySet, 4_000),
+        )
+        .await
+        .expect("set_desired_capacity");
+    assert_eq!(next().await, "web", "set_desired_capacity's event");
 }
 
 /// `list_events`: per group, oldest first, `since` ≤ at < `until`, id > `after_id`,

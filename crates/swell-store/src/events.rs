@@ -5,6 +5,42 @@ use crate::{EventFilter, EventRecord, NewEvent, Result, StoreError};
 use async_trait::async_trait;
 use swell_core::{Cause, EventKind, InstanceId, TenantId};
 
+/// A group on which events were recorded (committed): what [`subscribe`] receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAppended {
+    /// The group's tenant.
+    pub tenant: TenantId,
+    /// The group's name.
+    pub group: String,
+}
+
+/// How many announcements a slow subscriber may fall behind before it is told it lagged
+/// (it then re-reads its group's rows, so nothing is lost).
+pub const ANNOUNCE_CAPACITY: usize = 1024;
+
+/// The process-wide announcement channel: every committed transaction that recorded
+/// events sends one message per group, whichever store, engine or caller (service or
+/// controller) wrote them. Process-wide rather than per store because every write path
+/// ends in [`crate::sql::Tx::commit`]; a subscriber filters on its own tenant and group.
+fn channel() -> &'static tokio::sync::broadcast::Sender<EventAppended> {
+    static CHANNEL: std::sync::OnceLock<tokio::sync::broadcast::Sender<EventAppended>> =
+        std::sync::OnceLock::new();
+    CHANNEL.get_or_init(|| tokio::sync::broadcast::channel(ANNOUNCE_CAPACITY).0)
+}
+
+/// Receives an [`EventAppended`] after every commit that recorded events on a group.
+/// It only says *where* to look: read the rows with [`EventStore::list_events`] after
+/// the last id seen (a message may be for another store in the same process, or be
+/// missed when lagging; reading the store again is always right).
+pub fn subscribe() -> tokio::sync::broadcast::Receiver<EventAppended> {
+    channel().subscribe()
+}
+
+/// Announces a committed event (no subscriber is not an error).
+pub(crate) fn announce(appended: EventAppended) {
+    let _ = channel().send(appended);
+}
+
 /// Events returned by [`EventStore::list_events`] when the filter sets no limit.
 pub const DEFAULT_EVENT_LIMIT: u32 = 1000;
 
@@ -65,6 +101,7 @@ pub(crate) async fn insert_event(
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("cannot encode the event's cause: {e}")))?;
     tx.lock_event_order(tenant, &event.group).await?;
+    tx.recorded_event(tenant, &event.group);
     let row = sql(
         "INSERT INTO events (tenant, group_name, at, kind, instance_id, cause, message) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",

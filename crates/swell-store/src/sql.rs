@@ -50,37 +50,65 @@ impl Db<'_> {
     /// [`Tx::commit`] rolls it back, so an early `?` records nothing.
     pub(crate) async fn begin(self) -> Result<Tx> {
         match self {
-            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
-            Db::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(TxConn::Sqlite),
+            Db::Postgres(pool) => pool.begin().await.map(TxConn::Postgres),
         }
+        .map(|conn| Tx {
+            conn,
+            events: Vec::new(),
+        })
         .map_err(StoreError::Database)
     }
 }
 
-/// A write transaction, on either engine.
+/// A write transaction, on either engine, with the groups it recorded events on (so that
+/// they are announced once committed, see [`crate::events::subscribe`]).
 #[derive(Debug)]
-pub(crate) enum Tx {
+pub(crate) struct Tx {
+    conn: TxConn,
+    events: Vec<crate::events::EventAppended>,
+}
+
+/// A write transaction's connection.
+#[derive(Debug)]
+enum TxConn {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
 
 impl Tx {
-    /// Commits.
+    /// Commits, then announces the events it recorded. Announcing after the commit means
+    /// a subscriber woken by it always finds the rows.
     pub(crate) async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+        match self.conn {
+            TxConn::Sqlite(tx) => tx.commit().await,
+            TxConn::Postgres(tx) => tx.commit().await,
         }
-        .map_err(StoreError::Database)
+        .map_err(StoreError::Database)?;
+        for appended in self.events {
+            crate::events::announce(appended);
+        }
+        Ok(())
+    }
+
+    /// Notes that this transaction recorded an event on `group`, to announce on commit.
+    pub(crate) fn recorded_event(&mut self, tenant: &TenantId, group: &str) {
+        let appended = crate::events::EventAppended {
+            tenant: tenant.clone(),
+            group: group.to_string(),
+        };
+        if !self.events.contains(&appended) {
+            self.events.push(appended);
+        }
     }
 
     /// Orders this transaction's events on the group after those of every earlier
     /// transaction (see `postgres`: identity values are handed out in call order, not
     /// commit order).
     pub(crate) async fn lock_event_order(&mut self, tenant: &TenantId, group: &str) -> Result<()> {
-        match self {
-            Tx::Sqlite(_) => Ok(()),
-            Tx::Postgres(tx) => crate::postgres::lock_event_order(tx, tenant, group).await,
+        match &mut self.conn {
+            TxConn::Sqlite(_) => Ok(()),
+            TxConn::Postgres(tx) => crate::postgres::lock_event_order(tx, tenant, group).await,
         }
     }
 }
@@ -258,7 +286,10 @@ macro_rules! run {
             On::Db(Db::Sqlite(pool)) => {
                 bind_sqlite(&text, args).$method(pool).await.map(Lift::lift)
             }
-            On::Tx(Tx::Sqlite(tx)) => bind_sqlite(&text, args)
+            On::Tx(Tx {
+                conn: TxConn::Sqlite(tx),
+                ..
+            }) => bind_sqlite(&text, args)
                 .$method(&mut **tx)
                 .await
                 .map(Lift::lift),
@@ -269,7 +300,10 @@ macro_rules! run {
                     .await
                     .map(Lift::lift)
             }
-            On::Tx(Tx::Postgres(tx)) => {
+            On::Tx(Tx {
+                conn: TxConn::Postgres(tx),
+                ..
+            }) => {
                 let text = with_lock(&text, lock);
                 bind_postgres(&text, args)
                     .$method(&mut **tx)

@@ -53,6 +53,7 @@ conformance_tests!(
     list_instances_include_final,
     live_instances,
     events_filters,
+    events_are_announced_on_commit,
     events_default_limit,
     failed_transactions_record_nothing,
     concurrent_writes,

@@ -63,32 +63,56 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
+        let resp = self.answer(req, &url).await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        if !status.is_success() {
+            return Err(failure(status, &bytes));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Sends `req`, saying what to do when the server cannot be reached.
+    async fn answer(&self, req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
+        match req.send().await {
+            Ok(r) => Ok(r),
             Err(e) if e.is_connect() => bail!(
                 "cannot reach Swell at {}: is `swell serve` running? (set --url or SWELL_URL to point elsewhere)",
                 self.base
             ),
-            Err(e) => return Err(e).with_context(|| format!("calling {url}")),
-        };
-        let status = resp.status();
-        let bytes = resp.bytes().await.context("reading the answer")?;
-        if !status.is_success() {
-            let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
-                " (log in with `swell login --user U --tenant T`, pick a context with --context, or set SWELL_TOKEN)"
-            } else {
-                ""
-            };
-            let message = match serde_json::from_slice::<api::Problem>(&bytes) {
-                Ok(p) => format!("{} ({}): {}{hint}", p.title, p.status, p.detail),
-                Err(_) => format!("{status}: {}{hint}", String::from_utf8_lossy(&bytes)),
-            };
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Err(NotFound(message).into());
-            }
-            bail!("{message}");
+            Err(e) => Err(e).with_context(|| format!("calling {url}")),
         }
-        Ok(bytes.to_vec())
+    }
+
+    /// Opens a Server-Sent Events stream (`GET path`, with `Last-Event-ID`), whose body
+    /// the caller reads as it comes; `None` for 404. The stream may last `lasts` (the
+    /// client's usual 60 s limit does not apply to it).
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: i64,
+        lasts: std::time::Duration,
+    ) -> Result<Option<reqwest::Response>> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .get(&url)
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", last_event_id.to_string())
+            .timeout(lasts);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = self.answer(req, &url).await?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let bytes = resp.bytes().await.context("reading the answer")?;
+            return Err(failure(status, &bytes));
+        }
+        Ok(Some(resp))
     }
 
     /// Sends a request and decodes the answer, turning problem documents into errors
@@ -117,6 +141,24 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The error of a failed answer, from its problem document: what went wrong and, for
+/// 401, how to log in.
+fn failure(status: reqwest::StatusCode, bytes: &[u8]) -> anyhow::Error {
+    let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+        " (log in with `swell login --user U --tenant T`, pick a context with --context, or set SWELL_TOKEN)"
+    } else {
+        ""
+    };
+    let message = match serde_json::from_slice::<api::Problem>(bytes) {
+        Ok(p) => format!("{} ({}): {}{hint}", p.title, p.status, p.detail),
+        Err(_) => format!("{status}: {}{hint}", String::from_utf8_lossy(bytes)),
+    };
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return NotFound(message).into();
+    }
+    anyhow::anyhow!("{message}")
 }
 
 /// A 404 answer, told apart so that waiting for a deletion can see it.

@@ -103,7 +103,8 @@ enum Command {
         #[arg(long)]
         limit: Option<u32>,
         /// Keep printing new events as they happen, until the group is gone (Ctrl-C
-        /// to stop).
+        /// to stop): read from the server's event stream, reconnecting from the last
+        /// event printed so that none is lost or repeated.
         #[arg(short = 'f', long)]
         follow: bool,
     },
@@ -742,6 +743,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             (Some(cert), Some(key)) => Some(swell_server::tls::TlsFiles { cert, key }),
             _ => None,
         },
+        max_event_streams: swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS,
     })
     .await?;
     let format = args.log_format;

@@ -1,5 +1,6 @@
 //! `--wait[=TIMEOUT]` (create, apply, scale, delete) and `swell events --follow`: the
-//! CLI polls the API so that a script need not.
+//! CLI waits on the API so that a script need not (polling for waits, the event stream
+//! for `--follow`).
 
 use crate::client::Client;
 use anyhow::{Result, bail};
@@ -137,9 +138,66 @@ pub async fn groups(c: &Client, groups: &[(String, Until)], timeout: Duration) -
     }
 }
 
+/// How long one event stream of `--follow` lasts before the CLI reconnects (the
+/// server's `timeout`); the HTTP request may take a little longer.
+const STREAM_SECS: u64 = 300;
+
 /// Follows a group's events: calls `print` with each batch of new ones (after the id
-/// `after`) until the group is gone. Long polling on `GET /v1/groups/{name}/events?after_id=`.
+/// `after`) until the group is gone. It reads the server's event stream
+/// (`GET /v1/groups/{name}/events/stream`), reconnecting with `Last-Event-ID` when it
+/// ends, so nothing is lost; a server without the stream is polled instead.
 pub async fn follow_events(
+    c: &Client,
+    group: &str,
+    mut after: i64,
+    mut print: impl FnMut(&[api::Event]) -> Result<()>,
+) -> Result<()> {
+    let path = format!("/v1/groups/{group}/events/stream?timeout={STREAM_SECS}");
+    let lasts = Duration::from_secs(STREAM_SECS + 30);
+    loop {
+        let Some(mut resp) = c.open_stream(&path, after, lasts).await? else {
+            // 404: the group is gone, or the server predates the stream.
+            if c.get_opt::<api::Group>(&format!("/v1/groups/{group}"))
+                .await?
+                .is_none()
+            {
+                eprintln!("group {group} is gone");
+                return Ok(());
+            }
+            return poll_events(c, group, after, print).await;
+        };
+        let mut parser = SseParser::default();
+        let mut got_any = false;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                // The end, or a broken connection: reconnect from the last id.
+                Ok(None) | Err(_) => break,
+            };
+            for data in parser.push(&String::from_utf8_lossy(&chunk)) {
+                let event: api::Event = serde_json::from_str(&data).map_err(|e| {
+                    anyhow::anyhow!("the server sent an event that is not one: {e}")
+                })?;
+                after = event.id;
+                got_any = true;
+                print(std::slice::from_ref(&event))?;
+                if event.kind == "group_deleted" {
+                    eprintln!("group {group} is gone");
+                    return Ok(());
+                }
+            }
+        }
+        if !got_any {
+            // A stream that ended with nothing (a group being deleted, a server
+            // stopping): do not reconnect in a tight loop.
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// [`follow_events`] by polling `GET /v1/groups/{name}/events?after_id=`: for a server
+/// without the event stream.
+async fn poll_events(
     c: &Client,
     group: &str,
     mut after: i64,
@@ -158,6 +216,42 @@ pub async fn follow_events(
             after = last.id;
             print(&list.events)?;
         }
+    }
+}
+
+/// Splits a Server-Sent Events body, fed in chunks as they come, into the `data` of its
+/// messages; comments (keep-alives) and other fields are skipped.
+#[derive(Default)]
+struct SseParser {
+    buf: String,
+}
+
+impl SseParser {
+    /// Feeds a chunk; returns the data of the messages it completed.
+    fn push(&mut self, chunk: &str) -> Vec<String> {
+        self.buf.push_str(chunk);
+        // CRLF line ends (a CR split from its LF waits for the next chunk).
+        if self.buf.contains('\r') && !self.buf.ends_with('\r') {
+            self.buf = self.buf.replace("\r\n", "\n");
+        }
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.find("\n\n") {
+            let block: String = self.buf.drain(..end + 2).collect();
+            let mut data: Option<String> = None;
+            for line in block.lines() {
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                if field == "data" {
+                    let d = data.get_or_insert_with(String::new);
+                    if !d.is_empty() {
+                        d.push('\n');
+                    }
+                    d.push_str(value);
+                }
+            }
+            out.extend(data);
+        }
+        out
     }
 }
 
@@ -205,5 +299,29 @@ mod tests {
             progress(&group(4, 2, 2, 0)),
             "web: 2 of 4 ready, 2 pending, 1 draining"
         );
+    }
+
+    #[test]
+    fn sse_messages_are_split_whatever_the_chunks() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["id: 1\ndata: {\"a\":1}\n\n"], &["{\"a\":1}"]),
+            // Split inside a line and between the two newlines.
+            (
+                &["id: 1\nda", "ta: x\n", "\nid: 2\ndata: y\n\n"],
+                &["x", "y"],
+            ),
+            // Keep-alive comments carry no data.
+            (&[":\n\n", "data: z\n\n", ": ping\n\n"], &["z"]),
+            // CRLF line ends (one split between its CR and LF), and a message split
+            // over data lines.
+            (&["data: a\r\ndata: b\r", "\n\r\n"], &["a\nb"]),
+            // An unfinished message is kept for later.
+            (&["data: half"], &[]),
+        ];
+        for (chunks, want) in cases {
+            let mut p = SseParser::default();
+            let got: Vec<String> = chunks.iter().flat_map(|c| p.push(c)).collect();
+            assert_eq!(got, *want, "{chunks:?}");
+        }
     }
 }

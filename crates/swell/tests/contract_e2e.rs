@@ -628,6 +628,11 @@ async fn generated_requests_never_get_a_5xx() {
                     query.push(format!("{name}={encoded}"));
                 }
             }
+            if path.ends_with("/events/stream") {
+                // A stream of a group a generated create made would stay open until
+                // its timeout: end it at once (a duplicate `max_events` is a 400).
+                query.push("max_events=0".into());
+            }
             if !query.is_empty() {
                 url = format!("{url}?{}", query.join("&"));
             }
@@ -854,7 +859,12 @@ async fn directed(p: &mut Probe<'_>) {
         }
         // 403 (or the viewer's 200 on reads), never on the admin's own session.
         if path != "/v1/auth/tokens/current" {
-            p.send(&method, &path, &known(&path), Who::Viewer, example.clone())
+            let mut url = known(&path);
+            if path.ends_with("/events/stream") {
+                // The viewer may read it: one event, then the end (not its timeout).
+                url.push_str("?after_id=0&max_events=1");
+            }
+            p.send(&method, &path, &url, Who::Viewer, example.clone())
                 .await;
         }
         // 404: unknown names.
@@ -1191,6 +1201,34 @@ async fn directed(p: &mut Probe<'_>) {
         p.send(method, template, &path, admin, body.map(|b| b.to_string()))
             .await;
     }
+    // The event stream: two events, then the end; a tenant's open streams are capped
+    // (`swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS`): one more is a 429.
+    let stream = "/v1/groups/{name}/events/stream";
+    p.send(
+        "get",
+        stream,
+        "/v1/groups/web/events/stream?after_id=0&max_events=2",
+        admin,
+        None,
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS {
+        let resp = p
+            .http
+            .get(format!("{}/v1/groups/web/events/stream", p.s.url))
+            .bearer_auth(&p.s.token)
+            .send()
+            .await
+            .expect("a stream");
+        assert_eq!(resp.status(), 200, "a stream under the cap");
+        open.push(resp);
+    }
+    let (st, _) = p
+        .send("get", stream, "/v1/groups/web/events/stream", admin, None)
+        .await;
+    assert_eq!(st, 429, "one stream over the cap");
+    drop(open);
     // A group the tenant's providers do not allow: 403 naming `provider`.
     let mut docker = group_doc("boxed", 0, 1, never_scale());
     docker["provider"] = json!("docker");

@@ -302,6 +302,31 @@ async fn dashboard_in_chromium() {
             .ok_or(format!("{r:?}"))
     })
     .await;
+    // Live: a change made elsewhere (the API, not this page) shows in the event list
+    // without a reload. The page no longer polls the events: only the event stream
+    // can bring it.
+    js(&c, "window.swellNoReload = 1; return null;", vec![]).await;
+    for (desired, change) in [(3, "2 → 3"), (2, "3 → 2")] {
+        let (st, _) = call(
+            &s,
+            &ann,
+            reqwest::Method::PUT,
+            "/v1/groups/web/desired_capacity",
+            Some(json!({"desired_capacity": desired})),
+        )
+        .await;
+        assert_eq!(st, 200);
+        eventually("the API's change in the live event list", WAIT, || async {
+            let r = rows(&c, "#events-body").await;
+            r.iter()
+                .find(|e| e[2] == "manual" && e[4] == change)
+                .map(|_| ())
+                .ok_or(format!("{r:?}"))
+        })
+        .await;
+    }
+    let kept = js(&c, "return window.swellNoReload === 1;", vec![]).await;
+    assert_eq!(kept, true, "the page was not reloaded");
     let chart = js(
         &c,
         "return document.querySelectorAll('#desired-chart polyline').length;",

@@ -105,6 +105,11 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     ),
     (Method::GET, "/v1/groups/{name}/events", Role(Role::Viewer)),
     (
+        Method::GET,
+        "/v1/groups/{name}/events/stream",
+        Role(Role::Viewer),
+    ),
+    (
         Method::POST,
         "/v1/groups/{name}/metrics",
         Role(Role::Member),
