@@ -95,6 +95,20 @@ impl std::fmt::Display for WorkerStatus {
     }
 }
 
+/// A timer of `period` whose first tick comes at an offset within the period that
+/// depends on the group: workers started together (a server's start, a benchmark) do
+/// not all evaluate, and write their decisions to the store, at the same instant.
+pub(super) fn spread(key: &GroupKey, period: Duration) -> tokio::time::Interval {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let nanos = period.as_nanos().max(1);
+    let offset = Duration::from_nanos((u128::from(h.finish()) % nanos) as u64);
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
 /// How long a worker whose group is settled goes without reconciling: a pass then runs
 /// whatever the snapshots say, as a safety net under the change-driven passes.
 pub(super) const RESYNC: Duration = Duration::from_secs(60);
@@ -248,10 +262,8 @@ impl GroupWorker {
         }
         let spec = &self.group.spec;
         let mut intervals = (spec.evaluation_interval, spec.metrics_interval);
-        let mut eval = tokio::time::interval(intervals.0);
-        let mut sample = tokio::time::interval(intervals.1);
-        eval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut eval = spread(&self.key, intervals.0);
+        let mut sample = spread(&self.key, intervals.1);
         // A load balancer that could not bind at start: tried again, and the reason
         // recorded if it still cannot.
         if self.group.spec.load_balancer != self.lb_spec {
@@ -293,8 +305,8 @@ impl GroupWorker {
                         let now_intervals = (spec.evaluation_interval, spec.metrics_interval);
                         if now_intervals != intervals {
                             intervals = now_intervals;
-                            eval = tokio::time::interval(intervals.0);
-                            sample = tokio::time::interval(intervals.1);
+                            eval = spread(&self.key, intervals.0);
+                            sample = spread(&self.key, intervals.1);
                         }
                         self.reconcile().await
                     } else {
