@@ -218,9 +218,12 @@ pub fn path_resolves(doc: &serde_json::Value, path: &str) -> bool {
                 {
                     return true;
                 }
+                // A key with a control character is named escaped, as errors show it.
                 map.iter().any(|(key, item)| {
-                    rest.strip_prefix(key.as_str())
-                        .is_some_and(|tail| follows(tail) && walk(item, tail, false))
+                    [key.clone(), crate::limits::shown_key(key)].iter().any(|k| {
+                        rest.strip_prefix(k.as_str())
+                            .is_some_and(|tail| follows(tail) && walk(item, tail, false))
+                    })
                 })
             }
             _ => false,

@@ -130,7 +130,7 @@ fn field(path: &str) -> String {
 
 /// A key as it appears in a field's path: escaped (no control character reaches an
 /// error message) and cut short.
-fn shown_key(key: &str) -> String {
+pub(crate) fn shown_key(key: &str) -> String {
     let escaped: String = key.escape_debug().collect();
     match escaped.char_indices().nth(64) {
         Some((i, _)) => format!("{}…", &escaped[..i]),
