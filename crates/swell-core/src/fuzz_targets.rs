@@ -220,10 +220,12 @@ pub fn path_resolves(doc: &serde_json::Value, path: &str) -> bool {
                 }
                 // A key with a control character is named escaped, as errors show it.
                 map.iter().any(|(key, item)| {
-                    [key.clone(), crate::limits::shown_key(key)].iter().any(|k| {
-                        rest.strip_prefix(k.as_str())
-                            .is_some_and(|tail| follows(tail) && walk(item, tail, false))
-                    })
+                    [key.clone(), crate::limits::shown_key(key)]
+                        .iter()
+                        .any(|k| {
+                            rest.strip_prefix(k.as_str())
+                                .is_some_and(|tail| follows(tail) && walk(item, tail, false))
+                        })
                 })
             }
             _ => false,

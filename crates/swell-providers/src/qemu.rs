@@ -796,14 +796,21 @@ fn to_instance(record: &Record, stat: &Stat, state: ObservedState) -> ProviderIn
     }
 }
 
-/// Chooses the accelerator without booting a guest: KVM when `/dev/kvm` opens, QEMU
-/// starts a disk-less machine on it with the host's CPU model, `query-kvm` says
-/// enabled, and its firmware (SeaBIOS) runs to "No bootable device" on its debug port
-/// within [`FIRMWARE_WAIT`] (TCG itself takes 0.25 s; a host that cannot really run
-/// nested guests took 4 to 9 s there, and its kernels never booted, while QMP said
-/// running); else TCG.
+/// Chooses the accelerator: KVM when `/dev/kvm` opens, QEMU starts a disk-less machine
+/// on it with the host's CPU model, `query-kvm` says enabled, its firmware (SeaBIOS)
+/// runs to "No bootable device" on its debug port within [`FIRMWARE_WAIT`], and the
+/// host's kernel boots under KVM to its panic for want of a root within [`KERNEL_WAIT`]
+/// (a host that cannot really run nested guests passed the firmware step when loaded,
+/// but its kernels never boot); else TCG.
 pub async fn probe_accel(qemu: &str) -> Accel {
-    match probe_kvm(qemu).await {
+    let probe = async {
+        probe_kvm(qemu).await?;
+        match host_kernel() {
+            Some(kernel) => probe_kernel(qemu, &kernel).await,
+            None => Ok(()),
+        }
+    };
+    match probe.await {
         Ok(()) => Accel::Kvm,
         Err(why) => {
             tracing::info!("qemu provider: KVM unusable ({why}); using TCG");
@@ -893,6 +900,95 @@ async fn probe_kvm(qemu: &str) -> Result<(), String> {
     .await;
     let _ = child.start_kill();
     let _ = child.wait().await;
+    let _ = fs::remove_dir_all(&dir);
+    outcome
+}
+
+/// How long a kernel may take, under KVM, from start to its panic for want of a root
+/// file system (about a second on a KVM host; a loaded one gets more).
+pub const KERNEL_WAIT: Duration = Duration::from_secs(20);
+
+/// The host's newest kernel image (`/boot/vmlinuz-*`), to see KVM run a real kernel.
+fn host_kernel() -> Option<PathBuf> {
+    let mut kernels: Vec<PathBuf> = fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    kernels.sort();
+    kernels.pop()
+}
+
+/// The firmware's pace alone misleads on a loaded host (under CI load a host whose KVM
+/// cannot run guests once passed it): KVM must also boot `kernel` to its panic for want
+/// of a root file system within [`KERNEL_WAIT`]. Where KVM cannot really run guests the
+/// kernel stops at an emulation failure and never gets there.
+async fn probe_kernel(qemu: &str, kernel: &Path) -> Result<(), String> {
+    let dir = tempfile_dir().map_err(|e| format!("a probe directory: {e}"))?;
+    let console = dir.join("console.log");
+    let child = tokio::process::Command::new(qemu)
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-machine",
+            "pc",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let outcome = match child {
+        Err(e) => Err(format!("starting {qemu}: {e}")),
+        Ok(mut child) => {
+            let deadline = tokio::time::Instant::now() + KERNEL_WAIT;
+            let panicked = || {
+                let log = fs::read_to_string(&console).unwrap_or_default();
+                log.contains("Kernel panic")
+            };
+            let outcome = loop {
+                // Read after the exit check: a kernel that panicked lets QEMU exit.
+                let exited = child.try_wait().ok().flatten();
+                if panicked() {
+                    break Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break Err(format!(
+                        "{} did not boot under KVM within {KERNEL_WAIT:?}",
+                        kernel.display()
+                    ));
+                }
+                if let Some(status) = exited {
+                    break Err(format!(
+                        "QEMU exited ({status}) before {} booted under KVM",
+                        kernel.display()
+                    ));
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            };
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            outcome
+        }
+    };
     let _ = fs::remove_dir_all(&dir);
     outcome
 }
