@@ -1,5 +1,5 @@
 //! A plain clone works alone: nothing the README, the docs or the examples tell a user to
-//! run reads a file outside the repository (such as a sibling `../shared/`), and the
+//! run reads a file outside the repository (such as a sibling folder `../elsewhere/`), and the
 //! traces those commands name are in the repository.
 
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ fn user_facing_files() -> Vec<PathBuf> {
 }
 
 /// The relative paths in `text`, written in a file `depth` folders below the
-/// repository's root, that climb out of the repository (`../../shared` from `docs/`).
+/// repository's root, that climb out of the repository (`../../elsewhere` from `docs/`).
 fn paths_leaving_the_repo(text: &str, depth: usize) -> Vec<String> {
     text.split(|c: char| c.is_whitespace() || matches!(c, '`' | '(' | ')' | '"' | '\'' | '='))
         .filter(|word| {
@@ -53,12 +53,12 @@ fn paths_leaving_the_repo(text: &str, depth: usize) -> Vec<String> {
 #[test]
 fn the_check_finds_paths_outside_the_repo() {
     assert_eq!(
-        paths_leaving_the_repo("swell sim --trace ../shared/traces/a.csv", 0),
-        vec!["../shared/traces/a.csv"]
+        paths_leaving_the_repo("swell sim --trace ../elsewhere/traces/a.csv", 0),
+        vec!["../elsewhere/traces/a.csv"]
     );
     assert_eq!(
-        paths_leaving_the_repo("[x](../../shared/a.md)", 1),
-        vec!["../../shared/a.md"]
+        paths_leaving_the_repo("[x](../../elsewhere/a.md)", 1),
+        vec!["../../elsewhere/a.md"]
     );
     assert!(paths_leaving_the_repo("see [api](api.md) and traces/a.csv", 0).is_empty());
     assert!(paths_leaving_the_repo("[lab](../examples/openstack-lab.yaml)", 1).is_empty());
