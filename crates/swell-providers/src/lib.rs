@@ -13,6 +13,7 @@ pub mod openstack;
 pub mod process;
 pub mod prometheus;
 pub mod qemu;
+mod records;
 pub mod simulated;
 pub mod ssh;
 #[doc(hidden)]

@@ -72,6 +72,7 @@
 pub mod cgroup;
 pub(crate) mod procfs;
 
+use crate::records::{read_record, read_records, record_path, write_record};
 use crate::{
     CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderError, ProviderInstance,
 };
@@ -273,6 +274,13 @@ struct Record {
     pid: i32,
     /// Its start time (`/proc/<pid>/stat` field 22): a reused pid is not it.
     starttime: u64,
+}
+
+impl crate::records::Record for Record {
+    const WHAT: &'static str = "an instance record";
+    fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
 }
 
 /// The previous CPU reading of one instance, for the next rate.
@@ -966,51 +974,6 @@ fn signal_members(
     Ok(())
 }
 
-/// Where an instance's record is.
-fn record_path(records_dir: &Path, id: &str) -> PathBuf {
-    records_dir.join(format!("{id}.json"))
-}
-
-/// Reads one record; a missing or unreadable one is `None`.
-fn read_record(path: &Path) -> Option<Record> {
-    let text = fs::read(path).ok()?;
-    match serde_json::from_slice::<Record>(&text) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), "ignoring an unreadable instance record: {e}");
-            None
-        }
-    }
-}
-
-/// Every record in the directory (none when it does not exist yet).
-fn read_records(dir: &Path) -> Vec<Record> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut records: Vec<Record> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
-        .filter_map(|e| read_record(&e.path()))
-        .collect();
-    records.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    records
-}
-
-/// Writes a record whole (a temporary file renamed into place), in a directory only
-/// the server's user can enter.
-fn write_record(dir: &Path, path: &Path, record: &Record) -> Result<(), ProviderError> {
-    let io = |action: String| move |source| ProviderError::Io { action, source };
-    fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("restricting {}", dir.display())))?;
-    let text = serde_json::to_vec(record)
-        .map_err(|e| ProviderError::Backend(format!("encoding an instance record: {e}")))?;
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
-    fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
-}
-
 /// Finds the file `program` names the way `execvp` would with this `PATH` (relative
 /// names with a `/` from `cwd`, the instance's directory), so that a template naming
 /// a missing or non-executable program is refused at create, as without the gate.
@@ -1531,9 +1494,9 @@ mod tests {
         write_record(&records, &record_path(&records, "web-1"), &record).unwrap();
         fs::write(records.join("junk.json"), "{not json").unwrap();
         fs::write(records.join("half.json.tmp"), "{").unwrap();
-        assert_eq!(read_records(&records), vec![record]);
+        assert_eq!(read_records::<Record>(&records), vec![record]);
         let mode = fs::metadata(&records).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(read_records(&dir.path().join("absent")).is_empty());
+        assert!(read_records::<Record>(&dir.path().join("absent")).is_empty());
     }
 }

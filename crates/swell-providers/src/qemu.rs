@@ -43,6 +43,7 @@ pub mod image;
 pub mod qmp;
 
 use crate::process::procfs::{self, Stat};
+use crate::records::{read_record, read_records, record_path, write_record};
 use crate::{
     CreateRequest, InstanceMetrics, ObservedState, Provider, ProviderError, ProviderInstance,
 };
@@ -174,6 +175,13 @@ struct Record {
     starttime: u64,
     /// Its vCPU count.
     vcpus: u32,
+}
+
+impl crate::records::Record for Record {
+    const WHAT: &'static str = "a VM record";
+    fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
 }
 
 /// The previous reading of a counter, for the next rate.
@@ -1123,48 +1131,6 @@ fn check_instance_id(id: &InstanceId) -> Result<(), ProviderError> {
             "instance id `{s}` must be 1 to 64 ASCII letters, digits, '-', '_' or '.'"
         )))
     }
-}
-
-fn record_path(records_dir: &Path, id: &str) -> PathBuf {
-    records_dir.join(format!("{id}.json"))
-}
-
-fn read_record(path: &Path) -> Option<Record> {
-    let text = fs::read(path).ok()?;
-    match serde_json::from_slice::<Record>(&text) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), "ignoring an unreadable VM record: {e}");
-            None
-        }
-    }
-}
-
-fn read_records(dir: &Path) -> Vec<Record> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut records: Vec<Record> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
-        .filter_map(|e| read_record(&e.path()))
-        .collect();
-    records.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    records
-}
-
-/// Writes a record whole (a temporary file renamed into place) in a directory only the
-/// server's user can enter.
-fn write_record(dir: &Path, path: &Path, record: &Record) -> Result<(), ProviderError> {
-    let io = |action: String| move |source| ProviderError::Io { action, source };
-    fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("restricting {}", dir.display())))?;
-    let text = serde_json::to_vec(record)
-        .map_err(|e| ProviderError::Backend(format!("encoding a VM record: {e}")))?;
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
-    fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
 }
 
 async fn blocking<T: Send + 'static>(
