@@ -18,12 +18,10 @@
 
 mod common;
 
-use common::{Swell, eventually, of_kind};
+use common::{Pusher, Swell, eventually, of_kind};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const KEYSTONE: &str = "http://127.0.0.1:5000/v3";
@@ -481,43 +479,6 @@ impl Drop for Stopped {
     }
 }
 
-/// Pushes a group-level reading of `cpu` every 300 ms until dropped; the value can be
-/// changed on the way.
-struct Pusher {
-    value: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Pusher {
-    fn start(s: &Swell, group: &str, cpu: f64) -> Pusher {
-        let value = Arc::new(AtomicU64::new(cpu.to_bits()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (v, st) = (value.clone(), stop.clone());
-        let url = format!("{}/v1/groups/{group}/metrics", s.url);
-        let token = s.token.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            while !st.load(Ordering::Relaxed) {
-                let cpu = f64::from_bits(v.load(Ordering::Relaxed));
-                let body = json!({"samples": [{"metric": "cpu", "value": cpu}]});
-                let _ = http.post(&url).bearer_auth(&token).json(&body).send().await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        });
-        Pusher { value, stop }
-    }
-
-    fn set(&self, cpu: f64) {
-        self.value.store(cpu.to_bits(), Ordering::Relaxed);
-    }
-}
-
-impl Drop for Pusher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// A group document on the lab's shape with short timings.
 fn lab_group(name: &str, flavor: &str, desired: u32, max: u32, extra: Value) -> Value {
     let mut os = json!({"flavor": flavor, "networks": ["private"]});
@@ -785,7 +746,7 @@ async fn lab_scales_1_4_1_with_floating_ips_and_octavia_members() {
         .await;
     assert!(out.status.success(), "metrics push: {out:#?}");
     let started = std::time::Instant::now();
-    let pusher = Pusher::start(&s, &group, 85.0);
+    let pusher = Pusher::start(&s, &group, "cpu", 85.0);
     let four = converged(&s, &cloud, &group, 4).await;
     eprintln!("1 → 4 took {:?}", started.elapsed());
     check_fips_and_members(&cloud, &four, &pool).await;
@@ -1268,4 +1229,57 @@ async fn a_tenants_private_provider_acts_in_its_own_project() {
         }
     })
     .await;
+}
+
+/// Seed 0: the lab's own document, `examples/openstack-lab.yaml`, applied unchanged with
+/// `swell apply`: one server with a floating IP and the lab's security group, and one
+/// more when the CPU the lab's agent reports is above 20 % over 40 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the OpenStack fixture: scripts/openstack/up.sh (scripts/test runs these)"]
+async fn seed0_lab_example_applies_and_scales_out_with_floating_ips() {
+    let _serial = SERIAL.lock().await;
+    let cloud = Cloud::login().await;
+    let mut guard = CloudGuard::new(&cloud);
+    let s = start_swell("admin", &[]).await;
+    guard.owners.push(s.owner.clone());
+    guard.security_groups.push("swell.default.lab".into());
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/openstack-lab.yaml");
+    let example = example.to_str().expect("a UTF-8 path");
+    let out = s.cli(&["-o", "json", "apply", "-f", example]).await;
+    assert!(out.status.success(), "apply: {out:#?}");
+    let one = converged(&s, &cloud, "lab", 1).await;
+    for server in one.values() {
+        assert_eq!(cloud.floating_ips(&server.id).await.len(), 1, "{server:?}");
+    }
+    let sgs = cloud
+        .get(&format!("{NEUTRON}/security-groups?name=swell.default.lab"))
+        .await;
+    let rules = sgs["security_groups"][0]["security_group_rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (protocol, port) in [("tcp", Some(22)), ("icmp", None), ("tcp", Some(80))] {
+        assert!(
+            rules.iter().any(|r| r["direction"] == "ingress"
+                && r["protocol"] == protocol
+                && port.is_none_or(|p| r["port_range_min"] == p)),
+            "no {protocol} {port:?} rule in {rules:#?}"
+        );
+    }
+    // The lab's rule: above 20 % over 40 s, one more server (its cooldown is a minute,
+    // so the second step is not waited for).
+    let pusher = Pusher::start(&s, "lab", "cpu", 85.0);
+    let two = converged(&s, &cloud, "lab", 2).await;
+    drop(pusher);
+    for server in two.values() {
+        assert_eq!(cloud.floating_ips(&server.id).await.len(), 1, "{server:?}");
+    }
+    let events = s.events("lab").await;
+    let outs = of_kind(&events, "scale_out");
+    assert_eq!(
+        outs.first().map(|e| &e["cause"]["policy"]),
+        Some(&"threshold".into()),
+        "{outs:#?}"
+    );
+    delete_group(&s, &cloud, "lab").await;
 }

@@ -277,13 +277,9 @@ async fn demo_on_qemu() {
 /// [docker]`, the host allowed two VMs (`--qemu-max-vms 2`): a scale-out to 4 runs two
 /// VMs and two containers of the same demo app behind the group's one load balancer,
 /// and traffic through it sees no failed request across the scale-in back to 1.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_mixed_vm_and_container_group_serves_behind_one_load_balancer() {
-    if !std::path::Path::new("/var/run/docker.sock").exists() {
-        eprintln!("SKIPPED mixed group: /var/run/docker.sock is absent");
-        return;
-    }
-    let _serial = SERIAL.lock().await;
+/// `swell serve --qemu --docker` with room for two VMs, the `default` tenant granted
+/// both and the `swell-demo-app` image (a VM image and a Docker image of that name).
+async fn mixed_server() -> (Swell, VmSweeper) {
     let images = swell_providers::qemu::default_images_dir();
     let docker_image = Command::new("docker")
         .args(["image", "inspect", "swell-demo-app:latest"])
@@ -310,15 +306,50 @@ async fn a_mixed_vm_and_container_group_serves_behind_one_load_balancer() {
         &[],
     )
     .await;
-    let _sweeper = VmSweeper(s.owner.clone());
-    let granted = s
-        .request(
-            reqwest::Method::PUT,
-            "/v1/tenants/default",
-            Some(r#"{"providers": ["process", "qemu", "docker"], "images": ["swell-demo-app"]}"#),
-        )
+    let sweeper = VmSweeper(s.owner.clone());
+    // As the seed-1 example says an operator does.
+    let out = s
+        .cli(&[
+            "tenant",
+            "update",
+            "default",
+            "--providers",
+            "process,qemu,docker",
+            "--images",
+            "swell-demo-app",
+        ])
         .await;
-    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    assert!(out.status.success(), "tenant update: {out:#?}");
+    (s, sweeper)
+}
+
+/// No QEMU process and no container of this server left.
+async fn nothing_left(s: &Swell) {
+    eventually("no VM or container left", CONVERGE, || async {
+        let vms_left = vms(&s.owner);
+        let filter = format!("label=swell.owner={}", s.owner);
+        let containers = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if vms_left.is_empty() && containers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("VMs {vms_left:?}, containers {containers:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_vm_and_container_group_serves_behind_one_load_balancer() {
+    if !std::path::Path::new("/var/run/docker.sock").exists() {
+        eprintln!("SKIPPED mixed group: /var/run/docker.sock is absent");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let (s, _sweeper) = mixed_server().await;
     let mut doc = group_doc("mixed", 1, 4, never_scale());
     doc["provider"] = "qemu".into();
     doc["fallback_providers"] = serde_json::json!(["docker"]);
@@ -354,19 +385,64 @@ async fn a_mixed_vm_and_container_group_serves_behind_one_load_balancer() {
         load.ok() + failures.len() as u64
     );
     s.cli_json(&["group", "delete", "mixed"]).await;
-    eventually("no VM or container left", CONVERGE, || async {
-        let vms_left = vms(&s.owner);
-        let filter = format!("label=swell.owner={}", s.owner);
-        let containers = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        if vms_left.is_empty() && containers.is_empty() {
-            Ok(())
+    nothing_left(&s).await;
+}
+
+/// Seed 1: `examples/seed1-hybrid.yaml` applied unchanged. High CPU fills the VM host's
+/// room (two VMs) and then overflows to containers; low CPU removes a container first
+/// (the least preferred provider), never the VMs before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seed1_hybrid_example_overflows_to_containers_and_scales_in_them_first() {
+    if !std::path::Path::new("/var/run/docker.sock").exists() {
+        eprintln!("SKIPPED seed 1: /var/run/docker.sock is absent");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let (s, _sweeper) = mixed_server().await;
+    let example =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed1-hybrid.yaml");
+    let example = example.to_str().expect("a UTF-8 path");
+    let out = s.cli(&["-o", "json", "apply", "-f", example]).await;
+    assert!(out.status.success(), "apply: {out:#?}");
+    common::wait_running(&s, "hybrid", 1, CONVERGE).await;
+    let pusher = common::Pusher::start(&s, "hybrid", "cpu", 90.0);
+    let four = eventually("hybrid at 4 running", CONVERGE, || async {
+        let list = s.instances("hybrid", false).await;
+        let running = list.iter().filter(|i| i["status"] == "running").count();
+        if running == 4 {
+            Ok(list)
         } else {
-            Err(format!("VMs {vms_left:?}, containers {containers:?}"))
+            Err(format!("{running} running"))
         }
     })
     .await;
+    let mut providers: Vec<&str> = four.iter().filter_map(|i| i["provider"].as_str()).collect();
+    providers.sort_unstable();
+    assert_eq!(providers, ["docker", "docker", "qemu", "qemu"], "{four:#?}");
+    pusher.set(10.0);
+    let events = eventually("a scale-in", CONVERGE, || async {
+        let events = s.events("hybrid").await;
+        if common::of_kind(&events, "scale_in").is_empty() {
+            Err(format!("{} events", events.len()))
+        } else {
+            Ok(events)
+        }
+    })
+    .await;
+    // The first instance retired after the scale-in is a container.
+    let retired = eventually("the first retirement", CONVERGE, || async {
+        let all = s.instances("hybrid", true).await;
+        all.into_iter()
+            .find(|i| {
+                matches!(
+                    i["status"].as_str(),
+                    Some("draining" | "terminating" | "terminated")
+                )
+            })
+            .ok_or_else(|| "none retiring yet".to_string())
+    })
+    .await;
+    assert_eq!(retired["provider"], "docker", "{retired:#}\n{events:#?}");
+    s.cli_json(&["group", "delete", "hybrid"]).await;
+    nothing_left(&s).await;
 }

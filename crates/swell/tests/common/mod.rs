@@ -654,3 +654,46 @@ pub fn unix_now() -> f64 {
         .unwrap_or_default()
         .as_secs_f64()
 }
+
+/// Pushes a group-level reading of `metric` every 300 ms (what an agent in the instances
+/// would send) until dropped; the value can be changed on the way.
+pub struct Pusher {
+    value: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Pusher {
+    /// Starts pushing `value` of `metric` to `group`.
+    pub fn start(s: &Swell, group: &str, metric: &str, value: f64) -> Pusher {
+        use std::sync::atomic::Ordering;
+        let shared = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(value.to_bits()));
+        let v = shared.clone();
+        let url = format!("{}/v1/groups/{group}/metrics", s.url);
+        let (token, metric) = (s.token.clone(), metric.to_string());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let value = f64::from_bits(v.load(Ordering::Relaxed));
+                let body = serde_json::json!({"samples": [{"metric": metric, "value": value}]});
+                let _ = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        Pusher {
+            value: shared,
+            task,
+        }
+    }
+
+    /// The value pushed from now on.
+    pub fn set(&self, value: f64) {
+        self.value
+            .store(value.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Pusher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
