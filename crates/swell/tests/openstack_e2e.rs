@@ -1133,36 +1133,8 @@ async fn a_tenants_private_provider_acts_in_its_own_project() {
     assert_eq!(none.status, 404, "nothing stored: {:?}", none.body);
 
     // bee's member creates the same group in bee.
-    let pw = "bee-member-password-42";
-    s.cli_json(&[
-        "user",
-        "create",
-        "bee-member",
-        "--password-file",
-        &s.write("pw", pw),
-    ])
-    .await;
-    s.cli_json(&[
-        "user",
-        "grant",
-        "bee-member",
-        "--tenant",
-        "bee",
-        "--role",
-        "member",
-    ])
-    .await;
+    let token = s.user_token("bee-member", "bee", "member").await;
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/v1/auth/tokens", s.url))
-        .json(&json!({"user": "bee-member", "password": pw, "tenant": "bee"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("a login answer");
-    let token = login["token"].as_str().expect("a token").to_string();
     let bee = |method: reqwest::Method, path: String| {
         http.request(method, format!("{}{path}", s.url))
             .bearer_auth(&token)

@@ -40,36 +40,8 @@ async fn another_tenant_cannot_share_a_listen_address() {
         )
         .await;
     assert_eq!(b.status, 201, "{:?}", b.body);
-    let pw = "bee-member-password-42";
-    s.cli_json(&[
-        "user",
-        "create",
-        "bee-member",
-        "--password-file",
-        &s.write("pw", pw),
-    ])
-    .await;
-    s.cli_json(&[
-        "user",
-        "grant",
-        "bee-member",
-        "--tenant",
-        "bee",
-        "--role",
-        "member",
-    ])
-    .await;
+    let token = s.user_token("bee-member", "bee", "member").await;
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/v1/auth/tokens", s.url))
-        .json(&json!({"user": "bee-member", "password": pw, "tenant": "bee"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().expect("a token").to_string();
     let mut hijack = group_doc("b-web", 2, 2, never_scale());
     hijack["load_balancer"] = json!({"listen": listen, "workers": 2});
     let r = http

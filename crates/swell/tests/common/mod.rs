@@ -213,6 +213,28 @@ impl Swell {
         self.token = body["token"].as_str().expect("a token").to_string();
     }
 
+    /// Creates user `user` with `role` in `tenant` (through the CLI, as the admin) and
+    /// returns a token of that user acting in `tenant`.
+    pub async fn user_token(&self, user: &str, tenant: &str, role: &str) -> String {
+        let password = format!("{user}-password-42");
+        let file = self.write(&format!("{user}.password"), &password);
+        self.cli_json(&["user", "create", user, "--password-file", &file])
+            .await;
+        self.cli_json(&["user", "grant", user, "--tenant", tenant, "--role", role])
+            .await;
+        let login: Value = self
+            .http
+            .post(format!("{}/v1/auth/tokens", self.url))
+            .json(&serde_json::json!({"user": user, "password": password, "tenant": tenant}))
+            .send()
+            .await
+            .expect("the login answers")
+            .json()
+            .await
+            .expect("a login answer");
+        login["token"].as_str().expect("a token").to_string()
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("the server runs").id() as i32
