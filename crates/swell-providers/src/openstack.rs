@@ -162,8 +162,8 @@ pub use config::{
 };
 
 use crate::{
-    CreateRequest, InstanceMetrics, InstanceSize, Provider, ProviderCapacity, ProviderError,
-    ProviderInstance,
+    CreateRequest, InstanceMetrics, InstanceSize, ObservedState, Provider, ProviderCapacity,
+    ProviderError, ProviderInstance,
 };
 use async_trait::async_trait;
 use base64::Engine as _;
