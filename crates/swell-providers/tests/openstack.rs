@@ -587,7 +587,8 @@ async fn suspend_and_shelve_pause_modes() {
                 .create(&request(&format!("osprov-pm-000{k}"), os))
                 .await
                 .unwrap();
-            let server = || admin.get(&format!("{NOVA}/servers/{}", inst.native_id));
+            let url = format!("{NOVA}/servers/{}", inst.native_id);
+            let server = || admin.get(&url);
             let (_, v) = server().await;
             assert_eq!(
                 v["server"]["metadata"]["swell_pause_mode"],
