@@ -426,7 +426,6 @@ function portalCard(i, points) {
     facts.append(el('dt', name), el('dd', value, cls));
   };
   fact('scaling group', i.group, 'group');
-  fact('status', i.status, `status-${i.status} status`);
   fact('address', i.address || '–', 'address');
   fact('provider', i.provider, 'provider');
   fact('cpu', typeof i.cpu_percent === 'number' ? `${fmt(i.cpu_percent)} %` : '–', 'cpu');
@@ -461,7 +460,7 @@ function portalCard(i, points) {
  * line carries the points it drew (`data-at`, `data-values`) for the browser test.
  */
 function renderInstanceChart(svg, points) {
-  const W = 900, H = 220, L = 48, R = 56, T = 28, B = 24;
+  const W = 900, H = 220, L = 56, R = 84, T = 28, B = 24;
   if (points.length === 0) {
     svg.replaceChildren(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'label' },
       'No readings yet: one is kept every metrics interval while the instance runs.'));
