@@ -69,12 +69,7 @@ async fn js(c: &Browser<'_>, script: &str) -> Value {
 }
 
 /// Waits until `script`'s value satisfies `ok`; returns it.
-async fn until(
-    c: &Browser<'_>,
-    what: &str,
-    script: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Value {
+async fn until(c: &Browser<'_>, what: &str, script: &str, ok: impl Fn(&Value) -> bool) -> Value {
     eventually(what, WAIT, || async {
         let v = js(c, script).await;
         if ok(&v) { Ok(v) } else { Err(v.to_string()) }
@@ -120,7 +115,8 @@ async fn api_status(s: &Swell, token: &str, id: &str) -> String {
 }
 
 /// The portal's cards: instance id, status, address, and buttons shown.
-const CARDS: &str = "return [...document.querySelectorAll('#portal-list .instance-card')].map(c => ({
+const CARDS: &str =
+    "return [...document.querySelectorAll('#portal-list .instance-card')].map(c => ({
     id: c.dataset.instance, group: c.dataset.group, status: c.dataset.status,
     address: c.querySelector('dd.address').textContent,
     buttons: [...c.querySelectorAll('button')].map(b => b.dataset.action),
@@ -165,7 +161,11 @@ async fn owner_portal_in_chromium() {
             .filter(|i| i["status"] == "running")
             .filter_map(|i| i["id"].as_str().map(String::from))
             .collect();
-        if running.len() == 2 { Ok(running) } else { Err(v.to_string()) }
+        if running.len() == 2 {
+            Ok(running)
+        } else {
+            Err(v.to_string())
+        }
     })
     .await;
     let (mine, theirs) = (ids[0].clone(), ids[1].clone());
@@ -206,7 +206,10 @@ async fn owner_portal_in_chromium() {
     )
     .await;
     assert_eq!(st, 200);
-    assert_eq!(owners["owners"], json!([{"instance": mine, "user": "carl"}]));
+    assert_eq!(
+        owners["owners"],
+        json!([{"instance": mine, "user": "carl"}])
+    );
     // dana is bound to the other one through the API.
     let (st, _) = call(
         &s,
@@ -270,7 +273,9 @@ async fn owner_portal_in_chromium() {
         }
         return out;";
     let drawn = until(&c, "the CPU and memory chart", DRAWN, |v| {
-        v["memory_mb"]["at"].as_array().is_some_and(|a| a.len() >= 3)
+        v["memory_mb"]["at"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 3)
     })
     .await;
     let carl = login(&s, "carl").await;
@@ -317,7 +322,11 @@ async fn owner_portal_in_chromium() {
 
     // An address of the console's pages shows the portal too, never a refused page.
     // (The mark tells the portal drawn again after the navigation from the one before.)
-    js(&c, "document.getElementById('portal-refreshed').textContent = 'before'; return null;").await;
+    js(
+        &c,
+        "document.getElementById('portal-refreshed').textContent = 'before'; return null;",
+    )
+    .await;
     c.goto(&format!("{}/#/groups/desk", s.url)).await;
     until(
         &c,

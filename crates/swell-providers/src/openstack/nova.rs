@@ -7,7 +7,6 @@ use super::{
     META_GROUP, META_INSTANCE, META_MEMBER_PORT, META_NETWORK, META_OWNER, META_PAUSE_MODE,
     META_TENANT,
 };
-use swell_core::PauseMode;
 use crate::{ObservedState, ProviderInstance};
 use reqwest::Method;
 use serde::Deserialize;
@@ -15,6 +14,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use swell_core::InstanceId;
+use swell_core::PauseMode;
 
 /// The parts of a Nova server the provider reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -559,11 +559,18 @@ mod tests {
         check("SHELVED", Some("suspend"), Exited);
         check("SHELVED_OFFLOADED", Some("hibernate"), Exited);
         check("SHUTOFF", Some("shelve"), Exited);
-        for (action, status) in [("unpause", "PAUSED"), ("resume", "SUSPENDED"), ("unshelve", "SHELVED_OFFLOADED")] {
+        for (action, status) in [
+            ("unpause", "PAUSED"),
+            ("resume", "SUSPENDED"),
+            ("unshelve", "SHELVED_OFFLOADED"),
+        ] {
             assert_eq!(resume_action(status), Some(action));
         }
         assert_eq!(resume_action("SHUTOFF"), None);
-        assert_eq!(paused_statuses(PauseMode::Shelve), ["SHELVED", "SHELVED_OFFLOADED"]);
+        assert_eq!(
+            paused_statuses(PauseMode::Shelve),
+            ["SHELVED", "SHELVED_OFFLOADED"]
+        );
         assert_eq!(pause_action(PauseMode::Suspend), "suspend");
     }
 

@@ -1521,7 +1521,9 @@ fn the_server_body_carries_the_pause_mode() {
         }
         let body = p.server_body(&request, &plan);
         assert_eq!(
-            body["server"]["metadata"].get(META_PAUSE_MODE).and_then(Value::as_str),
+            body["server"]["metadata"]
+                .get(META_PAUSE_MODE)
+                .and_then(Value::as_str),
             stamped,
             "{mode:?}"
         );
