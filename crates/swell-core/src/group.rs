@@ -164,6 +164,52 @@ pub struct OpenStackTemplate {
     /// The port the members serve on (default 80).
     #[serde(default = "default_member_port")]
     pub member_port: u16,
+    /// What pausing an instance does to its server: `pause` (default), `suspend` or
+    /// `shelve` — how much of the hypervisor a paused instance keeps (seed 3). Stamped
+    /// on each server when it is created.
+    #[serde(default, skip_serializing_if = "PauseMode::is_default")]
+    pub pause_mode: PauseMode,
+}
+
+/// How an OpenStack instance is paused: which Nova action, and so what the paused
+/// server still holds on its hypervisor (docs/openstack.md weighs them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseMode {
+    /// Nova's `pause`: the guest stops in place, its memory stays in the
+    /// hypervisor's RAM; resumed in a moment, nothing is freed but CPU.
+    #[default]
+    Pause,
+    /// Nova's `suspend`: the guest's memory is written to the hypervisor's disk and its
+    /// RAM freed; resumed in seconds with its memory as it was.
+    Suspend,
+    /// Nova's `shelve`: the guest is shut down (its memory is lost), snapshotted and,
+    /// once offloaded, holds no CPU, RAM or disk of any hypervisor; `unshelve` boots
+    /// it again, possibly on another host, in about a create's time.
+    Shelve,
+}
+
+impl PauseMode {
+    /// Its name in the group document (`pause`, `suspend`, `shelve`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseMode::Pause => "pause",
+            PauseMode::Suspend => "suspend",
+            PauseMode::Shelve => "shelve",
+        }
+    }
+
+    /// The mode of a name, if it is one.
+    pub fn parse(name: &str) -> Option<PauseMode> {
+        [PauseMode::Pause, PauseMode::Suspend, PauseMode::Shelve]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+
+    /// Whether it is the default (`pause`), left out when a document is written.
+    pub fn is_default(&self) -> bool {
+        *self == PauseMode::Pause
+    }
 }
 
 fn default_member_port() -> u16 {
@@ -1204,6 +1250,38 @@ mod tests {
         g.fallback_providers = vec!["docker".into()];
         g.template.image = Some("app:1".into());
         assert_eq!(g.validate().unwrap_err().field, "template.vcpus");
+    }
+
+    #[test]
+    fn pause_mode_is_read_by_name_and_left_out_when_default() {
+        let doc = |mode: Option<&str>| {
+            let mut os = serde_json::json!({"flavor": "m1.tiny"});
+            if let Some(m) = mode {
+                os["pause_mode"] = serde_json::json!(m);
+            }
+            serde_json::from_value::<OpenStackTemplate>(os)
+        };
+        for (mode, expected) in [
+            (None, PauseMode::Pause),
+            (Some("pause"), PauseMode::Pause),
+            (Some("suspend"), PauseMode::Suspend),
+            (Some("shelve"), PauseMode::Shelve),
+        ] {
+            let t = doc(mode).unwrap();
+            assert_eq!(t.pause_mode, expected, "{mode:?}");
+            assert_eq!(PauseMode::parse(expected.as_str()), Some(expected));
+            let written = serde_json::to_value(&t).unwrap();
+            // The default is not written, so documents without it read back the same.
+            let shown = written.get("pause_mode").and_then(|v| v.as_str());
+            let want = (expected != PauseMode::Pause).then(|| expected.as_str());
+            assert_eq!(shown, want, "{mode:?}");
+        }
+        let err = doc(Some("hibernate")).unwrap_err().to_string();
+        assert!(
+            err.contains("hibernate") && err.contains("shelve"),
+            "names the value and the choices: {err}"
+        );
+        assert_eq!(PauseMode::parse("Shelve"), None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use event::{Cause, EventKind};
 pub use grants::{Grants, ImagePattern, ListenRange};
 pub use group::{
     Capacity, DockerTemplate, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
-    LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,
+    LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec, PauseMode,
     PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template,
 };
 pub use ids::{GroupName, InstanceId, ProviderName, TenantId};

@@ -42,7 +42,9 @@
 //! **States.** ACTIVE and the transitional states of a live server (BUILD, REBOOT,
 //! RESIZE, MIGRATING …) are reported `Running` — a server still building is on its way,
 //! and reporting it gone would make the controller replace it; PAUSED and SUSPENDED are
-//! `Paused`; ERROR, SHUTOFF, SHELVED, SOFT_DELETED, DELETED and UNKNOWN are `Exited`.
+//! `Paused`, and so are SHELVED and SHELVED_OFFLOADED on a server whose pause mode is
+//! `shelve`; ERROR, SHUTOFF, SHELVED (otherwise), SOFT_DELETED, DELETED and UNKNOWN
+//! are `Exited`.
 //! The host is the compute host (`OS-EXT-SRV-ATTR:host`, visible to admins), else the
 //! region. The address is the server's first fixed IP with the template's
 //! `member_port`.
@@ -79,9 +81,13 @@
 //! by a server deleted outside Swell). Nova's own shutdown timeout replaces the grace
 //! period.
 //!
-//! **Pause.** [`pause`](crate::Provider::pause) is Nova's pause and waits for PAUSED;
-//! [`resume`](crate::Provider::resume) unpauses (or resumes a SUSPENDED server) and
-//! waits for ACTIVE.
+//! **Pause.** [`pause`](crate::Provider::pause) is the Nova action the template's
+//! `pause_mode` names (stamped on the server as `swell_pause_mode` when it was created,
+//! so a server is resumed the way it was paused): `pause` (waits for PAUSED),
+//! `suspend` (SUSPENDED: the guest's memory goes to the hypervisor's disk, its RAM is
+//! freed) or `shelve` (SHELVED or SHELVED_OFFLOADED: shut down and snapshotted, off
+//! the hypervisor once offloaded). [`resume`](crate::Provider::resume) undoes whichever
+//! the server shows (`unpause`, `resume`, `unshelve`) and waits for ACTIVE.
 //!
 //! **Capacity** ([`capacity`](crate::Provider::capacity)) is the room the project's
 //! limits leave (`GET /limits`: instances, cores, RAM) and, when the credentials may read
@@ -156,8 +162,8 @@ pub use config::{
 };
 
 use crate::{
-    CreateRequest, InstanceMetrics, InstanceSize, Provider, ProviderCapacity, ProviderError,
-    ProviderInstance,
+    CreateRequest, InstanceMetrics, InstanceSize, ObservedState, Provider, ProviderCapacity,
+    ProviderError, ProviderInstance,
 };
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -189,6 +195,9 @@ pub const META_MEMBER_PORT: &str = "swell_member_port";
 pub const META_NETWORK: &str = "swell_network";
 /// Metadata key carrying the id of the Octavia pool the instance is a member of.
 pub const META_POOL: &str = "swell_octavia_pool";
+/// Metadata key carrying how the server is paused (`pause`, `suspend`, `shelve`: the
+/// template's `pause_mode` when it was created; absent: `pause`).
+pub const META_PAUSE_MODE: &str = "swell_pause_mode";
 /// Prefix of server and security-group names.
 pub const NAME_PREFIX: &str = "swell-";
 
@@ -495,6 +504,11 @@ impl OpenStackProvider {
             META_TENANT: request.tenant.as_str(),
             META_MEMBER_PORT: os.member_port.to_string(),
         });
+        // Only a mode other than the default is written, so a pause-mode server looks
+        // exactly as before.
+        if !os.pause_mode.is_default() {
+            metadata[META_PAUSE_MODE] = json!(os.pause_mode.as_str());
+        }
         if let Some(n) = plan.networks.first() {
             metadata[META_NETWORK] = json!(n.name);
         }
@@ -965,9 +979,11 @@ impl Provider for OpenStackProvider {
 
     async fn pause(&self, id: &InstanceId) -> Result<(), ProviderError> {
         let s = self.find_one(id).await?;
+        let mode = s.pause_mode();
         match s.status.as_str() {
-            "PAUSED" | "SUSPENDED" => return Ok(()),
-            "ACTIVE" => nova::action(&self.client, &s.id, "pause").await?,
+            // Already paused, as `list` would report it.
+            _ if s.state() == ObservedState::Paused => return Ok(()),
+            "ACTIVE" => nova::action(&self.client, &s.id, nova::pause_action(mode)).await?,
             other => {
                 return Err(ProviderError::Conflict(format!(
                     "instance {id}: server {} is {other}; only an ACTIVE server can be paused",
@@ -975,23 +991,25 @@ impl Provider for OpenStackProvider {
                 )));
             }
         }
-        self.wait_settled(id, &s.id, "PAUSED").await
+        self.wait_settled(id, &s.id, nova::paused_statuses(mode))
+            .await
     }
 
     async fn resume(&self, id: &InstanceId) -> Result<(), ProviderError> {
         let s = self.find_one(id).await?;
         match s.status.as_str() {
             "ACTIVE" => return Ok(()),
-            "PAUSED" => nova::action(&self.client, &s.id, "unpause").await?,
-            "SUSPENDED" => nova::action(&self.client, &s.id, "resume").await?,
-            other => {
-                return Err(ProviderError::Conflict(format!(
-                    "instance {id}: server {} is {other}; only a PAUSED or SUSPENDED server can be resumed",
-                    s.id
-                )));
-            }
+            status => match nova::resume_action(status) {
+                Some(action) => nova::action(&self.client, &s.id, action).await?,
+                None => {
+                    return Err(ProviderError::Conflict(format!(
+                        "instance {id}: server {} is {status}; only a PAUSED, SUSPENDED or SHELVED server can be resumed",
+                        s.id
+                    )));
+                }
+            },
         }
-        self.wait_settled(id, &s.id, "ACTIVE").await
+        self.wait_settled(id, &s.id, &["ACTIVE"]).await
     }
 
     async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError> {
@@ -1169,22 +1187,23 @@ pub(crate) fn capacity_from(
 }
 
 impl OpenStackProvider {
-    /// Waits for a paused or resumed server to reach `status`.
+    /// Waits for a paused or resumed server to reach one of `statuses`.
     async fn wait_settled(
         &self,
         id: &InstanceId,
         server_id: &str,
-        status: &str,
+        statuses: &[&str],
     ) -> Result<(), ProviderError> {
         match self
-            .wait_status(server_id, &[status], self.config.build_timeout)
+            .wait_status(server_id, statuses, self.config.build_timeout)
             .await
         {
-            Ok(Some(s)) if s.status == status => Ok(()),
+            Ok(Some(s)) if statuses.contains(&s.status.as_str()) => Ok(()),
             Ok(Some(s)) => Err(ProviderError::Backend(format!(
-                "instance {id}: server {} went to {} instead of {status}: {}",
+                "instance {id}: server {} went to {} instead of {}: {}",
                 s.id,
                 s.status,
+                statuses.join(" or "),
                 s.fault_message()
             ))),
             Ok(None) => Err(ProviderError::NotFound(id.clone())),

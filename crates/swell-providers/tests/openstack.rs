@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::future::Future;
 use std::time::Duration;
 use swell_core::group::{OpenStackTemplate, SecurityGroupRule};
-use swell_core::{InstanceId, Template, TenantId};
+use swell_core::{InstanceId, PauseMode, Template, TenantId};
 use swell_providers::openstack::{
     AppCredentialRef, AuthConfig, NameOrId, OpenStackConfig, OpenStackProvider, Secret,
 };
@@ -563,6 +563,68 @@ async fn delete_removes_the_member_left_and_the_floating_ip() {
             .get(&format!("{NEUTRON}/floatingips/{dangling}"))
             .await;
         assert_eq!(s, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+/// `pause_mode: suspend` and `shelve` against the real Nova (its fake driver does
+/// both): the server is stamped with its mode, pausing it suspends or shelves it (a
+/// shelved server is offloaded at once with Nova's default `shelved_offload_time` of 0:
+/// no host holds it), `list` reports it paused, not gone, and resuming brings it back
+/// ACTIVE at the same fixed address.
+#[tokio::test]
+#[ignore = "needs the OpenStack fixture: scripts/openstack/up.sh (scripts/test runs these)"]
+async fn suspend_and_shelve_pause_modes() {
+    with_cleanup("osprov-test-pausemode", "admin", |p| async move {
+        let admin = Admin::new("admin").await;
+        for (k, mode, paused) in [
+            (1, PauseMode::Suspend, "SUSPENDED"),
+            (2, PauseMode::Shelve, "SHELVED_OFFLOADED"),
+        ] {
+            let mut os = tiny();
+            os.pause_mode = mode;
+            let inst = p
+                .create(&request(&format!("osprov-pm-000{k}"), os))
+                .await
+                .unwrap();
+            let url = format!("{NOVA}/servers/{}", inst.native_id);
+            let server = || admin.get(&url);
+            let (_, v) = server().await;
+            assert_eq!(
+                v["server"]["metadata"]["swell_pause_mode"],
+                mode.as_str(),
+                "{v}"
+            );
+
+            p.pause(&inst.instance_id).await.unwrap();
+            let (_, v) = server().await;
+            assert_eq!(v["server"]["status"], paused, "{mode:?}: {v}");
+            if mode == PauseMode::Shelve {
+                assert!(
+                    v["server"]["OS-EXT-SRV-ATTR:host"].is_null(),
+                    "an offloaded server is on no host: {v}"
+                );
+            }
+            let listed = p.list().await.unwrap();
+            let me = listed
+                .iter()
+                .find(|i| i.instance_id == inst.instance_id)
+                .expect("a paused server is listed");
+            assert_eq!(me.state, ObservedState::Paused, "{mode:?}");
+            // Pausing again is a no-op, not a conflict.
+            p.pause(&inst.instance_id).await.unwrap();
+
+            p.resume(&inst.instance_id).await.unwrap();
+            let (_, v) = server().await;
+            assert_eq!(v["server"]["status"], "ACTIVE", "{mode:?}: {v}");
+            let listed = p.list().await.unwrap();
+            let me = listed
+                .iter()
+                .find(|i| i.instance_id == inst.instance_id)
+                .expect("a resumed server is listed");
+            assert_eq!(me.state, ObservedState::Running, "{mode:?}");
+            assert_eq!(me.address, inst.address, "{mode:?}: the same fixed address");
+        }
     })
     .await;
 }

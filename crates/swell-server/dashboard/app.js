@@ -1,6 +1,10 @@
 // The Swell dashboard: a client of the /v1 API and nothing more. The bearer token lives
-// in sessionStorage (gone with the tab); tenancy and roles are the API's, so this page
-// shows whatever the token may see and reports the API's refusals as they come.
+// in sessionStorage (gone with the tab); tenancy and roles are the API's. The page asks
+// the API who the caller is (`GET /v1/auth/whoami`: role, admin, owned instances) and
+// shows only what that caller may do: an instance owner without a role gets the portal
+// of their own instances, a viewer no buttons, a member pause / resume, an owner the
+// instance owners' bindings. The API still decides every call and its refusals are
+// shown as they come.
 //
 // Every string from the API is rendered with textContent or as an attribute value,
 // never parsed as HTML, so a name or message holding markup shows as text. The
@@ -112,7 +116,22 @@ function groupStatus(group) {
 
 // ---- views and navigation ----
 
-const VIEWS = ['login-view', 'groups-view', 'group-view'];
+const VIEWS = ['login-view', 'groups-view', 'portal-view', 'group-view'];
+
+/** The caller as `GET /v1/auth/whoami` described them; null until asked (per login). */
+let session = null;
+
+/**
+ * What the caller may do, from their role (the same rules as the API's table in
+ * docs/api.md): `read` the tenant's groups (viewer or better), `write` (member or better:
+ * desired_capacity, pause and resume), `bind` users to instances (owner or admin).
+ * Without a role the caller is an instance owner: the portal of their instances.
+ */
+function may(w) {
+  const rank = { viewer: 1, member: 2, owner: 3 }[w && w.role] || 0;
+  const admin = !!(w && w.admin);
+  return { read: admin || rank >= 1, write: admin || rank >= 2, bind: admin || rank >= 3 };
+}
 let timer = null;
 let generation = 0; // bumped on every navigation: answers of an older view are dropped
 
@@ -126,11 +145,23 @@ function stopRefresh() {
   timer = null;
 }
 
+/** Refreshes the view shown now at once (after a button changed something). */
+let refreshNow = () => {};
+
 /** Runs `load` now and every REFRESH_MS while the view it belongs to is shown. */
 function refreshLoop(load) {
   const mine = ++generation;
   stopRefresh();
+  let loading = false;
+  let again = false;
   const tick = async () => {
+    timer = null;
+    // One load at a time: a refresh asked for during one follows it.
+    if (loading) {
+      again = true;
+      return;
+    }
+    loading = true;
     try {
       await load(() => mine === generation);
     } catch (e) {
@@ -138,8 +169,21 @@ function refreshLoop(load) {
       // session that follows it.
       if (mine !== generation || handleAuthError(e)) return;
       console.error(e);
+    } finally {
+      loading = false;
     }
-    if (mine === generation) timer = setTimeout(tick, REFRESH_MS);
+    if (mine !== generation) return;
+    if (again) {
+      again = false;
+      tick();
+    } else {
+      timer = setTimeout(tick, REFRESH_MS);
+    }
+  };
+  refreshNow = () => {
+    if (mine !== generation) return;
+    stopRefresh();
+    tick();
   };
   tick();
 }
@@ -148,21 +192,39 @@ function refreshLoop(load) {
 function handleAuthError(e) {
   if (e instanceof ApiError && e.status === 401) {
     sessionStorage.removeItem(TOKEN_KEY);
+    session = null;
     route(`Logged out: ${e.message}`);
     return true;
   }
   return false;
 }
 
-function route(loginMessage) {
+async function route(loginMessage) {
   stopRefresh();
   stopLive();
-  generation++;
+  const mine = ++generation;
   if (!sessionStorage.getItem(TOKEN_KEY)) {
     showLogin(loginMessage || '');
     return;
   }
   $('logout').hidden = false;
+  // Asked at every navigation, so a role granted or taken away shows at the next one.
+  try {
+    await whoami();
+  } catch (e) {
+    if (mine !== generation || handleAuthError(e)) return;
+    show(null);
+    $('loading').hidden = false;
+    $('loading').textContent = `Who are you? ${e.message}`;
+    return;
+  }
+  if (mine !== generation) return;
+  // An instance owner without a role may read nothing but their instances: every
+  // address shows their portal, never a page of refusals.
+  if (!may(session).read) {
+    showPortal();
+    return;
+  }
   const hash = location.hash || '#/';
   const m = hash.match(/^#\/groups\/([^/]+)$/);
   if (m) {
@@ -183,19 +245,24 @@ function route(loginMessage) {
 
 /** Empties every view, so that nothing of one session shows in the next. */
 function clearData() {
-  for (const id of ['groups-body', 'instances-body', 'events-body', 'metric-chart', 'load-chart', 'desired-chart']) {
+  for (const id of ['groups-body', 'instances-body', 'events-body', 'metric-chart', 'load-chart', 'desired-chart', 'portal-list', 'bind-instance']) {
     $(id).replaceChildren();
   }
   for (const e of document.querySelectorAll('.summary dd, .error, [role=status], #group-name, #metric-name')) {
     e.textContent = '';
   }
   $('desired-input').value = '';
-  for (const id of ['groups-empty', 'instances-empty', 'events-empty']) $(id).hidden = true;
+  $('bind-user').value = '';
+  for (const id of ['groups-empty', 'instances-empty', 'events-empty', 'portal-empty']) $(id).hidden = true;
+  for (const id of ['desired-form', 'bind-form', 'instances-actions', 'instances-owners']) $(id).hidden = true;
   $('groups-refreshed').textContent = '–';
   $('group-refreshed').textContent = '–';
+  $('portal-refreshed').textContent = '–';
+  portalNotes.clear();
 }
 
 function showLogin(message) {
+  session = null;
   clearData();
   $('logout').hidden = true;
   $('who').textContent = '';
@@ -203,15 +270,19 @@ function showLogin(message) {
   show('login-view');
 }
 
+/** Asks the API who the caller is; keeps the answer as `session` and shows it. */
 async function whoami() {
   const w = await api('GET', '/v1/auth/whoami');
-  const role = w.admin ? 'admin' : w.role || 'no role';
+  const role = w.admin ? 'admin' : w.role || 'instance owner';
   $('who').textContent = `${w.principal} in tenant ${w.tenant} (${role})`;
+  session = w;
+  return w;
 }
 
 /** Keeps `token` for this tab if the API accepts it, then opens the groups. */
 async function useToken(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
+  session = null;
   try {
     await whoami();
   } catch (e) {
@@ -263,6 +334,7 @@ $('logout').addEventListener('click', async () => {
     // Already expired or an API key: nothing to revoke.
   }
   sessionStorage.removeItem(TOKEN_KEY);
+  session = null;
   route('Logged out.');
 });
 
@@ -273,7 +345,6 @@ window.addEventListener('hashchange', () => route());
 function showGroups() {
   clearData();
   show('groups-view');
-  if (!$('who').textContent) whoami().catch(handleAuthError);
   refreshLoop(async (current) => {
     let list;
     try {
@@ -309,6 +380,129 @@ function showGroups() {
   });
 }
 
+// ---- the portal of an instance owner (seed 3) ----
+
+/** What the last Pause / Resume of each instance answered, shown until the next one. */
+const portalNotes = new Map();
+
+/**
+ * The instances bound to the caller (`GET /v1/instances` shows an instance owner only
+ * theirs), each with its status, address, Pause or Resume, and its CPU and memory
+ * chart (`GET /v1/groups/{name}/instances/{id}/metrics`). Calls nothing an instance
+ * owner may not: no group, no event, no other instance.
+ */
+function showPortal() {
+  clearData();
+  show('portal-view');
+  refreshLoop(async (current) => {
+    let list, histories;
+    try {
+      list = (await api('GET', '/v1/instances')).instances;
+      histories = await Promise.all(list.map((i) =>
+        api('GET', `/v1/groups/${path(i.group)}/instances/${path(i.id)}/metrics`)));
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) throw e;
+      if (current()) $('portal-error').textContent = e.message;
+      return;
+    }
+    if (!current()) return;
+    $('portal-error').textContent = '';
+    const cards = list.map((i, k) => portalCard(i, histories[k].points));
+    $('portal-list').replaceChildren(...cards);
+    $('portal-empty').hidden = cards.length > 0;
+    $('portal-refreshed').textContent = new Date().toLocaleTimeString();
+  });
+}
+
+function portalCard(i, points) {
+  const card = el('article', undefined, 'instance-card');
+  card.dataset.instance = i.id;
+  card.dataset.group = i.group;
+  card.dataset.status = i.status;
+  const title = el('h2');
+  title.append(el('span', i.id, 'mono'), el('span', i.status, `status status-${i.status}`));
+  const facts = el('dl', undefined, 'summary');
+  const fact = (name, value, cls) => {
+    facts.append(el('dt', name), el('dd', value, cls));
+  };
+  fact('scaling group', i.group, 'group');
+  fact('address', i.address || '–', 'address');
+  fact('provider', i.provider, 'provider');
+  fact('cpu', typeof i.cpu_percent === 'number' ? `${fmt(i.cpu_percent)} %` : '–', 'cpu');
+  fact('memory', typeof i.memory_mb === 'number' ? `${fmt(i.memory_mb)} MiB` : '–', 'memory');
+  fact('since', i.started_at ? new Date(i.started_at).toLocaleString() : '–', 'since');
+  const controls = el('div', undefined, 'controls');
+  const note = el('span', portalNotes.get(i.id) || '', 'note');
+  note.setAttribute('role', 'status');
+  const button = pauseButton(i.group, i, (e) => {
+    portalNotes.set(i.id, e ? e.message : '');
+    refreshNow();
+  });
+  if (button) controls.append(button);
+  controls.append(note);
+  if (portalNotes.get(i.id)) note.className = 'note error';
+  const figure = el('figure');
+  figure.append(el('figcaption',
+    'CPU (% of one core, left axis) and memory (MiB, right axis), one point per metrics interval'));
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 900 220');
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', `CPU and memory of ${i.id} over time`);
+  svg.classList.add('instance-chart');
+  renderInstanceChart(svg, points);
+  figure.append(svg);
+  card.append(title, facts, controls, figure);
+  return card;
+}
+
+/**
+ * One instance's chart: CPU % (left axis) and memory MiB (right axis) over time. Each
+ * line carries the points it drew (`data-at`, `data-values`) for the browser test.
+ */
+function renderInstanceChart(svg, points) {
+  const W = 900, H = 220, L = 56, R = 84, T = 28, B = 24;
+  if (points.length === 0) {
+    svg.replaceChildren(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'label' },
+      'No readings yet: one is kept every metrics interval while the instance runs.'));
+    return;
+  }
+  const times = points.map((p) => Date.parse(p.at));
+  const t0 = times[0];
+  let t1 = times[times.length - 1];
+  if (t1 <= t0) t1 = t0 + 1000;
+  const cmax = Math.max(1, ...points.map((p) => p.cpu_percent)) * 1.1;
+  const mmax = Math.max(1, ...points.map((p) => p.memory_mb)) * 1.1;
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v, max) => H - B - (v / max) * (H - T - B);
+  const nodes = [
+    svgEl('line', { x1: L, y1: H - B, x2: W - R, y2: H - B, class: 'axis' }),
+    svgEl('line', { x1: L, y1: T, x2: L, y2: H - B, class: 'axis' }),
+    svgEl('line', { x1: W - R, y1: T, x2: W - R, y2: H - B, class: 'axis' }),
+    svgEl('text', { x: L - 4, y: T + 8, 'text-anchor': 'end', class: 'label' }, `${fmt(cmax)} %`),
+    svgEl('text', { x: L - 4, y: H - B, 'text-anchor': 'end', class: 'label' }, '0'),
+    svgEl('text', { x: W - R + 4, y: T + 8, class: 'label' }, `${fmt(mmax)} MiB`),
+    svgEl('text', { x: W - R + 4, y: H - B, class: 'label' }, '0'),
+    svgEl('text', { x: L, y: H - 6, class: 'label' }, new Date(t0).toLocaleTimeString()),
+    svgEl('text', { x: W - R, y: H - 6, 'text-anchor': 'end', class: 'label' }, new Date(t1).toLocaleTimeString()),
+  ];
+  for (const [field, label, max, cls, color, lx] of [
+    ['cpu_percent', 'cpu %', cmax, 'series', COLORS[0], L + 6],
+    ['memory_mb', 'memory MiB', mmax, 'memory', '#bf3989', L + 90],
+  ]) {
+    const line = svgEl('polyline', {
+      points: points.map((p, k) => `${x(times[k])},${y(p[field], max)}`).join(' '),
+      class: cls,
+      stroke: color,
+    });
+    line.dataset.series = field;
+    line.dataset.at = points.map((p) => p.at).join(' ');
+    line.dataset.values = points.map((p) => p[field]).join(' ');
+    nodes.push(line);
+    nodes.push(svgEl('text', { x: lx, y: 16, fill: color, class: 'legend' }, label));
+  }
+  svg.replaceChildren(...nodes);
+}
+
 // ---- one group ----
 
 let desiredEdited = false;
@@ -316,17 +510,23 @@ $('desired-input').addEventListener('input', () => { desiredEdited = true; });
 
 function showGroup(name) {
   show('group-view');
-  if (!$('who').textContent) whoami().catch(handleAuthError);
   clearData();
+  const can = may(session);
   $('group-name').textContent = name;
   $('desired-form').dataset.group = name;
+  $('bind-form').dataset.group = name;
+  // Only the controls this caller may use (a viewer's page has none).
+  $('desired-form').hidden = !can.write;
+  $('instances-actions').hidden = !can.write;
+  $('instances-owners').hidden = !can.bind;
+  $('bind-form').hidden = !can.bind;
   desiredEdited = false;
   const me = startLive(name);
   refreshLoop(async (current) => {
     const base = `/v1/groups/${path(name)}`;
     // The events come live from the event stream; polled only when it is not to be had.
     const polled = me.polled;
-    let group, instances, events, history, metrics;
+    let group, instances, events, history, metrics, owners;
     try {
       [group, instances, events, history, metrics] = await Promise.all([
         api('GET', base),
@@ -335,6 +535,7 @@ function showGroup(name) {
         api('GET', `${base}/metrics/history`),
         api('GET', `${base}/metrics`),
       ]);
+      owners = can.bind ? await instanceOwners(name, instances.instances) : null;
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) throw e;
       // Shown until the next refresh succeeds: a refusal, or the server out of reach.
@@ -344,7 +545,7 @@ function showGroup(name) {
     if (!current()) return;
     $('group-error').textContent = '';
     renderGroup(group);
-    renderInstances(instances.instances);
+    renderInstances(name, instances.instances, can, owners);
     me.group = group;
     if (polled) me.events = events.events;
     if (me.events) showEvents(me);
@@ -480,21 +681,137 @@ function renderGroup(g) {
   if (!desiredEdited) $('desired-input').value = g.desired_capacity;
 }
 
-function renderInstances(list) {
+/** The users bound to each instance (`GET …/instances/{id}/owners`), by instance id. */
+async function instanceOwners(group, list) {
+  const base = `/v1/groups/${path(group)}/instances`;
+  const answers = await Promise.all(list.map((i) => api('GET', `${base}/${path(i.id)}/owners`)));
+  const out = new Map();
+  list.forEach((i, k) => out.set(i.id, answers[k].owners.map((o) => o.user)));
+  return out;
+}
+
+function renderInstances(group, list, can, owners) {
   const rows = list.map((i) => {
-    const tr = row([
+    const cells = [
       el('td', i.id, 'mono'),
       el('td', i.status, `status-${i.status}`),
       i.address || '',
       age(i.created_at),
-    ]);
+    ];
+    if (can.write) {
+      const td = el('td');
+      const b = pauseButton(group, i, (e) => {
+        $('instances-error').textContent = e ? e.message : '';
+        refreshNow();
+      });
+      if (b) td.append(b);
+      cells.push(td);
+    }
+    if (can.bind) {
+      const td = el('td');
+      for (const user of owners.get(i.id) || []) {
+        const chip = el('span', undefined, 'owner');
+        chip.dataset.user = user;
+        const unbind = el('button', 'Unbind', 'secondary');
+        unbind.type = 'button';
+        unbind.title = `unbind ${user} from ${i.id}`;
+        unbind.addEventListener('click', () => unbindOwner(group, i.id, user, unbind));
+        chip.append(el('span', user), unbind);
+        td.append(chip);
+      }
+      cells.push(td);
+    }
+    const tr = row(cells);
     tr.dataset.instance = i.id;
     tr.dataset.status = i.status;
     return tr;
   });
   $('instances-body').replaceChildren(...rows);
   $('instances-empty').hidden = rows.length > 0;
+  if (can.bind) renderBindChoices(list);
 }
+
+/** The bind form's instances, keeping the one chosen while the list refreshes. */
+function renderBindChoices(list) {
+  const select = $('bind-instance');
+  const chosen = select.value;
+  const options = list.map((i) => {
+    const o = el('option', `${i.id} (${i.status})`);
+    o.value = i.id;
+    return o;
+  });
+  select.replaceChildren(...options);
+  if (list.some((i) => i.id === chosen)) select.value = chosen;
+}
+
+/**
+ * A Pause button for a running instance, Resume for a paused one, none otherwise:
+ * `POST /v1/groups/{name}/instances/{id}/pause|resume`. `done(error)` runs after the
+ * answer (error: the API's refusal, else null).
+ */
+function pauseButton(group, instance, done) {
+  const action = { running: 'pause', paused: 'resume' }[instance.status];
+  if (!action) return null;
+  const b = el('button', action === 'pause' ? 'Pause' : 'Resume', 'secondary');
+  b.type = 'button';
+  b.dataset.action = action;
+  b.addEventListener('click', async () => {
+    b.disabled = true;
+    b.textContent = action === 'pause' ? 'Pausing…' : 'Resuming…';
+    try {
+      await api('POST', `/v1/groups/${path(group)}/instances/${path(instance.id)}/${action}`);
+      done(null);
+    } catch (e) {
+      if (handleAuthError(e)) return;
+      if (!(e instanceof ApiError)) console.error(e);
+      done(e);
+    }
+  });
+  return b;
+}
+
+async function unbindOwner(group, id, user, button) {
+  button.disabled = true;
+  $('bind-error').textContent = '';
+  $('bind-result').textContent = '';
+  try {
+    await api('DELETE', `/v1/groups/${path(group)}/instances/${path(id)}/owners/${path(user)}`);
+    $('bind-result').textContent = `${user} is no longer an instance owner of ${id}`;
+    refreshNow();
+  } catch (e) {
+    if (!handleAuthError(e)) $('bind-error').textContent = e.message;
+    button.disabled = false;
+  }
+}
+
+$('bind-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const group = ev.target.dataset.group;
+  const id = $('bind-instance').value;
+  const user = $('bind-user').value.trim();
+  $('bind-error').textContent = '';
+  $('bind-result').textContent = '';
+  if (!id) {
+    $('bind-error').textContent = 'instance: choose a live instance';
+    return;
+  }
+  if (!user) {
+    $('bind-error').textContent = 'user: name the user to bind';
+    return;
+  }
+  const button = $('bind-submit');
+  button.disabled = true;
+  try {
+    const o = await api('PUT', `/v1/groups/${path(group)}/instances/${path(id)}/owners/${path(user)}`);
+    $('bind-user').value = '';
+    $('bind-result').textContent = `${o.user} is an instance owner of ${o.instance}`;
+    refreshNow();
+  } catch (e) {
+    if (!handleAuthError(e)) $('bind-error').textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+});
 
 function renderEvents(list) {
   const newest = list.slice(-50).reverse();

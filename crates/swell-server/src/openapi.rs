@@ -199,7 +199,8 @@ pub(crate) fn full_group_document() -> serde_json::Value {
                 "availability_zone": "nova",
                 "floating_ip_network": "public",
                 "octavia_pool": "pool",
-                "member_port": 80
+                "member_port": 80,
+                "pause_mode": "suspend"
             }
         },
         "min": 1,

@@ -3,7 +3,10 @@
 
 use super::client::{CallError, Client, Retry, Service};
 use super::scope;
-use super::{META_GROUP, META_INSTANCE, META_MEMBER_PORT, META_NETWORK, META_OWNER, META_TENANT};
+use super::{
+    META_GROUP, META_INSTANCE, META_MEMBER_PORT, META_NETWORK, META_OWNER, META_PAUSE_MODE,
+    META_TENANT,
+};
 use crate::{ObservedState, ProviderInstance};
 use reqwest::Method;
 use serde::Deserialize;
@@ -11,6 +14,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use swell_core::InstanceId;
+use swell_core::PauseMode;
 
 /// The parts of a Nova server the provider reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +77,15 @@ impl Server {
         scope::owned(None, self.tenant_id.as_deref(), project)
     }
 
+    /// How it is paused: its `swell_pause_mode` metadata (`pause` when absent or not
+    /// a mode Swell knows).
+    pub(crate) fn pause_mode(&self) -> PauseMode {
+        self.metadata
+            .get(META_PAUSE_MODE)
+            .and_then(|m| PauseMode::parse(m))
+            .unwrap_or_default()
+    }
+
     /// Whether it belongs to this owner.
     pub(crate) fn owned_by(&self, owner: &str) -> bool {
         self.metadata.get(META_OWNER).is_some_and(|o| o == owner)
@@ -81,11 +94,16 @@ impl Server {
     /// The observed state: ACTIVE and the transitional states of a live server
     /// (BUILD, REBOOT, RESIZE, MIGRATING, …) are running — a server still building is
     /// on its way to serving, and counting it as gone would make the controller
-    /// replace it; PAUSED and SUSPENDED are paused; ERROR, SHUTOFF, SHELVED, DELETED,
-    /// SOFT_DELETED and UNKNOWN are exited.
+    /// replace it; PAUSED and SUSPENDED are paused, and so is a shelved server whose
+    /// pause mode is `shelve` (Swell shelved it and will unshelve it); ERROR, SHUTOFF,
+    /// SHELVED (otherwise: shelved behind Swell's back), DELETED, SOFT_DELETED and
+    /// UNKNOWN are exited.
     pub(crate) fn state(&self) -> ObservedState {
         match self.status.as_str() {
             "PAUSED" | "SUSPENDED" => ObservedState::Paused,
+            "SHELVED" | "SHELVED_OFFLOADED" if self.pause_mode() == PauseMode::Shelve => {
+                ObservedState::Paused
+            }
             "ERROR" | "SHUTOFF" | "SHELVED" | "SHELVED_OFFLOADED" | "DELETED" | "SOFT_DELETED"
             | "UNKNOWN" => ObservedState::Exited,
             _ => ObservedState::Running,
@@ -211,6 +229,36 @@ pub(crate) async fn create_server(c: &Client, body: &Value) -> Result<String, Ca
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| decode_error("nova POST /servers", "no server.id in the answer"))
+}
+
+/// The Nova action that pauses a server in `mode`.
+pub(crate) fn pause_action(mode: PauseMode) -> &'static str {
+    match mode {
+        PauseMode::Pause => "pause",
+        PauseMode::Suspend => "suspend",
+        PauseMode::Shelve => "shelve",
+    }
+}
+
+/// The statuses a server paused in `mode` settles in: a shelved server is SHELVED, or
+/// SHELVED_OFFLOADED once Nova took it off its host (at once with Nova's default
+/// `shelved_offload_time` of 0).
+pub(crate) fn paused_statuses(mode: PauseMode) -> &'static [&'static str] {
+    match mode {
+        PauseMode::Pause => &["PAUSED"],
+        PauseMode::Suspend => &["SUSPENDED"],
+        PauseMode::Shelve => &["SHELVED", "SHELVED_OFFLOADED"],
+    }
+}
+
+/// The Nova action that brings a server in `status` back to ACTIVE, if there is one.
+pub(crate) fn resume_action(status: &str) -> Option<&'static str> {
+    match status {
+        "PAUSED" => Some("unpause"),
+        "SUSPENDED" => Some("resume"),
+        "SHELVED" | "SHELVED_OFFLOADED" => Some("unshelve"),
+        _ => None,
+    }
 }
 
 /// `POST /servers/{id}/action` with `{"<action>": null}`.
@@ -487,6 +535,43 @@ mod tests {
         s.metadata.remove(META_INSTANCE);
         assert_eq!(s.to_instance("r"), None);
         assert!(e.owned_by("rec") && !e.owned_by("other"));
+    }
+
+    /// A shelved server is paused when Swell shelved it (its pause mode is `shelve`),
+    /// gone otherwise (shelved behind Swell's back, it would never serve again).
+    #[test]
+    fn a_shelved_server_is_paused_only_in_shelve_mode() {
+        let check = |status: &str, mode: Option<&str>, expected: ObservedState| {
+            let mut s = server("server-active.json");
+            s.status = status.into();
+            if let Some(m) = mode {
+                s.metadata.insert(META_PAUSE_MODE.into(), m.into());
+            }
+            assert_eq!(s.state(), expected, "{status} in mode {mode:?}");
+        };
+        use ObservedState::{Exited, Paused, Running};
+        check("ACTIVE", Some("shelve"), Running);
+        check("PAUSED", None, Paused);
+        check("SUSPENDED", Some("suspend"), Paused);
+        check("SHELVED", Some("shelve"), Paused);
+        check("SHELVED_OFFLOADED", Some("shelve"), Paused);
+        check("SHELVED_OFFLOADED", None, Exited);
+        check("SHELVED", Some("suspend"), Exited);
+        check("SHELVED_OFFLOADED", Some("hibernate"), Exited);
+        check("SHUTOFF", Some("shelve"), Exited);
+        for (action, status) in [
+            ("unpause", "PAUSED"),
+            ("resume", "SUSPENDED"),
+            ("unshelve", "SHELVED_OFFLOADED"),
+        ] {
+            assert_eq!(resume_action(status), Some(action));
+        }
+        assert_eq!(resume_action("SHUTOFF"), None);
+        assert_eq!(
+            paused_statuses(PauseMode::Shelve),
+            ["SHELVED", "SHELVED_OFFLOADED"]
+        );
+        assert_eq!(pause_action(PauseMode::Suspend), "suspend");
     }
 
     #[test]

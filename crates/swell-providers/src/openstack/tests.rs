@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use swell_core::group::OpenStackTemplate;
-use swell_core::{Template, TenantId};
+use swell_core::{PauseMode, Template, TenantId};
 
 /// A response recorded from the fixture cloud.
 fn fixture(name: &str) -> String {
@@ -1373,5 +1373,159 @@ async fn names_resolve_in_the_credentials_project_even_when_the_cloud_answers_mo
         // Word for word the same: theirs by name, by id, and nothing at all.
         assert_eq!(messages[0], messages[2], "{field}");
         assert_eq!(messages[1], messages[2], "{field}");
+    }
+}
+
+/// The recorded ACTIVE server of `web-0001` with its pause mode stamped as `mode`
+/// (absent for `None`) and its status set to `status`, as one server and as a list.
+fn server_in(mode: Option<&str>, status: &str) -> (String, Value, Value) {
+    let mut list: Value = serde_json::from_str(&fixture("servers-detail.json")).unwrap();
+    let server = &mut list["servers"][0];
+    if let Some(m) = mode {
+        server["metadata"][META_PAUSE_MODE] = json!(m);
+    }
+    server["status"] = json!(status);
+    let id = server["id"].as_str().unwrap().to_string();
+    let one = json!({ "server": server.clone() });
+    (id, list, one)
+}
+
+/// Each pause mode sends its own Nova action (`{"pause":null}`, `{"suspend":null}`,
+/// `{"shelve":null}`) and waits for its own status; a shelved server may settle
+/// SHELVED_OFFLOADED.
+#[tokio::test]
+async fn pause_sends_the_action_of_the_servers_pause_mode() {
+    for (mode, settled, body) in [
+        (None, "PAUSED", r#"{"pause":null}"#),
+        (Some("pause"), "PAUSED", r#"{"pause":null}"#),
+        (Some("suspend"), "SUSPENDED", r#"{"suspend":null}"#),
+        (Some("shelve"), "SHELVED", r#"{"shelve":null}"#),
+        (Some("shelve"), "SHELVED_OFFLOADED", r#"{"shelve":null}"#),
+    ] {
+        let fake = Fake::start().await;
+        let (id, list, _) = server_in(mode, "ACTIVE");
+        let (_, _, after) = server_in(mode, settled);
+        fake.route(
+            "GET",
+            "/compute/v2.1/servers/detail",
+            vec![raw(200, &list.to_string())],
+        );
+        fake.route(
+            "POST",
+            &format!("/compute/v2.1/servers/{id}/action"),
+            vec![raw(202, "")],
+        );
+        fake.route(
+            "GET",
+            &format!("/compute/v2.1/servers/{id}"),
+            vec![raw(200, &after.to_string())],
+        );
+        let p = fake.provider(real_clock());
+        p.pause(&InstanceId("web-0001".into()))
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let actions: Vec<String> = fake
+            .seen()
+            .into_iter()
+            .filter(|s| s.path.ends_with("/action"))
+            .map(|s| s.body)
+            .collect();
+        assert_eq!(actions, [body], "{mode:?}");
+    }
+}
+
+/// Resume undoes whatever the server shows: unpause, resume, unshelve; a server
+/// already paused its way is not paused again; one in a state with no way back is a
+/// conflict naming it.
+#[tokio::test]
+async fn resume_undoes_the_status_the_server_shows() {
+    for (mode, status, body) in [
+        (None, "PAUSED", r#"{"unpause":null}"#),
+        (Some("suspend"), "SUSPENDED", r#"{"resume":null}"#),
+        (Some("shelve"), "SHELVED", r#"{"unshelve":null}"#),
+        (Some("shelve"), "SHELVED_OFFLOADED", r#"{"unshelve":null}"#),
+    ] {
+        let fake = Fake::start().await;
+        let (id, list, _) = server_in(mode, status);
+        let (_, _, active) = server_in(mode, "ACTIVE");
+        fake.route(
+            "GET",
+            "/compute/v2.1/servers/detail",
+            vec![raw(200, &list.to_string())],
+        );
+        fake.route(
+            "POST",
+            &format!("/compute/v2.1/servers/{id}/action"),
+            vec![raw(202, "")],
+        );
+        fake.route(
+            "GET",
+            &format!("/compute/v2.1/servers/{id}"),
+            vec![raw(200, &active.to_string())],
+        );
+        let p = fake.provider(real_clock());
+        // Paused already: pausing again asks Nova for nothing.
+        p.pause(&InstanceId("web-0001".into()))
+            .await
+            .unwrap_or_else(|e| panic!("{status}: {e}"));
+        p.resume(&InstanceId("web-0001".into()))
+            .await
+            .unwrap_or_else(|e| panic!("{status}: {e}"));
+        let actions: Vec<String> = fake
+            .seen()
+            .into_iter()
+            .filter(|s| s.path.ends_with("/action"))
+            .map(|s| s.body)
+            .collect();
+        assert_eq!(actions, [body], "{status}");
+    }
+    let fake = Fake::start().await;
+    let (_, list, _) = server_in(None, "SHUTOFF");
+    fake.route(
+        "GET",
+        "/compute/v2.1/servers/detail",
+        vec![raw(200, &list.to_string())],
+    );
+    let p = fake.provider(real_clock());
+    let err = p.resume(&InstanceId("web-0001".into())).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Conflict(_)), "{err:?}");
+    assert!(err.to_string().contains("is SHUTOFF"), "{err}");
+    assert!(fake.seen_calls().iter().all(|c| !c.ends_with("/action")));
+}
+
+/// The template's pause mode is stamped on the server it creates (only when it is not
+/// the default, so a `pause` server's metadata is as before).
+#[test]
+fn the_server_body_carries_the_pause_mode() {
+    let config = OpenStackConfig::new(
+        "rec",
+        AuthConfig::password("http://127.0.0.1:9/identity/v3", "a", "b", "c"),
+    );
+    let p = OpenStackProvider::new(config).unwrap();
+    let plan = Plan {
+        image_id: "img".into(),
+        flavor_id: "1".into(),
+        networks: Vec::new(),
+        security_groups: Vec::new(),
+        floating_network_id: None,
+        pool: None,
+    };
+    for (mode, stamped) in [
+        (PauseMode::Pause, None),
+        (PauseMode::Suspend, Some("suspend")),
+        (PauseMode::Shelve, Some("shelve")),
+    ] {
+        let mut request = create_request();
+        if let Some(os) = request.template.openstack.as_mut() {
+            os.pause_mode = mode;
+        }
+        let body = p.server_body(&request, &plan);
+        assert_eq!(
+            body["server"]["metadata"]
+                .get(META_PAUSE_MODE)
+                .and_then(Value::as_str),
+            stamped,
+            "{mode:?}"
+        );
     }
 }

@@ -4,6 +4,9 @@
 //! Hand-written rather than a crate: the browser-driving crates pull in some thirty
 //! crates (a second `http`, `time`, ICU) for six HTTP calls that are stable since
 //! WebDriver became a W3C recommendation.
+//!
+//! Shared by the dashboard's browser tests, each of which uses part of it.
+#![allow(dead_code)]
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -33,6 +36,23 @@ pub fn tool(name: &str, var: &str) -> PathBuf {
              chromium chromium-driver`; scripts/test does it)"
         )
     })
+}
+
+/// Writes a screenshot the docs show, `docs/NAME`, when asked to
+/// (`SWELL_UPDATE_SCREENSHOTS=1`) or when it is missing; returns whether it wrote.
+/// Not at every run: the committed images would change at every test run (times,
+/// ids, the machine's fonts), and a test run must not dirty the work tree.
+pub fn save_screenshot(name: &str, png: &[u8]) -> bool {
+    assert!(png.starts_with(b"\x89PNG"), "{name}: a PNG");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(name);
+    let asked = std::env::var("SWELL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1");
+    if !asked && path.exists() {
+        return false;
+    }
+    std::fs::write(&path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    true
 }
 
 /// A `chromedriver` child in its own process group, so that the browsers it starts go
