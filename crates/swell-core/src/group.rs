@@ -581,6 +581,52 @@ pub struct GroupSpec {
     /// `top`); their readings replace the provider's for the metrics they give.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_sources: Vec<MetricSourceSpec>,
+    /// Which instances a scale-in retires first: the rules in order, each breaking the
+    /// previous one's ties (as AWS's termination policies), then the default order
+    /// (least-preferred provider, scaled-up before permanent, newest). Protected
+    /// instances are never retired by a scale-in, whatever the rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub termination_policy: Vec<TerminationRule>,
+}
+
+/// One rule of a group's `termination_policy`: which surplus instance a scale-in
+/// retires first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminationRule {
+    /// The most recently created first (the lowest cost of losing it: it has warmed
+    /// the least).
+    Newest,
+    /// The longest-running first (to roll a group onto a new template by scaling in
+    /// and out).
+    Oldest,
+    /// Those on the host running the most of the group's instances first, so the group
+    /// stays spread over its hosts; between hosts with as many, the one whose instances
+    /// use the most CPU (their latest readings). Instances whose host is unknown last.
+    MostLoadedHost,
+    /// Those on the group's least-preferred provider first (the last of
+    /// `fallback_providers`), so the group returns to its `provider`.
+    LeastPreferredProvider,
+}
+
+impl TerminationRule {
+    /// Every rule, as the group document spells it.
+    pub const ALL: [&'static str; 4] = [
+        "newest",
+        "oldest",
+        "most_loaded_host",
+        "least_preferred_provider",
+    ];
+
+    /// The rule's name, as in the group document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminationRule::Newest => "newest",
+            TerminationRule::Oldest => "oldest",
+            TerminationRule::MostLoadedHost => "most_loaded_host",
+            TerminationRule::LeastPreferredProvider => "least_preferred_provider",
+        }
+    }
 }
 
 /// A metric source of a group, besides its provider, its load balancer and pushes.
@@ -956,6 +1002,22 @@ impl GroupSpec {
 
     /// The rules past the providers and the template.
     fn validate_rest(&self) -> Result<(), ValidationError> {
+        for (i, rule) in self.termination_policy.iter().enumerate() {
+            if self.termination_policy[..i].contains(rule) {
+                return Err(ValidationError::new(
+                    format!("termination_policy[{i}]"),
+                    format!("`{}` is listed twice", rule.as_str()),
+                ));
+            }
+            if *rule == TerminationRule::Newest && self.termination_policy[..i].contains(&TerminationRule::Oldest)
+                || *rule == TerminationRule::Oldest && self.termination_policy[..i].contains(&TerminationRule::Newest)
+            {
+                return Err(ValidationError::new(
+                    format!("termination_policy[{i}]"),
+                    "`newest` and `oldest` exclude each other (after one, the other never decides)",
+                ));
+            }
+        }
         if self.max > MAX_GROUP_SIZE {
             return Err(ValidationError::new(
                 "max",
