@@ -1184,6 +1184,59 @@ mod tests {
     }
 
     #[test]
+    fn termination_policy_is_read_and_checked() {
+        use TerminationRule::*;
+        let check = |rules: serde_json::Value, expected: Result<Vec<TerminationRule>, (&str, &str)>| {
+            let mut doc = serde_json::to_value(lab()).unwrap();
+            doc["termination_policy"] = rules.clone();
+            let got = serde_json::from_value::<GroupSpec>(doc)
+                .map_err(|e| ("parse".to_string(), e.to_string()))
+                .and_then(|g| {
+                    g.validate()
+                        .map(|()| g.termination_policy.clone())
+                        .map_err(|e| (e.field, e.rule))
+                });
+            match (got, expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{rules}"),
+                (Err((field, rule)), Err((want_field, want_rule))) => {
+                    assert_eq!(field, want_field, "{rules}: {rule}");
+                    assert!(rule.contains(want_rule), "{rules}: {rule}");
+                }
+                (got, want) => panic!("{rules}: got {got:?}, expected {want:?}"),
+            }
+        };
+        check(serde_json::json!([]), Ok(vec![]));
+        check(
+            serde_json::json!(["most_loaded_host", "oldest"]),
+            Ok(vec![MostLoadedHost, Oldest]),
+        );
+        check(
+            serde_json::json!(["least_preferred_provider", "newest"]),
+            Ok(vec![LeastPreferredProvider, Newest]),
+        );
+        check(
+            serde_json::json!(["oldest", "oldest"]),
+            Err(("termination_policy[1]", "listed twice")),
+        );
+        check(
+            serde_json::json!(["newest", "most_loaded_host", "oldest"]),
+            Err(("termination_policy[2]", "exclude each other")),
+        );
+        check(
+            serde_json::json!(["cheapest"]),
+            Err(("parse", "unknown variant `cheapest`")),
+        );
+        // Absent is empty, and an empty list is not written back.
+        assert!(lab().termination_policy.is_empty());
+        let doc = serde_json::to_value(lab()).unwrap();
+        assert!(doc.get("termination_policy").is_none(), "{doc}");
+        for name in TerminationRule::ALL {
+            let rule: TerminationRule = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(rule.as_str(), name);
+        }
+    }
+
+    #[test]
     fn load_balancers_cap_connections_by_default() {
         let lb: LoadBalancerSpec =
             serde_json::from_value(serde_json::json!({"listen": "127.0.0.1:8080"})).unwrap();
