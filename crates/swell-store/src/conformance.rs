@@ -389,7 +389,6 @@ pub async fn group_lifecycle(store: &dyn Store) {
     assert_eq!(names, ["api"]);
 }
 
-/// A taken name is a `Conflict` in its tenant and free in another.
 /// Suspending records since when, survives a reopen of the row (a re-read), keeps its
 /// first time when repeated, is cleared by a resume, leaves the desired capacity and the
 /// spec alone, records each call's event, and is scoped by tenant.
@@ -538,6 +537,7 @@ pub async fn instance_protection(store: &dyn Store) {
     );
 }
 
+/// A taken name is a `Conflict` in its tenant and free in another.
 pub async fn group_conflict(store: &dyn Store) {
     let a = tenant("conflict-a");
     let b = tenant("conflict-b");
