@@ -1009,8 +1009,10 @@ impl GroupSpec {
                     format!("`{}` is listed twice", rule.as_str()),
                 ));
             }
-            if *rule == TerminationRule::Newest && self.termination_policy[..i].contains(&TerminationRule::Oldest)
-                || *rule == TerminationRule::Oldest && self.termination_policy[..i].contains(&TerminationRule::Newest)
+            if *rule == TerminationRule::Newest
+                && self.termination_policy[..i].contains(&TerminationRule::Oldest)
+                || *rule == TerminationRule::Oldest
+                    && self.termination_policy[..i].contains(&TerminationRule::Newest)
             {
                 return Err(ValidationError::new(
                     format!("termination_policy[{i}]"),
@@ -1186,7 +1188,8 @@ mod tests {
     #[test]
     fn termination_policy_is_read_and_checked() {
         use TerminationRule::*;
-        let check = |rules: serde_json::Value, expected: Result<Vec<TerminationRule>, (&str, &str)>| {
+        let check = |rules: serde_json::Value,
+                     expected: Result<Vec<TerminationRule>, (&str, &str)>| {
             let mut doc = serde_json::to_value(lab()).unwrap();
             doc["termination_policy"] = rules.clone();
             let got = serde_json::from_value::<GroupSpec>(doc)

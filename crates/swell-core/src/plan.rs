@@ -744,7 +744,10 @@ pub fn plan(input: &PlanInput, now: Timestamp) -> Plan {
 /// The group's `termination_policy` rules decide first, each breaking the previous
 /// one's ties; then the default order: the least-preferred provider's first, scaled-up
 /// before permanent, newest first (which leaves no tie: the creation order is unique).
-pub fn scale_in_order<'a>(input: &PlanInput, instances: &[&'a InstanceInput]) -> Vec<&'a InstanceInput> {
+pub fn scale_in_order<'a>(
+    input: &PlanInput,
+    instances: &[&'a InstanceInput],
+) -> Vec<&'a InstanceInput> {
     let priority = |name: &str| input.providers.iter().position(|p| p.name == name);
     // Per host: the group's instances on it and their summed CPU (`most_loaded_host`).
     let mut hosts: HashMap<&str, (usize, f64)> = HashMap::new();
@@ -781,7 +784,9 @@ pub fn scale_in_order<'a>(input: &PlanInput, instances: &[&'a InstanceInput]) ->
         input
             .termination_policy
             .iter()
-            .fold(Ordering::Equal, |o, rule| o.then_with(|| by_rule(*rule, a, b)))
+            .fold(Ordering::Equal, |o, rule| {
+                o.then_with(|| by_rule(*rule, a, b))
+            })
             .then_with(|| by_rule(TerminationRule::LeastPreferredProvider, a, b))
             .then_with(|| {
                 (a.lifecycle == Lifecycle::Permanent).cmp(&(b.lifecycle == Lifecycle::Permanent))

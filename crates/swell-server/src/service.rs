@@ -583,9 +583,17 @@ impl Service {
         let (kind, word) = if protect {
             (EventKind::InstanceProtected, "protected from scale-in")
         } else {
-            (EventKind::InstanceUnprotected, "no longer protected from scale-in")
+            (
+                EventKind::InstanceUnprotected,
+                "no longer protected from scale-in",
+            )
         };
-        let mut event = self.event(tenant, group, kind, format!("instance {id} {word} by a user"));
+        let mut event = self.event(
+            tenant,
+            group,
+            kind,
+            format!("instance {id} {word} by a user"),
+        );
         event.instance_id = Some(iid.clone());
         let record = self
             .store

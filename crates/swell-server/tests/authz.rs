@@ -800,13 +800,21 @@ async fn every_route_every_role_both_tenants() {
     let viewer = alpha.token(Who::Viewer).unwrap();
     for path in [
         format!("/v1/groups/{}/suspend", alpha.group),
-        format!("/v1/groups/{}/instances/{}/protect", alpha.group, alpha.owned),
+        format!(
+            "/v1/groups/{}/instances/{}/protect",
+            alpha.group, alpha.owned
+        ),
     ] {
         let a = api.call(Some(viewer), Method::POST, &path, None).await;
         assert_eq!(a.status, 403, "{path}: {a:?}");
     }
     let g = api
-        .ok(viewer, Method::GET, &format!("/v1/groups/{}", alpha.group), None)
+        .ok(
+            viewer,
+            Method::GET,
+            &format!("/v1/groups/{}", alpha.group),
+            None,
+        )
         .await;
     assert_eq!(g["suspended"], false, "{g}");
     let list = api

@@ -400,23 +400,40 @@ pub async fn suspend_and_resume(store: &dyn Store) {
     assert_eq!(before.suspended_at, None, "a new group is not suspended");
 
     let g = store
-        .set_suspended(&a, "web", true, event(&a, "web", EventKind::ScalingSuspended, 5_000))
+        .set_suspended(
+            &a,
+            "web",
+            true,
+            event(&a, "web", EventKind::ScalingSuspended, 5_000),
+        )
         .await
         .expect("suspend");
     assert_eq!(g.suspended_at, Some(t(5_000)));
     let again = store
-        .set_suspended(&a, "web", true, event(&a, "web", EventKind::ScalingSuspended, 6_000))
+        .set_suspended(
+            &a,
+            "web",
+            true,
+            event(&a, "web", EventKind::ScalingSuspended, 6_000),
+        )
         .await
         .expect("suspend twice");
     assert_eq!(again.suspended_at, Some(t(5_000)), "the first time is kept");
     let read = store.get_group(&a, "web").await.unwrap().unwrap();
-    assert_eq!(read.suspended_at, Some(t(5_000)), "stored, not only returned");
+    assert_eq!(
+        read.suspended_at,
+        Some(t(5_000)),
+        "stored, not only returned"
+    );
     assert_eq!(
         (read.desired_capacity, &read.spec),
         (before.desired_capacity, &before.spec)
     );
     let other = store.get_group(&b, "web").await.unwrap().unwrap();
-    assert_eq!(other.suspended_at, None, "another tenant's group of the same name");
+    assert_eq!(
+        other.suspended_at, None,
+        "another tenant's group of the same name"
+    );
     assert!(
         store
             .list_groups(&a)
@@ -427,12 +444,22 @@ pub async fn suspend_and_resume(store: &dyn Store) {
     );
 
     let resumed = store
-        .set_suspended(&a, "web", false, event(&a, "web", EventKind::ScalingResumed, 7_000))
+        .set_suspended(
+            &a,
+            "web",
+            false,
+            event(&a, "web", EventKind::ScalingResumed, 7_000),
+        )
         .await
         .expect("resume");
     assert_eq!(resumed.suspended_at, None);
     assert_eq!(
-        store.get_group(&a, "web").await.unwrap().unwrap().suspended_at,
+        store
+            .get_group(&a, "web")
+            .await
+            .unwrap()
+            .unwrap()
+            .suspended_at,
         None
     );
     let kinds: Vec<EventKind> = events_of(store, &a, "web")
@@ -441,13 +468,21 @@ pub async fn suspend_and_resume(store: &dyn Store) {
         .map(|e| e.event.kind)
         .collect();
     assert_eq!(
-        kinds.iter().filter(|k| **k == EventKind::ScalingSuspended).count(),
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::ScalingSuspended)
+            .count(),
         2
     );
     assert!(kinds.contains(&EventKind::ScalingResumed));
 
     let err = store
-        .set_suspended(&a, "nope", true, event(&a, "nope", EventKind::ScalingSuspended, 8_000))
+        .set_suspended(
+            &a,
+            "nope",
+            true,
+            event(&a, "nope", EventKind::ScalingSuspended, 8_000),
+        )
         .await
         .expect_err("no such group");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -499,7 +534,14 @@ pub async fn instance_protection(store: &dyn Store) {
             .expect_err("not this tenant's or group's");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     }
-    assert!(store.get_instance(&a, &id).await.unwrap().unwrap().protected);
+    assert!(
+        store
+            .get_instance(&a, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .protected
+    );
     let u = store
         .set_instance_protected(&a, "web", &id, false, protect(false, 3_000))
         .await
@@ -530,7 +572,10 @@ pub async fn instance_protection(store: &dyn Store) {
     assert_eq!(
         kinds
             .iter()
-            .filter(|k| matches!(k, EventKind::InstanceProtected | EventKind::InstanceUnprotected))
+            .filter(|k| matches!(
+                k,
+                EventKind::InstanceProtected | EventKind::InstanceUnprotected
+            ))
             .count(),
         2,
         "{kinds:?}"

@@ -83,8 +83,7 @@ pub trait GroupStore: Send + Sync + 'static {
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()>;
 }
 
-const GROUP_COLUMNS: &str =
-    "tenant, name, spec, desired_capacity, last_scaling_at, deleting, created_at, updated_at, \
+const GROUP_COLUMNS: &str = "tenant, name, spec, desired_capacity, last_scaling_at, deleting, created_at, updated_at, \
      suspended_at";
 
 fn decode_group(row: &Row) -> Result<GroupRecord> {

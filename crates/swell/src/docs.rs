@@ -143,11 +143,18 @@ pub fn set_fields(doc: &mut serde_json::Value, sets: &[String]) -> Result<()> {
                         anyhow!("--set {path}: `{at}`: a list is indexed by number (0 to {len})")
                     })?;
                     items.get_mut(i).ok_or_else(|| {
-                        anyhow!("--set {path}: `{at}`: the list has {len} items (index 0 to {})", len.saturating_sub(1))
+                        anyhow!(
+                            "--set {path}: `{at}`: the list has {len} items (index 0 to {})",
+                            len.saturating_sub(1)
+                        )
                     })?
                 }
                 Value::Object(map) => {
-                    let next = if last { Value::Null } else { Value::Object(Default::default()) };
+                    let next = if last {
+                        Value::Null
+                    } else {
+                        Value::Object(Default::default())
+                    };
                     map.entry(key.to_string()).or_insert(next)
                 }
                 Value::Null => {

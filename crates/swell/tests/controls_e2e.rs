@@ -35,25 +35,21 @@ async fn push_hot(s: &Swell, group: &str) {
 /// Keeps the group hot until an event of `kind` whose cause ends at `after` is
 /// recorded; returns it with every event so far.
 async fn hot_until(s: &Swell, group: &str, kind: &str, after: u64) -> (Value, Vec<Value>) {
-    eventually(
-        &format!("a {kind} event to {after}"),
-        WITHIN,
-        || async {
-            push_hot(s, group).await;
-            let events = s.events(group).await;
-            let found = of_kind(&events, kind)
-                .into_iter()
-                .find(|e| e["cause"]["after"] == after)
-                .cloned();
-            match found {
-                Some(e) => Ok((e, events)),
-                None => Err(format!(
-                    "{:?}",
-                    events.iter().map(|e| &e["message"]).collect::<Vec<_>>()
-                )),
-            }
-        },
-    )
+    eventually(&format!("a {kind} event to {after}"), WITHIN, || async {
+        push_hot(s, group).await;
+        let events = s.events(group).await;
+        let found = of_kind(&events, kind)
+            .into_iter()
+            .find(|e| e["cause"]["after"] == after)
+            .cloned();
+        match found {
+            Some(e) => Ok((e, events)),
+            None => Err(format!(
+                "{:?}",
+                events.iter().map(|e| &e["message"]).collect::<Vec<_>>()
+            )),
+        }
+    })
     .await
 }
 
@@ -169,9 +165,7 @@ async fn protected_instances_stay_and_set_changes_one_field() {
     let (oldest, middle, newest) = (by_order(1), by_order(2), by_order(3));
 
     // The oldest would go first (termination_policy: [oldest]); protected, it stays.
-    let p = s
-        .cli_json(&["instance", "protect", "web", &oldest])
-        .await;
+    let p = s.cli_json(&["instance", "protect", "web", &oldest]).await;
     assert_eq!(p["protected"], true, "{p}");
     let wide = s.cli(&["-o", "wide", "instance", "list", "web"]).await;
     assert!(wide.stdout.contains("PROTECTED"), "{wide:?}");
@@ -189,9 +183,7 @@ async fn protected_instances_stay_and_set_changes_one_field() {
     );
 
     // Unprotected: the oldest goes next.
-    let u = s
-        .cli_json(&["instance", "unprotect", "web", &oldest])
-        .await;
+    let u = s.cli_json(&["instance", "unprotect", "web", &oldest]).await;
     assert_eq!(u["protected"], false);
     s.cli_json(&["scale", "web", "1"]).await;
     let left = wait_running(&s, "web", 1, WITHIN).await;
@@ -199,7 +191,10 @@ async fn protected_instances_stay_and_set_changes_one_field() {
     // A retired instance cannot be protected: 409, nothing recorded.
     let gone = s.cli(&["instance", "protect", "web", &middle]).await;
     assert!(!gone.status.success(), "{gone:?}");
-    assert!(gone.stderr.contains("only a pending, running or paused"), "{gone:?}");
+    assert!(
+        gone.stderr.contains("only a pending, running or paused"),
+        "{gone:?}"
+    );
 
     // --set: one field, then a nested one, in one call.
     let g = s
@@ -219,7 +214,13 @@ async fn protected_instances_stay_and_set_changes_one_field() {
         json!(["newest", "most_loaded_host"])
     );
     let g = s
-        .cli_json(&["group", "update", "web", "--set", "policies.0.scale_out_above=90"])
+        .cli_json(&[
+            "group",
+            "update",
+            "web",
+            "--set",
+            "policies.0.scale_out_above=90",
+        ])
         .await;
     assert_eq!(g["spec"]["policies"][0]["scale_out_above"], 90.0, "{g}");
     assert_eq!(g["spec"]["max"], 10, "the earlier change stays");
@@ -229,8 +230,16 @@ async fn protected_instances_stay_and_set_changes_one_field() {
     let events_before = s.events("web").await.len();
     for (set, field, rule) in [
         ("min=11", "max", "must be >= min (11)"),
-        ("termination_policy=[oldest, oldest]", "termination_policy[1]", "listed twice"),
-        ("termination_policy=[cheapest]", "termination_policy", "unknown variant"),
+        (
+            "termination_policy=[oldest, oldest]",
+            "termination_policy[1]",
+            "listed twice",
+        ),
+        (
+            "termination_policy=[cheapest]",
+            "termination_policy",
+            "unknown variant",
+        ),
         ("maxx=3", "maxx", "unknown field"),
         ("policies.3.target=60", "policies.3", "the list has 1 items"),
     ] {

@@ -372,7 +372,11 @@ fn termination_policy_orders_the_scale_in() {
         (
             "protection keeps the group above target: said, not retried blindly",
             policy(
-                group(1, &["a"], vec![protected(run(1)), protected(run(2)), run(3)]),
+                group(
+                    1,
+                    &["a"],
+                    vec![protected(run(1)), protected(run(2)), run(3)],
+                ),
                 &[Oldest],
             ),
             "3→1 retire[i3] kept 1",
@@ -1056,59 +1060,61 @@ fn arb_input() -> impl Strategy<Value = PlanInput> {
                 ),
             )
         })
-        .prop_map(|((desired, min, deleting, raw, a, b, q), termination_policy)| {
-            let mut instances = Vec::new();
-            let mut observed = Vec::new();
-            for (n, mut i) in raw.into_iter().enumerate() {
-                let alive = !i.provider.ends_with('!');
-                i.provider = i.provider.trim_end_matches('!').to_string();
-                i.id = InstanceId(format!("i{n}"));
-                i.created_order = n as u64;
-                // Some on one of three hosts, for `most_loaded_host`.
-                if n % 4 != 3 {
-                    i.host = Some(format!("h{}", n % 3));
-                    i.cpu_percent = Some((n * 17 % 100) as f64);
+        .prop_map(
+            |((desired, min, deleting, raw, a, b, q), termination_policy)| {
+                let mut instances = Vec::new();
+                let mut observed = Vec::new();
+                for (n, mut i) in raw.into_iter().enumerate() {
+                    let alive = !i.provider.ends_with('!');
+                    i.provider = i.provider.trim_end_matches('!').to_string();
+                    i.id = InstanceId(format!("i{n}"));
+                    i.created_order = n as u64;
+                    // Some on one of three hosts, for `most_loaded_host`.
+                    if n % 4 != 3 {
+                        i.host = Some(format!("h{}", n % 3));
+                        i.cpu_percent = Some((n * 17 % 100) as f64);
+                    }
+                    if alive {
+                        observed.push(ObservedInstance {
+                            id: i.id.clone(),
+                            provider: i.provider.clone(),
+                            native_id: String::new(),
+                            exited: false,
+                            record: Some(i.status),
+                        });
+                    }
+                    instances.push(i);
                 }
-                if alive {
-                    observed.push(ObservedInstance {
-                        id: i.id.clone(),
-                        provider: i.provider.clone(),
-                        native_id: String::new(),
-                        exited: false,
-                        record: Some(i.status),
-                    });
+                let quota = q.map_or(
+                    TenantQuota::Unlimited,
+                    |(max_instances, max_vcpus, max_memory_mb, others, vcpus)| {
+                        quota(
+                            QuotaLimits {
+                                max_instances,
+                                max_vcpus,
+                                max_memory_mb,
+                            },
+                            others,
+                            vcpus,
+                            others * 256,
+                        )
+                    },
+                );
+                PlanInput {
+                    desired,
+                    deleting,
+                    min,
+                    providers: vec![a, b],
+                    instances,
+                    observed,
+                    replace_after: Some(Duration::from_secs(30)),
+                    quota,
+                    template_size: sized(1, 256),
+                    announced: Announced::default(),
+                    termination_policy,
                 }
-                instances.push(i);
-            }
-            let quota = q.map_or(
-                TenantQuota::Unlimited,
-                |(max_instances, max_vcpus, max_memory_mb, others, vcpus)| {
-                    quota(
-                        QuotaLimits {
-                            max_instances,
-                            max_vcpus,
-                            max_memory_mb,
-                        },
-                        others,
-                        vcpus,
-                        others * 256,
-                    )
-                },
-            );
-            PlanInput {
-                desired,
-                deleting,
-                min,
-                providers: vec![a, b],
-                instances,
-                observed,
-                replace_after: Some(Duration::from_secs(30)),
-                quota,
-                template_size: sized(1, 256),
-                announced: Announced::default(),
-                termination_policy,
-            }
-        })
+            },
+        )
 }
 
 proptest! {
