@@ -51,6 +51,14 @@ pub struct Group {
     pub last_scaling_at: Option<String>,
     /// True while the group is being deleted.
     pub deleting: bool,
+    /// True while its autoscaling is suspended (`POST /v1/groups/{name}/suspend`): the
+    /// policies record `would_scale` events but change no desired capacity; a desired
+    /// capacity set by a user still applies.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Since when it is suspended (RFC 3339), while it is.
+    #[serde(default)]
+    pub suspended_at: Option<String>,
     /// The load balancer's address, when it has one.
     pub load_balancer: Option<String>,
     /// When the group was created (RFC 3339).

@@ -43,6 +43,18 @@ pub enum EventKind {
     /// The group's load balancer could not start (its address is taken, …); the
     /// group runs without it until it can.
     LoadBalancerError,
+    /// A user suspended the group's autoscaling: the policies still evaluate, but
+    /// change no desired capacity until it is resumed.
+    ScalingSuspended,
+    /// A user resumed the group's autoscaling.
+    ScalingResumed,
+    /// While suspended, the policies would have changed the desired capacity (the
+    /// cause says to what); nothing was changed. One per new would-be capacity.
+    WouldScale,
+    /// A user protected an instance from scale-in.
+    InstanceProtected,
+    /// A user lifted an instance's scale-in protection.
+    InstanceUnprotected,
 }
 
 impl EventKind {
@@ -66,6 +78,11 @@ impl EventKind {
             Self::QuotaCapped => "quota_capped",
             Self::ProviderCapped => "provider_capped",
             Self::LoadBalancerError => "load_balancer_error",
+            Self::ScalingSuspended => "scaling_suspended",
+            Self::ScalingResumed => "scaling_resumed",
+            Self::WouldScale => "would_scale",
+            Self::InstanceProtected => "instance_protected",
+            Self::InstanceUnprotected => "instance_unprotected",
         }
     }
 

@@ -627,6 +627,52 @@ pub struct GroupSpec {
     /// `top`); their readings replace the provider's for the metrics they give.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_sources: Vec<MetricSourceSpec>,
+    /// Which instances a scale-in retires first: the rules in order, each breaking the
+    /// previous one's ties (as AWS's termination policies), then the default order
+    /// (least-preferred provider, scaled-up before permanent, newest). Protected
+    /// instances are never retired by a scale-in, whatever the rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub termination_policy: Vec<TerminationRule>,
+}
+
+/// One rule of a group's `termination_policy`: which surplus instance a scale-in
+/// retires first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminationRule {
+    /// The most recently created first (the lowest cost of losing it: it has warmed
+    /// the least).
+    Newest,
+    /// The longest-running first (to roll a group onto a new template by scaling in
+    /// and out).
+    Oldest,
+    /// Those on the host running the most of the group's instances first, so the group
+    /// stays spread over its hosts; between hosts with as many, the one whose instances
+    /// use the most CPU (their latest readings). Instances whose host is unknown last.
+    MostLoadedHost,
+    /// Those on the group's least-preferred provider first (the last of
+    /// `fallback_providers`), so the group returns to its `provider`.
+    LeastPreferredProvider,
+}
+
+impl TerminationRule {
+    /// Every rule, as the group document spells it.
+    pub const ALL: [&'static str; 4] = [
+        "newest",
+        "oldest",
+        "most_loaded_host",
+        "least_preferred_provider",
+    ];
+
+    /// The rule's name, as in the group document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminationRule::Newest => "newest",
+            TerminationRule::Oldest => "oldest",
+            TerminationRule::MostLoadedHost => "most_loaded_host",
+            TerminationRule::LeastPreferredProvider => "least_preferred_provider",
+        }
+    }
 }
 
 /// A metric source of a group, besides its provider, its load balancer and pushes.
@@ -1002,6 +1048,24 @@ impl GroupSpec {
 
     /// The rules past the providers and the template.
     fn validate_rest(&self) -> Result<(), ValidationError> {
+        for (i, rule) in self.termination_policy.iter().enumerate() {
+            if self.termination_policy[..i].contains(rule) {
+                return Err(ValidationError::new(
+                    format!("termination_policy[{i}]"),
+                    format!("`{}` is listed twice", rule.as_str()),
+                ));
+            }
+            if *rule == TerminationRule::Newest
+                && self.termination_policy[..i].contains(&TerminationRule::Oldest)
+                || *rule == TerminationRule::Oldest
+                    && self.termination_policy[..i].contains(&TerminationRule::Newest)
+            {
+                return Err(ValidationError::new(
+                    format!("termination_policy[{i}]"),
+                    "`newest` and `oldest` exclude each other (after one, the other never decides)",
+                ));
+            }
+        }
         if self.max > MAX_GROUP_SIZE {
             return Err(ValidationError::new(
                 "max",
@@ -1164,6 +1228,60 @@ mod tests {
                     assert_eq!(e.field, "load_balancer.max_connections");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn termination_policy_is_read_and_checked() {
+        use TerminationRule::*;
+        let check = |rules: serde_json::Value,
+                     expected: Result<Vec<TerminationRule>, (&str, &str)>| {
+            let mut doc = serde_json::to_value(lab()).unwrap();
+            doc["termination_policy"] = rules.clone();
+            let got = serde_json::from_value::<GroupSpec>(doc)
+                .map_err(|e| ("parse".to_string(), e.to_string()))
+                .and_then(|g| {
+                    g.validate()
+                        .map(|()| g.termination_policy.clone())
+                        .map_err(|e| (e.field, e.rule))
+                });
+            match (got, expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{rules}"),
+                (Err((field, rule)), Err((want_field, want_rule))) => {
+                    assert_eq!(field, want_field, "{rules}: {rule}");
+                    assert!(rule.contains(want_rule), "{rules}: {rule}");
+                }
+                (got, want) => panic!("{rules}: got {got:?}, expected {want:?}"),
+            }
+        };
+        check(serde_json::json!([]), Ok(vec![]));
+        check(
+            serde_json::json!(["most_loaded_host", "oldest"]),
+            Ok(vec![MostLoadedHost, Oldest]),
+        );
+        check(
+            serde_json::json!(["least_preferred_provider", "newest"]),
+            Ok(vec![LeastPreferredProvider, Newest]),
+        );
+        check(
+            serde_json::json!(["oldest", "oldest"]),
+            Err(("termination_policy[1]", "listed twice")),
+        );
+        check(
+            serde_json::json!(["newest", "most_loaded_host", "oldest"]),
+            Err(("termination_policy[2]", "exclude each other")),
+        );
+        check(
+            serde_json::json!(["cheapest"]),
+            Err(("parse", "unknown variant `cheapest`")),
+        );
+        // Absent is empty, and an empty list is not written back.
+        assert!(lab().termination_policy.is_empty());
+        let doc = serde_json::to_value(lab()).unwrap();
+        assert!(doc.get("termination_policy").is_none(), "{doc}");
+        for name in TerminationRule::ALL {
+            let rule: TerminationRule = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(rule.as_str(), name);
         }
     }
 

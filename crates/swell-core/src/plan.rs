@@ -23,16 +23,20 @@
 //!    the group's providers) and the providers' room, each create on the first provider
 //!    by priority that has room and is not backing off; one that failed
 //!    [`YIELD_AFTER`] creates in a row yields to the next while it backs off.
-//! 5. **Scale-in**: surplus instances are retired — the least-preferred provider's
-//!    first, then scaled-up before permanent, newest first, never a protected one
-//!    ([`Plan::retire`]); one still being created is retired once it is
-//!    ([`Plan::retire_once_created`]).
+//! 5. **Scale-in**: surplus instances are retired in [`scale_in_order`]: the group's
+//!    `termination_policy` rules first, then the least-preferred provider's, then
+//!    scaled-up before permanent, newest first; never a protected one
+//!    ([`Plan::retire`]; the surplus protection keeps is [`Plan::kept_protected`]). A
+//!    group being deleted retires its protected instances too: protection is against
+//!    scale-in, and a deletion is asked for by a user. One still being created is
+//!    retired once it is ([`Plan::retire_once_created`]).
 //! 6. **Interrupted retirements** (a reload of the worker) are picked up again
 //!    ([`Plan::resume`]).
 
+use crate::group::TerminationRule;
 use crate::{EventKind, InstanceId, InstanceStatus, Lifecycle, Timestamp};
-use std::cmp::Reverse;
-use std::collections::HashSet;
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// First wait after a failed create; it doubles with each further failure in a row.
@@ -195,6 +199,11 @@ pub struct InstanceInput {
     pub started_at: Timestamp,
     /// Never retired by a scale-in.
     pub protected: bool,
+    /// The host it runs on, when known (for `most_loaded_host`).
+    pub host: Option<String>,
+    /// Its latest CPU reading, percent of one core, when known (for
+    /// `most_loaded_host`).
+    pub cpu_percent: Option<f64>,
     /// How long the load balancer has found it unhealthy; `None`: healthy or unknown.
     pub unhealthy_for: Option<Duration>,
     /// Its retirement task.
@@ -305,6 +314,9 @@ pub struct PlanInput {
     pub template_size: QuotaSize,
     /// The cuts announced so far (the previous plan's [`Plan::announced`]).
     pub announced: Announced,
+    /// The group's `termination_policy`: which surplus instances a scale-in retires
+    /// first ([`scale_in_order`]).
+    pub termination_policy: Vec<TerminationRule>,
 }
 
 /// An instance and its provider, for an action on it.
@@ -540,6 +552,10 @@ pub struct Plan {
     /// The count this pass works toward: the desired capacity (0 when deleting) cut by
     /// the quota and the providers' room.
     pub target: u32,
+    /// Surplus instances a scale-in leaves because they are protected: the group stays
+    /// this far above `target` until they are unprotected (or the desired capacity
+    /// rises), and the worker says so rather than retry.
+    pub kept_protected: u32,
 }
 
 fn count(n: usize) -> u32 {
@@ -676,22 +692,16 @@ pub fn plan(input: &PlanInput, now: Timestamp) -> Plan {
         }
     }
 
-    // 5. Scale-in. Only instances on a provider configured here can be retired.
+    // 5. Scale-in. Only instances on a provider configured here can be retired;
+    // protected ones only when the group is being deleted.
     if have > target {
-        let priority = |name: &str| input.providers.iter().position(|p| p.name == name);
-        let mut victims: Vec<&InstanceInput> = counted
-            .iter()
-            .copied()
-            .filter(|i| !i.protected && priority(&i.provider).is_some())
-            .collect();
-        victims.sort_by_key(|i| {
-            (
-                Reverse(priority(&i.provider)),
-                i.lifecycle == Lifecycle::Permanent,
-                Reverse(i.created_order),
-            )
-        });
-        for i in victims.into_iter().take((have - target) as usize) {
+        let surplus = (have - target) as usize;
+        let order = scale_in_order(input, &counted);
+        let (victims, kept): (Vec<&InstanceInput>, Vec<&InstanceInput>) = order
+            .into_iter()
+            .partition(|i| input.deleting || !i.protected);
+        plan.kept_protected = count(surplus.saturating_sub(victims.len()).min(kept.len()));
+        for i in victims.into_iter().take(surplus) {
             if i.status == InstanceStatus::Pending {
                 plan.retire_once_created.push(i.id.clone());
             } else {
@@ -724,6 +734,66 @@ pub fn plan(input: &PlanInput, now: Timestamp) -> Plan {
     plan.have = have;
     plan.target = target;
     plan
+}
+
+/// The order in which a scale-in retires `instances` (the group's instances that count
+/// toward capacity), first first; those on a provider not configured here are left out
+/// (they cannot be retired from here). Protection is not looked at: the caller skips
+/// protected instances.
+///
+/// The group's `termination_policy` rules decide first, each breaking the previous
+/// one's ties; then the default order: the least-preferred provider's first, scaled-up
+/// before permanent, newest first (which leaves no tie: the creation order is unique).
+pub fn scale_in_order<'a>(
+    input: &PlanInput,
+    instances: &[&'a InstanceInput],
+) -> Vec<&'a InstanceInput> {
+    let priority = |name: &str| input.providers.iter().position(|p| p.name == name);
+    // Per host: the group's instances on it and their summed CPU (`most_loaded_host`).
+    let mut hosts: HashMap<&str, (usize, f64)> = HashMap::new();
+    for i in instances {
+        if let Some(host) = &i.host {
+            let h = hosts.entry(host.as_str()).or_default();
+            h.0 += 1;
+            h.1 += i.cpu_percent.filter(|c| c.is_finite()).unwrap_or(0.0);
+        }
+    }
+    let host_load = |i: &InstanceInput| i.host.as_deref().and_then(|h| hosts.get(h)).copied();
+    let by_rule = |rule: TerminationRule, a: &InstanceInput, b: &InstanceInput| -> Ordering {
+        match rule {
+            TerminationRule::Newest => b.created_order.cmp(&a.created_order),
+            TerminationRule::Oldest => a.created_order.cmp(&b.created_order),
+            TerminationRule::LeastPreferredProvider => {
+                priority(&b.provider).cmp(&priority(&a.provider))
+            }
+            // Known hosts first, the one with the most instances, then the most CPU.
+            TerminationRule::MostLoadedHost => match (host_load(a), host_load(b)) {
+                (Some((na, ca)), Some((nb, cb))) => nb.cmp(&na).then(cb.total_cmp(&ca)),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            },
+        }
+    };
+    let mut order: Vec<&InstanceInput> = instances
+        .iter()
+        .copied()
+        .filter(|i| priority(&i.provider).is_some())
+        .collect();
+    order.sort_by(|a, b| {
+        input
+            .termination_policy
+            .iter()
+            .fold(Ordering::Equal, |o, rule| {
+                o.then_with(|| by_rule(*rule, a, b))
+            })
+            .then_with(|| by_rule(TerminationRule::LeastPreferredProvider, a, b))
+            .then_with(|| {
+                (a.lifecycle == Lifecycle::Permanent).cmp(&(b.lifecycle == Lifecycle::Permanent))
+            })
+            .then_with(|| by_rule(TerminationRule::Newest, a, b))
+    });
+    order
 }
 
 /// The largest count up to `target` the tenant's quota allows, given the tenant's other

@@ -110,8 +110,11 @@ function groupStatus(group) {
   for (const s of ['pending', 'draining', 'terminating', 'paused']) {
     if (c[s]) moving.push(`${c[s]} ${s}`);
   }
-  if (moving.length === 0 && c.running === group.desired_capacity) return 'steady';
-  return moving.length ? `scaling (${moving.join(', ')})` : 'scaling';
+  let state;
+  if (moving.length === 0 && c.running === group.desired_capacity) state = 'steady';
+  else state = moving.length ? `scaling (${moving.join(', ')})` : 'scaling';
+  // Suspended: the policies change nothing (swell group resume).
+  return group.suspended ? `${state}, autoscaling suspended` : state;
 }
 
 // ---- views and navigation ----

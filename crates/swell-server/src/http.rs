@@ -37,9 +37,13 @@ use utoipa::OpenApi;
         update_group,
         delete_group,
         set_desired,
+        suspend_group,
+        resume_group,
         list_instances,
         pause_instance,
         resume_instance,
+        protect_instance,
+        unprotect_instance,
         list_events,
         crate::event_stream::stream_events,
         push_metrics,
@@ -169,6 +173,16 @@ pub fn router(service: Arc<Service>) -> Router {
             get(get_group).put(update_group).delete(delete_group),
         )
         .route("/v1/groups/{name}/desired_capacity", put(set_desired))
+        .route("/v1/groups/{name}/suspend", post(suspend_group))
+        .route("/v1/groups/{name}/resume", post(resume_group))
+        .route(
+            "/v1/groups/{name}/instances/{id}/protect",
+            post(protect_instance),
+        )
+        .route(
+            "/v1/groups/{name}/instances/{id}/unprotect",
+            post(unprotect_instance),
+        )
         .route("/v1/groups/{name}/instances", get(list_instances))
         .route(
             "/v1/groups/{name}/instances/{id}/pause",
@@ -483,6 +497,8 @@ pub fn group_view(service: &Service, g: &GroupRecord, instances: &[InstanceRecor
         instances: counts,
         last_scaling_at: g.last_scaling_at.map(rfc3339),
         deleting: g.deleting,
+        suspended: g.suspended_at.is_some(),
+        suspended_at: g.suspended_at.map(rfc3339),
         load_balancer: service
             .controller()
             .load_balancer_addr(&g.tenant, &g.spec.name)
@@ -662,6 +678,33 @@ async fn set_desired(
     Ok(axum::Json(with_instances(&s, g).await?))
 }
 
+/// Suspends the group's autoscaling: the policies still evaluate and record
+/// `would_scale` events, but change no desired capacity until it is resumed; a desired
+/// capacity set by a user still applies. Suspending a suspended group changes nothing.
+#[utoipa::path(post, path = "/v1/groups/{name}/suspend", params(("name" = String, Path)),
+    responses((status = 200, body = api::Group), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn suspend_group(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<api::Group>> {
+    let g = s.set_suspended(&p.tenant, &name, true).await?;
+    Ok(axum::Json(with_instances(&s, g).await?))
+}
+
+/// Resumes the group's autoscaling. Resuming a group that is not suspended changes
+/// nothing.
+#[utoipa::path(post, path = "/v1/groups/{name}/resume", params(("name" = String, Path)),
+    responses((status = 200, body = api::Group), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn resume_group(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<api::Group>> {
+    let g = s.set_suspended(&p.tenant, &name, false).await?;
+    Ok(axum::Json(with_instances(&s, g).await?))
+}
+
 /// Shows the group's load balancer: traffic, and each instance's share, health and drain.
 #[utoipa::path(get, path = "/v1/groups/{name}/load_balancer", params(("name" = String, Path)),
     responses((status = 200, body = api::LoadBalancerStatus), (status = 404, body = api::Problem)))]
@@ -780,6 +823,31 @@ async fn resume_instance(
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<api::Instance>> {
     let i = s.resume_instance(&p.tenant, &name, &id).await?;
+    Ok(axum::Json(instance_view(&s, &i)))
+}
+
+/// Protects an instance from scale-in: a scale-in never chooses it (it is still
+/// replaced if it dies or fails its health checks, and retired with its group).
+#[utoipa::path(post, path = "/v1/groups/{name}/instances/{id}/protect", params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = api::Instance), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn protect_instance(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<api::Instance>> {
+    let i = s.set_protected(&p.tenant, &name, &id, true).await?;
+    Ok(axum::Json(instance_view(&s, &i)))
+}
+
+/// Lifts an instance's scale-in protection.
+#[utoipa::path(post, path = "/v1/groups/{name}/instances/{id}/unprotect", params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = api::Instance), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+async fn unprotect_instance(
+    State(s): State<Arc<Service>>,
+    p: Principal,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<api::Instance>> {
+    let i = s.set_protected(&p.tenant, &name, &id, false).await?;
     Ok(axum::Json(instance_view(&s, &i)))
 }
 

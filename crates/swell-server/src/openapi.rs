@@ -247,7 +247,8 @@ pub(crate) fn full_group_document() -> serde_json::Value {
              "command": "top -b -n 1", "timeout": "5s"},
             {"type": "prometheus", "url": "http://127.0.0.1:9090", "query": "sum(rate(x[1m]))",
              "metric": "request_rate", "timeout": "5s"}
-        ]
+        ],
+        "termination_policy": ["least_preferred_provider", "most_loaded_host", "oldest"]
     })
 }
 
@@ -310,6 +311,8 @@ pub(crate) fn group_document_schema() -> serde_json::Value {
         .and_then(|spec| serde_json::to_value(spec).ok())
         .unwrap_or_else(full_group_document);
     let mut schema = schema_of(&example, "");
+    schema["properties"]["termination_policy"]["items"]["enum"] =
+        serde_json::json!(swell_core::TerminationRule::ALL);
     schema["required"] = serde_json::json!(["name", "max", "template"]);
     schema["description"] =
         "A group document (docs/configuration.md): what POST /v1/groups and PUT /v1/groups/{name} take.".into();

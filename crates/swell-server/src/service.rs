@@ -495,6 +495,118 @@ impl Service {
         Ok(record)
     }
 
+    /// Suspends (`suspend`) or resumes the group's autoscaling (AWS's suspended
+    /// processes, Senlin's disabled policies). While suspended the policies still
+    /// evaluate and record a `would_scale` event for each new capacity they would have
+    /// set, but change nothing; a desired capacity set by a user still applies, and the
+    /// reconciler still replaces dead and unhealthy instances. Stored: a restart keeps
+    /// it. Asking for the state the group is in changes nothing and records nothing.
+    pub async fn set_suspended(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        suspend: bool,
+    ) -> Result<GroupRecord> {
+        let group = self.get_group(tenant, name).await?;
+        if group.deleting {
+            return Err(ServiceError::State(format!(
+                "group `{name}` is being deleted"
+            )));
+        }
+        if group.suspended_at.is_some() == suspend {
+            return Ok(group);
+        }
+        let (kind, message) = if suspend {
+            (
+                EventKind::ScalingSuspended,
+                format!(
+                    "autoscaling of {name} suspended by a user: the policies record what they would do (would_scale) and change nothing; a desired capacity set by a user still applies"
+                ),
+            )
+        } else {
+            (
+                EventKind::ScalingResumed,
+                format!("autoscaling of {name} resumed by a user"),
+            )
+        };
+        let event = self.event(tenant, name, kind, message);
+        let record = self
+            .store
+            .set_suspended(tenant, name, suspend, event)
+            .await?;
+        self.controller.notify(tenant, name, None);
+        Ok(record)
+    }
+
+    /// Sets (`protect`) or lifts an instance's scale-in protection: a protected
+    /// instance is never chosen by a scale-in (it is still replaced when it dies or
+    /// fails its health checks, and retired when its group is deleted). The instance
+    /// must be live (pending, running or paused), else 409. Asking for the state it is
+    /// in changes nothing and records nothing.
+    pub async fn set_protected(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        id: &str,
+        protect: bool,
+    ) -> Result<InstanceRecord> {
+        let iid = InstanceId(id.to_string());
+        let not_found = || ServiceError::NotFound {
+            kind: "instance",
+            name: id.to_string(),
+        };
+        let inst = self
+            .store
+            .get_instance(tenant, &iid)
+            .await?
+            .filter(|i| i.group == group)
+            .ok_or_else(not_found)?;
+        let live = |i: &InstanceRecord| {
+            matches!(
+                i.status,
+                InstanceStatus::Pending | InstanceStatus::Running | InstanceStatus::Paused
+            )
+        };
+        let refuse = |i: &InstanceRecord| {
+            ServiceError::State(format!(
+                "instance {id} is {}: only a pending, running or paused instance can be {}",
+                i.status,
+                if protect { "protected" } else { "unprotected" }
+            ))
+        };
+        if !live(&inst) {
+            return Err(refuse(&inst));
+        }
+        if inst.protected == protect {
+            return Ok(inst);
+        }
+        let (kind, word) = if protect {
+            (EventKind::InstanceProtected, "protected from scale-in")
+        } else {
+            (
+                EventKind::InstanceUnprotected,
+                "no longer protected from scale-in",
+            )
+        };
+        let mut event = self.event(
+            tenant,
+            group,
+            kind,
+            format!("instance {id} {word} by a user"),
+        );
+        event.instance_id = Some(iid.clone());
+        let record = self
+            .store
+            .set_instance_protected(tenant, group, &iid, protect, event)
+            .await?;
+        // The store read it locked: it may have started retiring since our read.
+        if !live(&record) {
+            return Err(refuse(&record));
+        }
+        self.controller.notify(tenant, group, None);
+        Ok(record)
+    }
+
     /// The group's instances (final ones too when `all`).
     pub async fn list_instances(
         &self,

@@ -473,6 +473,11 @@ async fn own_call(
                 )
                 .await;
         }
+        // Idempotent: each role's call finds the state the previous one left.
+        ("POST", "/v1/groups/{name}/suspend")
+        | ("POST", "/v1/groups/{name}/resume")
+        | ("POST", "/v1/groups/{name}/instances/{id}/protect")
+        | ("POST", "/v1/groups/{name}/instances/{id}/unprotect") => {}
         ("PUT", "/v1/groups/{name}/instances/{id}/owners/{user}") => {
             set(&mut params, "id", t.other.clone());
         }
@@ -790,6 +795,44 @@ async fn every_route_every_role_both_tenants() {
         }
     }
     assert_eq!(checked, RULES.len() * ALL.len());
+
+    // A viewer can neither suspend the group nor protect an instance: nothing changes.
+    let viewer = alpha.token(Who::Viewer).unwrap();
+    for path in [
+        format!("/v1/groups/{}/suspend", alpha.group),
+        format!(
+            "/v1/groups/{}/instances/{}/protect",
+            alpha.group, alpha.owned
+        ),
+    ] {
+        let a = api.call(Some(viewer), Method::POST, &path, None).await;
+        assert_eq!(a.status, 403, "{path}: {a:?}");
+    }
+    let g = api
+        .ok(
+            viewer,
+            Method::GET,
+            &format!("/v1/groups/{}", alpha.group),
+            None,
+        )
+        .await;
+    assert_eq!(g["suspended"], false, "{g}");
+    let list = api
+        .ok(
+            viewer,
+            Method::GET,
+            &format!("/v1/groups/{}/instances", alpha.group),
+            None,
+        )
+        .await;
+    assert!(
+        list["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["protected"] == false),
+        "{list}"
+    );
 
     // The instance owner sees and acts on only their instance.
     let io = alpha.token(Who::InstanceOwner).unwrap();

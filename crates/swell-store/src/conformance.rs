@@ -117,6 +117,8 @@ checks!(
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,
+    suspend_and_resume,
+    instance_protection,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.
@@ -385,6 +387,199 @@ pub async fn group_lifecycle(store: &dyn Store) {
         .map(|g| g.spec.name)
         .collect();
     assert_eq!(names, ["api"]);
+}
+
+/// Suspending records since when, survives a reopen of the row (a re-read), keeps its
+/// first time when repeated, is cleared by a resume, leaves the desired capacity and the
+/// spec alone, records each call's event, and is scoped by tenant.
+pub async fn suspend_and_resume(store: &dyn Store) {
+    let (a, b) = (tenant("suspend-a"), tenant("suspend-b"));
+    new_group(store, &a, "web", 1, 5).await;
+    new_group(store, &b, "web", 1, 5).await;
+    let before = store.get_group(&a, "web").await.unwrap().unwrap();
+    assert_eq!(before.suspended_at, None, "a new group is not suspended");
+
+    let g = store
+        .set_suspended(
+            &a,
+            "web",
+            true,
+            event(&a, "web", EventKind::ScalingSuspended, 5_000),
+        )
+        .await
+        .expect("suspend");
+    assert_eq!(g.suspended_at, Some(t(5_000)));
+    let again = store
+        .set_suspended(
+            &a,
+            "web",
+            true,
+            event(&a, "web", EventKind::ScalingSuspended, 6_000),
+        )
+        .await
+        .expect("suspend twice");
+    assert_eq!(again.suspended_at, Some(t(5_000)), "the first time is kept");
+    let read = store.get_group(&a, "web").await.unwrap().unwrap();
+    assert_eq!(
+        read.suspended_at,
+        Some(t(5_000)),
+        "stored, not only returned"
+    );
+    assert_eq!(
+        (read.desired_capacity, &read.spec),
+        (before.desired_capacity, &before.spec)
+    );
+    let other = store.get_group(&b, "web").await.unwrap().unwrap();
+    assert_eq!(
+        other.suspended_at, None,
+        "another tenant's group of the same name"
+    );
+    assert!(
+        store
+            .list_groups(&a)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.suspended_at == Some(t(5_000)))
+    );
+
+    let resumed = store
+        .set_suspended(
+            &a,
+            "web",
+            false,
+            event(&a, "web", EventKind::ScalingResumed, 7_000),
+        )
+        .await
+        .expect("resume");
+    assert_eq!(resumed.suspended_at, None);
+    assert_eq!(
+        store
+            .get_group(&a, "web")
+            .await
+            .unwrap()
+            .unwrap()
+            .suspended_at,
+        None
+    );
+    let kinds: Vec<EventKind> = events_of(store, &a, "web")
+        .await
+        .iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::ScalingSuspended)
+            .count(),
+        2
+    );
+    assert!(kinds.contains(&EventKind::ScalingResumed));
+
+    let err = store
+        .set_suspended(
+            &a,
+            "nope",
+            true,
+            event(&a, "nope", EventKind::ScalingSuspended, 8_000),
+        )
+        .await
+        .expect_err("no such group");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+}
+
+/// Protection changes only the flag (status, address, reason stay), records its event,
+/// is scoped by tenant and group, and leaves a retiring instance unchanged without an
+/// event.
+pub async fn instance_protection(store: &dyn Store) {
+    let (a, b) = (tenant("protect-a"), tenant("protect-b"));
+    new_group(store, &a, "web", 0, 5).await;
+    new_group(store, &a, "api", 0, 5).await;
+    new_group(store, &b, "web", 0, 5).await;
+    let mut rec = instance(&a, "web", "protect-i1", 1_000);
+    rec.status = InstanceStatus::Running;
+    rec.address = Some("127.0.0.1:4000".into());
+    let rec = store.create_instance(&rec, None).await.unwrap();
+    let id = rec.id.clone();
+    let protect = |on: bool, at: i64| {
+        let mut e = event(
+            &a,
+            "web",
+            if on {
+                EventKind::InstanceProtected
+            } else {
+                EventKind::InstanceUnprotected
+            },
+            at,
+        );
+        e.instance_id = Some(id.clone());
+        e
+    };
+    let p = store
+        .set_instance_protected(&a, "web", &id, true, protect(true, 2_000))
+        .await
+        .expect("protect");
+    assert!(p.protected);
+    let read = store.get_instance(&a, &id).await.unwrap().unwrap();
+    assert!(read.protected);
+    assert_eq!(
+        (read.status, read.address.as_deref(), read.updated_at),
+        (InstanceStatus::Running, Some("127.0.0.1:4000"), t(2_000))
+    );
+    // Another tenant, or another group of the tenant: not found.
+    for (tenant, group) in [(&b, "web"), (&a, "api")] {
+        let err = store
+            .set_instance_protected(tenant, group, &id, false, protect(false, 2_500))
+            .await
+            .expect_err("not this tenant's or group's");
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    }
+    assert!(
+        store
+            .get_instance(&a, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .protected
+    );
+    let u = store
+        .set_instance_protected(&a, "web", &id, false, protect(false, 3_000))
+        .await
+        .expect("unprotect");
+    assert!(!u.protected);
+    // Draining: returned as it is, no event.
+    store
+        .update_instance(
+            &a,
+            &id,
+            InstanceStatus::Draining,
+            InstanceUpdate::default(),
+            t(4_000),
+            None,
+        )
+        .await
+        .unwrap();
+    let d = store
+        .set_instance_protected(&a, "web", &id, true, protect(true, 5_000))
+        .await
+        .expect("a draining instance is no error");
+    assert_eq!((d.status, d.protected), (InstanceStatus::Draining, false));
+    let kinds: Vec<EventKind> = events_of(store, &a, "web")
+        .await
+        .iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| matches!(
+                k,
+                EventKind::InstanceProtected | EventKind::InstanceUnprotected
+            ))
+            .count(),
+        2,
+        "{kinds:?}"
+    );
 }
 
 /// A taken name is a `Conflict` in its tenant and free in another.

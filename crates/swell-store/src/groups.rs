@@ -50,6 +50,17 @@ pub trait GroupStore: Send + Sync + 'static {
         event: NewEvent,
     ) -> Result<GroupRecord>;
 
+    /// Suspends (`suspended`: since `event.at`) or resumes the group's autoscaling and
+    /// records `event` in the same transaction; `NotFound` if absent. Suspending a
+    /// suspended group keeps its first `suspended_at`.
+    async fn set_suspended(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        suspended: bool,
+        event: NewEvent,
+    ) -> Result<GroupRecord>;
+
     /// Marks the group for deletion and records `event`.
     async fn mark_group_deleting(
         &self,
@@ -72,8 +83,8 @@ pub trait GroupStore: Send + Sync + 'static {
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()>;
 }
 
-const GROUP_COLUMNS: &str =
-    "tenant, name, spec, desired_capacity, last_scaling_at, deleting, created_at, updated_at";
+const GROUP_COLUMNS: &str = "tenant, name, spec, desired_capacity, last_scaling_at, deleting, created_at, updated_at, \
+     suspended_at";
 
 fn decode_group(row: &Row) -> Result<GroupRecord> {
     let name: String = row.get("name")?;
@@ -92,6 +103,7 @@ fn decode_group(row: &Row) -> Result<GroupRecord> {
         desired_capacity: row.u32("desired_capacity")?,
         last_scaling_at: row.opt_time("last_scaling_at")?,
         deleting: row.bool("deleting")?,
+        suspended_at: row.opt_time("suspended_at")?,
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
     })
@@ -147,13 +159,14 @@ async fn create_group_in(
         desired_capacity: spec.initial_desired(),
         last_scaling_at: None,
         deleting: false,
+        suspended_at: None,
         created_at: now,
         updated_at: now,
     };
     ensure_tenant_in(tx, tenant, now).await?;
     sql(format!(
         "INSERT INTO scaling_groups ({GROUP_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, NULL, FALSE, $5, $6)"
+         VALUES ($1, $2, $3, $4, NULL, FALSE, $5, $6, NULL)"
     ))
     .bind(tenant)
     .bind(&spec.name)
@@ -304,6 +317,38 @@ impl<S: SqlStore> GroupStore for S {
         )
         .bind(clamped)
         .bind(group.last_scaling_at)
+        .bind(group.updated_at)
+        .bind(tenant)
+        .bind(name)
+        .execute(&mut tx)
+        .await?;
+        insert_event(&mut tx, tenant, &event).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    async fn set_suspended(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        suspended: bool,
+        event: NewEvent,
+    ) -> Result<GroupRecord> {
+        let mut tx = self.db().begin().await?;
+        let mut group = fetch_group(&mut tx, tenant, name)
+            .await?
+            .ok_or_else(|| not_found("group", name))?;
+        group.suspended_at = if suspended {
+            group.suspended_at.or(Some(event.at))
+        } else {
+            None
+        };
+        group.updated_at = event.at;
+        sql(
+            "UPDATE scaling_groups SET suspended_at = $1, updated_at = $2 \
+             WHERE tenant = $3 AND name = $4",
+        )
+        .bind(group.suspended_at)
         .bind(group.updated_at)
         .bind(tenant)
         .bind(name)

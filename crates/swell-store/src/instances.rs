@@ -19,6 +19,20 @@ pub trait InstanceStore: Send + Sync + 'static {
         event: Option<NewEvent>,
     ) -> Result<InstanceRecord>;
 
+    /// Sets or clears an instance's scale-in protection, and records `event`, in one
+    /// transaction that changes nothing else of the row (its status may be moving under
+    /// the reconciler meanwhile). `NotFound` if the tenant has no such instance in
+    /// `group`. An instance no longer live (draining and after: nothing left to
+    /// protect) is returned unchanged, without the event; the caller reads its status.
+    async fn set_instance_protected(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        id: &InstanceId,
+        protected: bool,
+        event: NewEvent,
+    ) -> Result<InstanceRecord>;
+
     /// Moves an instance to `status` with `update`, and records `event`, in one transaction.
     async fn update_instance(
         &self,
@@ -148,6 +162,39 @@ impl<S: SqlStore> InstanceStore for S {
         }
         tx.commit().await?;
         Ok(stored)
+    }
+
+    async fn set_instance_protected(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        id: &InstanceId,
+        protected: bool,
+        event: NewEvent,
+    ) -> Result<InstanceRecord> {
+        let mut tx = self.db().begin().await?;
+        let mut inst = fetch_instance(&mut tx, tenant, id)
+            .await?
+            .filter(|i| i.group == group)
+            .ok_or_else(|| not_found("instance", id.as_str()))?;
+        if !matches!(
+            inst.status,
+            InstanceStatus::Pending | InstanceStatus::Running | InstanceStatus::Paused
+        ) {
+            return Ok(inst);
+        }
+        inst.protected = protected;
+        inst.updated_at = event.at;
+        sql("UPDATE instances SET protected = $1, updated_at = $2 WHERE tenant = $3 AND id = $4")
+            .bind(protected)
+            .bind(event.at)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut tx)
+            .await?;
+        insert_event(&mut tx, tenant, &event).await?;
+        tx.commit().await?;
+        Ok(inst)
     }
 
     /// Fields of `update` that are `Some` replace the stored ones; `updated_at` becomes

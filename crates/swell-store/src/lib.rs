@@ -62,6 +62,9 @@ pub struct GroupRecord {
     pub last_scaling_at: Option<Timestamp>,
     /// Set when a delete was requested: the controller scales to zero, then removes the row.
     pub deleting: bool,
+    /// When a user suspended the group's autoscaling, while it is suspended: the
+    /// policies then change no desired capacity (a user still can).
+    pub suspended_at: Option<Timestamp>,
     /// When the group was created.
     pub created_at: Timestamp,
     /// When the spec or desired capacity last changed.

@@ -68,6 +68,8 @@ conformance_tests!(
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,
+    suspend_and_resume,
+    instance_protection,
 );
 
 #[test]

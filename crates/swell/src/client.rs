@@ -199,6 +199,9 @@ pub fn groups_table(groups: &[api::Group]) -> Table {
         t.add_row([
             if g.deleting {
                 format!("{} (deleting)", g.name)
+            } else if g.suspended {
+                // Autoscaling suspended: only a user moves DESIRED.
+                format!("{} (suspended)", g.name)
             } else {
                 g.name.clone()
             },

@@ -108,9 +108,129 @@ pub fn group_json(spec: &GroupSpec) -> Result<serde_json::Value> {
     Ok(serde_json::to_value(spec)?)
 }
 
+/// Applies `swell group update NAME --set FIELD=VALUE` changes to a group document, in
+/// order. FIELD is a dotted path (`max`, `policies.0.target`, `load_balancer.listen`):
+/// a number indexes a list (an existing item), any other name a mapping's key (a
+/// missing key is added, a missing mapping on the way created); VALUE is YAML
+/// (`60`, `true`, `5m`, `[oldest, newest]`). Whether the result is a valid group
+/// document is the server's to say, as for `-f`: it names the field and the rule.
+pub fn set_fields(doc: &mut serde_json::Value, sets: &[String]) -> Result<()> {
+    use serde_json::Value;
+    for set in sets {
+        let (path, raw) = set
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set {set}: expected FIELD=VALUE"))?;
+        let value: Value = if raw.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_saphyr::from_str(raw)
+                .map_err(|e| anyhow!("--set {path}: the value `{raw}` is not YAML: {e}"))?
+        };
+        let keys: Vec<&str> = path.split('.').collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(anyhow!(
+                "--set {set}: the field `{path}` has an empty part (use a.b.0.c)"
+            ));
+        }
+        let mut here = &mut *doc;
+        for (depth, key) in keys.iter().enumerate() {
+            let at = keys[..=depth].join(".");
+            let last = depth + 1 == keys.len();
+            here = match here {
+                Value::Array(items) => {
+                    let len = items.len();
+                    let i: usize = key.parse().map_err(|_| {
+                        anyhow!("--set {path}: `{at}`: a list is indexed by number (0 to {len})")
+                    })?;
+                    items.get_mut(i).ok_or_else(|| {
+                        anyhow!(
+                            "--set {path}: `{at}`: the list has {len} items (index 0 to {})",
+                            len.saturating_sub(1)
+                        )
+                    })?
+                }
+                Value::Object(map) => {
+                    let next = if last {
+                        Value::Null
+                    } else {
+                        Value::Object(Default::default())
+                    };
+                    map.entry(key.to_string()).or_insert(next)
+                }
+                Value::Null => {
+                    *here = Value::Object(Default::default());
+                    match here {
+                        Value::Object(map) => map.entry(key.to_string()).or_insert(Value::Null),
+                        _ => unreachable!("just set to a mapping"),
+                    }
+                }
+                _ => {
+                    let parent = keys[..depth].join(".");
+                    return Err(anyhow!(
+                        "--set {path}: `{parent}` is a single value, it has no field `{key}`"
+                    ));
+                }
+            };
+        }
+        *here = value;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_fields_changes_one_field_at_a_path() {
+        use serde_json::json;
+        let doc = json!({
+            "name": "web", "max": 4,
+            "policies": [{"type": "target", "metric": "cpu", "target": 50.0}],
+        });
+        let check = |sets: &[&str], expected: Result<serde_json::Value, &str>| {
+            let mut d = doc.clone();
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            match (set_fields(&mut d, &sets), expected) {
+                (Ok(()), Ok(want)) => assert_eq!(d, want, "{sets:?}"),
+                (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{sets:?}: {e}"),
+                (got, want) => panic!("{sets:?}: got {got:?} / {d}, expected {want:?}"),
+            }
+        };
+        let with = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut d = doc.clone();
+            change(&mut d);
+            Ok(d)
+        };
+        check(&["max=10"], with(&|d| d["max"] = json!(10)));
+        check(
+            &["policies.0.target=60"],
+            with(&|d| d["policies"][0]["target"] = json!(60)),
+        );
+        check(
+            &["max=10", "min=2"],
+            with(&|d| {
+                d["max"] = json!(10);
+                d["min"] = json!(2);
+            }),
+        );
+        check(
+            &["termination_policy=[oldest, most_loaded_host]"],
+            with(&|d| d["termination_policy"] = json!(["oldest", "most_loaded_host"])),
+        );
+        check(&["cooldown=5m"], with(&|d| d["cooldown"] = json!("5m")));
+        check(
+            &["load_balancer.listen=127.0.0.1:0"],
+            with(&|d| d["load_balancer"] = json!({"listen": "127.0.0.1:0"})),
+        );
+        // An unknown field is added here and refused by the server, which names it.
+        check(&["maxx=3"], with(&|d| d["maxx"] = json!(3)));
+        check(&["max"], Err("expected FIELD=VALUE"));
+        check(&["policies.1.target=60"], Err("the list has 1 items"));
+        check(&["policies.first.target=60"], Err("indexed by number"));
+        check(&["max.value=3"], Err("`max` is a single value"));
+        check(&["policies..target=1"], Err("empty part"));
+    }
 
     #[test]
     fn unknown_fields_give_line_and_column() {

@@ -421,11 +421,30 @@ enum GroupCmd {
         /// The group.
         name: String,
     },
-    /// Replace a group's document.
+    /// Replace a group's document (`-f FILE`), or change fields of it
+    /// (`NAME --set FIELD=VALUE`, repeatable), validated as a whole document.
     Update {
+        /// The group whose fields `--set` changes.
+        #[arg(conflicts_with = "file", requires = "set")]
+        name: Option<String>,
         /// The group document (`-` for standard input).
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        #[arg(short = 'f', long = "file", required_unless_present = "set")]
+        file: Option<PathBuf>,
+        /// A field and its new value (YAML): `max=10`, `policies.0.target=60`,
+        /// `termination_policy=[oldest]`; a dotted path, list items by index.
+        #[arg(long = "set", value_name = "FIELD=VALUE", requires = "name")]
+        set: Vec<String>,
+    },
+    /// Suspend a group's autoscaling: its policies record what they would do
+    /// (`would_scale` events) and change nothing; `swell scale` still works.
+    Suspend {
+        /// The group.
+        name: String,
+    },
+    /// Resume a group's autoscaling.
+    Resume {
+        /// The group.
+        name: String,
     },
     /// Delete a group (its instances are drained and deleted first).
     Delete {
@@ -502,6 +521,20 @@ enum InstanceCmd {
     },
     /// Resume a paused instance.
     Resume {
+        /// The group.
+        group: String,
+        /// The instance id.
+        id: String,
+    },
+    /// Protect an instance from scale-in (it is still replaced if it dies).
+    Protect {
+        /// The group.
+        group: String,
+        /// The instance id.
+        id: String,
+    },
+    /// Lift an instance's scale-in protection.
+    Unprotect {
         /// The group.
         group: String,
         /// The instance id.
@@ -800,7 +833,25 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
             let g = wait_ready(c, g, wait).await?;
             print(output, &g, one_group)
         }
-        Command::Group(GroupCmd::Update { file }) => {
+        Command::Group(GroupCmd::Update {
+            name: Some(name),
+            set,
+            ..
+        }) => {
+            let g: api::Group = c.get(&format!("/v1/groups/{name}")).await?;
+            let mut doc = g.spec;
+            docs::set_fields(&mut doc, &set)?;
+            // The server validates the whole document, as for `-f`, and names the field.
+            let g: api::Group = c
+                .call(Method::PUT, &format!("/v1/groups/{name}"), Some(&doc))
+                .await?;
+            print(output, &g, one_group)
+        }
+        Command::Group(GroupCmd::Update {
+            name: None,
+            file: Some(file),
+            ..
+        }) => {
             let spec: swell_core::GroupSpec = docs::read(&file)?;
             let g: api::Group = c
                 .call(
@@ -808,6 +859,21 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                     &format!("/v1/groups/{}", spec.name),
                     Some(&docs::group_json(&spec)?),
                 )
+                .await?;
+            print(output, &g, one_group)
+        }
+        Command::Group(GroupCmd::Update { .. }) => {
+            anyhow::bail!("`swell group update` takes -f FILE, or NAME --set FIELD=VALUE")
+        }
+        Command::Group(GroupCmd::Suspend { name }) => {
+            let g: api::Group = c
+                .call(Method::POST, &format!("/v1/groups/{name}/suspend"), None)
+                .await?;
+            print(output, &g, one_group)
+        }
+        Command::Group(GroupCmd::Resume { name }) => {
+            let g: api::Group = c
+                .call(Method::POST, &format!("/v1/groups/{name}/resume"), None)
                 .await?;
             print(output, &g, one_group)
         }
@@ -849,6 +915,30 @@ async fn run_client(command: Command, c: &Client, output: Output) -> Result<()> 
                 .call(
                     Method::POST,
                     &format!("/v1/groups/{group}/instances/{id}/resume"),
+                    None,
+                )
+                .await?;
+            print(output, &i, |i| {
+                client::instances_table(std::slice::from_ref(i))
+            })
+        }
+        Command::Instance(InstanceCmd::Protect { group, id }) => {
+            let i: api::Instance = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/groups/{group}/instances/{id}/protect"),
+                    None,
+                )
+                .await?;
+            print(output, &i, |i| {
+                client::instances_table(std::slice::from_ref(i))
+            })
+        }
+        Command::Instance(InstanceCmd::Unprotect { group, id }) => {
+            let i: api::Instance = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/groups/{group}/instances/{id}/unprotect"),
                     None,
                 )
                 .await?;

@@ -274,6 +274,8 @@ mod tests {
             },
             last_scaling_at: None,
             deleting: false,
+            suspended: false,
+            suspended_at: None,
             load_balancer: None,
             created_at: String::new(),
         }

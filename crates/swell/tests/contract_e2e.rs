@@ -1118,6 +1118,30 @@ async fn directed(p: &mut Probe<'_>) {
         ),
         (
             "post",
+            "/v1/groups/{name}/instances/{id}/protect",
+            format!("/v1/groups/web/instances/{id}/protect"),
+            None,
+        ),
+        (
+            "post",
+            "/v1/groups/{name}/instances/{id}/unprotect",
+            format!("/v1/groups/web/instances/{id}/unprotect"),
+            None,
+        ),
+        (
+            "post",
+            "/v1/groups/{name}/suspend",
+            "/v1/groups/web/suspend".into(),
+            None,
+        ),
+        (
+            "post",
+            "/v1/groups/{name}/resume",
+            "/v1/groups/web/resume".into(),
+            None,
+        ),
+        (
+            "post",
             "/v1/apply",
             "/v1/apply?dry_run=true".into(),
             Some(json!({"tenant": "default", "groups": [web.clone()]})),

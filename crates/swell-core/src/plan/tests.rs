@@ -29,6 +29,8 @@ fn inst(order: u64, provider: &str, status: InstanceStatus) -> InstanceInput {
         created_order: order,
         started_at: Timestamp::from_secs(900),
         protected: false,
+        host: None,
+        cpu_percent: None,
         unhealthy_for: None,
         retirement: if retiring {
             Retirement::Cancellable
@@ -77,6 +79,7 @@ fn group(desired: u32, providers: &[&str], instances: Vec<InstanceInput>) -> Pla
         quota: TenantQuota::Unlimited,
         template_size: QuotaSize::ZERO,
         announced: Announced::default(),
+        termination_policy: Vec::new(),
     }
 }
 
@@ -143,6 +146,9 @@ fn describe(plan: &Plan) -> String {
     field("retire", ids(&mut plan.retire.iter().map(|r| &r.id)));
     field("later", ids(&mut plan.retire_once_created.iter()));
     field("resume", ids(&mut plan.resume.iter().map(|r| &r.id)));
+    if plan.kept_protected > 0 {
+        out.push(format!("kept {}", plan.kept_protected));
+    }
     for c in &plan.capped {
         let by = match &c.by {
             CapBy::Quota { .. } => "quota",
@@ -236,7 +242,7 @@ fn scale_out_and_in() {
         (
             "scale-in: only protected left: nothing",
             group(0, &["a"], vec![protected(run(1)), protected(run(2))]),
-            "2→0",
+            "2→0 kept 2",
         ),
         (
             "scale-in: an instance on a provider not configured here cannot be retired",
@@ -244,12 +250,12 @@ fn scale_out_and_in() {
             "2→1 retire[i1]",
         ),
         (
-            "deleting: everything unprotected goes",
+            "deleting: everything goes, protected too (protection is against scale-in)",
             with(
                 group(3, &["a"], vec![run(1), protected(run(2)), run(3)]),
                 |g| g.deleting = true,
             ),
-            "3→0 retire[i3 i1]",
+            "3→0 retire[i3 i2 i1]",
         ),
         (
             "desired below current while one is created: it is retired once created",
@@ -260,6 +266,128 @@ fn scale_out_and_in() {
             "... and a running one goes now when more must go",
             group(1, &["a"], vec![run(1), run(2), inst(3, "a", Pending)]),
             "3→1 retire[i2] later[i3]",
+        ),
+    ]);
+}
+
+/// `i` on `host`, using `cpu` percent of a core.
+fn on(host: &str, cpu: f64, mut i: InstanceInput) -> InstanceInput {
+    i.host = Some(host.into());
+    i.cpu_percent = Some(cpu);
+    i
+}
+
+fn policy(input: PlanInput, rules: &[TerminationRule]) -> PlanInput {
+    with(input, |g| g.termination_policy = rules.to_vec())
+}
+
+#[test]
+fn termination_policy_orders_the_scale_in() {
+    use InstanceStatus::*;
+    use TerminationRule::*;
+    let fallback = |desired| {
+        group(
+            desired,
+            &["a", "b"],
+            vec![
+                permanent(run(1)),
+                inst(2, "b", Running),
+                run(3),
+                inst(4, "b", Running),
+                run(5),
+            ],
+        )
+    };
+    // Host h1 runs i1, i2, i3; h2 runs i4, i5 (busier per instance); i6 has no host.
+    let spread = |desired| {
+        group(
+            desired,
+            &["a"],
+            vec![
+                on("h1", 10.0, run(1)),
+                on("h1", 10.0, run(2)),
+                on("h1", 10.0, run(3)),
+                on("h2", 50.0, run(4)),
+                on("h2", 50.0, run(5)),
+                run(6),
+            ],
+        )
+    };
+    check(vec![
+        (
+            "none: least-preferred provider, scaled-up before permanent, newest",
+            fallback(2),
+            "5→2 retire[i4 i2 i5]",
+        ),
+        (
+            "oldest: by age alone, permanent or not, whatever the provider",
+            policy(fallback(2), &[Oldest]),
+            "5→2 retire[i1 i2 i3]",
+        ),
+        (
+            "newest: by age alone",
+            policy(fallback(3), &[Newest]),
+            "5→3 retire[i5 i4]",
+        ),
+        (
+            "least_preferred_provider then oldest",
+            policy(fallback(2), &[LeastPreferredProvider, Oldest]),
+            "5→2 retire[i2 i4 i1]",
+        ),
+        (
+            "most_loaded_host: the host with the most instances first, then the default order",
+            policy(spread(4), &[MostLoadedHost]),
+            "6→4 retire[i3 i2]",
+        ),
+        (
+            "most_loaded_host then oldest; instances of no known host last",
+            policy(spread(1), &[MostLoadedHost, Oldest]),
+            "6→1 retire[i1 i2 i3 i4 i5]",
+        ),
+        (
+            "most_loaded_host: two of three on h1 and two on h2: h2 is busier",
+            policy(
+                group(
+                    2,
+                    &["a"],
+                    vec![
+                        on("h1", 10.0, run(1)),
+                        on("h1", 10.0, run(2)),
+                        on("h2", 50.0, run(4)),
+                        on("h2", 50.0, run(5)),
+                    ],
+                ),
+                &[MostLoadedHost],
+            ),
+            "4→2 retire[i5 i4]",
+        ),
+        (
+            "a protected instance is skipped whatever the rules, and the rest goes on",
+            policy(
+                group(2, &["a"], vec![protected(run(1)), run(2), run(3), run(4)]),
+                &[Oldest],
+            ),
+            "4→2 retire[i2 i3]",
+        ),
+        (
+            "protection keeps the group above target: said, not retried blindly",
+            policy(
+                group(
+                    1,
+                    &["a"],
+                    vec![protected(run(1)), protected(run(2)), run(3)],
+                ),
+                &[Oldest],
+            ),
+            "3→1 retire[i3] kept 1",
+        ),
+        (
+            "a pending instance first in the order is retired once created",
+            policy(
+                group(2, &["a"], vec![run(1), run(2), inst(3, "a", Pending)]),
+                &[Newest],
+            ),
+            "3→2 later[i3]",
         ),
     ]);
 }
@@ -918,58 +1046,82 @@ fn arb_input() -> impl Strategy<Value = PlanInput> {
             0u64..8,
         )),
     )
-        .prop_map(|(desired, min, deleting, raw, a, b, q)| {
-            let mut instances = Vec::new();
-            let mut observed = Vec::new();
-            for (n, mut i) in raw.into_iter().enumerate() {
-                let alive = !i.provider.ends_with('!');
-                i.provider = i.provider.trim_end_matches('!').to_string();
-                i.id = InstanceId(format!("i{n}"));
-                i.created_order = n as u64;
-                if alive {
-                    observed.push(ObservedInstance {
-                        id: i.id.clone(),
-                        provider: i.provider.clone(),
-                        native_id: String::new(),
-                        exited: false,
-                        record: Some(i.status),
-                    });
-                }
-                instances.push(i);
-            }
-            let quota = q.map_or(
-                TenantQuota::Unlimited,
-                |(max_instances, max_vcpus, max_memory_mb, others, vcpus)| {
-                    quota(
-                        QuotaLimits {
-                            max_instances,
-                            max_vcpus,
-                            max_memory_mb,
-                        },
-                        others,
-                        vcpus,
-                        others * 256,
-                    )
-                },
-            );
-            PlanInput {
-                desired,
-                deleting,
-                min,
-                providers: vec![a, b],
-                instances,
-                observed,
-                replace_after: Some(Duration::from_secs(30)),
-                quota,
-                template_size: sized(1, 256),
-                announced: Announced::default(),
-            }
+        .prop_flat_map(|parts| {
+            (
+                Just(parts),
+                prop::sample::subsequence(
+                    vec![
+                        TerminationRule::MostLoadedHost,
+                        TerminationRule::Oldest,
+                        TerminationRule::LeastPreferredProvider,
+                        TerminationRule::Newest,
+                    ],
+                    0..=3,
+                ),
+            )
         })
+        .prop_map(
+            |((desired, min, deleting, raw, a, b, q), termination_policy)| {
+                let mut instances = Vec::new();
+                let mut observed = Vec::new();
+                for (n, mut i) in raw.into_iter().enumerate() {
+                    let alive = !i.provider.ends_with('!');
+                    i.provider = i.provider.trim_end_matches('!').to_string();
+                    i.id = InstanceId(format!("i{n}"));
+                    i.created_order = n as u64;
+                    // Some on one of three hosts, for `most_loaded_host`.
+                    if n % 4 != 3 {
+                        i.host = Some(format!("h{}", n % 3));
+                        i.cpu_percent = Some((n * 17 % 100) as f64);
+                    }
+                    if alive {
+                        observed.push(ObservedInstance {
+                            id: i.id.clone(),
+                            provider: i.provider.clone(),
+                            native_id: String::new(),
+                            exited: false,
+                            record: Some(i.status),
+                        });
+                    }
+                    instances.push(i);
+                }
+                let quota = q.map_or(
+                    TenantQuota::Unlimited,
+                    |(max_instances, max_vcpus, max_memory_mb, others, vcpus)| {
+                        quota(
+                            QuotaLimits {
+                                max_instances,
+                                max_vcpus,
+                                max_memory_mb,
+                            },
+                            others,
+                            vcpus,
+                            others * 256,
+                        )
+                    },
+                );
+                PlanInput {
+                    desired,
+                    deleting,
+                    min,
+                    providers: vec![a, b],
+                    instances,
+                    observed,
+                    replace_after: Some(Duration::from_secs(30)),
+                    quota,
+                    template_size: sized(1, 256),
+                    announced: Announced::default(),
+                    termination_policy,
+                }
+            },
+        )
 }
 
 proptest! {
     #[test]
     fn no_protected_instance_is_retired_by_a_scale_in(input in arb_input()) {
+        // A deletion retires them all.
+        let input = with(input, |g| g.deleting = false);
         let p = plan(&input, NOW);
         let is_protected = |id: &InstanceId| {
             input.instances.iter().any(|i| &i.id == id && i.protected)

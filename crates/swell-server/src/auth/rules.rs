@@ -77,7 +77,23 @@ pub const RULES: &[(Method, &str, Permission)] = &[
         "/v1/groups/{name}/desired_capacity",
         Role(Role::Member),
     ),
+    (
+        Method::POST,
+        "/v1/groups/{name}/suspend",
+        Role(Role::Member),
+    ),
+    (Method::POST, "/v1/groups/{name}/resume", Role(Role::Member)),
     (Method::GET, "/v1/groups/{name}/instances", OwnInstances),
+    (
+        Method::POST,
+        "/v1/groups/{name}/instances/{id}/protect",
+        Role(Role::Member),
+    ),
+    (
+        Method::POST,
+        "/v1/groups/{name}/instances/{id}/unprotect",
+        Role(Role::Member),
+    ),
     (
         Method::POST,
         "/v1/groups/{name}/instances/{id}/pause",

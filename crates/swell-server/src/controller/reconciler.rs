@@ -117,6 +117,23 @@ impl GroupWorker {
                 _ => started,
             }
         };
+        // The latest CPU readings, for a `most_loaded_host` termination policy.
+        let cpu: HashMap<InstanceId, f64> = if group
+            .spec
+            .termination_policy
+            .contains(&swell_core::TerminationRule::MostLoadedHost)
+        {
+            c.latest_metrics()
+                .read()
+                .map(|l| {
+                    live.iter()
+                        .filter_map(|r| Some((r.id.clone(), l.get(&r.id)?.cpu_percent)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
         let mut input = PlanInput {
             desired: group.desired_capacity,
             deleting: group.deleting,
@@ -142,6 +159,8 @@ impl GroupWorker {
                     created_order: u64::try_from(r.created_order).unwrap_or(0),
                     started_at: started_at(r),
                     protected: r.protected,
+                    host: r.host.clone(),
+                    cpu_percent: cpu.get(&r.id).copied(),
                     unhealthy_for: unhealthy.get(r.id.as_str()).copied(),
                     retirement: self
                         .retiring_ids
@@ -155,6 +174,7 @@ impl GroupWorker {
             quota: TenantQuota::Unlimited,
             template_size: template_size(&group.spec.template),
             announced: self.announced,
+            termination_policy: group.spec.termination_policy.clone(),
         };
         let mut the_plan = plan::plan(&input, now);
         // The caps cost store and provider reads: only for a scale-out.
@@ -317,7 +337,8 @@ impl GroupWorker {
         });
         self.settled = !acted
             && the_plan.waiting.is_none()
-            && the_plan.have == the_plan.target
+            // Protected instances a scale-in must keep are no reason to try again.
+            && the_plan.have == the_plan.target + the_plan.kept_protected
             && the_plan.capped.is_empty()
             && self.creating.is_empty()
             && self.retiring.is_empty()

@@ -48,6 +48,15 @@ pub(super) enum WorkerStatus {
     },
     /// The policies changed the desired capacity (the event's message).
     Scaled(String),
+    /// Autoscaling is suspended by a user: what the policies would do.
+    Suspended {
+        /// The desired capacity (only a user changes it now).
+        desired: u32,
+        /// The capacity the policies would set, if other than `desired`.
+        would: Option<u32>,
+        /// The policies' reason.
+        reason: String,
+    },
     /// The next create waits for a provider's backoff.
     Waiting {
         /// Seconds until it may start.
@@ -79,6 +88,19 @@ impl std::fmt::Display for WorkerStatus {
             }
             WorkerStatus::Idle { desired, reason } => write!(f, "idle at {desired}: {reason}"),
             WorkerStatus::Scaled(message) => f.write_str(message),
+            WorkerStatus::Suspended {
+                desired,
+                would: Some(would),
+                reason,
+            } => write!(
+                f,
+                "suspended at {desired}: the policies would scale to {would} ({reason})"
+            ),
+            WorkerStatus::Suspended {
+                desired,
+                would: None,
+                reason,
+            } => write!(f, "suspended at {desired}: {reason}"),
             WorkerStatus::Waiting {
                 seconds,
                 failures,
@@ -152,6 +174,9 @@ pub(super) struct GroupWorker {
     pub(super) lb_spec: Option<LoadBalancerSpec>,
     /// The scale-out cuts already announced (one event per cut target).
     pub(super) announced: swell_core::plan::Announced,
+    /// While the group is suspended: the capacity the last `would_scale` event named,
+    /// so that one is recorded per new would-be capacity, not per evaluation.
+    pub(super) would_scale: Option<u32>,
     /// Per provider: failed creates in a row and the earliest next attempt.
     pub(super) backoff: HashMap<String, swell_core::plan::CreateBackoff>,
     /// The latest pushed per-instance readings: (metric, instance) → (value, received).
@@ -218,6 +243,7 @@ impl GroupWorker {
             creating_on: HashMap::new(),
             lb_spec,
             announced: swell_core::plan::Announced::default(),
+            would_scale: None,
             backoff: HashMap::new(),
             pushed_instance: HashMap::new(),
             pushed_group: HashMap::new(),
@@ -436,6 +462,9 @@ impl GroupWorker {
                 Some(c.observe(&p, &self.key, g.spec.metrics_interval, n))
             })
             .collect();
+        if g.suspended_at.is_none() {
+            self.would_scale = None;
+        }
         self.group = g;
         self.dirty = true;
         true
@@ -473,6 +502,10 @@ impl GroupWorker {
             return;
         };
         let decision = engine.decide(&state, &self.window, now);
+        if self.group.suspended_at.is_some() {
+            self.suspended_decision(decision, now).await;
+            return;
+        }
         let kind = match decision.kind {
             DecisionKind::Idle => {
                 let status = WorkerStatus::Idle {
@@ -514,6 +547,58 @@ impl GroupWorker {
                 self.group = group;
                 self.dirty = true;
             }
+            Err(e) => self.set_status(WorkerStatus::StoreError(e.to_string())),
+        }
+    }
+
+    /// A decision while autoscaling is suspended: nothing changes; a scaling decision
+    /// is recorded as a `would_scale` event (once per new would-be capacity, with the
+    /// cause the policies gave) and shown in the status.
+    async fn suspended_decision(&mut self, decision: swell_core::Decision, now: Timestamp) {
+        let desired = self.group.desired_capacity;
+        let kind = match decision.kind {
+            DecisionKind::Idle => {
+                self.would_scale = None;
+                let status = WorkerStatus::Suspended {
+                    desired,
+                    would: None,
+                    reason: decision.cause.reason,
+                };
+                if status != self.status {
+                    self.set_status(status);
+                }
+                return;
+            }
+            DecisionKind::ScaleOut => EventKind::ScaleOut,
+            DecisionKind::ScaleIn => EventKind::ScaleIn,
+        };
+        let would = decision.desired_capacity;
+        let status = WorkerStatus::Suspended {
+            desired,
+            would: Some(would),
+            reason: decision.cause.reason.clone(),
+        };
+        if status != self.status {
+            self.set_status(status);
+        }
+        if self.would_scale == Some(would) {
+            return;
+        }
+        let (tenant, name) = self.key.clone();
+        let event = NewEvent {
+            tenant,
+            group: name,
+            at: now,
+            kind: EventKind::WouldScale,
+            instance_id: None,
+            cause: Some(decision.cause.clone()),
+            message: format!(
+                "would {kind} {} → {would}: {} (autoscaling suspended: nothing changed)",
+                decision.cause.before, decision.cause.reason
+            ),
+        };
+        match self.controller.store.append_event(event).await {
+            Ok(_) => self.would_scale = Some(would),
             Err(e) => self.set_status(WorkerStatus::StoreError(e.to_string())),
         }
     }
