@@ -68,6 +68,7 @@ conformance_tests!(
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,
+    prices_and_period_instances,
 );
 
 #[test]
