@@ -19,6 +19,7 @@ pub enum PriceCmd {
         /// The provider's name (`process`, `openstack-acme`).
         provider: String,
         /// The price of one instance-hour, a number >= 0 (the operator's currency).
+        #[arg(allow_negative_numbers = true)]
         per_hour: f64,
         /// An OpenStack flavor this price is for (default: every size without its own).
         #[arg(long)]
