@@ -39,11 +39,11 @@ pub const MAX_BUCKETS: u64 = 2000;
 pub fn routes() -> Router<Arc<Service>> {
     Router::new()
         .route("/v1/prices", get(list_prices).post(set_price))
-        .route("/v1/prices/{provider}", delete(delete_prices))
+        .route("/v1/prices/{name}", delete(delete_prices))
         .route("/v1/cost", get(cost))
 }
 
-/// Query of `DELETE /v1/prices/{provider}`.
+/// Query of `DELETE /v1/prices/{name}`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DeletePriceQuery {
@@ -101,7 +101,7 @@ pub(crate) async fn set_price(
 
 /// Deletes every price (the whole history) of a provider, or of one of its sizes with
 /// `size` (admins); its instance-hours are unpriced from then on, the past included.
-#[utoipa::path(delete, path = "/v1/prices/{provider}", params(("provider" = String, Path), DeletePriceQuery),
+#[utoipa::path(delete, path = "/v1/prices/{name}", params(("name" = String, Path, description = "the provider's name"), DeletePriceQuery),
     responses((status = 204), (status = 404, body = api::Problem)))]
 pub(crate) async fn delete_prices(
     State(s): St,
@@ -210,13 +210,9 @@ fn group_size(g: &GroupRecord) -> Option<String> {
 }
 
 impl Service {
-    /// Checks a price to set: a known provider, a size only for an OpenStack one, a
-    /// price >= 0, a valid start.
+    /// Checks a price to set (its body already met [`swell_core::limits`]): a known
+    /// provider, a size only for an OpenStack one, a price >= 0, a valid start.
     fn check_price(&self, req: &api::SetPrice) -> ApiResult<PriceRecord> {
-        swell_core::limits::check(
-            &serde_json::json!({"provider": req.provider, "size": req.size, "from": req.from}),
-            "",
-        )?;
         let entry = self.registry().entry(&req.provider).ok_or_else(|| {
             ServiceError::Unknown(ValidationError::new(
                 "provider",

@@ -361,7 +361,7 @@ async fn cost_from_the_cli_and_the_api() {
         (vec!["price", "set", "process", "1", "--size", "m1.tiny"], "size"),
         (vec!["price", "set", "process", "1", "--from", "yesterday"], "from"),
         (vec!["cost", "--since", "2026-13-01T00:00:00Z"], "since"),
-        (vec!["cost", "--since", &until, "--until", &since], "since"),
+        (vec!["cost", "--since", until.as_str(), "--until", since.as_str()], "since"),
         (vec!["cost", "--step", "1s"], "step"),
     ] {
         let out = s.cli(&args).await;

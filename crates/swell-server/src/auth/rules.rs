@@ -139,7 +139,7 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     (Method::DELETE, "/v1/providers/{name}", Admin),
     (Method::GET, "/v1/prices", Admin),
     (Method::POST, "/v1/prices", Admin),
-    (Method::DELETE, "/v1/prices/{provider}", Admin),
+    (Method::DELETE, "/v1/prices/{name}", Admin),
     (Method::GET, "/v1/cost", Role(Role::Viewer)),
     (Method::GET, "/v1/tenants", Admin),
     (Method::POST, "/v1/tenants", Admin),
