@@ -52,7 +52,12 @@ pub fn check_price(per_hour: f64) -> Result<(), ValidationError> {
 
 /// The price of one instance-hour of `provider`/`size` at `at`: the latest change of
 /// that size in force, else the latest provider-wide one, else `None` (unpriced).
-pub fn price_at(prices: &[PriceChange], provider: &str, size: Option<&str>, at: Timestamp) -> Option<f64> {
+pub fn price_at(
+    prices: &[PriceChange],
+    provider: &str,
+    size: Option<&str>,
+    at: Timestamp,
+) -> Option<f64> {
     let latest = |want: Option<&str>| {
         prices
             .iter()
@@ -127,7 +132,8 @@ pub fn usage(
         });
         edge = edge.saturating_add(step);
     }
-    let bucket_of = |t: i64| ((t.div_euclid(step) * step - since.0.div_euclid(step) * step) / step) as usize;
+    let bucket_of =
+        |t: i64| ((t.div_euclid(step) * step - since.0.div_euclid(step) * step) / step) as usize;
     let mut out = Usage {
         instance_hours: 0.0,
         cost: 0.0,
@@ -147,7 +153,11 @@ pub fn usage(
     changes.dedup();
     let segments = |a: i64, b: i64| {
         // [a, b) cut at every bucket edge and price change inside it.
-        let mut cuts: Vec<i64> = changes.iter().copied().filter(|t| *t > a && *t < b).collect();
+        let mut cuts: Vec<i64> = changes
+            .iter()
+            .copied()
+            .filter(|t| *t > a && *t < b)
+            .collect();
         let mut e = (a.div_euclid(step) + 1).saturating_mul(step);
         while e < b {
             cuts.push(e);
@@ -273,7 +283,13 @@ mod tests {
     fn cost_by_hand() {
         let p1 = || vec![price("p", None, 0.0, 1.0)];
         check(vec![
-            ("nothing ran", vec![], p1(), (0.0, 10.0), (0.0, 0.0, 0.0, 0, 0.0)),
+            (
+                "nothing ran",
+                vec![],
+                p1(),
+                (0.0, 10.0),
+                (0.0, 0.0, 0.0, 0, 0.0),
+            ),
             (
                 "one instance, whole period",
                 vec![life(0.0, Some(10.0), "p", None)],
@@ -335,7 +351,10 @@ mod tests {
                     life(0.0, Some(2.0), "p", Some("m1.tiny")),
                     life(0.0, Some(2.0), "q", None),
                 ],
-                vec![price("p", None, 0.0, 1.0), price("p", Some("m1.large"), 0.0, 4.0)],
+                vec![
+                    price("p", None, 0.0, 1.0),
+                    price("p", Some("m1.large"), 0.0, 4.0),
+                ],
                 (0.0, 2.0),
                 (6.0, 10.0, 2.0, 3, 6.0),
             ),

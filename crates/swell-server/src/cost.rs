@@ -108,9 +108,7 @@ pub(crate) async fn delete_prices(
     Path(provider): Path<String>,
     ApiQuery(q): ApiQuery<DeletePriceQuery>,
 ) -> ApiResult<StatusCode> {
-    s.store
-        .delete_prices(&provider, q.size.as_deref())
-        .await?;
+    s.store.delete_prices(&provider, q.size.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -182,7 +180,8 @@ pub fn cost_step(step: Option<&str>, period: Duration) -> Result<Duration, Valid
         None if period <= Duration::from_secs(2 * 24 * 3600) => Duration::from_secs(3600),
         None => Duration::from_secs(24 * 3600),
         Some(text) => {
-            let d = swell_core::duration::parse(text).map_err(|e| ValidationError::new("step", e))?;
+            let d =
+                swell_core::duration::parse(text).map_err(|e| ValidationError::new("step", e))?;
             if d < Duration::from_secs(60) {
                 return Err(ValidationError::new(
                     "step",
@@ -260,7 +259,9 @@ impl Service {
                 ));
             }
             if q.tenant.is_some() {
-                return Err(ValidationError::new("all", "give either `all` or `tenant`, not both").into());
+                return Err(
+                    ValidationError::new("all", "give either `all` or `tenant`, not both").into(),
+                );
             }
             return Ok(self
                 .store
@@ -288,17 +289,18 @@ impl Service {
     }
 
     /// The cost report `q` asks for, as `p` may see it.
-    pub(crate) async fn cost_report(&self, p: &Principal, q: &CostQuery) -> ApiResult<api::CostReport> {
+    pub(crate) async fn cost_report(
+        &self,
+        p: &Principal,
+        q: &CostQuery,
+    ) -> ApiResult<api::CostReport> {
         let now = self.now();
         let until = query_time("until", &q.until)?.unwrap_or(now).min(now);
         let since = query_time("since", &q.since)?.unwrap_or_else(|| until.sub(DEFAULT_PERIOD));
         if since >= until {
             return Err(ValidationError::new(
                 "since",
-                format!(
-                    "must be before until ({}) and now",
-                    rfc3339(until)
-                ),
+                format!("must be before until ({}) and now", rfc3339(until)),
             )
             .into());
         }
@@ -366,8 +368,11 @@ impl Service {
             .into_iter()
             .map(|i| Lifetime {
                 start: i.created_at,
-                end: matches!(i.status, InstanceStatus::Terminated | InstanceStatus::Failed)
-                    .then_some(i.updated_at),
+                end: matches!(
+                    i.status,
+                    InstanceStatus::Terminated | InstanceStatus::Failed
+                )
+                .then_some(i.updated_at),
                 provider: i.provider,
                 size: size.clone(),
             })

@@ -12,10 +12,9 @@
 //! ```
 
 use crate::{
-    PriceRecord,
     ApiKeyRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord,
-    InstanceUpdate, NewAudit, NewEvent, ProviderRecord, Quota, Role, Sealed, Store, StoreError,
-    TenantRecord, TokenRecord, UserRecord,
+    InstanceUpdate, NewAudit, NewEvent, PriceRecord, ProviderRecord, Quota, Role, Sealed, Store,
+    StoreError, TenantRecord, TokenRecord, UserRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -2046,7 +2045,10 @@ pub async fn prices_and_period_instances(store: &dyn Store) {
         Vec::<String>::new(),
         "ended at the start, created at the end: left out"
     );
-    assert_eq!(ids(between(0, 10_000).await.unwrap()), ["i1", "i2", "i3", "i4"]);
+    assert_eq!(
+        ids(between(0, 10_000).await.unwrap()),
+        ["i1", "i2", "i3", "i4"]
+    );
     assert_eq!(
         ids(store
             .instances_between(&b, "web", t(0), t(10_000))

@@ -273,6 +273,6 @@ impl<T> Store for T where
         + AuditStore
         + CredentialStore
         + ProviderStore
-    + CostStore
+        + CostStore
 {
 }

@@ -216,7 +216,10 @@ mod tests {
 
     #[test]
     fn query_values_are_encoded() {
-        assert_eq!(encode("2026-12-06T10:00:00+02:00"), "2026-12-06T10%3A00%3A00%2B02%3A00");
+        assert_eq!(
+            encode("2026-12-06T10:00:00+02:00"),
+            "2026-12-06T10%3A00%3A00%2B02%3A00"
+        );
         assert_eq!(encode("web-1_a.b~"), "web-1_a.b~");
         assert_eq!(encode("a b&c"), "a%20b%26c");
     }

@@ -1212,15 +1212,30 @@ async fn directed(p: &mut Probe<'_>) {
         ),
         ("get", "/v1/prices", "/v1/prices".into(), None),
         ("get", "/v1/cost", "/v1/cost?step=1d".into(), None),
-        ("get", "/v1/cost", "/v1/cost?all=true&format=csv".into(), None),
+        (
+            "get",
+            "/v1/cost",
+            "/v1/cost?all=true&format=csv".into(),
+            None,
+        ),
         (
             "get",
             "/v1/cost",
             "/v1/cost?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z".into(),
             None,
         ),
-        ("delete", "/v1/prices/{name}", "/v1/prices/process".into(), None),
-        ("delete", "/v1/prices/{name}", "/v1/prices/process".into(), None),
+        (
+            "delete",
+            "/v1/prices/{name}",
+            "/v1/prices/process".into(),
+            None,
+        ),
+        (
+            "delete",
+            "/v1/prices/{name}",
+            "/v1/prices/process".into(),
+            None,
+        ),
     ];
     for (method, template, path, body) in calls {
         p.send(method, template, &path, admin, body.map(|b| b.to_string()))

@@ -58,7 +58,13 @@ async fn member(s: &Swell, user: &str, tenant: &str, role: &str) -> String {
 }
 
 /// An API call with `token`: status and body (JSON, or `Value::String` of the text).
-async fn call(s: &Swell, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    s: &Swell,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .request(method, format!("{}{path}", s.url))
         .bearer_auth(token);
@@ -202,13 +208,20 @@ async fn cost_from_the_cli_and_the_api() {
         .as_array()
         .expect("prices")
         .iter()
-        .map(|p| (p["from"].as_str().unwrap_or_default().to_string(), p["per_hour"].as_f64().unwrap_or(-1.0)))
+        .map(|p| {
+            (
+                p["from"].as_str().unwrap_or_default().to_string(),
+                p["per_hour"].as_f64().unwrap_or(-1.0),
+            )
+        })
         .collect();
     assert_eq!(listed, vec![(from(0), 1.0), (from(4), 3.0)]);
 
     // The admin's own tenant (`default`) has no groups; alpha's, by hand.
     let r = s
-        .cli_json(&["cost", "--tenant", "alpha", "--since", &since, "--until", &until])
+        .cli_json(&[
+            "cost", "--tenant", "alpha", "--since", &since, "--until", &until,
+        ])
         .await;
     assert_eq!(r["since"], since);
     assert_eq!(r["until"], until);
@@ -231,7 +244,12 @@ async fn cost_from_the_cli_and_the_api() {
     assert_eq!(buckets.len(), 10, "one per hour");
     let per_hour: Vec<(f64, f64)> = buckets
         .iter()
-        .map(|b| (b["instance_hours"].as_f64().unwrap_or(-1.0), b["cost"].as_f64().unwrap_or(-1.0)))
+        .map(|b| {
+            (
+                b["instance_hours"].as_f64().unwrap_or(-1.0),
+                b["cost"].as_f64().unwrap_or(-1.0),
+            )
+        })
         .collect();
     assert_eq!(
         per_hour,
@@ -250,14 +268,20 @@ async fn cost_from_the_cli_and_the_api() {
     );
     let batch = groups["batch"];
     close(&batch["instance_hours"], 2.0, "batch's instance-hours");
-    close(&batch["cost"], 2.0, "batch's cost (a failed instance is paid until it failed)");
+    close(
+        &batch["cost"],
+        2.0,
+        "batch's cost (a failed instance is paid until it failed)",
+    );
     close(&batch["peak_cost"], 22.0, "batch's cost at peak");
     close(&r["total"]["cost"], 29.0, "alpha's total");
     close(&r["total"]["saving"], 17.0 + 20.0, "alpha's total saving");
 
     // CSV: one row per group, read back with a CSV library.
     let out = s
-        .cli(&["-o", "csv", "cost", "--tenant", "alpha", "--since", &since, "--until", &until])
+        .cli(&[
+            "-o", "csv", "cost", "--tenant", "alpha", "--since", &since, "--until", &until,
+        ])
         .await;
     assert!(out.status.success(), "{out:?}");
     let mut reader = csv::Reader::from_reader(out.stdout.as_bytes());
@@ -284,7 +308,10 @@ async fn cost_from_the_cli_and_the_api() {
         .collect::<Result<_, _>>()
         .expect("CSV rows");
     assert_eq!(rows.len(), 2, "{}", out.stdout);
-    let web_row = rows.iter().find(|r| r["group"] == "web").expect("web's row");
+    let web_row = rows
+        .iter()
+        .find(|r| r["group"] == "web")
+        .expect("web's row");
     assert_eq!(web_row["tenant"], "alpha");
     assert_eq!(web_row["since"], since);
     assert_eq!(web_row["cost"].parse::<f64>().ok(), Some(27.0));
@@ -293,7 +320,9 @@ async fn cost_from_the_cli_and_the_api() {
 
     // The table ends with the total line.
     let out = s
-        .cli(&["cost", "--tenant", "alpha", "--since", &since, "--until", &until])
+        .cli(&[
+            "cost", "--tenant", "alpha", "--since", &since, "--until", &until,
+        ])
         .await;
     assert!(out.status.success(), "{out:?}");
     let last = out.stdout.lines().last().unwrap_or_default();
@@ -310,7 +339,14 @@ async fn cost_from_the_cli_and_the_api() {
         since.replace('+', "%2B"),
         until.replace('+', "%2B")
     );
-    let (st, mine) = call(&s, &ann, reqwest::Method::GET, &format!("/v1/cost?{q}"), None).await;
+    let (st, mine) = call(
+        &s,
+        &ann,
+        reqwest::Method::GET,
+        &format!("/v1/cost?{q}"),
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{mine}");
     let names: Vec<&str> = mine["groups"]
         .as_array()
@@ -348,25 +384,48 @@ async fn cost_from_the_cli_and_the_api() {
         .as_array()
         .expect("groups")
         .iter()
-        .map(|g| format!("{}/{}", g["tenant"].as_str().unwrap_or_default(), g["group"].as_str().unwrap_or_default()))
+        .map(|g| {
+            format!(
+                "{}/{}",
+                g["tenant"].as_str().unwrap_or_default(),
+                g["group"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
     assert_eq!(seen, ["alpha/batch", "alpha/web", "beta/secret"]);
     close(&all["total"]["cost"], 29.0 + 22.0, "every tenant's cost");
-    close(&all["total"]["instance_hours"], 13.0 + 2.0 + 10.0, "every tenant's hours");
+    close(
+        &all["total"]["instance_hours"],
+        13.0 + 2.0 + 10.0,
+        "every tenant's hours",
+    );
 
     // Bad input names the field and changes nothing.
     for (args, field) in [
         (vec!["price", "set", "process", "-1"], "per_hour"),
         (vec!["price", "set", "nowhere", "1"], "provider"),
-        (vec!["price", "set", "process", "1", "--size", "m1.tiny"], "size"),
-        (vec!["price", "set", "process", "1", "--from", "yesterday"], "from"),
+        (
+            vec!["price", "set", "process", "1", "--size", "m1.tiny"],
+            "size",
+        ),
+        (
+            vec!["price", "set", "process", "1", "--from", "yesterday"],
+            "from",
+        ),
         (vec!["cost", "--since", "2026-13-01T00:00:00Z"], "since"),
-        (vec!["cost", "--since", until.as_str(), "--until", since.as_str()], "since"),
+        (
+            vec!["cost", "--since", until.as_str(), "--until", since.as_str()],
+            "since",
+        ),
         (vec!["cost", "--step", "1s"], "step"),
     ] {
         let out = s.cli(&args).await;
         assert!(!out.status.success(), "{args:?}: {out:?}");
-        assert!(out.stderr.contains(field), "{args:?} names {field}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(field),
+            "{args:?} names {field}: {}",
+            out.stderr
+        );
     }
     let again = s.cli_json(&["price", "list"]).await;
     assert_eq!(again, prices, "refused prices stored nothing");
@@ -375,10 +434,16 @@ async fn cost_from_the_cli_and_the_api() {
     // then holds throughout: 13 h × 1.
     s.cli(&["price", "delete", "process"]).await;
     let out = s.cli(&["price", "delete", "process"]).await;
-    assert!(!out.status.success() && out.stderr.contains("not found"), "{out:?}");
-    s.cli_json(&["price", "set", "process", "1", "--from", &since]).await;
+    assert!(
+        !out.status.success() && out.stderr.contains("not found"),
+        "{out:?}"
+    );
+    s.cli_json(&["price", "set", "process", "1", "--from", &since])
+        .await;
     let r = s
-        .cli_json(&["cost", "--tenant", "alpha", "--group", "web", "--since", &since, "--until", &until])
+        .cli_json(&[
+            "cost", "--tenant", "alpha", "--group", "web", "--since", &since, "--until", &until,
+        ])
         .await;
     close(&r["groups"][0]["cost"], 13.0, "web at one price");
 }
@@ -442,15 +507,32 @@ async fn cost_page_in_chromium_shows_the_apis_numbers() {
             .as_array()
             .and_then(|r| r.iter().find(|r| r["group"] == "web"))
             .is_some_and(|r| r["value"]["instance_hours"] == "23");
-        if ok && wide { Ok(v) } else { Err(format!("{v}")) }
+        if ok && wide {
+            Ok(v)
+        } else {
+            Err(format!("{v}"))
+        }
     })
     .await;
     let q = format!(
         "since={}&until={}",
-        page["since"].as_str().unwrap_or_default().replace('+', "%2B"),
-        page["until"].as_str().unwrap_or_default().replace('+', "%2B")
+        page["since"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('+', "%2B"),
+        page["until"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('+', "%2B")
     );
-    let (st, api) = call(&s, &ann, reqwest::Method::GET, &format!("/v1/cost?{q}"), None).await;
+    let (st, api) = call(
+        &s,
+        &ann,
+        reqwest::Method::GET,
+        &format!("/v1/cost?{q}"),
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{api}");
     // web over the whole history: i1 4 h × 1, i2 2 × 1 + 2 × 3, i3 15 h × 3 = 57.
     let web_api = api["groups"]
@@ -458,7 +540,13 @@ async fn cost_page_in_chromium_shows_the_apis_numbers() {
         .and_then(|g| g.iter().find(|g| g["group"] == "web"))
         .expect("web in the API's answer");
     close(&web_api["cost"], 57.0, "web's cost over 7 days");
-    let keys = ["instance_hours", "cost", "unpriced_hours", "peak_cost", "saving"];
+    let keys = [
+        "instance_hours",
+        "cost",
+        "unpriced_hours",
+        "peak_cost",
+        "saving",
+    ];
     for row in page["rows"].as_array().expect("rows") {
         let group = row["group"].as_str().unwrap_or_default();
         let expected = if group == "total" {
@@ -479,7 +567,11 @@ async fn cost_page_in_chromium_shows_the_apis_numbers() {
             );
         }
         if group != "total" {
-            assert_eq!(row["peak"], expected["peak_instances"].to_string(), "{group}'s peak");
+            assert_eq!(
+                row["peak"],
+                expected["peak_instances"].to_string(),
+                "{group}'s peak"
+            );
         }
     }
     let groups: Vec<&str> = page["rows"]
@@ -488,7 +580,11 @@ async fn cost_page_in_chromium_shows_the_apis_numbers() {
         .iter()
         .map(|r| r["group"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(groups, ["batch", "web", "total"], "beta's group never shows");
+    assert_eq!(
+        groups,
+        ["batch", "web", "total"],
+        "beta's group never shows"
+    );
     // The charts draw one line per group.
     let lines = c
         .js(
