@@ -1225,6 +1225,12 @@ async fn directed(p: &mut Probe<'_>) {
             None,
         ),
         (
+            "post",
+            "/v1/prices",
+            "/v1/prices".into(),
+            Some(json!({"provider": "nowhere", "per_hour": 1})),
+        ),
+        (
             "delete",
             "/v1/prices/{name}",
             "/v1/prices/process".into(),
@@ -1241,6 +1247,9 @@ async fn directed(p: &mut Probe<'_>) {
         p.send(method, template, &path, admin, body.map(|b| b.to_string()))
             .await;
     }
+    // Every tenant's cost is an admin's.
+    p.send("get", "/v1/cost", "/v1/cost?all=true", Who::Viewer, None)
+        .await;
     // The event stream: two events, then the end; a tenant's open streams are capped
     // (`swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS`): one more is a 429.
     let stream = "/v1/groups/{name}/events/stream";
