@@ -247,7 +247,16 @@ mod tests {
     /// (instance-hours, cost, unpriced hours, peak, peak cost), each to 1e-9.
     type Expected = (f64, f64, f64, u32, f64);
 
-    fn check(cases: Vec<(&str, Vec<Lifetime>, Vec<PriceChange>, (f64, f64), Expected)>) {
+    /// A case: its name, the lives, the prices, the period in hours, what is expected.
+    type Case = (
+        &'static str,
+        Vec<Lifetime>,
+        Vec<PriceChange>,
+        (f64, f64),
+        Expected,
+    );
+
+    fn check(cases: Vec<Case>) {
         for (name, lifetimes, prices, (since, until), expected) in cases {
             let period = Period {
                 since: t(since),
