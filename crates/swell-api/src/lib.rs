@@ -785,3 +785,116 @@ pub struct ApplyResult {
     /// The groups of `changes` as stored afterwards (empty in a dry run).
     pub groups: Vec<Group>,
 }
+
+/// A price of one instance-hour, as `GET /v1/prices` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Price {
+    /// The provider's name (`process`, `openstack-acme`).
+    pub provider: String,
+    /// The size it is for (an OpenStack flavor); `null`: every size without its own.
+    pub size: Option<String>,
+    /// When it takes effect (RFC 3339); it holds until the next price of the same
+    /// provider and size.
+    pub from: String,
+    /// The price of one instance-hour, in the operator's currency.
+    pub per_hour: f64,
+    /// When it was set (RFC 3339).
+    pub set_at: String,
+}
+
+/// `GET /v1/prices` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PriceList {
+    /// Every price, by provider, size (provider-wide first), then `from`.
+    pub prices: Vec<Price>,
+}
+
+/// Body of `POST /v1/prices`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPrice {
+    /// A provider the server knows (built-in or defined).
+    pub provider: String,
+    /// An OpenStack flavor, for a price of that size only; omitted: every size.
+    #[serde(default)]
+    pub size: Option<String>,
+    /// The price of one instance-hour, a number >= 0.
+    pub per_hour: f64,
+    /// When it takes effect (RFC 3339); omitted: now. A past time reprices the past.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// One step of a group's cost over time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CostBucket {
+    /// Where the step starts (RFC 3339); it ends where the next starts, or at `until`.
+    pub start: String,
+    /// Instance-hours in the step.
+    pub instance_hours: f64,
+    /// What they cost.
+    pub cost: f64,
+}
+
+/// One group's cost over the period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GroupCost {
+    /// The group's tenant.
+    pub tenant: String,
+    /// The group.
+    pub group: String,
+    /// The group's provider, whose price the peak is costed at.
+    pub provider: String,
+    /// The group's size (its OpenStack flavor), if any.
+    pub size: Option<String>,
+    /// The group's part of the period (RFC 3339): from the later of `since` and the
+    /// group's creation.
+    pub since: String,
+    /// The period's end (RFC 3339).
+    pub until: String,
+    /// Instance-hours: every instance from its create to its end (booting and draining
+    /// included), within the period.
+    pub instance_hours: f64,
+    /// What they cost at the prices in force at each moment.
+    pub cost: f64,
+    /// Instance-hours on a provider (and size) without a price: not in `cost`.
+    pub unpriced_hours: f64,
+    /// The most instances alive at once in the period.
+    pub peak_instances: u32,
+    /// What the period would have cost with `peak_instances` instances throughout.
+    pub peak_cost: f64,
+    /// `peak_cost - cost`: what autoscaling saved against holding the peak size.
+    pub saving: f64,
+    /// The period in steps of `step_seconds`, oldest first.
+    pub buckets: Vec<CostBucket>,
+}
+
+/// The sums over the groups of a cost report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CostTotal {
+    /// Sum of the groups' `instance_hours`.
+    pub instance_hours: f64,
+    /// Sum of the groups' `cost`.
+    pub cost: f64,
+    /// Sum of the groups' `unpriced_hours`.
+    pub unpriced_hours: f64,
+    /// Sum of the groups' `peak_cost`.
+    pub peak_cost: f64,
+    /// Sum of the groups' `saving`.
+    pub saving: f64,
+}
+
+/// `GET /v1/cost` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CostReport {
+    /// The period's start (RFC 3339).
+    pub since: String,
+    /// The period's end (RFC 3339).
+    pub until: String,
+    /// The length of one bucket, in seconds.
+    pub step_seconds: u64,
+    /// One entry per group, by tenant then name.
+    pub groups: Vec<GroupCost>,
+    /// The sums over `groups`.
+    pub total: CostTotal,
+}

@@ -5,6 +5,7 @@
 //! simulator shows is what the product does.
 #![warn(missing_docs)]
 
+pub mod cost;
 pub mod duration;
 pub mod error;
 pub mod event;

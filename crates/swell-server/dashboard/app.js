@@ -119,7 +119,7 @@ function groupStatus(group) {
 
 // ---- views and navigation ----
 
-const VIEWS = ['login-view', 'groups-view', 'portal-view', 'group-view'];
+const VIEWS = ['login-view', 'groups-view', 'portal-view', 'group-view', 'cost-view'];
 
 /** The caller as `GET /v1/auth/whoami` described them; null until asked (per login). */
 let session = null;
@@ -222,6 +222,8 @@ async function route(loginMessage) {
     return;
   }
   if (mine !== generation) return;
+  // The cost page is a tenant's (viewer or better): no link to it in an owner's portal.
+  $('nav-cost').hidden = !may(session).read;
   // An instance owner without a role may read nothing but their instances: every
   // address shows their portal, never a page of refusals.
   if (!may(session).read) {
@@ -239,6 +241,8 @@ async function route(loginMessage) {
       return;
     }
     showGroup(name);
+  } else if (hash === '#/cost') {
+    showCost();
   } else {
     showGroups();
   }
@@ -248,7 +252,8 @@ async function route(loginMessage) {
 
 /** Empties every view, so that nothing of one session shows in the next. */
 function clearData() {
-  for (const id of ['groups-body', 'instances-body', 'events-body', 'metric-chart', 'load-chart', 'desired-chart', 'portal-list', 'bind-instance']) {
+  for (const id of ['groups-body', 'instances-body', 'events-body', 'metric-chart', 'load-chart', 'desired-chart', 'portal-list', 'bind-instance',
+    'cost-body', 'cost-total', 'cost-chart', 'hours-chart', 'cost-period-text']) {
     $(id).replaceChildren();
   }
   for (const e of document.querySelectorAll('.summary dd, .error, [role=status], #group-name, #metric-name')) {
@@ -256,18 +261,20 @@ function clearData() {
   }
   $('desired-input').value = '';
   $('bind-user').value = '';
-  for (const id of ['groups-empty', 'instances-empty', 'events-empty', 'portal-empty']) $(id).hidden = true;
+  for (const id of ['groups-empty', 'instances-empty', 'events-empty', 'portal-empty', 'cost-empty']) $(id).hidden = true;
   for (const id of ['desired-form', 'bind-form', 'instances-actions', 'instances-owners']) $(id).hidden = true;
   $('groups-refreshed').textContent = '–';
   $('group-refreshed').textContent = '–';
   $('portal-refreshed').textContent = '–';
   portalNotes.clear();
+  $('cost-refreshed').textContent = '–';
 }
 
 function showLogin(message) {
   session = null;
   clearData();
   $('logout').hidden = true;
+  $('nav-cost').hidden = true;
   $('who').textContent = '';
   $('login-error').textContent = message;
   show('login-view');
@@ -1025,5 +1032,95 @@ $('desired-form').addEventListener('submit', async (ev) => {
     button.disabled = false;
   }
 });
+
+// ---- cost ----
+
+/** Four decimals: a short test history is a fraction of an hour. */
+const money = (v) => (typeof v === 'number' ? v.toFixed(4) : '–');
+
+/** A number cell that also carries the API's value exactly (`data-value`). */
+function numCell(v, key) {
+  const td = el('td', money(v), 'num');
+  td.dataset.key = key;
+  td.dataset.value = String(v);
+  return td;
+}
+
+/**
+ * The cost page, from `GET /v1/cost` over the period chosen (ending now): per group
+ * its instance-hours, cost, peak and the saving, a total line, and charts of cost and
+ * instance-hours per step. The table carries the period it asked for (`data-since`,
+ * `data-until`), so that a test can ask the API for the same one.
+ */
+function showCost() {
+  clearData();
+  show('cost-view');
+  if (!$('who').textContent) whoami().catch(handleAuthError);
+  refreshLoop(async (current) => {
+    const seconds = Number($('cost-period').value) || 86400;
+    const until = new Date();
+    const since = new Date(until.getTime() - seconds * 1000);
+    const q = `since=${encodeURIComponent(since.toISOString())}&until=${encodeURIComponent(until.toISOString())}`;
+    let report;
+    try {
+      report = await api('GET', `/v1/cost?${q}`);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) throw e;
+      if (current()) $('cost-error').textContent = e.message;
+      return;
+    }
+    if (!current()) return;
+    $('cost-error').textContent = '';
+    renderCost(report);
+    $('cost-refreshed').textContent = new Date().toLocaleTimeString();
+  });
+}
+
+$('cost-period').addEventListener('change', () => {
+  if (location.hash === '#/cost') route();
+});
+
+function renderCost(report) {
+  const table = $('cost-table');
+  table.dataset.since = report.since;
+  table.dataset.until = report.until;
+  $('cost-period-text').textContent = `Period: ${report.since} to ${report.until}, steps of ${report.step_seconds} s.`;
+  const rows = report.groups.map((g) => {
+    const tr = row([
+      g.tenant,
+      g.group,
+      numCell(g.instance_hours, 'instance_hours'),
+      numCell(g.cost, 'cost'),
+      numCell(g.unpriced_hours, 'unpriced_hours'),
+      el('td', g.peak_instances, 'num'),
+      numCell(g.peak_cost, 'peak_cost'),
+      numCell(g.saving, 'saving'),
+    ]);
+    tr.dataset.group = g.group;
+    tr.dataset.tenant = g.tenant;
+    return tr;
+  });
+  $('cost-body').replaceChildren(...rows);
+  $('cost-empty').hidden = rows.length > 0;
+  const t = report.total;
+  const total = row([
+    el('th', 'total'),
+    '',
+    numCell(t.instance_hours, 'instance_hours'),
+    numCell(t.cost, 'cost'),
+    numCell(t.unpriced_hours, 'unpriced_hours'),
+    '',
+    numCell(t.peak_cost, 'peak_cost'),
+    numCell(t.saving, 'saving'),
+  ]);
+  total.dataset.total = 'true';
+  $('cost-total').replaceChildren(total);
+  const series = (key) => report.groups.map((g) => ({
+    label: report.groups.some((o) => o.tenant !== g.tenant) ? `${g.tenant}/${g.group}` : g.group,
+    points: g.buckets.map((b) => [Date.parse(b.start), b[key]]),
+  }));
+  drawChart($('cost-chart'), series('cost'), 'No groups.');
+  drawChart($('hours-chart'), series('instance_hours'), 'No groups.');
+}
 
 route();

@@ -83,7 +83,11 @@ use utoipa::OpenApi;
         crate::http_providers::create_provider,
         crate::http_providers::get_provider,
         crate::http_providers::update_provider,
-        crate::http_providers::delete_provider
+        crate::http_providers::delete_provider,
+        crate::cost::list_prices,
+        crate::cost::set_price,
+        crate::cost::delete_prices,
+        crate::cost::cost
     ),
     components(schemas(
         api::Problem,
@@ -139,7 +143,14 @@ use utoipa::OpenApi;
         api::Provider,
         api::ProviderList,
         api::CreateProvider,
-        api::UpdateProvider
+        api::UpdateProvider,
+        api::Price,
+        api::PriceList,
+        api::SetPrice,
+        api::CostBucket,
+        api::GroupCost,
+        api::CostTotal,
+        api::CostReport
     )),
     modifiers(&BearerAuth, &Contract),
     security(("bearer" = []))
@@ -211,6 +222,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/apply", post(apply))
         .merge(http_identity::routes())
         .merge(crate::http_providers::routes())
+        .merge(crate::cost::routes())
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),

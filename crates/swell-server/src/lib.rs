@@ -8,6 +8,7 @@ pub mod auth;
 pub mod boundary;
 pub mod clock;
 pub mod controller;
+pub mod cost;
 pub mod dashboard;
 pub mod data_dir_lock;
 pub mod event_stream;

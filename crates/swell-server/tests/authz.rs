@@ -510,6 +510,19 @@ async fn own_call(
             .await;
             set(&mut params, "name", p);
         }
+        ("POST", "/v1/prices") => {
+            body = Some(json!({"provider": "process", "per_hour": 0.5}));
+        }
+        ("DELETE", "/v1/prices/{name}") => {
+            api.ok(
+                admin,
+                Method::POST,
+                "/v1/prices",
+                Some(json!({"provider": "process", "per_hour": 0.25})),
+            )
+            .await;
+            set(&mut params, "name", "process".into());
+        }
         ("PUT", "/v1/tenants/{tenant}") => body = Some(json!({"description": "updated"})),
         ("DELETE", "/v1/tenants/{tenant}") => {
             if who == Who::Admin {

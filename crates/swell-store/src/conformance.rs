@@ -13,8 +13,8 @@
 
 use crate::{
     ApiKeyRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord,
-    InstanceUpdate, NewAudit, NewEvent, ProviderRecord, Quota, Role, Sealed, Store, StoreError,
-    TenantRecord, TokenRecord, UserRecord,
+    InstanceUpdate, NewAudit, NewEvent, PriceRecord, ProviderRecord, Quota, Role, Sealed, Store,
+    StoreError, TenantRecord, TokenRecord, UserRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -119,6 +119,7 @@ checks!(
     provider_definitions,
     suspend_and_resume,
     instance_protection,
+    prices_and_period_instances,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.
@@ -2140,4 +2141,115 @@ pub async fn provider_definitions(store: &dyn Store) {
     store.delete_tenant(&a).await.unwrap();
     assert_eq!(store.get_provider("conf-pd-os-a").await.unwrap(), None);
     assert!(ours(store.list_providers().await.unwrap()).is_empty());
+}
+
+/// Prices are kept per provider, size and start time (setting the same one again
+/// replaces it; a later one adds to the history), listed in order, deleted per provider
+/// and size; a period's instances are those alive in it, of the one tenant and group.
+pub async fn prices_and_period_instances(store: &dyn Store) {
+    let price = |provider: &str, size: Option<&str>, from: i64, per_hour: f64| PriceRecord {
+        provider: provider.into(),
+        size: size.map(Into::into),
+        from: t(from),
+        per_hour,
+        set_at: t(from),
+    };
+    let ours = |all: Vec<PriceRecord>| -> Vec<(String, Option<String>, i64, f64)> {
+        all.into_iter()
+            .filter(|p| p.provider.starts_with("conf-price-"))
+            .map(|p| (p.provider, p.size, p.from.0, p.per_hour))
+            .collect()
+    };
+    for p in [
+        price("conf-price-os", Some("m1.large"), 10, 0.4),
+        price("conf-price-os", None, 20, 0.1),
+        price("conf-price-os", None, 10, 0.05),
+        price("conf-price-proc", None, 0, 0.01),
+        price("conf-price-os", None, 20, 0.125),
+    ] {
+        store.set_price(&p).await.expect("set_price");
+    }
+    let os = |size: Option<&str>| size.map(String::from);
+    assert_eq!(
+        ours(store.list_prices().await.unwrap()),
+        vec![
+            ("conf-price-os".to_string(), os(None), 10, 0.05),
+            ("conf-price-os".to_string(), os(None), 20, 0.125),
+            ("conf-price-os".to_string(), os(Some("m1.large")), 10, 0.4),
+            ("conf-price-proc".to_string(), os(None), 0, 0.01),
+        ],
+        "by provider, size, from; the same start replaced"
+    );
+    assert_not_found(
+        store.delete_prices("conf-price-os", Some("m1.tiny")).await,
+        "price",
+        "a size without a price",
+    );
+    assert_eq!(store.delete_prices("conf-price-os", None).await.unwrap(), 2);
+    assert_eq!(
+        ours(store.list_prices().await.unwrap()),
+        vec![
+            ("conf-price-os".to_string(), os(Some("m1.large")), 10, 0.4),
+            ("conf-price-proc".to_string(), os(None), 0, 0.01),
+        ],
+        "the provider-wide history gone, the size's kept"
+    );
+
+    let (a, b) = (tenant("conf-cost-a"), tenant("conf-cost-b"));
+    for x in [&a, &b] {
+        new_group(store, x, "web", 0, 10).await;
+    }
+    // a: i1 lives 1000-2000, i2 3000-(live), i3 created 5000 (after the period),
+    // i4 failed at 1500; b: one live instance.
+    for (id, at) in [("i1", 1_000), ("i2", 3_000), ("i3", 5_000), ("i4", 1_200)] {
+        store
+            .create_instance(&instance(&a, "web", id, at), None)
+            .await
+            .expect("create_instance");
+    }
+    store
+        .create_instance(&instance(&b, "web", "j1", 1_000), None)
+        .await
+        .expect("create_instance");
+    for (id, status, at) in [
+        ("i1", InstanceStatus::Terminated, 2_000),
+        ("i4", InstanceStatus::Failed, 1_500),
+    ] {
+        store
+            .update_instance(
+                &a,
+                &InstanceId(id.into()),
+                status,
+                InstanceUpdate::default(),
+                t(at),
+                None,
+            )
+            .await
+            .expect("update_instance");
+    }
+    let ids = |v: Vec<InstanceRecord>| -> Vec<String> { v.into_iter().map(|i| i.id.0).collect() };
+    let between = |since: i64, until: i64| store.instances_between(&a, "web", t(since), t(until));
+    assert_eq!(ids(between(0, 4_000).await.unwrap()), ["i1", "i2", "i4"]);
+    assert_eq!(
+        ids(between(1_600, 4_000).await.unwrap()),
+        ["i1", "i2"],
+        "ended before the period: left out"
+    );
+    assert_eq!(
+        ids(between(2_000, 3_000).await.unwrap()),
+        Vec::<String>::new(),
+        "ended at the start, created at the end: left out"
+    );
+    assert_eq!(
+        ids(between(0, 10_000).await.unwrap()),
+        ["i1", "i2", "i3", "i4"]
+    );
+    assert_eq!(
+        ids(store
+            .instances_between(&b, "web", t(0), t(10_000))
+            .await
+            .unwrap()),
+        ["j1"],
+        "another tenant's group of the same name"
+    );
 }

@@ -64,11 +64,11 @@ pub trait InstanceStore: Send + Sync + 'static {
     async fn list_live_instances(&self) -> Result<Vec<InstanceRecord>>;
 }
 
-const INSTANCE_COLUMNS: &str = "tenant, id, group_name, status, lifecycle, created_order, \
+pub(crate) const INSTANCE_COLUMNS: &str = "tenant, id, group_name, status, lifecycle, created_order, \
      provider, host, address, native_id, protected, status_reason, created_at, started_at, \
      updated_at";
 
-fn decode_instance(row: &Row) -> Result<InstanceRecord> {
+pub(crate) fn decode_instance(row: &Row) -> Result<InstanceRecord> {
     let id: String = row.get("id")?;
     let status: String = row.get("status")?;
     let status = status

@@ -2,7 +2,7 @@
 //!
 //! One [`Store`] trait, the sum of one trait per aggregate (its module holds the trait
 //! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`],
-//! [`access`], [`audit`], [`credentials`], [`providers`]); each statement written once and run on either
+//! [`access`], [`audit`], [`credentials`], [`providers`], [`cost`]); each statement written once and run on either
 //! engine (SQLite, the default; PostgreSQL) through a small dialect layer (`sql.rs`);
 //! one conformance suite run against each. Every row carries its tenant; every query
 //! that reads tenant data takes the tenant and filters by it. State changes that deserve
@@ -13,6 +13,7 @@ pub mod access;
 pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod cost;
 pub mod credentials;
 pub mod events;
 pub mod groups;
@@ -29,6 +30,7 @@ pub mod tenants;
 
 pub use access::AccessStore;
 pub use audit::AuditStore;
+pub use cost::{CostStore, PriceRecord};
 pub use credentials::CredentialStore;
 pub use events::DEFAULT_EVENT_LIMIT;
 pub use events::EventStore;
@@ -260,6 +262,7 @@ pub trait Store:
     + AuditStore
     + CredentialStore
     + ProviderStore
+    + CostStore
 {
 }
 
@@ -273,5 +276,6 @@ impl<T> Store for T where
         + AuditStore
         + CredentialStore
         + ProviderStore
+        + CostStore
 {
 }

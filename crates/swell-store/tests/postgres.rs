@@ -67,6 +67,7 @@ conformance_tests!(
     provider_definitions,
     suspend_and_resume,
     instance_protection,
+    prices_and_period_instances,
 );
 
 #[test]

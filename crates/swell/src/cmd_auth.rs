@@ -35,6 +35,12 @@ pub enum AuthCommand {
     /// Manage provider definitions: what tenants run instances on (admin).
     #[command(subcommand)]
     Provider(Box<crate::cmd_provider::ProviderCmd>),
+    /// Set what an instance-hour of a provider (or an OpenStack flavor) costs (admin).
+    #[command(subcommand)]
+    Price(Box<crate::cmd_cost::PriceCmd>),
+    /// Instance-hours and cost per group over a period, and what it would have cost
+    /// at each group's peak size (the saving).
+    Cost(crate::cmd_cost::CostArgs),
     /// Manage users and their roles.
     #[command(subcommand)]
     User(UserCmd),
@@ -623,6 +629,8 @@ pub async fn run(cmd: AuthCommand, place: &Place, output: Output) -> Result<()> 
         }
         AuthCommand::Tenant(cmd) => tenant(&c, cmd, output).await,
         AuthCommand::Provider(cmd) => crate::cmd_provider::run(&c, *cmd, output).await,
+        AuthCommand::Price(cmd) => crate::cmd_cost::price(&c, *cmd, output).await,
+        AuthCommand::Cost(args) => crate::cmd_cost::cost(&c, args, output).await,
         AuthCommand::User(cmd) => user(&c, cmd, output).await,
         AuthCommand::Token(TokenCmd::Revoke) => {
             let _: Value = c

@@ -19,6 +19,7 @@ mod cmd_bench;
 mod cmd_bench_controller;
 mod cmd_bench_lb;
 mod cmd_context;
+mod cmd_cost;
 mod cmd_demo;
 mod cmd_provider;
 mod cmd_sim;

@@ -1220,11 +1220,60 @@ async fn directed(p: &mut Probe<'_>) {
             "/v1/providers/web".into(),
             None,
         ),
+        // Prices and cost: set, a size where the provider has none, listed, the report
+        // as JSON and CSV, a reversed period, deleted, deleted again.
+        (
+            "post",
+            "/v1/prices",
+            "/v1/prices".into(),
+            Some(json!({"provider": "process", "per_hour": 0.02, "from": "2026-01-01T00:00:00Z"})),
+        ),
+        (
+            "post",
+            "/v1/prices",
+            "/v1/prices".into(),
+            Some(json!({"provider": "process", "per_hour": 1, "size": "m1.tiny"})),
+        ),
+        ("get", "/v1/prices", "/v1/prices".into(), None),
+        ("get", "/v1/cost", "/v1/cost?step=1d".into(), None),
+        (
+            "get",
+            "/v1/cost",
+            "/v1/cost?all=true&format=csv".into(),
+            None,
+        ),
+        (
+            "get",
+            "/v1/cost",
+            "/v1/cost?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z".into(),
+            None,
+        ),
+        (
+            "post",
+            "/v1/prices",
+            "/v1/prices".into(),
+            Some(json!({"provider": "nowhere", "per_hour": 1})),
+        ),
+        (
+            "delete",
+            "/v1/prices/{name}",
+            "/v1/prices/process".into(),
+            None,
+        ),
+        (
+            "delete",
+            "/v1/prices/{name}",
+            "/v1/prices/process".into(),
+            None,
+        ),
     ];
     for (method, template, path, body) in calls {
         p.send(method, template, &path, admin, body.map(|b| b.to_string()))
             .await;
     }
+    // Every tenant's cost is an admin's.
+    p.send("get", "/v1/cost", "/v1/cost?all=true", Who::Viewer, None)
+        .await;
     // The event stream: two events, then the end; a tenant's open streams are capped
     // (`swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS`): one more is a 429.
     let stream = "/v1/groups/{name}/events/stream";

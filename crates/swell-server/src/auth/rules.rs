@@ -153,6 +153,10 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     (Method::GET, "/v1/providers/{name}", Role(Role::Viewer)),
     (Method::PUT, "/v1/providers/{name}", Admin),
     (Method::DELETE, "/v1/providers/{name}", Admin),
+    (Method::GET, "/v1/prices", Admin),
+    (Method::POST, "/v1/prices", Admin),
+    (Method::DELETE, "/v1/prices/{name}", Admin),
+    (Method::GET, "/v1/cost", Role(Role::Viewer)),
     (Method::GET, "/v1/tenants", Admin),
     (Method::POST, "/v1/tenants", Admin),
     (
