@@ -581,6 +581,10 @@ pub struct GroupSpec {
     /// `top`); their readings replace the provider's for the metrics they give.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_sources: Vec<MetricSourceSpec>,
+    /// What an Alertmanager notification posted to `POST /v1/groups/{name}/alerts`
+    /// does; absent: the receiver refuses alerts for this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::alerts::AlertsSpec>,
 }
 
 /// A metric source of a group, besides its provider, its load balancer and pushes.
@@ -1018,6 +1022,9 @@ impl GroupSpec {
                     ));
                 }
             }
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.validate(self.min, self.max)?;
         }
         Ok(())
     }

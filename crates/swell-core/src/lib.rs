@@ -5,6 +5,7 @@
 //! simulator shows is what the product does.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod duration;
 pub mod error;
 pub mod event;
@@ -24,6 +25,7 @@ pub mod sim;
 pub mod time;
 pub mod top;
 
+pub use alerts::{AlertAction, AlertsSpec};
 pub use error::ValidationError;
 pub use event::{Cause, EventKind};
 pub use grants::{Grants, ImagePattern, ListenRange};

@@ -79,7 +79,14 @@ use utoipa::OpenApi;
         crate::http_providers::create_provider,
         crate::http_providers::get_provider,
         crate::http_providers::update_provider,
-        crate::http_providers::delete_provider
+        crate::http_providers::delete_provider,
+        crate::http_notify::list_webhooks,
+        crate::http_notify::create_webhook,
+        crate::http_notify::get_webhook,
+        crate::http_notify::delete_webhook,
+        crate::http_notify::list_deliveries,
+        crate::http_notify::create_alert_token,
+        crate::http_notify::receive_alerts
     ),
     components(schemas(
         api::Problem,
@@ -135,7 +142,17 @@ use utoipa::OpenApi;
         api::Provider,
         api::ProviderList,
         api::CreateProvider,
-        api::UpdateProvider
+        api::UpdateProvider,
+        api::Webhook,
+        api::WebhookList,
+        api::CreateWebhook,
+        api::WebhookDelivery,
+        api::WebhookDeliveryList,
+        api::WebhookPayload,
+        api::AlertToken,
+        api::AlertmanagerPayload,
+        api::Alert,
+        api::AlertResult
     )),
     modifiers(&BearerAuth, &Contract),
     security(("bearer" = []))
@@ -197,6 +214,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/apply", post(apply))
         .merge(http_identity::routes())
         .merge(crate::http_providers::routes())
+        .merge(crate::http_notify::routes())
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),

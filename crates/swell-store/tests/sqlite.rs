@@ -68,6 +68,7 @@ conformance_tests!(
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,
+    webhooks_and_deliveries,
 );
 
 #[test]
