@@ -216,8 +216,8 @@ async fn resolve(url: &reqwest::Url, allow_private: bool) -> std::result::Result
     Ok(first)
 }
 
-/// The secret's place in the sealing: bound to the tenant and the webhook.
-fn secret_name(id: &str) -> String {
+/// The name a webhook's secret is sealed under (with its tenant): `webhook/ID`.
+pub fn secret_name(id: &str) -> String {
     format!("webhook/{id}")
 }
 
@@ -611,9 +611,18 @@ impl Service {
         Ok(token)
     }
 
-    /// The tenant and group an alert token is for, if it is one.
+    /// The tenant and group an alert token is for, if it is one of a live group: a
+    /// token made before its group (of a deleted group of the same name) opens nothing.
     pub async fn alert_token_scope(&self, token: &str) -> Result<Option<(TenantId, String)>> {
-        Ok(self.store.alert_token(&hash_token(token)).await?)
+        let Some((tenant, group, made)) = self.store.alert_token(&hash_token(token)).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_group(&tenant, &group)
+            .await?
+            .filter(|g| g.created_at <= made && !g.deleting)
+            .map(|_| (tenant, group)))
     }
 
     /// Does what the group's `alerts:` says about an Alertmanager notification.
@@ -708,7 +717,7 @@ impl Service {
             metric: which
                 .first()
                 .and_then(|a| a.labels.get("alertname"))
-                .map(|n| clean(n)),
+                .map(|n| clean(n.as_str())),
             before,
             after,
             reason,

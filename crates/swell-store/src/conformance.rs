@@ -2063,13 +2063,13 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
     store.set_alert_token(&a, "web", "hash-1", t(20)).await.unwrap();
     assert_eq!(
         store.alert_token("hash-1").await.unwrap(),
-        Some((a.clone(), "web".to_string()))
+        Some((a.clone(), "web".to_string(), t(20)))
     );
     store.set_alert_token(&a, "web", "hash-2", t(21)).await.unwrap();
     assert_eq!(store.alert_token("hash-1").await.unwrap(), None, "replaced");
     assert_eq!(
         store.alert_token("hash-2").await.unwrap(),
-        Some((a.clone(), "web".to_string()))
+        Some((a.clone(), "web".to_string(), t(21)))
     );
 
     // Deleting a webhook takes its cursors and log; the tenant takes the rest.

@@ -145,8 +145,9 @@ pub trait NotificationStore: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<()>;
 
-    /// The tenant and group an alert token (its hash) belongs to.
-    async fn alert_token(&self, token_hash: &str) -> Result<Option<(TenantId, String)>>;
+    /// The tenant and group an alert token (its hash) belongs to, and when it was made.
+    async fn alert_token(&self, token_hash: &str)
+    -> Result<Option<(TenantId, String, Timestamp)>>;
 }
 
 const WEBHOOK_COLUMNS: &str =
@@ -358,10 +359,15 @@ impl<S: SqlStore> NotificationStore for S {
         Ok(())
     }
 
-    async fn alert_token(&self, token_hash: &str) -> Result<Option<(TenantId, String)>> {
-        sql("SELECT tenant, group_name FROM alert_tokens WHERE token_hash = $1")
+    async fn alert_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(TenantId, String, Timestamp)>> {
+        sql("SELECT tenant, group_name, created_at FROM alert_tokens WHERE token_hash = $1")
             .bind(token_hash)
-            .fetch_optional_as(self.db(), |row| Ok((row.tenant()?, row.get("group_name")?)))
+            .fetch_optional_as(self.db(), |row| {
+                Ok((row.tenant()?, row.get("group_name")?, row.time("created_at")?))
+            })
             .await
     }
 }

@@ -35,6 +35,13 @@ pub enum AuthCommand {
     /// Manage provider definitions: what tenants run instances on (admin).
     #[command(subcommand)]
     Provider(Box<crate::cmd_provider::ProviderCmd>),
+    /// Manage the tenant's webhooks (its events sent, signed, to a URL) and read their
+    /// delivery log.
+    #[command(subcommand)]
+    Webhook(Box<crate::cmd_webhook::WebhookCmd>),
+    /// A group's Alertmanager receiver: its alert token.
+    #[command(subcommand)]
+    Alerts(crate::cmd_webhook::AlertsCmd),
     /// Manage users and their roles.
     #[command(subcommand)]
     User(UserCmd),
@@ -623,6 +630,8 @@ pub async fn run(cmd: AuthCommand, place: &Place, output: Output) -> Result<()> 
         }
         AuthCommand::Tenant(cmd) => tenant(&c, cmd, output).await,
         AuthCommand::Provider(cmd) => crate::cmd_provider::run(&c, *cmd, output).await,
+        AuthCommand::Webhook(cmd) => crate::cmd_webhook::run(&c, *cmd, output).await,
+        AuthCommand::Alerts(cmd) => crate::cmd_webhook::run_alerts(&c, cmd, output).await,
         AuthCommand::User(cmd) => user(&c, cmd, output).await,
         AuthCommand::Token(TokenCmd::Revoke) => {
             let _: Value = c
