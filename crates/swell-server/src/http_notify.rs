@@ -84,7 +84,7 @@ pub(crate) async fn delete_webhook(
 /// `GET /v1/webhooks/{webhook}/deliveries` parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeliveriesQuery {
+pub(crate) struct DeliveriesQuery {
     /// The newest this many attempts (default 100).
     limit: Option<u32>,
 }

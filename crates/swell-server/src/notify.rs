@@ -330,7 +330,7 @@ impl Notifier {
                                 );
                             }
                             let record = self
-                                .deliver(hook, secret.as_ref().map(|s| s.as_deref()), event, n)
+                                .deliver(hook, secret.as_ref().map(|s| s.as_deref().map_err(String::as_str)), event, n)
                                 .await;
                             attempts += 1;
                             let outcome = record.outcome;
