@@ -91,16 +91,21 @@ mod tests {
         let spec: AlertsSpec =
             serde_json::from_value(serde_json::json!({"firing": {"step": 0}})).unwrap();
         let e = spec.validate(1, 5).unwrap_err();
-        assert_eq!((e.field.as_str(), e.rule.as_str()), ("alerts.firing.step", "must be at least 1"));
+        assert_eq!(
+            (e.field.as_str(), e.rule.as_str()),
+            ("alerts.firing.step", "must be at least 1")
+        );
         let spec: AlertsSpec = serde_json::from_value(
             serde_json::json!({"firing": {"step": 1}, "resolved": {"desired_capacity": 9}}),
         )
         .unwrap();
         let e = spec.validate(1, 5).unwrap_err();
         assert_eq!(e.field, "alerts.resolved.desired_capacity");
-        assert!(serde_json::from_value::<AlertsSpec>(
-            serde_json::json!({"firing": {"step": 1, "desired_capacity": 2}})
-        )
-        .is_err());
+        assert!(
+            serde_json::from_value::<AlertsSpec>(
+                serde_json::json!({"firing": {"step": 1, "desired_capacity": 2}})
+            )
+            .is_err()
+        );
     }
 }

@@ -66,7 +66,9 @@ pub(crate) async fn get_webhook(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<api::Webhook>> {
-    Ok(axum::Json(webhook_view(&s.get_webhook(&p.tenant, &id).await?)))
+    Ok(axum::Json(webhook_view(
+        &s.get_webhook(&p.tenant, &id).await?,
+    )))
 }
 
 /// Deletes a webhook with its delivery log; events not yet delivered are not sent.
@@ -138,8 +140,8 @@ pub(crate) async fn receive_alerts(
     // Not `parse_body`: Alertmanager's annotations hold newlines, which the general
     // bounds refuse; only the alert names and fingerprints reach the store, cleaned.
     let mut de = serde_json::Deserializer::from_slice(&body);
-    let payload: api::AlertmanagerPayload = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| {
+    let payload: api::AlertmanagerPayload =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let field = match path.as_str() {
                 "." | "?" | "" => "body".to_string(),
@@ -150,5 +152,7 @@ pub(crate) async fn receive_alerts(
                 e.into_inner().to_string(),
             ))
         })?;
-    Ok(axum::Json(s.receive_alerts(&p.tenant, &name, &payload).await?))
+    Ok(axum::Json(
+        s.receive_alerts(&p.tenant, &name, &payload).await?,
+    ))
 }

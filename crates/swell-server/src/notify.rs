@@ -101,9 +101,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 /// at most [`MAX_RETRY`]).
 pub fn retry_delay(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
-    FIRST_RETRY
-        .saturating_mul(1 << doublings)
-        .min(MAX_RETRY)
+    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY)
 }
 
 /// What to do about an event, given its attempts so far (oldest first).
@@ -189,7 +187,10 @@ fn parse_url(url: &str) -> std::result::Result<reqwest::Url, String> {
 
 /// The address to send to: the URL's host resolved, every address checked (see the
 /// module documentation). `Err` says why the target is refused or unreachable.
-async fn resolve(url: &reqwest::Url, allow_private: bool) -> std::result::Result<SocketAddr, String> {
+async fn resolve(
+    url: &reqwest::Url,
+    allow_private: bool,
+) -> std::result::Result<SocketAddr, String> {
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(80);
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -272,8 +273,12 @@ impl Notifier {
     }
 
     async fn run_webhook(&self, hook: &WebhookRecord) -> std::result::Result<u32, StoreError> {
-        let cursors: BTreeMap<String, i64> =
-            self.store.webhook_cursors(&hook.id).await?.into_iter().collect();
+        let cursors: BTreeMap<String, i64> = self
+            .store
+            .webhook_cursors(&hook.id)
+            .await?
+            .into_iter()
+            .collect();
         // The tenant's groups, and those gone since with a cursor (their last events).
         let mut groups: Vec<String> = match &hook.group {
             Some(g) => vec![g.clone()],
@@ -300,18 +305,26 @@ impl Notifier {
                     limit: Some(BATCH),
                     ..EventFilter::default()
                 };
-                let events = self.store.list_events(&hook.tenant, &group, &filter).await?;
+                let events = self
+                    .store
+                    .list_events(&hook.tenant, &group, &filter)
+                    .await?;
                 let full = events.len() == BATCH as usize;
                 let mut skipped = None;
                 for event in &events {
                     let wanted = hook.event_kinds.is_empty()
-                        || hook.event_kinds.iter().any(|k| k == event.event.kind.as_str());
+                        || hook
+                            .event_kinds
+                            .iter()
+                            .any(|k| k == event.event.kind.as_str());
                     if !wanted {
                         skipped = Some(event.id);
                         continue;
                     }
                     if let Some(id) = skipped.take() {
-                        self.store.advance_webhook_cursor(&hook.id, &group, id).await?;
+                        self.store
+                            .advance_webhook_cursor(&hook.id, &group, id)
+                            .await?;
                     }
                     let tried = self.store.event_deliveries(&hook.id, event.id).await?;
                     match next_step(&tried, self.clock.now()) {
@@ -325,12 +338,23 @@ impl Notifier {
                             if secret.is_none() {
                                 secret = Some(
                                     self.key
-                                        .open(hook.tenant.as_str(), &secret_name(&hook.id), &hook.secret)
+                                        .open(
+                                            hook.tenant.as_str(),
+                                            &secret_name(&hook.id),
+                                            &hook.secret,
+                                        )
                                         .map_err(|e| e.to_string()),
                                 );
                             }
                             let record = self
-                                .deliver(hook, secret.as_ref().map(|s| s.as_deref().map_err(String::as_str)), event, n)
+                                .deliver(
+                                    hook,
+                                    secret
+                                        .as_ref()
+                                        .map(|s| s.as_deref().map_err(String::as_str)),
+                                    event,
+                                    n,
+                                )
                                 .await;
                             attempts += 1;
                             let outcome = record.outcome;
@@ -343,7 +367,9 @@ impl Notifier {
                     after = event.id;
                 }
                 if let Some(id) = skipped {
-                    self.store.advance_webhook_cursor(&hook.id, &group, id).await?;
+                    self.store
+                        .advance_webhook_cursor(&hook.id, &group, id)
+                        .await?;
                     after = id;
                 }
                 if !full {
@@ -427,7 +453,10 @@ impl Notifier {
         let sent = client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::USER_AGENT, concat!("swell/", env!("CARGO_PKG_VERSION")))
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("swell/", env!("CARGO_PKG_VERSION")),
+            )
             .header(SIGNATURE_HEADER, signature(secret, &body))
             .header(EVENT_HEADER, event.event.kind.as_str())
             .header(DELIVERY_HEADER, event.id.to_string())
@@ -519,7 +548,10 @@ impl Service {
     ) -> Result<WebhookRecord> {
         let url = parse_url(&req.url).map_err(|rule| ValidationError::new("url", rule))?;
         let host = url.host_str().unwrap_or_default();
-        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>();
         let local = matches!(literal, Ok(ip) if !is_public(ip)) || host == "localhost";
         if local && !self.webhook_allow_private {
             return Err(ValidationError::new(
@@ -553,9 +585,9 @@ impl Service {
             )));
         }
         let id = format!("wh-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-        let secret = self
-            .secret_key()?
-            .seal(tenant.as_str(), &secret_name(&id), req.secret.as_bytes())?;
+        let secret =
+            self.secret_key()?
+                .seal(tenant.as_str(), &secret_name(&id), req.secret.as_bytes())?;
         let record = WebhookRecord {
             id,
             tenant: tenant.clone(),
@@ -635,7 +667,10 @@ impl Service {
         if payload.version != "4" {
             return Err(ValidationError::new(
                 "version",
-                format!("`{}` is not supported: Alertmanager's webhook payload version 4", payload.version),
+                format!(
+                    "`{}` is not supported: Alertmanager's webhook payload version 4",
+                    payload.version
+                ),
             )
             .into());
         }
@@ -654,8 +689,11 @@ impl Service {
                 "group `{group}` has no `alerts:` section: it takes no alerts"
             )));
         };
-        let firing: Vec<&api::Alert> =
-            payload.alerts.iter().filter(|a| a.status == "firing").collect();
+        let firing: Vec<&api::Alert> = payload
+            .alerts
+            .iter()
+            .filter(|a| a.status == "firing")
+            .collect();
         let (action, which) = if !firing.is_empty() {
             (Some(alerts.firing), firing)
         } else {
@@ -679,7 +717,12 @@ impl Service {
             });
         }
         // What reaches the store is bounded and printable, whatever the labels hold.
-        let clean = |s: &str| s.chars().filter(|c| !c.is_control()).take(100).collect::<String>();
+        let clean = |s: &str| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect::<String>()
+        };
         let mut names: Vec<String> = which
             .iter()
             .take(10)
@@ -779,7 +822,11 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_its_cap() {
         let check = |failures: u32, secs: u64| {
-            assert_eq!(retry_delay(failures), Duration::from_secs(secs), "after {failures}");
+            assert_eq!(
+                retry_delay(failures),
+                Duration::from_secs(secs),
+                "after {failures}"
+            );
         };
         check(1, 1);
         check(2, 2);
@@ -795,7 +842,11 @@ mod tests {
         use DeliveryOutcome::*;
         let at = |s: i64| Timestamp::from_millis(s * 1000);
         let check = |attempts: &[DeliveryRecord], now_s: i64, expected: NextStep| {
-            assert_eq!(next_step(attempts, at(now_s)), expected, "{attempts:?} at {now_s}");
+            assert_eq!(
+                next_step(attempts, at(now_s)),
+                expected,
+                "{attempts:?} at {now_s}"
+            );
         };
         check(&[], 0, NextStep::Attempt(1));
         check(&[attempt(1, Failed, 10)], 10, NextStep::WaitUntil(at(11)));
@@ -803,7 +854,11 @@ mod tests {
         let two = [attempt(1, Failed, 10), attempt(2, Failed, 11)];
         check(&two, 12, NextStep::WaitUntil(at(13)));
         check(&two, 13, NextStep::Attempt(3));
-        check(&[attempt(1, Failed, 10), attempt(2, Delivered, 11)], 99, NextStep::Done);
+        check(
+            &[attempt(1, Failed, 10), attempt(2, Delivered, 11)],
+            99,
+            NextStep::Done,
+        );
         check(&[attempt(1, Abandoned, 10)], 99, NextStep::Done);
         check(&[attempt(MAX_ATTEMPTS, Failed, 10)], 10_000, NextStep::Done);
     }

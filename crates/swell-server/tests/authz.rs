@@ -343,8 +343,10 @@ async fn webhook(api: &Api, admin: &str, name: &str) -> String {
             admin,
             Method::POST,
             "/v1/webhooks",
-            Some(json!({"url": format!("https://hooks.invalid/{name}"), "events": ["group_deleted"],
-                "secret": "a secret of sixteen+"})),
+            Some(
+                json!({"url": format!("https://hooks.invalid/{name}"), "events": ["group_deleted"],
+                "secret": "a secret of sixteen+"}),
+            ),
         )
         .await;
     made["id"].as_str().unwrap().to_string()

@@ -29,7 +29,11 @@ struct Seen {
     answers: Vec<StatusCode>,
 }
 
-async fn receive(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn receive(
+    State(seen): State<Arc<Mutex<Seen>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     // The check a receiver makes (docs/api.md): HMAC-SHA256 of the raw body.
     let expected = notify::signature(SECRET.as_bytes(), &body);
     let signed = headers
@@ -39,7 +43,10 @@ async fn receive(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, body:
     let payload: Value = serde_json::from_slice(&body).unwrap_or_default();
     let mut seen = seen.lock().unwrap();
     seen.requests.push((
-        payload["event"]["kind"].as_str().unwrap_or_default().to_string(),
+        payload["event"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         payload["event"]["id"].as_i64().unwrap_or_default(),
         signed,
     ));
@@ -111,7 +118,12 @@ async fn setup(
         .await
         .unwrap();
     store
-        .create_group(&tenant, &group("web"), now, event(&tenant, "web", EventKind::GroupCreated, now))
+        .create_group(
+            &tenant,
+            &group("web"),
+            now,
+            event(&tenant, "web", EventKind::GroupCreated, now),
+        )
         .await
         .unwrap();
     let id = "wh-test".to_string();
@@ -122,7 +134,11 @@ async fn setup(
         url: url.into(),
         event_kinds: vec!["scale_out".into()],
         secret: key
-            .seal(tenant.as_str(), &notify::secret_name(&id), SECRET.as_bytes())
+            .seal(
+                tenant.as_str(),
+                &notify::secret_name(&id),
+                SECRET.as_bytes(),
+            )
             .unwrap(),
         start_event_id: store.last_event_id().await.unwrap(),
         created_at: now,
@@ -153,7 +169,11 @@ async fn retries_with_backoff_and_resumes_after_a_restart() {
     let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
     let notifier = Notifier::new(dyn_store.clone(), key.clone(), clock.clone(), true);
 
-    assert_eq!(notifier.run_once().await.unwrap(), 0, "nothing after the webhook was made");
+    assert_eq!(
+        notifier.run_once().await.unwrap(),
+        0,
+        "nothing after the webhook was made"
+    );
     store
         .append_event(event(&tenant, "web", EventKind::InstanceCreated, t0))
         .await
@@ -167,12 +187,20 @@ async fn retries_with_backoff_and_resumes_after_a_restart() {
     assert_eq!(notifier.run_once().await.unwrap(), 1);
     assert_eq!(notifier.run_once().await.unwrap(), 0);
     clock.advance(Duration::from_millis(999));
-    assert_eq!(notifier.run_once().await.unwrap(), 0, "before the first backoff ends");
+    assert_eq!(
+        notifier.run_once().await.unwrap(),
+        0,
+        "before the first backoff ends"
+    );
     clock.advance(Duration::from_millis(1));
     // Attempt 2 fails (500); the next waits 2 s.
     assert_eq!(notifier.run_once().await.unwrap(), 1);
     clock.advance(Duration::from_millis(1_999));
-    assert_eq!(notifier.run_once().await.unwrap(), 0, "before the second backoff ends");
+    assert_eq!(
+        notifier.run_once().await.unwrap(),
+        0,
+        "before the second backoff ends"
+    );
     clock.advance(Duration::from_millis(1));
     // Attempt 3 is answered 200.
     assert_eq!(notifier.run_once().await.unwrap(), 1);
@@ -187,7 +215,14 @@ async fn retries_with_backoff_and_resumes_after_a_restart() {
     let log = store.list_deliveries(&tenant, &hook.id, 100).await.unwrap();
     let summary: Vec<_> = log
         .iter()
-        .map(|d| (d.attempt, d.outcome, d.status_code, d.at.as_millis() - t0.as_millis()))
+        .map(|d| {
+            (
+                d.attempt,
+                d.outcome,
+                d.status_code,
+                d.at.as_millis() - t0.as_millis(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -232,13 +267,20 @@ async fn loopback_targets_are_refused_by_default() {
         .unwrap();
     let notifier = Notifier::new(Arc::new(store.clone()), key, clock, false);
     assert_eq!(notifier.run_once().await.unwrap(), 1);
-    assert_eq!(notifier.run_once().await.unwrap(), 0, "abandoned: not tried again");
+    assert_eq!(
+        notifier.run_once().await.unwrap(),
+        0,
+        "abandoned: not tried again"
+    );
     assert!(seen.lock().unwrap().requests.is_empty());
     let log = store.list_deliveries(&tenant, &hook.id, 10).await.unwrap();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].outcome, DeliveryOutcome::Abandoned);
     let error = log[0].error.clone().unwrap_or_default();
-    assert!(error.contains("refused") && error.contains("127.0.0.1"), "{error}");
+    assert!(
+        error.contains("refused") && error.contains("127.0.0.1"),
+        "{error}"
+    );
 }
 
 const ADMIN_PASSWORD: &str = "notify-test-admin";
@@ -331,40 +373,94 @@ async fn alertmanager_payload_scales_the_group() {
     let (status, _) = call(&url, Some(&admin), Method::POST, "/v1/groups", Some(&other)).await;
     assert_eq!(status, 201);
 
-    let (status, token) =
-        call(&url, Some(&admin), Method::POST, "/v1/groups/web/alerts/token", None).await;
+    let (status, token) = call(
+        &url,
+        Some(&admin),
+        Method::POST,
+        "/v1/groups/web/alerts/token",
+        None,
+    )
+    .await;
     assert_eq!(status, 201, "{token}");
     let token = token["token"].as_str().unwrap().to_string();
 
     // Nothing but the token opens the receiver; the token opens nothing else.
     let firing = alertmanager("firing");
-    let (status, _) = call(&url, None, Method::POST, "/v1/groups/web/alerts", Some(&firing)).await;
+    let (status, _) = call(
+        &url,
+        None,
+        Method::POST,
+        "/v1/groups/web/alerts",
+        Some(&firing),
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, _) =
-        call(&url, Some(&admin), Method::POST, "/v1/groups/web/alerts", Some(&firing)).await;
-    assert_eq!(status, 403, "an admin's token is not the group's alert token");
-    let (status, _) =
-        call(&url, Some(&token), Method::POST, "/v1/groups/other/alerts", Some(&firing)).await;
+    let (status, _) = call(
+        &url,
+        Some(&admin),
+        Method::POST,
+        "/v1/groups/web/alerts",
+        Some(&firing),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "an admin's token is not the group's alert token"
+    );
+    let (status, _) = call(
+        &url,
+        Some(&token),
+        Method::POST,
+        "/v1/groups/other/alerts",
+        Some(&firing),
+    )
+    .await;
     assert_eq!(status, 403, "another group's receiver");
     let (status, _) = call(&url, Some(&token), Method::GET, "/v1/groups/web", None).await;
     assert_eq!(status, 401, "the alert token is no API credential");
     let (_, group_doc) = call(&url, Some(&admin), Method::GET, "/v1/groups/web", None).await;
-    assert_eq!(group_doc["desired_capacity"], 1, "refused calls changed nothing");
+    assert_eq!(
+        group_doc["desired_capacity"], 1,
+        "refused calls changed nothing"
+    );
 
     // Bad input: named field, nothing changed.
     let mut bad = firing.clone();
     bad["version"] = json!("3");
-    let (status, problem) =
-        call(&url, Some(&token), Method::POST, "/v1/groups/web/alerts", Some(&bad)).await;
-    assert_eq!((status, problem["field"].as_str()), (400, Some("version")), "{problem}");
+    let (status, problem) = call(
+        &url,
+        Some(&token),
+        Method::POST,
+        "/v1/groups/web/alerts",
+        Some(&bad),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (400, Some("version")),
+        "{problem}"
+    );
 
-    let (status, result) =
-        call(&url, Some(&token), Method::POST, "/v1/groups/web/alerts", Some(&firing)).await;
+    let (status, result) = call(
+        &url,
+        Some(&token),
+        Method::POST,
+        "/v1/groups/web/alerts",
+        Some(&firing),
+    )
+    .await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result, json!({"action": "scaled", "before": 1, "after": 3}));
     let (_, group_doc) = call(&url, Some(&admin), Method::GET, "/v1/groups/web", None).await;
     assert_eq!(group_doc["desired_capacity"], 3);
-    let (_, events) = call(&url, Some(&admin), Method::GET, "/v1/groups/web/events", None).await;
+    let (_, events) = call(
+        &url,
+        Some(&admin),
+        Method::GET,
+        "/v1/groups/web/events",
+        None,
+    )
+    .await;
     let scale = events["events"]
         .as_array()
         .unwrap()
@@ -374,9 +470,18 @@ async fn alertmanager_payload_scales_the_group() {
         .expect("a scale_out event");
     assert_eq!(scale["cause"]["policy"], "alert");
     assert_eq!(scale["cause"]["metric"], "HighRequestLatency");
-    assert_eq!((scale["cause"]["before"].as_u64(), scale["cause"]["after"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(
+        (
+            scale["cause"]["before"].as_u64(),
+            scale["cause"]["after"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
     let reason = scale["cause"]["reason"].as_str().unwrap();
-    assert!(reason.contains("HighRequestLatency (6a8f2e1c9b0d4e37)"), "{reason}");
+    assert!(
+        reason.contains("HighRequestLatency (6a8f2e1c9b0d4e37)"),
+        "{reason}"
+    );
 
     // Resolved: nothing, since the group does not say otherwise.
     let (status, result) = call(
@@ -392,11 +497,23 @@ async fn alertmanager_payload_scales_the_group() {
     assert_eq!(group_doc["desired_capacity"], 3);
 
     // A new token replaces the old one.
-    let (_, again) =
-        call(&url, Some(&admin), Method::POST, "/v1/groups/web/alerts/token", None).await;
+    let (_, again) = call(
+        &url,
+        Some(&admin),
+        Method::POST,
+        "/v1/groups/web/alerts/token",
+        None,
+    )
+    .await;
     assert_ne!(again["token"], json!(token));
-    let (status, _) =
-        call(&url, Some(&token), Method::POST, "/v1/groups/web/alerts", Some(&firing)).await;
+    let (status, _) = call(
+        &url,
+        Some(&token),
+        Method::POST,
+        "/v1/groups/web/alerts",
+        Some(&firing),
+    )
+    .await;
     assert_eq!(status, 401, "the old token no longer works");
     server.shutdown().await;
 }
@@ -415,14 +532,35 @@ async fn webhook_routes_validate_and_never_show_the_secret() {
         (body("http://169.254.169.254/latest/meta-data"), "url"),
         (body("http://localhost/hook"), "url"),
         (body("ftp://hooks.example.com/"), "url"),
-        (json!({"url": "https://hooks.example.com/", "secret": "short"}), "secret"),
-        (json!({"url": "https://hooks.example.com/", "secret": SECRET, "events": ["scale_sideways"]}), "events[0]"),
+        (
+            json!({"url": "https://hooks.example.com/", "secret": "short"}),
+            "secret",
+        ),
+        (
+            json!({"url": "https://hooks.example.com/", "secret": SECRET, "events": ["scale_sideways"]}),
+            "events[0]",
+        ),
     ] {
-        let (status, problem) = call(&url, Some(&admin), Method::POST, "/v1/webhooks", Some(&input)).await;
-        assert_eq!((status, problem["field"].as_str()), (400, Some(field)), "{input}: {problem}");
+        let (status, problem) = call(
+            &url,
+            Some(&admin),
+            Method::POST,
+            "/v1/webhooks",
+            Some(&input),
+        )
+        .await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (400, Some(field)),
+            "{input}: {problem}"
+        );
     }
     let (status, list) = call(&url, Some(&admin), Method::GET, "/v1/webhooks", None).await;
-    assert_eq!((status, list["webhooks"].as_array().map(Vec::len)), (200, Some(0)), "bad input stored nothing");
+    assert_eq!(
+        (status, list["webhooks"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "bad input stored nothing"
+    );
 
     let (status, made) = call(
         &url,
@@ -435,15 +573,45 @@ async fn webhook_routes_validate_and_never_show_the_secret() {
     assert_eq!(status, 201, "{made}");
     assert_eq!(made["secret"], "set");
     let id = made["id"].as_str().unwrap();
-    let (status, shown) = call(&url, Some(&admin), Method::GET, &format!("/v1/webhooks/{id}"), None).await;
+    let (status, shown) = call(
+        &url,
+        Some(&admin),
+        Method::GET,
+        &format!("/v1/webhooks/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(!shown.to_string().contains(SECRET));
-    let (status, log) =
-        call(&url, Some(&admin), Method::GET, &format!("/v1/webhooks/{id}/deliveries"), None).await;
-    assert_eq!((status, log["deliveries"].as_array().map(Vec::len)), (200, Some(0)));
-    let (status, _) = call(&url, Some(&admin), Method::DELETE, &format!("/v1/webhooks/{id}"), None).await;
+    let (status, log) = call(
+        &url,
+        Some(&admin),
+        Method::GET,
+        &format!("/v1/webhooks/{id}/deliveries"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, log["deliveries"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let (status, _) = call(
+        &url,
+        Some(&admin),
+        Method::DELETE,
+        &format!("/v1/webhooks/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
-    let (status, _) = call(&url, Some(&admin), Method::GET, &format!("/v1/webhooks/{id}"), None).await;
+    let (status, _) = call(
+        &url,
+        Some(&admin),
+        Method::GET,
+        &format!("/v1/webhooks/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     server.shutdown().await;
 }

@@ -12,10 +12,9 @@
 //! ```
 
 use crate::{
-    DeliveryOutcome, DeliveryRecord, WebhookRecord,
-    ApiKeyRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord,
-    InstanceUpdate, NewAudit, NewEvent, ProviderRecord, Quota, Role, Sealed, Store, StoreError,
-    TenantRecord, TokenRecord, UserRecord,
+    ApiKeyRecord, DeliveryOutcome, DeliveryRecord, EventFilter, EventRecord, GroupWrite,
+    InstanceOwner, InstanceRecord, InstanceUpdate, NewAudit, NewEvent, ProviderRecord, Quota, Role,
+    Sealed, Store, StoreError, TenantRecord, TokenRecord, UserRecord, WebhookRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -1981,7 +1980,9 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
     assert_eq!(store.create_webhook(&hook).await.unwrap(), hook);
     store.create_webhook(&wide).await.unwrap();
     match store.create_webhook(&hook).await {
-        Err(StoreError::Conflict { kind: "webhook", .. }) => {}
+        Err(StoreError::Conflict {
+            kind: "webhook", ..
+        }) => {}
         other => panic!("a taken id: expected Conflict(webhook), got {other:?}"),
     }
     let orphan = WebhookRecord {
@@ -1989,11 +1990,25 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
         tenant: tenant("conf-wh-nobody"),
         ..hook.clone()
     };
-    assert_not_found(store.create_webhook(&orphan).await, "tenant", "no such tenant");
-    assert_eq!(store.get_webhook(&a, "conf-wh-1").await.unwrap(), Some(hook.clone()));
-    assert_eq!(store.get_webhook(&b, "conf-wh-1").await.unwrap(), None, "another tenant's");
+    assert_not_found(
+        store.create_webhook(&orphan).await,
+        "tenant",
+        "no such tenant",
+    );
+    assert_eq!(
+        store.get_webhook(&a, "conf-wh-1").await.unwrap(),
+        Some(hook.clone())
+    );
+    assert_eq!(
+        store.get_webhook(&b, "conf-wh-1").await.unwrap(),
+        None,
+        "another tenant's"
+    );
     let ids = |all: Vec<WebhookRecord>| all.into_iter().map(|w| w.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.list_webhooks(&a).await.unwrap()), ["conf-wh-1", "conf-wh-2"]);
+    assert_eq!(
+        ids(store.list_webhooks(&a).await.unwrap()),
+        ["conf-wh-1", "conf-wh-2"]
+    );
     assert!(store.list_webhooks(&b).await.unwrap().is_empty());
     let all: Vec<String> = ids(store.list_all_webhooks().await.unwrap())
         .into_iter()
@@ -2012,7 +2027,11 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
         attempt: n,
         at: t(10 + i64::from(n)),
         outcome,
-        status_code: Some(if outcome == DeliveryOutcome::Delivered { 200 } else { 500 }),
+        status_code: Some(if outcome == DeliveryOutcome::Delivered {
+            200
+        } else {
+            500
+        }),
         error: (outcome != DeliveryOutcome::Delivered).then(|| "HTTP 500".to_string()),
     };
     let first = store
@@ -2029,16 +2048,31 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
         store.webhook_cursors("conf-wh-1").await.unwrap(),
         [("web".to_string(), last + 10)]
     );
-    let attempts = store.event_deliveries("conf-wh-1", last + 10).await.unwrap();
+    let attempts = store
+        .event_deliveries("conf-wh-1", last + 10)
+        .await
+        .unwrap();
     assert_eq!(
-        attempts.iter().map(|d| (d.attempt, d.outcome)).collect::<Vec<_>>(),
-        [(1, DeliveryOutcome::Failed), (2, DeliveryOutcome::Delivered)]
+        attempts
+            .iter()
+            .map(|d| (d.attempt, d.outcome))
+            .collect::<Vec<_>>(),
+        [
+            (1, DeliveryOutcome::Failed),
+            (2, DeliveryOutcome::Delivered)
+        ]
     );
     assert_eq!(attempts[0].error.as_deref(), Some("HTTP 500"));
     assert_eq!(attempts[1].status_code, Some(200));
     // Never back; forward by hand (an event no webhook wants).
-    store.advance_webhook_cursor("conf-wh-1", "web", last + 3).await.unwrap();
-    store.advance_webhook_cursor("conf-wh-1", "web", last + 12).await.unwrap();
+    store
+        .advance_webhook_cursor("conf-wh-1", "web", last + 3)
+        .await
+        .unwrap();
+    store
+        .advance_webhook_cursor("conf-wh-1", "web", last + 12)
+        .await
+        .unwrap();
     store
         .record_delivery(&attempt(1, DeliveryOutcome::Abandoned, last + 11))
         .await
@@ -2049,7 +2083,9 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
     );
     let log = store.list_deliveries(&a, "conf-wh-1", 2).await.unwrap();
     assert_eq!(
-        log.iter().map(|d| (d.event_id, d.attempt)).collect::<Vec<_>>(),
+        log.iter()
+            .map(|d| (d.event_id, d.attempt))
+            .collect::<Vec<_>>(),
         [(last + 10, 2), (last + 11, 1)],
         "the newest two, oldest first"
     );
@@ -2060,12 +2096,18 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
     );
 
     // Alert tokens: one per group, scoped to it.
-    store.set_alert_token(&a, "web", "hash-1", t(20)).await.unwrap();
+    store
+        .set_alert_token(&a, "web", "hash-1", t(20))
+        .await
+        .unwrap();
     assert_eq!(
         store.alert_token("hash-1").await.unwrap(),
         Some((a.clone(), "web".to_string(), t(20)))
     );
-    store.set_alert_token(&a, "web", "hash-2", t(21)).await.unwrap();
+    store
+        .set_alert_token(&a, "web", "hash-2", t(21))
+        .await
+        .unwrap();
     assert_eq!(store.alert_token("hash-1").await.unwrap(), None, "replaced");
     assert_eq!(
         store.alert_token("hash-2").await.unwrap(),
@@ -2073,12 +2115,22 @@ pub async fn webhooks_and_deliveries(store: &dyn Store) {
     );
 
     // Deleting a webhook takes its cursors and log; the tenant takes the rest.
-    assert_not_found(store.delete_webhook(&b, "conf-wh-1").await, "webhook", "another tenant's");
+    assert_not_found(
+        store.delete_webhook(&b, "conf-wh-1").await,
+        "webhook",
+        "another tenant's",
+    );
     store.delete_webhook(&a, "conf-wh-1").await.unwrap();
     assert_eq!(store.get_webhook(&a, "conf-wh-1").await.unwrap(), None);
     store.delete_group(&a, "web").await.unwrap();
     assert!(store.webhook_cursors("conf-wh-1").await.unwrap().is_empty());
-    assert!(store.event_deliveries("conf-wh-1", last + 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .event_deliveries("conf-wh-1", last + 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.delete_tenant(&a).await.unwrap();
     assert!(store.list_webhooks(&a).await.unwrap().is_empty());
     assert_eq!(store.alert_token("hash-2").await.unwrap(), None);

@@ -146,8 +146,7 @@ pub trait NotificationStore: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// The tenant and group an alert token (its hash) belongs to, and when it was made.
-    async fn alert_token(&self, token_hash: &str)
-    -> Result<Option<(TenantId, String, Timestamp)>>;
+    async fn alert_token(&self, token_hash: &str) -> Result<Option<(TenantId, String, Timestamp)>>;
 }
 
 const WEBHOOK_COLUMNS: &str =
@@ -233,9 +232,11 @@ impl<S: SqlStore> NotificationStore for S {
     }
 
     async fn list_all_webhooks(&self) -> Result<Vec<WebhookRecord>> {
-        sql(format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id"))
-            .fetch_all_as(self.db(), decode_webhook)
-            .await
+        sql(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id"
+        ))
+        .fetch_all_as(self.db(), decode_webhook)
+        .await
     }
 
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<()> {
@@ -258,8 +259,10 @@ impl<S: SqlStore> NotificationStore for S {
     }
 
     async fn webhook_cursors(&self, webhook: &str) -> Result<Vec<(String, i64)>> {
-        sql("SELECT group_name, last_event_id FROM webhook_cursors WHERE webhook = $1 \
-             ORDER BY group_name")
+        sql(
+            "SELECT group_name, last_event_id FROM webhook_cursors WHERE webhook = $1 \
+             ORDER BY group_name",
+        )
         .bind(webhook)
         .fetch_all_as(self.db(), |row| {
             Ok((row.get("group_name")?, row.get("last_event_id")?))
@@ -346,9 +349,11 @@ impl<S: SqlStore> NotificationStore for S {
         token_hash: &str,
         at: Timestamp,
     ) -> Result<()> {
-        sql("INSERT INTO alert_tokens (tenant, group_name, token_hash, created_at) \
+        sql(
+            "INSERT INTO alert_tokens (tenant, group_name, token_hash, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, group_name) DO UPDATE SET \
-             token_hash = excluded.token_hash, created_at = excluded.created_at")
+             token_hash = excluded.token_hash, created_at = excluded.created_at",
+        )
         .bind(tenant)
         .bind(group)
         .bind(token_hash)
@@ -359,14 +364,15 @@ impl<S: SqlStore> NotificationStore for S {
         Ok(())
     }
 
-    async fn alert_token(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<(TenantId, String, Timestamp)>> {
+    async fn alert_token(&self, token_hash: &str) -> Result<Option<(TenantId, String, Timestamp)>> {
         sql("SELECT tenant, group_name, created_at FROM alert_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional_as(self.db(), |row| {
-                Ok((row.tenant()?, row.get("group_name")?, row.time("created_at")?))
+                Ok((
+                    row.tenant()?,
+                    row.get("group_name")?,
+                    row.time("created_at")?,
+                ))
             })
             .await
     }
@@ -374,9 +380,11 @@ impl<S: SqlStore> NotificationStore for S {
 
 /// Moves a cursor forward (never back), inside a transaction.
 async fn advance(tx: &mut crate::sql::Tx, webhook: &str, group: &str, event_id: i64) -> Result<()> {
-    sql("INSERT INTO webhook_cursors (webhook, group_name, last_event_id) VALUES ($1, $2, $3) \
+    sql(
+        "INSERT INTO webhook_cursors (webhook, group_name, last_event_id) VALUES ($1, $2, $3) \
          ON CONFLICT (webhook, group_name) DO UPDATE SET last_event_id = excluded.last_event_id \
-         WHERE webhook_cursors.last_event_id < excluded.last_event_id")
+         WHERE webhook_cursors.last_event_id < excluded.last_event_id",
+    )
     .bind(webhook)
     .bind(group)
     .bind(event_id)

@@ -95,7 +95,9 @@ fn webhooks_table(list: &[api::Webhook]) -> Table {
 }
 
 fn deliveries_table(list: &[api::WebhookDelivery]) -> Table {
-    let mut t = Table::new(&["AT", "EVENT", "GROUP", "ATTEMPT", "OUTCOME", "STATUS", "ERROR"]);
+    let mut t = Table::new(&[
+        "AT", "EVENT", "GROUP", "ATTEMPT", "OUTCOME", "STATUS", "ERROR",
+    ]);
     for d in list {
         t.add_row([
             d.at.clone(),
@@ -119,7 +121,8 @@ pub async fn run(c: &Client, cmd: WebhookCmd, output: Output) -> Result<()> {
             events,
             secret_file,
         } => {
-            let mut body = json!({"url": url, "events": events, "secret": read_secret(&secret_file)?});
+            let mut body =
+                json!({"url": url, "events": events, "secret": read_secret(&secret_file)?});
             if let Some(g) = group {
                 body["group"] = json!(g);
             }
@@ -152,7 +155,11 @@ pub async fn run_alerts(c: &Client, cmd: AlertsCmd, output: Output) -> Result<()
     match cmd {
         AlertsCmd::Token { group } => {
             let t: api::AlertToken = c
-                .call(Method::POST, &format!("/v1/groups/{group}/alerts/token"), None)
+                .call(
+                    Method::POST,
+                    &format!("/v1/groups/{group}/alerts/token"),
+                    None,
+                )
                 .await?;
             print(output, &t, |t| {
                 let mut table = Table::new(&["GROUP", "TOKEN"]);

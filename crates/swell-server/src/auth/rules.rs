@@ -135,11 +135,7 @@ pub const RULES: &[(Method, &str, Permission)] = &[
         "/v1/groups/{name}/load_balancer",
         Role(Role::Viewer),
     ),
-    (
-        Method::POST,
-        "/v1/groups/{name}/alerts",
-        AlertToken,
-    ),
+    (Method::POST, "/v1/groups/{name}/alerts", AlertToken),
     (
         Method::POST,
         "/v1/groups/{name}/alerts/token",
