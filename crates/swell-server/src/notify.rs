@@ -205,14 +205,12 @@ async fn resolve(
     let first = *addrs
         .first()
         .ok_or_else(|| format!("`{host}` has no address"))?;
-    if !allow_private {
-        if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-            return Err(format!(
-                "refused: `{host}` is {} (a loopback, private or link-local address); \
-                 the admin may allow them with `swell serve --webhook-allow-private`",
-                bad.ip()
-            ));
-        }
+    if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+        return Err(format!(
+            "refused: `{host}` is {} (a loopback, private or link-local address); \
+             the admin may allow them with `swell serve --webhook-allow-private`",
+            bad.ip()
+        ));
     }
     Ok(first)
 }
