@@ -17,8 +17,10 @@ pub enum WebhookCmd {
     /// Make a webhook (owner): the tenant's events, or one group's, are `POST`ed to the
     /// URL as JSON, signed with `X-Swell-Signature: sha256=HMAC` under the secret.
     Create {
-        /// Where events are sent (`https://hooks.example.com/swell`).
-        url: String,
+        /// Where events are sent (`https://hooks.example.com/swell`). (Not `url`:
+        /// that is the global `--url` of the server.)
+        #[arg(value_name = "URL")]
+        target: String,
         /// Only this group's events (default: every group of the tenant).
         #[arg(long)]
         group: Option<String>,
@@ -116,13 +118,13 @@ fn deliveries_table(list: &[api::WebhookDelivery]) -> Table {
 pub async fn run(c: &Client, cmd: WebhookCmd, output: Output) -> Result<()> {
     match cmd {
         WebhookCmd::Create {
-            url,
+            target,
             group,
             events,
             secret_file,
         } => {
             let mut body =
-                json!({"url": url, "events": events, "secret": read_secret(&secret_file)?});
+                json!({"url": target, "events": events, "secret": read_secret(&secret_file)?});
             if let Some(g) = group {
                 body["group"] = json!(g);
             }
