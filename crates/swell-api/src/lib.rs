@@ -898,3 +898,167 @@ pub struct CostReport {
     /// The sums over `groups`.
     pub total: CostTotal,
 }
+
+/// A webhook as the API shows it: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Webhook {
+    /// Its id (`wh-…`).
+    pub id: String,
+    /// The group whose events it is sent; `null`: every group of the tenant.
+    pub group: Option<String>,
+    /// Where events are `POST`ed.
+    pub url: String,
+    /// The event kinds sent (`scale_out`, …); empty: every kind.
+    pub events: Vec<String>,
+    /// Always `set`: the signing secret is stored sealed and never returned.
+    pub secret: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+}
+
+/// `GET /v1/webhooks` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookList {
+    /// The tenant's webhooks, by id.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// Body of `POST /v1/webhooks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// `http://` or `https://` URL the events are `POST`ed to. Loopback, link-local and
+    /// private addresses are refused unless the server allows them
+    /// (`swell serve --webhook-allow-private`).
+    pub url: String,
+    /// Only this group's events; omitted: every group of the tenant.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Only these event kinds (`scale_out`, `instance_failed`, …); omitted or empty:
+    /// every kind.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// The HMAC-SHA256 key of the `X-Swell-Signature` header: 16 to 256 characters;
+    /// stored sealed, never returned.
+    pub secret: String,
+}
+
+/// One delivery attempt of a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDelivery {
+    /// The event sent (its `id` in the group's event log).
+    pub event_id: i64,
+    /// The event's group.
+    pub group: String,
+    /// 1 for the first attempt at this event, 2 for the first retry, …
+    pub attempt: u32,
+    /// When it was made (RFC 3339).
+    pub at: String,
+    /// `delivered` (2xx), `failed` (tried again later) or `abandoned` (not tried again).
+    pub outcome: String,
+    /// The receiver's HTTP status, if it answered.
+    pub status_code: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// `GET /v1/webhooks/{webhook}/deliveries` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDeliveryList {
+    /// The newest attempts (at most `limit`, default 100), oldest first.
+    pub deliveries: Vec<WebhookDelivery>,
+}
+
+/// The body of every webhook `POST`: signed with `X-Swell-Signature: sha256=HEX`, the
+/// HMAC-SHA256 of the exact body bytes under the webhook's secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookPayload {
+    /// The webhook's id.
+    pub webhook: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The event, as `GET /v1/groups/{name}/events` shows it.
+    pub event: Event,
+}
+
+/// `POST /v1/groups/{name}/alerts/token` answer: the group's alert token, shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertToken {
+    /// The group.
+    pub group: String,
+    /// The bearer token Alertmanager presents (`authorization: {credentials: …}`);
+    /// only `POST /v1/groups/{name}/alerts` of this group accepts it. Any previous
+    /// token of the group stops working.
+    pub token: String,
+}
+
+/// An Alertmanager webhook notification (`version` "4"), as Alertmanager sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerPayload {
+    /// The payload's version: "4".
+    pub version: String,
+    /// The alert group's key.
+    #[serde(default)]
+    pub group_key: String,
+    /// How many alerts Alertmanager left out (`max_alerts`).
+    #[serde(default)]
+    pub truncated_alerts: u64,
+    /// `firing` when at least one alert fires, else `resolved`.
+    pub status: String,
+    /// The receiver's name in Alertmanager's configuration.
+    #[serde(default)]
+    pub receiver: String,
+    /// The labels the alerts were grouped by.
+    #[serde(default)]
+    pub group_labels: std::collections::BTreeMap<String, String>,
+    /// Labels every alert has.
+    #[serde(default)]
+    pub common_labels: std::collections::BTreeMap<String, String>,
+    /// Annotations every alert has.
+    #[serde(default)]
+    pub common_annotations: std::collections::BTreeMap<String, String>,
+    /// Alertmanager's URL.
+    #[serde(default, rename = "externalURL")]
+    pub external_url: String,
+    /// The alerts.
+    pub alerts: Vec<Alert>,
+}
+
+/// One alert of an [`AlertmanagerPayload`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Its labels (`alertname`, …).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its annotations.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// When it started firing (RFC 3339).
+    #[serde(default)]
+    pub starts_at: String,
+    /// When it ended (RFC 3339; Go's zero time while firing).
+    #[serde(default)]
+    pub ends_at: String,
+    /// The rule's URL.
+    #[serde(default, rename = "generatorURL")]
+    pub generator_url: String,
+    /// Its fingerprint.
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+/// `POST /v1/groups/{name}/alerts` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertResult {
+    /// `scaled` (the desired capacity changed), `unchanged` (already there, or at a
+    /// bound) or `ignored` (resolved alerts, and `alerts.resolved` is not set).
+    pub action: String,
+    /// The desired capacity before.
+    pub before: u32,
+    /// The desired capacity after.
+    pub after: u32,
+}

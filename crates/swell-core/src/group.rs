@@ -627,6 +627,10 @@ pub struct GroupSpec {
     /// `top`); their readings replace the provider's for the metrics they give.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_sources: Vec<MetricSourceSpec>,
+    /// What an Alertmanager notification posted to `POST /v1/groups/{name}/alerts`
+    /// does; absent: the receiver refuses alerts for this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::alerts::AlertsSpec>,
     /// Which instances a scale-in retires first: the rules in order, each breaking the
     /// previous one's ties (as AWS's termination policies), then the default order
     /// (least-preferred provider, scaled-up before permanent, newest). Protected
@@ -1128,6 +1132,9 @@ impl GroupSpec {
                     ));
                 }
             }
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.validate(self.min, self.max)?;
         }
         Ok(())
     }

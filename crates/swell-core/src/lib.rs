@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod cost;
+pub mod alerts;
 pub mod duration;
 pub mod error;
 pub mod event;
@@ -25,6 +26,7 @@ pub mod sim;
 pub mod time;
 pub mod top;
 
+pub use alerts::{AlertAction, AlertsSpec};
 pub use error::ValidationError;
 pub use event::{Cause, EventKind};
 pub use grants::{Grants, ImagePattern, ListenRange};

@@ -87,7 +87,14 @@ use utoipa::OpenApi;
         crate::cost::list_prices,
         crate::cost::set_price,
         crate::cost::delete_prices,
-        crate::cost::cost
+        crate::cost::cost,
+        crate::http_notify::list_webhooks,
+        crate::http_notify::create_webhook,
+        crate::http_notify::get_webhook,
+        crate::http_notify::delete_webhook,
+        crate::http_notify::list_deliveries,
+        crate::http_notify::create_alert_token,
+        crate::http_notify::receive_alerts
     ),
     components(schemas(
         api::Problem,
@@ -150,7 +157,17 @@ use utoipa::OpenApi;
         api::CostBucket,
         api::GroupCost,
         api::CostTotal,
-        api::CostReport
+        api::CostReport,
+        api::Webhook,
+        api::WebhookList,
+        api::CreateWebhook,
+        api::WebhookDelivery,
+        api::WebhookDeliveryList,
+        api::WebhookPayload,
+        api::AlertToken,
+        api::AlertmanagerPayload,
+        api::Alert,
+        api::AlertResult
     )),
     modifiers(&BearerAuth, &Contract),
     security(("bearer" = []))
@@ -223,6 +240,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .merge(http_identity::routes())
         .merge(crate::http_providers::routes())
         .merge(crate::cost::routes())
+        .merge(crate::http_notify::routes())
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),

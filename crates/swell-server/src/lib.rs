@@ -17,10 +17,12 @@ pub mod fuzz_targets;
 pub mod http;
 pub mod http_history;
 pub mod http_identity;
+pub mod http_notify;
 pub mod http_providers;
 pub mod identity;
 pub mod metric_history;
 pub mod metric_urls;
+pub mod notify;
 pub mod openapi;
 pub mod registry;
 pub mod secrets;
@@ -96,6 +98,10 @@ pub struct ServerConfig {
     /// The most open event streams (`GET /v1/groups/{name}/events/stream`) per tenant;
     /// one more is answered 429.
     pub max_event_streams: usize,
+    /// Webhooks may name loopback, private and link-local addresses
+    /// (`--webhook-allow-private`); by default they are refused (request forgery,
+    /// see docs/security.md).
+    pub webhook_allow_private: bool,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +126,7 @@ impl Default for ServerConfig {
             instance_user: None,
             tls: None,
             max_event_streams: event_stream::DEFAULT_MAX_EVENT_STREAMS,
+            webhook_allow_private: false,
         }
     }
 }
@@ -184,6 +191,8 @@ pub struct Server {
     tls: bool,
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
+    /// The webhook notifier ([`notify::Notifier`]), stopped with `stop`.
+    notifier: tokio::task::JoinHandle<()>,
     generated_admin_password: Option<secrets::SecretString>,
     /// Keeps the PostgreSQL server lock while this server runs on a PostgreSQL store.
     lock_keeper: Option<LockKeeper>,
@@ -376,8 +385,16 @@ impl Server {
         })?;
         controller.start().await?;
         let stop = CancellationToken::new();
+        let notifier = Arc::new(notify::Notifier::new(
+            store.clone(),
+            key.clone(),
+            clock.clone(),
+            config.webhook_allow_private,
+        ))
+        .spawn(stop.clone());
         let service = Arc::new(
             Service::new(store, controller.clone(), clock)
+                .with_webhook_allow_private(config.webhook_allow_private)
                 .with_shutdown(stop.clone())
                 .with_max_event_streams(config.max_event_streams)
                 .with_secret_key(key)
@@ -433,6 +450,7 @@ impl Server {
             tls: config.tls.is_some(),
             stop,
             http,
+            notifier,
             generated_admin_password,
             lock_keeper,
             _data_dir_lock: data_dir_lock,
@@ -465,6 +483,7 @@ impl Server {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.http.await;
+        let _ = self.notifier.await;
         self.controller.shutdown().await;
         if let Some(mut keeper) = self.lock_keeper {
             keeper.stop.cancel();

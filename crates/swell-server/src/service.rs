@@ -117,6 +117,9 @@ pub struct Service {
     /// Cancelled when the server stops: open event streams end then, so that the
     /// graceful shutdown does not wait for their timeout.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    /// Webhooks may name loopback, private and link-local addresses (the admin's
+    /// `--webhook-allow-private`; see [`crate::notify`]).
+    pub(crate) webhook_allow_private: bool,
 }
 
 impl Service {
@@ -136,7 +139,15 @@ impl Service {
                 crate::event_stream::DEFAULT_MAX_EVENT_STREAMS,
             ),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            webhook_allow_private: false,
         }
+    }
+
+    /// The same service, letting webhooks name loopback, private and link-local
+    /// addresses (`swell serve --webhook-allow-private`; default: refused).
+    pub fn with_webhook_allow_private(mut self, allow: bool) -> Self {
+        self.webhook_allow_private = allow;
+        self
     }
 
     /// The same service, allowing `max` open event streams per tenant (default

@@ -58,6 +58,8 @@ fn allowed(p: Permission, who: Who) -> bool {
         Permission::Role(r) | Permission::TenantRole(r) => at_least(r),
         Permission::OwnInstance => matches!(who, Admin | Owner | Member | InstanceOwner),
         Permission::SelfOrOwner => matches!(who, Admin | Owner),
+        // Only the group's alert token, which none of these holds.
+        Permission::AlertToken => false,
     }
 }
 
@@ -198,6 +200,8 @@ struct Tenant {
     /// The instance owner's instance, and another one.
     owned: String,
     other: String,
+    /// The tenant's webhook.
+    webhook: String,
     /// Tokens by role (admin: the admin's token on this tenant).
     tokens: HashMap<Who, String>,
 }
@@ -238,6 +242,7 @@ async fn setup_tenant(api: &Api, root: &str, name: &str) -> Tenant {
         group: format!("web-{name}"),
         owned: String::new(),
         other: String::new(),
+        webhook: String::new(),
         tokens: HashMap::new(),
     };
     let admin = api.login("admin", ADMIN_PASSWORD, name).await;
@@ -298,6 +303,7 @@ async fn setup_tenant(api: &Api, root: &str, name: &str) -> Tenant {
         Some(json!({"name": t.group, "kind": "process", "tenant": name})),
     )
     .await;
+    t.webhook = webhook(api, &admin, name).await;
     let ids = running(api, &admin, &t.group, 2).await;
     t.owned = ids[0].clone();
     t.other = ids[1].clone();
@@ -329,6 +335,29 @@ async fn setup_tenant(api: &Api, root: &str, name: &str) -> Tenant {
     t
 }
 
+/// Makes a webhook of the tenant (its deliveries fail in the background: nobody
+/// answers at that name), returning its id.
+async fn webhook(api: &Api, admin: &str, name: &str) -> String {
+    let made = api
+        .ok(
+            admin,
+            Method::POST,
+            "/v1/webhooks",
+            Some(
+                json!({"url": format!("https://hooks.invalid/{name}"), "events": ["group_deleted"],
+                "secret": "a secret of sixteen+"}),
+            ),
+        )
+        .await;
+    made["id"].as_str().unwrap().to_string()
+}
+
+/// An Alertmanager notification (webhook payload version 4).
+fn alert_payload() -> Value {
+    json!({"version": "4", "status": "firing", "receiver": "swell", "groupKey": "{}:{}",
+        "alerts": [{"status": "firing", "labels": {"alertname": "HighLoad"}, "fingerprint": "f00d"}]})
+}
+
 /// Everything the API shows about a tenant, as its admin sees it (live metrics removed).
 async fn dump(api: &Api, t: &Tenant) -> String {
     let admin = t.admin();
@@ -341,6 +370,7 @@ async fn dump(api: &Api, t: &Tenant) -> String {
         format!("/v1/groups/{}/events", t.group),
         format!("/v1/tenants/{}/users", t.name),
         "/v1/api-keys".into(),
+        "/v1/webhooks".into(),
         format!("/v1/groups/{}/instances/{}/owners", t.group, t.owned),
         "/v1/instances".into(),
     ] {
@@ -397,6 +427,7 @@ async fn own_call(
         ("id", t.owned.clone()),
         ("tenant", t.name.clone()),
         ("user", extra.clone()),
+        ("webhook", t.webhook.clone()),
     ];
     let mut body = None;
     let set = |params: &mut Vec<(&str, String)>, k: &'static str, v: String| {
@@ -493,6 +524,16 @@ async fn own_call(
                 None,
             )
             .await;
+        }
+        ("POST", "/v1/groups/{name}/alerts") => body = Some(alert_payload()),
+        ("POST", "/v1/groups/{name}/alerts/token") => {}
+        ("POST", "/v1/webhooks") => {
+            body = Some(json!({"url": format!("https://hooks.invalid/{fresh}"),
+                "events": ["group_deleted"], "secret": "a secret of sixteen+"}));
+        }
+        ("DELETE", "/v1/webhooks/{webhook}") => {
+            let w = webhook(api, admin, &t.name).await;
+            set(&mut params, "webhook", w);
         }
         ("POST", "/v1/tenants") => body = Some(json!({"name": format!("t-{fresh}")})),
         ("POST", "/v1/providers") => {
@@ -659,6 +700,7 @@ async fn every_route_every_role_both_tenants() {
         ("tenant", beta.name.as_str()),
         ("user", "beta-extra"),
         ("key", "beta-key"),
+        ("webhook", beta.webhook.as_str()),
     ];
     let mut foreign_checked = 0;
     for (method, template, permission) in RULES {
@@ -701,6 +743,7 @@ async fn every_route_every_role_both_tenants() {
                     "PUT" if *template == "/v1/tenants/{tenant}" => {
                         Some(json!({"description": "hijacked"}))
                     }
+                    "POST" if template.ends_with("/alerts") => Some(alert_payload()),
                     "POST" if template.ends_with("/metrics") => Some(json!({"samples": [
                         {"metric": "cpu", "value": 99.0, "instance_id": beta.owned},
                     ]})),

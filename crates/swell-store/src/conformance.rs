@@ -12,9 +12,7 @@
 //! ```
 
 use crate::{
-    ApiKeyRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord,
-    InstanceUpdate, NewAudit, NewEvent, PriceRecord, ProviderRecord, Quota, Role, Sealed, Store,
-    StoreError, TenantRecord, TokenRecord, UserRecord,
+    ApiKeyRecord, DeliveryOutcome, DeliveryRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord, InstanceUpdate, NewAudit, NewEvent, PriceRecord, ProviderRecord, Quota, Role, Sealed, Store, StoreError, TenantRecord, TokenRecord, UserRecord, WebhookRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -120,6 +118,7 @@ checks!(
     suspend_and_resume,
     instance_protection,
     prices_and_period_instances,
+    webhooks_and_deliveries,
 );
 
 /// Runs every check in [`CHECKS`], one after another, on `store`.
@@ -2252,4 +2251,190 @@ pub async fn prices_and_period_instances(store: &dyn Store) {
         ["j1"],
         "another tenant's group of the same name"
     );
+/// Webhooks are per tenant (another tenant's is absent); an attempt that finishes an
+/// event (delivered, abandoned) moves the webhook's cursor on the event's group in the
+/// same transaction, a failed one does not, and a cursor never moves back; the
+/// delivery log is the tenant's; alert tokens map to their tenant and group, and a new
+/// one replaces the old. Everything goes with the webhook, or the tenant.
+pub async fn webhooks_and_deliveries(store: &dyn Store) {
+    let a = tenant("conf-wh-a");
+    let b = tenant("conf-wh-b");
+    store.create_tenant(&tenant_record(&a, 1)).await.unwrap();
+    store.create_tenant(&tenant_record(&b, 1)).await.unwrap();
+    new_group(store, &a, "web", 1, 5).await;
+    let last = store.last_event_id().await.unwrap();
+    assert!(last >= 1, "the group's event is in the log: {last}");
+    let hook = WebhookRecord {
+        id: "conf-wh-1".into(),
+        tenant: a.clone(),
+        group: Some("web".into()),
+        url: "https://hooks.example.com/swell".into(),
+        event_kinds: vec!["scale_out".into(), "instance_failed".into()],
+        secret: Sealed(vec![7, 0, 255, 1]),
+        start_event_id: last,
+        created_at: t(5),
+    };
+    let wide = WebhookRecord {
+        id: "conf-wh-2".into(),
+        group: None,
+        event_kinds: Vec::new(),
+        ..hook.clone()
+    };
+    assert_eq!(store.create_webhook(&hook).await.unwrap(), hook);
+    store.create_webhook(&wide).await.unwrap();
+    match store.create_webhook(&hook).await {
+        Err(StoreError::Conflict {
+            kind: "webhook", ..
+        }) => {}
+        other => panic!("a taken id: expected Conflict(webhook), got {other:?}"),
+    }
+    let orphan = WebhookRecord {
+        id: "conf-wh-orphan".into(),
+        tenant: tenant("conf-wh-nobody"),
+        ..hook.clone()
+    };
+    assert_not_found(
+        store.create_webhook(&orphan).await,
+        "tenant",
+        "no such tenant",
+    );
+    assert_eq!(
+        store.get_webhook(&a, "conf-wh-1").await.unwrap(),
+        Some(hook.clone())
+    );
+    assert_eq!(
+        store.get_webhook(&b, "conf-wh-1").await.unwrap(),
+        None,
+        "another tenant's"
+    );
+    let ids = |all: Vec<WebhookRecord>| all.into_iter().map(|w| w.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_webhooks(&a).await.unwrap()),
+        ["conf-wh-1", "conf-wh-2"]
+    );
+    assert!(store.list_webhooks(&b).await.unwrap().is_empty());
+    let all: Vec<String> = ids(store.list_all_webhooks().await.unwrap())
+        .into_iter()
+        .filter(|id| id.starts_with("conf-wh-"))
+        .collect();
+    assert_eq!(all, ["conf-wh-1", "conf-wh-2"]);
+
+    // Attempts: a failure leaves the cursor, a delivery moves it.
+    assert!(store.webhook_cursors("conf-wh-1").await.unwrap().is_empty());
+    let attempt = |n: u32, outcome: DeliveryOutcome, event_id: i64| DeliveryRecord {
+        id: 0,
+        webhook: "conf-wh-1".into(),
+        tenant: a.clone(),
+        group: "web".into(),
+        event_id,
+        attempt: n,
+        at: t(10 + i64::from(n)),
+        outcome,
+        status_code: Some(if outcome == DeliveryOutcome::Delivered {
+            200
+        } else {
+            500
+        }),
+        error: (outcome != DeliveryOutcome::Delivered).then(|| "HTTP 500".to_string()),
+    };
+    let first = store
+        .record_delivery(&attempt(1, DeliveryOutcome::Failed, last + 10))
+        .await
+        .unwrap();
+    assert!(first.id > 0);
+    assert!(store.webhook_cursors("conf-wh-1").await.unwrap().is_empty());
+    store
+        .record_delivery(&attempt(2, DeliveryOutcome::Delivered, last + 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.webhook_cursors("conf-wh-1").await.unwrap(),
+        [("web".to_string(), last + 10)]
+    );
+    let attempts = store
+        .event_deliveries("conf-wh-1", last + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|d| (d.attempt, d.outcome))
+            .collect::<Vec<_>>(),
+        [
+            (1, DeliveryOutcome::Failed),
+            (2, DeliveryOutcome::Delivered)
+        ]
+    );
+    assert_eq!(attempts[0].error.as_deref(), Some("HTTP 500"));
+    assert_eq!(attempts[1].status_code, Some(200));
+    // Never back; forward by hand (an event no webhook wants).
+    store
+        .advance_webhook_cursor("conf-wh-1", "web", last + 3)
+        .await
+        .unwrap();
+    store
+        .advance_webhook_cursor("conf-wh-1", "web", last + 12)
+        .await
+        .unwrap();
+    store
+        .record_delivery(&attempt(1, DeliveryOutcome::Abandoned, last + 11))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.webhook_cursors("conf-wh-1").await.unwrap(),
+        [("web".to_string(), last + 12)]
+    );
+    let log = store.list_deliveries(&a, "conf-wh-1", 2).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|d| (d.event_id, d.attempt))
+            .collect::<Vec<_>>(),
+        [(last + 10, 2), (last + 11, 1)],
+        "the newest two, oldest first"
+    );
+    assert_not_found(
+        store.list_deliveries(&b, "conf-wh-1", 10).await,
+        "webhook",
+        "another tenant's delivery log",
+    );
+
+    // Alert tokens: one per group, scoped to it.
+    store
+        .set_alert_token(&a, "web", "hash-1", t(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.alert_token("hash-1").await.unwrap(),
+        Some((a.clone(), "web".to_string(), t(20)))
+    );
+    store
+        .set_alert_token(&a, "web", "hash-2", t(21))
+        .await
+        .unwrap();
+    assert_eq!(store.alert_token("hash-1").await.unwrap(), None, "replaced");
+    assert_eq!(
+        store.alert_token("hash-2").await.unwrap(),
+        Some((a.clone(), "web".to_string(), t(21)))
+    );
+
+    // Deleting a webhook takes its cursors and log; the tenant takes the rest.
+    assert_not_found(
+        store.delete_webhook(&b, "conf-wh-1").await,
+        "webhook",
+        "another tenant's",
+    );
+    store.delete_webhook(&a, "conf-wh-1").await.unwrap();
+    assert_eq!(store.get_webhook(&a, "conf-wh-1").await.unwrap(), None);
+    store.delete_group(&a, "web").await.unwrap();
+    assert!(store.webhook_cursors("conf-wh-1").await.unwrap().is_empty());
+    assert!(
+        store
+            .event_deliveries("conf-wh-1", last + 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.delete_tenant(&a).await.unwrap();
+    assert!(store.list_webhooks(&a).await.unwrap().is_empty());
+    assert_eq!(store.alert_token("hash-2").await.unwrap(), None);
 }

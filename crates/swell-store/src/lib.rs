@@ -2,7 +2,7 @@
 //!
 //! One [`Store`] trait, the sum of one trait per aggregate (its module holds the trait
 //! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`],
-//! [`access`], [`audit`], [`credentials`], [`providers`], [`cost`]); each statement written once and run on either
+//! [`access`], [`audit`], [`credentials`], [`providers`], [`cost`], [`notifications`]); each statement written once and run on either
 //! engine (SQLite, the default; PostgreSQL) through a small dialect layer (`sql.rs`);
 //! one conformance suite run against each. Every row carries its tenant; every query
 //! that reads tenant data takes the tenant and filters by it. State changes that deserve
@@ -20,6 +20,7 @@ pub mod groups;
 pub mod history;
 pub mod identity;
 pub mod instances;
+pub mod notifications;
 #[cfg(feature = "conformance")]
 pub mod pg_test_server;
 pub mod postgres;
@@ -37,6 +38,7 @@ pub use events::EventStore;
 pub use groups::GroupStore;
 pub use history::HistoryStore;
 pub use instances::InstanceStore;
+pub use notifications::{DeliveryOutcome, DeliveryRecord, NotificationStore, WebhookRecord};
 pub use providers::{ProviderRecord, ProviderStore};
 pub use tenants::TenantStore;
 
@@ -263,6 +265,7 @@ pub trait Store:
     + CredentialStore
     + ProviderStore
     + CostStore
+    + NotificationStore
 {
 }
 
@@ -277,5 +280,6 @@ impl<T> Store for T where
         + CredentialStore
         + ProviderStore
         + CostStore
+        + NotificationStore
 {
 }

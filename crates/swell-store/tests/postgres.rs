@@ -68,6 +68,7 @@ conformance_tests!(
     suspend_and_resume,
     instance_protection,
     prices_and_period_instances,
+    webhooks_and_deliveries,
 );
 
 #[test]

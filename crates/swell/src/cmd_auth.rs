@@ -41,6 +41,13 @@ pub enum AuthCommand {
     /// Instance-hours and cost per group over a period, and what it would have cost
     /// at each group's peak size (the saving).
     Cost(crate::cmd_cost::CostArgs),
+    /// Manage the tenant's webhooks (its events sent, signed, to a URL) and read their
+    /// delivery log.
+    #[command(subcommand)]
+    Webhook(Box<crate::cmd_webhook::WebhookCmd>),
+    /// A group's Alertmanager receiver: its alert token.
+    #[command(subcommand)]
+    Alerts(crate::cmd_webhook::AlertsCmd),
     /// Manage users and their roles.
     #[command(subcommand)]
     User(UserCmd),
@@ -631,6 +638,8 @@ pub async fn run(cmd: AuthCommand, place: &Place, output: Output) -> Result<()> 
         AuthCommand::Provider(cmd) => crate::cmd_provider::run(&c, *cmd, output).await,
         AuthCommand::Price(cmd) => crate::cmd_cost::price(&c, *cmd, output).await,
         AuthCommand::Cost(args) => crate::cmd_cost::cost(&c, args, output).await,
+        AuthCommand::Webhook(cmd) => crate::cmd_webhook::run(&c, *cmd, output).await,
+        AuthCommand::Alerts(cmd) => crate::cmd_webhook::run_alerts(&c, cmd, output).await,
         AuthCommand::User(cmd) => user(&c, cmd, output).await,
         AuthCommand::Token(TokenCmd::Revoke) => {
             let _: Value = c

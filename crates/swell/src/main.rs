@@ -23,6 +23,7 @@ mod cmd_cost;
 mod cmd_demo;
 mod cmd_provider;
 mod cmd_sim;
+mod cmd_webhook;
 mod config;
 mod docs;
 mod output;
@@ -300,6 +301,11 @@ struct ServeArgs {
         value_name = "PREFIX"
     )]
     allow_metric_urls: Vec<String>,
+    /// Let webhooks name loopback, private and link-local addresses (refused by
+    /// default: the server would make requests from its own network position for any
+    /// tenant; see docs/security.md).
+    #[arg(long, env = "SWELL_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
     /// Serve the API over TLS with this certificate chain (PEM, leaf first).
     #[arg(
         long,
@@ -778,6 +784,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             _ => None,
         },
         max_event_streams: swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS,
+        webhook_allow_private: args.webhook_allow_private,
     })
     .await?;
     let format = args.log_format;

@@ -93,7 +93,17 @@ pub fn decide(
                 Decision::Forbidden
             }
         }
+        Permission::AlertToken => allow(is_alert_token_of(p, param("name"))),
     }
+}
+
+/// Whether `p` is the alert token of `group` (the middleware makes such a principal
+/// only from an alert token; a user or an API key always has a user or a role).
+fn is_alert_token_of(p: &Principal, group: &str) -> bool {
+    p.user.is_none()
+        && p.role.is_none()
+        && !p.admin
+        && p.key.as_deref() == Some(crate::notify::alert_principal_key(group).as_str())
 }
 
 fn bearer(req: &axum::http::request::Parts) -> Option<&str> {
@@ -174,7 +184,29 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
 
     let mut principal = None;
     let mut early = None;
-    if let Some(token) = bearer(&parts) {
+    // An alert token counts only on the alert route of its group; anywhere else it is
+    // an unknown credential (401).
+    let alert_scope = match (permission, bearer(&parts)) {
+        (Permission::AlertToken, Some(token)) => match s.alert_token_scope(token).await {
+            Ok(scope) => scope,
+            Err(e) => {
+                tracing::error!("alert token: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+    if let Some((tenant, group)) = alert_scope {
+        principal = Some(Principal {
+            user: None,
+            key: Some(crate::notify::alert_principal_key(&group)),
+            tenant,
+            role: None,
+            admin: false,
+            owned: Vec::new(),
+            token_hash: None,
+        });
+    } else if let Some(token) = bearer(&parts) {
         match s.auth().authenticate(token).await {
             Ok(p) => principal = Some(p),
             Err(AuthError::Unauthorized(why)) => {

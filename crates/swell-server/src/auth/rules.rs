@@ -31,6 +31,10 @@ pub enum Permission {
     TenantRole(Role),
     /// An admin; anyone else gets 403 for their own tenant and 404 for another.
     TenantAdmin,
+    /// Only the alert token of the path's group `{name}`
+    /// ([`crate::service::Service::create_alert_token`]); every other credential, an
+    /// admin's too, is refused (403), and the token is refused everywhere else.
+    AlertToken,
 }
 
 impl Permission {
@@ -53,6 +57,7 @@ impl Permission {
             Permission::TenantRole(Role::Member) => "member, owner of that tenant; admin",
             Permission::TenantRole(Role::Owner) => "owner of that tenant; admin",
             Permission::TenantAdmin => "admin",
+            Permission::AlertToken => "the group's alert token only",
         }
     }
 }
@@ -146,7 +151,22 @@ pub const RULES: &[(Method, &str, Permission)] = &[
         "/v1/groups/{name}/load_balancer",
         Role(Role::Viewer),
     ),
+    (Method::POST, "/v1/groups/{name}/alerts", AlertToken),
+    (
+        Method::POST,
+        "/v1/groups/{name}/alerts/token",
+        Role(Role::Member),
+    ),
     (Method::GET, "/v1/metrics", Role(Role::Viewer)),
+    (Method::GET, "/v1/webhooks", Role(Role::Member)),
+    (Method::POST, "/v1/webhooks", Role(Role::Owner)),
+    (Method::GET, "/v1/webhooks/{webhook}", Role(Role::Member)),
+    (Method::DELETE, "/v1/webhooks/{webhook}", Role(Role::Owner)),
+    (
+        Method::GET,
+        "/v1/webhooks/{webhook}/deliveries",
+        Role(Role::Member),
+    ),
     (Method::GET, "/v1/instances", OwnInstances),
     (Method::GET, "/v1/providers", Role(Role::Viewer)),
     (Method::POST, "/v1/providers", Admin),
