@@ -2251,6 +2251,8 @@ pub async fn prices_and_period_instances(store: &dyn Store) {
         ["j1"],
         "another tenant's group of the same name"
     );
+}
+
 /// Webhooks are per tenant (another tenant's is absent); an attempt that finishes an
 /// event (delivered, abandoned) moves the webhook's cursor on the event's group in the
 /// same transaction, a failed one does not, and a cursor never moves back; the
