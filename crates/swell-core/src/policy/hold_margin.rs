@@ -48,6 +48,8 @@ pub(crate) struct HoldMargin {
     samples: u64,
     last_scored: Option<i64>,
     min_samples: u64,
+    /// TEMP
+    pub(crate) extra: f64,
 }
 
 impl HoldMargin {
@@ -76,6 +78,7 @@ impl HoldMargin {
             samples: 0,
             last_scored: None,
             min_samples,
+            extra: 0.0,
         }
     }
 
@@ -181,12 +184,13 @@ impl HoldMargin {
         if self.samples < self.min_samples || self.total <= 0.0 {
             return None;
         }
-        // Short when m ≤ m*: the margin must exceed all but `share` of the m* seen.
-        let allowed = self.target_short;
+        // Short when m ≤ m*: the margin must exceed all but `share` of the m* seen (to a
+        // billionth of the weight: old samples weigh little and sums round).
+        let allowed = self.target_short + self.extra * self.total;
         let mut above = self.total;
         for (i, b) in self.bins.iter().enumerate() {
             above -= b;
-            if above <= allowed * (1.0 + 1e-12) {
+            if above <= allowed + self.total * 1e-9 {
                 let edge = M_LOW + (i + 1) as f64 * M_STEP;
                 return Some(edge.max(0.0));
             }

@@ -72,6 +72,15 @@ pub struct SwellPolicy {
     /// current count is taken for noise and skipped (the HPA's tolerance).
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
+    /// TEMP experiment switch.
+    #[serde(default = "one", skip_serializing)]
+    pub x_hm: f64,
+    /// TEMP experiment: extra share.
+    #[serde(default, skip_serializing)]
+    pub x_extra: f64,
+}
+fn one() -> f64 {
+    1.0
 }
 
 mod opt_human {
@@ -127,6 +136,8 @@ impl Default for SwellPolicy {
             trend_window: None,
             min_scored: default_min_scored(),
             tolerance: default_tolerance(),
+            x_hm: 1.0,
+            x_extra: 0.0,
         }
     }
 }
@@ -382,7 +393,8 @@ impl Policy for SwellRunner {
             sample,
         );
         let learned = self.score.scored() >= spec.min_scored;
-        let margin = if learned {
+        self.hold_margin.extra = spec.x_extra;
+        let margin = if learned && spec.x_hm > 0.0 {
             self.hold_margin.margin()
         } else {
             None
@@ -393,7 +405,9 @@ impl Policy for SwellRunner {
         // learned margin, and takes a target tracker's tolerance: a scale-out of a few
         // percent is the noise of one reading, not a need (held over `scale_in_window` it
         // would cost five minutes of an instance each time).
-        let cap = cap_of(spec, level, margin);
+        // Only the target's cap: the held margin's count is no reading's noise, it was
+        // learned on what the load needed.
+        let cap = target_count(1, level, spec.target);
         let raw = if learned
             && raw >= cap
             && f64::from(cap) <= f64::from(base) * (1.0 + spec.tolerance)
