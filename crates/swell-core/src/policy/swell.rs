@@ -72,15 +72,6 @@ pub struct SwellPolicy {
     /// current count is taken for noise and skipped (the HPA's tolerance).
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
-    /// TEMP experiment switch.
-    #[serde(default = "one", skip_serializing)]
-    pub x_hm: f64,
-    /// TEMP experiment: extra share.
-    #[serde(default, skip_serializing)]
-    pub x_extra: f64,
-}
-fn one() -> f64 {
-    1.0
 }
 
 mod opt_human {
@@ -136,8 +127,6 @@ impl Default for SwellPolicy {
             trend_window: None,
             min_scored: default_min_scored(),
             tolerance: default_tolerance(),
-            x_hm: 1.0,
-            x_extra: 0.0,
         }
     }
 }
@@ -393,8 +382,7 @@ impl Policy for SwellRunner {
             sample,
         );
         let learned = self.score.scored() >= spec.min_scored;
-        self.hold_margin.extra = spec.x_extra;
-        let margin = if learned && spec.x_hm > 0.0 {
+        let margin = if learned {
             self.hold_margin.margin()
         } else {
             None
