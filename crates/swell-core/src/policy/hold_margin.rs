@@ -69,7 +69,11 @@ impl HoldMargin {
         HoldMargin {
             hold_ms: hold.as_millis() as i64,
             delay_ms: delay.as_millis() as i64,
-            target_share: if target_share > 0.0 { target_share } else { 1.0 },
+            target_share: if target_share > 0.0 {
+                target_share
+            } else {
+                1.0
+            },
             asks: VecDeque::new(),
             held: VecDeque::new(),
             bins: vec![0.0; M_BINS],
@@ -297,7 +301,12 @@ mod tests {
             100,
         );
         for i in 0..50i64 {
-            h.observe(i * 15_000, 5.0, 5.0, (i > 0).then(|| ((i - 1) * 15_000, 5.0)));
+            h.observe(
+                i * 15_000,
+                5.0,
+                5.0,
+                (i > 0).then(|| ((i - 1) * 15_000, 5.0)),
+            );
         }
         assert_eq!(h.margin(), None);
     }

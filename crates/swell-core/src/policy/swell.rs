@@ -372,9 +372,12 @@ impl Policy for SwellRunner {
         let sustained = newest
             .and_then(|at| self.history.level(at, HOLD_LEVEL_WINDOW))
             .unwrap_or(level);
-        let sample = window
-            .latest(spec.metric, now)
-            .map(|s| (s.at.as_millis(), s.value * f64::from(s.instances) / spec.saturation));
+        let sample = window.latest(spec.metric, now).map(|s| {
+            (
+                s.at.as_millis(),
+                s.value * f64::from(s.instances) / spec.saturation,
+            )
+        });
         self.hold_margin.observe(
             now.as_millis(),
             level / spec.saturation,
