@@ -1,6 +1,6 @@
 //! `swell`'s held margin: the margin `m` of the rule `ceil(L + m·√L)` (the causal
-//! frontier's shape, `sim::frontier`), learned per group and online so that the rule, held
-//! over `scale_in_window`, would have been short of capacity as often as a target tracker
+//! frontier's shape, `sim::frontier`), learned per group and online so that the rule,
+//! holding over `scale_in_window` what the last minute's load needed, would have been short of capacity as often as a target tracker
 //! held for 300 s (the HPA's stabilisation) — and no more often: the quantile is set from
 //! the group's own service level, not fixed (issue 18, round 3; see docs/policies.md).
 //!
@@ -187,6 +187,7 @@ impl HoldMargin {
     }
 
     /// The share of scored instants the held target tracker was short.
+    #[cfg(test)]
     pub(crate) fn target_short_share(&self) -> Option<f64> {
         (self.total > 0.0).then(|| self.target_short / self.total)
     }
