@@ -213,6 +213,60 @@ impl HoldMargin {
     }
 }
 
+impl HoldMargin {
+    /// What the calibration has learned (the `m*` histogram, the target tracker's
+    /// shortfall and the count of instants, weights relative to the newest), tagged with
+    /// the `basis` it was learned on; not the last minutes' held levels, which refill.
+    pub(crate) fn learned(&self, basis: serde_json::Value) -> serde_json::Value {
+        let bins: Vec<(usize, f64)> = (self.bins.iter().enumerate())
+            .filter(|(_, w)| **w > 0.0)
+            .map(|(i, w)| (i, w / self.weight))
+            .collect();
+        serde_json::json!({
+            "basis": basis,
+            "samples": self.samples,
+            "target_short": self.target_short / self.weight,
+            "bins": bins,
+        })
+    }
+
+    /// Takes back what [`HoldMargin::learned`] gave, if learned on `basis` and sound;
+    /// otherwise changes nothing. Returns whether it was taken.
+    pub(crate) fn relearn(&mut self, basis: serde_json::Value, state: &serde_json::Value) -> bool {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Learned {
+            basis: serde_json::Value,
+            samples: u64,
+            target_short: f64,
+            bins: Vec<(usize, f64)>,
+        }
+        let Ok(l) = <Learned as serde::Deserialize>::deserialize(state) else {
+            return false;
+        };
+        let sound = |w: f64| w.is_finite() && w >= 0.0;
+        let total: f64 = l.bins.iter().map(|b| b.1).sum();
+        if l.basis != basis
+            || !sound(l.target_short)
+            || !l.bins.iter().all(|&(i, w)| i < M_BINS && sound(w))
+            || !total.is_finite()
+            || l.target_short > total * (1.0 + 1e-9)
+        {
+            return false;
+        }
+        let mut bins = vec![0.0; M_BINS];
+        for (i, w) in l.bins {
+            bins[i] += w;
+        }
+        self.bins = bins;
+        self.total = total;
+        self.target_short = l.target_short;
+        self.weight = 1.0;
+        self.samples = l.samples;
+        true
+    }
+}
+
 /// `ceil(level + m·√level)` instances (√ of at least one instance), `level` in instances.
 pub(crate) fn margin_count(level: f64, m: f64) -> u32 {
     let x = level + m * level.max(1.0).sqrt();
@@ -290,6 +344,43 @@ mod tests {
         assert_eq!(share, 0.0);
         let want = 3.0 / 10f64.sqrt();
         assert!(m > want && m <= want + M_STEP + 1e-9, "{m} vs {want}");
+    }
+
+    /// What was learned comes back whole on the same basis, and not on another or
+    /// damaged.
+    #[test]
+    fn learned_state_round_trips() {
+        let fresh = || {
+            HoldMargin::new(
+                Duration::from_secs(300),
+                Duration::from_secs(120),
+                0.7,
+                1e9,
+                10,
+            )
+        };
+        let mut h = fresh();
+        let load = |i: i64| if i % 20 == 0 { 9.0 } else { 5.0 };
+        for i in 0..2000i64 {
+            let sample = (i > 0).then(|| ((i - 1) * 15_000, load(i - 1)));
+            h.observe(i * 15_000, sample.map_or(5.0, |s| s.1), 5.0, sample);
+        }
+        let basis = serde_json::json!({"delay": 120});
+        let text = serde_json::to_string(&h.learned(basis.clone())).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut back = fresh();
+        assert!(back.relearn(basis.clone(), &state));
+        assert_eq!(back.margin(), h.margin());
+        let mut other = fresh();
+        assert!(!other.relearn(serde_json::json!({"delay": 60}), &state));
+        assert_eq!(other.margin(), None);
+        let mut bad_bin = state.clone();
+        bad_bin["bins"][0] = serde_json::json!([M_BINS, 1.0]);
+        let mut bad_share = state.clone();
+        bad_share["target_short"] = serde_json::json!(1e12);
+        for damaged in [bad_bin, bad_share, serde_json::json!({"basis": basis})] {
+            assert!(!fresh().relearn(basis.clone(), &damaged), "{damaged}");
+        }
     }
 
     #[test]

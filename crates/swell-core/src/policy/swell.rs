@@ -255,6 +255,19 @@ impl SwellRunner {
             "trend_window": s.trend_window,
         })
     }
+
+    /// What the held margin depends on: the rule's hold and delay, the target tracker it
+    /// is measured against, and the unit.
+    fn margin_basis(&self) -> serde_json::Value {
+        let s = &self.spec;
+        serde_json::json!({
+            "metric": s.metric,
+            "saturation": s.saturation,
+            "target": s.target,
+            "provisioning_delay": s.provisioning_delay,
+            "scale_in_window": s.scale_in_window,
+        })
+    }
 }
 
 /// How far past the provisioning delay the default horizon reaches: two evaluation
@@ -306,11 +319,20 @@ impl Policy for SwellRunner {
     }
 
     fn learned(&self) -> Option<serde_json::Value> {
-        Some(self.score.learned(self.basis()))
+        let mut state = self.score.learned(self.basis());
+        state["hold_margin"] = self.hold_margin.learned(self.margin_basis());
+        Some(state)
     }
 
     fn relearn(&mut self, learned: &serde_json::Value) -> bool {
-        self.score.relearn(self.basis(), learned)
+        // The held margin rides in the same document under its own key and basis; a
+        // document without it (stored before it existed) still gives back the score.
+        let mut score = learned.clone();
+        let margin = score.as_object_mut().and_then(|o| o.remove("hold_margin"));
+        if let Some(m) = margin {
+            self.hold_margin.relearn(self.margin_basis(), &m);
+        }
+        self.score.relearn(self.basis(), &score)
     }
 
     fn lookback(&self) -> Duration {
@@ -639,24 +661,38 @@ mod tests {
     /// so the held margin may be short as often and needs no margin over the level once
     /// it has scored 12 hours (2,880 instants): ceil(10 + 0 · √10) = 10, a third fewer
     /// instances between bursts at the same share of time short.
+    /// What the held margin learned is kept with the score: a policy restarted from it
+    /// sizes at 10 at once, a fresh one at the target's 15.
     #[test]
     fn the_held_margin_sizes_below_the_target_at_the_target_trackers_shortfall() {
         let mut p = SwellPolicy::default().runner();
         let mut w = MetricWindow::new(Duration::from_secs(60));
-        let mut at = |i: i64| {
+        let mut at = |p: &mut SwellRunner, i: i64| {
             let load = if i % 40 < 2 { 1600.0 } else { 1000.0 };
             push(&mut w, i * 15, load, 30);
             p.evaluate(&st(30), &w, Timestamp::from_secs(i * 15))
         };
         let mut quiet = vec![];
         for i in 0..=3150 {
-            let r = at(i);
-            if i % 40 == 30 && (i == 1470 || i == 3150) {
+            let r = at(&mut p, i);
+            if i == 1470 || i == 3150 {
                 quiet.push((i, r.desired, r.cause.reason));
             }
         }
         assert_eq!(quiet[0].1, Some(15), "{quiet:?}");
         assert_eq!(quiet[1].1, Some(10), "{quiet:?}");
+        assert!(quiet[1].2.contains("held margin 0.00"), "{quiet:?}");
+
+        let text = serde_json::to_string(&p.learned().unwrap()).unwrap();
+        let learned: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut restarted = SwellPolicy::default().runner();
+        assert!(restarted.relearn(&learned));
+        let mut fresh = SwellPolicy::default().runner();
+        let mut last = (None, None);
+        for i in 3151..=3190 {
+            last = (at(&mut restarted, i).desired, at(&mut fresh, i).desired);
+        }
+        assert_eq!(last, (Some(10), Some(15)));
     }
 
     /// The hold keeps what was asked for after `full_since` and what the sustained load
