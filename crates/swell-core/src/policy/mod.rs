@@ -9,6 +9,7 @@
 //! within `[min, max]`.
 
 pub mod forecast;
+mod hold_margin;
 mod predictive;
 mod proportional;
 #[cfg(test)]
