@@ -30,7 +30,7 @@ pub use grants::{Grants, ImagePattern, ListenRange};
 pub use group::{
     Capacity, DockerTemplate, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
     LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec,
-    PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template,
+    PrometheusSourceSpec, QemuTemplate, SecurityGroupRule, SshSourceSpec, Template,
 };
 pub use ids::{GroupName, InstanceId, ProviderName, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};
