@@ -326,7 +326,11 @@ impl QemuProvider {
 
     /// One VM's steal since the previous reading (`None`: no previous reading, or
     /// QEMU did not say its vCPU threads).
-    async fn steal_of(&self, id: &InstanceId, record: &Record) -> Result<Option<f64>, ProviderError> {
+    async fn steal_of(
+        &self,
+        id: &InstanceId,
+        record: &Record,
+    ) -> Result<Option<f64>, ProviderError> {
         {
             let cpus = match self.qmp(id, "query-cpus-fast", None).await {
                 Ok(cpus) => cpus,
@@ -391,9 +395,6 @@ impl QemuProvider {
     /// The state directory (records and VM files).
     pub(crate) fn state_dir(&self) -> &Path {
         &self.config.state_dir
-    }
-
-        Ok(live.len())
     }
 
     /// Runs one QMP command on a VM.
@@ -611,7 +612,10 @@ impl Provider for QemuProvider {
         let name = image_name.to_string();
         let image = blocking(move || image::load(&images_dir, &name)).await??;
         let seed = if image.cloud_init {
-            Some(cloud_init::seed(id.as_str(), request.template.qemu.as_ref())?)
+            Some(cloud_init::seed(
+                id.as_str(),
+                request.template.qemu.as_ref(),
+            )?)
         } else if request.template.qemu.is_some() {
             return Err(ProviderError::InvalidTemplate(format!(
                 "template.qemu: image `{}` reads no cloud-init seed (its image.json has no `cloud_init: true`)",

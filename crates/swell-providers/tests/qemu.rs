@@ -580,24 +580,40 @@ async fn two_hosts_place_by_load_and_a_lost_hosts_vms_are_replaced_on_the_other(
     // h2. Then h2 holds 128 of 3072 MiB (4.2 %), less than h1: h2 again.
     assert_eq!(
         placed,
-        [("vm-h-1", "h1".to_string()), ("vm-h-2", "h2".into()), ("vm-h-3", "h2".into())]
+        [
+            ("vm-h-1", "h1".to_string()),
+            ("vm-h-2", "h2".into()),
+            ("vm-h-3", "h2".into())
+        ]
     );
     // Each host keeps its own VMs' records and files.
     assert!(h1.join("instances/vm-h-1").is_dir());
     assert!(h2.join("instances/vm-h-2").is_dir() && h2.join("instances/vm-h-3").is_dir());
     assert!(!h1.join("instances/vm-h-2").exists());
     let hosts = provider.hosts().await.unwrap();
-    let summary: Vec<(String, bool, u32)> =
-        hosts.iter().map(|h| (h.name.clone(), h.up, h.vms)).collect();
+    let summary: Vec<(String, bool, u32)> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.up, h.vms))
+        .collect();
     assert_eq!(summary, [("h1".into(), true, 1), ("h2".into(), true, 2)]);
-    assert!((hosts[0].load_percent - 100.0 * 128.0 / 1536.0).abs() < 1e-6, "{hosts:?}");
+    assert!(
+        (hosts[0].load_percent - 100.0 * 128.0 / 1536.0).abs() < 1e-6,
+        "{hosts:?}"
+    );
     // Per-VM metrics come from whichever host runs the VM.
-    let ids: Vec<InstanceId> = placed.iter().map(|(id, _)| InstanceId((*id).into())).collect();
+    let ids: Vec<InstanceId> = placed
+        .iter()
+        .map(|(id, _)| InstanceId((*id).into()))
+        .collect();
     assert_eq!(provider.metrics(&ids).await.unwrap().len(), 3);
 
     // h2 is lost: its QEMUs die and its state directory goes.
     for id in &ids[1..] {
-        let pid = provider.qemu_pid(id).await.unwrap().expect("a live VM on h2");
+        let pid = provider
+            .qemu_pid(id)
+            .await
+            .unwrap()
+            .expect("a live VM on h2");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -623,7 +639,10 @@ async fn two_hosts_place_by_load_and_a_lost_hosts_vms_are_replaced_on_the_other(
     }
     assert!(!h2.exists(), "a lost host's directory was made again");
     // Deleting a VM of the lost host succeeds (nothing is left of it).
-    provider.delete(&ids[1], Duration::from_secs(1)).await.unwrap();
+    provider
+        .delete(&ids[1], Duration::from_secs(1))
+        .await
+        .unwrap();
     for id in ["vm-h-1", "vm-h-4", "vm-h-5"] {
         provider
             .delete(&InstanceId(id.into()), Duration::from_secs(1))
@@ -706,7 +725,10 @@ async fn a_cloud_init_image_gets_the_seed_the_template_says() {
         )
     );
     // The busybox guest ignores the seed and serves as ever.
-    assert_eq!(wait_serving(vm.address.unwrap(), "/").await.trim(), "vm-ci-1");
+    assert_eq!(
+        wait_serving(vm.address.unwrap(), "/").await.trim(),
+        "vm-ci-1"
+    );
     provider
         .delete(&vm.instance_id, Duration::from_secs(20))
         .await

@@ -387,7 +387,8 @@ pub fn canonical_config(
         ProviderKind::Docker => round::<DockerDefinition>(config),
         ProviderKind::Openstack => round::<OpenStackDefinition>(config),
         ProviderKind::Qemu => {
-            let def: QemuDefinition = serde_json::from_value(config.clone()).map_err(config_error)?;
+            let def: QemuDefinition =
+                serde_json::from_value(config.clone()).map_err(config_error)?;
             def.config(String::new())?;
             serde_json::to_value(def).map_err(config_error)
         }

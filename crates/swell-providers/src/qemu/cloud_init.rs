@@ -31,9 +31,8 @@ pub struct Seed {
 pub fn seed(instance_id: &str, template: Option<&QemuTemplate>) -> Result<Seed, ProviderError> {
     let default = QemuTemplate::default();
     let t = template.unwrap_or(&default);
-    t.validate().map_err(|e| {
-        ProviderError::InvalidTemplate(e.within("template.qemu").to_string())
-    })?;
+    t.validate()
+        .map_err(|e| ProviderError::InvalidTemplate(e.within("template.qemu").to_string()))?;
     // JSON strings are YAML strings: every value is quoted and escaped.
     let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let hostname = t.hostname.as_deref().unwrap_or(instance_id);
@@ -60,13 +59,20 @@ pub fn seed(instance_id: &str, template: Option<&QemuTemplate>) -> Result<Seed, 
 
 /// Writes `seed` into `dir` (`cidata/meta-data`, `cidata/user-data`) and makes
 /// `dir/seed.iso` of it with `genisoimage`; the ISO's path.
-pub async fn write_seed(genisoimage: &str, dir: &Path, seed: &Seed) -> Result<PathBuf, ProviderError> {
+pub async fn write_seed(
+    genisoimage: &str,
+    dir: &Path,
+    seed: &Seed,
+) -> Result<PathBuf, ProviderError> {
     let files = dir.join("cidata");
     let io = |action: String| move |source| ProviderError::Io { action, source };
     tokio::fs::create_dir_all(&files)
         .await
         .map_err(io(format!("creating {}", files.display())))?;
-    for (name, text) in [("meta-data", &seed.meta_data), ("user-data", &seed.user_data)] {
+    for (name, text) in [
+        ("meta-data", &seed.meta_data),
+        ("user-data", &seed.user_data),
+    ] {
         let path = files.join(name);
         tokio::fs::write(&path, text)
             .await

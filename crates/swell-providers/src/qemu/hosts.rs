@@ -163,7 +163,10 @@ pub struct QemuHostsProvider {
 impl std::fmt::Debug for QemuHostsProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QemuHostsProvider")
-            .field("hosts", &self.hosts.iter().map(|h| &h.name).collect::<Vec<_>>())
+            .field(
+                "hosts",
+                &self.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
+            )
             .field("prefs", &self.prefs)
             .finish()
     }
@@ -492,18 +495,66 @@ mod tests {
             let mut c = base();
             change(&mut c);
             let e = validate(&c).unwrap_err();
-            assert_eq!((e.field.as_str(), e.rule.contains(rule)), (field, true), "{e}");
+            assert_eq!(
+                (e.field.as_str(), e.rule.contains(rule)),
+                (field, true),
+                "{e}"
+            );
         };
-        check(&|c| c.hosts[1].name = "a".into(), "hosts[1].name", "two hosts");
-        check(&|c| c.hosts[0].name = "a/b".into(), "hosts[0].name", "letters");
-        check(&|c| c.hosts[0].name = String::new(), "hosts[0].name", "1 to 63");
-        check(&|c| c.hosts[1].state_dir = "/srv/a".into(), "hosts[1].state_dir", "share");
-        check(&|c| c.hosts[1].state_dir = "rel".into(), "hosts[1].state_dir", "absolute");
-        check(&|c| c.hosts[0].vcpus = Some(0.0), "hosts[0].vcpus", "positive");
-        check(&|c| c.hosts[0].memory_mb = Some(f64::NAN), "hosts[0].memory_mb", "positive");
-        check(&|c| c.placement.overcommit.cpu = 0.0, "cpu_overcommit", "positive");
-        check(&|c| c.placement.overcommit.memory = -1.0, "memory_overcommit", "positive");
-        check(&|c| c.placement.prefer_below = f64::NAN, "prefer_below_percent", "0 or more");
-        check(&|c| c.placement.never_above = Some(-5.0), "never_above_percent", "0 or more");
+        check(
+            &|c| c.hosts[1].name = "a".into(),
+            "hosts[1].name",
+            "two hosts",
+        );
+        check(
+            &|c| c.hosts[0].name = "a/b".into(),
+            "hosts[0].name",
+            "letters",
+        );
+        check(
+            &|c| c.hosts[0].name = String::new(),
+            "hosts[0].name",
+            "1 to 63",
+        );
+        check(
+            &|c| c.hosts[1].state_dir = "/srv/a".into(),
+            "hosts[1].state_dir",
+            "share",
+        );
+        check(
+            &|c| c.hosts[1].state_dir = "rel".into(),
+            "hosts[1].state_dir",
+            "absolute",
+        );
+        check(
+            &|c| c.hosts[0].vcpus = Some(0.0),
+            "hosts[0].vcpus",
+            "positive",
+        );
+        check(
+            &|c| c.hosts[0].memory_mb = Some(f64::NAN),
+            "hosts[0].memory_mb",
+            "positive",
+        );
+        check(
+            &|c| c.placement.overcommit.cpu = 0.0,
+            "cpu_overcommit",
+            "positive",
+        );
+        check(
+            &|c| c.placement.overcommit.memory = -1.0,
+            "memory_overcommit",
+            "positive",
+        );
+        check(
+            &|c| c.placement.prefer_below = f64::NAN,
+            "prefer_below_percent",
+            "0 or more",
+        );
+        check(
+            &|c| c.placement.never_above = Some(-5.0),
+            "never_above_percent",
+            "0 or more",
+        );
     }
 }
