@@ -1222,6 +1222,84 @@ mod tests {
     }
 
     #[test]
+    fn qemu_templates_carry_a_checked_cloud_init_seed() {
+        let qemu = |part: serde_json::Value| {
+            serde_json::from_value::<GroupSpec>(serde_json::json!({
+                "name": "vms", "max": 4, "provider": "qemu",
+                "template": {"image": "debian-cloud", "qemu": part},
+            }))
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| format!("{}: {}", e.field, e.rule))
+        };
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI ops@example";
+        let long = "x".repeat(QEMU_MAX_USER_DATA + 1);
+        let many = vec![key; QEMU_MAX_SSH_KEYS + 1];
+        for (part, expected) in [
+            (serde_json::json!({}), Ok(())),
+            (
+                serde_json::json!({"hostname": "web-a", "ssh_authorized_keys": [key],
+                    "user_data": "#cloud-config\n"}),
+                Ok(()),
+            ),
+            (
+                serde_json::json!({"hostname": "-a"}),
+                Err("template.qemu.hostname"),
+            ),
+            (
+                serde_json::json!({"hostname": "a.b"}),
+                Err("template.qemu.hostname"),
+            ),
+            (
+                serde_json::json!({"hostname": ""}),
+                Err("template.qemu.hostname"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": ["not a key"]}),
+                Err("template.qemu.ssh_authorized_keys[0]"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": [key, "ssh-rsa"]}),
+                Err("template.qemu.ssh_authorized_keys[1]"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": [format!("{key}\ninstance-id: x")]}),
+                Err("template.qemu.ssh_authorized_keys[0]"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": many}),
+                Err("template.qemu.ssh_authorized_keys"),
+            ),
+            (
+                serde_json::json!({"user_data": long}),
+                Err("template.qemu.user_data"),
+            ),
+            (
+                serde_json::json!({"user_data": "a\0b"}),
+                Err("template.qemu.user_data"),
+            ),
+        ] {
+            let got = qemu(part.clone());
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{part}"),
+                Err(field) => {
+                    let err = got.expect_err(&part.to_string());
+                    assert!(err.starts_with(&format!("{field}: ")), "{part}: {err}");
+                }
+            }
+        }
+        assert!(
+            qemu(serde_json::json!({"password": "x"}))
+                .expect_err("unknown")
+                .contains("password")
+        );
+        // Only the qemu provider reads it.
+        let mut g = lab();
+        g.template.qemu = Some(QemuTemplate::default());
+        assert_eq!(g.validate().unwrap_err().field, "template.qemu");
+    }
+
+    #[test]
     fn docker_groups_have_limits_and_checked_relaxations() {
         let docker = |template: serde_json::Value| {
             serde_json::from_value::<GroupSpec>(serde_json::json!({
