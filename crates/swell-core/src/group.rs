@@ -78,6 +78,84 @@ pub struct Template {
     /// writable root filesystem, another user); absent keeps every default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerTemplate>,
+    /// What a `qemu` VM's cloud-init NoCloud seed says (hostname, SSH keys, user
+    /// data), for images that read one; absent gives such images a seed with the
+    /// instance id as hostname and nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuTemplate>,
+}
+
+/// The qemu part of a template: the cloud-init NoCloud seed each VM of an image that
+/// reads one (`cloud_init: true` in its `image.json`) gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QemuTemplate {
+    /// The VM's hostname (`local-hostname`); default: the instance id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// SSH public keys cloud-init installs for the default user (`public-keys`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<String>,
+    /// Cloud-init user data, as text (`#cloud-config` or a script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+/// The most SSH keys one qemu template carries.
+pub const QEMU_MAX_SSH_KEYS: usize = 32;
+/// The longest user data of a qemu template, bytes (OpenStack's limit too).
+pub const QEMU_MAX_USER_DATA: usize = 65_535;
+
+impl QemuTemplate {
+    /// Checks every rule; the field is relative to `template.qemu`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(h) = &self.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 63
+                && !h.starts_with('-')
+                && !h.ends_with('-')
+                && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !ok {
+                return Err(ValidationError::new(
+                    "hostname",
+                    format!(
+                        "`{h}` must be 1 to 63 ASCII letters, digits or '-', not starting or ending with '-'"
+                    ),
+                ));
+            }
+        }
+        if self.ssh_authorized_keys.len() > QEMU_MAX_SSH_KEYS {
+            return Err(ValidationError::new(
+                "ssh_authorized_keys",
+                format!("at most {QEMU_MAX_SSH_KEYS} keys"),
+            ));
+        }
+        for (i, key) in self.ssh_authorized_keys.iter().enumerate() {
+            let typed = ["ssh-", "ecdsa-sha2-", "sk-"]
+                .iter()
+                .any(|p| key.starts_with(p));
+            let one_line =
+                key.len() <= 16_384 && key.chars().all(|c| c == ' ' || c.is_ascii_graphic());
+            if !(typed && one_line && key.split(' ').nth(1).is_some_and(|b| !b.is_empty())) {
+                return Err(ValidationError::new(
+                    format!("ssh_authorized_keys[{i}]"),
+                    "must be one OpenSSH public key line (`ssh-ed25519 AAAA... comment`), printable ASCII, at most 16384 characters",
+                ));
+            }
+        }
+        if let Some(u) = &self.user_data {
+            if u.len() > QEMU_MAX_USER_DATA {
+                return Err(ValidationError::new(
+                    "user_data",
+                    format!("at most {QEMU_MAX_USER_DATA} bytes"),
+                ));
+            }
+            if u.contains('\0') {
+                return Err(ValidationError::new("user_data", "must not contain NUL"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The Docker part of a template. Every container is hardened (no capabilities,
@@ -948,6 +1026,15 @@ impl GroupSpec {
                 ),
             ));
         }
+        if all_known && !has(ProviderKind::Qemu) && self.template.qemu.is_some() {
+            return Err(ValidationError::new(
+                "template.qemu",
+                format!(
+                    "only the qemu provider reads it (provider is {})",
+                    self.provider
+                ),
+            ));
+        }
         if all_known && !has(ProviderKind::Openstack) && self.template.openstack.is_some() {
             return Err(ValidationError::new(
                 "template.openstack",
@@ -1037,7 +1124,12 @@ impl GroupSpec {
                      --qemu-images (e.g. busybox-httpd)",
                 ));
             }
-            "qemu" | "process" => {}
+            "qemu" => {
+                if let Some(q) = &self.template.qemu {
+                    q.validate().map_err(|e| e.within("template.qemu"))?;
+                }
+            }
+            "process" => {}
             _ => {
                 return Err(ValidationError::new(
                     field,
@@ -1298,6 +1390,84 @@ mod tests {
             serde_json::from_value(serde_json::json!({"listen": "127.0.0.1:8080"})).unwrap();
         assert_eq!(lb.max_connections, 10_000);
         assert_eq!(LoadBalancerSpec::http("127.0.0.1:8080"), lb);
+    }
+
+    #[test]
+    fn qemu_templates_carry_a_checked_cloud_init_seed() {
+        let qemu = |part: serde_json::Value| {
+            serde_json::from_value::<GroupSpec>(serde_json::json!({
+                "name": "vms", "max": 4, "provider": "qemu",
+                "template": {"image": "debian-cloud", "qemu": part},
+            }))
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| format!("{}: {}", e.field, e.rule))
+        };
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI ops@example";
+        let long = "x".repeat(QEMU_MAX_USER_DATA + 1);
+        let many = vec![key; QEMU_MAX_SSH_KEYS + 1];
+        for (part, expected) in [
+            (serde_json::json!({}), Ok(())),
+            (
+                serde_json::json!({"hostname": "web-a", "ssh_authorized_keys": [key],
+                    "user_data": "#cloud-config\n"}),
+                Ok(()),
+            ),
+            (
+                serde_json::json!({"hostname": "-a"}),
+                Err("template.qemu.hostname"),
+            ),
+            (
+                serde_json::json!({"hostname": "a.b"}),
+                Err("template.qemu.hostname"),
+            ),
+            (
+                serde_json::json!({"hostname": ""}),
+                Err("template.qemu.hostname"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": ["not a key"]}),
+                Err("template.qemu.ssh_authorized_keys[0]"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": [key, "ssh-rsa"]}),
+                Err("template.qemu.ssh_authorized_keys[1]"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": [format!("{key}\ninstance-id: x")]}),
+                Err("template.qemu.ssh_authorized_keys[0]"),
+            ),
+            (
+                serde_json::json!({"ssh_authorized_keys": many}),
+                Err("template.qemu.ssh_authorized_keys"),
+            ),
+            (
+                serde_json::json!({"user_data": long}),
+                Err("template.qemu.user_data"),
+            ),
+            (
+                serde_json::json!({"user_data": "a\0b"}),
+                Err("template.qemu.user_data"),
+            ),
+        ] {
+            let got = qemu(part.clone());
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{part}"),
+                Err(field) => {
+                    let err = got.expect_err(&part.to_string());
+                    assert!(err.starts_with(&format!("{field}: ")), "{part}: {err}");
+                }
+            }
+        }
+        assert!(
+            qemu(serde_json::json!({"password": "x"}))
+                .expect_err("unknown")
+                .contains("password")
+        );
+        // Only the qemu provider reads it.
+        let mut g = lab();
+        g.template.qemu = Some(QemuTemplate::default());
+        assert_eq!(g.validate().unwrap_err().field, "template.qemu");
     }
 
     #[test]

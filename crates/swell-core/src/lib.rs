@@ -33,7 +33,8 @@ pub use grants::{Grants, ImagePattern, ListenRange};
 pub use group::{
     Capacity, DockerTemplate, GroupSpec, HealthCheckSpec, HealthCheckType, LbAlgorithm, LbProtocol,
     LoadBalancerSpec, MetricSourceSpec, OpenStackTemplate, PassiveEjectionSpec, PauseMode,
-    PrometheusSourceSpec, SecurityGroupRule, SshSourceSpec, Template, TerminationRule,
+    PrometheusSourceSpec, QemuTemplate, SecurityGroupRule, SshSourceSpec, Template,
+    TerminationRule,
 };
 pub use ids::{GroupName, InstanceId, ProviderName, TenantId};
 pub use instance::{InstanceStatus, Lifecycle};

@@ -1570,6 +1570,7 @@ mod tests {
                 memory_mb: 512,
                 openstack: None,
                 docker: None,
+                qemu: None,
             },
         };
         let body = provider.container_body(

@@ -76,6 +76,11 @@ pub struct InstanceMetrics {
     pub cpu_percent: f64,
     /// Resident memory, MiB.
     pub memory_mb: f64,
+    /// Steal time, percent of the instance's vCPU time: how long its vCPUs waited,
+    /// runnable, for a host CPU since the previous sample, measured on the host side
+    /// (the qemu provider); `None` where the provider cannot see it. The group metric
+    /// `steal` averages it.
+    pub steal_percent: Option<f64>,
 }
 
 /// What can go wrong in a provider.

@@ -781,6 +781,7 @@ impl Provider for ProcessProvider {
                     cpu_percent: sample.percent,
                     memory_mb: (reading.resident_pages.saturating_mul(self.page_size)) as f64
                         / (1024.0 * 1024.0),
+                    steal_percent: None,
                 });
         }
         samples.retain(|_, s| now.saturating_duration_since(s.at) < SAMPLE_RETENTION);

@@ -39,6 +39,8 @@
 //!
 //! Linux only (it reads `/proc`).
 
+pub mod cloud_init;
+pub mod hosts;
 pub mod image;
 pub mod qmp;
 
@@ -112,7 +114,7 @@ impl std::str::FromStr for Accel {
 }
 
 /// How to build a [`QemuProvider`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QemuConfig {
     /// Where the VM images are (`<images_dir>/<image>/image.json`).
     pub images_dir: PathBuf,
@@ -130,6 +132,15 @@ pub struct QemuConfig {
     pub max_vms: Option<u32>,
     /// The `qemu-img` binary.
     pub qemu_img: String,
+    /// The `genisoimage` binary, which makes cloud-init seeds.
+    pub genisoimage: String,
+    /// The name of the host the VMs run on (what instances report as their `host`).
+    pub host: String,
+    /// The hypervisor hosts of [`hosts::QemuHostsProvider`]; empty: one host,
+    /// `localhost`, with `state_dir` and `max_vms` above.
+    pub hosts: Vec<hosts::QemuHost>,
+    /// How [`hosts::QemuHostsProvider`] chooses a host for a new VM.
+    pub placement: swell_core::placement::PlacementPrefs,
 }
 
 impl QemuConfig {
@@ -148,6 +159,10 @@ impl QemuConfig {
             qemu: "qemu-system-x86_64".into(),
             max_vms: None,
             qemu_img: "qemu-img".into(),
+            genisoimage: "genisoimage".into(),
+            host: "localhost".into(),
+            hosts: Vec::new(),
+            placement: swell_core::placement::PlacementPrefs::default(),
         }
     }
 }
@@ -175,6 +190,9 @@ struct Record {
     starttime: u64,
     /// Its vCPU count.
     vcpus: u32,
+    /// Its memory, MiB (0 in records written before it was kept).
+    #[serde(default)]
+    memory_mb: u32,
 }
 
 impl crate::records::Record for Record {
@@ -182,6 +200,17 @@ impl crate::records::Record for Record {
     fn instance_id(&self) -> &str {
         &self.instance_id
     }
+}
+
+/// What the live VMs of one host take.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct HostUsage {
+    /// How many VMs live there.
+    pub vms: u32,
+    /// Their templates' vCPUs and MiB.
+    pub allocated: swell_core::placement::Resources,
+    /// CPU cores their QEMU processes used at their last metrics reading.
+    pub cpu_used: f64,
 }
 
 /// The previous reading of a counter, for the next rate.
@@ -202,7 +231,8 @@ struct Sample {
 pub struct QemuProvider {
     config: QemuConfig,
     records_dir: PathBuf,
-    accel: tokio::sync::OnceCell<Accel>,
+    /// Shared by the hosts of one [`hosts::QemuHostsProvider`]: probed once.
+    accel: Arc<tokio::sync::OnceCell<Accel>>,
     create_lock: tokio::sync::Mutex<()>,
     recent_ports: Mutex<HashMap<u16, Instant>>,
     /// One QMP conversation at a time per VM (QEMU serves one client at a time).
@@ -217,6 +247,18 @@ impl QemuProvider {
     /// Builds the provider; nothing is started or probed until it is used (see
     /// [`accel`](Self::accel) to probe at once).
     pub fn new(config: QemuConfig) -> Self {
+        let accel = match config.accel {
+            Accel::Auto => tokio::sync::OnceCell::new(),
+            fixed => tokio::sync::OnceCell::new_with(Some(fixed)),
+        };
+        Self::sharing_accel(config, Arc::new(accel))
+    }
+
+    /// Builds the provider with an accelerator cell shared with other hosts.
+    pub(crate) fn sharing_accel(
+        config: QemuConfig,
+        accel: Arc<tokio::sync::OnceCell<Accel>>,
+    ) -> Self {
         let ticks_per_second = match sysconf(SysconfVar::CLK_TCK) {
             Ok(Some(t)) if t > 0 => t as f64,
             _ => 100.0,
@@ -229,10 +271,6 @@ impl QemuProvider {
             .state_dir
             .join("records")
             .join(crate::process::cgroup::owner_dir_name(&config.owner));
-        let accel = match config.accel {
-            Accel::Auto => tokio::sync::OnceCell::new(),
-            fixed => tokio::sync::OnceCell::new_with(Some(fixed)),
-        };
         QemuProvider {
             config,
             records_dir,
@@ -279,16 +317,31 @@ impl QemuProvider {
             let Some((record, _)) = self.live(id).await? else {
                 continue;
             };
+            if let Some(steal) = self.steal_of(id, &record).await? {
+                out.push((id.clone(), steal));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One VM's steal since the previous reading (`None`: no previous reading, or
+    /// QEMU did not say its vCPU threads).
+    async fn steal_of(
+        &self,
+        id: &InstanceId,
+        record: &Record,
+    ) -> Result<Option<f64>, ProviderError> {
+        {
             let cpus = match self.qmp(id, "query-cpus-fast", None).await {
                 Ok(cpus) => cpus,
                 Err(e) => {
                     tracing::debug!(instance = %id, "reading vCPU threads: {e}");
-                    continue;
+                    return Ok(None);
                 }
             };
             let threads = qmp::vcpu_threads(&cpus);
             if threads.is_empty() {
-                continue;
+                return Ok(None);
             }
             let pid = record.pid;
             let waited = blocking(move || {
@@ -304,18 +357,44 @@ impl QemuProvider {
             })
             .await?;
             let Some((waited_ns, n)) = waited else {
-                continue;
+                return Ok(None);
             };
             let now = Instant::now();
             let mut samples = lock(&self.steal_samples);
             let prev = samples.get(id.as_str()).copied();
             let next = steal_sample(prev.as_ref(), record.starttime, waited_ns, now, n);
             samples.insert(id.as_str().to_string(), next);
-            if prev.is_some_and(|p| p.starttime == record.starttime) {
-                out.push((id.clone(), next.rate));
+            Ok(prev
+                .is_some_and(|p| p.starttime == record.starttime)
+                .then_some(next.rate))
+        }
+    }
+
+    /// What the live VMs of this host reserve (their templates' vCPUs and MiB), how
+    /// many there are, and the CPU cores they used at their last metrics reading.
+    pub(crate) async fn usage(&self) -> Result<HostUsage, ProviderError> {
+        let live = self.scan().await?;
+        let samples = lock(&self.cpu_samples);
+        let mut usage = HostUsage::default();
+        for (record, _) in &live {
+            usage.vms += 1;
+            usage.allocated.vcpus += f64::from(record.vcpus);
+            usage.allocated.memory_mb += f64::from(record.memory_mb);
+            if let Some(s) = samples.get(&record.instance_id) {
+                usage.cpu_used += s.rate / 100.0;
             }
         }
-        Ok(out)
+        Ok(usage)
+    }
+
+    /// Whether a live VM of this host has this id.
+    pub(crate) async fn has(&self, id: &InstanceId) -> Result<bool, ProviderError> {
+        Ok(self.live(id).await?.is_some())
+    }
+
+    /// The state directory (records and VM files).
+    pub(crate) fn state_dir(&self) -> &Path {
+        &self.config.state_dir
     }
 
     /// Runs one QMP command on a VM.
@@ -502,6 +581,15 @@ impl QemuProvider {
                 ),
             ]);
         }
+        if image.cloud_init {
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "file={},if=virtio,format=raw,readonly=on",
+                    dir.join(cloud_init::SEED_FILE).display()
+                ),
+            ]);
+        }
         args
     }
 }
@@ -523,12 +611,30 @@ impl Provider for QemuProvider {
         let images_dir = self.config.images_dir.clone();
         let name = image_name.to_string();
         let image = blocking(move || image::load(&images_dir, &name)).await??;
+        let seed = if image.cloud_init {
+            Some(cloud_init::seed(
+                id.as_str(),
+                request.template.qemu.as_ref(),
+            )?)
+        } else if request.template.qemu.is_some() {
+            return Err(ProviderError::InvalidTemplate(format!(
+                "template.qemu: image `{}` reads no cloud-init seed (its image.json has no `cloud_init: true`)",
+                image.name
+            )));
+        } else {
+            None
+        };
         let accel = self.accel().await;
 
         let _serial = self.create_lock.lock().await;
         let owned = self.scan().await?;
         if let Some((record, stat)) = owned.iter().find(|(r, _)| r.instance_id == id.as_str()) {
-            return Ok(to_instance(record, stat, ObservedState::Running));
+            return Ok(to_instance(
+                record,
+                stat,
+                ObservedState::Running,
+                &self.config.host,
+            ));
         }
         if let Some(max) = self.config.max_vms
             && owned.len() >= max as usize
@@ -564,6 +670,9 @@ impl Provider for QemuProvider {
         if let Some((base, format)) = &image.disk {
             image::make_overlay(&self.config.qemu_img, base, format, &dir.join("disk.qcow2"))
                 .await?;
+        }
+        if let Some(seed) = &seed {
+            cloud_init::write_seed(&self.config.genisoimage, &dir, seed).await?;
         }
 
         let args = self.command_line(request, &image, accel, &dir, port);
@@ -601,6 +710,7 @@ impl Provider for QemuProvider {
                 request.group.clone(),
             );
             let vcpus = request.template.vcpus.max(1);
+            let memory_mb = request.template.memory_mb.max(64);
             move || {
                 // Not reaped yet, so its stat is there even if it exited at once.
                 let starttime = read_stat(pid).map(|s| s.starttime).ok_or_else(|| {
@@ -614,6 +724,7 @@ impl Provider for QemuProvider {
                     pid,
                     starttime,
                     vcpus,
+                    memory_mb,
                 };
                 write_record(&records_dir, &path, &record)?;
                 Ok::<_, ProviderError>(record)
@@ -664,7 +775,7 @@ impl Provider for QemuProvider {
             tenant: record.tenant,
             group: record.group,
             native_id: pid.to_string(),
-            host: "localhost".into(),
+            host: self.config.host.clone(),
             address: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
             state: ObservedState::Running,
         })
@@ -734,7 +845,7 @@ impl Provider for QemuProvider {
         let mut out = Vec::new();
         for (record, stat) in self.scan().await? {
             let state = self.state(&InstanceId(record.instance_id.clone())).await;
-            out.push(to_instance(&record, &stat, state));
+            out.push(to_instance(&record, &stat, state, &self.config.host));
         }
         Ok(out)
     }
@@ -765,22 +876,27 @@ impl Provider for QemuProvider {
             .await?;
             let (uptime, pages) = uptime_and_pages;
             let now = Instant::now();
-            let mut samples = lock(&self.cpu_samples);
-            let sample = cpu_sample(
-                samples.get(id.as_str()),
-                stat.starttime,
-                stat.own_ticks(),
-                now,
-                uptime,
-                self.ticks_per_second,
-            );
-            samples.insert(id.as_str().to_string(), sample);
+            let sample = {
+                let mut samples = lock(&self.cpu_samples);
+                let sample = cpu_sample(
+                    samples.get(id.as_str()),
+                    stat.starttime,
+                    stat.own_ticks(),
+                    now,
+                    uptime,
+                    self.ticks_per_second,
+                );
+                samples.insert(id.as_str().to_string(), sample);
+                sample
+            };
+            let steal_percent = self.steal_of(id, &record).await?;
             out.push((
                 id.clone(),
                 InstanceMetrics {
                     cpu_percent: sample.rate,
                     memory_mb: pages.unwrap_or(0).saturating_mul(self.page_size) as f64
                         / (1024.0 * 1024.0),
+                    steal_percent,
                 },
             ));
         }
@@ -792,13 +908,13 @@ fn qmp_error(id: &InstanceId) -> impl Fn(QmpError) -> ProviderError + '_ {
     move |e| ProviderError::Backend(format!("VM {id}: {e}"))
 }
 
-fn to_instance(record: &Record, stat: &Stat, state: ObservedState) -> ProviderInstance {
+fn to_instance(record: &Record, stat: &Stat, state: ObservedState, host: &str) -> ProviderInstance {
     ProviderInstance {
         instance_id: InstanceId(record.instance_id.clone()),
         tenant: record.tenant.clone(),
         group: record.group.clone(),
         native_id: stat.pid.to_string(),
-        host: "localhost".into(),
+        host: host.to_string(),
         address: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, record.port))),
         state,
     }
@@ -1245,6 +1361,7 @@ mod tests {
             pid: me,
             starttime: stat.starttime,
             vcpus: 1,
+            memory_mb: 128,
         };
         assert!(alive(&record));
         assert!(find_live(record.clone()).is_none());

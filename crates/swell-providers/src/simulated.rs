@@ -171,6 +171,7 @@ impl Provider for SimulatedProvider {
                     InstanceMetrics {
                         cpu_percent: self.cpu(&i.group),
                         memory_mb: 64.0,
+                        steal_percent: None,
                     },
                 ))
             })

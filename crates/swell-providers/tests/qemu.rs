@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use swell_core::{InstanceId, Template, TenantId};
+use swell_providers::qemu::hosts::{QemuHost, QemuHostsProvider};
 use swell_providers::qemu::{Accel, QemuConfig, QemuProvider, default_images_dir};
 use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError};
 
@@ -390,6 +391,18 @@ async fn two_busy_vms_pinned_to_one_cpu_show_steal() {
             "{id}: steal {percent:.1} %, expected about 50 %"
         );
     }
+    // The same reading reaches the collector: metrics carry it as `steal_percent`
+    // (the group metric `steal`).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = f.provider.metrics(&ids).await.unwrap();
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    for (id, m) in &metrics {
+        let steal = m.steal_percent.expect("a steal reading in the metrics");
+        assert!(
+            steal > 25.0 && steal <= 100.0,
+            "{id}: steal {steal:.1} % in the metrics, expected about 50 %"
+        );
+    }
     for b in burners {
         let _ = b.await;
     }
@@ -520,4 +533,214 @@ async fn the_probed_accelerator_boots_a_serving_vm() {
         .delete(&vm.instance_id, Duration::from_secs(20))
         .await
         .unwrap();
+}
+
+fn request_sized(id: &str, vcpus: u32, memory_mb: u32) -> CreateRequest {
+    let mut r = request(id);
+    r.template.vcpus = vcpus;
+    r.template.memory_mb = memory_mb;
+    r
+}
+
+/// Two hypervisor hosts on this machine, each with its own state directory: VMs go to
+/// the least-loaded host (by what is committed on each under the over-commit ratios,
+/// not in turn), and when a host is lost (its QEMUs killed, its state directory gone)
+/// its VMs leave the listing and their replacements go to the other host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_place_by_load_and_a_lost_hosts_vms_are_replaced_on_the_other() {
+    let root = tempfile::Builder::new()
+        .prefix("sqh")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (h1, h2) = (root.path().join("h1"), root.path().join("h2"));
+    let mut config = QemuConfig::new(images_dir(), &h1, unique_owner());
+    config.accel = Accel::Tcg;
+    // h1: 1 vCPU, 1 GiB (16 vCPUs and 1536 MiB committable); h2 twice that.
+    config.hosts = vec![
+        QemuHost {
+            vcpus: Some(1.0),
+            memory_mb: Some(1024.0),
+            ..QemuHost::local("h1", &h1)
+        },
+        QemuHost {
+            vcpus: Some(2.0),
+            memory_mb: Some(2048.0),
+            ..QemuHost::local("h2", &h2)
+        },
+    ];
+    let provider = QemuHostsProvider::new(config).unwrap();
+    let guard = VmGuard::default();
+    let mut placed = Vec::new();
+    for id in ["vm-h-1", "vm-h-2", "vm-h-3"] {
+        let vm = provider.create(&request_sized(id, 1, 128)).await.unwrap();
+        guard.watch(vm.native_id.parse().unwrap());
+        placed.push((id, vm.host.clone()));
+    }
+    // Both empty: h1 (the first). Then h1 holds 128 of 1536 MiB (8.3 %), h2 nothing:
+    // h2. Then h2 holds 128 of 3072 MiB (4.2 %), less than h1: h2 again.
+    assert_eq!(
+        placed,
+        [
+            ("vm-h-1", "h1".to_string()),
+            ("vm-h-2", "h2".into()),
+            ("vm-h-3", "h2".into())
+        ]
+    );
+    // Each host keeps its own VMs' records and files.
+    assert!(h1.join("instances/vm-h-1").is_dir());
+    assert!(h2.join("instances/vm-h-2").is_dir() && h2.join("instances/vm-h-3").is_dir());
+    assert!(!h1.join("instances/vm-h-2").exists());
+    let hosts = provider.hosts().await.unwrap();
+    let summary: Vec<(String, bool, u32)> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.up, h.vms))
+        .collect();
+    assert_eq!(summary, [("h1".into(), true, 1), ("h2".into(), true, 2)]);
+    assert!(
+        (hosts[0].load_percent - 100.0 * 128.0 / 1536.0).abs() < 1e-6,
+        "{hosts:?}"
+    );
+    // Per-VM metrics come from whichever host runs the VM.
+    let ids: Vec<InstanceId> = placed
+        .iter()
+        .map(|(id, _)| InstanceId((*id).into()))
+        .collect();
+    assert_eq!(provider.metrics(&ids).await.unwrap().len(), 3);
+
+    // h2 is lost: its QEMUs die and its state directory goes.
+    for id in &ids[1..] {
+        let pid = provider
+            .qemu_pid(id)
+            .await
+            .unwrap()
+            .expect("a live VM on h2");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    std::fs::remove_dir_all(&h2).unwrap();
+    let listed: Vec<String> = provider
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| format!("{}@{}", i.instance_id, i.host))
+        .collect();
+    assert_eq!(listed, ["vm-h-1@h1"]);
+    let hosts = provider.hosts().await.unwrap();
+    assert_eq!((hosts[1].up, hosts[1].vms), (false, 0), "{hosts:?}");
+    // The replacements go to h1, though it is the more loaded, and h2 stays gone.
+    for id in ["vm-h-4", "vm-h-5"] {
+        let vm = provider.create(&request_sized(id, 1, 128)).await.unwrap();
+        guard.watch(vm.native_id.parse().unwrap());
+        assert_eq!(vm.host, "h1", "{vm:?}");
+    }
+    assert!(!h2.exists(), "a lost host's directory was made again");
+    // Deleting a VM of the lost host succeeds (nothing is left of it).
+    provider
+        .delete(&ids[1], Duration::from_secs(1))
+        .await
+        .unwrap();
+    for id in ["vm-h-1", "vm-h-4", "vm-h-5"] {
+        provider
+            .delete(&InstanceId(id.into()), Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+    assert!(provider.list().await.unwrap().is_empty());
+    // With every host lost, listing fails rather than report every VM gone.
+    std::fs::remove_dir_all(&h1).unwrap();
+    let e = provider.list().await.unwrap_err().to_string();
+    assert!(e.contains("no qemu host is up"), "{e}");
+}
+
+/// An image that reads cloud-init gets a NoCloud seed (an ISO labelled `cidata`) with
+/// what the template says, read back from the ISO; a template's qemu part for an image
+/// that reads none is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_init_image_gets_the_seed_the_template_says() {
+    let f = fixture();
+    // The test image, marked as reading cloud-init, in an images directory of its own.
+    let images = tempfile::Builder::new()
+        .prefix("sqi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let src = f.config.images_dir.join(IMAGE);
+    let dst = images.path().join("ci-httpd");
+    std::fs::create_dir(&dst).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("image.json")).unwrap()).unwrap();
+    for field in ["kernel", "initrd"] {
+        if let Some(name) = manifest[field].as_str() {
+            std::os::unix::fs::symlink(src.join(name), dst.join(name)).unwrap();
+        }
+    }
+    manifest["cloud_init"] = serde_json::json!(true);
+    std::fs::write(dst.join("image.json"), manifest.to_string()).unwrap();
+    let mut config = f.config.clone();
+    config.images_dir = images.path().to_path_buf();
+    let provider = QemuProvider::new(config);
+
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOw2 lab@swell";
+    let qemu = swell_core::QemuTemplate {
+        hostname: Some("web-a".into()),
+        ssh_authorized_keys: vec![key.into()],
+        user_data: Some("#cloud-config\nruncmd:\n  - [touch, /run/swell]\n".into()),
+    };
+    let mut req = request("vm-ci-1");
+    req.template.image = Some("ci-httpd".into());
+    req.template.qemu = Some(qemu.clone());
+    let vm = provider.create(&req).await.unwrap();
+    let pid: i32 = vm.native_id.parse().unwrap();
+    f.guard.watch(pid);
+    let iso = provider
+        .instance_dir(&InstanceId("vm-ci-1".into()))
+        .join("seed.iso");
+    // Attached read-only as a disk of its own.
+    let args = cmdline(pid);
+    let drive = format!("file={},if=virtio,format=raw,readonly=on", iso.display());
+    assert!(args.contains(&drive), "{args:?}");
+    // Read back: the label cloud-init looks for, and each file as the template said.
+    let isoinfo = |args: &[&str]| {
+        let out = Command::new("isoinfo")
+            .args(args)
+            .arg("-i")
+            .arg(&iso)
+            .output()
+            .expect("running isoinfo (Debian package genisoimage; scripts/test installs it)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(isoinfo(&["-d"]).contains("Volume id: cidata"));
+    assert_eq!(
+        isoinfo(&["-R", "-x", "/user-data"]),
+        qemu.user_data.clone().unwrap()
+    );
+    assert_eq!(
+        isoinfo(&["-R", "-x", "/meta-data"]),
+        format!(
+            "instance-id: \"vm-ci-1\"\nlocal-hostname: \"web-a\"\npublic-keys:\n  - \"{key}\"\n"
+        )
+    );
+    // The busybox guest ignores the seed and serves as ever.
+    assert_eq!(
+        wait_serving(vm.address.unwrap(), "/").await.trim(),
+        "vm-ci-1"
+    );
+    provider
+        .delete(&vm.instance_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // The plain image reads no seed: a qemu part is refused, nothing starts.
+    let mut plain = request("vm-ci-2");
+    plain.template.qemu = Some(qemu);
+    let e = f.provider.create(&plain).await.unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::InvalidTemplate(m) if m.contains("template.qemu") && m.contains("cloud_init")),
+        "{e}"
+    );
+    assert!(f.provider.list().await.unwrap().is_empty());
 }

@@ -76,7 +76,8 @@ pub struct ServerConfig {
     pub openstack: Option<swell_providers::openstack::OpenStackConfig>,
     /// The `qemu` provider (`--qemu`): its images directory and accelerator; the
     /// provider is available only when set. Its `state_dir` and `owner` are replaced
-    /// at start by `<data dir>/qemu` and this server's tag.
+    /// at start by `<data dir>/qemu` and this server's tag; without `hosts` that
+    /// directory is its one host's (`localhost`).
     pub qemu: Option<swell_providers::qemu::QemuConfig>,
     /// The shortest `evaluation_interval`, `metrics_interval` and load balancer
     /// `health_check.interval` a group may have (`--min-interval`, default 1 s): a
@@ -164,6 +165,9 @@ pub enum StartError {
     /// The instance user cannot be used.
     #[error("--instance-user: {0}")]
     InstanceUser(#[from] InstanceUserError),
+    /// The qemu provider's hosts are invalid or their state directories cannot be made.
+    #[error("qemu provider: {0}")]
+    Qemu(#[from] swell_providers::ProviderError),
     /// The openstack provider's configuration is invalid.
     #[error("openstack provider: {0}")]
     OpenStack(#[from] swell_providers::openstack::OpenStackConfigError),
@@ -347,7 +351,7 @@ impl Server {
         if let Some(mut qemu) = config.qemu.clone() {
             qemu.state_dir = data_dir.join("qemu");
             qemu.owner = owner_tag(&data_dir);
-            let qemu = swell_providers::qemu::QemuProvider::new(qemu);
+            let qemu = swell_providers::qemu::hosts::QemuHostsProvider::new(qemu)?;
             // Probed now, so that the log says at start which accelerator VMs get.
             qemu.accel().await;
             providers.insert_builtin(qemu.name().to_string(), Arc::new(qemu) as Arc<dyn Provider>);

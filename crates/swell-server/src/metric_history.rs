@@ -356,6 +356,7 @@ mod tests {
                         InstanceMetrics {
                             cpu_percent: *n as f64,
                             memory_mb: at as f64,
+                            steal_percent: None,
                         },
                     )
                 })
@@ -541,6 +542,7 @@ mod tests {
                                 InstanceMetrics {
                                     cpu_percent: 1.0,
                                     memory_mb: 1.0,
+                                    steal_percent: None,
                                 },
                             )
                         })

@@ -186,6 +186,11 @@ pub(crate) fn full_group_document() -> serde_json::Value {
             "vcpus": 1,
             "memory_mb": 256,
             "docker": {"writable_root": false, "user": "65534:65534"},
+            "qemu": {
+                "hostname": "web",
+                "ssh_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI lab"],
+                "user_data": "#cloud-config\n",
+            },
             "openstack": {
                 "flavor": "m1.tiny",
                 "networks": ["private"],

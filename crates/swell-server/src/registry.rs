@@ -2,7 +2,7 @@
 //!
 //! Two sources fill it. The built-in definitions come from `swell serve`'s flags and
 //! are named after their kind (`process`, always; `docker` with `--docker-engine`;
-//! `openstack` with `--openstack`/`--os-cloud`), so the Quickstart, the demo and
+//! `openstack` with `--openstack`/`--os-cloud`; `qemu` with `--qemu`), so the Quickstart, the demo and
 //! `examples/` work unchanged. The stored definitions are the ones an admin made with
 //! `POST /v1/providers` (`docker-rack1`, `openstack-prod`): operator-wide ones, which a
 //! tenant may use once granted by name, and tenant-private ones (a tenant's own
@@ -28,6 +28,8 @@ use swell_providers::openstack::{
     AppCredentialRef, AuthConfig, NameOrId, OpenStackConfig, OpenStackProvider, Secret,
 };
 use swell_providers::process::{ProcessConfig, ProcessProvider};
+use swell_providers::qemu::QemuConfig;
+use swell_providers::qemu::hosts::{QemuHost, QemuHostsProvider};
 use swell_providers::{
     CreateRequest, InstanceMetrics, InstanceSize, Provider, ProviderCapacity, ProviderError,
     ProviderInstance,
@@ -292,6 +294,72 @@ pub struct OpenStackDefinition {
     pub interface: Option<String>,
 }
 
+/// A `qemu` definition's `config`: its hypervisor hosts and how VMs are placed on
+/// them. Paths are on the server's host (only an admin defines providers).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuDefinition {
+    /// The hosts, at least one, each with its own state directory.
+    pub hosts: Vec<QemuHost>,
+    /// Where the VM images are (default: `$SWELL_VM_IMAGES`, else
+    /// `~/.cache/swell/vm-images`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_dir: Option<PathBuf>,
+    /// `auto` (default: KVM when the probe finds it works, else TCG), `kvm` or `tcg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// vCPUs committable per physical vCPU (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_overcommit: Option<f64>,
+    /// MiB committable per physical MiB (default 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_overcommit: Option<f64>,
+    /// Hosts below this load (percent) are preferred (default 70).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_below_percent: Option<f64>,
+    /// A host above this load (percent) is never chosen (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub never_above_percent: Option<f64>,
+}
+
+impl QemuDefinition {
+    /// The provider configuration it describes, owned by `owner`.
+    fn config(&self, owner: String) -> Result<QemuConfig, ValidationError> {
+        if self.hosts.is_empty() {
+            return Err(ValidationError::new(
+                "config.hosts",
+                "at least one host, e.g. {\"name\": \"rack1\", \"state_dir\": \"/srv/swell/rack1\"}",
+            ));
+        }
+        let images = self
+            .images_dir
+            .clone()
+            .unwrap_or_else(swell_providers::qemu::default_images_dir);
+        // The first host's directory; each host has its own anyway.
+        let mut config = QemuConfig::new(images, self.hosts[0].state_dir.clone(), owner);
+        if let Some(a) = &self.accel {
+            config.accel = a
+                .parse()
+                .map_err(|rule| ValidationError::new("config.accel", rule))?;
+        }
+        config.hosts = self.hosts.clone();
+        let p = &mut config.placement;
+        if let Some(v) = self.cpu_overcommit {
+            p.overcommit.cpu = v;
+        }
+        if let Some(v) = self.memory_overcommit {
+            p.overcommit.memory = v;
+        }
+        if let Some(v) = self.prefer_below_percent {
+            p.prefer_below = v;
+        }
+        p.never_above = self.never_above_percent;
+        swell_providers::qemu::hosts::validate(&config)
+            .map_err(|e| ValidationError::new(format!("config.{}", e.field), e.rule))?;
+        Ok(config)
+    }
+}
+
 /// A `process` definition's `config`: nothing to set (`{}`); its instances run on the
 /// server's host like the built-in `process` provider's, under their own owner tag.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -318,7 +386,12 @@ pub fn canonical_config(
         ProviderKind::Process => round::<ProcessDefinition>(config),
         ProviderKind::Docker => round::<DockerDefinition>(config),
         ProviderKind::Openstack => round::<OpenStackDefinition>(config),
-        ProviderKind::Qemu => Err(qemu_not_definable()),
+        ProviderKind::Qemu => {
+            let def: QemuDefinition =
+                serde_json::from_value(config.clone()).map_err(config_error)?;
+            def.config(String::new())?;
+            serde_json::to_value(def).map_err(config_error)
+        }
     }
 }
 
@@ -372,7 +445,13 @@ fn build_provider(
             })?;
             Ok(Arc::new(provider))
         }
-        ProviderKind::Qemu => Err(qemu_not_definable()),
+        ProviderKind::Qemu => {
+            let def: QemuDefinition =
+                serde_json::from_value(record.config.clone()).map_err(config_error)?;
+            let provider = QemuHostsProvider::new(def.config(owner)?)
+                .map_err(|e| ValidationError::new("config.hosts", e.to_string()))?;
+            Ok(Arc::new(provider))
+        }
         ProviderKind::Openstack => {
             let def: OpenStackDefinition =
                 serde_json::from_value(record.config.clone()).map_err(config_error)?;
@@ -393,15 +472,6 @@ fn build_provider(
             Ok(Arc::new(provider))
         }
     }
-}
-
-/// The qemu provider runs VMs on the server's own host, from its own images
-/// directory: only the operator enables it (`swell serve --qemu`), as a built-in.
-fn qemu_not_definable() -> ValidationError {
-    ValidationError::new(
-        "kind",
-        "a qemu provider cannot be defined at run time: the operator enables the built-in one with `swell serve --qemu`",
-    )
 }
 
 fn openstack_auth(def: &OpenStackDefinition, secret: &str) -> Result<AuthConfig, ValidationError> {

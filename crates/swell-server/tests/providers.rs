@@ -233,7 +233,28 @@ async fn admins_define_providers_tenants_use_what_they_were_granted() {
 
     // Bad definitions: refused naming the field, nothing stored.
     for (body, status, field) in [
-        (json!({"name": "x", "kind": "qemu"}), 400, "kind"),
+        (json!({"name": "x", "kind": "qemu"}), 400, "config"),
+        (json!({"name": "qemu", "kind": "qemu"}), 400, "name"),
+        (
+            json!({"name": "x", "kind": "qemu", "config": {"hosts": []}}),
+            400,
+            "config.hosts",
+        ),
+        (
+            json!({"name": "x", "kind": "qemu", "config": {"hosts": [{"name": "a", "state_dir": "rel"}]}}),
+            400,
+            "config.hosts[0].state_dir",
+        ),
+        (
+            json!({"name": "x", "kind": "qemu", "config": {"hosts": [{"name": "a", "state_dir": "/tmp/a"}], "never_above_percent": -1}}),
+            400,
+            "config.never_above_percent",
+        ),
+        (
+            json!({"name": "x", "kind": "qemu", "config": {"hosts": [{"name": "a", "state_dir": "/tmp/a"}], "accel": "xen"}}),
+            400,
+            "config.accel",
+        ),
         (json!({"name": "docker", "kind": "docker"}), 400, "name"),
         (json!({"name": "Bad_Name", "kind": "process"}), 400, "name"),
         (

@@ -2136,6 +2136,20 @@ pub async fn provider_definitions(store: &dyn Store) {
     store.delete_provider("conf-pd-rack1").await.unwrap();
     assert_eq!(store.get_provider("conf-pd-rack1").await.unwrap(), None);
 
+    // Every kind is stored, qemu's (issue 19) included.
+    let vms = ProviderRecord {
+        name: "conf-pd-vms".into(),
+        kind: ProviderKind::Qemu,
+        config: serde_json::json!({"hosts": [{"name": "h1", "state_dir": "/srv/h1"}]}),
+        tenant: None,
+        credentials: None,
+        created_at: t(4),
+        updated_at: t(4),
+    };
+    assert_eq!(store.create_provider(&vms).await.unwrap(), vms);
+    assert_eq!(store.get_provider("conf-pd-vms").await.unwrap(), Some(vms));
+    store.delete_provider("conf-pd-vms").await.unwrap();
+
     // A tenant's private definitions go with it.
     store.delete_tenant(&a).await.unwrap();
     assert_eq!(store.get_provider("conf-pd-os-a").await.unwrap(), None);

@@ -15,11 +15,12 @@ use swell_api as api;
 pub enum ProviderCmd {
     /// Define a provider (admin): `--kind docker --engine NAME=ENDPOINT …`,
     /// `--kind openstack --auth-url … --application-credential-id …
-    /// --application-credential-secret-file FILE`, or `--kind process`.
+    /// --application-credential-secret-file FILE`, `--kind qemu --host NAME=DIR …`,
+    /// or `--kind process`.
     Create {
         /// Its name (what groups' `provider` and tenants' grants name).
         name: String,
-        /// process, docker or openstack.
+        /// process, docker, openstack or qemu.
         #[arg(long)]
         kind: String,
         /// Make it private to this tenant (e.g. the tenant's own OpenStack project);
@@ -70,6 +71,22 @@ pub struct ConfigArgs {
     /// docker: the client key for the tcp:// engines (on the server's host).
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// qemu: a hypervisor host, `NAME=STATE_DIR` (an absolute path on the server's
+    /// host, its own); repeatable.
+    #[arg(long = "host", value_name = "NAME=DIR")]
+    hosts: Vec<String>,
+    /// qemu: where the VM images are (on the server's host).
+    #[arg(long, value_name = "DIR")]
+    images_dir: Option<PathBuf>,
+    /// qemu: the accelerator, auto, kvm or tcg.
+    #[arg(long)]
+    accel: Option<String>,
+    /// qemu: hosts whose load is below this percentage are preferred (default 70).
+    #[arg(long, value_name = "PERCENT")]
+    prefer_below_percent: Option<f64>,
+    /// qemu: a host whose load is above this percentage is never chosen.
+    #[arg(long, value_name = "PERCENT")]
+    never_above_percent: Option<f64>,
     /// openstack: Keystone's URL (`http://controller:5000/v3`).
     #[arg(long)]
     auth_url: Option<String>,
@@ -136,7 +153,29 @@ impl ConfigArgs {
             }
             set("engines", Value::Array(engines));
         }
+        if !self.hosts.is_empty() {
+            let mut hosts = Vec::new();
+            for spec in &self.hosts {
+                let (name, dir) = spec.split_once('=').with_context(|| {
+                    format!("--host `{spec}` must be NAME=STATE_DIR, e.g. rack1=/srv/swell/rack1")
+                })?;
+                hosts.push(json!({"name": name, "state_dir": dir}));
+            }
+            set("hosts", Value::Array(hosts));
+        }
+        if let Some(dir) = &self.images_dir {
+            set("images_dir", json!(dir));
+        }
         for (key, value) in [
+            ("prefer_below_percent", self.prefer_below_percent),
+            ("never_above_percent", self.never_above_percent),
+        ] {
+            if let Some(v) = value {
+                set(key, json!(v));
+            }
+        }
+        for (key, value) in [
+            ("accel", &self.accel),
             ("auth_url", &self.auth_url),
             ("application_credential_id", &self.application_credential_id),
             (

@@ -219,6 +219,46 @@ struct ServeArgs {
     /// `fallback_providers` take the rest. Default: no limit.
     #[arg(long, env = "SWELL_QEMU_MAX_VMS", value_name = "N")]
     qemu_max_vms: Option<u32>,
+    /// A hypervisor host of the `qemu` provider, `NAME=STATE_DIR` (its records and VM
+    /// files; an absolute path, its own); repeatable. Default: one host, `localhost`,
+    /// in `<data dir>/qemu`. A host whose state directory is gone is down: its VMs
+    /// are replaced on the others.
+    #[arg(
+        long = "qemu-host",
+        env = "SWELL_QEMU_HOSTS",
+        value_name = "NAME=DIR",
+        value_delimiter = ';'
+    )]
+    qemu_hosts: Vec<String>,
+    /// Placement on the `qemu` hosts: hosts whose load is below this percentage are
+    /// preferred (filled evenly by what is committed on them).
+    #[arg(
+        long,
+        env = "SWELL_QEMU_PREFER_BELOW",
+        value_name = "PERCENT",
+        default_value_t = 70.0
+    )]
+    qemu_prefer_below: f64,
+    /// Placement on the `qemu` hosts: a host whose load is above this percentage is
+    /// never chosen. Default: any host with room.
+    #[arg(long, env = "SWELL_QEMU_NEVER_ABOVE", value_name = "PERCENT")]
+    qemu_never_above: Option<f64>,
+    /// vCPUs committable per physical vCPU on a `qemu` host.
+    #[arg(
+        long,
+        env = "SWELL_QEMU_CPU_OVERCOMMIT",
+        value_name = "RATIO",
+        default_value_t = 16.0
+    )]
+    qemu_cpu_overcommit: f64,
+    /// MiB committable per physical MiB on a `qemu` host.
+    #[arg(
+        long,
+        env = "SWELL_QEMU_MEMORY_OVERCOMMIT",
+        value_name = "RATIO",
+        default_value_t = 1.5
+    )]
+    qemu_memory_overcommit: f64,
     /// A Docker engine (a host) of the `docker` provider, `NAME=ENDPOINT`, e.g.
     /// `h2=tcp://10.0.0.2:2376` (needs --docker-tls-*) or
     /// `local=unix:///var/run/docker.sock`; repeatable.
@@ -409,6 +449,20 @@ fn docker_engines(args: &ServeArgs) -> Result<Vec<swell_providers::docker::Engin
         engines.push(engine);
     }
     Ok(engines)
+}
+
+/// The `--qemu-host NAME=DIR` hosts, each with `--qemu-max-vms` as its limit.
+fn qemu_hosts(args: &ServeArgs) -> Result<Vec<swell_providers::qemu::hosts::QemuHost>> {
+    let mut hosts = Vec::new();
+    for spec in &args.qemu_hosts {
+        let (name, dir) = spec.split_once('=').with_context(|| {
+            format!("--qemu-host `{spec}` must be NAME=STATE_DIR, e.g. rack1=/srv/swell/rack1")
+        })?;
+        let mut host = swell_providers::qemu::hosts::QemuHost::local(name, dir);
+        host.max_vms = args.qemu_max_vms;
+        hosts.push(host);
+    }
+    Ok(hosts)
 }
 
 #[derive(Subcommand)]
@@ -743,6 +797,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     use swell_server::secrets::SecretString;
     let openstack = openstack_config(&args)?;
     let docker_engines = docker_engines(&args)?;
+    let qemu_hosts = qemu_hosts(&args)?;
     let admin_password = match (args.admin_password, &args.admin_password_file) {
         (Some(p), _) => Some(p),
         (None, Some(f)) => Some(
@@ -772,6 +827,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
             let mut qemu = swell_providers::qemu::QemuConfig::new(images, "", "");
             qemu.accel = args.qemu_accel;
             qemu.max_vms = args.qemu_max_vms;
+            qemu.hosts = qemu_hosts;
+            qemu.placement = swell_core::placement::PlacementPrefs {
+                overcommit: swell_core::placement::Overcommit {
+                    cpu: args.qemu_cpu_overcommit,
+                    memory: args.qemu_memory_overcommit,
+                },
+                prefer_below: args.qemu_prefer_below,
+                never_above: args.qemu_never_above,
+            };
             qemu
         }),
         min_interval: args.min_interval,

@@ -38,6 +38,7 @@ pub(crate) fn reading(stats: &ContainerStatsResponse, limit_vcpus: f64) -> Readi
                 0.0
             },
             memory_mb: memory_bytes(stats) as f64 / (1024.0 * 1024.0),
+            steal_percent: None,
         },
         cores: if cores.is_finite() { cores } else { 0.0 },
     }

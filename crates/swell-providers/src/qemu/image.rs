@@ -10,7 +10,9 @@
 //! Every file name is a plain name inside the image's directory. `kernel` (an ELF
 //! `vmlinux` or a bzImage) is booted directly with `initrd` and `cmdline`; without a
 //! `kernel` the VM boots its `disk` through the firmware. `guest_port` is the port the
-//! guest serves on, which the host forwards an instance's port to.
+//! guest serves on, which the host forwards an instance's port to. `cloud_init: true`
+//! says the image reads a cloud-init NoCloud seed: each VM gets one
+//! ([`super::cloud_init`]) with its instance id, hostname, SSH keys and user data.
 
 use crate::ProviderError;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ struct Manifest {
     disk_format: Option<String>,
     #[serde(default = "default_guest_port")]
     guest_port: u16,
+    #[serde(default)]
+    cloud_init: bool,
 }
 
 fn default_guest_port() -> u16 {
@@ -57,6 +61,8 @@ pub struct VmImage {
     pub disk: Option<(PathBuf, String)>,
     /// The port the guest serves on.
     pub guest_port: u16,
+    /// Whether the image reads a cloud-init NoCloud seed (each VM then gets one).
+    pub cloud_init: bool,
 }
 
 /// Whether `name` is a plain file or directory name (no separator, not `.`/`..`).
@@ -137,6 +143,7 @@ pub fn load(images_dir: &Path, name: &str) -> Result<VmImage, ProviderError> {
         cmdline: manifest.cmdline,
         disk: disk.map(|d| (d, format)),
         guest_port: manifest.guest_port,
+        cloud_init: manifest.cloud_init,
     })
 }
 

@@ -22,6 +22,7 @@ impl GroupWorker {
                         let m = latest.entry(id.clone()).or_insert(InstanceMetrics {
                             cpu_percent: 0.0,
                             memory_mb: 0.0,
+                            steal_percent: None,
                         });
                         match r.metric {
                             Metric::Cpu => m.cpu_percent = r.value,
@@ -124,19 +125,21 @@ impl GroupWorker {
         }
         let by_id: HashMap<&InstanceId, &InstanceMetrics> =
             readings.iter().map(|(id, m)| (id, m)).collect();
+        // Steal only where the provider measures it (qemu's host-side reading).
         for (metric, pick) in [
             (
                 Metric::Cpu,
-                (|m: &InstanceMetrics| m.cpu_percent) as fn(&InstanceMetrics) -> f64,
+                (|m: &InstanceMetrics| Some(m.cpu_percent)) as fn(&InstanceMetrics) -> Option<f64>,
             ),
-            (Metric::Memory, |m| m.memory_mb),
+            (Metric::Memory, |m| Some(m.memory_mb)),
+            (Metric::Steal, |m| m.steal_percent),
         ] {
             // A metric source speaks for its metrics (its rounds feed the window).
             if pushed.contains(&metric) || claimed.contains(&metric) {
                 continue;
             }
             let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
-                by_id.get(&i.id).map(|m| pick(m))
+                by_id.get(&i.id).and_then(|m| pick(m))
             });
             if let Some(sample) = sample {
                 self.observe(sample);
@@ -370,6 +373,7 @@ impl GroupWorker {
                 let m = latest.entry((*id).clone()).or_insert(InstanceMetrics {
                     cpu_percent: 0.0,
                     memory_mb: 0.0,
+                    steal_percent: None,
                 });
                 m.cpu_percent = t.cpu;
             }

@@ -283,6 +283,7 @@ mod tests {
             InstanceMetrics {
                 cpu_percent: 5.0,
                 memory_mb: 1.0,
+                steal_percent: None,
             },
         )]);
         let one = by_group(
