@@ -1,7 +1,7 @@
 //! Swell's storage: the source of truth (DESIGN.md invariant 2).
 //!
 //! One [`Store`] trait, the sum of one trait per aggregate (its module holds the trait
-//! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`],
+//! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`], [`metric_points`],
 //! [`access`], [`audit`], [`credentials`], [`providers`]); each statement written once and run on either
 //! engine (SQLite, the default; PostgreSQL) through a small dialect layer (`sql.rs`);
 //! one conformance suite run against each. Every row carries its tenant; every query
@@ -19,6 +19,7 @@ pub mod groups;
 pub mod history;
 pub mod identity;
 pub mod instances;
+pub mod metric_points;
 #[cfg(feature = "conformance")]
 pub mod pg_test_server;
 pub mod postgres;
@@ -35,6 +36,7 @@ pub use events::EventStore;
 pub use groups::GroupStore;
 pub use history::HistoryStore;
 pub use instances::InstanceStore;
+pub use metric_points::{GroupMetricPoint, InstanceMetricPoint, MetricPointStore, PointFilter};
 pub use providers::{ProviderRecord, ProviderStore};
 pub use tenants::TenantStore;
 
@@ -253,6 +255,7 @@ pub trait Store:
     + InstanceStore
     + EventStore
     + HistoryStore
+    + MetricPointStore
     + AccessStore
     + AuditStore
     + CredentialStore
@@ -266,6 +269,8 @@ impl<T> Store for T where
         + InstanceStore
         + EventStore
         + HistoryStore
+        + MetricPointStore
+        + MetricPointStore
         + AccessStore
         + AuditStore
         + CredentialStore
