@@ -206,6 +206,124 @@ impl EventFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    use std::time::Duration;
+
+    /// A follower that returns its script's batches, then waits for ever (an idle
+    /// group) or, with `end`, ends (a deleted group).
+    struct Script {
+        batches: Vec<Vec<EventRecord>>,
+        end: bool,
+    }
+
+    impl Follow for Script {
+        async fn next_events(&mut self) -> Result<Option<Vec<EventRecord>>> {
+            if !self.batches.is_empty() {
+                return Ok(Some(self.batches.remove(0)));
+            }
+            if self.end {
+                return Ok(None);
+            }
+            std::future::pending().await
+        }
+        fn group(&self) -> &str {
+            "web"
+        }
+    }
+
+    fn event(id: i64) -> EventRecord {
+        EventRecord {
+            id,
+            event: swell_store::NewEvent {
+                tenant: TenantId::new("t").expect("a name"),
+                group: "web".into(),
+                at: swell_core::Timestamp::from_millis(id * 1000),
+                kind: EventKind::DesiredCapacitySet,
+                instance_id: None,
+                cause: None,
+                message: format!("event {id}"),
+            },
+        }
+    }
+
+    /// The whole body of a stream (it must end), and how many keep-alive comments and
+    /// events it holds.
+    async fn read(
+        script: Script,
+        max: Option<u32>,
+        timeout: u64,
+        keep_alive: u64,
+    ) -> (String, usize, usize) {
+        let body = sse(
+            script,
+            max,
+            Duration::from_millis(timeout),
+            Duration::from_millis(keep_alive),
+        )
+        .into_response()
+        .into_body();
+        let mut text = String::new();
+        let mut chunks = body.into_data_stream();
+        // A bound far above the timeout, so that a stream that never ends fails the test.
+        let all = async {
+            while let Some(chunk) = chunks.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("a chunk")));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("the stream ends");
+        let comments = text.split("\n\n").filter(|m| m.trim() == ":").count();
+        let events = text.matches("\nid: ").count() + usize::from(text.starts_with("id: "));
+        (text, comments, events)
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_sends_keep_alives_then_ends_at_its_timeout() {
+        // Every 10 ms for 300 ms: the stream ends by itself (the timeout), having sent
+        // comments only; on a loaded machine fewer than 30, but several.
+        let idle = Script {
+            batches: vec![],
+            end: false,
+        };
+        let (text, comments, events) = read(idle, None, 300, 10).await;
+        assert_eq!(events, 0, "{text}");
+        assert!(comments >= 3, "{comments} keep-alives: {text:?}");
+        // A keep-alive longer than the stream: none, and the timeout still ends it.
+        let idle = Script {
+            batches: vec![],
+            end: false,
+        };
+        let (text, comments, _) = read(idle, None, 50, 60_000).await;
+        assert_eq!(comments, 0, "{text:?}");
+    }
+
+    #[tokio::test]
+    async fn events_are_sent_in_order_and_the_stream_ends_at_max_events_or_the_follower_end() {
+        let script = || Script {
+            batches: vec![vec![event(1), event(2)], vec![event(5)]],
+            end: true,
+        };
+        // The follower's end ends the stream long before its timeout.
+        let (text, comments, events) = read(script(), None, 600_000, 600_000).await;
+        assert_eq!((comments, events), (0, 3), "{text:?}");
+        let ids: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
+        assert_eq!(ids, ["1", "2", "5"]);
+        // `max_events`: two of them, then the end.
+        let (text, _, events) = read(script(), Some(2), 600_000, 600_000).await;
+        assert_eq!(events, 2, "{text:?}");
+        // Idle after its events, it ends at its timeout.
+        let script = Script {
+            batches: vec![vec![event(1)]],
+            end: false,
+        };
+        let (text, _, events) = read(script, None, 100, 600_000).await;
+        assert_eq!(events, 1, "{text:?}");
+    }
 
     #[test]
     fn the_cap_is_per_tenant_and_a_dropped_stream_frees_its_place() {
@@ -281,9 +399,30 @@ fn last_event_id(headers: &axum::http::HeaderMap) -> Result<Option<i64>> {
         })
 }
 
+/// What a stream reads its events from: an [`EventFollower`], or a script in tests.
+trait Follow: Send + 'static {
+    /// As [`EventFollower::next_events`].
+    fn next_events(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Vec<EventRecord>>>> + Send;
+    /// The group followed, for logs.
+    fn group(&self) -> &str;
+}
+
+impl Follow for EventFollower {
+    fn next_events(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Vec<EventRecord>>>> + Send {
+        EventFollower::next_events(self)
+    }
+    fn group(&self) -> &str {
+        &self.group
+    }
+}
+
 /// Where a stream is: what it has read and not yet sent, and its end conditions.
-struct StreamState {
-    follower: EventFollower,
+struct StreamState<F> {
+    follower: F,
     pending: std::collections::VecDeque<EventRecord>,
     /// Events it may still send (`max_events`), if bounded.
     left: Option<u32>,
@@ -291,11 +430,11 @@ struct StreamState {
 }
 
 /// The next SSE message of a stream, or `None` when it ends.
-async fn next_message(
-    mut st: StreamState,
+async fn next_message<F: Follow>(
+    mut st: StreamState<F>,
 ) -> Option<(
     std::result::Result<axum::response::sse::Event, std::convert::Infallible>,
-    StreamState,
+    StreamState<F>,
 )> {
     loop {
         if st.left == Some(0) {
@@ -321,7 +460,7 @@ async fn next_message(
             Ok(Ok(Some(events))) => st.pending.extend(events),
             Ok(Ok(None)) | Err(_) => return None,
             Ok(Err(e)) => {
-                tracing::warn!(group = %st.follower.group, "event stream ends: {e}");
+                tracing::warn!(group = %st.follower.group(), "event stream ends: {e}");
                 return None;
             }
         }
@@ -352,14 +491,24 @@ pub(crate) async fn stream_events(
     let timeout = q.timeout()?;
     let after_id = last_event_id(&headers)?.or(q.after_id);
     let follower = s.follow_events(&p.tenant, &name, after_id).await?;
+    Ok(sse(follower, q.max_events, timeout, KEEP_ALIVE).into_response())
+}
+
+/// The SSE answer of a stream reading `follower`: it ends after `max_events` events, at
+/// `timeout`, or when the follower ends; a comment every `keep_alive` while idle.
+fn sse<F: Follow>(
+    follower: F,
+    max_events: Option<u32>,
+    timeout: std::time::Duration,
+    keep_alive: std::time::Duration,
+) -> impl axum::response::IntoResponse {
     let state = StreamState {
         follower,
         pending: std::collections::VecDeque::new(),
-        left: q.max_events,
+        left: max_events,
         deadline: tokio::time::Instant::now() + timeout,
     };
     let stream = futures_util::stream::unfold(state, next_message);
-    Ok(axum::response::sse::Sse::new(stream)
-        .keep_alive(axum::response::sse::KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+    axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(keep_alive))
 }

@@ -44,8 +44,33 @@ pub(crate) fn wants_csv(format: Option<&str>) -> Result<bool, ValidationError> {
 pub(crate) struct MetricsQuery {
     /// Only points at or after this RFC 3339 time (default: all that are kept).
     pub(crate) since: Option<String>,
+    /// Only points before this RFC 3339 time.
+    pub(crate) until: Option<String>,
+    /// At most this many (the newest); default 10000, at most 100000.
+    pub(crate) limit: Option<u32>,
     /// `json` (default) or `csv`.
     pub(crate) format: Option<String>,
+}
+
+impl MetricsQuery {
+    /// The store's filter; a time that is not RFC 3339, or a limit out of 1..=100000,
+    /// is an error naming its parameter.
+    pub(crate) fn filter(&self) -> Result<swell_store::PointFilter, ServiceError> {
+        let max = swell_store::metric_points::MAX_METRIC_POINT_LIMIT;
+        if let Some(n) = self.limit
+            && !(1..=max).contains(&n)
+        {
+            return Err(ServiceError::Invalid(ValidationError::new(
+                "limit",
+                format!("must be from 1 to {max} (got {n}); narrow with since and until"),
+            )));
+        }
+        Ok(swell_store::PointFilter {
+            since: query_time("since", &self.since)?,
+            until: query_time("until", &self.until)?,
+            limit: self.limit,
+        })
+    }
 }
 
 /// The metric a group's policies scale on (the first policy naming one; `cpu` when
@@ -212,7 +237,7 @@ pub(crate) fn csv_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, CSV)], body).into_response()
 }
 
-/// The group's short metric history, kept in memory whatever its policy: one point
+/// The group's metric history, kept in the store whatever its policy: one point
 /// per metrics interval (the mean of each metric sampled, the running instances, the
 /// desired capacity), with the thresholds or targets of its policies; oldest first.
 /// JSON, or CSV with `format=csv`.
@@ -227,8 +252,8 @@ pub(crate) async fn group_metrics(
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> ApiResult<Response> {
     let csv = wants_csv(q.format.as_deref())?;
-    let since = query_time("since", &q.since)?;
-    let (group, points) = s.group_metrics(&p.tenant, &name, since).await?;
+    let filter = q.filter()?;
+    let (group, points) = s.group_metrics(&p.tenant, &name, &filter).await?;
     let view = group_metrics_view(&group.spec, &points);
     if csv {
         return Ok(csv_response(group_metrics_csv(&view)));
@@ -236,7 +261,7 @@ pub(crate) async fn group_metrics(
     Ok(axum::Json(view).into_response())
 }
 
-/// One instance's short metric history: one point per metrics interval, its CPU and
+/// One instance's metric history: one point per metrics interval, its CPU and
 /// memory reading, oldest first. JSON, or CSV with `format=csv`.
 #[utoipa::path(get, path = "/v1/groups/{name}/instances/{id}/metrics",
     params(("name" = String, Path), ("id" = String, Path), MetricsQuery),
@@ -250,8 +275,8 @@ pub(crate) async fn instance_metrics(
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> ApiResult<Response> {
     let csv = wants_csv(q.format.as_deref())?;
-    let since = query_time("since", &q.since)?;
-    let points = s.instance_metrics(&p, &name, &id, since).await?;
+    let filter = q.filter()?;
+    let points = s.instance_metrics(&p, &name, &id, &filter).await?;
     let view = api::InstanceMetricHistory {
         group: name,
         instance_id: id,

@@ -4,20 +4,30 @@
 //! reading). The dashboard draws its chart from it and the API exports it
 //! (`GET /v1/groups/{name}/metrics`, `GET /v1/groups/{name}/instances/{id}/metrics`).
 //!
-//! It is bounded, not durable: [`GROUP_POINTS`] points per group, and per group at most
-//! [`INSTANCES_KEPT`] instances of [`INSTANCE_POINTS`] points each, so that at most about
-//! [`MAX_BYTES_PER_GROUP`] bytes per group, whatever the group's size or age. It starts
-//! empty at each server start; the five-minute load history forecasting policies keep
-//! is stored separately (`/v1/groups/{name}/metrics/history`).
+//! Every interval is also written to the store ([`MetricHistory::persist`]: one
+//! transaction per interval of a group), which the export routes read, so the history
+//! survives a restart; each group's rows older than [`METRIC_POINTS_KEPT`] are pruned.
+//! The in-memory rings are a bounded cache: [`GROUP_POINTS`] points per group, and per
+//! group at most [`INSTANCES_KEPT`] instances of [`INSTANCE_POINTS`] points each, so that
+//! at most about [`MAX_BYTES_PER_GROUP`] bytes per group, whatever the group's size or
+//! age. The five-minute load history forecasting policies keep is stored separately
+//! (`/v1/groups/{name}/metrics/history`).
 //!
 //! The controller feeds it once per metrics interval of each group
-//! ([`MetricHistory::record`], at the end of the worker's metric collection).
+//! ([`MetricHistory::record`] then [`MetricHistory::persist`], at the end of the
+//! worker's metric collection).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, RwLock};
 use swell_core::{InstanceId, InstanceStatus, Metric, MetricWindow, TenantId, Timestamp};
 use swell_providers::InstanceMetrics;
-use swell_store::{GroupRecord, InstanceRecord};
+use swell_store::{GroupMetricPoint, GroupRecord, InstanceMetricPoint, InstanceRecord, Store};
+
+/// How long the stored metric history is kept: a week of every group's and instance's
+/// points (seed 2's daily CSV logs, with room to fetch them late).
+pub const METRIC_POINTS_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// How often a group's stored points are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Points kept per group: 360 metrics intervals (six minutes at 1 s, an hour at 10 s).
 pub const GROUP_POINTS: usize = 360;
@@ -82,6 +92,8 @@ pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600
 #[derive(Debug, Default)]
 pub struct MetricHistory {
     groups: Mutex<Rings>,
+    /// When each group's stored points were last pruned (since this server started).
+    pruned_at: Mutex<HashMap<(TenantId, String), Timestamp>>,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +121,7 @@ impl MetricHistory {
     /// Records the metrics interval ending `now` of `group`: the mean of each metric of
     /// `window` sampled since the group's previous point (or over the last metrics
     /// interval), the running instances of `instances` and their `latest` readings.
+    /// Returns the interval, for [`MetricHistory::persist`].
     pub fn record(
         &self,
         group: &GroupRecord,
@@ -116,7 +129,7 @@ impl MetricHistory {
         instances: &[InstanceRecord],
         window: &MetricWindow,
         latest: &RwLock<HashMap<InstanceId, InstanceMetrics>>,
-    ) {
+    ) -> Interval {
         let key = (group.tenant.clone(), group.spec.name.clone());
         let from = self
             .last_at(&key, group.created_at)
@@ -143,7 +156,59 @@ impl MetricHistory {
             readings,
             live: instances.iter().map(|i| i.id.clone()).collect(),
         };
-        self.push(key, interval);
+        self.push(key, interval.clone());
+        interval
+    }
+
+    /// Writes one interval of `group` to `store` (its point and its instances'
+    /// readings, one transaction) and, once an hour per group, prunes its stored points
+    /// older than [`METRIC_POINTS_KEPT`]. Failures are logged: the history is a record,
+    /// not a reason to stop scaling.
+    pub async fn persist(&self, store: &dyn Store, group: &GroupRecord, interval: &Interval) {
+        let (tenant, name) = (&group.tenant, group.spec.name.as_str());
+        let point = GroupMetricPoint {
+            at: interval.point.at,
+            running: interval.point.running,
+            desired_capacity: interval.point.desired_capacity,
+            values: interval.point.values.clone(),
+        };
+        let readings: Vec<InstanceMetricPoint> = interval
+            .readings
+            .iter()
+            .map(|(id, m)| InstanceMetricPoint {
+                instance_id: id.clone(),
+                at: interval.point.at,
+                cpu_percent: m.cpu_percent,
+                memory_mb: m.memory_mb,
+            })
+            .collect();
+        if let Err(e) = store
+            .append_metric_points(tenant, name, &point, &readings)
+            .await
+        {
+            tracing::warn!(group = %name, "metric history: {e}");
+        }
+        let now = interval.point.at;
+        let due = match self.pruned_at.lock() {
+            Ok(mut pruned) => {
+                let key = (tenant.clone(), name.to_string());
+                let due = pruned
+                    .get(&key)
+                    .is_none_or(|at| now.since(*at) >= PRUNE_EVERY);
+                if due {
+                    pruned.insert(key, now);
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due
+            && let Err(e) = store
+                .prune_metric_points(tenant, name, now.sub(METRIC_POINTS_KEPT))
+                .await
+        {
+            tracing::warn!(group = %name, "metric history prune: {e}");
+        }
     }
 
     fn last_at(&self, key: &(TenantId, String), created_at: Timestamp) -> Option<Timestamp> {
@@ -282,6 +347,9 @@ impl MetricHistory {
     pub fn forget(&self, tenant: &TenantId, name: &str) {
         if let Ok(mut rings) = self.groups.lock() {
             rings.by_group.remove(&(tenant.clone(), name.to_string()));
+        }
+        if let Ok(mut pruned) = self.pruned_at.lock() {
+            pruned.remove(&(tenant.clone(), name.to_string()));
         }
     }
 }

@@ -680,22 +680,31 @@ impl Service {
         Ok(history)
     }
 
-    /// The group and its short metric history at or after `since` (all of it when
-    /// `None`), oldest first (`GET /v1/groups/{name}/metrics`).
+    /// The group and its stored metric history matching `filter`, oldest first (`GET
+    /// /v1/groups/{name}/metrics`).
     pub async fn group_metrics(
         &self,
         tenant: &TenantId,
         name: &str,
-        since: Option<Timestamp>,
+        filter: &swell_store::PointFilter,
     ) -> Result<(GroupRecord, Vec<crate::metric_history::GroupPoint>)> {
         let g = self.get_group(tenant, name).await?;
         let points = self
-            .metric_history
-            .group_points(tenant, &g.spec.name, g.created_at, since);
+            .store
+            .group_metric_points(tenant, &g.spec.name, filter)
+            .await?
+            .into_iter()
+            .map(|p| crate::metric_history::GroupPoint {
+                at: p.at,
+                running: p.running,
+                desired_capacity: p.desired_capacity,
+                values: p.values,
+            })
+            .collect();
         Ok((g, points))
     }
 
-    /// One instance's short metric history at or after `since`, oldest first (`GET
+    /// One instance's stored metric history matching `filter`, oldest first (`GET
     /// /v1/groups/{name}/instances/{id}/metrics`); the instance must be (or have been)
     /// one of the group's, else 404. An instance owner without a role may read only
     /// their own instance (403).
@@ -704,7 +713,7 @@ impl Service {
         caller: &crate::auth::Principal,
         name: &str,
         id: &str,
-        since: Option<Timestamp>,
+        filter: &swell_store::PointFilter,
     ) -> Result<Vec<crate::metric_history::InstancePoint>> {
         let tenant = &caller.tenant;
         let g = self.get_group(tenant, name).await?;
@@ -723,13 +732,17 @@ impl Service {
                 "instance `{id}` is not yours: an instance owner reads only their own instances"
             )));
         }
-        Ok(self.metric_history.instance_points(
-            tenant,
-            &g.spec.name,
-            g.created_at,
-            &instance.id,
-            since,
-        ))
+        Ok(self
+            .store
+            .instance_metric_points(tenant, &g.spec.name, &instance.id, filter)
+            .await?
+            .into_iter()
+            .map(|p| crate::metric_history::InstancePoint {
+                at: p.at,
+                cpu_percent: p.cpu_percent,
+                memory_mb: p.memory_mb,
+            })
+            .collect())
     }
 
     /// Takes pushed metric readings for a group (`POST /v1/groups/{name}/metrics`).

@@ -369,3 +369,102 @@ async fn a_threshold_group_has_a_chart_series_and_its_csv_equals_its_json() {
 
     server.shutdown().await;
 }
+
+/// The group's and instance's points as `(at, whole point)`, oldest first.
+fn points_of(doc: &Value) -> Vec<(String, Value)> {
+    doc["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["at"].as_str().unwrap().to_string(), p.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_survives_a_restart_and_until_and_limit_filter_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(dir.path()).unwrap();
+    let _cleanup = Cleanup(data.clone());
+    let (server, url) = start(&data).await;
+    let http = login(&url).await;
+    let group = json!({
+        "name": "web",
+        "template": {"command": ["sleep", "1000"]},
+        "min": 1, "max": 2, "desired_capacity": 1,
+        "evaluation_interval": "100ms", "metrics_interval": "100ms",
+        "policies": [{"type": "threshold", "metric": "cpu",
+                      "scale_out_above": 1000.0, "scale_in_below": 0.5}]
+    });
+    let r = http
+        .post(format!("{url}/v1/groups"))
+        .json(&group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let list = eventually("one instance", || async {
+        let list = get_json(&http, &format!("{url}/v1/groups/web/instances")).await;
+        match list["instances"].as_array().map(Vec::len) {
+            Some(1) => Ok(list),
+            _ => Err(list.to_string()),
+        }
+    })
+    .await;
+    let id = list["instances"][0]["id"].as_str().unwrap().to_string();
+    let instance_url = format!("{url}/v1/groups/web/instances/{id}/metrics");
+    let before = eventually("four instance points", || async {
+        let doc = get_json(&http, &instance_url).await;
+        if doc["points"].as_array().unwrap().len() >= 4 {
+            Ok(doc)
+        } else {
+            Err(doc.to_string())
+        }
+    })
+    .await;
+    let group_before = get_json(&http, &format!("{url}/v1/groups/web/metrics")).await;
+    server.shutdown().await;
+
+    // A new server on the same data directory: the points from before are there.
+    let (server, url) = start(&data).await;
+    let http = login(&url).await;
+    let base = format!("{url}/v1/groups/web");
+    let instance_url = format!("{base}/instances/{id}/metrics");
+    let after = points_of(&get_json(&http, &instance_url).await);
+    let kept = points_of(&before);
+    assert!(kept.len() >= 4);
+    assert_eq!(
+        after[..kept.len()],
+        kept[..],
+        "instance points after the restart"
+    );
+    let group_after = points_of(&get_json(&http, &format!("{base}/metrics")).await);
+    let group_kept = points_of(&group_before);
+    assert!(group_kept.len() >= 4, "{group_before}");
+    assert_eq!(group_after[..group_kept.len()], group_kept[..]);
+
+    // `until` (exclusive) and `limit` (the newest): the second and third point.
+    let third = &kept[2].0;
+    let doc = get_json(&http, &format!("{instance_url}?until={third}&limit=1")).await;
+    assert_eq!(points_of(&doc), vec![kept[1].clone()]);
+    let (_, rows) = get_csv(
+        &http,
+        &format!(
+            "{instance_url}?since={}&until={third}&format=csv",
+            kept[0].0
+        ),
+    )
+    .await;
+    let ats: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(ats, [kept[0].0.as_str(), kept[1].0.as_str()]);
+    // Bad limits and times are 400s naming the parameter.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=100001", "limit"),
+        ("until=yesterday", "until"),
+    ] {
+        let got = get(&http, &format!("{base}/metrics?{query}")).await;
+        assert_eq!(got.status, 400, "{query}: {}", got.text);
+        assert!(got.text.contains(field), "{query}: {}", got.text);
+    }
+    server.shutdown().await;
+}

@@ -112,6 +112,7 @@ checks!(
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
     load_history,
+    metric_points,
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,
@@ -1838,6 +1839,156 @@ pub async fn api_keys_owners_audit_credentials(store: &dyn Store) {
             .await,
         Err(StoreError::NotFound { kind: "tenant", .. })
     ));
+}
+
+/// Metric points are kept per group and per instance, written one interval at a time (a
+/// replay at the same `at` changes nothing), read back oldest first as the newest `limit`
+/// in `[since, until)`, pruned by age per group, and removed with their group; a group
+/// that does not exist (in this tenant) keeps none.
+pub async fn metric_points(store: &dyn Store) {
+    use crate::{GroupMetricPoint, InstanceMetricPoint, PointFilter};
+    let (a, b) = (tenant("metric-points-a"), tenant("metric-points-b"));
+    for x in [&a, &b] {
+        store.ensure_tenant(x, t(1)).await.expect("ensure_tenant");
+        new_group(store, x, "web", 1, 5).await;
+    }
+    let point = |ms: i64, running: u32| GroupMetricPoint {
+        at: t(ms),
+        running,
+        desired_capacity: 2,
+        values: vec![
+            (Metric::Cpu, ms as f64 / 1000.0),
+            (Metric::RequestRate, 7.5),
+        ],
+    };
+    let reading = |id: &str, ms: i64| InstanceMetricPoint {
+        instance_id: InstanceId(id.to_string()),
+        at: t(ms),
+        cpu_percent: ms as f64 / 100.0,
+        memory_mb: 64.0,
+    };
+    for ms in [1000, 2000, 3000, 4000] {
+        store
+            .append_metric_points(
+                &a,
+                "web",
+                &point(ms, 2),
+                &[reading("i-1", ms), reading("i-2", ms)],
+            )
+            .await
+            .expect("append_metric_points");
+    }
+    // A replay keeps what was there.
+    store
+        .append_metric_points(&a, "web", &point(4000, 9), &[reading("i-1", 4000)])
+        .await
+        .expect("append_metric_points replay");
+    store
+        .append_metric_points(&b, "web", &point(1000, 5), &[reading("i-9", 1000)])
+        .await
+        .expect("append_metric_points in b");
+    assert!(matches!(
+        store
+            .append_metric_points(&a, "nope", &point(1000, 1), &[reading("i-1", 1000)])
+            .await,
+        Err(StoreError::NotFound { kind: "group", .. })
+    ));
+    let all = PointFilter::default();
+    let points = store
+        .group_metric_points(&a, "web", &all)
+        .await
+        .expect("group_metric_points");
+    assert_eq!(
+        points,
+        vec![
+            point(1000, 2),
+            point(2000, 2),
+            point(3000, 2),
+            point(4000, 2)
+        ]
+    );
+    let window = PointFilter {
+        since: Some(t(2000)),
+        until: Some(t(4000)),
+        limit: None,
+    };
+    let ats = |p: &[GroupMetricPoint]| p.iter().map(|p| p.at).collect::<Vec<_>>();
+    assert_eq!(
+        ats(&store
+            .group_metric_points(&a, "web", &window)
+            .await
+            .expect("window")),
+        vec![t(2000), t(3000)]
+    );
+    let tail = PointFilter {
+        limit: Some(2),
+        ..PointFilter::default()
+    };
+    assert_eq!(
+        ats(&store
+            .group_metric_points(&a, "web", &tail)
+            .await
+            .expect("tail")),
+        vec![t(3000), t(4000)]
+    );
+    let one = store
+        .instance_metric_points(&a, "web", &InstanceId("i-2".into()), &window)
+        .await
+        .expect("instance_metric_points");
+    assert_eq!(one, vec![reading("i-2", 2000), reading("i-2", 3000)]);
+    // Tenant boundary: b's instance is not a's, a's group is not b's.
+    assert!(
+        store
+            .instance_metric_points(&a, "web", &InstanceId("i-9".into()), &all)
+            .await
+            .expect("other tenant's instance")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .group_metric_points(&b, "web", &all)
+            .await
+            .expect("b")
+            .len(),
+        1
+    );
+    let pruned = store
+        .prune_metric_points(&a, "web", t(3000))
+        .await
+        .expect("prune_metric_points");
+    // Two group points and four readings.
+    assert_eq!(pruned, 6);
+    assert_eq!(
+        ats(&store
+            .group_metric_points(&a, "web", &all)
+            .await
+            .expect("after prune")),
+        vec![t(3000), t(4000)]
+    );
+    assert_eq!(
+        store
+            .group_metric_points(&b, "web", &all)
+            .await
+            .expect("b kept")
+            .len(),
+        1
+    );
+    store.delete_group(&a, "web").await.expect("delete_group");
+    new_group(store, &a, "web", 1, 5).await;
+    assert!(
+        store
+            .group_metric_points(&a, "web", &all)
+            .await
+            .expect("after delete")
+            .is_empty()
+    );
+    assert!(
+        store
+            .instance_metric_points(&a, "web", &InstanceId("i-1".into()), &all)
+            .await
+            .expect("after delete")
+            .is_empty()
+    );
 }
 
 /// Load summaries are kept per group, read back oldest first from `since`, replaced at the

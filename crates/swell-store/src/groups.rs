@@ -401,7 +401,13 @@ impl<S: SqlStore> GroupStore for S {
 
     async fn delete_group(&self, tenant: &TenantId, name: &str) -> Result<()> {
         let mut tx = self.db().begin().await?;
-        for table in ["instances", "load_history", "learned_state"] {
+        for table in [
+            "instances",
+            "load_history",
+            "learned_state",
+            "group_metric_points",
+            "instance_metric_points",
+        ] {
             sql(format!(
                 "DELETE FROM {table} WHERE tenant = $1 AND group_name = $2"
             ))

@@ -1,7 +1,7 @@
 //! Swell's storage: the source of truth (DESIGN.md invariant 2).
 //!
 //! One [`Store`] trait, the sum of one trait per aggregate (its module holds the trait
-//! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`],
+//! and its SQL: [`tenants`], [`groups`], [`instances`], [`events`], [`history`], [`metric_points`],
 //! [`access`], [`audit`], [`credentials`], [`providers`], [`cost`], [`notifications`]); each statement written once and run on either
 //! engine (SQLite, the default; PostgreSQL) through a small dialect layer (`sql.rs`);
 //! one conformance suite run against each. Every row carries its tenant; every query
@@ -21,6 +21,7 @@ pub mod history;
 pub mod identity;
 pub mod instances;
 pub mod notifications;
+pub mod metric_points;
 #[cfg(feature = "conformance")]
 pub mod pg_test_server;
 pub mod postgres;
@@ -39,6 +40,7 @@ pub use groups::GroupStore;
 pub use history::HistoryStore;
 pub use instances::InstanceStore;
 pub use notifications::{DeliveryOutcome, DeliveryRecord, NotificationStore, WebhookRecord};
+pub use metric_points::{GroupMetricPoint, InstanceMetricPoint, MetricPointStore, PointFilter};
 pub use providers::{ProviderRecord, ProviderStore};
 pub use tenants::TenantStore;
 
@@ -260,6 +262,7 @@ pub trait Store:
     + InstanceStore
     + EventStore
     + HistoryStore
+    + MetricPointStore
     + AccessStore
     + AuditStore
     + CredentialStore
@@ -275,6 +278,8 @@ impl<T> Store for T where
         + InstanceStore
         + EventStore
         + HistoryStore
+        + MetricPointStore
+        + MetricPointStore
         + AccessStore
         + AuditStore
         + CredentialStore

@@ -62,6 +62,7 @@ conformance_tests!(
     users_roles_and_tokens,
     api_keys_owners_audit_credentials,
     load_history,
+    metric_points,
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,

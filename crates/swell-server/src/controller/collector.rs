@@ -54,10 +54,19 @@ impl GroupWorker {
         let instances = std::mem::take(&mut self.instances);
         self.collect_from(&group, &instances);
         let c = &self.controller;
+        let interval = c.options.metric_history.record(
+            &group,
+            c.clock.now(),
+            &instances,
+            &self.window,
+            &c.latest,
+        );
+        self.instances = instances;
+        // The metric history's one store write per metrics interval (all of its rows).
         c.options
             .metric_history
-            .record(&group, c.clock.now(), &instances, &self.window, &c.latest);
-        self.instances = instances;
+            .persist(c.store.as_ref(), &group, &interval)
+            .await;
         self.save_memory().await;
     }
 
