@@ -5,8 +5,8 @@
 //! simulator shows is what the product does.
 #![warn(missing_docs)]
 
-pub mod cost;
 pub mod alerts;
+pub mod cost;
 pub mod duration;
 pub mod error;
 pub mod event;

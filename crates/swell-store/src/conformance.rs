@@ -12,7 +12,9 @@
 //! ```
 
 use crate::{
-    ApiKeyRecord, DeliveryOutcome, DeliveryRecord, EventFilter, EventRecord, GroupWrite, InstanceOwner, InstanceRecord, InstanceUpdate, NewAudit, NewEvent, PriceRecord, ProviderRecord, Quota, Role, Sealed, Store, StoreError, TenantRecord, TokenRecord, UserRecord, WebhookRecord,
+    ApiKeyRecord, DeliveryOutcome, DeliveryRecord, EventFilter, EventRecord, GroupWrite,
+    InstanceOwner, InstanceRecord, InstanceUpdate, NewAudit, NewEvent, PriceRecord, ProviderRecord,
+    Quota, Role, Sealed, Store, StoreError, TenantRecord, TokenRecord, UserRecord, WebhookRecord,
 };
 use std::future::Future;
 use std::pin::Pin;

@@ -20,8 +20,8 @@ pub mod groups;
 pub mod history;
 pub mod identity;
 pub mod instances;
-pub mod notifications;
 pub mod metric_points;
+pub mod notifications;
 #[cfg(feature = "conformance")]
 pub mod pg_test_server;
 pub mod postgres;
@@ -39,8 +39,8 @@ pub use events::EventStore;
 pub use groups::GroupStore;
 pub use history::HistoryStore;
 pub use instances::InstanceStore;
-pub use notifications::{DeliveryOutcome, DeliveryRecord, NotificationStore, WebhookRecord};
 pub use metric_points::{GroupMetricPoint, InstanceMetricPoint, MetricPointStore, PointFilter};
+pub use notifications::{DeliveryOutcome, DeliveryRecord, NotificationStore, WebhookRecord};
 pub use providers::{ProviderRecord, ProviderStore};
 pub use tenants::TenantStore;
 
@@ -278,7 +278,6 @@ impl<T> Store for T where
         + InstanceStore
         + EventStore
         + HistoryStore
-        + MetricPointStore
         + MetricPointStore
         + AccessStore
         + AuditStore
