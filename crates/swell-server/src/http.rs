@@ -714,19 +714,17 @@ async fn load_balancer(
     }))
 }
 
-/// The tenant's load balancers' traffic in the Prometheus text format.
-#[utoipa::path(get, path = "/v1/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+/// The controller's and the load balancers' metrics for Prometheus (OpenMetrics text):
+/// a tenant's credential sees its groups' series, an admin's every tenant's and the
+/// controller's own (docs/metrics.md).
+#[utoipa::path(get, path = "/v1/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(s): State<Arc<Service>>, p: Principal) -> ApiResult<Response> {
-    let mut snapshots = Vec::new();
-    for g in s.list_groups(&p.tenant).await? {
-        if let Some(lb) = s.controller().load_balancer(&g.tenant, &g.spec.name) {
-            snapshots.push((g.spec.name.clone(), lb.traffic()));
-        }
-    }
-    let groups: Vec<(&str, &swell_lb::TrafficSnapshot)> =
-        snapshots.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let text = swell_lb::render_prometheus_groups(&groups);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let text = s.metrics_page(&p).await?;
+    Ok((
+        [(header::CONTENT_TYPE, crate::exposition::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
 
 /// Query of the instance list.

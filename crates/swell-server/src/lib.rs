@@ -11,6 +11,7 @@ pub mod controller;
 pub mod dashboard;
 pub mod data_dir_lock;
 pub mod event_stream;
+pub mod exposition;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
@@ -95,6 +96,11 @@ pub struct ServerConfig {
     /// The most open event streams (`GET /v1/groups/{name}/events/stream`) per tenant;
     /// one more is answered 429.
     pub max_event_streams: usize,
+    /// A second listener serving only `GET /metrics` without a credential
+    /// (`--metrics-listen`): every tenant's series, for the operator's Prometheus
+    /// ([`exposition::scrape_router`]). `None`: Prometheus scrapes `/v1/metrics` with a
+    /// token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +125,7 @@ impl Default for ServerConfig {
             instance_user: None,
             tls: None,
             max_event_streams: event_stream::DEFAULT_MAX_EVENT_STREAMS,
+            metrics_listen: None,
         }
     }
 }
@@ -162,6 +169,15 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The scrape listener's address cannot be bound.
+    #[error("cannot listen on {addr} (--metrics-listen): {source}")]
+    MetricsListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The API address cannot be bound.
     #[error(
         "cannot listen on {addr}: {source} (is another swell running? use --listen to pick another address)"
@@ -183,6 +199,8 @@ pub struct Server {
     tls: bool,
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
+    /// The scrape listener's address and task, when configured.
+    metrics: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     generated_admin_password: Option<secrets::SecretString>,
     /// Keeps the PostgreSQL server lock while this server runs on a PostgreSQL store.
     lock_keeper: Option<LockKeeper>,
@@ -373,6 +391,21 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let bound = async {
+                    let l = tokio::net::TcpListener::bind(addr).await?;
+                    let local = l.local_addr()?;
+                    Ok::<_, std::io::Error>((l, local))
+                };
+                Some(
+                    bound
+                        .await
+                        .map_err(|source| StartError::MetricsListen { addr, source })?,
+                )
+            }
+            None => None,
+        };
         controller.start().await?;
         let stop = CancellationToken::new();
         let service = Arc::new(
@@ -424,6 +457,19 @@ impl Server {
                 })
             }
         };
+        let metrics = metrics_listener.map(|(listener, metrics_addr)| {
+            let app = exposition::scrape_router(service.clone());
+            let stopped = stop.clone();
+            let task = tokio::spawn(async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!("metrics listener: {e}");
+                }
+            });
+            tracing::info!(%metrics_addr, "serving Prometheus metrics at /metrics");
+            (metrics_addr, task)
+        });
         tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %data_dir.display(), "swell serving");
         Ok(Server {
             service,
@@ -432,6 +478,7 @@ impl Server {
             tls: config.tls.is_some(),
             stop,
             http,
+            metrics,
             generated_admin_password,
             lock_keeper,
             _data_dir_lock: data_dir_lock,
@@ -455,6 +502,11 @@ impl Server {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// The scrape listener's address (`--metrics-listen`), when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// The internal API.
     pub fn service(&self) -> Arc<Service> {
         self.service.clone()
@@ -464,6 +516,9 @@ impl Server {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.http.await;
+        if let Some((_, task)) = self.metrics {
+            let _ = task.await;
+        }
         self.controller.shutdown().await;
         if let Some(mut keeper) = self.lock_keeper {
             keeper.stop.cancel();

@@ -219,6 +219,25 @@ impl Service {
             .ok_or_else(|| ServiceError::State("no secret key is configured".into()))
     }
 
+    /// The Prometheus page the caller may see ([`crate::exposition`]): an admin every
+    /// tenant's series and the controller's own, anyone else their tenant's groups'.
+    pub async fn metrics_page(&self, caller: &crate::auth::Principal) -> Result<String> {
+        let scope = if caller.admin {
+            crate::exposition::Scope::All
+        } else {
+            crate::exposition::Scope::Tenant(caller.tenant.clone())
+        };
+        self.scrape(&scope).await
+    }
+
+    /// The Prometheus page of `scope` (the scrape listener asks for
+    /// [`crate::exposition::Scope::All`]).
+    pub async fn scrape(&self, scope: &crate::exposition::Scope) -> Result<String> {
+        crate::exposition::render(&self.controller, self.store.as_ref(), scope)
+            .await
+            .map_err(ServiceError::Store)
+    }
+
     /// The controller (for status and load balancer lookups).
     pub fn controller(&self) -> &Arc<Controller> {
         &self.controller
