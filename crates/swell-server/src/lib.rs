@@ -12,6 +12,9 @@ pub mod dashboard;
 pub mod data_dir_lock;
 pub mod event_stream;
 pub mod exposition;
+/// Fuzzing bodies of the API's parsers, for `fuzz/` and `tests/fuzz_corpus.rs` only:
+/// behind the `testing` feature, so a normal build does not ship them.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
@@ -22,6 +25,7 @@ pub mod identity;
 pub mod metric_history;
 pub mod metric_urls;
 pub mod openapi;
+pub mod problem;
 pub mod registry;
 pub mod secrets;
 pub mod service;
