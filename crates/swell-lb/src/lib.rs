@@ -118,7 +118,7 @@ use crate::proxy::Proxy;
 pub use crate::listen::AddressInUse;
 
 pub use crate::traffic::{
-    BackendTraffic, TrafficSnapshot, WINDOW, render_prometheus, render_prometheus_groups,
+    BackendTraffic, LATENCY_BUCKETS, LatencyHistogram, TrafficSnapshot, WINDOW,
 };
 
 /// One instance the load balancer may send requests to.
@@ -697,6 +697,7 @@ impl LoadBalancer {
             in_flight: stats.iter().map(|s| s.in_flight).sum(),
             connections_open: self.inner.connections.open(),
             connections_refused_total: self.inner.connections.refused(),
+            latency_histogram: t.latency_histogram,
             latency_p50: p50,
             latency_p90: p90,
             latency_p99: p99,
@@ -712,12 +713,6 @@ impl LoadBalancer {
                 })
                 .collect(),
         }
-    }
-
-    /// [`LoadBalancer::traffic`] in the Prometheus text format, labelled
-    /// `group="<group>"` (see [`render_prometheus`]).
-    pub fn prometheus(&self, group: &str) -> String {
-        render_prometheus(group, &self.traffic())
     }
 
     /// Requests dispatched to `id` after its drain began. The drain contract

@@ -1,13 +1,15 @@
 //! Traffic metrics: request and error rates and latency percentiles over a
-//! sliding window, cheap enough to record on every request (a few relaxed
-//! atomic increments, no lock), and their Prometheus text rendering.
+//! sliding window (what scaling policies read), plus totals and a cumulative
+//! latency histogram since start (what Prometheus scrapes: it computes rates
+//! itself), cheap enough to record on every request (a few relaxed atomic
+//! increments, no lock). The server renders them (`swell-server`'s
+//! `exposition.rs`).
 //!
 //! The window is a ring of [`SLOTS`] slots of [`SLOT`] each; a slot is reset
 //! lazily by the first event of a new period. An event racing with that reset
 //! may be lost: the figures are for scaling decisions and dashboards, not for
 //! billing. Time is `tokio::time`, so a paused test clock drives it.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -199,6 +201,53 @@ fn quantiles_of<const N: usize>(merged: &[u64], qs: [f64; N]) -> [Option<Duratio
     })
 }
 
+/// Upper bounds (seconds) of the cumulative latency histogram's buckets, the
+/// ones Prometheus' client libraries use by default; `+Inf` is implied.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Latencies since start in [`LATENCY_BUCKETS`] (not cumulative here: slot
+/// `i` counts the latencies above bound `i - 1` and at most bound `i`; the
+/// last slot the rest).
+pub(crate) struct LatencyTotals {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyTotals {
+    fn new() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// A cumulative histogram of latencies since start, in the shape Prometheus
+/// exposes: for each bound, how many were at most that long.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    /// `(upper bound in seconds, latencies at most that long)`, for each of
+    /// [`LATENCY_BUCKETS`]; the count is the `+Inf` bucket.
+    pub buckets: Vec<(f64, u64)>,
+    /// Latencies recorded.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum_seconds: f64,
+}
+
 /// One worker's recorders (each worker thread has its own, so that recording
 /// touches no cache line another core writes); [`Traffic::sum`] adds them up.
 pub(crate) struct Traffic {
@@ -207,6 +256,7 @@ pub(crate) struct Traffic {
     pub(crate) requests: RateWindow,
     pub(crate) errors: RateWindow,
     pub(crate) latency: LatencyWindow,
+    pub(crate) latency_totals: LatencyTotals,
 }
 
 impl Traffic {
@@ -217,6 +267,7 @@ impl Traffic {
             requests: RateWindow::new(),
             errors: RateWindow::new(),
             latency: LatencyWindow::new(),
+            latency_totals: LatencyTotals::new(),
         }
     }
 
@@ -231,6 +282,7 @@ impl Traffic {
         }
         if let Some(l) = latency {
             self.latency.record(l);
+            self.latency_totals.record(l);
         }
     }
 
@@ -238,7 +290,14 @@ impl Traffic {
     pub(crate) fn sum(all: &[std::sync::Arc<Traffic>]) -> TrafficSum {
         let mut merged = vec![0u64; BUCKETS];
         let mut sum = TrafficSum::default();
+        let mut totals = [0u64; LATENCY_BUCKETS.len() + 1];
+        let mut sum_micros = 0u64;
         for t in all {
+            for (total, b) in totals.iter_mut().zip(&t.latency_totals.buckets) {
+                *total += b.load(Ordering::Relaxed);
+            }
+            sum_micros =
+                sum_micros.saturating_add(t.latency_totals.sum_micros.load(Ordering::Relaxed));
             sum.requests_total += t.requests_total.load(Ordering::Relaxed);
             sum.errors_total += t.errors_total.load(Ordering::Relaxed);
             sum.request_rate += t.requests.per_second();
@@ -248,6 +307,19 @@ impl Traffic {
             t.latency.add_to(&mut merged);
         }
         sum.latency = quantiles_of(&merged, [0.5, 0.9, 0.99]);
+        let mut seen = 0;
+        sum.latency_histogram = LatencyHistogram {
+            buckets: LATENCY_BUCKETS
+                .iter()
+                .zip(totals)
+                .map(|(bound, n)| {
+                    seen += n;
+                    (*bound, seen)
+                })
+                .collect(),
+            count: totals.iter().sum(),
+            sum_seconds: sum_micros as f64 / 1e6,
+        };
         sum
     }
 }
@@ -263,9 +335,11 @@ pub(crate) struct TrafficSum {
     pub(crate) errors_in_window: u64,
     /// p50, p90, p99.
     pub(crate) latency: [Option<Duration>; 3],
+    pub(crate) latency_histogram: LatencyHistogram,
 }
 
-/// A sample of one load balancer's traffic, for scaling policies and `/metrics`.
+/// A sample of one load balancer's traffic, for scaling policies (the rates and
+/// percentiles) and the server's Prometheus endpoint (the totals and the histogram).
 /// Rates and percentiles cover the last [`WINDOW`] (less while the load
 /// balancer is younger than that).
 #[derive(Debug, Clone, PartialEq)]
@@ -294,6 +368,8 @@ pub struct TrafficSnapshot {
     pub latency_p90: Option<Duration>,
     /// 99th percentile of the same.
     pub latency_p99: Option<Duration>,
+    /// The same times since start, cumulative (for Prometheus).
+    pub latency_histogram: LatencyHistogram,
     /// Per instance, sorted by id; every instance ever seen.
     pub backends: Vec<BackendTraffic>,
 }
@@ -314,154 +390,6 @@ pub struct BackendTraffic {
     pub failures: u64,
     /// Whether it is in the pool, healthy and not ejected: it may take requests.
     pub routable: bool,
-}
-
-/// Renders `snapshot` in the Prometheus text exposition format (0.0.4), every
-/// series labelled with `group`. Series: `swell_lb_requests_total`,
-/// `swell_lb_errors_total`, `swell_lb_request_rate`, `swell_lb_error_ratio`,
-/// `swell_lb_in_flight`, `swell_lb_connections_open`,
-/// `swell_lb_connections_refused_total`, `swell_lb_latency_seconds{quantile}`, and per instance
-/// `swell_lb_backend_requests_total`, `swell_lb_backend_request_rate`,
-/// `swell_lb_backend_in_flight`, `swell_lb_backend_failures_total`,
-/// `swell_lb_backend_up`. For several groups on one page, use
-/// [`render_prometheus_groups`]: each family's `HELP`/`TYPE` may appear once.
-pub fn render_prometheus(group: &str, snapshot: &TrafficSnapshot) -> String {
-    render_prometheus_groups(&[(group, snapshot)])
-}
-
-type Rows = Vec<(String, String)>;
-
-/// [`render_prometheus`] for several groups' load balancers, each family once
-/// with one series per group (and instance).
-pub fn render_prometheus_groups(groups: &[(&str, &TrafficSnapshot)]) -> String {
-    let mut out = String::new();
-    let mut family =
-        |name: &str, kind: &str, help: &str, rows: &dyn Fn(&TrafficSnapshot) -> Rows| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (group, snapshot) in groups {
-                let g = escape_label(group);
-                for (labels, value) in rows(snapshot) {
-                    let _ = writeln!(out, "{name}{{group=\"{g}\"{labels}}} {value}");
-                }
-            }
-        };
-    fn one(v: String) -> Rows {
-        vec![(String::new(), v)]
-    }
-    fn per(s: &TrafficSnapshot, f: impl Fn(&BackendTraffic) -> String) -> Rows {
-        s.backends
-            .iter()
-            .map(|b| (format!(",instance=\"{}\"", escape_label(&b.id)), f(b)))
-            .collect()
-    }
-    family(
-        "swell_lb_requests_total",
-        "counter",
-        "Requests answered by the load balancer.",
-        &|s| one(s.requests_total.to_string()),
-    );
-    family(
-        "swell_lb_errors_total",
-        "counter",
-        "Requests answered with a 5xx, by an instance or by the proxy.",
-        &|s| one(s.errors_total.to_string()),
-    );
-    family(
-        "swell_lb_request_rate",
-        "gauge",
-        "Requests per second over the last minute.",
-        &|s| one(float(s.request_rate)),
-    );
-    family(
-        "swell_lb_error_ratio",
-        "gauge",
-        "Fraction of the last minute's requests answered with a 5xx.",
-        &|s| one(float(s.error_ratio)),
-    );
-    family(
-        "swell_lb_in_flight",
-        "gauge",
-        "Requests in flight to instances.",
-        &|s| one(s.in_flight.to_string()),
-    );
-    family(
-        "swell_lb_connections_open",
-        "gauge",
-        "Client connections open.",
-        &|s| one(s.connections_open.to_string()),
-    );
-    family(
-        "swell_lb_connections_refused_total",
-        "counter",
-        "Client connections closed at once because max_connections were open.",
-        &|s| one(s.connections_refused_total.to_string()),
-    );
-    family(
-        "swell_lb_latency_seconds",
-        "summary",
-        "Time from a request's arrival to its response headers, last minute.",
-        &|s| {
-            [
-                ("0.5", s.latency_p50),
-                ("0.9", s.latency_p90),
-                ("0.99", s.latency_p99),
-            ]
-            .into_iter()
-            .map(|(q, v)| {
-                (
-                    format!(",quantile=\"{q}\""),
-                    v.map_or_else(|| "NaN".to_owned(), |d| float(d.as_secs_f64())),
-                )
-            })
-            .collect()
-        },
-    );
-    family(
-        "swell_lb_backend_requests_total",
-        "counter",
-        "Requests dispatched to an instance.",
-        &|s| per(s, |b| b.requests_total.to_string()),
-    );
-    family(
-        "swell_lb_backend_request_rate",
-        "gauge",
-        "Requests per second dispatched to an instance over the last minute.",
-        &|s| per(s, |b| float(b.request_rate)),
-    );
-    family(
-        "swell_lb_backend_in_flight",
-        "gauge",
-        "Requests in flight to an instance.",
-        &|s| per(s, |b| b.in_flight.to_string()),
-    );
-    family(
-        "swell_lb_backend_failures_total",
-        "counter",
-        "Failed attempts to an instance: connect errors, upstream errors, timeouts.",
-        &|s| per(s, |b| b.failures.to_string()),
-    );
-    family(
-        "swell_lb_backend_up",
-        "gauge",
-        "1 when the instance is in the pool, healthy and not ejected.",
-        &|s| per(s, |b| u8::from(b.routable).to_string()),
-    );
-    out
-}
-
-fn float(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "NaN".to_owned()
-    }
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -522,46 +450,20 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_text_has_every_family_labelled() {
-        let snap = TrafficSnapshot {
-            requests_total: 7,
-            errors_total: 1,
-            request_rate: 0.5,
-            error_rate: 0.0,
-            error_ratio: 0.25,
-            in_flight: 2,
-            connections_open: 3,
-            connections_refused_total: 4,
-            latency_p50: Some(Duration::from_millis(3)),
-            latency_p90: None,
-            latency_p99: None,
-            backends: vec![BackendTraffic {
-                id: "i-\"1\"".into(),
-                requests_total: 7,
-                request_rate: 0.5,
-                in_flight: 2,
-                failures: 0,
-                routable: true,
-            }],
-        };
-        let text = render_prometheus("web", &snap);
-        assert!(
-            text.contains("swell_lb_requests_total{group=\"web\"} 7\n"),
-            "{text}"
-        );
-        assert!(text.contains("swell_lb_latency_seconds{group=\"web\",quantile=\"0.5\"} 0.003\n"));
-        assert!(text.contains("swell_lb_latency_seconds{group=\"web\",quantile=\"0.99\"} NaN\n"));
-        assert!(text.contains("swell_lb_backend_up{group=\"web\",instance=\"i-\\\"1\\\"\"} 1\n"));
-        assert!(text.contains("# TYPE swell_lb_error_ratio gauge\n"));
-        assert!(text.contains("swell_lb_connections_open{group=\"web\"} 3\n"));
-        assert!(text.contains("swell_lb_connections_refused_total{group=\"web\"} 4\n"));
-        let both = render_prometheus_groups(&[("web", &snap), ("api", &snap)]);
-        assert_eq!(
-            both.matches("# TYPE swell_lb_requests_total counter")
-                .count(),
-            1
-        );
-        assert!(both.contains("swell_lb_requests_total{group=\"api\"} 7\n"));
-        assert!(both.contains("swell_lb_requests_total{group=\"web\"} 7\n"));
+    fn the_latency_histogram_is_cumulative_since_start() {
+        let t = Traffic::new();
+        for ms in [1u64, 5, 7, 30, 2000, 20_000] {
+            t.record(Some(Duration::from_millis(ms)), false);
+        }
+        t.record(None, false);
+        let h = Traffic::sum(&[std::sync::Arc::new(t)]).latency_histogram;
+        let at = |bound: f64| h.buckets.iter().find(|(b, _)| *b == bound).map(|(_, n)| *n);
+        assert_eq!(at(0.005), Some(2), "{h:?}");
+        assert_eq!(at(0.01), Some(3));
+        assert_eq!(at(0.05), Some(4));
+        assert_eq!(at(2.5), Some(5));
+        assert_eq!(at(10.0), Some(5));
+        assert_eq!(h.count, 6);
+        assert!((h.sum_seconds - 22.043).abs() < 1e-9, "{}", h.sum_seconds);
     }
 }

@@ -1,17 +1,20 @@
-//! The REST API at `/v1`: it only translates HTTP to service calls and back. Errors map
-//! to statuses here and nowhere else, as `application/problem+json`.
+//! The REST API at `/v1`: it only translates HTTP to service calls and back; handlers
+//! reach the controller and the store only through the service layer
+//! ([`crate::service`]). Errors become `application/problem+json` in
+//! [`crate::problem`].
 
+use crate::auth::Principal;
 use crate::auth::middleware::authorize;
-use crate::auth::{AuthError, Principal};
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::http_identity;
 use crate::openapi::Contract;
+use crate::problem::problem;
 use crate::service::{Service, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, OptionalFromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -254,55 +257,14 @@ pub fn router(service: Arc<Service>) -> Router {
                 None,
             )
         })
-        .layer(axum::middleware::map_response(problem_for_plain_errors))
+        .layer(axum::middleware::map_response(
+            crate::problem::problem_for_plain_errors,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
 }
 
-/// The largest request body the API reads (a tenant document of many groups fits);
-/// larger ones are answered 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Every error answer is `application/problem+json`: the ones axum writes itself in plain
-/// text (413 for a body over [`MAX_BODY_BYTES`], 405 for a method a route lacks, 415…)
-/// are rewritten here, keeping their status and headers (`Allow`).
-async fn problem_for_plain_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(api::PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let title = status.canonical_reason().unwrap_or("Error");
-    let (detail, field_rule) = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        let rule = format!("at most {MAX_BODY_BYTES} bytes");
-        (
-            format!("the request body is too large: {rule}"),
-            Some(("body".to_string(), rule)),
-        )
-    } else {
-        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&text).trim().to_string();
-        (
-            if text.is_empty() {
-                title.to_string()
-            } else {
-                text
-            },
-            None,
-        )
-    };
-    let mut answer = problem(status, title, detail, field_rule);
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            answer.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    answer
-}
+pub use crate::problem::MAX_BODY_BYTES;
 
 /// The caller, as the authorization middleware resolved it from the token: handlers take
 /// the tenant from here, never from the body.
@@ -326,135 +288,6 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Principal>().cloned())
-    }
-}
-
-/// An `application/problem+json` answer.
-pub(crate) fn problem(
-    status: StatusCode,
-    title: &str,
-    detail: String,
-    field_rule: Option<(String, String)>,
-) -> Response {
-    let (field, rule) = field_rule.map_or((None, None), |(f, r)| (Some(f), Some(r)));
-    let body = api::Problem {
-        kind: "about:blank".into(),
-        title: title.into(),
-        status: status.as_u16(),
-        detail,
-        field,
-        rule,
-    };
-    (
-        status,
-        [(header::CONTENT_TYPE, api::PROBLEM_JSON)],
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
-        .into_response()
-}
-
-impl IntoResponse for ServiceError {
-    fn into_response(self) -> Response {
-        match self {
-            ServiceError::Invalid(e) => {
-                let detail = e.to_string();
-                problem(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid input",
-                    detail,
-                    Some((e.field, e.rule)),
-                )
-            }
-            e @ ServiceError::NotFound { .. } => {
-                problem(StatusCode::NOT_FOUND, "Not found", e.to_string(), None)
-            }
-            ServiceError::Unknown(e) => {
-                let detail = e.to_string();
-                problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Unknown reference",
-                    detail,
-                    Some((e.field, e.rule)),
-                )
-            }
-            e @ ServiceError::Conflict { .. } => {
-                problem(StatusCode::CONFLICT, "Conflict", e.to_string(), None)
-            }
-            e @ ServiceError::State(_) => {
-                problem(StatusCode::CONFLICT, "Conflict", e.to_string(), None)
-            }
-            e @ ServiceError::Provider(_) => problem(
-                StatusCode::BAD_GATEWAY,
-                "Provider error",
-                e.to_string(),
-                None,
-            ),
-            e @ ServiceError::Forbidden(_) => {
-                problem(StatusCode::FORBIDDEN, "Forbidden", e.to_string(), None)
-            }
-            ServiceError::NotGranted(e) => {
-                let detail = e.to_string();
-                problem(
-                    StatusCode::FORBIDDEN,
-                    "Not granted",
-                    detail,
-                    Some((e.field, e.rule)),
-                )
-            }
-            ServiceError::Taken(e) => {
-                let detail = e.to_string();
-                problem(
-                    StatusCode::CONFLICT,
-                    "In use",
-                    detail,
-                    Some((e.field, e.rule)),
-                )
-            }
-            ServiceError::Busy(why) => {
-                let mut r = problem(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too many requests",
-                    why,
-                    None,
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
-            ServiceError::Auth(AuthError::Unauthorized(why)) => {
-                let mut r = problem(StatusCode::UNAUTHORIZED, "Unauthorized", why, None);
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                r
-            }
-            ServiceError::Auth(AuthError::RateLimited(secs)) => {
-                let mut r = problem(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too many requests",
-                    format!("too many login attempts; retry in {secs} s"),
-                    None,
-                );
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                r
-            }
-            e @ ServiceError::Auth(AuthError::Busy) => {
-                let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, "Busy", e.to_string(), None);
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
-            e @ (ServiceError::Store(_) | ServiceError::Auth(_) | ServiceError::Secret(_)) => {
-                tracing::error!("{e}");
-                problem(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal error",
-                    "the store failed; see the server log".into(),
-                    None,
-                )
-            }
-        }
     }
 }
 
@@ -530,7 +363,6 @@ pub fn group_view(service: &Service, g: &GroupRecord, instances: &[InstanceRecor
         suspended: g.suspended_at.is_some(),
         suspended_at: g.suspended_at.map(rfc3339),
         load_balancer: service
-            .controller()
             .load_balancer_addr(&g.tenant, &g.spec.name)
             .map(|a| a.to_string()),
         created_at: rfc3339(g.created_at),
@@ -539,11 +371,8 @@ pub fn group_view(service: &Service, g: &GroupRecord, instances: &[InstanceRecor
 
 /// The API view of an instance.
 pub fn instance_view(service: &Service, i: &InstanceRecord) -> api::Instance {
-    let latest = service.controller().latest_metrics();
-    let m = latest
-        .read()
-        .ok()
-        .and_then(|l| l.get(&i.id).copied())
+    let m = service
+        .latest_reading(&i.id)
         .filter(|_| i.status == InstanceStatus::Running);
     api::Instance {
         id: i.id.to_string(),
@@ -600,14 +429,8 @@ async fn with_instances(s: &Service, g: GroupRecord) -> ApiResult<api::Group> {
 async fn health(State(s): State<Arc<Service>>, p: Option<Principal>) -> axum::Json<api::Health> {
     // Workers are named `group/TENANT/NAME`: a caller sees its own tenant's (an admin all).
     let workers = s
-        .controller()
-        .worker_statuses()
+        .worker_statuses(p.as_ref())
         .into_iter()
-        .filter(|(name, _)| match &p {
-            None => false,
-            Some(p) if p.admin => true,
-            Some(p) => name.starts_with(&format!("group/{}/", p.tenant)),
-        })
         .map(|(name, state)| api::WorkerStatus { name, state })
         .collect();
     axum::Json(api::Health {
@@ -743,8 +566,7 @@ async fn load_balancer(
     p: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<api::LoadBalancerStatus>> {
-    s.get_group(&p.tenant, &name).await?;
-    let Some(lb) = s.controller().load_balancer(&p.tenant, &name) else {
+    let Some(lb) = s.load_balancer(&p.tenant, &name).await? else {
         return Ok(axum::Json(api::LoadBalancerStatus {
             address: None,
             request_rate: 0.0,
@@ -787,19 +609,17 @@ async fn load_balancer(
     }))
 }
 
-/// The tenant's load balancers' traffic in the Prometheus text format.
-#[utoipa::path(get, path = "/v1/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+/// The controller's and the load balancers' metrics for Prometheus (OpenMetrics text):
+/// a tenant's credential sees its groups' series, an admin's every tenant's and the
+/// controller's own (docs/metrics.md).
+#[utoipa::path(get, path = "/v1/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(s): State<Arc<Service>>, p: Principal) -> ApiResult<Response> {
-    let mut snapshots = Vec::new();
-    for g in s.list_groups(&p.tenant).await? {
-        if let Some(lb) = s.controller().load_balancer(&g.tenant, &g.spec.name) {
-            snapshots.push((g.spec.name.clone(), lb.traffic()));
-        }
-    }
-    let groups: Vec<(&str, &swell_lb::TrafficSnapshot)> =
-        snapshots.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let text = swell_lb::render_prometheus_groups(&groups);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let text = s.metrics_page(&p).await?;
+    Ok((
+        [(header::CONTENT_TYPE, crate::exposition::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
 
 /// Query of the instance list.

@@ -12,6 +12,10 @@ pub mod cost;
 pub mod dashboard;
 pub mod data_dir_lock;
 pub mod event_stream;
+pub mod exposition;
+/// Fuzzing bodies of the API's parsers, for `fuzz/` and `tests/fuzz_corpus.rs` only:
+/// behind the `testing` feature, so a normal build does not ship them.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
@@ -24,6 +28,7 @@ pub mod metric_history;
 pub mod metric_urls;
 pub mod notify;
 pub mod openapi;
+pub mod problem;
 pub mod registry;
 pub mod secrets;
 pub mod service;
@@ -103,6 +108,11 @@ pub struct ServerConfig {
     /// (`--webhook-allow-private`); by default they are refused (request forgery,
     /// see docs/security.md).
     pub webhook_allow_private: bool,
+    /// A second listener serving only `GET /metrics` without a credential
+    /// (`--metrics-listen`): every tenant's series, for the operator's Prometheus
+    /// ([`exposition::scrape_router`]). `None`: Prometheus scrapes `/v1/metrics` with a
+    /// token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +138,7 @@ impl Default for ServerConfig {
             tls: None,
             max_event_streams: event_stream::DEFAULT_MAX_EVENT_STREAMS,
             webhook_allow_private: false,
+            metrics_listen: None,
         }
     }
 }
@@ -174,6 +185,15 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The scrape listener's address cannot be bound.
+    #[error("cannot listen on {addr} (--metrics-listen): {source}")]
+    MetricsListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The API address cannot be bound.
     #[error(
         "cannot listen on {addr}: {source} (is another swell running? use --listen to pick another address)"
@@ -197,6 +217,8 @@ pub struct Server {
     http: tokio::task::JoinHandle<()>,
     /// The webhook notifier ([`notify::Notifier`]), stopped with `stop`.
     notifier: tokio::task::JoinHandle<()>,
+    /// The scrape listener's address and task, when configured.
+    metrics: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     generated_admin_password: Option<secrets::SecretString>,
     /// Keeps the PostgreSQL server lock while this server runs on a PostgreSQL store.
     lock_keeper: Option<LockKeeper>,
@@ -387,6 +409,21 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let bound = async {
+                    let l = tokio::net::TcpListener::bind(addr).await?;
+                    let local = l.local_addr()?;
+                    Ok::<_, std::io::Error>((l, local))
+                };
+                Some(
+                    bound
+                        .await
+                        .map_err(|source| StartError::MetricsListen { addr, source })?,
+                )
+            }
+            None => None,
+        };
         controller.start().await?;
         let stop = CancellationToken::new();
         let notifier = Arc::new(notify::Notifier::new(
@@ -446,6 +483,19 @@ impl Server {
                 })
             }
         };
+        let metrics = metrics_listener.map(|(listener, metrics_addr)| {
+            let app = exposition::scrape_router(service.clone());
+            let stopped = stop.clone();
+            let task = tokio::spawn(async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!("metrics listener: {e}");
+                }
+            });
+            tracing::info!(%metrics_addr, "serving Prometheus metrics at /metrics");
+            (metrics_addr, task)
+        });
         tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %data_dir.display(), "swell serving");
         Ok(Server {
             service,
@@ -455,6 +505,7 @@ impl Server {
             stop,
             http,
             notifier,
+            metrics,
             generated_admin_password,
             lock_keeper,
             _data_dir_lock: data_dir_lock,
@@ -478,6 +529,11 @@ impl Server {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// The scrape listener's address (`--metrics-listen`), when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// The internal API.
     pub fn service(&self) -> Arc<Service> {
         self.service.clone()
@@ -488,6 +544,9 @@ impl Server {
         self.stop.cancel();
         let _ = self.http.await;
         let _ = self.notifier.await;
+        if let Some((_, task)) = self.metrics {
+            let _ = task.await;
+        }
         self.controller.shutdown().await;
         if let Some(mut keeper) = self.lock_keeper {
             keeper.stop.cancel();

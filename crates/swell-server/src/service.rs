@@ -230,6 +230,81 @@ impl Service {
             .ok_or_else(|| ServiceError::State("no secret key is configured".into()))
     }
 
+    /// The Prometheus page the caller may see ([`crate::exposition`]): an admin every
+    /// tenant's series and the controller's own, anyone else their tenant's groups'.
+    pub async fn metrics_page(&self, caller: &crate::auth::Principal) -> Result<String> {
+        let scope = if caller.admin {
+            crate::exposition::Scope::All
+        } else {
+            crate::exposition::Scope::Tenant(caller.tenant.clone())
+        };
+        self.scrape(&scope).await
+    }
+
+    /// The Prometheus page of `scope` (the scrape listener asks for
+    /// [`crate::exposition::Scope::All`]).
+    pub async fn scrape(&self, scope: &crate::exposition::Scope) -> Result<String> {
+        crate::exposition::render(&self.controller, self.store.as_ref(), scope)
+            .await
+            .map_err(ServiceError::Store)
+    }
+
+    /// The address of the group's load balancer, if it has one running.
+    pub fn load_balancer_addr(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+    ) -> Option<std::net::SocketAddr> {
+        self.controller.load_balancer_addr(tenant, group)
+    }
+
+    /// The tenant's group's running load balancer (`None` when it has none); an
+    /// unknown group is `NotFound`.
+    pub async fn load_balancer(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+    ) -> Result<Option<LoadBalancer>> {
+        self.get_group(tenant, group).await?;
+        Ok(self.controller.load_balancer(tenant, group))
+    }
+
+    /// The latest resource reading of an instance, as its provider's observer last read it.
+    pub fn latest_reading(
+        &self,
+        id: &swell_core::InstanceId,
+    ) -> Option<swell_providers::InstanceMetrics> {
+        let latest = self.controller.latest_metrics();
+        let readings = latest.read().ok()?;
+        readings.get(id).copied()
+    }
+
+    /// The group workers' names (`group/TENANT/NAME`) and states the caller may see:
+    /// its own tenant's, an admin every one, no one without a credential.
+    pub fn worker_statuses(
+        &self,
+        caller: Option<&crate::auth::Principal>,
+    ) -> Vec<(String, String)> {
+        self.controller
+            .worker_statuses()
+            .into_iter()
+            .filter(|(name, _)| match caller {
+                None => false,
+                Some(p) if p.admin => true,
+                Some(p) => name.starts_with(&format!("group/{}/", p.tenant)),
+            })
+            .collect()
+    }
+
+    /// Appends one entry to the audit log.
+    pub async fn append_audit(&self, entry: &swell_store::NewAudit) -> Result<()> {
+        self.store
+            .append_audit(entry)
+            .await
+            .map(|_| ())
+            .map_err(ServiceError::Store)
+    }
+
     /// The controller (for status and load balancer lookups).
     pub fn controller(&self) -> &Arc<Controller> {
         &self.controller

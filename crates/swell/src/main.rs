@@ -156,6 +156,11 @@ struct ServeArgs {
     /// Address of the REST API.
     #[arg(long, env = "SWELL_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
+    /// Also serve Prometheus metrics at `http://ADDR/metrics`, without a credential:
+    /// every tenant's series and the controller's own (docs/metrics.md). Bind it to
+    /// loopback or a network only your Prometheus reaches.
+    #[arg(long, env = "SWELL_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Where the store and the instances' logs live.
     #[arg(long, env = "SWELL_DATA_DIR", default_value = "./swell-data")]
     data_dir: PathBuf,
@@ -849,6 +854,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         max_event_streams: swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS,
         webhook_allow_private: args.webhook_allow_private,
+        metrics_listen: args.metrics_listen,
     })
     .await?;
     let format = args.log_format;

@@ -4,7 +4,7 @@
 
 use super::rules::{Permission, methods, rule};
 use super::{AuthError, Principal};
-use crate::http::problem;
+use crate::problem::problem;
 use crate::service::Service;
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -301,7 +301,7 @@ pub async fn authorize(State(s): State<Arc<Service>>, req: Request, next: Next) 
             source,
             result: response.status().as_u16(),
         };
-        if let Err(e) = s.store().append_audit(&entry).await {
+        if let Err(e) = s.append_audit(&entry).await {
             tracing::error!("audit log: {e}");
         }
     }

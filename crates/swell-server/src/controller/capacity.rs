@@ -34,6 +34,7 @@ impl GroupWorker {
             let cap = match provider.capacity().await {
                 Ok(cap) => cap,
                 Err(e) => {
+                    c.stats.provider_error(&p.name, "capacity");
                     // The create itself will report what is wrong; no cap on a guess.
                     tracing::warn!(group = %group.spec.name, "provider capacity: {e}");
                     None

@@ -92,7 +92,10 @@ impl GroupWorker {
                         },
                         None => Ok(p),
                     },
-                    Err(e) => Err(describe_create_failure(&e)),
+                    Err(e) => {
+                        c.stats.provider_error(provider.name(), "create");
+                        Err(describe_create_failure(&e))
+                    }
                 };
                 let (tenant, name) = (&request.tenant, &request.group);
                 let result = match outcome {

@@ -359,6 +359,20 @@ impl Controller {
         h.lb.lock().ok()?.clone()
     }
 
+    /// How many inputs wait in each group worker's queue (at most [`WORKER_QUEUE`]).
+    pub fn queue_depths(&self) -> Vec<(TenantId, String, usize)> {
+        let Ok(workers) = self.workers.lock() else {
+            return Vec::new();
+        };
+        workers
+            .iter()
+            .map(|((t, g), h)| {
+                let depth = WORKER_QUEUE.saturating_sub(h.tx.capacity());
+                (t.clone(), g.clone(), depth)
+            })
+            .collect()
+    }
+
     /// Each worker's name and state.
     pub fn worker_statuses(&self) -> Vec<(String, String)> {
         let Ok(workers) = self.workers.lock() else {

@@ -188,7 +188,10 @@ async fn run_observer(
                     controller.stats.provider_call(&name, "metrics");
                     match provider.metrics(&live).await {
                         Ok(r) => readings.extend(r),
-                        Err(e) => tracing::debug!("provider metrics: {e}"),
+                        Err(e) => {
+                            controller.stats.provider_error(&name, "metrics");
+                            tracing::debug!("provider metrics: {e}");
+                        }
                     }
                 }
                 Observation {
@@ -198,6 +201,7 @@ async fn run_observer(
                 }
             }
             Err(e) => {
+                controller.stats.provider_error(&name, "list");
                 tracing::warn!("cannot list instances: {e}");
                 Observation {
                     listed_at: None,

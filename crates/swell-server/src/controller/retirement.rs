@@ -210,11 +210,14 @@ impl Controller {
                 EventKind::InstanceTerminated,
                 done,
             ),
-            Err(e) => (
-                InstanceStatus::Terminating,
-                EventKind::ProviderError,
-                format!("{failed}: {e}; will retry"),
-            ),
+            Err(e) => {
+                self.stats.provider_error(provider.name(), "delete");
+                (
+                    InstanceStatus::Terminating,
+                    EventKind::ProviderError,
+                    format!("{failed}: {e}; will retry"),
+                )
+            }
         };
         let event = self.event(tenant, group, kind, Some(id), msg);
         self.store

@@ -1,11 +1,14 @@
 //! The controller's own counters: how long the workers' passes take, how many scaling
-//! decisions they make, how many calls they make to each provider. Lock-free, always
-//! on; read by `swell bench controller` and the observer test.
+//! decisions they make (per group), how many calls they make to each provider and how
+//! many of those failed. Always on, cheap to count (an atomic or a short lock where the
+//! call happens); read by `swell bench controller`, the observer test and the Prometheus
+//! exposition (`crate::exposition`), which renders them at each scrape.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use swell_core::TenantId;
 
 /// Buckets of the tick histogram: bucket `i` holds durations up to
 /// `10 µs × 1.1^i`, so percentiles are within 10 %; the last one holds the rest.
@@ -15,10 +18,19 @@ fn bucket_bound(i: usize) -> Duration {
     Duration::from_secs_f64(10e-6 * 1.1f64.powi(i as i32))
 }
 
+/// Upper bounds (seconds) of the pass-duration buckets Prometheus sees: few, fixed,
+/// so that `histogram_quantile` over many scrapes stays cheap (the fine buckets above
+/// serve the benchmark's percentiles).
+pub const PASS_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// A histogram of durations with a fixed memory, whatever the number of samples.
 #[derive(Debug)]
 pub struct DurationHistogram {
     counts: Vec<AtomicU64>,
+    /// The same durations in [`PASS_BUCKETS`] (the last slot: above the last bound).
+    coarse: Vec<AtomicU64>,
     sum_us: AtomicU64,
 }
 
@@ -26,6 +38,9 @@ impl Default for DurationHistogram {
     fn default() -> Self {
         DurationHistogram {
             counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            coarse: (0..=PASS_BUCKETS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             sum_us: AtomicU64::new(0),
         }
     }
@@ -37,6 +52,12 @@ impl DurationHistogram {
         let secs = d.as_secs_f64().max(10e-6);
         let i = ((secs / 10e-6).ln() / 1.1f64.ln()).ceil().max(0.0) as usize;
         self.counts[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        let secs = d.as_secs_f64();
+        let coarse = PASS_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(PASS_BUCKETS.len());
+        self.coarse[coarse].fetch_add(1, Ordering::Relaxed);
         self.sum_us
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
@@ -69,9 +90,23 @@ impl DurationHistogram {
         bucket_bound(BUCKETS - 1)
     }
 
+    /// For each of [`PASS_BUCKETS`], how many durations were at most that long
+    /// (cumulative, as Prometheus' `_bucket{le}` series).
+    pub fn cumulative_buckets(&self) -> Vec<(f64, u64)> {
+        let mut seen = 0;
+        PASS_BUCKETS
+            .iter()
+            .zip(&self.coarse)
+            .map(|(bound, c)| {
+                seen += c.load(Ordering::Relaxed);
+                (*bound, seen)
+            })
+            .collect()
+    }
+
     /// Forgets every duration counted (a benchmark's warm-up).
     pub fn reset(&self) {
-        for c in &self.counts {
+        for c in self.counts.iter().chain(&self.coarse) {
             c.store(0, Ordering::Relaxed);
         }
         self.sum_us.store(0, Ordering::Relaxed);
@@ -88,31 +123,86 @@ pub struct ControllerStats {
     /// Calls to each provider, by provider name and call (`list`, `metrics`, `create`,
     /// `delete`, `capacity`).
     provider_calls: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Of those, the ones that returned an error.
+    provider_errors: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Scaling decisions by group, forgotten with the group ([`Self::forget_group`]).
+    group_decisions: Mutex<HashMap<(TenantId, String), u64>>,
 }
 
 impl ControllerStats {
     /// Counts one call to a provider.
     pub fn provider_call(&self, provider: &str, call: &'static str) {
-        if let Ok(mut calls) = self.provider_calls.lock() {
-            *calls.entry((provider.to_string(), call)).or_insert(0) += 1;
+        count(&self.provider_calls, provider, call);
+    }
+
+    /// Counts one call to a provider that returned an error (counted by
+    /// [`Self::provider_call`] too).
+    pub fn provider_error(&self, provider: &str, call: &'static str) {
+        count(&self.provider_errors, provider, call);
+    }
+
+    /// Counts one scaling decision of a group (and in [`Self::decisions`]).
+    pub fn decision(&self, tenant: &TenantId, group: &str) {
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut d) = self.group_decisions.lock() {
+            *d.entry((tenant.clone(), group.to_string())).or_insert(0) += 1;
         }
+    }
+
+    /// Forgets a group's counters: its worker stopped (the group is deleted, or the
+    /// server stops), so its series leave the Prometheus page with it.
+    pub fn forget_group(&self, tenant: &TenantId, group: &str) {
+        if let Ok(mut d) = self.group_decisions.lock() {
+            d.remove(&(tenant.clone(), group.to_string()));
+        }
+    }
+
+    /// Scaling decisions so far of each group that has a worker, sorted.
+    pub fn group_decisions(&self) -> Vec<(TenantId, String, u64)> {
+        let mut out: Vec<(TenantId, String, u64)> = self
+            .group_decisions
+            .lock()
+            .map(|d| {
+                d.iter()
+                    .map(|((t, g), n)| (t.clone(), g.clone(), *n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
     }
 
     /// The calls made to the providers so far, by provider and call, sorted.
     pub fn provider_calls(&self) -> Vec<(String, &'static str, u64)> {
-        let mut out: Vec<(String, &'static str, u64)> = self
-            .provider_calls
-            .lock()
-            .map(|c| c.iter().map(|((p, k), n)| (p.clone(), *k, *n)).collect())
-            .unwrap_or_default();
-        out.sort();
-        out
+        listed(&self.provider_calls)
+    }
+
+    /// The calls that returned an error so far, by provider and call, sorted.
+    pub fn provider_errors(&self) -> Vec<(String, &'static str, u64)> {
+        listed(&self.provider_errors)
     }
 
     /// Every call made to the providers so far.
     pub fn provider_calls_total(&self) -> u64 {
         self.provider_calls().iter().map(|(_, _, n)| n).sum()
     }
+}
+
+type CallCounts = Mutex<HashMap<(String, &'static str), u64>>;
+
+fn count(counts: &CallCounts, provider: &str, call: &'static str) {
+    if let Ok(mut counts) = counts.lock() {
+        *counts.entry((provider.to_string(), call)).or_insert(0) += 1;
+    }
+}
+
+fn listed(counts: &CallCounts) -> Vec<(String, &'static str, u64)> {
+    let mut out: Vec<(String, &'static str, u64)> = counts
+        .lock()
+        .map(|c| c.iter().map(|((p, k), n)| (p.clone(), *k, *n)).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 #[cfg(test)]
@@ -132,7 +222,15 @@ mod tests {
         assert!((50.0..=55.0).contains(&p50), "{p50}");
         assert!((99.0..=109.0).contains(&p99), "{p99}");
         assert_eq!(h.sum(), Duration::from_millis(5050));
+        let coarse = h.cumulative_buckets();
+        let at = |bound: f64| coarse.iter().find(|(b, _)| *b == bound).map(|(_, n)| *n);
+        assert_eq!(at(0.001), Some(1));
+        assert_eq!(at(0.01), Some(10));
+        assert_eq!(at(0.05), Some(50));
+        assert_eq!(at(0.1), Some(100));
+        assert_eq!(at(10.0), Some(100));
         h.reset();
+        assert_eq!(h.cumulative_buckets()[13], (10.0, 0));
         assert_eq!(h.count(), 0);
     }
 
@@ -150,5 +248,30 @@ mod tests {
             ]
         );
         assert_eq!(s.provider_calls_total(), 3);
+        s.provider_error("docker", "metrics");
+        assert_eq!(
+            s.provider_errors(),
+            vec![("docker".to_string(), "metrics", 1)]
+        );
+    }
+
+    #[test]
+    fn a_groups_decisions_are_forgotten_with_it() {
+        let s = ControllerStats::default();
+        let acme = TenantId::new("acme").unwrap();
+        s.decision(&acme, "web");
+        s.decision(&acme, "web");
+        s.decision(&acme, "api");
+        assert_eq!(s.decisions.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            s.group_decisions(),
+            vec![
+                (acme.clone(), "api".to_string(), 1),
+                (acme.clone(), "web".to_string(), 2)
+            ]
+        );
+        s.forget_group(&acme, "web");
+        assert_eq!(s.group_decisions(), vec![(acme, "api".to_string(), 1)]);
+        assert_eq!(s.decisions.load(Ordering::Relaxed), 3);
     }
 }

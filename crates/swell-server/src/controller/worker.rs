@@ -379,6 +379,7 @@ impl GroupWorker {
         self.retiring.shutdown().await;
         self.creating.shutdown().await;
         self.controller.unobserve(&self.key);
+        self.controller.stats.forget_group(&self.key.0, &self.key.1);
         self.set_status(WorkerStatus::Stopped);
     }
 
@@ -520,9 +521,7 @@ impl GroupWorker {
             DecisionKind::ScaleOut => EventKind::ScaleOut,
             DecisionKind::ScaleIn => EventKind::ScaleIn,
         };
-        c.stats
-            .decisions
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.stats.decision(&self.key.0, &self.key.1);
         let message = format!(
             "{} {} → {}: {}",
             kind, decision.cause.before, decision.cause.after, decision.cause.reason
