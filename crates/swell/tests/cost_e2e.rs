@@ -20,7 +20,6 @@
 //! alpha/web peaks at 2 instances (2–4 and 5–6): at peak the period costs
 //! 2 × (4 × 1 + 6 × 3) = 44, a saving of 44 − 27 = 17.
 
-#[allow(dead_code)] // the screenshot and console helpers are the dashboard test's
 mod browser;
 mod common;
 
