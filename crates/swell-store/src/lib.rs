@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod credentials;
 pub mod events;
 pub mod groups;
+mod group_commit;
 pub mod history;
 pub mod identity;
 pub mod instances;
