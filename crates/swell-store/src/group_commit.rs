@@ -23,6 +23,7 @@
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Sqlite, Transaction};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 /// How a shared transaction ended: `None` while it is open, then `Ok` once committed or
@@ -39,6 +40,8 @@ const ROLLBACK_TO: &str = "ROLLBACK TO swell_member";
 #[derive(Debug)]
 pub(crate) struct Writer {
     batch: Arc<Mutex<Batch>>,
+    /// `COMMIT`s done so far (each for one or more callers' writes).
+    commits: Arc<AtomicU64>,
 }
 
 /// The shared transaction and who is in it.
@@ -52,16 +55,21 @@ pub(crate) struct Batch {
     done: watch::Sender<Outcome>,
     /// A caller dropped its transaction without committing: its savepoint is still open.
     abandoned: bool,
+    /// `COMMIT`s done so far (the [`Writer`]'s count).
+    commits: Arc<AtomicU64>,
 }
 
 impl Default for Writer {
     fn default() -> Self {
+        let commits = Arc::new(AtomicU64::new(0));
         Writer {
+            commits: commits.clone(),
             batch: Arc::new(Mutex::new(Batch {
                 tx: None,
                 members: 0,
                 done: watch::channel(None).0,
                 abandoned: false,
+                commits,
             })),
         }
     }
@@ -73,6 +81,11 @@ fn lost(why: &str) -> sqlx::Error {
 }
 
 impl Writer {
+    /// `COMMIT`s done so far (each for one or more callers' writes).
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     /// Waits for the caller's turn and opens its savepoint in the shared transaction
     /// (beginning one if none is open).
     pub(crate) async fn begin(&self, pool: &SqlitePool) -> Result<Member, sqlx::Error> {
@@ -141,7 +154,10 @@ impl Batch {
             self.settle().await;
         }
         let outcome = match self.tx.take() {
-            Some(tx) => tx.commit().await.map_err(|e| e.to_string()),
+            Some(tx) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                tx.commit().await.map_err(|e| e.to_string())
+            }
             None => Err("not open".to_string()),
         };
         self.finish(outcome.clone());

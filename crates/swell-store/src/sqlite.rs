@@ -105,6 +105,13 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// Write transactions committed so far: with group commit one `COMMIT` holds the
+    /// writes of every caller that waited for the writer at the same time, so this
+    /// grows more slowly than the number of writes (for benchmarks and tests).
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
     /// Waits for in-flight queries and closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
