@@ -225,10 +225,7 @@ impl Drop for Member {
         };
         guard.abandoned = true;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let mut guard = guard;
-                guard.settle().await;
-            });
+            rt.spawn(async move { guard.settle().await });
         }
     }
 }

@@ -118,6 +118,9 @@ pub struct ControllerBenchReport {
     pub core_share: f64,
     /// Calls to the provider per minute while measuring.
     pub provider_calls_per_minute: f64,
+    /// The store's `COMMIT`s per minute while measuring (each holds the writes of every
+    /// caller that waited for the writer at the same time: group commit).
+    pub store_commits_per_minute: f64,
 }
 
 /// Runs `swell bench controller`.
@@ -162,11 +165,10 @@ pub fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
 
 async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchReport> {
     let dir = tempfile::tempdir().context("a temporary folder for the store")?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("swell.db"))
-            .await
-            .context("opening the store")?,
-    );
+    let sqlite = SqliteStore::open(&dir.path().join("swell.db"))
+        .await
+        .context("opening the store")?;
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let sim = Arc::new(SimulatedProvider::new(
         "simulated",
@@ -255,6 +257,7 @@ async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchRepo
     stats.ticks.reset();
     let decisions_before = stats.decisions.load(Ordering::Relaxed);
     let calls_before = sim.calls().total();
+    let commits_before = sqlite.commits();
     let cpu_before = process_cpu_time()?;
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds.max(1))).await;
@@ -272,6 +275,8 @@ async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchRepo
         p99_tick_ms: stats.ticks.quantile(0.99).as_secs_f64() * 1000.0,
         core_share: cpu.as_secs_f64() / elapsed.as_secs_f64(),
         provider_calls_per_minute: calls as f64 * 60.0 / elapsed.as_secs_f64(),
+        store_commits_per_minute: (sqlite.commits() - commits_before) as f64 * 60.0
+            / elapsed.as_secs_f64(),
     };
     controller.shutdown().await;
     Ok(report)
