@@ -25,11 +25,11 @@
 //! It is a small query builder rather than code generic over `sqlx::Database`: the shared
 //! code is compiled once, and needs no trait bounds per bound type.
 
+use crate::group_commit::{Member, Writer};
 use crate::{Result, StoreError};
 use sqlx::postgres::{PgArguments, PgPool, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteQueryResult, SqliteRow};
-use crate::group_commit::{Member, Writer};
 use sqlx::{Postgres, Row as _, Sqlite, Transaction};
 use std::borrow::Cow;
 use swell_core::{InstanceId, TenantId, Timestamp};

@@ -391,7 +391,13 @@ async fn concurrent_writers_share_commits_and_each_keeps_its_outcome() {
     while let Some(joined) = set.join_next().await {
         let (i, result) = joined.unwrap();
         match (i % 3, i < 10, result) {
-            (1, true, Err(StoreError::Conflict { kind: "instance", .. })) => {}
+            (
+                1,
+                true,
+                Err(StoreError::Conflict {
+                    kind: "instance", ..
+                }),
+            ) => {}
             (2, true, Err(StoreError::NotFound { kind: "group", .. })) => {}
             (_, _, Ok(r)) => {
                 assert_eq!(r.id.0, format!("i-{i:02}"));
@@ -408,7 +414,10 @@ async fn concurrent_writers_share_commits_and_each_keeps_its_outcome() {
     );
     store.close().await;
     let reopened = SqliteStore::open(&path).await.unwrap();
-    let all = reopened.list_instances(&tenant(), "web", true).await.unwrap();
+    let all = reopened
+        .list_instances(&tenant(), "web", true)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 55);
     let mut orders: Vec<i64> = all.iter().map(|r| r.created_order).collect();
     orders.dedup();
