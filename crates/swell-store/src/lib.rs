@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod cost;
 pub mod credentials;
 pub mod events;
+mod group_commit;
 pub mod groups;
 pub mod history;
 pub mod identity;

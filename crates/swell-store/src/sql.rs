@@ -10,9 +10,11 @@
 //!   milliseconds and JSON documents text in both schemas, so they bind the same.
 //! - **Booleans** bind as Rust `bool` (SQLite stores 0/1); [`Row::bool`] reads either
 //!   and reports any other stored integer as corrupt.
-//! - **Transactions** ([`Db::begin`]): SQLite `BEGIN IMMEDIATE`, which takes the one
-//!   write lock up front (a transaction that reads before it writes cannot fail with
-//!   `SQLITE_BUSY` when it upgrades); PostgreSQL `BEGIN` at `READ COMMITTED`.
+//! - **Transactions** ([`Db::begin`]): on SQLite a savepoint in the store's shared
+//!   `BEGIN IMMEDIATE` transaction, committed with the other writers' waiting at the same
+//!   time (group commit, [`crate::group_commit`]); a write outside a transaction
+//!   ([`Sql::execute`] on the pool) is one such transaction too. PostgreSQL `BEGIN` at
+//!   `READ COMMITTED`.
 //! - **Row locks** ([`Sql::lock`]): appended as `FOR …` on PostgreSQL, where writers of
 //!   different rows run at once; nothing on SQLite, whose write transaction already
 //!   excludes every other writer.
@@ -23,6 +25,7 @@
 //! It is a small query builder rather than code generic over `sqlx::Database`: the shared
 //! code is compiled once, and needs no trait bounds per bound type.
 
+use crate::group_commit::{Member, Writer};
 use crate::{Result, StoreError};
 use sqlx::postgres::{PgArguments, PgPool, PgQueryResult, PgRow};
 use sqlx::query::Query;
@@ -41,7 +44,8 @@ pub(crate) trait SqlStore: Send + Sync + 'static {
 /// A database's pool, on either engine.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Db<'a> {
-    Sqlite(&'a SqlitePool),
+    /// The pool and the store's one writer (every SQLite write goes through it).
+    Sqlite(&'a SqlitePool, &'a Writer),
     Postgres(&'a PgPool),
 }
 
@@ -50,7 +54,7 @@ impl Db<'_> {
     /// [`Tx::commit`] rolls it back, so an early `?` records nothing.
     pub(crate) async fn begin(self) -> Result<Tx> {
         match self {
-            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(TxConn::Sqlite),
+            Db::Sqlite(pool, writer) => writer.begin(pool).await.map(TxConn::Sqlite),
             Db::Postgres(pool) => pool.begin().await.map(TxConn::Postgres),
         }
         .map(|conn| Tx {
@@ -72,7 +76,7 @@ pub(crate) struct Tx {
 /// A write transaction's connection.
 #[derive(Debug)]
 enum TxConn {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(Member),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -81,7 +85,7 @@ impl Tx {
     /// a subscriber woken by it always finds the rows.
     pub(crate) async fn commit(self) -> Result<()> {
         match self.conn {
-            TxConn::Sqlite(tx) => tx.commit().await,
+            TxConn::Sqlite(member) => member.commit().await,
             TxConn::Postgres(tx) => tx.commit().await,
         }
         .map_err(StoreError::Database)?;
@@ -283,16 +287,16 @@ macro_rules! run {
     ($self:ident, $on:ident, $method:ident) => {{
         let Sql { text, args, lock } = $self;
         match $on.into() {
-            On::Db(Db::Sqlite(pool)) => {
+            On::Db(Db::Sqlite(pool, _)) => {
                 bind_sqlite(&text, args).$method(pool).await.map(Lift::lift)
             }
             On::Tx(Tx {
-                conn: TxConn::Sqlite(tx),
+                conn: TxConn::Sqlite(member),
                 ..
-            }) => bind_sqlite(&text, args)
-                .$method(&mut **tx)
-                .await
-                .map(Lift::lift),
+            }) => match member.conn() {
+                Ok(conn) => bind_sqlite(&text, args).$method(conn).await.map(Lift::lift),
+                Err(e) => Err(e),
+            },
             On::Db(Db::Postgres(pool)) => {
                 let text = with_lock(&text, lock);
                 bind_postgres(&text, args)
@@ -328,8 +332,22 @@ impl Sql {
         self
     }
 
-    /// Runs it; how many rows it changed.
+    /// Runs it; how many rows it changed. On SQLite's pool it is a write transaction of
+    /// its own, through the store's one writer (see [`crate::group_commit`]).
     pub(crate) async fn execute<'e>(self, on: impl Into<On<'e>>) -> Result<u64> {
+        match on.into() {
+            On::Db(db @ Db::Sqlite(..)) => {
+                let mut tx = db.begin().await?;
+                let changed = self.execute_here(&mut tx).await?;
+                tx.commit().await?;
+                Ok(changed)
+            }
+            on => self.execute_here(on).await,
+        }
+    }
+
+    /// Runs it where `on` says.
+    async fn execute_here<'e>(self, on: impl Into<On<'e>>) -> Result<u64> {
         run!(self, on, execute)
     }
 

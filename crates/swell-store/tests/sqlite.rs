@@ -347,3 +347,111 @@ async fn upgrade_grants_only_the_default_tenant() {
     assert_eq!(acme.grants, swell_core::Grants::default());
     store.close().await;
 }
+
+fn instance(id: &str, group: &str) -> InstanceRecord {
+    InstanceRecord {
+        id: InstanceId(id.into()),
+        tenant: tenant(),
+        group: group.into(),
+        status: InstanceStatus::Pending,
+        lifecycle: Lifecycle::Permanent,
+        created_order: 0,
+        provider: "process".into(),
+        host: None,
+        address: None,
+        native_id: None,
+        protected: false,
+        status_reason: None,
+        created_at: Timestamp::from_millis(2_000),
+        started_at: None,
+        updated_at: Timestamp::from_millis(2_000),
+    }
+}
+
+/// Group commit: writers that wait for the one writer at the same time share a
+/// `COMMIT`; each still gets its own outcome (a failed one undoes only its own writes)
+/// and what succeeded is on disk once its call returns (a reopened store reads it).
+#[tokio::test]
+async fn concurrent_writers_share_commits_and_each_keeps_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swell.db");
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    write_some(&store).await; // group `web`, instance `reopen-1`
+    let before = store.commits();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let store = store.clone();
+        set.spawn(async move {
+            let record = match i % 3 {
+                // Fails inside its savepoint: the id is taken.
+                1 if i < 10 => instance("reopen-1", "web"),
+                // Fails before it writes: no such group.
+                2 if i < 10 => instance(&format!("lost-{i}"), "nope"),
+                _ => instance(&format!("i-{i:02}"), "web"),
+            };
+            (i, store.create_instance(&record, None).await)
+        });
+    }
+    let mut stored = 0;
+    while let Some(joined) = set.join_next().await {
+        let (i, result) = joined.unwrap();
+        match (i % 3, i < 10, result) {
+            (
+                1,
+                true,
+                Err(StoreError::Conflict {
+                    kind: "instance", ..
+                }),
+            ) => {}
+            (2, true, Err(StoreError::NotFound { kind: "group", .. })) => {}
+            (_, _, Ok(r)) => {
+                assert_eq!(r.id.0, format!("i-{i:02}"));
+                stored += 1;
+            }
+            (_, _, other) => panic!("writer {i}: {other:?}"),
+        }
+    }
+    assert_eq!(stored, 54);
+    let commits = store.commits() - before;
+    assert!(
+        (1..27).contains(&commits),
+        "54 writes waiting together took {commits} commits"
+    );
+    store.close().await;
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let all = reopened
+        .list_instances(&tenant(), "web", true)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 55);
+    let mut orders: Vec<i64> = all.iter().map(|r| r.created_order).collect();
+    orders.dedup();
+    assert_eq!(orders, (1..=55).collect::<Vec<i64>>());
+}
+
+/// A write transaction dropped without committing (an early error) leaves nothing, and
+/// the writer goes on serving the next writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_does_not_stop_the_writer() {
+    let (_dir, store) = file().await;
+    write_some(&store).await;
+    for _ in 0..3 {
+        let err = store
+            .create_instance(&instance("reopen-1", "web"), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    }
+    store
+        .create_instance(&instance("after", "web"), None)
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .list_instances(&tenant(), "web", true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id.0)
+        .collect();
+    assert_eq!(ids, ["reopen-1", "after"]);
+}

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use swell_core::{EventKind, GroupSpec, TenantId};
+use swell_core::{EventKind, GroupSpec, InstanceStatus, TenantId};
 use swell_providers::Provider;
 use swell_providers::simulated::SimulatedProvider;
 use swell_server::clock::{Clock, TokioClock};
@@ -40,6 +40,10 @@ pub struct ControllerBenchArgs {
     /// Longest wait for every group to have its instances before measuring.
     #[arg(long, default_value_t = 1800)]
     pub setup_timeout: u64,
+    /// Seconds waited, once every instance is recorded `running`, before measuring: the
+    /// passes the last creates woke have run by then.
+    #[arg(long, default_value_t = 15)]
+    pub settle: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -99,7 +103,8 @@ pub struct ControllerBenchReport {
     pub instances: u32,
     /// Seconds measured.
     pub seconds: f64,
-    /// Seconds until every group had its instances.
+    /// Seconds until every group had its instances, all recorded `running` (the
+    /// `--settle` wait after it is not counted).
     pub setup_seconds: f64,
     /// Scaling decisions stored while measuring.
     pub decisions: u64,
@@ -113,6 +118,9 @@ pub struct ControllerBenchReport {
     pub core_share: f64,
     /// Calls to the provider per minute while measuring.
     pub provider_calls_per_minute: f64,
+    /// The store's `COMMIT`s per minute while measuring (each holds the writes of every
+    /// caller that waited for the writer at the same time: group commit).
+    pub store_commits_per_minute: f64,
 }
 
 /// Runs `swell bench controller`.
@@ -157,11 +165,10 @@ pub fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
 
 async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchReport> {
     let dir = tempfile::tempdir().context("a temporary folder for the store")?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("swell.db"))
-            .await
-            .context("opening the store")?,
-    );
+    let sqlite = SqliteStore::open(&dir.path().join("swell.db"))
+        .await
+        .context("opening the store")?;
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let sim = Arc::new(SimulatedProvider::new(
         "simulated",
@@ -217,11 +224,40 @@ async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchRepo
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The provider has them all; the store's records follow (each create's `running`
+    // row). Measuring starts once every group's first instances are recorded `running`
+    // (its `min`, so scaling in never takes it below): no initial create left to record.
+    loop {
+        let running = store
+            .list_live_instances()
+            .await
+            .context("listing the instances")?
+            .iter()
+            .filter(|i| i.status == InstanceStatus::Running)
+            .count();
+        if running >= wanted {
+            break;
+        }
+        if Instant::now() > deadline {
+            controller.shutdown().await;
+            bail!(
+                "only {running} of {wanted} instances recorded running after {}s (--setup-timeout)",
+                args.setup_timeout
+            );
+        }
+        if said.elapsed() >= Duration::from_secs(10) {
+            eprintln!("setting up: {running} of {wanted} instances recorded running");
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let setup_seconds = setup.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let stats = controller.stats();
     stats.ticks.reset();
     let decisions_before = stats.decisions.load(Ordering::Relaxed);
     let calls_before = sim.calls().total();
+    let commits_before = sqlite.commits();
     let cpu_before = process_cpu_time()?;
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds.max(1))).await;
@@ -239,6 +275,8 @@ async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchRepo
         p99_tick_ms: stats.ticks.quantile(0.99).as_secs_f64() * 1000.0,
         core_share: cpu.as_secs_f64() / elapsed.as_secs_f64(),
         provider_calls_per_minute: calls as f64 * 60.0 / elapsed.as_secs_f64(),
+        store_commits_per_minute: (sqlite.commits() - commits_before) as f64 * 60.0
+            / elapsed.as_secs_f64(),
     };
     controller.shutdown().await;
     Ok(report)

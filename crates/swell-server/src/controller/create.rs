@@ -33,37 +33,72 @@ pub(super) struct CreateOutcome {
 }
 
 impl GroupWorker {
-    /// Stores the durable intent of one instance (a `pending` record, which the next
-    /// plan counts) and creates it in its own task: the provider's create, the wait
-    /// until it serves, its `running` record. The outcome comes back as
-    /// [`Wake::Created`]; a failure is recorded there ([`GroupWorker::created`]).
-    pub(super) async fn start_create(
+    /// Stores the durable intents of the pass's creates (one `pending` record each, which
+    /// the next plan counts) and starts each create whose intent is stored in its own
+    /// task: the provider's create, the wait until it serves, its `running` record. The
+    /// intents are written at once, so the store's group commit puts them in one
+    /// transaction's `fsync` rather than one each in turn. Each outcome comes back as
+    /// [`Wake::Created`]; a failure is recorded there ([`GroupWorker::created`]). The
+    /// creates started, and the store's refusal if it refused any.
+    pub(super) async fn start_creates(
+        &mut self,
+        group: &GroupRecord,
+        creates: Vec<(Arc<dyn Provider>, Lifecycle)>,
+    ) -> (u32, Option<StoreError>) {
+        let c = self.controller.clone();
+        let now = c.clock.now();
+        let intents: Vec<InstanceRecord> = creates
+            .iter()
+            .map(|(provider, lifecycle)| InstanceRecord {
+                id: InstanceId(uuid::Uuid::now_v7().to_string()),
+                tenant: group.tenant.clone(),
+                group: group.spec.name.clone(),
+                status: InstanceStatus::Pending,
+                lifecycle: *lifecycle,
+                created_order: 0,
+                provider: provider.name().to_string(),
+                host: None,
+                address: None,
+                native_id: None,
+                protected: false,
+                status_reason: None,
+                created_at: now,
+                started_at: None,
+                updated_at: now,
+            })
+            .collect();
+        let stored = futures_util::future::join_all(
+            intents
+                .iter()
+                .map(|intent| c.store.create_instance(intent, None)),
+        )
+        .await;
+        let mut started = 0;
+        let mut refused = None;
+        for ((provider, lifecycle), (intent, stored)) in
+            creates.into_iter().zip(intents.into_iter().zip(stored))
+        {
+            match stored {
+                Ok(_) => {
+                    self.spawn_create(group, provider, lifecycle, intent.id);
+                    started += 1;
+                }
+                Err(e) => refused = Some(e),
+            }
+        }
+        (started, refused)
+    }
+
+    /// Creates instance `id`, whose intent is stored, in its own task.
+    fn spawn_create(
         &mut self,
         group: &GroupRecord,
         provider: Arc<dyn Provider>,
         lifecycle: Lifecycle,
-    ) -> Result<(), StoreError> {
+        id: InstanceId,
+    ) {
         let c = self.controller.clone();
         let now = c.clock.now();
-        let id = InstanceId(uuid::Uuid::now_v7().to_string());
-        let intent = InstanceRecord {
-            id: id.clone(),
-            tenant: group.tenant.clone(),
-            group: group.spec.name.clone(),
-            status: InstanceStatus::Pending,
-            lifecycle,
-            created_order: 0,
-            provider: provider.name().to_string(),
-            host: None,
-            address: None,
-            native_id: None,
-            protected: false,
-            status_reason: None,
-            created_at: now,
-            started_at: None,
-            updated_at: now,
-        };
-        c.store.create_instance(&intent, None).await?;
         // Until the worker learns the create finished, no snapshot can judge it.
         self.fresh
             .insert(id.clone(), (provider.name().to_string(), u64::MAX));
@@ -146,7 +181,6 @@ impl GroupWorker {
                     result,
                 }
             }));
-        Ok(())
     }
 }
 

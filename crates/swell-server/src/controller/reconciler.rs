@@ -272,7 +272,8 @@ impl GroupWorker {
                 self.set_status(WorkerStatus::StoreError(e.to_string()));
             }
         }
-        let mut started = 0u32;
+        let mut creates = Vec::new();
+        let mut starting: HashMap<&str, u32> = HashMap::new();
         for create in &the_plan.create {
             let Some(provider) = provider_named(&create.provider) else {
                 continue;
@@ -280,16 +281,18 @@ impl GroupWorker {
             // A provider that failed since its last success is probed with one create
             // at a time, not a burst of them.
             let backing_off = self.backoff.contains_key(&create.provider);
-            let in_flight = self.creating_on.get(&create.provider).copied().unwrap_or(0);
+            let in_flight = self.creating_on.get(&create.provider).copied().unwrap_or(0)
+                + starting.get(create.provider.as_str()).copied().unwrap_or(0);
             if backing_off && in_flight > 0 {
                 continue;
             }
             acted = true;
-            if let Err(e) = self.start_create(&group, provider, create.lifecycle).await {
-                self.set_status(WorkerStatus::StoreError(e.to_string()));
-                break;
-            }
-            started += 1;
+            *starting.entry(create.provider.as_str()).or_insert(0) += 1;
+            creates.push((provider, create.lifecycle));
+        }
+        let (started, refused) = self.start_creates(&group, creates).await;
+        if let Some(e) = refused {
+            self.set_status(WorkerStatus::StoreError(e.to_string()));
         }
         if started > 0 {
             self.set_status(WorkerStatus::Creating {
@@ -308,13 +311,14 @@ impl GroupWorker {
                 target: the_plan.target,
             });
         }
-        for victim in &the_plan.retire {
-            let Some(inst) = record(&victim.id) else {
-                continue;
-            };
+        let victims: Vec<InstanceRecord> = the_plan
+            .retire
+            .iter()
+            .filter_map(|victim| record(&victim.id).cloned())
+            .collect();
+        if !victims.is_empty() {
             acted = true;
-            let inst = inst.clone();
-            self.start_retire(&group, &inst).await;
+            self.start_retires(&group, &victims).await;
         }
         // Retirements interrupted by a reload of this worker are picked up again.
         for resumed in &the_plan.resume {

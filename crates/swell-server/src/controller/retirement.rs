@@ -43,26 +43,28 @@ impl Retirement {
 }
 
 impl GroupWorker {
-    /// Takes an instance out of the load balancer (status `draining`) and retires it in
-    /// the background.
-    pub(super) async fn start_retire(&mut self, group: &GroupRecord, inst: &InstanceRecord) {
+    /// Takes instances out of the load balancer (status `draining`) and retires them in
+    /// the background. Their `draining` records are written at once, so the store's
+    /// group commit puts them in one transaction's `fsync` rather than one each in turn.
+    pub(super) async fn start_retires(&mut self, group: &GroupRecord, insts: &[InstanceRecord]) {
         let c = self.controller.clone();
-        let Some(provider) = c.provider(&group.tenant, &inst.provider) else {
-            return;
-        };
-        let msg = format!(
-            "draining instance {} (up to {:?})",
-            inst.id, group.spec.drain_timeout
-        );
-        let event = c.event(
-            &group.tenant,
-            &group.spec.name,
-            EventKind::InstanceDraining,
-            Some(&inst.id),
-            msg,
-        );
-        if c.store
-            .update_instance(
+        let retiring: Vec<(&InstanceRecord, Arc<dyn Provider>)> = insts
+            .iter()
+            .filter_map(|inst| Some((inst, c.provider(&group.tenant, &inst.provider)?)))
+            .collect();
+        let drained = futures_util::future::join_all(retiring.iter().map(|(inst, _)| {
+            let msg = format!(
+                "draining instance {} (up to {:?})",
+                inst.id, group.spec.drain_timeout
+            );
+            let event = c.event(
+                &group.tenant,
+                &group.spec.name,
+                EventKind::InstanceDraining,
+                Some(&inst.id),
+                msg,
+            );
+            c.store.update_instance(
                 &group.tenant,
                 &inst.id,
                 InstanceStatus::Draining,
@@ -70,12 +72,13 @@ impl GroupWorker {
                 c.clock.now(),
                 Some(event),
             )
-            .await
-            .is_err()
-        {
-            return;
+        }))
+        .await;
+        for ((inst, provider), drained) in retiring.into_iter().zip(drained) {
+            if drained.is_ok() {
+                self.spawn_retire(group, inst.id.clone(), provider);
+            }
         }
-        self.spawn_retire(group, inst.id.clone(), provider);
     }
 
     /// Retires an instance already recorded `draining`, in its own task: out of the
