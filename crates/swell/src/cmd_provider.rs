@@ -211,7 +211,9 @@ fn read_config(path: &Path) -> Result<Value> {
         .with_context(|| format!("{} is neither JSON nor YAML", path.display()))
 }
 
-fn read_secret(path: &Path) -> Result<String> {
+/// A secret from a file (`-`: standard input), without its trailing newline; an empty
+/// one is an error.
+pub(crate) fn read_secret(path: &Path) -> Result<String> {
     let mut text = String::new();
     if path == Path::new("-") {
         use std::io::Read;

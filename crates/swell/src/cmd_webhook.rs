@@ -59,24 +59,6 @@ pub enum AlertsCmd {
     },
 }
 
-fn read_secret(path: &Path) -> Result<String> {
-    let mut text = String::new();
-    if path == Path::new("-") {
-        use std::io::Read;
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the secret from standard input")?;
-    } else {
-        text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the secret file {}", path.display()))?;
-    }
-    let secret = text.trim_end_matches(['\n', '\r']).to_string();
-    if secret.is_empty() {
-        bail!("the secret file {} is empty", path.display());
-    }
-    Ok(secret)
-}
-
 fn webhooks_table(list: &[api::Webhook]) -> Table {
     let mut t = Table::new(&["ID", "GROUP", "URL", "EVENTS"]).wide(&["SECRET", "CREATED"]);
     for w in list {
@@ -123,8 +105,7 @@ pub async fn run(c: &Client, cmd: WebhookCmd, output: Output) -> Result<()> {
             events,
             secret_file,
         } => {
-            let mut body =
-                json!({"url": target, "events": events, "secret": read_secret(&secret_file)?});
+            let mut body = json!({"url": target, "events": events, "secret": crate::cmd_provider::read_secret(&secret_file)?});
             if let Some(g) = group {
                 body["group"] = json!(g);
             }
