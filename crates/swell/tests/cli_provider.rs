@@ -110,10 +110,12 @@ async fn admins_define_list_and_delete_providers_from_the_cli() {
         .await;
     assert!(!bad.status.success());
     assert!(bad.stderr.contains("NAME=ENDPOINT"), "{bad:?}");
+    // A qemu definition needs its hypervisor hosts.
     let bad = s
         .cli(&["provider", "create", "bad", "--kind", "qemu"])
         .await;
-    assert!(bad.stderr.contains("kind"), "{bad:?}");
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("hosts"), "{bad:?}");
     let names: Vec<String> = s.cli_json(&["provider", "list"]).await["providers"]
         .as_array()
         .unwrap()

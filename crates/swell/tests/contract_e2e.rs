@@ -1274,6 +1274,31 @@ async fn directed(p: &mut Probe<'_>) {
     // Every tenant's cost is an admin's.
     p.send("get", "/v1/cost", "/v1/cost?all=true", Who::Viewer, None)
         .await;
+    // Webhooks: created (a name is not resolved at create, so a public-looking one is
+    // accepted), up to the tenant's cap, then one more is a 409; one deleted.
+    let hook = json!({"url": "https://hooks.example.com/swell", "secret": "a-secret-of-20-chars"});
+    let mut first = None;
+    for _ in 0..=swell_server::notify::MAX_WEBHOOKS_PER_TENANT {
+        let (_, v) = p
+            .send(
+                "post",
+                "/v1/webhooks",
+                "/v1/webhooks",
+                admin,
+                Some(hook.to_string()),
+            )
+            .await;
+        first = first.or_else(|| v["id"].as_str().map(String::from));
+    }
+    let first = first.expect("a webhook was created");
+    p.send(
+        "delete",
+        "/v1/webhooks/{webhook}",
+        &format!("/v1/webhooks/{first}"),
+        admin,
+        None,
+    )
+    .await;
     // The event stream: two events, then the end; a tenant's open streams are capped
     // (`swell_server::event_stream::DEFAULT_MAX_EVENT_STREAMS`): one more is a 429.
     let stream = "/v1/groups/{name}/events/stream";
