@@ -5,10 +5,10 @@
 
 use crate::client::Client;
 use crate::output::{Output, Table, done, or_dash, print};
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use swell_api as api;
 
 /// `swell webhook …`.
