@@ -5,12 +5,14 @@
 //! group's series leave with it. Then a real Prometheus (Debian's `prometheus`) scrapes
 //! the listener and loads the alert rules of docs/metrics.md.
 
+mod test_prometheus;
+
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use swell_server::{Server, ServerConfig};
+use test_prometheus::TestPrometheus;
 
 const ADMIN_PASSWORD: &str = "metrics-endpoint-test-admin";
 
@@ -435,61 +437,6 @@ async fn each_scraper_sees_its_series_and_a_deleted_groups_leave() {
     server.shutdown().await;
 }
 
-/// A Prometheus on loopback scraping the listener every second with the alert rules of
-/// docs/metrics.md; stopped when dropped.
-struct TestPrometheus {
-    url: String,
-    child: Child,
-}
-
-impl TestPrometheus {
-    fn start(dir: &Path, target: std::net::SocketAddr, rules: &str) -> TestPrometheus {
-        let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("prometheus not found: install Debian's prometheus (scripts/test does)");
-        let port = free_port();
-        let rules_file = dir.join("rules.yml");
-        std::fs::write(&rules_file, rules).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 rule_files: ['{}']\n\
-                 scrape_configs:\n  - job_name: swell\n    static_configs:\n\
-                 \x20     - targets: ['{target}']\n",
-                rules_file.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        TestPrometheus {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        }
-    }
-}
-
-impl Drop for TestPrometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The alert rules docs/metrics.md shows (the `yaml` block after its marker), so the documented
 /// rules are the ones a real Prometheus loads here.
 fn documented_rules() -> String {
@@ -527,7 +474,7 @@ async fn a_real_prometheus_scrapes_the_listener_with_the_documented_rules() {
     let prom = TestPrometheus::start(
         &prom_dir,
         server.metrics_addr().unwrap(),
-        &documented_rules(),
+        Some(&documented_rules()),
     );
     let http = reqwest::Client::new();
     let query = |q: &'static str| {

@@ -3,13 +3,14 @@
 //! serves, and the server's group scaling on the value its query gives. A query
 //! Prometheus refuses shows in the worker's status.
 
+mod test_prometheus;
+
 use serde_json::{Value, json};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use swell_server::{Server, ServerConfig};
+use test_prometheus::TestPrometheus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ADMIN_PASSWORD: &str = "prometheus-source-test-admin";
@@ -53,60 +54,6 @@ async fn exporter(value: Arc<AtomicU64>) -> u16 {
     port
 }
 
-/// A Prometheus on loopback scraping `target` every second; stopped when dropped.
-struct TestPrometheus {
-    url: String,
-    child: Child,
-}
-
-impl TestPrometheus {
-    fn start(dir: &Path, target: u16) -> TestPrometheus {
-        let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("prometheus not found: install Debian's prometheus (scripts/test does)");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: swell-test\n    static_configs:\n\
-                 \x20     - targets: ['127.0.0.1:{target}']\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        TestPrometheus {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        }
-    }
-}
-
-impl Drop for TestPrometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls `check` until it gives a value, for up to `secs` seconds.
 async fn until<T, F: Future<Output = Option<T>>>(
     secs: u64,
@@ -138,7 +85,7 @@ async fn a_prometheus_query_drives_the_policy_and_refusals_show() {
     let target = exporter(load.clone()).await;
     let prom_dir = data.join("prometheus");
     std::fs::create_dir_all(&prom_dir).unwrap();
-    let prom = TestPrometheus::start(&prom_dir, target);
+    let prom = TestPrometheus::start(&prom_dir, ([127, 0, 0, 1], target).into(), None);
     let plain = reqwest::Client::new();
     // Ready once it has scraped the exporter.
     until(60, "Prometheus scraping the exporter", || async {
