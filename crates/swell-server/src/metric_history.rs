@@ -4,9 +4,10 @@
 //! reading). The dashboard draws its chart from it and the API exports it
 //! (`GET /v1/groups/{name}/metrics`, `GET /v1/groups/{name}/instances/{id}/metrics`).
 //!
-//! Every interval is also written to the store ([`MetricHistory::persist`]: one
-//! transaction per interval of a group), which the export routes read, so the history
-//! survives a restart; each group's rows older than [`METRIC_POINTS_KEPT`] are pruned.
+//! Every interval is also written to the store ([`MetricHistory::queue`], then
+//! [`MetricHistory::flush`]: every group's intervals of the last [`FLUSH_EVERY`] in one
+//! transaction), which the export routes read, so the history survives a restart; each
+//! group's rows older than [`METRIC_POINTS_KEPT`] are pruned.
 //! The in-memory rings are a bounded cache: [`GROUP_POINTS`] points per group, and per
 //! group at most [`INSTANCES_KEPT`] instances of [`INSTANCE_POINTS`] points each, so that
 //! at most about [`MAX_BYTES_PER_GROUP`] bytes per group, whatever the group's size or
@@ -14,14 +15,16 @@
 //! (`/v1/groups/{name}/metrics/history`).
 //!
 //! The controller feeds it once per metrics interval of each group
-//! ([`MetricHistory::record`] then [`MetricHistory::persist`], at the end of the
+//! ([`MetricHistory::record`] then [`MetricHistory::queue`], at the end of the
 //! worker's metric collection).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, RwLock};
 use swell_core::{InstanceId, InstanceStatus, Metric, MetricWindow, TenantId, Timestamp};
 use swell_providers::InstanceMetrics;
-use swell_store::{GroupMetricPoint, GroupRecord, InstanceMetricPoint, InstanceRecord, Store};
+use swell_store::{
+    GroupMetricPoint, GroupRecord, InstanceMetricPoint, InstanceRecord, MetricInterval, Store,
+};
 
 /// How long the stored metric history is kept: a week of every group's and instance's
 /// points (seed 2's daily CSV logs, with room to fetch them late).
@@ -94,7 +97,15 @@ pub struct MetricHistory {
     groups: Mutex<Rings>,
     /// When each group's stored points were last pruned (since this server started).
     pruned_at: Mutex<HashMap<(TenantId, String), Timestamp>>,
+    /// Intervals recorded but not yet written to the store ([`MetricHistory::flush`]).
+    unsaved: Mutex<VecDeque<MetricInterval>>,
 }
+
+/// How often the controller writes the queued intervals to the store.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Intervals kept queued while the store refuses them (a minute of 10,000 groups at a
+/// `5s` metrics interval); past it the oldest are dropped.
+pub const MAX_UNSAVED: usize = 120_000;
 
 #[derive(Debug, Default)]
 struct Rings {
@@ -121,7 +132,7 @@ impl MetricHistory {
     /// Records the metrics interval ending `now` of `group`: the mean of each metric of
     /// `window` sampled since the group's previous point (or over the last metrics
     /// interval), the running instances of `instances` and their `latest` readings.
-    /// Returns the interval, for [`MetricHistory::persist`].
+    /// Returns the interval, for [`MetricHistory::queue`].
     pub fn record(
         &self,
         group: &GroupRecord,
@@ -160,54 +171,79 @@ impl MetricHistory {
         interval
     }
 
-    /// Writes one interval of `group` to `store` (its point and its instances'
-    /// readings, one transaction) and, once an hour per group, prunes its stored points
-    /// older than [`METRIC_POINTS_KEPT`]. Failures are logged: the history is a record,
-    /// not a reason to stop scaling.
-    pub async fn persist(&self, store: &dyn Store, group: &GroupRecord, interval: &Interval) {
+    /// Queues one interval of `group` for the store (its point and its instances'
+    /// readings); [`MetricHistory::flush`] writes every queued interval at once. Once an
+    /// hour per group the interval also prunes its stored points older than
+    /// [`METRIC_POINTS_KEPT`].
+    pub fn queue(&self, group: &GroupRecord, interval: &Interval) {
         let (tenant, name) = (&group.tenant, group.spec.name.as_str());
-        let point = GroupMetricPoint {
-            at: interval.point.at,
-            running: interval.point.running,
-            desired_capacity: interval.point.desired_capacity,
-            values: interval.point.values.clone(),
-        };
-        let readings: Vec<InstanceMetricPoint> = interval
-            .readings
-            .iter()
-            .map(|(id, m)| InstanceMetricPoint {
-                instance_id: id.clone(),
-                at: interval.point.at,
-                cpu_percent: m.cpu_percent,
-                memory_mb: m.memory_mb,
-            })
-            .collect();
-        if let Err(e) = store
-            .append_metric_points(tenant, name, &point, &readings)
-            .await
-        {
-            tracing::warn!(group = %name, "metric history: {e}");
-        }
         let now = interval.point.at;
-        let due = match self.pruned_at.lock() {
+        let key = (tenant.clone(), name.to_string());
+        let prune_before = match self.pruned_at.lock() {
             Ok(mut pruned) => {
-                let key = (tenant.clone(), name.to_string());
                 let due = pruned
                     .get(&key)
                     .is_none_or(|at| now.since(*at) >= PRUNE_EVERY);
                 if due {
                     pruned.insert(key, now);
                 }
-                due
+                due.then(|| now.sub(METRIC_POINTS_KEPT))
             }
-            Err(_) => false,
+            Err(_) => None,
         };
-        if due
-            && let Err(e) = store
-                .prune_metric_points(tenant, name, now.sub(METRIC_POINTS_KEPT))
-                .await
-        {
-            tracing::warn!(group = %name, "metric history prune: {e}");
+        let queued = MetricInterval {
+            tenant: tenant.clone(),
+            group: name.to_string(),
+            point: GroupMetricPoint {
+                at: now,
+                running: interval.point.running,
+                desired_capacity: interval.point.desired_capacity,
+                values: interval.point.values.clone(),
+            },
+            instances: interval
+                .readings
+                .iter()
+                .map(|(id, m)| InstanceMetricPoint {
+                    instance_id: id.clone(),
+                    at: now,
+                    cpu_percent: m.cpu_percent,
+                    memory_mb: m.memory_mb,
+                })
+                .collect(),
+            prune_before,
+        };
+        if let Ok(mut unsaved) = self.unsaved.lock() {
+            if unsaved.len() >= MAX_UNSAVED {
+                // The store has been refusing for a while: the oldest go first.
+                unsaved.pop_front();
+            }
+            unsaved.push_back(queued);
+        }
+    }
+
+    /// Writes every queued interval to `store` in one transaction (the controller calls
+    /// it every [`FLUSH_EVERY`] and when it stops), so the store's writes for the
+    /// history do not grow with the number of groups. On failure the intervals stay
+    /// queued for the next flush (at most [`MAX_UNSAVED`]): the history is a record, not
+    /// a reason to stop scaling.
+    pub async fn flush(&self, store: &dyn Store) {
+        let batch: Vec<MetricInterval> = match self.unsaved.lock() {
+            Ok(mut unsaved) => unsaved.drain(..).collect(),
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = store.append_metric_intervals(&batch).await {
+            tracing::warn!(intervals = batch.len(), "metric history: {e}");
+            if let Ok(mut unsaved) = self.unsaved.lock() {
+                let room = MAX_UNSAVED.saturating_sub(unsaved.len());
+                // Back in front of what was queued since, the newest of them if room is
+                // short.
+                for interval in batch.into_iter().rev().take(room) {
+                    unsaved.push_front(interval);
+                }
+            }
         }
     }
 

@@ -115,6 +115,7 @@ checks!(
     api_keys_owners_audit_credentials,
     load_history,
     metric_points,
+    metric_intervals,
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,
@@ -1990,6 +1991,91 @@ pub async fn metric_points(store: &dyn Store) {
             .await
             .expect("after delete")
             .is_empty()
+    );
+}
+
+/// A batch of intervals ([`crate::MetricPointStore::append_metric_intervals`]) keeps each
+/// as its single-group write would, across groups and tenants and past one statement's
+/// rows, skips the intervals of a group that does not exist without failing the others,
+/// and prunes the groups that ask for it.
+pub async fn metric_intervals(store: &dyn Store) {
+    use crate::{GroupMetricPoint, InstanceMetricPoint, MetricInterval, PointFilter};
+    let (a, b) = (tenant("metric-intervals-a"), tenant("metric-intervals-b"));
+    for x in [&a, &b] {
+        store.ensure_tenant(x, t(1)).await.expect("ensure_tenant");
+        new_group(store, x, "web", 1, 5).await;
+    }
+    let interval = |x: &TenantId, group: &str, ms: i64, prune: Option<i64>| MetricInterval {
+        tenant: x.clone(),
+        group: group.to_string(),
+        point: GroupMetricPoint {
+            at: t(ms),
+            running: 2,
+            desired_capacity: 3,
+            values: vec![(Metric::Cpu, ms as f64 / 1000.0)],
+        },
+        // More readings than one statement writes.
+        instances: (0..150)
+            .map(|n| InstanceMetricPoint {
+                instance_id: InstanceId(format!("i-{n}")),
+                at: t(ms),
+                cpu_percent: n as f64,
+                memory_mb: 64.0,
+            })
+            .collect(),
+        prune_before: prune.map(t),
+    };
+    // 130 intervals of a's group (more than one statement's rows), b's, and a group
+    // that does not exist.
+    let mut batch: Vec<MetricInterval> = (1..=130)
+        .map(|k| interval(&a, "web", k * 1000, None))
+        .collect();
+    batch.push(interval(&b, "web", 1000, None));
+    batch.push(interval(&a, "nope", 1000, None));
+    store
+        .append_metric_intervals(&batch)
+        .await
+        .expect("append_metric_intervals");
+    let all = PointFilter {
+        limit: Some(1000),
+        ..PointFilter::default()
+    };
+    let points = store
+        .group_metric_points(&a, "web", &all)
+        .await
+        .expect("group_metric_points");
+    assert_eq!(points.len(), 130);
+    assert_eq!(points[0], batch[0].point);
+    let readings = store
+        .instance_metric_points(&a, "web", &InstanceId("i-149".into()), &all)
+        .await
+        .expect("instance_metric_points");
+    assert_eq!(readings.len(), 130);
+    assert_eq!(readings[129].cpu_percent, 149.0);
+    let of_b = store
+        .instance_metric_points(&b, "web", &InstanceId("i-7".into()), &all)
+        .await
+        .expect("b's readings");
+    assert_eq!(of_b, vec![batch[130].instances[7].clone()]);
+    // A replay changes nothing; an interval asking for it prunes its group only.
+    let mut replay = interval(&a, "web", 1000, None);
+    replay.point.running = 9;
+    store
+        .append_metric_intervals(&[replay, interval(&b, "web", 200_000, Some(100_000))])
+        .await
+        .expect("replay and prune");
+    let points = store
+        .group_metric_points(&a, "web", &all)
+        .await
+        .expect("a after");
+    assert_eq!((points.len(), points[0].running), (130, 2));
+    let b_points = store
+        .group_metric_points(&b, "web", &all)
+        .await
+        .expect("b after");
+    assert_eq!(
+        b_points.iter().map(|p| p.at).collect::<Vec<_>>(),
+        vec![t(200_000)]
     );
 }
 

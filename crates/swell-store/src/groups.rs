@@ -144,6 +144,18 @@ pub(crate) async fn fetch_group(
     .await
 }
 
+/// Whether the group exists, locking its row as [`fetch_group`] does, without reading
+/// (and decoding) its spec: what a write that only needs the group to stand asks.
+pub(crate) async fn lock_group(tx: &mut Tx, tenant: &TenantId, name: &str) -> Result<bool> {
+    let row = sql("SELECT 1 AS present FROM scaling_groups WHERE tenant = $1 AND name = $2")
+        .bind(tenant)
+        .bind(name)
+        .lock(RowLock::NoKeyUpdate)
+        .fetch_optional(tx)
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Inserts a group (and its tenant, if new) and records `event`:
 /// [`GroupStore::create_group`] inside a caller's transaction.
 async fn create_group_in(

@@ -1,7 +1,7 @@
 //! Instances: the durable create and delete intents and their progress.
 
 use crate::events::insert_event;
-use crate::groups::fetch_group;
+use crate::groups::lock_group;
 use crate::sql::{Row, RowLock, SqlStore, Tx, conflict_if_unique, not_found, sql};
 use crate::{InstanceRecord, InstanceUpdate, NewEvent, Result, StoreError};
 use async_trait::async_trait;
@@ -126,10 +126,7 @@ impl<S: SqlStore> InstanceStore for S {
         let tenant = &instance.tenant;
         let mut tx = self.db().begin().await?;
         // The group's row lock makes `created_order = max + 1` one transaction's at a time.
-        if fetch_group(&mut tx, tenant, &instance.group)
-            .await?
-            .is_none()
-        {
+        if !lock_group(&mut tx, tenant, &instance.group).await? {
             return Err(not_found("group", &instance.group));
         }
         let row = sql(format!(

@@ -40,7 +40,9 @@ pub use events::EventStore;
 pub use groups::GroupStore;
 pub use history::HistoryStore;
 pub use instances::InstanceStore;
-pub use metric_points::{GroupMetricPoint, InstanceMetricPoint, MetricPointStore, PointFilter};
+pub use metric_points::{
+    GroupMetricPoint, InstanceMetricPoint, MetricInterval, MetricPointStore, PointFilter,
+};
 pub use notifications::{DeliveryOutcome, DeliveryRecord, NotificationStore, WebhookRecord};
 pub use providers::{ProviderRecord, ProviderStore};
 pub use tenants::TenantStore;

@@ -1,8 +1,9 @@
 //! The metric history of groups and instances: one row per metrics interval, written in
-//! one transaction per interval of a group, read back by the export routes.
+//! batches (every group's intervals of the last second in one transaction), read back by
+//! the export routes.
 
 use crate::Result;
-use crate::sql::{SqlStore, corrupt, not_found_if_foreign_key, sql};
+use crate::sql::{SqlStore, Tx, corrupt, not_found_if_foreign_key, sql};
 use async_trait::async_trait;
 use swell_core::{InstanceId, Metric, TenantId, Timestamp};
 
@@ -37,6 +38,23 @@ pub struct InstanceMetricPoint {
     pub memory_mb: f64,
 }
 
+/// One metrics interval of one group, as [`MetricPointStore::append_metric_intervals`]
+/// writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricInterval {
+    /// The group's tenant.
+    pub tenant: TenantId,
+    /// The group.
+    pub group: String,
+    /// The group's point.
+    pub point: GroupMetricPoint,
+    /// Its instances' readings.
+    pub instances: Vec<InstanceMetricPoint>,
+    /// Also drop the group's points older than this (its retention), in the same
+    /// transaction.
+    pub prune_before: Option<Timestamp>,
+}
+
 /// Which points a read returns: `since` ≤ `at` < `until`, the newest `limit` of them
 /// (a tail, like the events' list), oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -63,6 +81,12 @@ pub trait MetricPointStore: Send + Sync + 'static {
         instances: &[InstanceMetricPoint],
     ) -> Result<()>;
 
+    /// Keeps many groups' intervals in one transaction of a few statements, as
+    /// [`MetricPointStore::append_metric_points`] would one by one, each also pruning
+    /// its group when it says so; an interval of a group that no longer exists is
+    /// skipped.
+    async fn append_metric_intervals(&self, intervals: &[MetricInterval]) -> Result<()>;
+
     /// The group's points matching `filter`, oldest first.
     async fn group_metric_points(
         &self,
@@ -88,6 +112,25 @@ pub trait MetricPointStore: Send + Sync + 'static {
         group: &str,
         before: Timestamp,
     ) -> Result<u64>;
+}
+
+/// Rows one statement of [`MetricPointStore::append_metric_intervals`] writes: each
+/// statement is a round trip (on SQLite, to its connection's thread), so a second of a
+/// large fleet's history is a few dozen statements, not one per row; 600 arguments stay
+/// far below either engine's limit.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// `($1, $2, …), (…), …`: `rows` rows of `columns` placeholders each.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn encode_values(values: &[(Metric, f64)]) -> String {
@@ -139,18 +182,67 @@ impl<S: SqlStore> MetricPointStore for S {
         .await
         .map_err(not_found_if_foreign_key("group", group))?;
         for p in instances {
-            sql("INSERT INTO instance_metric_points \
+            insert_instance_point(&mut tx, tenant, group, p)
+                .await
+                .map_err(not_found_if_foreign_key("group", group))?;
+        }
+        tx.commit().await
+    }
+
+    async fn append_metric_intervals(&self, intervals: &[MetricInterval]) -> Result<()> {
+        let mut tx = self.db().begin().await?;
+        // A group deleted since its worker collected keeps nothing (its rows went with
+        // it): checked in the statements, so the batch's other groups stand.
+        for chunk in intervals.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sql(format!(
+                "INSERT INTO group_metric_points \
+                 (tenant, group_name, at, running, desired_capacity, metric_values) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 \
+                 FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM scaling_groups g \
+                   WHERE g.tenant = v.column1 AND g.name = v.column2) \
+                 ON CONFLICT DO NOTHING",
+                placeholders(chunk.len(), 6)
+            ));
+            for i in chunk {
+                q = q
+                    .bind(&i.tenant)
+                    .bind(&i.group)
+                    .bind(i.point.at)
+                    .bind(i.point.running)
+                    .bind(i.point.desired_capacity)
+                    .bind(encode_values(&i.point.values));
+            }
+            q.execute(&mut tx).await?;
+        }
+        let readings: Vec<(&MetricInterval, &InstanceMetricPoint)> = intervals
+            .iter()
+            .flat_map(|i| i.instances.iter().map(move |p| (i, p)))
+            .collect();
+        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sql(format!(
+                "INSERT INTO instance_metric_points \
                  (tenant, group_name, instance_id, at, cpu_percent, memory_mb) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
-            .bind(tenant)
-            .bind(group)
-            .bind(&p.instance_id)
-            .bind(p.at)
-            .bind(p.cpu_percent)
-            .bind(p.memory_mb)
-            .execute(&mut tx)
-            .await
-            .map_err(not_found_if_foreign_key("group", group))?;
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 \
+                 FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM scaling_groups g \
+                   WHERE g.tenant = v.column1 AND g.name = v.column2) \
+                 ON CONFLICT DO NOTHING",
+                placeholders(chunk.len(), 6)
+            ));
+            for (i, p) in chunk {
+                q = q
+                    .bind(&i.tenant)
+                    .bind(&i.group)
+                    .bind(&p.instance_id)
+                    .bind(p.at)
+                    .bind(p.cpu_percent)
+                    .bind(p.memory_mb);
+            }
+            q.execute(&mut tx).await?;
+        }
+        for i in intervals {
+            if let Some(before) = i.prune_before {
+                prune(&mut tx, &i.tenant, &i.group, before).await?;
+            }
         }
         tx.commit().await
     }
@@ -229,18 +321,43 @@ impl<S: SqlStore> MetricPointStore for S {
         before: Timestamp,
     ) -> Result<u64> {
         let mut tx = self.db().begin().await?;
-        let mut pruned = 0;
-        for table in ["group_metric_points", "instance_metric_points"] {
-            pruned += sql(format!(
-                "DELETE FROM {table} WHERE tenant = $1 AND group_name = $2 AND at < $3"
-            ))
-            .bind(tenant)
-            .bind(group)
-            .bind(before)
-            .execute(&mut tx)
-            .await?;
-        }
+        let pruned = prune(&mut tx, tenant, group, before).await?;
         tx.commit().await?;
         Ok(pruned)
     }
+}
+
+async fn insert_instance_point(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    group: &str,
+    p: &InstanceMetricPoint,
+) -> Result<u64> {
+    sql("INSERT INTO instance_metric_points \
+         (tenant, group_name, instance_id, at, cpu_percent, memory_mb) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
+    .bind(tenant)
+    .bind(group)
+    .bind(&p.instance_id)
+    .bind(p.at)
+    .bind(p.cpu_percent)
+    .bind(p.memory_mb)
+    .execute(tx)
+    .await
+}
+
+/// Drops the group's points (its own and its instances') older than `before`.
+async fn prune(tx: &mut Tx, tenant: &TenantId, group: &str, before: Timestamp) -> Result<u64> {
+    let mut pruned = 0;
+    for table in ["group_metric_points", "instance_metric_points"] {
+        pruned += sql(format!(
+            "DELETE FROM {table} WHERE tenant = $1 AND group_name = $2 AND at < $3"
+        ))
+        .bind(tenant)
+        .bind(group)
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(pruned)
 }

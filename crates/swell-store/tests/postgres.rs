@@ -63,6 +63,7 @@ conformance_tests!(
     api_keys_owners_audit_credentials,
     load_history,
     metric_points,
+    metric_intervals,
     learned_states,
     apply_groups_all_or_none,
     provider_definitions,

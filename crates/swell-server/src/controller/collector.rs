@@ -62,11 +62,8 @@ impl GroupWorker {
             &c.latest,
         );
         self.instances = instances;
-        // The metric history's one store write per metrics interval (all of its rows).
-        c.options
-            .metric_history
-            .persist(c.store.as_ref(), &group, &interval)
-            .await;
+        // Written with every other group's by the controller's flush, not here.
+        c.options.metric_history.queue(&group, &interval);
         self.save_memory().await;
     }
 

@@ -233,6 +233,23 @@ impl Controller {
     /// then starts one worker per stored group.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         self.recover().await?;
+        // Every group's metric history goes to the store in one write per
+        // FLUSH_EVERY, not one per group and metrics interval.
+        let (history, store, cancel) = (
+            self.options.metric_history.clone(),
+            self.store.clone(),
+            self.cancel.clone(),
+        );
+        self.tasks.lock().await.spawn(async move {
+            let mut every = tokio::time::interval(crate::metric_history::FLUSH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = every.tick() => history.flush(store.as_ref()).await,
+                }
+            }
+        });
         for group in self.store.list_all_groups().await? {
             let lb = match &group.spec.load_balancer {
                 Some(spec) => match bind_lb(spec).await {
@@ -412,6 +429,8 @@ impl Controller {
         self.cancel.cancel();
         let mut tasks = self.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
+        // What the workers recorded last.
+        self.options.metric_history.flush(self.store.as_ref()).await;
         let lbs: Vec<LoadBalancer> = self
             .workers
             .lock()
