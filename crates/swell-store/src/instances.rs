@@ -281,15 +281,19 @@ impl<S: SqlStore> InstanceStore for S {
         group: &str,
         include_final: bool,
     ) -> Result<Vec<InstanceRecord>> {
+        // The live ones' condition is written out, not bound, so both engines read them
+        // through the partial index `instances_live_by_group` (not the group's history).
+        let live = if include_final {
+            ""
+        } else {
+            "AND status NOT IN ('terminated', 'failed')"
+        };
         sql(format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances \
-             WHERE tenant = $1 AND group_name = $2 \
-               AND ($3 OR status NOT IN ('terminated', 'failed')) \
-             ORDER BY created_order"
+             WHERE tenant = $1 AND group_name = $2 {live} ORDER BY created_order"
         ))
         .bind(tenant)
         .bind(group)
-        .bind(include_final)
         .fetch_all_as(self.db(), decode_instance)
         .await
     }
