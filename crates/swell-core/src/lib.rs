@@ -10,6 +10,9 @@ pub mod cost;
 pub mod duration;
 pub mod error;
 pub mod event;
+/// Fuzzing bodies of the core's parsers, for `fuzz/` and the `tests/fuzz_corpus.rs` of
+/// every crate only: behind the `testing` feature, so a normal build does not ship them.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod grants;

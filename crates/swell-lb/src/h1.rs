@@ -661,6 +661,7 @@ fn parse_request(buf: &[u8], first: bool, fwd: &Forwarding, out: &mut Vec<u8>) -
 /// The fuzzing body of `swell_lb::fuzz_targets::h1_request`: the first byte picks the
 /// connection's constants (IPv4 or IPv6 client, a body limit or none, first request or
 /// not), the rest is the bytes a client sent. Panics only when an invariant breaks.
+#[cfg(feature = "testing")]
 pub(crate) fn fuzz_request(data: &[u8]) {
     let (flags, buf) = data.split_first().unwrap_or((&0, &[]));
     let client: IpAddr = if flags & 1 == 0 {
@@ -726,6 +727,7 @@ pub(crate) fn fuzz_request(data: &[u8]) {
 /// The fuzzing body of `swell_lb::fuzz_targets::h1_response`: the first byte picks
 /// whether the request was `HEAD` and asked to close, the rest is what an instance sent
 /// (a response head, then a body read through its framing).
+#[cfg(feature = "testing")]
 pub(crate) fn fuzz_response(data: &[u8]) {
     let (flags, buf) = data.split_first().unwrap_or((&0, &[]));
     let mut out = Vec::new();

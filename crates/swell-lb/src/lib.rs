@@ -74,7 +74,9 @@
 pub mod bench;
 /// Fuzzing bodies for the load balancer's parsers of outside input (client request
 /// heads, instance response heads and bodies), shared by the `fuzz/` targets and the
-/// stable replay test `tests/fuzz_corpus.rs`. Not part of the API.
+/// stable replay test `tests/fuzz_corpus.rs`. Not part of the API: behind the `testing`
+/// feature, so a normal build does not ship them.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzz_targets {
     /// The HTTP/1.1 fast path's request-head parse (`h1.rs`): never panics, and a head

@@ -439,7 +439,7 @@ impl DockerProvider {
         })
     }
 
-    /// The owner tag this provider manages.
+    /// The ownership tag this provider manages.
     pub fn owner(&self) -> &str {
         &self.config.owner
     }

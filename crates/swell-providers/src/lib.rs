@@ -7,6 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod docker;
+/// Fuzzing bodies of the providers' parsers, for `fuzz/` and `tests/fuzz_corpus.rs`
+/// only: behind the `testing` feature, so a normal build does not ship them.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod openstack;
@@ -16,6 +19,9 @@ pub mod qemu;
 mod records;
 pub mod simulated;
 pub mod ssh;
+/// A private sshd for the `ssh` metric source's tests (this crate's and the server's):
+/// behind the `testing` feature.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod test_sshd;
 

@@ -110,7 +110,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// the provider has put it into its cgroup and recorded it (one line on stdin; end of
 /// file, when the server died first, means "do not start"), then becomes the program,
 /// same pid. `SWELL_OWNER` comes as its first argument and joins the environment only
-/// then, so that a process still waiting at the gate carries no owner tag: whoever
+/// then, so that a process still waiting at the gate carries no ownership tag: whoever
 /// tells instances by their tags (an operator's `ps e`, the end-to-end tests) sees one
 /// only once it is recorded and runs its program.
 const GATE: &str = "IFS= read -r go || exit 125; SWELL_OWNER=$1; export SWELL_OWNER; shift; exec \"$@\" </dev/null";
@@ -355,7 +355,7 @@ impl ProcessProvider {
         }
     }
 
-    /// The owner tag this provider manages.
+    /// The ownership tag this provider manages.
     pub fn owner(&self) -> &str {
         &self.config.owner
     }

@@ -78,7 +78,7 @@ pub(crate) struct CostQuery {
 /// Every price, by provider, size and start (admins).
 #[utoipa::path(get, path = "/v1/prices", responses((status = 200, body = api::PriceList)))]
 pub(crate) async fn list_prices(State(s): St) -> ApiResult<axum::Json<api::PriceList>> {
-    let prices = s.store.list_prices().await?;
+    let prices = s.list_prices().await?;
     Ok(axum::Json(api::PriceList {
         prices: prices.iter().map(price_view).collect(),
     }))
@@ -94,8 +94,7 @@ pub(crate) async fn set_price(
     body: Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<api::Price>)> {
     let req: api::SetPrice = parse_body(&body)?;
-    let record = s.check_price(&req)?;
-    s.store.set_price(&record).await?;
+    let record = s.set_price(&req).await?;
     Ok((StatusCode::CREATED, axum::Json(price_view(&record))))
 }
 
@@ -108,7 +107,7 @@ pub(crate) async fn delete_prices(
     Path(provider): Path<String>,
     ApiQuery(q): ApiQuery<DeletePriceQuery>,
 ) -> ApiResult<StatusCode> {
-    s.store.delete_prices(&provider, q.size.as_deref()).await?;
+    s.delete_prices(&provider, q.size.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -209,6 +208,25 @@ fn group_size(g: &GroupRecord) -> Option<String> {
 }
 
 impl Service {
+    /// Every price, by provider, size and start.
+    pub(crate) async fn list_prices(&self) -> ApiResult<Vec<PriceRecord>> {
+        Ok(self.store.list_prices().await?)
+    }
+
+    /// Checks and stores a price (see [`Service::check_price`]); returns what was stored.
+    pub(crate) async fn set_price(&self, req: &api::SetPrice) -> ApiResult<PriceRecord> {
+        let record = self.check_price(req)?;
+        self.store.set_price(&record).await?;
+        Ok(record)
+    }
+
+    /// Deletes a provider's provider-wide prices, or one size's: their whole history;
+    /// not found when there were none.
+    pub(crate) async fn delete_prices(&self, provider: &str, size: Option<&str>) -> ApiResult<()> {
+        self.store.delete_prices(provider, size).await?;
+        Ok(())
+    }
+
     /// Checks a price to set (its body already met [`swell_core::limits`]): a known
     /// provider, a size only for an OpenStack one, a price >= 0, a valid start.
     fn check_price(&self, req: &api::SetPrice) -> ApiResult<PriceRecord> {

@@ -261,6 +261,12 @@ pub fn router(service: Arc<Service>) -> Router {
             crate::problem::problem_for_plain_errors,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost, so that every answer passes it (refusals in middleware, the
+        // fallback's 404): a refusal sent before the body was read closes the connection
+        // and says so.
+        .layer(axum::middleware::from_fn(
+            crate::unread_body::close_if_body_unread,
+        ))
         .with_state(service)
 }
 

@@ -33,6 +33,7 @@ pub mod registry;
 pub mod secrets;
 pub mod service;
 pub mod tls;
+mod unread_body;
 
 use crate::clock::{Clock, TokioClock};
 use crate::controller::{Controller, ControllerOptions};

@@ -66,7 +66,7 @@ pub struct RegistryContext {
     /// `<owner>#<name>`.
     pub owner: String,
     /// The built-in `process` provider's settings, which `process` definitions share
-    /// (each with its own owner tag).
+    /// (each with its own ownership tag).
     pub process: ProcessConfig,
 }
 
@@ -361,7 +361,7 @@ impl QemuDefinition {
 }
 
 /// A `process` definition's `config`: nothing to set (`{}`); its instances run on the
-/// server's host like the built-in `process` provider's, under their own owner tag.
+/// server's host like the built-in `process` provider's, under their own ownership tag.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessDefinition {}
@@ -1075,7 +1075,7 @@ mod tests {
     }
 
     /// Two `process` definitions on one host, and the server's built-in: each lists
-    /// only what it started itself (its own owner tag), so none adopts the other's
+    /// only what it started itself (its own ownership tag), so none adopts the other's
     /// instances at recovery. Real processes.
     #[tokio::test]
     async fn definitions_on_one_host_see_only_their_own_instances() {

@@ -397,7 +397,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The openstack provider's configuration from `--openstack` (the `OS_*` environment,
-/// read here at the binary's edge) or `--os-cloud` (a clouds.yaml). The owner tag is a
+/// read here at the binary's edge) or `--os-cloud` (a clouds.yaml). The ownership tag is a
 /// placeholder: the server replaces it with its data directory's.
 fn openstack_config(
     args: &ServeArgs,

@@ -15,7 +15,7 @@
 //! The parent sits at the root of each hierarchy, not under the server's own cgroup,
 //! so that a server restarted from another shell, session or unit finds its instances
 //! again (the way Docker's `cgroupfs` driver keeps `/sys/fs/cgroup/…/docker/`). Its
-//! name comes from the owner tag (the server's data directory), so that two servers
+//! name comes from the ownership tag (the server's data directory), so that two servers
 //! never mix their instances. An instance's cgroup is named after its id: the cgroup
 //! path is what tells which instance a process belongs to.
 
@@ -220,7 +220,7 @@ pub(crate) fn plans(
     plans
 }
 
-/// The name of an owner's parent cgroup: the owner tag's tail made of safe characters
+/// The name of an owner's parent cgroup: the ownership tag's tail made of safe characters
 /// (readable for an operator) and a hash of the whole tag (unique).
 pub(crate) fn owner_dir_name(owner: &str) -> String {
     let safe: String = owner
