@@ -468,3 +468,60 @@ async fn an_ssh_host_with_a_foreign_key_or_refusing_the_login_is_down() {
     let provider = QemuHostsProvider::new(config).unwrap();
     assert!(!provider.hosts().await.unwrap()[0].up);
 }
+
+/// A measurement for docs/benchmarks.md, not a check: create to first HTTP answer of
+/// one VM on an SSH host and on a local host, alternately, three rounds each (each VM
+/// deleted before the next); the create call alone; and one metrics pass and one list
+/// on the SSH host with one VM (time and ssh calls).
+/// `cargo test -p swell-providers --test qemu_ssh ssh_boot_to_serving -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/benchmarks.md, not a check"]
+async fn ssh_boot_to_serving() {
+    let remote = Remote::start();
+    let local_dir = remote.root.path().join("local");
+    let provider = |host: QemuHost| {
+        let mut config = QemuConfig::new(images_dir(), &local_dir, unique_owner());
+        config.accel = Accel::Tcg;
+        config.hosts = vec![host];
+        QemuHostsProvider::new(config).unwrap()
+    };
+    let ssh = provider(remote.host("rack2", "rack2"));
+    let local = provider(QemuHost::local("local", &local_dir));
+    let guard = VmGuard::default();
+    let mut rows: Vec<(&str, f64, f64)> = Vec::new();
+    for round in 0..3 {
+        for (name, p) in [("ssh", &ssh), ("local", &local)] {
+            let id = format!("vm-b-{name}-{round}");
+            let t0 = Instant::now();
+            let vm = p.create(&request(&id)).await.unwrap();
+            let created = t0.elapsed().as_secs_f64();
+            guard.watch(vm.native_id.parse().unwrap());
+            wait_serving(vm.address.unwrap()).await;
+            let serving = t0.elapsed().as_secs_f64();
+            if name == "ssh" && round == 2 {
+                let ids = [InstanceId(id.clone())];
+                for what in ["metrics", "list"] {
+                    let calls = ssh.ssh_calls("rack2").unwrap();
+                    let t = Instant::now();
+                    if what == "metrics" {
+                        assert_eq!(ssh.metrics(&ids).await.unwrap().len(), 1);
+                    } else {
+                        assert_eq!(ssh.list().await.unwrap().len(), 1);
+                    }
+                    eprintln!(
+                        "{what} on the SSH host, one VM: {:.0} ms, {} ssh call(s)",
+                        t.elapsed().as_secs_f64() * 1000.0,
+                        ssh.ssh_calls("rack2").unwrap() - calls
+                    );
+                }
+            }
+            p.delete(&InstanceId(id), Duration::from_secs(1))
+                .await
+                .unwrap();
+            rows.push((name, created, serving));
+        }
+    }
+    for (name, created, serving) in &rows {
+        eprintln!("{name}: create {created:.2} s, serving {serving:.2} s");
+    }
+}

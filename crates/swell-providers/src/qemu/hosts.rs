@@ -380,6 +380,15 @@ impl Vms {
             Vms::Remote(r) => r.usage().await,
         }
     }
+    async fn usage_and_has(
+        &self,
+        id: &InstanceId,
+    ) -> Result<(super::HostUsage, bool), ProviderError> {
+        match self {
+            Vms::Local(p) => Ok((p.usage().await?, p.has(id).await?)),
+            Vms::Remote(r) => r.usage_and_has(id).await,
+        }
+    }
     async fn has(&self, id: &InstanceId) -> Result<bool, ProviderError> {
         match self {
             Vms::Local(p) => p.has(id).await,
@@ -667,8 +676,13 @@ impl QemuHostsProvider {
     /// What placement sees of `host`, and its VM count.
     async fn host_load(&self, host: &Host) -> Result<(HostLoad, u32), ProviderError> {
         let usage = host.if_up(Vms::usage).await?;
+        Ok(self.load_of(host, usage))
+    }
+
+    /// What placement sees of `host` given its usage (`None`: down), and its VM count.
+    fn load_of(&self, host: &Host, usage: Option<super::HostUsage>) -> (HostLoad, u32) {
         let capacity = host.capacity(self.machine);
-        Ok(match usage {
+        match usage {
             None => (
                 HostLoad {
                     up: false,
@@ -687,7 +701,7 @@ impl QemuHostsProvider {
                 },
                 usage.vms,
             ),
-        })
+        }
     }
 }
 
@@ -705,17 +719,22 @@ impl Provider for QemuHostsProvider {
         }
         let _serial = self.create_lock.lock().await;
         let (images, iso) = (&self.images_dir, self.genisoimage.as_str());
-        // Idempotent: a VM of this id already on some host is the answer.
-        if let Some(host) = self.host_of(&request.instance_id).await? {
-            return host.vms.create(request, images, iso).await;
-        }
         let need = Resources {
             vcpus: f64::from(request.template.vcpus.max(1)),
             memory_mb: f64::from(request.template.memory_mb.max(64)),
         };
+        // One reading per host (one ssh call for an SSH host): its load, and whether
+        // a VM of this id already lives there.
         let mut loads = Vec::new();
         for host in &self.hosts {
-            let (mut load, vms) = self.host_load(host).await?;
+            let read = host
+                .if_up(|v| v.usage_and_has(&request.instance_id))
+                .await?;
+            // Idempotent: a VM of this id already on some host is the answer.
+            if let Some((_, true)) = read {
+                return host.vms.create(request, images, iso).await;
+            }
+            let (mut load, vms) = self.load_of(host, read.map(|(u, _)| u));
             // A host at its VM limit has no room, whatever its resources.
             if host.max_vms.is_some_and(|max| vms >= max) {
                 load.up = false;

@@ -717,6 +717,24 @@ impl RemoteQemu {
     /// What the live VMs reserve and used (see [`HostUsage`]).
     pub(crate) async fn usage(&self) -> Result<HostUsage, ProviderError> {
         let snap = self.snapshot(false).await?;
+        Ok(self.usage_of(&snap))
+    }
+
+    /// [`usage`](Self::usage) and whether a live VM has this id, from one snapshot.
+    pub(crate) async fn usage_and_has(
+        &self,
+        id: &InstanceId,
+    ) -> Result<(HostUsage, bool), ProviderError> {
+        check_instance_id(id)?;
+        let snap = self.snapshot(false).await?;
+        let has = snap
+            .live()
+            .iter()
+            .any(|(r, _)| r.instance_id == id.as_str());
+        Ok((self.usage_of(&snap), has))
+    }
+
+    fn usage_of(&self, snap: &Snapshot) -> HostUsage {
         let samples = lock(&self.cpu_samples);
         let mut usage = HostUsage::default();
         for (record, _) in snap.live() {
@@ -727,7 +745,7 @@ impl RemoteQemu {
                 usage.cpu_used += s.rate / 100.0;
             }
         }
-        Ok(usage)
+        usage
     }
 
     /// The live record of `id`, if any.
