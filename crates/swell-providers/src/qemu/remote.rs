@@ -16,7 +16,8 @@
 //! **A host is down** when SSH does not answer (connection refused or timed out,
 //! authentication or host key failure) or its state directory, once made, is gone:
 //! the call fails with [`ProviderError::Unavailable`], placement skips the host and
-//! `list` leaves its VMs out, so the controller replaces them elsewhere.
+//! `list` leaves its VMs out, so the controller replaces them elsewhere. A host that
+//! did not answer is not tried again for [`DOWN_RETRY`].
 //!
 //! **Reading the host: one command.** Everything `list`, `metrics`, steal and
 //! placement need comes from one shell command per pass ([`SNAPSHOT`]): the records
@@ -67,6 +68,10 @@ pub const CONTROL_PERSIST: Duration = Duration::from_secs(300);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take (`ConnectTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a host that did not answer counts as down before it is tried again, so
+/// that a pass's several calls (list, metrics, capacity) do not each wait out the
+/// connect timeout of a host that went away.
+pub const DOWN_RETRY: Duration = Duration::from_secs(10);
 /// How long the create command may take (an overlay, a seed, QEMU's start).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long delete waits for QEMU to vanish after SIGKILL.
@@ -618,6 +623,8 @@ pub(crate) struct RemoteQemu {
     steal_samples: Mutex<HashMap<String, Sample>>,
     /// The host's CPUs and MiB as it last reported them.
     reported: Mutex<Option<(f64, f64)>>,
+    /// Until when the host counts as down without being tried (it did not answer).
+    down_until: Mutex<Option<(Instant, String)>>,
 }
 
 impl RemoteQemu {
@@ -646,6 +653,7 @@ impl RemoteQemu {
             cpu_samples: Mutex::new(HashMap::new()),
             steal_samples: Mutex::new(HashMap::new()),
             reported: Mutex::new(None),
+            down_until: Mutex::new(None),
         })
     }
 
@@ -691,7 +699,25 @@ impl RemoteQemu {
                 .replace("@OWNER@", &self.owner_dir)
                 .replace("@PORTS@", if ports { "1" } else { "0" })
         );
-        let out = self.conn.run(&script, None, CALL_TIMEOUT).await?;
+        if let Some((until, why)) = lock(&self.down_until).as_ref()
+            && Instant::now() < *until
+        {
+            return Err(ProviderError::Unavailable(format!(
+                "qemu host {} down (tried again after {DOWN_RETRY:?}): {why}",
+                self.spec.name
+            )));
+        }
+        let out = match self.conn.run(&script, None, CALL_TIMEOUT).await {
+            Ok(out) => {
+                *lock(&self.down_until) = None;
+                out
+            }
+            Err(CallError::Down(why)) => {
+                *lock(&self.down_until) = Some((Instant::now() + DOWN_RETRY, why.clone()));
+                return Err(ProviderError::Unavailable(why));
+            }
+            Err(CallError::Local(e)) => return Err(e),
+        };
         if out.code != Some(0) {
             return Err(ProviderError::Unavailable(format!(
                 "qemu host {}: reading its state failed: {}",
