@@ -476,7 +476,9 @@ fn qemu_hosts(args: &ServeArgs) -> Result<Vec<swell_providers::qemu::hosts::Qemu
             .map_err(|rule| anyhow::anyhow!("--qemu-host `{spec}` {rule}"))?;
         host.max_vms = args.qemu_max_vms;
         if host.ssh.is_some() {
-            host.identity_file = args.qemu_ssh_identity.clone();
+            host.identity_file = Some(args.qemu_ssh_identity.clone().with_context(|| {
+                format!("--qemu-host `{spec}`: an ssh:// host needs --qemu-ssh-identity FILE (the private key Swell logs in with)")
+            })?);
             host.known_hosts = args.qemu_ssh_known_hosts.clone();
         }
         hosts.push(host);

@@ -249,3 +249,39 @@ async fn a_qemu_definition_with_an_ssh_host_and_its_hosts_from_the_cli() {
     assert!(!none.status.success());
     assert!(none.stderr.contains("no hypervisor hosts"), "{none:?}");
 }
+
+/// `swell serve --qemu-host NAME=ssh://…` without its key, or malformed, is refused at
+/// start naming the flag; nothing is served.
+#[test]
+fn serve_refuses_an_ssh_qemu_host_without_its_key_or_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (host, extra, says) in [
+        (
+            "rack2=ssh://swell@10.0.0.2/srv/swell/vms",
+            None,
+            "needs --qemu-ssh-identity",
+        ),
+        ("rack2=ssh://swell@10.0.0.2", None, "NAME=ssh://USER@HOST"),
+        (
+            "rack2=ssh://swell@rack2.example/srv/swell/vms",
+            Some("/etc/swell/key"),
+            "hosts[0].address",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(common::SWELL);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--qemu", "--qemu-host", host]);
+        if let Some(key) = extra {
+            cmd.args(["--qemu-ssh-identity", key]);
+        }
+        let out = cmd
+            .env_remove("SWELL_QEMU_HOSTS")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{host}: {stderr}");
+        assert!(stderr.contains(says), "{host}: {stderr}");
+    }
+}
