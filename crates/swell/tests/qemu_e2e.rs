@@ -759,5 +759,30 @@ async fn a_group_runs_on_an_ssh_host_and_a_restart_adopts_its_vm() {
         }
     })
     .await;
+    // The server's SSH master connection ends with sshd's connection processes.
+    take_down(sshd, &sshd_dir);
+}
+
+/// Stops sshd and its connection processes (and so every client's master connection).
+fn take_down(sshd: swell_providers::test_sshd::TestSshd, dir: &std::path::Path) {
+    let pid: i32 = std::fs::read_to_string(dir.join("sshd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let ppid = |p: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+    };
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>()
+            && pid > 0
+            && ppid(p) == Some(pid)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
     drop(sshd);
 }
