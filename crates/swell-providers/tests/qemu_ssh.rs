@@ -525,3 +525,36 @@ async fn ssh_boot_to_serving() {
         eprintln!("{name}: create {created:.2} s, serving {serving:.2} s");
     }
 }
+
+/// A create that fails on the SSH host (its images are not where the host entry says)
+/// comes back with QEMU's own message and leaves neither a record nor files there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_failing_on_the_ssh_host_says_why_and_leaves_nothing() {
+    let remote = Remote::start();
+    let mut config = QemuConfig::new(
+        images_dir(),
+        remote.root.path().join("unused"),
+        unique_owner(),
+    );
+    config.accel = Accel::Tcg;
+    config.hosts = vec![QemuHost {
+        images_dir: Some(remote.root.path().join("no-images-here")),
+        ..remote.host("rack2", "rack2")
+    }];
+    let provider = QemuHostsProvider::new(config).unwrap();
+    let e = provider.create(&request("vm-f-1")).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("starting QEMU failed") && text.contains("no-images-here"),
+        "{text}"
+    );
+    assert!(provider.list().await.unwrap().is_empty());
+    let dir = remote.root.path().join("rack2");
+    assert!(!dir.join("instances/vm-f-1").exists());
+    let records: Vec<_> = std::fs::read_dir(dir.join("records"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .collect();
+    assert!(records.is_empty(), "{records:?}");
+}
