@@ -365,7 +365,8 @@ impl Host {
         match op(&self.vms).await {
             Ok(v) => Ok(Some(v)),
             Err(ProviderError::Unavailable(why)) if matches!(self.vms, Vms::Remote(_)) => {
-                tracing::warn!(host = %self.name, "qemu host down: {why}");
+                // `list` warns once per pass; the other calls would repeat it.
+                tracing::debug!(host = %self.name, "qemu host down: {why}");
                 Ok(None)
             }
             Err(e) => Err(e),

@@ -709,11 +709,17 @@ impl RemoteQemu {
         }
         let out = match self.conn.run(&script, None, CALL_TIMEOUT).await {
             Ok(out) => {
-                *lock(&self.down_until) = None;
+                if lock(&self.down_until).take().is_some() {
+                    tracing::info!(host = %self.spec.name, "qemu host up again: SSH answers");
+                }
                 out
             }
             Err(CallError::Down(why)) => {
-                *lock(&self.down_until) = Some((Instant::now() + DOWN_RETRY, why.clone()));
+                let was =
+                    lock(&self.down_until).replace((Instant::now() + DOWN_RETRY, why.clone()));
+                if was.is_none() {
+                    tracing::warn!(host = %self.spec.name, "qemu host down: {why}");
+                }
                 return Err(ProviderError::Unavailable(why));
             }
             Err(CallError::Local(e)) => return Err(e),
