@@ -507,6 +507,44 @@ pub struct ProviderList {
     pub providers: Vec<Provider>,
 }
 
+/// One hypervisor host of a `qemu` provider, as `GET /v1/providers/{name}/hosts`
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProviderHost {
+    /// The host's name (what its instances report as their `host`).
+    pub name: String,
+    /// Its SSH target (`USER@HOST:PORT`); absent for a host on the server's machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<String>,
+    /// Whether it is up: its state directory is there and, for an SSH host, SSH
+    /// answers. A host that is down gets no VMs and its VMs are replaced elsewhere.
+    pub up: bool,
+    /// How many of this server's VMs live on it.
+    pub vms: u32,
+    /// Its physical vCPUs.
+    pub vcpus: f64,
+    /// Its physical memory, MiB.
+    pub memory_mb: f64,
+    /// vCPUs its VMs were created with.
+    pub vcpus_allocated: f64,
+    /// MiB its VMs were created with.
+    pub memory_mb_allocated: f64,
+    /// CPU cores its QEMU processes used at their last metrics reading.
+    pub cpu_used: f64,
+    /// Its load in percent: what placement compares (the larger of its committed
+    /// vCPU and memory shares under the over-commit ratios, and its measured CPU).
+    pub load_percent: f64,
+}
+
+/// `GET /v1/providers/{name}/hosts` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProviderHostList {
+    /// The provider.
+    pub provider: String,
+    /// Its hosts, in configuration order.
+    pub hosts: Vec<ProviderHost>,
+}
+
 /// Body of `POST /v1/providers`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

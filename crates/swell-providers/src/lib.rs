@@ -237,4 +237,10 @@ pub trait Provider: Send + Sync + 'static {
         let _ = (tenant, group);
         Ok(())
     }
+
+    /// The provider's hypervisor hosts, each up or down with its VMs and load (the
+    /// `qemu` provider); `None` for a provider without hosts of its own.
+    async fn hosts(&self) -> Result<Option<Vec<qemu::hosts::HostStatus>>, ProviderError> {
+        Ok(None)
+    }
 }

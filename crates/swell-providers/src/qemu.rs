@@ -43,6 +43,7 @@ pub mod cloud_init;
 pub mod hosts;
 pub mod image;
 pub mod qmp;
+pub mod remote;
 
 use crate::process::procfs::{self, Stat};
 use crate::records::{read_record, read_records, record_path, write_record};
@@ -512,86 +513,6 @@ impl QemuProvider {
         })
         .await?
     }
-
-    /// The QEMU command line of a VM.
-    fn command_line(
-        &self,
-        request: &CreateRequest,
-        image: &image::VmImage,
-        accel: Accel,
-        dir: &Path,
-        port: u16,
-    ) -> Vec<String> {
-        let id = request.instance_id.as_str();
-        let template = &request.template;
-        let mut args: Vec<String> = vec![
-            "-name".into(),
-            format!("swell-{id}"),
-            "-nodefaults".into(),
-            "-no-user-config".into(),
-            "-display".into(),
-            "none".into(),
-            "-machine".into(),
-            "pc".into(),
-            "-accel".into(),
-            match accel {
-                Accel::Kvm => "kvm".into(),
-                _ => "tcg".into(),
-            },
-            "-cpu".into(),
-            match accel {
-                Accel::Kvm => "host".into(),
-                _ => "max".into(),
-            },
-            "-smp".into(),
-            template.vcpus.max(1).to_string(),
-            "-m".into(),
-            template.memory_mb.max(64).to_string(),
-            "-smbios".into(),
-            format!("type=1,serial={id}"),
-            "-serial".into(),
-            format!("file:{}", dir.join("console.log").display()),
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
-            "-netdev".into(),
-            format!(
-                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{}",
-                image.guest_port
-            ),
-            "-device".into(),
-            "virtio-net-pci,netdev=net0".into(),
-        ];
-        if let Some(kernel) = &image.kernel {
-            args.extend(["-kernel".into(), kernel.display().to_string()]);
-            if let Some(initrd) = &image.initrd {
-                args.extend(["-initrd".into(), initrd.display().to_string()]);
-            }
-            let cmdline = format!(
-                "{} swell.port={} swell.instance={id}",
-                image.cmdline, image.guest_port
-            );
-            args.extend(["-append".into(), cmdline.trim().to_string()]);
-        }
-        if image.disk.is_some() {
-            args.extend([
-                "-drive".into(),
-                format!(
-                    "file={},if=virtio,format=qcow2",
-                    dir.join("disk.qcow2").display()
-                ),
-            ]);
-        }
-        if image.cloud_init {
-            args.extend([
-                "-drive".into(),
-                format!(
-                    "file={},if=virtio,format=raw,readonly=on",
-                    dir.join(cloud_init::SEED_FILE).display()
-                ),
-            ]);
-        }
-        args
-    }
 }
 
 #[async_trait]
@@ -675,7 +596,14 @@ impl Provider for QemuProvider {
             cloud_init::write_seed(&self.config.genisoimage, &dir, seed).await?;
         }
 
-        let args = self.command_line(request, &image, accel, &dir, port);
+        let args = command_line(
+            request,
+            &image,
+            accel,
+            &dir,
+            Ipv4Addr::LOCALHOST.into(),
+            port,
+        );
         let stderr = log.try_clone().map_err(|source| ProviderError::Io {
             action: "opening qemu.log".into(),
             source,
@@ -902,6 +830,87 @@ impl Provider for QemuProvider {
         }
         Ok(out)
     }
+}
+
+/// The QEMU command line of a VM whose files are in `dir`, its guest port forwarded
+/// from `listen:port` on its host.
+pub(crate) fn command_line(
+    request: &CreateRequest,
+    image: &image::VmImage,
+    accel: Accel,
+    dir: &Path,
+    listen: std::net::IpAddr,
+    port: u16,
+) -> Vec<String> {
+    let id = request.instance_id.as_str();
+    let template = &request.template;
+    let mut args: Vec<String> = vec![
+        "-name".into(),
+        format!("swell-{id}"),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-machine".into(),
+        "pc".into(),
+        "-accel".into(),
+        match accel {
+            Accel::Kvm => "kvm".into(),
+            _ => "tcg".into(),
+        },
+        "-cpu".into(),
+        match accel {
+            Accel::Kvm => "host".into(),
+            _ => "max".into(),
+        },
+        "-smp".into(),
+        template.vcpus.max(1).to_string(),
+        "-m".into(),
+        template.memory_mb.max(64).to_string(),
+        "-smbios".into(),
+        format!("type=1,serial={id}"),
+        "-serial".into(),
+        format!("file:{}", dir.join("console.log").display()),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        "-netdev".into(),
+        format!(
+            "user,id=net0,restrict=on,hostfwd=tcp:{listen}:{port}-:{}",
+            image.guest_port
+        ),
+        "-device".into(),
+        "virtio-net-pci,netdev=net0".into(),
+    ];
+    if let Some(kernel) = &image.kernel {
+        args.extend(["-kernel".into(), kernel.display().to_string()]);
+        if let Some(initrd) = &image.initrd {
+            args.extend(["-initrd".into(), initrd.display().to_string()]);
+        }
+        let cmdline = format!(
+            "{} swell.port={} swell.instance={id}",
+            image.cmdline, image.guest_port
+        );
+        args.extend(["-append".into(), cmdline.trim().to_string()]);
+    }
+    if image.disk.is_some() {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "file={},if=virtio,format=qcow2",
+                dir.join("disk.qcow2").display()
+            ),
+        ]);
+    }
+    if image.cloud_init {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "file={},if=virtio,format=raw,readonly=on",
+                dir.join(cloud_init::SEED_FILE).display()
+            ),
+        ]);
+    }
+    args
 }
 
 fn qmp_error(id: &InstanceId) -> impl Fn(QmpError) -> ProviderError + '_ {

@@ -259,12 +259,88 @@ pub async fn render(
         }
     }
 
+    if *scope == Scope::All {
+        add_host_series(&mut page, controller).await;
+    }
+
     let mut registry = Registry::default();
     registry.register_collector(Box::new(page));
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     Ok(out)
+}
+
+/// The per-host series of every provider with hypervisor hosts (`qemu`), read now:
+/// admin and scrape-listener pages only (host names and every tenant's VMs). A
+/// provider whose hosts cannot be read is left out of the page (and logged).
+async fn add_host_series(page: &mut Page, controller: &Controller) {
+    let mut read = Vec::new();
+    for entry in controller.registry().all() {
+        match entry.provider.hosts().await {
+            Ok(Some(hosts)) => read.push((entry.name.clone(), hosts)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(provider = %entry.name, "reading its hosts for /metrics: {e}"),
+        }
+    }
+    if read.is_empty() {
+        return;
+    }
+    let gauge = |page: &mut Page, name, help| page.family(name, help, MetricType::Gauge);
+    let up = gauge(
+        page,
+        "swell_provider_host_up",
+        "1 when the hypervisor host is up (state directory there; for an SSH host, SSH answers).",
+    );
+    let vms = gauge(
+        page,
+        "swell_provider_host_vms",
+        "VMs of this server living on the host.",
+    );
+    let vcpus = gauge(
+        page,
+        "swell_provider_host_vcpus",
+        "The host's physical vCPUs.",
+    );
+    let vcpus_alloc = gauge(
+        page,
+        "swell_provider_host_vcpus_allocated",
+        "vCPUs the host's VMs were created with.",
+    );
+    let memory = gauge(
+        page,
+        "swell_provider_host_memory_mb",
+        "The host's physical memory, MiB.",
+    );
+    let memory_alloc = gauge(
+        page,
+        "swell_provider_host_memory_mb_allocated",
+        "MiB the host's VMs were created with.",
+    );
+    let cpu_used = gauge(
+        page,
+        "swell_provider_host_cpu_used",
+        "CPU cores the host's QEMU processes used at their last metrics reading.",
+    );
+    let load = gauge(
+        page,
+        "swell_provider_host_load_ratio",
+        "The host's load as placement compares it (1 = full under the over-commit ratios).",
+    );
+    for (provider, hosts) in read {
+        for h in hosts {
+            let v = crate::registry::host_view(&h);
+            let labels = || vec![("provider", provider.clone()), ("host", v.name.clone())];
+            page.add(up, labels(), Value::Gauge(i64::from(v.up)));
+            page.add(vms, labels(), Value::Gauge(i64::from(v.vms)));
+            page.add(vcpus, labels(), Value::GaugeF(v.vcpus));
+            page.add(vcpus_alloc, labels(), Value::GaugeF(v.vcpus_allocated));
+            page.add(memory, labels(), Value::GaugeF(v.memory_mb));
+            page.add(memory_alloc, labels(), Value::GaugeF(v.memory_mb_allocated));
+            page.add(cpu_used, labels(), Value::GaugeF(v.cpu_used));
+            page.add(load, labels(), Value::GaugeF(v.load_percent / 100.0));
+        }
+    }
 }
 
 /// The scrape listener's routes (`swell serve --metrics-listen ADDR`): `GET /metrics`,
@@ -308,6 +384,7 @@ type Labels = Vec<(&'static str, String)>;
 enum Value {
     Counter(u64),
     Gauge(i64),
+    GaugeF(f64),
     Histogram {
         buckets: Vec<(f64, u64)>,
         count: u64,
@@ -368,6 +445,7 @@ impl Collector for Page {
                 match value {
                     Value::Counter(n) => series.encode_counter::<NoLabelSet, _, u64>(n, None)?,
                     Value::Gauge(n) => series.encode_gauge(n)?,
+                    Value::GaugeF(x) => series.encode_gauge(x)?,
                     Value::Histogram {
                         buckets,
                         count,

@@ -27,6 +27,7 @@ pub fn routes() -> Router<Arc<Service>> {
                 .put(update_provider)
                 .delete(delete_provider),
         )
+        .route("/v1/providers/{name}/hosts", get(provider_hosts))
 }
 
 /// The providers the caller may see: an admin every one (built-ins too), anyone else
@@ -90,4 +91,15 @@ pub(crate) async fn delete_provider(
 ) -> ApiResult<StatusCode> {
     s.delete_provider(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The provider's hypervisor hosts (admins): each up or down, its VMs, capacity,
+/// allocation and load, read now; 409 for a provider without hosts (not `qemu`).
+#[utoipa::path(get, path = "/v1/providers/{name}/hosts", params(("name" = String, Path)),
+    responses((status = 200, body = api::ProviderHostList), (status = 404, body = api::Problem), (status = 409, body = api::Problem)))]
+pub(crate) async fn provider_hosts(
+    State(s): St,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<api::ProviderHostList>> {
+    Ok(axum::Json(s.provider_hosts(&name).await?))
 }

@@ -295,7 +295,8 @@ pub struct OpenStackDefinition {
 }
 
 /// A `qemu` definition's `config`: its hypervisor hosts and how VMs are placed on
-/// them. Paths are on the server's host (only an admin defines providers).
+/// them. Paths are on the server's host (only an admin defines providers), but an SSH
+/// host's `state_dir` and `images_dir`, which are on that host.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QemuDefinition {
@@ -591,6 +592,12 @@ impl Provider for Named {
     async fn group_deleted(&self, tenant: &TenantId, group: &str) -> Result<(), ProviderError> {
         self.inner.group_deleted(tenant, group).await
     }
+
+    async fn hosts(
+        &self,
+    ) -> Result<Option<Vec<swell_providers::qemu::hosts::HostStatus>>, ProviderError> {
+        self.inner.hosts().await
+    }
 }
 
 // ---- stored definitions: loading, sealing, and the service's calls ----
@@ -747,6 +754,35 @@ impl Service {
             return Err(missing());
         }
         self.provider_view(p, &entry).await
+    }
+
+    /// The hypervisor hosts of provider `name` (admins: they show every tenant's VMs
+    /// and the hosts' SSH targets), read now; 404 for an unknown provider, 409 for
+    /// one without hosts (not `qemu`).
+    pub async fn provider_hosts(&self, name: &str) -> ServiceResult<api::ProviderHostList> {
+        ProviderName::new(name)?;
+        let entry = self
+            .registry()
+            .entry(name)
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "provider",
+                name: name.to_string(),
+            })?;
+        let hosts = entry
+            .provider
+            .hosts()
+            .await
+            .map_err(ServiceError::Provider)?
+            .ok_or_else(|| {
+                ServiceError::State(format!(
+                    "provider `{name}` ({}) has no hypervisor hosts: only a qemu provider has",
+                    entry.kind
+                ))
+            })?;
+        Ok(api::ProviderHostList {
+            provider: name.to_string(),
+            hosts: hosts.iter().map(host_view).collect(),
+        })
     }
 
     /// Checks a tenant's granted provider names (field `providers[i]`): each a
@@ -976,6 +1012,27 @@ fn check_credentials(kind: ProviderKind, secret: Option<&str>) -> Result<(), Val
             format!("must be 1 to {MAX_CREDENTIALS} bytes"),
         )),
         _ => Ok(()),
+    }
+}
+
+/// A host as the API shows it (a non-finite load, from a host without capacity, is
+/// shown as 100 %).
+pub(crate) fn host_view(h: &swell_providers::qemu::hosts::HostStatus) -> api::ProviderHost {
+    api::ProviderHost {
+        name: h.name.clone(),
+        ssh: h.ssh.clone(),
+        up: h.up,
+        vms: h.vms,
+        vcpus: h.load.capacity.vcpus,
+        memory_mb: h.load.capacity.memory_mb,
+        vcpus_allocated: h.load.allocated.vcpus,
+        memory_mb_allocated: h.load.allocated.memory_mb,
+        cpu_used: h.load.cpu_used,
+        load_percent: if h.load_percent.is_finite() {
+            h.load_percent
+        } else {
+            100.0
+        },
     }
 }
 

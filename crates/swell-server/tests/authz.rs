@@ -439,6 +439,21 @@ async fn own_call(
             if template == "/v1/users/{user}" {
                 set(&mut params, "user", extra.clone());
             }
+            if template == "/v1/providers/{name}/hosts" {
+                // A qemu definition (only those have hosts): one local host, no VM.
+                let p = format!("phosts-{fresh}");
+                let dir =
+                    std::env::temp_dir().join(format!("swell-authz-{p}-{}", std::process::id()));
+                api.ok(
+                    admin,
+                    Method::POST,
+                    "/v1/providers",
+                    Some(json!({"name": p, "kind": "qemu",
+                        "config": {"hosts": [{"name": "h1", "state_dir": dir}], "accel": "tcg"}})),
+                )
+                .await;
+                set(&mut params, "name", p);
+            }
         }
         ("POST", "/v1/auth/tokens") => {
             let password = if who == Who::Anon {

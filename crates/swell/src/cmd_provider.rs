@@ -45,6 +45,12 @@ pub enum ProviderCmd {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Show a qemu provider's hypervisor hosts (admin): up or down, VMs, capacity,
+    /// allocation and load, read now.
+    Hosts {
+        /// Its name.
+        name: String,
+    },
     /// Delete a provider (refused while a group uses it).
     Delete {
         /// Its name.
@@ -72,9 +78,17 @@ pub struct ConfigArgs {
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
     /// qemu: a hypervisor host, `NAME=STATE_DIR` (an absolute path on the server's
-    /// host, its own); repeatable.
+    /// host, its own) or `NAME=ssh://USER@HOST[:PORT]/STATE_DIR[?address=IP]` (a
+    /// remote host, its state directory there); repeatable.
     #[arg(long = "host", value_name = "NAME=DIR")]
     hosts: Vec<String>,
+    /// qemu: the private key (a file on the server's host) for the ssh:// hosts.
+    #[arg(long, value_name = "FILE")]
+    ssh_identity: Option<PathBuf>,
+    /// qemu: a known_hosts file (on the server's host) with the ssh:// hosts' keys,
+    /// checked strictly; without it each key is pinned on first contact.
+    #[arg(long, value_name = "FILE")]
+    ssh_known_hosts: Option<PathBuf>,
     /// qemu: where the VM images are (on the server's host).
     #[arg(long, value_name = "DIR")]
     images_dir: Option<PathBuf>,
@@ -156,10 +170,14 @@ impl ConfigArgs {
         if !self.hosts.is_empty() {
             let mut hosts = Vec::new();
             for spec in &self.hosts {
-                let (name, dir) = spec.split_once('=').with_context(|| {
-                    format!("--host `{spec}` must be NAME=STATE_DIR, e.g. rack1=/srv/swell/rack1")
-                })?;
-                hosts.push(json!({"name": name, "state_dir": dir}));
+                let mut host: swell_providers::qemu::hosts::QemuHost = spec
+                    .parse()
+                    .map_err(|rule| anyhow::anyhow!("--host `{spec}` {rule}"))?;
+                if host.ssh.is_some() {
+                    host.identity_file = self.ssh_identity.clone();
+                    host.known_hosts = self.ssh_known_hosts.clone();
+                }
+                hosts.push(serde_json::to_value(&host)?);
             }
             set("hosts", Value::Array(hosts));
         }
@@ -231,6 +249,30 @@ pub(crate) fn read_secret(path: &Path) -> Result<String> {
     Ok(secret)
 }
 
+fn hosts_table(list: &api::ProviderHostList) -> Table {
+    let mut t = Table::new(&["HOST", "UP", "VMS", "VCPUS", "MEMORY_MB", "LOAD%"]).wide(&[
+        "SSH",
+        "VCPUS_TOTAL",
+        "MEMORY_MB_TOTAL",
+        "CPU_USED",
+    ]);
+    for h in &list.hosts {
+        t.add_row([
+            h.name.clone(),
+            if h.up { "yes" } else { "DOWN" }.to_string(),
+            h.vms.to_string(),
+            format!("{}", h.vcpus_allocated),
+            format!("{}", h.memory_mb_allocated),
+            format!("{:.1}", h.load_percent),
+            or_dash(h.ssh.as_ref()),
+            format!("{}", h.vcpus),
+            format!("{:.0}", h.memory_mb),
+            format!("{:.2}", h.cpu_used),
+        ]);
+    }
+    t
+}
+
 fn providers_table(list: &[api::Provider]) -> Table {
     let mut t = Table::new(&["NAME", "KIND", "TENANT", "CREDENTIALS"])
         .wide(&["BUILTIN", "CREATED", "UPDATED"]);
@@ -293,6 +335,10 @@ pub async fn run(c: &Client, cmd: ProviderCmd, output: Output) -> Result<()> {
                 .call(Method::PUT, &format!("/v1/providers/{name}"), Some(&body))
                 .await?;
             print(output, &p, one)
+        }
+        ProviderCmd::Hosts { name } => {
+            let l: api::ProviderHostList = c.get(&format!("/v1/providers/{name}/hosts")).await?;
+            print(output, &l, hosts_table)
         }
         ProviderCmd::Delete { name } => {
             let _: Value = c

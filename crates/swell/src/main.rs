@@ -225,9 +225,11 @@ struct ServeArgs {
     #[arg(long, env = "SWELL_QEMU_MAX_VMS", value_name = "N")]
     qemu_max_vms: Option<u32>,
     /// A hypervisor host of the `qemu` provider, `NAME=STATE_DIR` (its records and VM
-    /// files; an absolute path, its own); repeatable. Default: one host, `localhost`,
-    /// in `<data dir>/qemu`. A host whose state directory is gone is down: its VMs
-    /// are replaced on the others.
+    /// files; an absolute path, its own), or a remote one over SSH,
+    /// `NAME=ssh://USER@HOST[:PORT]/STATE_DIR[?address=IP&images_dir=DIR]` (its state
+    /// directory on that host; key from --qemu-ssh-identity); repeatable. Default: one
+    /// host, `localhost`, in `<data dir>/qemu`. A host whose state directory is gone,
+    /// or whose SSH does not answer, is down: its VMs are replaced on the others.
     #[arg(
         long = "qemu-host",
         env = "SWELL_QEMU_HOSTS",
@@ -235,6 +237,14 @@ struct ServeArgs {
         value_delimiter = ';'
     )]
     qemu_hosts: Vec<String>,
+    /// The private key Swell logs in to the `ssh://` qemu hosts with.
+    #[arg(long, env = "SWELL_QEMU_SSH_IDENTITY", value_name = "FILE")]
+    qemu_ssh_identity: Option<PathBuf>,
+    /// A known_hosts file with the `ssh://` qemu hosts' keys, checked strictly
+    /// (`StrictHostKeyChecking=yes`). Without it each host's key is pinned on first
+    /// contact (`accept-new`), in a file that does not survive a reboot.
+    #[arg(long, env = "SWELL_QEMU_SSH_KNOWN_HOSTS", value_name = "FILE")]
+    qemu_ssh_known_hosts: Option<PathBuf>,
     /// Placement on the `qemu` hosts: hosts whose load is below this percentage are
     /// preferred (filled evenly by what is committed on them).
     #[arg(
@@ -456,15 +466,21 @@ fn docker_engines(args: &ServeArgs) -> Result<Vec<swell_providers::docker::Engin
     Ok(engines)
 }
 
-/// The `--qemu-host NAME=DIR` hosts, each with `--qemu-max-vms` as its limit.
+/// The `--qemu-host` hosts, each with `--qemu-max-vms` as its limit and the
+/// `--qemu-ssh-*` files for the `ssh://` ones.
 fn qemu_hosts(args: &ServeArgs) -> Result<Vec<swell_providers::qemu::hosts::QemuHost>> {
     let mut hosts = Vec::new();
     for spec in &args.qemu_hosts {
-        let (name, dir) = spec.split_once('=').with_context(|| {
-            format!("--qemu-host `{spec}` must be NAME=STATE_DIR, e.g. rack1=/srv/swell/rack1")
-        })?;
-        let mut host = swell_providers::qemu::hosts::QemuHost::local(name, dir);
+        let mut host: swell_providers::qemu::hosts::QemuHost = spec
+            .parse()
+            .map_err(|rule| anyhow::anyhow!("--qemu-host `{spec}` {rule}"))?;
         host.max_vms = args.qemu_max_vms;
+        if host.ssh.is_some() {
+            host.identity_file = Some(args.qemu_ssh_identity.clone().with_context(|| {
+                format!("--qemu-host `{spec}`: an ssh:// host needs --qemu-ssh-identity FILE (the private key Swell logs in with)")
+            })?);
+            host.known_hosts = args.qemu_ssh_known_hosts.clone();
+        }
         hosts.push(host);
     }
     Ok(hosts)

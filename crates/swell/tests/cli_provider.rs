@@ -140,3 +140,148 @@ async fn admins_define_list_and_delete_providers_from_the_cli() {
         "the secret was printed or logged"
     );
 }
+
+/// A qemu definition with a local host and a remote one over SSH (`--host
+/// NAME=ssh://…`, `--ssh-identity`), and `swell provider hosts`: the local host is up,
+/// the SSH host (nothing listens on its port) is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qemu_definition_with_an_ssh_host_and_its_hosts_from_the_cli() {
+    let s = Swell::start().await;
+    let key = s.write("qemu_ed25519", "not a usable key\n");
+    let local = std::path::Path::new(&key)
+        .parent()
+        .unwrap()
+        .join("vms-local");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let local_host = format!("local={}", local.display());
+    let ssh_host = format!("rack2=ssh://swell@127.0.0.1:{port}/srv/swell/vms");
+
+    // The SSH host needs its key: the server names the field.
+    let bad = s
+        .cli(&[
+            "provider", "create", "vms", "--kind", "qemu", "--host", &ssh_host,
+        ])
+        .await;
+    assert!(!bad.status.success());
+    assert!(
+        bad.stderr.contains("config.hosts[0].identity_file"),
+        "{bad:?}"
+    );
+    // A malformed host: the CLI says the syntax.
+    let bad = s
+        .cli(&[
+            "provider",
+            "create",
+            "vms",
+            "--kind",
+            "qemu",
+            "--host",
+            "rack2=ssh://swell@h",
+        ])
+        .await;
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("NAME=ssh://USER@HOST"), "{bad:?}");
+
+    let p = s
+        .cli_json(&[
+            "provider",
+            "create",
+            "vms",
+            "--kind",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--host",
+            &local_host,
+            "--host",
+            &ssh_host,
+            "--ssh-identity",
+            &key,
+        ])
+        .await;
+    let rack2 = &p["config"]["hosts"][1];
+    assert_eq!(
+        (
+            &rack2["name"],
+            &rack2["ssh"],
+            &rack2["state_dir"],
+            &rack2["identity_file"]
+        ),
+        (
+            &json!("rack2"),
+            &json!(format!("swell@127.0.0.1:{port}")),
+            &json!("/srv/swell/vms"),
+            &json!(key)
+        ),
+        "{p}"
+    );
+    assert!(p["config"]["hosts"][0].get("ssh").is_none(), "{p}");
+
+    let hosts = s.cli_json(&["provider", "hosts", "vms"]).await;
+    let seen: Vec<(String, bool)> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().to_string(),
+                h["up"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("local".to_string(), true), ("rack2".to_string(), false)]
+    );
+    let table = s.cli(&["provider", "hosts", "vms"]).await;
+    assert!(table.status.success(), "{table:?}");
+    let rack2_row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("rack2"))
+        .unwrap();
+    assert!(rack2_row.contains("DOWN"), "{}", table.stdout);
+    // Not a provider with hosts.
+    let none = s.cli(&["provider", "hosts", "process"]).await;
+    assert!(!none.status.success());
+    assert!(none.stderr.contains("no hypervisor hosts"), "{none:?}");
+}
+
+/// `swell serve --qemu-host NAME=ssh://…` without its key, or malformed, is refused at
+/// start naming the flag; nothing is served.
+#[test]
+fn serve_refuses_an_ssh_qemu_host_without_its_key_or_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (host, extra, says) in [
+        (
+            "rack2=ssh://swell@10.0.0.2/srv/swell/vms",
+            None,
+            "needs --qemu-ssh-identity",
+        ),
+        ("rack2=ssh://swell@10.0.0.2", None, "NAME=ssh://USER@HOST"),
+        (
+            "rack2=ssh://swell@rack2.example/srv/swell/vms",
+            Some("/etc/swell/key"),
+            "hosts[0].address",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(common::SWELL);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--qemu", "--qemu-host", host]);
+        if let Some(key) = extra {
+            cmd.args(["--qemu-ssh-identity", key]);
+        }
+        let out = cmd
+            .env_remove("SWELL_QEMU_HOSTS")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{host}: {stderr}");
+        assert!(stderr.contains(says), "{host}: {stderr}");
+    }
+}

@@ -588,3 +588,201 @@ async fn a_defined_two_host_provider_places_scales_on_steal_and_survives_a_lost_
     })
     .await;
 }
+
+/// The QEMU processes whose files are under `dir`: instance id → pids.
+fn vms_under(dir: &std::path::Path) -> BTreeMap<String, Vec<i32>> {
+    let marker = format!("{}/instances/", dir.display());
+    let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.iter().any(|a| a.contains(&marker)) {
+            continue;
+        }
+        if let Some(id) = args.iter().find_map(|a| a.strip_prefix("type=1,serial=")) {
+            out.entry(id.to_string()).or_default().push(pid);
+        }
+    }
+    out
+}
+
+/// Kills every QEMU whose files are under a directory when dropped.
+struct DirSweeper(PathBuf);
+
+impl Drop for DirSweeper {
+    fn drop(&mut self) {
+        for pid in vms_under(&self.0).values().flatten() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The group `vms`'s one running instance (id, host) when it is the one QEMU whose
+/// files are under `dir`.
+async fn one_vm_on(s: &Swell, dir: &std::path::Path) -> Result<(String, String), String> {
+    let list = s.instances("vms", false).await;
+    let up: Vec<(String, String)> = list
+        .iter()
+        .filter(|i| i["status"] == "running")
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap_or_default().to_string(),
+                i["host"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let host = vms_under(dir);
+    if up.len() == 1 && host.len() == 1 && host.get(&up[0].0).is_some_and(|p| p.len() == 1) {
+        Ok(up[0].clone())
+    } else {
+        Err(format!("running {up:?}, QEMU there {host:?}"))
+    }
+}
+
+/// Issue 19, remote hosts: `swell serve --qemu-host rack2=ssh://…` with a private
+/// OpenSSH server on loopback as the remote hypervisor host. The group's VM boots
+/// there (its files in that host's state directory), serves through the group's load
+/// balancer, shows on `swell provider hosts`; after a `kill -9` of the server the
+/// restart adopts it over SSH (same instance, one QEMU), and deleting the group powers
+/// it off there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_runs_on_an_ssh_host_and_a_restart_adopts_its_vm() {
+    let _serial = SERIAL.lock().await;
+    let root = tempfile::Builder::new()
+        .prefix("sqe")
+        .tempdir_in("/tmp")
+        .expect("a temporary directory");
+    let sshd_dir = root.path().join("sshd");
+    std::fs::create_dir(&sshd_dir).unwrap();
+    let sshd = swell_providers::test_sshd::TestSshd::start(&sshd_dir).unwrap();
+    let remote = root.path().join("rack2");
+    let _sweeper = DirSweeper(remote.clone());
+    let images = images_dir();
+    let host = format!(
+        "rack2=ssh://root@127.0.0.1:{}{}",
+        sshd.addr.port(),
+        remote.display()
+    );
+    let key = sshd.client_key.display().to_string();
+    let mut s = Swell::start_with(
+        &[
+            "--qemu",
+            "--qemu-accel",
+            "tcg",
+            "--qemu-images",
+            images.to_str().unwrap(),
+            "--qemu-host",
+            &host,
+            "--qemu-ssh-identity",
+            &key,
+        ],
+        &[],
+    )
+    .await;
+    let granted = s
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/default",
+            Some(&format!(
+                r#"{{"providers": ["process", "qemu"], "images": ["{IMAGE}"]}}"#
+            )),
+        )
+        .await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    let mut doc = group_doc("vms", 1, 2, never_scale());
+    doc["provider"] = "qemu".into();
+    doc["template"] = serde_json::json!({ "image": IMAGE, "vcpus": 1, "memory_mb": 128 });
+    let file = s.write("vms.json", &doc.to_string());
+    s.cli_json(&["group", "create", "-f", &file]).await;
+
+    let (id, on) = eventually("one VM on rack2", CONVERGE, || one_vm_on(&s, &remote)).await;
+    assert_eq!(on, "rack2");
+    assert!(
+        remote
+            .join("instances")
+            .join(&id)
+            .join("console.log")
+            .is_file()
+    );
+    // It serves its id through the group's load balancer.
+    let lb = s.load_balancer("vms").await;
+    let body = eventually("the VM serving through the load balancer", CONVERGE, || {
+        let lb = lb.clone();
+        async move {
+            let r = reqwest::get(format!("http://{lb}/"))
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status().is_success() {
+                r.text().await.map_err(|e| e.to_string())
+            } else {
+                Err(r.status().to_string())
+            }
+        }
+    })
+    .await;
+    assert_eq!(body.trim(), id);
+    let hosts = s.cli_json(&["provider", "hosts", "qemu"]).await;
+    assert_eq!(hosts["hosts"][0]["name"], "rack2", "{hosts}");
+    assert_eq!(hosts["hosts"][0]["up"], true, "{hosts}");
+    assert_eq!(hosts["hosts"][0]["vms"], 1, "{hosts}");
+
+    // kill -9 of the server: the restart adopts the VM over SSH, no second QEMU.
+    s.kill9();
+    s.restart().await;
+    let (again, _) = eventually("the VM adopted", CONVERGE, || one_vm_on(&s, &remote)).await;
+    assert_eq!(again, id, "the same instance, adopted");
+
+    s.cli_json(&["group", "delete", "vms"]).await;
+    // QEMU goes first, then its files and record (in the same ssh call).
+    eventually("no VM and no VM files left on rack2", CONVERGE, || async {
+        let left = vms_under(&remote);
+        let files = remote.join("instances").join(&id).exists();
+        if left.is_empty() && !files {
+            Ok(())
+        } else {
+            Err(format!("QEMU {left:?}, files there: {files}"))
+        }
+    })
+    .await;
+    // The server's SSH master connection ends with sshd's connection processes.
+    take_down(sshd, &sshd_dir);
+}
+
+/// Stops sshd and its connection processes (and so every client's master connection).
+fn take_down(sshd: swell_providers::test_sshd::TestSshd, dir: &std::path::Path) {
+    let pid: i32 = std::fs::read_to_string(dir.join("sshd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let ppid = |p: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+    };
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>()
+            && pid > 0
+            && ppid(p) == Some(pid)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    drop(sshd);
+}

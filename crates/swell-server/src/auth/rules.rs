@@ -173,6 +173,7 @@ pub const RULES: &[(Method, &str, Permission)] = &[
     (Method::GET, "/v1/providers/{name}", Role(Role::Viewer)),
     (Method::PUT, "/v1/providers/{name}", Admin),
     (Method::DELETE, "/v1/providers/{name}", Admin),
+    (Method::GET, "/v1/providers/{name}/hosts", Admin),
     (Method::GET, "/v1/prices", Admin),
     (Method::POST, "/v1/prices", Admin),
     (Method::DELETE, "/v1/prices/{name}", Admin),
