@@ -5,67 +5,18 @@
 //! Every test has its own state directory and owner tag; a [`VmGuard`] SIGKILLs the
 //! QEMU processes of the VMs it was given when the test ends, passed or failed.
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use support::{IMAGE, VmGuard, images_dir, unique_owner};
 use swell_core::{InstanceId, Template, TenantId};
 use swell_providers::qemu::hosts::{QemuHost, QemuHostsProvider};
-use swell_providers::qemu::{Accel, QemuConfig, QemuProvider, default_images_dir};
+use swell_providers::qemu::{Accel, QemuConfig, QemuProvider};
 use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError};
 
-/// The image the tests boot.
-const IMAGE: &str = "busybox-httpd";
 /// How long a TCG VM may take from create to serving HTTP on a loaded machine.
 const BOOT_WAIT: Duration = Duration::from_secs(90);
-
-/// The images directory, with the test image built if it is missing.
-fn images_dir() -> PathBuf {
-    let dir = default_images_dir();
-    if !dir.join(IMAGE).join("image.json").is_file() {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-vm-image");
-        let status = Command::new(&script)
-            .arg("--no-demo-app")
-            .arg(&dir)
-            .status()
-            .expect("running scripts/build-vm-image");
-        assert!(
-            status.success(),
-            "scripts/build-vm-image failed (needs linux-image-amd64 and busybox-static; scripts/test installs them)"
-        );
-    }
-    dir
-}
-
-fn unique_owner() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "qemu-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// SIGKILLs the QEMU processes it was given when dropped.
-#[derive(Default)]
-struct VmGuard(std::sync::Mutex<Vec<i32>>);
-
-impl VmGuard {
-    fn watch(&self, pid: i32) {
-        self.0.lock().unwrap().push(pid);
-    }
-}
-
-impl Drop for VmGuard {
-    fn drop(&mut self) {
-        for pid in self.0.lock().unwrap().iter() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
 
 struct Fixture {
     _state: tempfile::TempDir,
@@ -79,7 +30,7 @@ fn fixture() -> Fixture {
         .prefix("sq")
         .tempdir_in("/tmp")
         .unwrap();
-    let mut config = QemuConfig::new(images_dir(), state.path(), unique_owner());
+    let mut config = QemuConfig::new(images_dir(), state.path(), unique_owner("qemu-test"));
     config.accel = Accel::Tcg;
     let provider = QemuProvider::new(config.clone());
     Fixture {
@@ -248,7 +199,7 @@ async fn a_restarted_provider_adopts_its_vms_and_only_its_own() {
     assert_eq!(listed[0].address, vm.address);
     // Another owner on the same state directory does not.
     let mut other = f.config.clone();
-    other.owner = unique_owner();
+    other.owner = unique_owner("qemu-test");
     assert!(QemuProvider::new(other).list().await.unwrap().is_empty());
 
     // A record whose pid is some other process (here: this test) is no VM, even with
@@ -553,7 +504,7 @@ async fn two_hosts_place_by_load_and_a_lost_hosts_vms_are_replaced_on_the_other(
         .tempdir_in("/tmp")
         .unwrap();
     let (h1, h2) = (root.path().join("h1"), root.path().join("h2"));
-    let mut config = QemuConfig::new(images_dir(), &h1, unique_owner());
+    let mut config = QemuConfig::new(images_dir(), &h1, unique_owner("qemu-test"));
     config.accel = Accel::Tcg;
     // h1: 1 vCPU, 1 GiB (16 vCPUs and 1536 MiB committable); h2 twice that.
     config.hosts = vec![

@@ -7,63 +7,19 @@
 //! A [`VmGuard`] SIGKILLs the QEMU processes it was given when a test ends (the
 //! "remote" pids are this machine's too).
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use support::{IMAGE, VmGuard, images_dir, unique_owner};
 use swell_core::{InstanceId, Template, TenantId};
 use swell_providers::qemu::hosts::{QemuHost, QemuHostsProvider};
-use swell_providers::qemu::{Accel, QemuConfig, default_images_dir};
+use swell_providers::qemu::{Accel, QemuConfig};
 use swell_providers::test_sshd::{TestSshd, keygen};
 use swell_providers::{CreateRequest, ObservedState, Provider, ProviderError};
 
-const IMAGE: &str = "busybox-httpd";
 /// How long a TCG VM may take from create to serving HTTP on a loaded machine.
 const BOOT_WAIT: Duration = Duration::from_secs(120);
-
-fn images_dir() -> PathBuf {
-    let dir = default_images_dir();
-    if !dir.join(IMAGE).join("image.json").is_file() {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-vm-image");
-        let status = Command::new(&script)
-            .arg("--no-demo-app")
-            .arg(&dir)
-            .status()
-            .expect("running scripts/build-vm-image");
-        assert!(status.success(), "scripts/build-vm-image failed");
-    }
-    dir
-}
-
-fn unique_owner() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "qemu-ssh-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// SIGKILLs the QEMU processes it was given when dropped.
-#[derive(Default)]
-struct VmGuard(std::sync::Mutex<Vec<i32>>);
-
-impl VmGuard {
-    fn watch(&self, pid: i32) {
-        self.0.lock().unwrap().push(pid);
-    }
-}
-
-impl Drop for VmGuard {
-    fn drop(&mut self) {
-        for pid in self.0.lock().unwrap().iter() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
 
 fn request(id: &str) -> CreateRequest {
     CreateRequest {
@@ -186,7 +142,7 @@ async fn vms_run_on_an_ssh_host_and_leave_the_listing_when_it_is_down() {
         remote.root.path().join("rack2"),
         remote.root.path().join("local"),
     );
-    let owner = unique_owner();
+    let owner = unique_owner("qemu-ssh-test");
     let mut config = QemuConfig::new(images_dir(), &local_dir, owner.clone());
     config.accel = Accel::Tcg;
     config.hosts = vec![
@@ -374,7 +330,7 @@ async fn vms_run_on_an_ssh_host_and_leave_the_listing_when_it_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_provider_adopts_the_vms_of_an_ssh_host() {
     let remote = Remote::start();
-    let owner = unique_owner();
+    let owner = unique_owner("qemu-ssh-test");
     let mut config = QemuConfig::new(images_dir(), remote.root.path().join("unused"), owner);
     config.accel = Accel::Tcg;
     config.hosts = vec![remote.host("rack2", "rack2")];
@@ -443,7 +399,11 @@ async fn an_ssh_host_with_a_foreign_key_or_refusing_the_login_is_down() {
     let known = dir.join("known_hosts");
     let foreign = std::fs::read_to_string(dir.join("stranger.pub")).unwrap();
     std::fs::write(&known, format!("[127.0.0.1]:{port} {foreign}")).unwrap();
-    let mut config = QemuConfig::new(images_dir(), dir.join("unused"), unique_owner());
+    let mut config = QemuConfig::new(
+        images_dir(),
+        dir.join("unused"),
+        unique_owner("qemu-ssh-test"),
+    );
     config.accel = Accel::Tcg;
     config.hosts = vec![QemuHost {
         known_hosts: Some(known.clone()),
@@ -480,7 +440,7 @@ async fn ssh_boot_to_serving() {
     let remote = Remote::start();
     let local_dir = remote.root.path().join("local");
     let provider = |host: QemuHost| {
-        let mut config = QemuConfig::new(images_dir(), &local_dir, unique_owner());
+        let mut config = QemuConfig::new(images_dir(), &local_dir, unique_owner("qemu-ssh-test"));
         config.accel = Accel::Tcg;
         config.hosts = vec![host];
         QemuHostsProvider::new(config).unwrap()
@@ -534,7 +494,7 @@ async fn a_create_failing_on_the_ssh_host_says_why_and_leaves_nothing() {
     let mut config = QemuConfig::new(
         images_dir(),
         remote.root.path().join("unused"),
-        unique_owner(),
+        unique_owner("qemu-ssh-test"),
     );
     config.accel = Accel::Tcg;
     config.hosts = vec![QemuHost {

@@ -890,6 +890,17 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), ProviderError> {
 mod tests {
     use super::*;
 
+    /// `change` applied to `config` makes `validate` refuse it naming `field` and `rule`.
+    fn refused(mut config: QemuConfig, change: &dyn Fn(&mut QemuConfig), field: &str, rule: &str) {
+        change(&mut config);
+        let e = validate(&config).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.rule.contains(rule)),
+            (field, true),
+            "{e}"
+        );
+    }
+
     #[test]
     fn mem_total_is_read_in_mib() {
         assert_eq!(
@@ -962,14 +973,7 @@ mod tests {
         // Another machine's /srv/a is not this one's.
         assert_eq!(validate(&base()), Ok(()));
         let check = |change: &dyn Fn(&mut QemuConfig), field: &str, rule: &str| {
-            let mut c = base();
-            change(&mut c);
-            let e = validate(&c).unwrap_err();
-            assert_eq!(
-                (e.field.as_str(), e.rule.contains(rule)),
-                (field, true),
-                "{e}"
-            );
+            refused(base(), change, field, rule)
         };
         check(
             &|c| c.hosts[1].ssh = Some("10.0.0.2".into()),
@@ -1057,14 +1061,7 @@ mod tests {
         };
         assert_eq!(validate(&base()), Ok(()));
         let check = |change: &dyn Fn(&mut QemuConfig), field: &str, rule: &str| {
-            let mut c = base();
-            change(&mut c);
-            let e = validate(&c).unwrap_err();
-            assert_eq!(
-                (e.field.as_str(), e.rule.contains(rule)),
-                (field, true),
-                "{e}"
-            );
+            refused(base(), change, field, rule)
         };
         check(
             &|c| c.hosts[1].name = "a".into(),
