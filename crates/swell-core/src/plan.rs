@@ -136,6 +136,15 @@ impl QuotaSize {
         }
     }
 
+    /// `n` instances of this size; unknown stays unknown.
+    pub fn times(self, n: u64) -> QuotaSize {
+        let times = |a: Option<u64>| Some(a?.saturating_mul(n));
+        QuotaSize {
+            vcpus: times(self.vcpus),
+            memory_mb: times(self.memory_mb),
+        }
+    }
+
     /// The larger of each; unknown when either is.
     pub fn max(self, other: QuotaSize) -> QuotaSize {
         let max = |a: Option<u64>, b: Option<u64>| Some(a?.max(b?));

@@ -64,10 +64,15 @@ pub async fn render(
         Scope::Tenant(t) => store.list_groups(t).await?,
     };
     let mut states: HashMap<(&TenantId, &str), [u64; LIVE.len()]> = HashMap::new();
-    let live = store.list_live_instances().await?;
+    let live = store
+        .count_live_instances(match scope {
+            Scope::All => None,
+            Scope::Tenant(t) => Some(t),
+        })
+        .await?;
     for i in &live {
         if let Some(k) = LIVE.iter().position(|s| *s == i.status) {
-            states.entry((&i.tenant, i.group.as_str())).or_default()[k] += 1;
+            states.entry((&i.tenant, i.group.as_str())).or_default()[k] += i.count;
         }
     }
     let stats = controller.stats();

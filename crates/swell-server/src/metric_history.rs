@@ -5,8 +5,8 @@
 //! (`GET /v1/groups/{name}/metrics`, `GET /v1/groups/{name}/instances/{id}/metrics`).
 //!
 //! Every interval is also written to the store ([`MetricHistory::queue`], then
-//! [`MetricHistory::flush`]: every group's intervals of the last [`FLUSH_EVERY`] in one
-//! transaction), which the export routes read, so the history survives a restart; each
+//! [`MetricHistory::flush`]: every group's intervals of the last [`FLUSH_EVERY`] in a few
+//! multi-row writes), which the export routes read, so the history survives a restart; each
 //! group's rows older than [`METRIC_POINTS_KEPT`] are pruned.
 //! The in-memory rings are a bounded cache: [`GROUP_POINTS`] points per group, and per
 //! group at most [`INSTANCES_KEPT`] instances of [`INSTANCE_POINTS`] points each, so that
@@ -103,6 +103,12 @@ pub struct MetricHistory {
 
 /// How often the controller writes the queued intervals to the store.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Intervals one write of [`MetricHistory::flush`] holds (a group's point and its
+/// instances' readings each: about 200 rows for groups of ten).
+const FLUSH_CHUNK: usize = 20;
+/// Writes of one flush waiting for the store at once: other writers take their turns
+/// between them.
+const FLUSH_CHUNKS_AT_ONCE: usize = 4;
 /// Intervals kept queued while the store refuses them (a minute of 10,000 groups at a
 /// `5s` metrics interval); past it the oldest are dropped.
 pub const MAX_UNSAVED: usize = 120_000;
@@ -167,7 +173,7 @@ impl MetricHistory {
             readings,
             live: instances.iter().map(|i| i.id.clone()).collect(),
         };
-        self.push(key, interval.clone());
+        self.push(key, &interval);
         interval
     }
 
@@ -221,9 +227,9 @@ impl MetricHistory {
         }
     }
 
-    /// Writes every queued interval to `store` in one transaction (the controller calls
-    /// it every [`FLUSH_EVERY`] and when it stops), so the store's writes for the
-    /// history do not grow with the number of groups. On failure the intervals stay
+    /// Writes every queued interval to `store`, [`FLUSH_CHUNK`] intervals a write (the
+    /// controller calls it every [`FLUSH_EVERY`] and when it stops), so the store's
+    /// writes for the history do not grow with the number of groups. On failure the intervals stay
     /// queued for the next flush (at most [`MAX_UNSAVED`]): the history is a record, not
     /// a reason to stop scaling.
     pub async fn flush(&self, store: &dyn Store) {
@@ -234,15 +240,33 @@ impl MetricHistory {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = store.append_metric_intervals(&batch).await {
-            tracing::warn!(intervals = batch.len(), "metric history: {e}");
-            if let Ok(mut unsaved) = self.unsaved.lock() {
-                let room = MAX_UNSAVED.saturating_sub(unsaved.len());
-                // Back in front of what was queued since, the newest of them if room is
-                // short.
-                for interval in batch.into_iter().rev().take(room) {
-                    unsaved.push_front(interval);
+        // In chunks, a few at a time: one write of a whole second of a large fleet held
+        // the store's one writer for a quarter of a second, and every pass that wrote
+        // meanwhile (a scaling decision, a create's intent) waited behind it.
+        let chunks: Vec<&[MetricInterval]> = batch.chunks(FLUSH_CHUNK).collect();
+        let mut again: Vec<MetricInterval> = Vec::new();
+        for wave in chunks.chunks(FLUSH_CHUNKS_AT_ONCE) {
+            let written = futures_util::future::join_all(
+                wave.iter()
+                    .map(|chunk| store.append_metric_intervals(chunk)),
+            )
+            .await;
+            for (chunk, written) in wave.iter().zip(written) {
+                if let Err(e) = written {
+                    tracing::warn!(intervals = chunk.len(), "metric history: {e}");
+                    again.extend_from_slice(chunk);
                 }
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        if let Ok(mut unsaved) = self.unsaved.lock() {
+            let room = MAX_UNSAVED.saturating_sub(unsaved.len());
+            // Back in front of what was queued since, the newest of them if room is
+            // short.
+            for interval in again.into_iter().rev().take(room) {
+                unsaved.push_front(interval);
             }
         }
     }
@@ -259,7 +283,7 @@ impl MetricHistory {
     /// Adds one interval to the group's ring, dropping the oldest points past the
     /// bounds, the rings of instances no longer live when room is needed, and the
     /// whole ring when the group was created again.
-    pub fn push(&self, key: (TenantId, String), interval: Interval) {
+    pub fn push(&self, key: (TenantId, String), interval: &Interval) {
         let Ok(mut rings) = self.groups.lock() else {
             return;
         };
@@ -293,12 +317,12 @@ impl MetricHistory {
             return;
         }
         let at = interval.point.at;
-        ring.points.push_back(interval.point);
+        ring.points.push_back(interval.point.clone());
         while ring.points.len() > GROUP_POINTS {
             ring.points.pop_front();
         }
-        for (id, m) in interval.readings {
-            if !ring.instances.contains_key(&id) && ring.instances.len() >= INSTANCES_KEPT {
+        for (id, m) in &interval.readings {
+            if !ring.instances.contains_key(id) && ring.instances.len() >= INSTANCES_KEPT {
                 // Room is made only by dropping an instance that is gone.
                 let gone = ring
                     .instances
@@ -313,10 +337,13 @@ impl MetricHistory {
                     None => continue,
                 }
             }
-            let points = ring
-                .instances
-                .entry(id)
-                .or_insert_with(|| VecDeque::with_capacity(INSTANCE_POINTS + 1));
+            let points = match ring.instances.get_mut(id) {
+                Some(points) => points,
+                None => ring
+                    .instances
+                    .entry(id.clone())
+                    .or_insert_with(|| VecDeque::with_capacity(INSTANCE_POINTS + 1)),
+            };
             points.push_back(InstancePoint {
                 at,
                 cpu_percent: m.cpu_percent,
@@ -474,7 +501,7 @@ mod tests {
         let h = MetricHistory::default();
         let total = GROUP_POINTS + 40;
         for at in 1..=total as i64 {
-            h.push(key(), interval(at, &[1], &[1]));
+            h.push(key(), &interval(at, &[1], &[1]));
         }
         let (tenant, name) = key();
         let points = h.group_points(&tenant, &name, t(0), None);
@@ -490,7 +517,7 @@ mod tests {
     fn since_keeps_the_points_at_or_after_it() {
         let h = MetricHistory::default();
         for at in 1..=10 {
-            h.push(key(), interval(at, &[1], &[1]));
+            h.push(key(), &interval(at, &[1], &[1]));
         }
         let (tenant, name) = key();
         let ats = |since: Option<i64>| -> Vec<Timestamp> {
@@ -513,7 +540,7 @@ mod tests {
     fn at_most_instances_kept_and_gone_instances_make_room() {
         let h = MetricHistory::default();
         let all: Vec<usize> = (0..INSTANCES_KEPT + 8).collect();
-        h.push(key(), interval(1, &all, &all));
+        h.push(key(), &interval(1, &all, &all));
         let (tenant, name) = key();
         let kept = |n: usize| {
             !h.instance_points(&tenant, &name, t(0), &id(n), None)
@@ -522,7 +549,7 @@ mod tests {
         assert_eq!(all.iter().filter(|n| kept(**n)).count(), INSTANCES_KEPT);
         // Every kept instance is gone now: a new one takes the place of one of them.
         let newcomers: Vec<usize> = vec![100];
-        h.push(key(), interval(2, &newcomers, &newcomers));
+        h.push(key(), &interval(2, &newcomers, &newcomers));
         assert!(kept(100));
         assert_eq!(
             (0..INSTANCES_KEPT + 8)
@@ -536,16 +563,16 @@ mod tests {
     #[test]
     fn a_group_created_again_starts_empty_and_replays_are_ignored() {
         let h = MetricHistory::default();
-        h.push(key(), interval(5, &[1], &[1]));
-        h.push(key(), interval(5, &[1], &[1]));
-        h.push(key(), interval(4, &[1], &[1]));
+        h.push(key(), &interval(5, &[1], &[1]));
+        h.push(key(), &interval(5, &[1], &[1]));
+        h.push(key(), &interval(4, &[1], &[1]));
         let (tenant, name) = key();
         assert_eq!(h.group_points(&tenant, &name, t(0), None).len(), 1);
         // Asked with another creation time: none of the old group's points.
         assert!(h.group_points(&tenant, &name, t(3), None).is_empty());
         let mut again = interval(6, &[2], &[2]);
         again.created_at = t(3);
-        h.push(key(), again);
+        h.push(key(), &again);
         assert_eq!(h.group_points(&tenant, &name, t(3), None).len(), 1);
         assert!(
             h.instance_points(&tenant, &name, t(3), &id(1), None)
@@ -559,12 +586,12 @@ mod tests {
     fn rings_not_fed_for_an_hour_are_dropped() {
         let h = MetricHistory::default();
         let other = (TenantId::new("t").unwrap(), "old".to_string());
-        h.push(other.clone(), interval(1, &[1], &[1]));
-        h.push(key(), interval(2, &[1], &[1]));
+        h.push(other.clone(), &interval(1, &[1], &[1]));
+        h.push(key(), &interval(2, &[1], &[1]));
         let (tenant, _) = key();
-        h.push(key(), interval(3600, &[1], &[1]));
+        h.push(key(), &interval(3600, &[1], &[1]));
         assert_eq!(h.group_points(&tenant, "old", t(0), None).len(), 1);
-        h.push(key(), interval(3661, &[1], &[1]));
+        h.push(key(), &interval(3661, &[1], &[1]));
         assert!(h.group_points(&tenant, "old", t(0), None).is_empty());
         assert_eq!(h.group_points(&tenant, "web", t(0), None).len(), 3);
     }
@@ -630,7 +657,7 @@ mod tests {
             let ids: Vec<InstanceId> = (0..INSTANCES_KEPT + 4).map(uuid).collect();
             h.push(
                 key(),
-                Interval {
+                &Interval {
                     created_at: t(0),
                     point: GroupPoint {
                         at: t(at),

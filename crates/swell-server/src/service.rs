@@ -931,6 +931,8 @@ impl Service {
                     None,
                 )
                 .await?;
+            // The worker keeps its own copy of the records: it reads this one now.
+            self.controller.notify(tenant, group, None);
             if let Some(lb) = self.controller.load_balancer(tenant, group) {
                 lb.drain(id, std::time::Duration::from_secs(5)).await;
             }

@@ -1077,6 +1077,35 @@ pub async fn live_instances(store: &dyn Store) {
         expect.push((tn.to_string(), format!("{tn}-4"), InstanceStatus::Draining));
     }
     assert_eq!(live, expect);
+    // The same, counted: one tenant's, then every tenant's.
+    let counted = |tn: &TenantId, status, count| crate::LiveCount {
+        tenant: tn.clone(),
+        group: "web".into(),
+        provider: "process".into(),
+        status,
+        count,
+    };
+    let of_a = vec![
+        counted(&a, InstanceStatus::Draining, 1),
+        counted(&a, InstanceStatus::Pending, 1),
+        counted(&a, InstanceStatus::Running, 1),
+    ];
+    assert_eq!(
+        store
+            .count_live_instances(Some(&a))
+            .await
+            .expect("count_live_instances"),
+        of_a
+    );
+    let all: Vec<crate::LiveCount> = store
+        .count_live_instances(None)
+        .await
+        .expect("count_live_instances")
+        .into_iter()
+        .filter(|c| c.tenant == a || c.tenant == b)
+        .collect();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[..3], of_a[..]);
 }
 
 /// Every committed transaction that recorded events announces its group once committed

@@ -11,7 +11,10 @@
 //! a caller's failure undoes only its own writes. When a caller commits, it releases its
 //! savepoint and queues again on the lock behind the callers that were already waiting;
 //! by the time its turn comes they have added their writes, and it commits them all
-//! at once, unless one of them already has. A caller's `commit` returns after the
+//! at once, unless one of them already has. A transaction holds at most
+//! [`MAX_MEMBERS`] callers: the one that fills it commits at once, so under a burst
+//! (thousands of callers queued) each caller's writes are still committed after at most
+//! that many others', not after the whole queue's. A caller's `commit` returns after the
 //! `COMMIT` that contains its writes: a create's `pending` row is on disk before the
 //! provider is called (DESIGN.md invariant 2).
 //!
@@ -29,6 +32,11 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 /// How a shared transaction ended: `None` while it is open, then `Ok` once committed or
 /// the error that lost it.
 type Outcome = Option<Result<(), String>>;
+
+/// The most callers one shared transaction holds: the one that fills it commits it.
+/// Past a few dozen, a larger batch saves little `fsync` time per write and makes every
+/// member wait longer for its `COMMIT`.
+const MAX_MEMBERS: usize = 64;
 
 /// The savepoint of the caller whose turn it is (one at a time: they never nest).
 const SAVEPOINT: &str = "SAVEPOINT swell_member";
@@ -196,18 +204,25 @@ impl Member {
             return Err(e);
         }
         guard.members += 1;
-        let outcome = guard.done.subscribe();
-        let batch = OwnedMutexGuard::mutex(&guard).clone();
-        // The callers already waiting take their turns now, and join this transaction.
-        drop(guard);
-        let finishing = tokio::spawn(async move {
-            let mut guard = batch.lock_owned().await;
-            if let Some(ended) = outcome.borrow().clone() {
-                return ended;
-            }
-            // Still open, so it is this caller's: nobody has committed it since.
-            guard.commit().await
-        });
+        let finishing = if guard.members >= MAX_MEMBERS {
+            // A full transaction commits in this caller's turn: a caller's wait for the
+            // `COMMIT` holding its writes is then at most MAX_MEMBERS writes, however
+            // many callers queue behind it (a burst of thousands of creates).
+            tokio::spawn(async move { guard.commit().await })
+        } else {
+            let outcome = guard.done.subscribe();
+            let batch = OwnedMutexGuard::mutex(&guard).clone();
+            // The callers already waiting take their turns now, and join this transaction.
+            drop(guard);
+            tokio::spawn(async move {
+                let mut guard = batch.lock_owned().await;
+                if let Some(ended) = outcome.borrow().clone() {
+                    return ended;
+                }
+                // Still open, so it is this caller's: nobody has committed it since.
+                guard.commit().await
+            })
+        };
         match finishing.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(lost(&why)),

@@ -62,6 +62,27 @@ pub trait InstanceStore: Send + Sync + 'static {
 
     /// Every non-final instance of every tenant (for the reconciler only).
     async fn list_live_instances(&self) -> Result<Vec<InstanceRecord>>;
+
+    /// How many non-final instances each group has, by provider and status, in one
+    /// tenant or (`None`) every tenant: what a quota or a metrics page needs, without
+    /// reading every instance's row.
+    async fn count_live_instances(&self, tenant: Option<&TenantId>) -> Result<Vec<LiveCount>>;
+}
+
+/// Live instances of one group on one provider in one status
+/// ([`InstanceStore::count_live_instances`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCount {
+    /// The group's tenant.
+    pub tenant: TenantId,
+    /// The group.
+    pub group: String,
+    /// The instances' provider.
+    pub provider: String,
+    /// Their status (never a final one).
+    pub status: InstanceStatus,
+    /// How many.
+    pub count: u64,
 }
 
 pub(crate) const INSTANCE_COLUMNS: &str = "tenant, id, group_name, status, lifecycle, created_order, \
@@ -205,10 +226,6 @@ impl<S: SqlStore> InstanceStore for S {
         now: Timestamp,
         event: Option<NewEvent>,
     ) -> Result<InstanceRecord> {
-        let mut tx = self.db().begin().await?;
-        let mut inst = fetch_instance(&mut tx, tenant, id)
-            .await?
-            .ok_or_else(|| not_found("instance", id.as_str()))?;
         let InstanceUpdate {
             host,
             address,
@@ -217,43 +234,30 @@ impl<S: SqlStore> InstanceStore for S {
             status_reason,
             protected,
         } = update;
-        inst.status = status;
-        inst.updated_at = now;
-        if host.is_some() {
-            inst.host = host;
-        }
-        if address.is_some() {
-            inst.address = address;
-        }
-        if native_id.is_some() {
-            inst.native_id = native_id;
-        }
-        if started_at.is_some() {
-            inst.started_at = started_at;
-        }
-        if status_reason.is_some() {
-            inst.status_reason = status_reason;
-        }
-        if let Some(p) = protected {
-            inst.protected = p;
-        }
-        sql(
-            "UPDATE instances SET status = $1, host = $2, address = $3, native_id = $4, \
-             protected = $5, status_reason = $6, started_at = $7, updated_at = $8 \
-             WHERE tenant = $9 AND id = $10",
-        )
-        .bind(inst.status.as_str())
-        .bind(&inst.host)
-        .bind(&inst.address)
-        .bind(&inst.native_id)
-        .bind(inst.protected)
-        .bind(&inst.status_reason)
-        .bind(inst.started_at)
+        let mut tx = self.db().begin().await?;
+        // One statement that changes the row and returns it (no read before): what
+        // `update` leaves out keeps its value.
+        let inst = sql(format!(
+            "UPDATE instances SET status = $1, host = COALESCE($2, host), \
+             address = COALESCE($3, address), native_id = COALESCE($4, native_id), \
+             protected = COALESCE($5, protected), \
+             status_reason = COALESCE($6, status_reason), \
+             started_at = COALESCE($7, started_at), updated_at = $8 \
+             WHERE tenant = $9 AND id = $10 RETURNING {INSTANCE_COLUMNS}"
+        ))
+        .bind(status.as_str())
+        .bind(host)
+        .bind(address)
+        .bind(native_id)
+        .bind(protected)
+        .bind(status_reason)
+        .bind(started_at)
         .bind(now)
         .bind(tenant)
         .bind(id)
-        .execute(&mut tx)
-        .await?;
+        .fetch_optional_as(&mut tx, decode_instance)
+        .await?
+        .ok_or_else(|| not_found("instance", id.as_str()))?;
         if let Some(event) = &event {
             insert_event(&mut tx, tenant, event).await?;
         }
@@ -306,6 +310,37 @@ impl<S: SqlStore> InstanceStore for S {
              ORDER BY tenant, group_name, created_order"
         ))
         .fetch_all_as(self.db(), decode_instance)
+        .await
+    }
+
+    async fn count_live_instances(&self, tenant: Option<&TenantId>) -> Result<Vec<LiveCount>> {
+        let mut q = sql(format!(
+            "SELECT tenant, group_name, provider, status, COUNT(*) AS n FROM instances \
+             WHERE status NOT IN ('terminated', 'failed') {} \
+             GROUP BY tenant, group_name, provider, status \
+             ORDER BY tenant, group_name, provider, status",
+            if tenant.is_some() {
+                "AND tenant = $1"
+            } else {
+                ""
+            }
+        ));
+        if let Some(tenant) = tenant {
+            q = q.bind(tenant);
+        }
+        q.fetch_all_as(self.db(), |row| {
+            let status: String = row.get("status")?;
+            let n: i64 = row.get("n")?;
+            Ok(LiveCount {
+                tenant: row.tenant()?,
+                group: row.get("group_name")?,
+                provider: row.get("provider")?,
+                status: status
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("instance status: {e}")))?,
+                count: u64::try_from(n).unwrap_or(0),
+            })
+        })
         .await
     }
 }

@@ -39,7 +39,7 @@ pub use events::DEFAULT_EVENT_LIMIT;
 pub use events::EventStore;
 pub use groups::GroupStore;
 pub use history::HistoryStore;
-pub use instances::InstanceStore;
+pub use instances::{InstanceStore, LiveCount};
 pub use metric_points::{
     GroupMetricPoint, InstanceMetricPoint, MetricInterval, MetricPointStore, PointFilter,
 };

@@ -167,7 +167,7 @@ pub(crate) enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
     Real(f64),
-    Bool(bool),
+    Bool(Option<bool>),
     Bytes(Option<Vec<u8>>),
 }
 
@@ -244,6 +244,11 @@ impl From<Option<Timestamp>> for Arg {
 }
 impl From<bool> for Arg {
     fn from(v: bool) -> Self {
+        Arg::Bool(Some(v))
+    }
+}
+impl From<Option<bool>> for Arg {
+    fn from(v: Option<bool>) -> Self {
         Arg::Bool(v)
     }
 }

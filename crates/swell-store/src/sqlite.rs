@@ -8,6 +8,12 @@
 //!   cannot fail with `SQLITE_BUSY` when it upgrades), and the writers waiting at the
 //!   same time share one `COMMIT` and its `fsync`; each returns once its writes are on
 //!   disk. Another process writing the same file waits on the 5 s busy timeout.
+//! - **Checkpoints** run beside the writer, not in it: SQLite's automatic checkpoint
+//!   copies the WAL into the database file (and `fsync`s it) inside the `COMMIT` that
+//!   fills the WAL past 1,000 pages, holding the one writer, and every caller queued
+//!   behind it, for as long as that takes. A file store turns it off and checkpoints
+//!   `PASSIVE`ly every [`CHECKPOINT_EVERY`] on a reader's connection instead, which never
+//!   blocks the writer.
 //! - **Pool.** A file store keeps up to [`FILE_POOL_SIZE`] connections (readers run beside
 //!   the one writer). An in-memory store is one private database per connection, so it
 //!   uses exactly one connection that is never closed; its callers take turns.
@@ -36,6 +42,9 @@ pub const FILE_POOL_SIZE: u32 = 4;
 /// How long a statement waits for another connection's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a file store checkpoints its WAL (see the module documentation).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Swell's store on SQLite (see the module documentation for its guarantees).
@@ -43,6 +52,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Arc<Writer>,
+    /// The background checkpoints of a file store, stopped with its last clone.
+    checkpoints: Option<Arc<AbortOnDrop>>,
+}
+
+/// A task aborted when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SqliteStore {
@@ -64,13 +85,40 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .connect_with(options)
             .await
             .map_err(StoreError::Database)?;
-        Self::migrated(pool).await
+        let mut store = Self::migrated(pool).await?;
+        let checkpointing = store.clone();
+        store.checkpoints = Some(Arc::new(AbortOnDrop(tokio::spawn(async move {
+            let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if checkpointing.pool.is_closed() {
+                    return;
+                }
+                if let Err(e) = checkpointing.checkpoint().await {
+                    tracing::warn!("checkpointing the store's WAL: {e}");
+                }
+            }
+        }))));
+        Ok(store)
+    }
+
+    /// Copies what the WAL holds into the database file as far as no reader still needs
+    /// it (`PRAGMA wal_checkpoint(PASSIVE)`), without blocking the writer. Returns the
+    /// WAL's frames and how many of them are now in the database file.
+    pub async fn checkpoint(&self) -> Result<(i64, i64)> {
+        let row: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        Ok((row.1, row.2))
     }
 
     /// A fresh, empty, private in-memory store (for tests and `swell sim`-like tools).
@@ -97,6 +145,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Arc::new(Writer::default()),
+            checkpoints: None,
         })
     }
 

@@ -369,6 +369,58 @@ fn instance(id: &str, group: &str) -> InstanceRecord {
     }
 }
 
+/// A file store never checkpoints inside a writer's `COMMIT` (automatic checkpoints
+/// are off on its connections); its own checkpoint copies the whole WAL when no reader
+/// holds it.
+#[tokio::test]
+async fn checkpoints_run_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("swell.db"))
+        .await
+        .unwrap();
+    let (auto,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(auto, 0);
+    write_some(&store).await;
+    let (frames, copied) = store.checkpoint().await.unwrap();
+    assert!(frames > 0, "the writes are in the WAL");
+    assert_eq!(copied, frames);
+}
+
+/// Group commit under a burst: a shared transaction holds at most 64 writers, so
+/// 256 writers queued at once are committed in at least four `COMMIT`s, the first of
+/// them before the last writer's turn (not one `COMMIT` after the whole queue).
+#[tokio::test]
+async fn a_burst_of_writers_commits_in_bounded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("swell.db"))
+            .await
+            .unwrap(),
+    );
+    write_some(&store).await;
+    let before = store.commits();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..256 {
+        let store = store.clone();
+        set.spawn(async move {
+            store
+                .create_instance(&instance(&format!("b-{i:03}"), "web"), None)
+                .await
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.unwrap().unwrap();
+    }
+    let commits = store.commits() - before;
+    assert!(
+        (4..=256).contains(&commits),
+        "256 writers queued at once took {commits} commits"
+    );
+}
+
 /// Group commit: writers that wait for the one writer at the same time share a
 /// `COMMIT`; each still gets its own outcome (a failed one undoes only its own writes)
 /// and what succeeded is on disk once its call returns (a reopened store reads it).

@@ -1238,3 +1238,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn quota_sizes_multiply_and_unknown_stays_unknown() {
+    let check = |size: QuotaSize, n: u64, expected: QuotaSize| assert_eq!(size.times(n), expected);
+    let known = QuotaSize {
+        vcpus: Some(2),
+        memory_mb: Some(512),
+    };
+    check(
+        known,
+        3,
+        QuotaSize {
+            vcpus: Some(6),
+            memory_mb: Some(1536),
+        },
+    );
+    check(known, 0, QuotaSize::ZERO);
+    let half = QuotaSize {
+        vcpus: None,
+        memory_mb: Some(64),
+    };
+    check(
+        half,
+        2,
+        QuotaSize {
+            vcpus: None,
+            memory_mb: Some(128),
+        },
+    );
+}

@@ -89,9 +89,11 @@ impl GroupWorker {
         if limits == QuotaLimits::default() {
             return TenantQuota::Unlimited;
         }
+        // Counted by the store (per group, provider and status), not read row by row:
+        // a scale-out under a quota costs the same whatever the fleet's size.
         let (Ok(groups), Ok(live)) = (
             c.store.list_groups(&group.tenant).await,
-            c.store.list_live_instances().await,
+            c.store.count_live_instances(Some(&group.tenant)).await,
         ) else {
             return TenantQuota::Unreadable;
         };
@@ -101,12 +103,11 @@ impl GroupWorker {
             instances: 0,
             size: QuotaSize::ZERO,
         };
-        for inst in live.iter().filter(|i| {
-            i.tenant == group.tenant
-                && i.group != group.spec.name
-                && i.status.counts_toward_capacity()
-        }) {
-            others.instances += 1;
+        for inst in live
+            .iter()
+            .filter(|i| i.group != group.spec.name && i.status.counts_toward_capacity())
+        {
+            others.instances += inst.count;
             if !sized {
                 continue;
             }
@@ -132,7 +133,7 @@ impl GroupWorker {
                     size
                 }
             };
-            others.size = others.size.plus(size);
+            others.size = others.size.plus(size.times(inst.count));
         }
         TenantQuota::Limited { limits, others }
     }

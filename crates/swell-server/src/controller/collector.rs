@@ -126,7 +126,13 @@ impl GroupWorker {
                 {
                     m.cpu_percent = old.cpu_percent;
                 }
-                latest.insert(id.clone(), m);
+                // Most instances have a reading already: no new key (and id clone).
+                match latest.get_mut(id) {
+                    Some(slot) => *slot = m,
+                    None => {
+                        latest.insert(id.clone(), m);
+                    }
+                }
             }
         }
         let by_id: HashMap<&InstanceId, &InstanceMetrics> =

@@ -28,8 +28,9 @@ pub(super) struct CreateOutcome {
     pub(super) provider: String,
     /// When the create started.
     pub(super) started: Timestamp,
-    /// `Err`: why it failed (the provider's leftovers already cleaned up).
-    pub(super) result: Result<(), String>,
+    /// Its `running` record, or why it failed (the provider's leftovers already
+    /// cleaned up).
+    pub(super) result: Result<InstanceRecord, String>,
 }
 
 impl GroupWorker {
@@ -79,11 +80,15 @@ impl GroupWorker {
             creates.into_iter().zip(intents.into_iter().zip(stored))
         {
             match stored {
-                Ok(_) => {
+                Ok(record) => {
+                    self.keep_record(record);
                     self.spawn_create(group, provider, lifecycle, intent.id);
                     started += 1;
                 }
-                Err(e) => refused = Some(e),
+                Err(e) => {
+                    self.records_stale = true;
+                    refused = Some(e);
+                }
             }
         }
         (started, refused)
@@ -161,7 +166,6 @@ impl GroupWorker {
                                 Some(event),
                             )
                             .await
-                            .map(|_| ())
                             .map_err(|e| format!("recording the created instance: {e}"))
                     }
                     Err(e) => {

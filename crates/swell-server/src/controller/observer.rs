@@ -252,29 +252,47 @@ fn by_group(
     list: Vec<ProviderInstance>,
     mut readings: HashMap<InstanceId, InstanceMetrics>,
 ) -> HashMap<GroupKey, Arc<GroupObservation>> {
-    let mut groups: HashMap<GroupKey, GroupObservation> = HashMap::new();
-    for p in list {
-        let Ok(tenant) = TenantId::new(p.tenant.clone()) else {
-            continue;
-        };
-        let g = groups.entry((tenant, p.group.clone())).or_default();
+    // This runs over the whole fleet at every interval: each instance is placed by
+    // borrowed names, and each group's owned key is made once, not once per instance.
+    let mut slots: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut keys: Vec<Option<GroupKey>> = Vec::new();
+    let placed: Vec<usize> = list
+        .iter()
+        .map(|p| {
+            *slots
+                .entry((p.tenant.as_str(), p.group.as_str()))
+                .or_insert_with(|| {
+                    let key = TenantId::new(p.tenant.clone())
+                        .ok()
+                        .map(|t| (t, p.group.clone()));
+                    keys.push(key);
+                    keys.len() - 1
+                })
+        })
+        .collect();
+    drop(slots);
+    let mut groups: Vec<GroupObservation> =
+        keys.iter().map(|_| GroupObservation::default()).collect();
+    for (p, slot) in list.into_iter().zip(placed) {
+        let g = &mut groups[slot];
         if let Some(m) = readings.remove(&p.instance_id) {
             g.metrics.insert(p.instance_id.clone(), m);
         }
         g.instances.push(p);
     }
-    groups
-        .into_iter()
-        .map(|(key, mut g)| {
+    keys.into_iter()
+        .zip(groups)
+        .filter_map(|(key, mut g)| {
+            let key = key?;
             g.instances
-                .sort_by(|a, b| a.instance_id.as_str().cmp(b.instance_id.as_str()));
+                .sort_unstable_by(|a, b| a.instance_id.as_str().cmp(b.instance_id.as_str()));
             let mut h = std::collections::hash_map::DefaultHasher::new();
             for p in &g.instances {
                 p.instance_id.as_str().hash(&mut h);
                 (p.state as u8).hash(&mut h);
             }
             g.fingerprint = h.finish();
-            (key, Arc::new(g))
+            Some((key, Arc::new(g)))
         })
         .collect()
 }

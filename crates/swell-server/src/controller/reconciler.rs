@@ -64,14 +64,22 @@ impl GroupWorker {
                 )
             })
             .collect();
-        let live = match c.store.list_instances(&tenant, &name, false).await {
-            Ok(list) => list,
-            Err(e) => {
-                self.set_status(WorkerStatus::StoreError(e.to_string()));
-                self.dirty = true;
-                return false;
+        if self.records_stale {
+            match c.store.list_instances(&tenant, &name, false).await {
+                Ok(list) => {
+                    self.instances = list;
+                    self.records_stale = false;
+                }
+                Err(e) => {
+                    self.set_status(WorkerStatus::StoreError(e.to_string()));
+                    self.dirty = true;
+                    return false;
+                }
             }
-        };
+        }
+        // The plan works from the records as they are now; the writes below keep
+        // `self.instances` up to date as they go.
+        let live = self.instances.clone();
         let now = c.clock.now();
         let observed = match observed_input(&c, &self.key, &self.swept, &snapshots, &live).await {
             Ok(o) => o,
@@ -206,7 +214,7 @@ impl GroupWorker {
                     dead.id
                 ),
             );
-            let _ = c
+            match c
                 .store
                 .update_instance(
                     &tenant,
@@ -216,7 +224,11 @@ impl GroupWorker {
                     c.clock.now(),
                     Some(event),
                 )
-                .await;
+                .await
+            {
+                Ok(record) => self.keep_record(record),
+                Err(_) => self.records_stale = true,
+            }
             // What is left of it (an exited container, a tenant network) goes too.
             if let Some(provider) = provider_named(&dead.provider)
                 && let Err(e) = provider.delete(&dead.id, STOP_GRACE).await
@@ -226,7 +238,6 @@ impl GroupWorker {
         }
         if !the_plan.fail.is_empty() {
             // Out of the load balancer now, not after their replacements are created.
-            self.refresh_instances().await;
             self.update_lb();
         }
         for sick in &the_plan.replace {
@@ -253,10 +264,14 @@ impl GroupWorker {
                     Some(event),
                 )
                 .await;
-            if updated.is_ok()
-                && let Some(provider) = provider_named(&sick.provider)
-            {
-                self.spawn_retire(&group, sick.id.clone(), provider);
+            match updated {
+                Ok(record) => {
+                    self.keep_record(record);
+                    if let Some(provider) = provider_named(&sick.provider) {
+                        self.spawn_retire(&group, sick.id.clone(), provider);
+                    }
+                }
+                Err(_) => self.records_stale = true,
             }
         }
         for id in &the_plan.reuse {
@@ -327,11 +342,6 @@ impl GroupWorker {
                 self.spawn_retire(&group, resumed.id.clone(), provider);
             }
         }
-        if acted {
-            self.refresh_instances().await;
-        } else {
-            self.instances = live;
-        }
         self.update_lb();
         // An instance that started after the snapshots: the next list is looked at.
         let oldest_list = the_plan_listed(&input);
@@ -372,20 +382,6 @@ impl GroupWorker {
             });
         }
         false
-    }
-
-    /// Reads the group's live instance records again after acting on them.
-    pub(super) async fn refresh_instances(&mut self) {
-        let (tenant, name) = &self.key;
-        match self
-            .controller
-            .store
-            .list_instances(tenant, name, false)
-            .await
-        {
-            Ok(list) => self.instances = list,
-            Err(e) => self.set_status(WorkerStatus::StoreError(e.to_string())),
-        }
     }
 
     /// Deletes what a provider still has of a failed or unknown instance of this group:
@@ -477,7 +473,8 @@ impl GroupWorker {
         // Snapshots started from now on can show it.
         self.fresh.remove(&outcome.id);
         let error = match outcome.result {
-            Ok(()) => {
+            Ok(record) => {
+                self.keep_record(record);
                 self.backoff.remove(&outcome.provider);
                 if let Some(w) = self.observed.iter().find(|w| w.name == outcome.provider) {
                     let lists = w.lists_started();
@@ -510,7 +507,7 @@ impl GroupWorker {
                 backoff.failures
             ),
         );
-        if let Err(e) = c
+        match c
             .store
             .update_instance(
                 &tenant,
@@ -522,7 +519,12 @@ impl GroupWorker {
             )
             .await
         {
-            self.set_status(WorkerStatus::StoreError(e.to_string()));
+            Ok(record) => self.keep_record(record),
+            Err(e) => {
+                // The `running` record may be stored (a refused write after it).
+                self.records_stale = true;
+                self.set_status(WorkerStatus::StoreError(e.to_string()));
+            }
         }
     }
 }

@@ -75,8 +75,12 @@ impl GroupWorker {
         }))
         .await;
         for ((inst, provider), drained) in retiring.into_iter().zip(drained) {
-            if drained.is_ok() {
-                self.spawn_retire(group, inst.id.clone(), provider);
+            match drained {
+                Ok(record) => {
+                    self.keep_record(record);
+                    self.spawn_retire(group, inst.id.clone(), provider);
+                }
+                Err(_) => self.records_stale = true,
             }
         }
     }
@@ -114,7 +118,7 @@ impl GroupWorker {
                 }
                 if !retirement.commit() {
                     // A scale-out took the instance back before its deletion began.
-                    return id;
+                    return (id, None);
                 }
                 // Then out of the provider's own load balancer (an Octavia pool), drained
                 // there too; a failure there does not keep the instance alive: the delete
@@ -142,10 +146,13 @@ impl GroupWorker {
                         format!("cannot delete instance {id}"),
                     )
                     .await;
-                if let Err(e) = result {
-                    tracing::error!(instance = %id, "retire: {e}");
+                match result {
+                    Ok(record) => (id, Some(record)),
+                    Err(e) => {
+                        tracing::error!(instance = %id, "retire: {e}");
+                        (id, None)
+                    }
                 }
-                id
             }));
     }
 
@@ -167,7 +174,8 @@ impl GroupWorker {
             Some(id),
             format!("drain of instance {id} cancelled: reused for the scale-out"),
         );
-        c.store
+        match c
+            .store
             .update_instance(
                 &group.tenant,
                 id,
@@ -177,7 +185,16 @@ impl GroupWorker {
                 Some(event),
             )
             .await
-            .is_ok()
+        {
+            Ok(record) => {
+                self.keep_record(record);
+                true
+            }
+            Err(_) => {
+                self.records_stale = true;
+                false
+            }
+        }
     }
 }
 
@@ -186,7 +203,7 @@ impl Controller {
     /// (the durable intent), deleted at its provider, then recorded `terminated` with
     /// `done` as its event; a failed delete leaves it `terminating` with a
     /// `provider_error` event (`failed: <error>; will retry`), for the next pass or
-    /// recovery to finish.
+    /// recovery to finish. Returns the instance's last record.
     pub(super) async fn terminate(
         &self,
         tenant: &TenantId,
@@ -195,7 +212,7 @@ impl Controller {
         provider: &dyn Provider,
         done: String,
         failed: String,
-    ) -> Result<(), StoreError> {
+    ) -> Result<InstanceRecord, StoreError> {
         self.store
             .update_instance(
                 tenant,
@@ -232,8 +249,7 @@ impl Controller {
                 self.clock.now(),
                 Some(event),
             )
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Stops every live instance (`stop_instances_on_exit`).

@@ -13,8 +13,9 @@ pub(super) enum Wake {
     Reload,
     /// An input from its queue.
     Input(WorkerInput),
-    /// A retirement finished (its instance, unless the task panicked).
-    Retired(Option<InstanceId>),
+    /// A retirement finished (its instance and its last record, unless the task
+    /// panicked).
+    Retired(Option<(InstanceId, Option<InstanceRecord>)>),
     /// A create finished (its outcome, unless the task panicked).
     Created(Option<CreateOutcome>),
 }
@@ -153,15 +154,21 @@ pub(super) struct GroupWorker {
     /// The group as last read from the store (at start and at each reload: every change
     /// through the service wakes the worker) or written by this worker.
     pub(super) group: GroupRecord,
-    /// The group's live instance records as the last reconcile left them.
+    /// The group's live instance records: read from the store at start and after a
+    /// reload, then kept by the worker from what its own writes return (it and its
+    /// tasks are the only writers of them besides the service, whose every change
+    /// wakes it with a reload), so a reconcile reads nothing.
     pub(super) instances: Vec<InstanceRecord>,
+    /// The store may hold instance records the worker has not seen (at start, after a
+    /// reload or a refused write): the next reconcile reads them.
+    pub(super) records_stale: bool,
     pub(super) status: WorkerStatus,
     /// The status as shown (with the load balancer's and metric sources' trouble).
     pub(super) shown: Arc<Mutex<String>>,
     pub(super) lb: Arc<Mutex<Option<LoadBalancer>>>,
     pub(super) window: MetricWindow,
     pub(super) engine: Option<(swell_core::GroupSpec, PolicyEngine)>,
-    pub(super) retiring: JoinSet<InstanceId>,
+    pub(super) retiring: JoinSet<(InstanceId, Option<InstanceRecord>)>,
     /// The retirements under way, so a scale-out can cancel a drain and reuse the
     /// instance, and a reload does not start a second retirement of the same one.
     pub(super) retiring_ids: HashMap<InstanceId, Retirement>,
@@ -232,6 +239,7 @@ impl GroupWorker {
             key: (group.tenant.clone(), group.spec.name.clone()),
             group,
             instances: Vec::new(),
+            records_stale: true,
             status: WorkerStatus::Starting,
             shown,
             lb,
@@ -351,9 +359,16 @@ impl GroupWorker {
                     self.take_source_round(round).await;
                     false
                 }
-                Wake::Retired(id) => {
-                    if let Some(id) = id {
-                        self.retiring_ids.remove(&id);
+                Wake::Retired(retired) => {
+                    match retired {
+                        Some((id, record)) => {
+                            self.retiring_ids.remove(&id);
+                            match record {
+                                Some(record) => self.keep_record(record),
+                                None => self.records_stale = true,
+                            }
+                        }
+                        None => self.records_stale = true,
                     }
                     self.reconcile().await
                 }
@@ -468,7 +483,27 @@ impl GroupWorker {
         }
         self.group = g;
         self.dirty = true;
+        self.records_stale = true;
         true
+    }
+
+    /// Keeps a record the worker's own write returned: it replaces the one of the same
+    /// instance, and a final one (terminated, failed) leaves the live records.
+    pub(super) fn keep_record(&mut self, record: InstanceRecord) {
+        let live = !record.status.is_final();
+        match self.instances.iter().position(|i| i.id == record.id) {
+            Some(at) if live => self.instances[at] = record,
+            Some(at) => {
+                self.instances.remove(at);
+            }
+            None if live => {
+                let at = self
+                    .instances
+                    .partition_point(|i| i.created_order <= record.created_order);
+                self.instances.insert(at, record);
+            }
+            None => {}
+        }
     }
 
     /// Asks the policies for a desired capacity and stores it with its cause. Reads
