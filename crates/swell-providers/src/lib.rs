@@ -19,6 +19,10 @@ pub mod qemu;
 mod records;
 pub mod simulated;
 pub mod ssh;
+/// The qemu provider's test image: behind the `testing` feature.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod test_image;
 /// A private sshd for the `ssh` metric source's tests (this crate's and the server's):
 /// behind the `testing` feature.
 #[cfg(feature = "testing")]

@@ -14,28 +14,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use swell_providers::test_image::{IMAGE, images_dir};
 
-const IMAGE: &str = "busybox-httpd";
 /// TCG VMs on a loaded two-core machine boot in seconds, but several at once slower.
 const CONVERGE: Duration = Duration::from_secs(120);
 
 /// One test at a time: VMs are heavy on a two-core machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The images directory, with the test image built if it is missing.
-fn images_dir() -> PathBuf {
-    let dir = swell_providers::qemu::default_images_dir();
-    if !dir.join(IMAGE).join("image.json").is_file() {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-vm-image");
-        let status = Command::new(&script)
-            .arg("--no-demo-app")
-            .arg(&dir)
-            .status()
-            .expect("running scripts/build-vm-image");
-        assert!(status.success(), "scripts/build-vm-image failed");
-    }
-    dir
-}
 
 /// The QEMU processes of a data directory: instance id → pids (a duplicate shows
 /// twice). Told by the VM's files being in an `instances/` directory under the data

@@ -2,31 +2,8 @@
 //! unique owner tag per test, and a guard that SIGKILLs a test's QEMU processes when it
 //! ends, passed or failed.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use swell_providers::qemu::default_images_dir;
-
-/// The image the tests boot.
-pub const IMAGE: &str = "busybox-httpd";
-
-/// The images directory, with the test image built if it is missing.
-pub fn images_dir() -> PathBuf {
-    let dir = default_images_dir();
-    if !dir.join(IMAGE).join("image.json").is_file() {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-vm-image");
-        let status = Command::new(&script)
-            .arg("--no-demo-app")
-            .arg(&dir)
-            .status()
-            .expect("running scripts/build-vm-image");
-        assert!(
-            status.success(),
-            "scripts/build-vm-image failed (needs linux-image-amd64 and busybox-static; scripts/test installs them)"
-        );
-    }
-    dir
-}
+pub use swell_providers::test_image::{IMAGE, images_dir};
 
 /// An owner tag no other test (of this or another process) uses: `<prefix>-<pid>-<n>`.
 pub fn unique_owner(prefix: &str) -> String {

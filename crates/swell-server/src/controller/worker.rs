@@ -360,14 +360,12 @@ impl GroupWorker {
                     false
                 }
                 Wake::Retired(retired) => {
-                    match retired {
-                        Some((id, record)) => {
-                            self.retiring_ids.remove(&id);
-                            match record {
-                                Some(record) => self.keep_record(record),
-                                None => self.records_stale = true,
-                            }
-                        }
+                    if let Some((id, _)) = &retired {
+                        self.retiring_ids.remove(id);
+                    }
+                    // No record back (a reuse, a refused write, a panic): read them again.
+                    match retired.and_then(|(_, record)| record) {
+                        Some(record) => self.keep_record(record),
                         None => self.records_stale = true,
                     }
                     self.reconcile().await
