@@ -23,7 +23,7 @@ use std::sync::{Mutex, RwLock};
 use swell_core::{InstanceId, InstanceStatus, Metric, MetricWindow, TenantId, Timestamp};
 use swell_providers::InstanceMetrics;
 use swell_store::{
-    GroupMetricPoint, GroupRecord, InstanceMetricPoint, InstanceRecord, MetricInterval, Store,
+    GroupMetricPoint, GroupRecord, InstanceReading, InstanceRecord, MetricInterval, Store,
 };
 
 /// How long the stored metric history is kept: a week of every group's and instance's
@@ -103,9 +103,9 @@ pub struct MetricHistory {
 
 /// How often the controller writes the queued intervals to the store.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// Intervals one write of [`MetricHistory::flush`] holds (a group's point and its
-/// instances' readings each: about 200 rows for groups of ten).
-const FLUSH_CHUNK: usize = 20;
+/// Intervals one write of [`MetricHistory::flush`] holds (one row each, its instances'
+/// readings in it: four statements).
+const FLUSH_CHUNK: usize = 100;
 /// Writes of one flush waiting for the store at once: other writers take their turns
 /// between them.
 const FLUSH_CHUNKS_AT_ONCE: usize = 4;
@@ -209,9 +209,8 @@ impl MetricHistory {
             instances: interval
                 .readings
                 .iter()
-                .map(|(id, m)| InstanceMetricPoint {
+                .map(|(id, m)| InstanceReading {
                     instance_id: id.clone(),
-                    at: now,
                     cpu_percent: m.cpu_percent,
                     memory_mb: m.memory_mb,
                 })

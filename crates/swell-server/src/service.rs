@@ -807,9 +807,17 @@ impl Service {
                 "instance `{id}` is not yours: an instance owner reads only their own instances"
             )));
         }
+        // Its readings are kept in its group's points: the window is narrowed to the
+        // instance's life, so the read does not scan the group's whole history.
+        let mut filter = filter.clone();
+        filter.since = filter.since.max(Some(instance.created_at));
+        if instance.status.is_final() {
+            let ended = instance.updated_at.add(std::time::Duration::from_millis(1));
+            filter.until = Some(filter.until.map_or(ended, |until| until.min(ended)));
+        }
         Ok(self
             .store
-            .instance_metric_points(tenant, &g.spec.name, &instance.id, filter)
+            .instance_metric_points(tenant, &g.spec.name, &instance.id, &filter)
             .await?
             .into_iter()
             .map(|p| crate::metric_history::InstancePoint {

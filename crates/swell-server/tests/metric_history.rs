@@ -216,7 +216,16 @@ async fn a_threshold_group_has_a_chart_series_and_its_csv_equals_its_json() {
         }
     }
     let ats: Vec<&str> = points.iter().map(|p| p["at"].as_str().unwrap()).collect();
-    assert!(ats.windows(2).all(|w| w[0] < w[1]), "oldest first: {ats:?}");
+    // Compared as times: the text's fraction has as many digits as it needs ("11.9Z"
+    // comes before "11.999Z" in time, after it as text).
+    let times: Vec<_> = ats
+        .iter()
+        .map(|at| swell_server::clock::parse_rfc3339(at).unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {ats:?}"
+    );
     // The threshold policy keeps no load history: the chart's series is from the ring.
     let history = get_json(&http, &format!("{base}/metrics/history")).await;
     assert_eq!(history["summaries"], json!([]), "{history}");

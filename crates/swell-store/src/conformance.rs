@@ -1878,7 +1878,7 @@ pub async fn api_keys_owners_audit_credentials(store: &dyn Store) {
 /// in `[since, until)`, pruned by age per group, and removed with their group; a group
 /// that does not exist (in this tenant) keeps none.
 pub async fn metric_points(store: &dyn Store) {
-    use crate::{GroupMetricPoint, InstanceMetricPoint, PointFilter};
+    use crate::{GroupMetricPoint, InstanceMetricPoint, InstanceReading, PointFilter};
     let (a, b) = (tenant("metric-points-a"), tenant("metric-points-b"));
     for x in [&a, &b] {
         store.ensure_tenant(x, t(1)).await.expect("ensure_tenant");
@@ -1893,7 +1893,13 @@ pub async fn metric_points(store: &dyn Store) {
             (Metric::RequestRate, 7.5),
         ],
     };
-    let reading = |id: &str, ms: i64| InstanceMetricPoint {
+    // What a point keeps of an instance at `ms`, and what a read gives back of it.
+    let reading = |id: &str, ms: i64| InstanceReading {
+        instance_id: InstanceId(id.to_string()),
+        cpu_percent: ms as f64 / 100.0,
+        memory_mb: 64.0,
+    };
+    let read = |id: &str, ms: i64| InstanceMetricPoint {
         instance_id: InstanceId(id.to_string()),
         at: t(ms),
         cpu_percent: ms as f64 / 100.0,
@@ -1967,7 +1973,7 @@ pub async fn metric_points(store: &dyn Store) {
         .instance_metric_points(&a, "web", &InstanceId("i-2".into()), &window)
         .await
         .expect("instance_metric_points");
-    assert_eq!(one, vec![reading("i-2", 2000), reading("i-2", 3000)]);
+    assert_eq!(one, vec![read("i-2", 2000), read("i-2", 3000)]);
     // Tenant boundary: b's instance is not a's, a's group is not b's.
     assert!(
         store
@@ -1988,8 +1994,8 @@ pub async fn metric_points(store: &dyn Store) {
         .prune_metric_points(&a, "web", t(3000))
         .await
         .expect("prune_metric_points");
-    // Two group points and four readings.
-    assert_eq!(pruned, 6);
+    // Two group points (with their four readings).
+    assert_eq!(pruned, 2);
     assert_eq!(
         ats(&store
             .group_metric_points(&a, "web", &all)
@@ -2028,7 +2034,9 @@ pub async fn metric_points(store: &dyn Store) {
 /// rows, skips the intervals of a group that does not exist without failing the others,
 /// and prunes the groups that ask for it.
 pub async fn metric_intervals(store: &dyn Store) {
-    use crate::{GroupMetricPoint, InstanceMetricPoint, MetricInterval, PointFilter};
+    use crate::{
+        GroupMetricPoint, InstanceMetricPoint, InstanceReading, MetricInterval, PointFilter,
+    };
     let (a, b) = (tenant("metric-intervals-a"), tenant("metric-intervals-b"));
     for x in [&a, &b] {
         store.ensure_tenant(x, t(1)).await.expect("ensure_tenant");
@@ -2043,11 +2051,10 @@ pub async fn metric_intervals(store: &dyn Store) {
             desired_capacity: 3,
             values: vec![(Metric::Cpu, ms as f64 / 1000.0)],
         },
-        // More readings than one statement writes.
+        // 150 readings in each point.
         instances: (0..150)
-            .map(|n| InstanceMetricPoint {
+            .map(|n| InstanceReading {
                 instance_id: InstanceId(format!("i-{n}")),
-                at: t(ms),
                 cpu_percent: n as f64,
                 memory_mb: 64.0,
             })
@@ -2081,11 +2088,56 @@ pub async fn metric_intervals(store: &dyn Store) {
         .expect("instance_metric_points");
     assert_eq!(readings.len(), 130);
     assert_eq!(readings[129].cpu_percent, 149.0);
+    // An instance whose id starts another's reads only its own readings.
+    let of_14 = store
+        .instance_metric_points(&a, "web", &InstanceId("i-14".into()), &all)
+        .await
+        .expect("i-14");
+    assert_eq!(of_14.len(), 130);
+    assert!(of_14.iter().all(|p| p.cpu_percent == 14.0), "{of_14:?}");
+    // Ids with the characters a `LIKE` pattern gives meaning to, and quotes, are read
+    // as they are.
+    let odd = ["a%b_c", r#"q"u\o"#];
+    let mut point = interval(&b, "web", 5000, None);
+    point.instances = odd
+        .iter()
+        .map(|id| InstanceReading {
+            instance_id: InstanceId(id.to_string()),
+            cpu_percent: 3.0,
+            memory_mb: 1.0,
+        })
+        .collect();
+    store
+        .append_metric_intervals(&[point])
+        .await
+        .expect("odd ids");
+    for id in odd {
+        let read = store
+            .instance_metric_points(&b, "web", &InstanceId(id.into()), &all)
+            .await
+            .expect("odd id");
+        assert_eq!(read.len(), 1, "{id}");
+    }
+    assert!(
+        store
+            .instance_metric_points(&b, "web", &InstanceId("axbyc".into()), &all)
+            .await
+            .expect("wildcards are not wild")
+            .is_empty()
+    );
     let of_b = store
         .instance_metric_points(&b, "web", &InstanceId("i-7".into()), &all)
         .await
         .expect("b's readings");
-    assert_eq!(of_b, vec![batch[130].instances[7].clone()]);
+    assert_eq!(
+        of_b,
+        vec![InstanceMetricPoint {
+            instance_id: InstanceId("i-7".into()),
+            at: t(1000),
+            cpu_percent: 7.0,
+            memory_mb: 64.0,
+        }]
+    );
     // A replay changes nothing; an interval asking for it prunes its group only.
     let mut replay = interval(&a, "web", 1000, None);
     replay.point.running = 9;

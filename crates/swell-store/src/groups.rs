@@ -418,7 +418,6 @@ impl<S: SqlStore> GroupStore for S {
             "load_history",
             "learned_state",
             "group_metric_points",
-            "instance_metric_points",
         ] {
             sql(format!(
                 "DELETE FROM {table} WHERE tenant = $1 AND group_name = $2"

@@ -41,7 +41,8 @@ pub use groups::GroupStore;
 pub use history::HistoryStore;
 pub use instances::{InstanceStore, LiveCount};
 pub use metric_points::{
-    GroupMetricPoint, InstanceMetricPoint, MetricInterval, MetricPointStore, PointFilter,
+    GroupMetricPoint, InstanceMetricPoint, InstanceReading, MetricInterval, MetricPointStore,
+    PointFilter,
 };
 pub use notifications::{DeliveryOutcome, DeliveryRecord, NotificationStore, WebhookRecord};
 pub use providers::{ProviderRecord, ProviderStore};

@@ -1,6 +1,13 @@
-//! The metric history of groups and instances: one row per metrics interval, written in
-//! batches (every group's intervals of the last second in one transaction), read back by
-//! the export routes.
+//! The metric history of groups and instances: one row per group and metrics interval,
+//! holding the group's point and its instances' readings (a JSON array), written in
+//! batches (every group's intervals of the last second in a few transactions), read back
+//! by the export routes.
+//!
+//! An instance's readings are not rows of their own: at 10,000 groups of ten instances
+//! and a `5s` metrics interval that was 20,000 rows a second, each with its index entry,
+//! and the store's one SQLite writer spent most of an idle fleet's time on them. One row
+//! per group interval is a tenth of that; an instance's history is read by scanning its
+//! group's rows over the instance's lifetime (the service bounds the window by it).
 
 use crate::Result;
 use crate::sql::{SqlStore, Tx, corrupt, not_found_if_foreign_key, sql};
@@ -23,6 +30,18 @@ pub struct GroupMetricPoint {
     pub desired_capacity: u32,
     /// The mean of each metric sampled in the interval.
     pub values: Vec<(Metric, f64)>,
+}
+
+/// One instance's reading at the end of a metrics interval of its group, as
+/// [`MetricPointStore::append_metric_intervals`] keeps it with the group's point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceReading {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// CPU use, percent.
+    pub cpu_percent: f64,
+    /// Resident memory, MiB.
+    pub memory_mb: f64,
 }
 
 /// One metrics interval of an instance: its reading at the end of the interval.
@@ -48,8 +67,8 @@ pub struct MetricInterval {
     pub group: String,
     /// The group's point.
     pub point: GroupMetricPoint,
-    /// Its instances' readings.
-    pub instances: Vec<InstanceMetricPoint>,
+    /// Its instances' readings, taken at the point's `at`.
+    pub instances: Vec<InstanceReading>,
     /// Also drop the group's points older than this (its retention), in the same
     /// transaction.
     pub prune_before: Option<Timestamp>,
@@ -78,7 +97,7 @@ pub trait MetricPointStore: Send + Sync + 'static {
         tenant: &TenantId,
         group: &str,
         point: &GroupMetricPoint,
-        instances: &[InstanceMetricPoint],
+        instances: &[InstanceReading],
     ) -> Result<()>;
 
     /// Keeps many groups' intervals in one transaction of a few statements, as
@@ -104,8 +123,8 @@ pub trait MetricPointStore: Send + Sync + 'static {
         filter: &PointFilter,
     ) -> Result<Vec<InstanceMetricPoint>>;
 
-    /// Drops the group's points (its own and its instances') older than `before`;
-    /// returns how many rows.
+    /// Drops the group's points (with their instances' readings) older than `before`;
+    /// returns how many points.
     async fn prune_metric_points(
         &self,
         tenant: &TenantId,
@@ -122,34 +141,29 @@ pub trait MetricPointStore: Send + Sync + 'static {
 /// controller`: 100 rows a statement spent 15 % of the run in that walk).
 const ROWS_PER_STATEMENT: usize = 25;
 
-/// The group points' insert, `{}` standing for the rows: only those of a group that
-/// exists (it may have been deleted since its worker collected).
-const GROUP_POINTS_INSERT: &str = "INSERT INTO group_metric_points \
-     (tenant, group_name, at, running, desired_capacity, metric_values) \
-     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 \
+/// Arguments of one row of [`POINTS_INSERT`].
+const COLUMNS: usize = 7;
+
+/// The points' insert, `{}` standing for the rows: only those of a group that exists
+/// (it may have been deleted since its worker collected).
+const POINTS_INSERT: &str = "INSERT INTO group_metric_points \
+     (tenant, group_name, at, running, desired_capacity, metric_values, instance_readings) \
+     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 \
      FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM scaling_groups g \
        WHERE g.tenant = v.column1 AND g.name = v.column2) \
      ON CONFLICT DO NOTHING";
 
-/// The instance readings' insert, as [`GROUP_POINTS_INSERT`].
-const INSTANCE_POINTS_INSERT: &str = "INSERT INTO instance_metric_points \
-     (tenant, group_name, instance_id, at, cpu_percent, memory_mb) \
-     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 \
-     FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM scaling_groups g \
-       WHERE g.tenant = v.column1 AND g.name = v.column2) \
-     ON CONFLICT DO NOTHING";
-
-/// `statement` (one of the inserts above) for `rows` rows of six arguments; the text of
-/// a full chunk is built once.
-fn insert_points(statement: &'static str, rows: usize) -> std::borrow::Cow<'static, str> {
-    static FULL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-        [GROUP_POINTS_INSERT, INSTANCE_POINTS_INSERT]
-            .map(|s| s.replace("{}", &placeholders(ROWS_PER_STATEMENT, 6)))
+/// [`POINTS_INSERT`] for `rows` rows; the text of a full chunk is built once.
+fn insert_points(rows: usize) -> std::borrow::Cow<'static, str> {
+    static FULL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        POINTS_INSERT.replace("{}", &placeholders(ROWS_PER_STATEMENT, COLUMNS))
     });
-    match (rows == ROWS_PER_STATEMENT, statement == GROUP_POINTS_INSERT) {
-        (true, true) => FULL[0].as_str().into(),
-        (true, false) => FULL[1].as_str().into(),
-        _ => statement.replace("{}", &placeholders(rows, 6)).into(),
+    if rows == ROWS_PER_STATEMENT {
+        FULL.as_str().into()
+    } else {
+        POINTS_INSERT
+            .replace("{}", &placeholders(rows, COLUMNS))
+            .into()
     }
 }
 
@@ -164,6 +178,43 @@ fn placeholders(rows: usize, columns: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The readings as a JSON array of `[instance, cpu_percent, memory_mb]`; a reading that
+/// is not a finite number is left out (JSON has no such number).
+fn encode_readings(readings: &[InstanceReading]) -> String {
+    let rows: Vec<(&str, f64, f64)> = readings
+        .iter()
+        .filter(|r| r.cpu_percent.is_finite() && r.memory_mb.is_finite())
+        .map(|r| (r.instance_id.as_str(), r.cpu_percent, r.memory_mb))
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The reading of `instance` among a point's readings, if it has one.
+fn decode_reading(text: &str, instance: &InstanceId) -> Result<Option<(f64, f64)>> {
+    let rows: Vec<(String, f64, f64)> =
+        serde_json::from_str(text).map_err(|e| corrupt("instance_readings", e))?;
+    Ok(rows
+        .into_iter()
+        .find(|(id, _, _)| id == instance.as_str())
+        .map(|(_, cpu, memory)| (cpu, memory)))
+}
+
+/// A `LIKE` pattern (escape `\`) matching the readings that name `instance`: a cheap
+/// filter in the database before [`decode_reading`] decides.
+fn readings_naming(instance: &InstanceId) -> String {
+    let quoted = serde_json::to_string(instance.as_str()).unwrap_or_default();
+    let mut pattern = String::with_capacity(quoted.len() + 8);
+    pattern.push('%');
+    for c in quoted.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 fn encode_values(values: &[(Metric, f64)]) -> String {
@@ -198,28 +249,24 @@ impl<S: SqlStore> MetricPointStore for S {
         tenant: &TenantId,
         group: &str,
         point: &GroupMetricPoint,
-        instances: &[InstanceMetricPoint],
+        instances: &[InstanceReading],
     ) -> Result<()> {
-        let mut tx = self.db().begin().await?;
         // The foreign key stands for the group's existence check: no extra read per tick.
         sql("INSERT INTO group_metric_points \
-             (tenant, group_name, at, running, desired_capacity, metric_values) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
+             (tenant, group_name, at, running, desired_capacity, metric_values, \
+              instance_readings) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
         .bind(tenant)
         .bind(group)
         .bind(point.at)
         .bind(point.running)
         .bind(point.desired_capacity)
         .bind(encode_values(&point.values))
-        .execute(&mut tx)
+        .bind(encode_readings(instances))
+        .execute(self.db())
         .await
         .map_err(not_found_if_foreign_key("group", group))?;
-        for p in instances {
-            insert_instance_point(&mut tx, tenant, group, p)
-                .await
-                .map_err(not_found_if_foreign_key("group", group))?;
-        }
-        tx.commit().await
+        Ok(())
     }
 
     async fn append_metric_intervals(&self, intervals: &[MetricInterval]) -> Result<()> {
@@ -227,7 +274,7 @@ impl<S: SqlStore> MetricPointStore for S {
         // A group deleted since its worker collected keeps nothing (its rows went with
         // it): checked in the statements, so the batch's other groups stand.
         for chunk in intervals.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sql(insert_points(GROUP_POINTS_INSERT, chunk.len()));
+            let mut q = sql(insert_points(chunk.len()));
             for i in chunk {
                 q = q
                     .bind(&i.tenant)
@@ -235,24 +282,8 @@ impl<S: SqlStore> MetricPointStore for S {
                     .bind(i.point.at)
                     .bind(i.point.running)
                     .bind(i.point.desired_capacity)
-                    .bind(encode_values(&i.point.values));
-            }
-            q.execute(&mut tx).await?;
-        }
-        let readings: Vec<(&MetricInterval, &InstanceMetricPoint)> = intervals
-            .iter()
-            .flat_map(|i| i.instances.iter().map(move |p| (i, p)))
-            .collect();
-        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sql(insert_points(INSTANCE_POINTS_INSERT, chunk.len()));
-            for (i, p) in chunk {
-                q = q
-                    .bind(&i.tenant)
-                    .bind(&i.group)
-                    .bind(&p.instance_id)
-                    .bind(p.at)
-                    .bind(p.cpu_percent)
-                    .bind(p.memory_mb);
+                    .bind(encode_values(&i.point.values))
+                    .bind(encode_readings(&i.instances));
             }
             q.execute(&mut tx).await?;
         }
@@ -304,30 +335,34 @@ impl<S: SqlStore> MetricPointStore for S {
         filter: &PointFilter,
     ) -> Result<Vec<InstanceMetricPoint>> {
         let limit = i64::from(filter.limit.unwrap_or(DEFAULT_METRIC_POINT_LIMIT));
-        let mut points = sql("SELECT instance_id, at, cpu_percent, memory_mb \
-             FROM instance_metric_points \
-             WHERE tenant = $1 AND group_name = $2 AND instance_id = $3 \
+        let rows = sql("SELECT at, instance_readings FROM group_metric_points \
+             WHERE tenant = $1 AND group_name = $2 AND instance_readings LIKE $3 ESCAPE '\\' \
                AND ($4 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $7) \
              ORDER BY at DESC LIMIT $8")
         .bind(tenant)
         .bind(group)
-        .bind(instance)
+        .bind(readings_naming(instance))
         .bind(filter.since)
         .bind(filter.since)
         .bind(filter.until)
         .bind(filter.until)
         .bind(limit)
         .fetch_all_as(self.db(), |row| {
-            let id: String = row.get("instance_id")?;
-            Ok(InstanceMetricPoint {
-                instance_id: InstanceId(id),
-                at: row.time("at")?,
-                cpu_percent: row.get("cpu_percent")?,
-                memory_mb: row.get("memory_mb")?,
-            })
+            let readings: String = row.get("instance_readings")?;
+            Ok((row.time("at")?, readings))
         })
         .await?;
-        points.reverse();
+        let mut points = Vec::with_capacity(rows.len());
+        for (at, readings) in rows.iter().rev() {
+            if let Some((cpu_percent, memory_mb)) = decode_reading(readings, instance)? {
+                points.push(InstanceMetricPoint {
+                    instance_id: instance.clone(),
+                    at: *at,
+                    cpu_percent,
+                    memory_mb,
+                });
+            }
+        }
         Ok(points)
     }
 
@@ -344,37 +379,12 @@ impl<S: SqlStore> MetricPointStore for S {
     }
 }
 
-async fn insert_instance_point(
-    tx: &mut Tx,
-    tenant: &TenantId,
-    group: &str,
-    p: &InstanceMetricPoint,
-) -> Result<u64> {
-    sql("INSERT INTO instance_metric_points \
-         (tenant, group_name, instance_id, at, cpu_percent, memory_mb) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
-    .bind(tenant)
-    .bind(group)
-    .bind(&p.instance_id)
-    .bind(p.at)
-    .bind(p.cpu_percent)
-    .bind(p.memory_mb)
-    .execute(tx)
-    .await
-}
-
-/// Drops the group's points (its own and its instances') older than `before`.
+/// Drops the group's points (with their instances' readings) older than `before`.
 async fn prune(tx: &mut Tx, tenant: &TenantId, group: &str, before: Timestamp) -> Result<u64> {
-    let mut pruned = 0;
-    for table in ["group_metric_points", "instance_metric_points"] {
-        pruned += sql(format!(
-            "DELETE FROM {table} WHERE tenant = $1 AND group_name = $2 AND at < $3"
-        ))
+    sql("DELETE FROM group_metric_points WHERE tenant = $1 AND group_name = $2 AND at < $3")
         .bind(tenant)
         .bind(group)
         .bind(before)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(pruned)
+        .execute(tx)
+        .await
 }

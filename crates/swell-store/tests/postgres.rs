@@ -403,3 +403,69 @@ async fn upgrade_grants_only_the_default_tenant() {
     assert_eq!(acme.grants, swell_core::Grants::default());
     done(db, store).await;
 }
+
+/// Upgrading a PostgreSQL store: the instance readings of the metric history, rows of
+/// their own before, are read back from their group's points.
+#[tokio::test]
+async fn upgrade_keeps_the_instance_readings() {
+    use swell_store::{MetricPointStore, PointFilter};
+    let db = TestServer::shared().database("upgrade_readings").await;
+    let old = tempfile::tempdir().unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations-postgres");
+    for entry in std::fs::read_dir(source).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.as_str() <= "20261207000012_live_instances.sql" {
+            std::fs::copy(format!("{source}/{name}"), old.path().join(&name)).unwrap();
+        }
+    }
+    {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        // Without the group's row: foreign keys are not checked for this old store's
+        // writes (the test server's user is a superuser).
+        sqlx::query("SET session_replication_role = replica")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        for at in [1000_i64, 2000] {
+            sqlx::query(
+                "INSERT INTO group_metric_points VALUES ('default', 'web', $1, 2, 2, '{}')",
+            )
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            for (id, cpu) in [("i-1", 10.5), ("i-2", 20.0)] {
+                sqlx::query(
+                    "INSERT INTO instance_metric_points VALUES ('default', 'web', $1, $2, $3, 64)",
+                )
+                .bind(id)
+                .bind(at)
+                .bind(cpu + at as f64)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            }
+        }
+        drop(conn);
+        pool.close().await;
+    }
+    let store = PgStore::connect(&db.url).await.unwrap();
+    let read = store
+        .instance_metric_points(
+            &TenantId::default_tenant(),
+            "web",
+            &InstanceId("i-2".into()),
+            &PointFilter::default(),
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i64, f64, f64)> = read
+        .iter()
+        .map(|p| (p.at.0, p.cpu_percent, p.memory_mb))
+        .collect();
+    assert_eq!(got, vec![(1000, 1020.0, 64.0), (2000, 2020.0, 64.0)]);
+    done(db, store).await;
+}

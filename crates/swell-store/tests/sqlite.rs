@@ -349,6 +349,66 @@ async fn upgrade_grants_only_the_default_tenant() {
     store.close().await;
 }
 
+/// Upgrading a store: the instance readings of the metric history, rows of their own
+/// before, are read back from their group's points.
+#[tokio::test]
+async fn upgrade_keeps_the_instance_readings() {
+    use swell_store::{MetricPointStore, PointFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swell.db");
+    let old = dir.path().join("old-migrations");
+    migrations_before_grants(
+        &old,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
+        "20261207000015_live_instances.sql",
+    );
+    {
+        // Without the group's row: the foreign keys are off for this old store's writes.
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(false);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        for at in [1000, 2000] {
+            sqlx::query("INSERT INTO group_metric_points VALUES ('default', 'web', ?, 2, 2, '{}')")
+                .bind(at)
+                .execute(&pool)
+                .await
+                .unwrap();
+            for (id, cpu) in [("i-1", 10.5), ("i-2", 20.0)] {
+                sqlx::query(
+                    "INSERT INTO instance_metric_points VALUES ('default', 'web', ?, ?, ?, 64)",
+                )
+                .bind(id)
+                .bind(at)
+                .bind(cpu + at as f64)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        }
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let read = store
+        .instance_metric_points(
+            &TenantId::default_tenant(),
+            "web",
+            &InstanceId("i-2".into()),
+            &PointFilter::default(),
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i64, f64, f64)> = read
+        .iter()
+        .map(|p| (p.at.0, p.cpu_percent, p.memory_mb))
+        .collect();
+    assert_eq!(got, vec![(1000, 1020.0, 64.0), (2000, 2020.0, 64.0)]);
+    store.close().await;
+}
+
 fn instance(id: &str, group: &str) -> InstanceRecord {
     InstanceRecord {
         id: InstanceId(id.into()),
