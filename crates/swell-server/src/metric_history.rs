@@ -130,8 +130,6 @@ pub struct Interval {
     pub point: GroupPoint,
     /// Each running instance's reading.
     pub readings: Vec<(InstanceId, InstanceMetrics)>,
-    /// The group's live (non-final) instances: the rings of others may be dropped.
-    pub live: Vec<InstanceId>,
 }
 
 impl MetricHistory {
@@ -171,9 +169,8 @@ impl MetricHistory {
                 values: interval_means(window, from, now),
             },
             readings,
-            live: instances.iter().map(|i| i.id.clone()).collect(),
         };
-        self.push(key, &interval);
+        self.push(key, &interval, |id| instances.iter().any(|i| &i.id == id));
         interval
     }
 
@@ -181,7 +178,7 @@ impl MetricHistory {
     /// readings); [`MetricHistory::flush`] writes every queued interval at once. Once an
     /// hour per group the interval also prunes its stored points older than
     /// [`METRIC_POINTS_KEPT`].
-    pub fn queue(&self, group: &GroupRecord, interval: &Interval) {
+    pub fn queue(&self, group: &GroupRecord, interval: Interval) {
         let (tenant, name) = (&group.tenant, group.spec.name.as_str());
         let now = interval.point.at;
         let key = (tenant.clone(), name.to_string());
@@ -204,13 +201,13 @@ impl MetricHistory {
                 at: now,
                 running: interval.point.running,
                 desired_capacity: interval.point.desired_capacity,
-                values: interval.point.values.clone(),
+                values: interval.point.values,
             },
             instances: interval
                 .readings
-                .iter()
+                .into_iter()
                 .map(|(id, m)| InstanceReading {
-                    instance_id: id.clone(),
+                    instance_id: id,
                     cpu_percent: m.cpu_percent,
                     memory_mb: m.memory_mb,
                 })
@@ -280,9 +277,13 @@ impl MetricHistory {
     }
 
     /// Adds one interval to the group's ring, dropping the oldest points past the
-    /// bounds, the rings of instances no longer live when room is needed, and the
-    /// whole ring when the group was created again.
-    pub fn push(&self, key: (TenantId, String), interval: &Interval) {
+    /// bounds, the rings of instances no longer `live` when room is needed, and the whole ring when the group was created again.
+    pub fn push(
+        &self,
+        key: (TenantId, String),
+        interval: &Interval,
+        live: impl Fn(&InstanceId) -> bool,
+    ) {
         let Ok(mut rings) = self.groups.lock() else {
             return;
         };
@@ -326,7 +327,7 @@ impl MetricHistory {
                 let gone = ring
                     .instances
                     .iter()
-                    .filter(|(i, _)| !interval.live.contains(i))
+                    .filter(|(i, _)| !live(i))
                     .min_by_key(|(_, p)| p.back().map(|p| p.at))
                     .map(|(i, _)| i.clone());
                 match gone {
@@ -469,7 +470,12 @@ mod tests {
         InstanceId(format!("i-{n}"))
     }
 
-    fn interval(at: i64, readings: &[usize], live: &[usize]) -> Interval {
+    /// The instances numbered `ids` are live.
+    fn live(ids: &[usize]) -> impl Fn(&InstanceId) -> bool + '_ {
+        move |i| ids.iter().any(|n| &id(*n) == i)
+    }
+
+    fn interval(at: i64, readings: &[usize]) -> Interval {
         Interval {
             created_at: t(0),
             point: GroupPoint {
@@ -491,7 +497,6 @@ mod tests {
                     )
                 })
                 .collect(),
-            live: live.iter().map(|n| id(*n)).collect(),
         }
     }
 
@@ -500,7 +505,7 @@ mod tests {
         let h = MetricHistory::default();
         let total = GROUP_POINTS + 40;
         for at in 1..=total as i64 {
-            h.push(key(), &interval(at, &[1], &[1]));
+            h.push(key(), &interval(at, &[1]), live(&[1]));
         }
         let (tenant, name) = key();
         let points = h.group_points(&tenant, &name, t(0), None);
@@ -516,7 +521,7 @@ mod tests {
     fn since_keeps_the_points_at_or_after_it() {
         let h = MetricHistory::default();
         for at in 1..=10 {
-            h.push(key(), &interval(at, &[1], &[1]));
+            h.push(key(), &interval(at, &[1]), live(&[1]));
         }
         let (tenant, name) = key();
         let ats = |since: Option<i64>| -> Vec<Timestamp> {
@@ -539,7 +544,7 @@ mod tests {
     fn at_most_instances_kept_and_gone_instances_make_room() {
         let h = MetricHistory::default();
         let all: Vec<usize> = (0..INSTANCES_KEPT + 8).collect();
-        h.push(key(), &interval(1, &all, &all));
+        h.push(key(), &interval(1, &all), live(&all));
         let (tenant, name) = key();
         let kept = |n: usize| {
             !h.instance_points(&tenant, &name, t(0), &id(n), None)
@@ -548,7 +553,7 @@ mod tests {
         assert_eq!(all.iter().filter(|n| kept(**n)).count(), INSTANCES_KEPT);
         // Every kept instance is gone now: a new one takes the place of one of them.
         let newcomers: Vec<usize> = vec![100];
-        h.push(key(), &interval(2, &newcomers, &newcomers));
+        h.push(key(), &interval(2, &newcomers), live(&newcomers));
         assert!(kept(100));
         assert_eq!(
             (0..INSTANCES_KEPT + 8)
@@ -562,16 +567,16 @@ mod tests {
     #[test]
     fn a_group_created_again_starts_empty_and_replays_are_ignored() {
         let h = MetricHistory::default();
-        h.push(key(), &interval(5, &[1], &[1]));
-        h.push(key(), &interval(5, &[1], &[1]));
-        h.push(key(), &interval(4, &[1], &[1]));
+        h.push(key(), &interval(5, &[1]), live(&[1]));
+        h.push(key(), &interval(5, &[1]), live(&[1]));
+        h.push(key(), &interval(4, &[1]), live(&[1]));
         let (tenant, name) = key();
         assert_eq!(h.group_points(&tenant, &name, t(0), None).len(), 1);
         // Asked with another creation time: none of the old group's points.
         assert!(h.group_points(&tenant, &name, t(3), None).is_empty());
-        let mut again = interval(6, &[2], &[2]);
+        let mut again = interval(6, &[2]);
         again.created_at = t(3);
-        h.push(key(), &again);
+        h.push(key(), &again, live(&[2]));
         assert_eq!(h.group_points(&tenant, &name, t(3), None).len(), 1);
         assert!(
             h.instance_points(&tenant, &name, t(3), &id(1), None)
@@ -585,12 +590,12 @@ mod tests {
     fn rings_not_fed_for_an_hour_are_dropped() {
         let h = MetricHistory::default();
         let other = (TenantId::new("t").unwrap(), "old".to_string());
-        h.push(other.clone(), &interval(1, &[1], &[1]));
-        h.push(key(), &interval(2, &[1], &[1]));
+        h.push(other.clone(), &interval(1, &[1]), live(&[1]));
+        h.push(key(), &interval(2, &[1]), live(&[1]));
         let (tenant, _) = key();
-        h.push(key(), &interval(3600, &[1], &[1]));
+        h.push(key(), &interval(3600, &[1]), live(&[1]));
         assert_eq!(h.group_points(&tenant, "old", t(0), None).len(), 1);
-        h.push(key(), &interval(3661, &[1], &[1]));
+        h.push(key(), &interval(3661, &[1]), live(&[1]));
         assert!(h.group_points(&tenant, "old", t(0), None).is_empty());
         assert_eq!(h.group_points(&tenant, "web", t(0), None).len(), 3);
     }
@@ -677,8 +682,8 @@ mod tests {
                             )
                         })
                         .collect(),
-                    live: ids,
                 },
+                |i| ids.contains(i),
             );
         }
         let rings = h.groups.lock().unwrap();

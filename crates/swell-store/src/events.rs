@@ -1,6 +1,6 @@
 //! A group's event log.
 
-use crate::sql::{Row, SqlStore, Tx, sql};
+use crate::sql::{Row, Sql, SqlStore, Tx, sql};
 use crate::{EventFilter, EventRecord, NewEvent, Result, StoreError};
 use async_trait::async_trait;
 use swell_core::{Cause, EventKind, InstanceId, TenantId};
@@ -94,6 +94,28 @@ pub(crate) async fn insert_event(
     tenant: &TenantId,
     event: &NewEvent,
 ) -> Result<EventRecord> {
+    let row = event_insert(tx, tenant, event).await?.fetch_one(tx).await?;
+    recorded(tenant, event, &row)
+}
+
+/// [`insert_event`] as the transaction's last statement, then its commit
+/// ([`Tx::commit_after`]: on SQLite one round trip for both).
+pub(crate) async fn insert_event_and_commit(
+    mut tx: Tx,
+    tenant: &TenantId,
+    event: &NewEvent,
+) -> Result<EventRecord> {
+    let insert = event_insert(&mut tx, tenant, event).await?;
+    let rows = tx.commit_after(insert).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| StoreError::Corrupt("an event's insert returned no id".into()))?;
+    recorded(tenant, event, row)
+}
+
+/// The statement that inserts `event` (returning its id), once the transaction holds
+/// the group's event order and notes the event for announcement.
+async fn event_insert(tx: &mut Tx, tenant: &TenantId, event: &NewEvent) -> Result<Sql> {
     let cause = event
         .cause
         .as_ref()
@@ -102,7 +124,7 @@ pub(crate) async fn insert_event(
         .map_err(|e| StoreError::Corrupt(format!("cannot encode the event's cause: {e}")))?;
     tx.lock_event_order(tenant, &event.group).await?;
     tx.recorded_event(tenant, &event.group);
-    let row = sql(
+    Ok(sql(
         "INSERT INTO events (tenant, group_name, at, kind, instance_id, cause, message) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -112,9 +134,11 @@ pub(crate) async fn insert_event(
     .bind(event.kind.as_str())
     .bind(event.instance_id.as_ref().map(InstanceId::as_str))
     .bind(cause)
-    .bind(&event.message)
-    .fetch_one(tx)
-    .await?;
+    .bind(&event.message))
+}
+
+/// The stored event, from its insert's row.
+fn recorded(tenant: &TenantId, event: &NewEvent, row: &Row) -> Result<EventRecord> {
     let mut stored = event.clone();
     stored.tenant = tenant.clone();
     Ok(EventRecord {

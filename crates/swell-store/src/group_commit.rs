@@ -40,8 +40,13 @@ const MAX_MEMBERS: usize = 64;
 
 /// The savepoint of the caller whose turn it is (one at a time: they never nest).
 const SAVEPOINT: &str = "SAVEPOINT swell_member";
-const RELEASE: &str = "RELEASE swell_member";
-const ROLLBACK_TO: &str = "ROLLBACK TO swell_member";
+/// A caller's savepoint released and the next caller's opened, in one round trip to
+/// SQLite's connection thread: each statement sent is a wait for that thread, and the
+/// writer is held across it. A savepoint opened for a caller that never comes is empty:
+/// a `COMMIT` commits it with the rest.
+pub(crate) const RELEASE_AND_NEXT: &str = "RELEASE swell_member; SAVEPOINT swell_member";
+/// An abandoned caller's writes undone and its savepoint closed.
+const ROLL_BACK: &str = "ROLLBACK TO swell_member; RELEASE swell_member";
 
 /// A file store's one writer: the turn of the callers that write, and the transaction
 /// they share.
@@ -63,6 +68,9 @@ pub(crate) struct Batch {
     done: watch::Sender<Outcome>,
     /// A caller dropped its transaction without committing: its savepoint is still open.
     abandoned: bool,
+    /// The next caller's savepoint is open already (opened with the last caller's
+    /// release, [`RELEASE_AND_NEXT`]).
+    next_open: bool,
     /// `COMMIT`s done so far (the [`Writer`]'s count).
     commits: Arc<AtomicU64>,
 }
@@ -77,6 +85,7 @@ impl Default for Writer {
                 members: 0,
                 done: watch::channel(None).0,
                 abandoned: false,
+                next_open: false,
                 commits,
             })),
         }
@@ -103,8 +112,11 @@ impl Writer {
         }
         if guard.tx.is_none() {
             guard.tx = Some(pool.begin_with("BEGIN IMMEDIATE").await?);
+            guard.next_open = false;
         }
+        let ready = std::mem::take(&mut guard.next_open);
         let opened = match guard.tx.as_mut() {
+            Some(_) if ready => Ok(()),
             Some(tx) => sqlx::query(SAVEPOINT).execute(&mut **tx).await.map(|_| ()),
             None => Err(lost("not open")),
         };
@@ -122,6 +134,7 @@ impl Batch {
         // Dropping an sqlx transaction rolls it back.
         self.tx = None;
         self.abandoned = false;
+        self.next_open = false;
         self.finish(Err(why.to_string()));
     }
 
@@ -139,12 +152,7 @@ impl Batch {
         let Some(tx) = self.tx.as_mut() else {
             return;
         };
-        let undone = async {
-            sqlx::query(ROLLBACK_TO).execute(&mut **tx).await?;
-            sqlx::query(RELEASE).execute(&mut **tx).await
-        }
-        .await;
-        if let Err(e) = undone {
+        if let Err(e) = sqlx::query(ROLL_BACK).execute(&mut **tx).await {
             self.fail(&e.to_string());
             return;
         }
@@ -161,6 +169,7 @@ impl Batch {
         if self.abandoned {
             self.settle().await;
         }
+        self.next_open = false;
         let outcome = match self.tx.take() {
             Some(tx) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
@@ -196,13 +205,26 @@ impl Member {
             return Err(lost("already committed"));
         };
         let released = match guard.tx.as_mut() {
-            Some(tx) => sqlx::query(RELEASE).execute(&mut **tx).await.map(|_| ()),
+            Some(tx) => sqlx::query(RELEASE_AND_NEXT)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
             None => Err(lost("not open")),
         };
         if let Err(e) = released {
             guard.fail(&e.to_string());
             return Err(e);
         }
+        Member { guard: Some(guard) }.released().await
+    }
+
+    /// [`Member::commit`] once its last statement has run [`RELEASE_AND_NEXT`] itself
+    /// (sent with it in one round trip).
+    pub(crate) async fn released(mut self) -> Result<(), sqlx::Error> {
+        let Some(mut guard) = self.guard.take() else {
+            return Err(lost("already committed"));
+        };
+        guard.next_open = true;
         guard.members += 1;
         let finishing = if guard.members >= MAX_MEMBERS {
             // A full transaction commits in this caller's turn: a caller's wait for the

@@ -1,6 +1,6 @@
 //! Scaling groups: their specs and desired capacities.
 
-use crate::events::insert_event;
+use crate::events::{insert_event, insert_event_and_commit};
 use crate::sql::{Db, Row, RowLock, SqlStore, Tx, conflict_if_unique, not_found, sql};
 use crate::tenants::ensure_tenant_in;
 use crate::{GroupRecord, GroupWrite, NewEvent, Result, StoreError};
@@ -334,8 +334,7 @@ impl<S: SqlStore> GroupStore for S {
         .bind(name)
         .execute(&mut tx)
         .await?;
-        insert_event(&mut tx, tenant, &event).await?;
-        tx.commit().await?;
+        insert_event_and_commit(tx, tenant, &event).await?;
         Ok(group)
     }
 

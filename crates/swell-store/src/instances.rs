@@ -1,6 +1,6 @@
 //! Instances: the durable create and delete intents and their progress.
 
-use crate::events::insert_event;
+use crate::events::{insert_event, insert_event_and_commit};
 use crate::groups::lock_group;
 use crate::sql::{Row, RowLock, SqlStore, Tx, conflict_if_unique, not_found, sql};
 use crate::{InstanceRecord, InstanceUpdate, NewEvent, Result, StoreError};
@@ -175,10 +175,12 @@ impl<S: SqlStore> InstanceStore for S {
         .map_err(conflict_if_unique("instance", instance.id.to_string()))?;
         let mut stored = instance.clone();
         stored.created_order = row.get("created_order")?;
-        if let Some(event) = &event {
-            insert_event(&mut tx, tenant, event).await?;
+        match &event {
+            Some(event) => {
+                insert_event_and_commit(tx, tenant, event).await?;
+            }
+            None => tx.commit().await?,
         }
-        tx.commit().await?;
         Ok(stored)
     }
 
@@ -258,10 +260,12 @@ impl<S: SqlStore> InstanceStore for S {
         .fetch_optional_as(&mut tx, decode_instance)
         .await?
         .ok_or_else(|| not_found("instance", id.as_str()))?;
-        if let Some(event) = &event {
-            insert_event(&mut tx, tenant, event).await?;
+        match &event {
+            Some(event) => {
+                insert_event_and_commit(tx, tenant, event).await?;
+            }
+            None => tx.commit().await?,
         }
-        tx.commit().await?;
         Ok(inst)
     }
 

@@ -95,6 +95,34 @@ impl Tx {
         Ok(())
     }
 
+    /// Runs `last`, the transaction's last statement, then commits as [`Tx::commit`]:
+    /// on SQLite in the same round trip to the connection's thread as the savepoint's
+    /// release ([`crate::group_commit`]: each round trip is a wait with the one writer
+    /// held), on PostgreSQL one after the other. Returns `last`'s rows.
+    pub(crate) async fn commit_after(mut self, last: Sql) -> Result<Vec<Row>> {
+        let rows = match &mut self.conn {
+            TxConn::Sqlite(member) => {
+                let text = format!("{}; {}", last.text, crate::group_commit::RELEASE_AND_NEXT);
+                let conn = member.conn().map_err(StoreError::Database)?;
+                bind_sqlite(&text, last.args)
+                    .fetch_all(conn)
+                    .await
+                    .map_err(StoreError::Database)?
+                    .lift()
+            }
+            TxConn::Postgres(_) => last.fetch_all(&mut self).await?,
+        };
+        match self.conn {
+            TxConn::Sqlite(member) => member.released().await,
+            TxConn::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(StoreError::Database)?;
+        for appended in self.events {
+            crate::events::announce(appended);
+        }
+        Ok(rows)
+    }
+
     /// Notes that this transaction recorded an event on `group`, to announce on commit.
     pub(crate) fn recorded_event(&mut self, tenant: &TenantId, group: &str) {
         let appended = crate::events::EventAppended {

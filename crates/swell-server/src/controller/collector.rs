@@ -63,7 +63,7 @@ impl GroupWorker {
         );
         self.instances = instances;
         // Written with every other group's by the controller's flush, not here.
-        c.options.metric_history.queue(&group, &interval);
+        c.options.metric_history.queue(&group, interval);
         self.save_memory().await;
     }
 
@@ -97,7 +97,7 @@ impl GroupWorker {
             }
         }
         // Each provider's observer measured its instances; this group reads its own.
-        let mut readings = Vec::new();
+        let mut readings: Vec<(&InstanceId, InstanceMetrics)> = Vec::new();
         for w in &self.observed {
             let (name, snapshot) = (&w.name, w.rx.borrow());
             let Some(observed) = snapshot.groups.get(&self.key) else {
@@ -107,7 +107,7 @@ impl GroupWorker {
                 running
                     .iter()
                     .filter(|i| &i.provider == name)
-                    .filter_map(|i| Some((i.id.clone(), *observed.metrics.get(&i.id)?))),
+                    .filter_map(|i| Some((&i.id, *observed.metrics.get(&i.id)?))),
             );
         }
         let ssh = ssh_source(&group.spec);
@@ -119,24 +119,25 @@ impl GroupWorker {
             .collect();
         if let Ok(mut latest) = c.latest.write() {
             for (id, m) in &readings {
-                let mut m = *m;
-                // An `ssh` source's CPU reading stands until its next round.
-                if ssh.is_some()
-                    && let Some(old) = latest.get(id)
-                {
-                    m.cpu_percent = old.cpu_percent;
-                }
                 // Most instances have a reading already: no new key (and id clone).
-                match latest.get_mut(id) {
-                    Some(slot) => *slot = m,
+                match latest.get_mut(*id) {
+                    Some(slot) => {
+                        // An `ssh` source's CPU reading stands until its next round.
+                        let cpu_percent = if ssh.is_some() {
+                            slot.cpu_percent
+                        } else {
+                            m.cpu_percent
+                        };
+                        *slot = InstanceMetrics { cpu_percent, ..*m };
+                    }
                     None => {
-                        latest.insert(id.clone(), m);
+                        latest.insert((*id).clone(), *m);
                     }
                 }
             }
         }
         let by_id: HashMap<&InstanceId, &InstanceMetrics> =
-            readings.iter().map(|(id, m)| (id, m)).collect();
+            readings.iter().map(|(id, m)| (*id, m)).collect();
         // Steal only where the provider measures it (qemu's host-side reading).
         for (metric, pick) in [
             (

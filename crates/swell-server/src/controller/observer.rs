@@ -275,8 +275,9 @@ fn by_group(
         keys.iter().map(|_| GroupObservation::default()).collect();
     for (p, slot) in list.into_iter().zip(placed) {
         let g = &mut groups[slot];
-        if let Some(m) = readings.remove(&p.instance_id) {
-            g.metrics.insert(p.instance_id.clone(), m);
+        // The reading's own key moves over: no id copied per instance.
+        if let Some((id, m)) = readings.remove_entry(&p.instance_id) {
+            g.metrics.insert(id, m);
         }
         g.instances.push(p);
     }

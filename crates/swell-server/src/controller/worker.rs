@@ -153,7 +153,9 @@ pub(super) struct GroupWorker {
     pub(super) key: GroupKey,
     /// The group as last read from the store (at start and at each reload: every change
     /// through the service wakes the worker) or written by this worker.
-    pub(super) group: GroupRecord,
+    /// Shared, so a pass that reads it across awaits takes a pointer, not a copy of the
+    /// whole spec.
+    pub(super) group: Arc<GroupRecord>,
     /// The group's live instance records: read from the store at start and after a
     /// reload, then kept by the worker from what its own writes return (it and its
     /// tasks are the only writers of them besides the service, whose every change
@@ -237,7 +239,7 @@ impl GroupWorker {
             lb_problem: None,
             controller,
             key: (group.tenant.clone(), group.spec.name.clone()),
-            group,
+            group: Arc::new(group),
             instances: Vec::new(),
             records_stale: true,
             status: WorkerStatus::Starting,
@@ -479,7 +481,7 @@ impl GroupWorker {
         if g.suspended_at.is_none() {
             self.would_scale = None;
         }
-        self.group = g;
+        self.group = Arc::new(g);
         self.dirty = true;
         self.records_stale = true;
         true
@@ -576,7 +578,7 @@ impl GroupWorker {
             .await
         {
             Ok(group) => {
-                self.group = group;
+                self.group = Arc::new(group);
                 self.dirty = true;
             }
             Err(e) => self.set_status(WorkerStatus::StoreError(e.to_string())),
