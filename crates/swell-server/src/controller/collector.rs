@@ -51,7 +51,7 @@ impl GroupWorker {
     /// while fresh (received within two metrics intervals).
     pub(super) async fn collect(&mut self) {
         let group = self.group.clone();
-        let instances = std::mem::take(&mut self.instances);
+        let instances = Arc::clone(&self.instances);
         self.collect_from(&group, &instances);
         let c = &self.controller;
         let interval = c.options.metric_history.record(
@@ -61,7 +61,6 @@ impl GroupWorker {
             &self.window,
             &c.latest,
         );
-        self.instances = instances;
         // Written with every other group's by the controller's flush, not here.
         c.options.metric_history.queue(&group, interval);
         self.save_memory().await;

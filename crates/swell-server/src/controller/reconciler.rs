@@ -67,7 +67,7 @@ impl GroupWorker {
         if self.records_stale {
             match c.store.list_instances(&tenant, &name, false).await {
                 Ok(list) => {
-                    self.instances = list;
+                    self.instances = Arc::new(list);
                     self.records_stale = false;
                 }
                 Err(e) => {

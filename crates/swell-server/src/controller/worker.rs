@@ -159,8 +159,10 @@ pub(super) struct GroupWorker {
     /// The group's live instance records: read from the store at start and after a
     /// reload, then kept by the worker from what its own writes return (it and its
     /// tasks are the only writers of them besides the service, whose every change
-    /// wakes it with a reload), so a reconcile reads nothing.
-    pub(super) instances: Vec<InstanceRecord>,
+    /// wakes it with a reload), so a reconcile reads nothing. Shared, so a pass that
+    /// works from them across awaits takes a pointer; a write copies them only while
+    /// such a pass holds them.
+    pub(super) instances: Arc<Vec<InstanceRecord>>,
     /// The store may hold instance records the worker has not seen (at start, after a
     /// reload or a refused write): the next reconcile reads them.
     pub(super) records_stale: bool,
@@ -240,7 +242,7 @@ impl GroupWorker {
             controller,
             key: (group.tenant.clone(), group.spec.name.clone()),
             group: Arc::new(group),
-            instances: Vec::new(),
+            instances: Arc::default(),
             records_stale: true,
             status: WorkerStatus::Starting,
             shown,
@@ -491,16 +493,15 @@ impl GroupWorker {
     /// instance, and a final one (terminated, failed) leaves the live records.
     pub(super) fn keep_record(&mut self, record: InstanceRecord) {
         let live = !record.status.is_final();
-        match self.instances.iter().position(|i| i.id == record.id) {
-            Some(at) if live => self.instances[at] = record,
+        let instances = Arc::make_mut(&mut self.instances);
+        match instances.iter().position(|i| i.id == record.id) {
+            Some(at) if live => instances[at] = record,
             Some(at) => {
-                self.instances.remove(at);
+                instances.remove(at);
             }
             None if live => {
-                let at = self
-                    .instances
-                    .partition_point(|i| i.created_order <= record.created_order);
-                self.instances.insert(at, record);
+                let at = instances.partition_point(|i| i.created_order <= record.created_order);
+                instances.insert(at, record);
             }
             None => {}
         }
