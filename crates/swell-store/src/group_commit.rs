@@ -232,13 +232,12 @@ impl Member {
             // many callers queue behind it (a burst of thousands of creates).
             tokio::spawn(async move { guard.commit().await })
         } else {
-            let outcome = guard.done.subscribe();
+            let mut outcome = guard.done.subscribe();
             let batch = OwnedMutexGuard::mutex(&guard).clone();
             let finisher = tokio::spawn(async move {
                 // Ends as soon as another caller's `COMMIT` carried these writes: a
                 // finisher that waited for its lock turn regardless would queue behind
-                // every writer of a busy store (seconds at 10,000 groups) for nothing.
-                let mut outcome = outcome;
+                // every writer of a busy store for nothing.
                 let ended = async {
                     outcome
                         .wait_for(Option::is_some)
@@ -258,8 +257,7 @@ impl Member {
             });
             // The callers already waiting take their turns now, and join this
             // transaction. The next one is woken after the spawn: a task woken last runs
-            // next on this thread, so the writer is not left idle behind every task
-            // queued here (the finisher only queues for the lock again anyway).
+            // next on this thread, so the writer is not left idle behind the finisher.
             drop(guard);
             finisher
         };

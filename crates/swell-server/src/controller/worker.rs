@@ -493,17 +493,21 @@ impl GroupWorker {
     /// instance, and a final one (terminated, failed) leaves the live records.
     pub(super) fn keep_record(&mut self, record: InstanceRecord) {
         let live = !record.status.is_final();
+        let found = self.instances.iter().position(|i| i.id == record.id);
+        if found.is_none() && !live {
+            // Nothing to change: the records are not copied out from under a pass.
+            return;
+        }
         let instances = Arc::make_mut(&mut self.instances);
-        match instances.iter().position(|i| i.id == record.id) {
+        match found {
             Some(at) if live => instances[at] = record,
             Some(at) => {
                 instances.remove(at);
             }
-            None if live => {
+            None => {
                 let at = instances.partition_point(|i| i.created_order <= record.created_order);
                 instances.insert(at, record);
             }
-            None => {}
         }
     }
 
