@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 /// The lock file's name in the data directory.
 pub const LOCK_FILE: &str = "swell.lock";
 
+/// How long a lock whose recorded holder no longer runs is waited for.
+const GONE_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the data directory's lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirLockError {
@@ -62,23 +65,33 @@ impl DataDirLock {
             .truncate(false)
             .open(&lock)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                // The holder may not have written its pid yet: then it is unknown.
-                let _ = file.take(64).read_to_string(&mut text);
-                let holder = match text.trim().parse::<u32>() {
-                    Ok(pid) => format!("pid {pid}"),
-                    Err(_) => "pid unknown".to_string(),
-                };
-                return Err(DataDirLockError::Held {
-                    dir: data_dir.to_path_buf(),
-                    lock,
-                    holder,
-                });
+        let mut waited_since = None;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    // The holder may not have written its pid yet: then it is unknown.
+                    let _ = (&mut file).take(64).read_to_string(&mut text);
+                    let _ = file.seek(SeekFrom::Start(0));
+                    let pid = text.trim().parse::<u32>().ok();
+                    // A holder that is gone (killed) leaves the lock to a child it was
+                    // forking at that moment, until the child's `exec` closes it: a
+                    // restart right after a kill -9 waits for that, briefly.
+                    let gone = pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                    let started = *waited_since.get_or_insert_with(std::time::Instant::now);
+                    if gone && started.elapsed() < GONE_HOLDER_WAIT {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                    return Err(DataDirLockError::Held {
+                        dir: data_dir.to_path_buf(),
+                        lock,
+                        holder: pid.map_or("pid unknown".to_string(), |pid| format!("pid {pid}")),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -109,5 +122,22 @@ mod tests {
         assert!(text.contains("another swell server"), "{text}");
         drop(first);
         DataDirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_left_by_a_gone_holder_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DataDirLock::acquire(dir.path()).unwrap();
+        // The recorded holder is a process that has exited; the lock itself is still
+        // held (here by this process, as a forking child would hold it) for a moment.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), format!("{}\n", gone.id())).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        DataDirLock::acquire(dir.path()).unwrap();
+        release.join().unwrap();
     }
 }
