@@ -13,8 +13,9 @@
 
 use crate::{
     ApiKeyRecord, DeliveryOutcome, DeliveryRecord, EventFilter, EventRecord, GroupWrite,
-    InstanceOwner, InstanceRecord, InstanceUpdate, NewAudit, NewEvent, PriceRecord, ProviderRecord,
-    Quota, Role, Sealed, Store, StoreError, TenantRecord, TokenRecord, UserRecord, WebhookRecord,
+    InstanceChange, InstanceOwner, InstanceRecord, InstanceUpdate, NewAudit, NewEvent, PriceRecord,
+    ProviderRecord, Quota, Role, Sealed, Store, StoreError, TenantRecord, TokenRecord, UserRecord,
+    WebhookRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -102,6 +103,7 @@ checks!(
     desired_clamped_into_bounds,
     instance_order,
     instance_transitions,
+    instance_batches,
     list_instances_include_final,
     live_instances,
     events_filters,
@@ -994,6 +996,166 @@ pub async fn instance_transitions(store: &dyn Store) {
             .await,
         "instance",
         "update a missing instance",
+    );
+}
+
+/// `create_instances` records a batch of intents all or none, numbered in order after
+/// the group's last; `update_instances` applies each change as `update_instance` does,
+/// in one transaction, answers `None` for an instance its tenant does not have (writing
+/// nothing for it, not even its event), and records the others' events.
+pub async fn instance_batches(store: &dyn Store) {
+    let (a, b) = (tenant("batches-a"), tenant("batches-b"));
+    new_group(store, &a, "web", 0, 10).await;
+    new_group(store, &b, "web", 0, 10).await;
+    store
+        .create_instance(&instance(&a, "web", "batches-a0", 1_000), None)
+        .await
+        .unwrap();
+    let batch: Vec<InstanceRecord> = (1..=3)
+        .map(|i| instance(&a, "web", &format!("batches-a{i}"), 2_000 + i))
+        .collect();
+    let stored = store
+        .create_instances(&batch)
+        .await
+        .expect("create_instances");
+    let orders: Vec<i64> = stored.iter().map(|r| r.created_order).collect();
+    assert_eq!(
+        orders,
+        [2, 3, 4],
+        "numbered in order after the group's last"
+    );
+    for (stored, given) in stored.iter().zip(&batch) {
+        assert_eq!(
+            stored,
+            &InstanceRecord {
+                created_order: stored.created_order,
+                ..given.clone()
+            }
+        );
+    }
+
+    // All or none: a taken id, or a group the tenant does not have, stores nothing.
+    let taken = vec![
+        instance(&a, "web", "batches-a5", 3_000),
+        instance(&a, "web", "batches-a1", 3_000),
+    ];
+    let e = store.create_instances(&taken).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::Conflict {
+                kind: "instance",
+                ..
+            }
+        ),
+        "a taken id: {e:?}"
+    );
+    let elsewhere = vec![
+        instance(&a, "web", "batches-a6", 3_000),
+        instance(&b, "api", "batches-b6", 3_000),
+    ];
+    assert_not_found(
+        store.create_instances(&elsewhere).await,
+        "group",
+        "unknown group",
+    );
+    for id in ["batches-a5", "batches-a6", "batches-b6"] {
+        let id = InstanceId(id.into());
+        assert_eq!(store.get_instance(&a, &id).await.unwrap(), None, "{id}");
+        assert_eq!(store.get_instance(&b, &id).await.unwrap(), None, "{id}");
+    }
+    assert_eq!(
+        store.list_instances(&a, "web", true).await.unwrap().len(),
+        4
+    );
+
+    let b1 = store
+        .create_instances(&[instance(&b, "web", "batches-b1", 4_000)])
+        .await
+        .unwrap();
+    assert_eq!(b1[0].created_order, 1, "numbering is per group");
+    let change = |tenant: &TenantId, id: &str, status, at: i64| InstanceChange {
+        tenant: tenant.clone(),
+        id: InstanceId(id.into()),
+        status,
+        update: InstanceUpdate {
+            host: Some(format!("host-{id}")),
+            started_at: Some(t(at)),
+            ..InstanceUpdate::default()
+        },
+        now: t(at),
+        event: Some(NewEvent {
+            instance_id: Some(InstanceId(id.into())),
+            ..event(tenant, "web", EventKind::InstanceCreated, at)
+        }),
+    };
+    let moved = store
+        .update_instances(vec![
+            change(&a, "batches-a1", InstanceStatus::Running, 5_000),
+            // Another tenant's instance is not this tenant's to move.
+            change(&a, "batches-b1", InstanceStatus::Running, 5_001),
+            change(&b, "batches-b1", InstanceStatus::Running, 5_002),
+            change(&a, "batches-a2", InstanceStatus::Failed, 5_003),
+        ])
+        .await
+        .expect("update_instances");
+    let summary: Vec<Option<(String, InstanceStatus, Option<String>)>> = moved
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|r| (r.id.0.clone(), r.status, r.host.clone()))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            Some((
+                "batches-a1".into(),
+                InstanceStatus::Running,
+                Some("host-batches-a1".into())
+            )),
+            None,
+            Some((
+                "batches-b1".into(),
+                InstanceStatus::Running,
+                Some("host-batches-b1".into())
+            )),
+            Some((
+                "batches-a2".into(),
+                InstanceStatus::Failed,
+                Some("host-batches-a2".into())
+            )),
+        ]
+    );
+    for r in moved.iter().flatten() {
+        assert_eq!(
+            store.get_instance(&r.tenant, &r.id).await.unwrap().as_ref(),
+            Some(r),
+            "stored as returned"
+        );
+    }
+    let created = |events: Vec<EventRecord>| -> Vec<(String, Timestamp)> {
+        events
+            .into_iter()
+            .filter(|e| e.event.kind == EventKind::InstanceCreated)
+            .map(|e| (e.event.instance_id.unwrap().0, e.event.at))
+            .collect()
+    };
+    assert_eq!(
+        created(events_of(store, &a, "web").await),
+        [
+            ("batches-a1".to_string(), t(5_000)),
+            ("batches-a2".to_string(), t(5_003))
+        ],
+        "the moved instances' events, in order; none for the one not found"
+    );
+    assert_eq!(
+        created(events_of(store, &b, "web").await),
+        [("batches-b1".to_string(), t(5_002))]
+    );
+    assert_eq!(
+        store.update_instances(Vec::new()).await.unwrap(),
+        Vec::<Option<InstanceRecord>>::new()
     );
 }
 

@@ -3,7 +3,7 @@
 use crate::events::{insert_event, insert_event_and_commit};
 use crate::groups::lock_group;
 use crate::sql::{Row, RowLock, SqlStore, Tx, conflict_if_unique, not_found, sql};
-use crate::{InstanceRecord, InstanceUpdate, NewEvent, Result, StoreError};
+use crate::{InstanceChange, InstanceRecord, InstanceUpdate, NewEvent, Result, StoreError};
 use async_trait::async_trait;
 use swell_core::{InstanceId, InstanceStatus, Lifecycle, TenantId, Timestamp};
 
@@ -18,6 +18,11 @@ pub trait InstanceStore: Send + Sync + 'static {
         instance: &InstanceRecord,
         event: Option<NewEvent>,
     ) -> Result<InstanceRecord>;
+
+    /// Records the create intents of `instances` (as [`InstanceStore::create_instance`]
+    /// without events) in one transaction: all or none. Returns the stored records in
+    /// order. A scale-out's intents so take one turn at the writer, not one each.
+    async fn create_instances(&self, instances: &[InstanceRecord]) -> Result<Vec<InstanceRecord>>;
 
     /// Sets or clears an instance's scale-in protection, and records `event`, in one
     /// transaction that changes nothing else of the row (its status may be moving under
@@ -43,6 +48,16 @@ pub trait InstanceStore: Send + Sync + 'static {
         now: Timestamp,
         event: Option<NewEvent>,
     ) -> Result<InstanceRecord>;
+
+    /// Moves several instances, each as [`InstanceStore::update_instance`], in one
+    /// transaction: a burst of moves (many creates finishing, many retirements) takes one
+    /// turn at the writer and one commit. Each change's stored record, in order; `None`
+    /// for an instance its tenant does not have (nothing is written for it). An error
+    /// only when the transaction fails, and then nothing is written.
+    async fn update_instances(
+        &self,
+        changes: Vec<InstanceChange>,
+    ) -> Result<Vec<Option<InstanceRecord>>>;
 
     /// The instance, if it exists in the tenant.
     async fn get_instance(
@@ -134,6 +149,83 @@ pub(crate) async fn fetch_instance(
     .await
 }
 
+/// Inserts a create intent (its `created_order` one more than its group's largest) inside
+/// a caller's transaction; returns the stored record.
+async fn insert_intent(tx: &mut Tx, instance: &InstanceRecord) -> Result<InstanceRecord> {
+    let tenant = &instance.tenant;
+    // The group's row lock makes `created_order = max + 1` one transaction's at a time.
+    if !lock_group(tx, tenant, &instance.group).await? {
+        return Err(not_found("group", &instance.group));
+    }
+    let row = sql(format!(
+        "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, \
+         (SELECT COALESCE(MAX(created_order), 0) + 1 FROM instances \
+          WHERE tenant = $1 AND group_name = $3), \
+         $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING created_order"
+    ))
+    .bind(tenant)
+    .bind(&instance.id)
+    .bind(&instance.group)
+    .bind(instance.status.as_str())
+    .bind(instance.lifecycle.as_str())
+    .bind(&instance.provider)
+    .bind(&instance.host)
+    .bind(&instance.address)
+    .bind(&instance.native_id)
+    .bind(instance.protected)
+    .bind(&instance.status_reason)
+    .bind(instance.created_at)
+    .bind(instance.started_at)
+    .bind(instance.updated_at)
+    .fetch_one(tx)
+    .await
+    .map_err(conflict_if_unique("instance", instance.id.to_string()))?;
+    let mut stored = instance.clone();
+    stored.created_order = row.get("created_order")?;
+    Ok(stored)
+}
+
+/// Moves an instance to `status` with `update` inside a caller's transaction, in one
+/// statement that changes the row and returns it (no read before): what `update` leaves
+/// out keeps its value. `None` if the tenant has no such instance.
+async fn move_instance(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    id: &InstanceId,
+    status: InstanceStatus,
+    update: InstanceUpdate,
+    now: Timestamp,
+) -> Result<Option<InstanceRecord>> {
+    let InstanceUpdate {
+        host,
+        address,
+        native_id,
+        started_at,
+        status_reason,
+        protected,
+    } = update;
+    sql(format!(
+        "UPDATE instances SET status = $1, host = COALESCE($2, host), \
+         address = COALESCE($3, address), native_id = COALESCE($4, native_id), \
+         protected = COALESCE($5, protected), \
+         status_reason = COALESCE($6, status_reason), \
+         started_at = COALESCE($7, started_at), updated_at = $8 \
+         WHERE tenant = $9 AND id = $10 RETURNING {INSTANCE_COLUMNS}"
+    ))
+    .bind(status.as_str())
+    .bind(host)
+    .bind(address)
+    .bind(native_id)
+    .bind(protected)
+    .bind(status_reason)
+    .bind(started_at)
+    .bind(now)
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional_as(tx, decode_instance)
+    .await
+}
+
 #[async_trait]
 impl<S: SqlStore> InstanceStore for S {
     /// `NotFound` (kind `group`) if the group is not in the instance's tenant; `Conflict`
@@ -144,43 +236,26 @@ impl<S: SqlStore> InstanceStore for S {
         instance: &InstanceRecord,
         event: Option<NewEvent>,
     ) -> Result<InstanceRecord> {
-        let tenant = &instance.tenant;
         let mut tx = self.db().begin().await?;
-        // The group's row lock makes `created_order = max + 1` one transaction's at a time.
-        if !lock_group(&mut tx, tenant, &instance.group).await? {
-            return Err(not_found("group", &instance.group));
-        }
-        let row = sql(format!(
-            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, \
-             (SELECT COALESCE(MAX(created_order), 0) + 1 FROM instances \
-              WHERE tenant = $1 AND group_name = $3), \
-             $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING created_order"
-        ))
-        .bind(tenant)
-        .bind(&instance.id)
-        .bind(&instance.group)
-        .bind(instance.status.as_str())
-        .bind(instance.lifecycle.as_str())
-        .bind(&instance.provider)
-        .bind(&instance.host)
-        .bind(&instance.address)
-        .bind(&instance.native_id)
-        .bind(instance.protected)
-        .bind(&instance.status_reason)
-        .bind(instance.created_at)
-        .bind(instance.started_at)
-        .bind(instance.updated_at)
-        .fetch_one(&mut tx)
-        .await
-        .map_err(conflict_if_unique("instance", instance.id.to_string()))?;
-        let mut stored = instance.clone();
-        stored.created_order = row.get("created_order")?;
+        let stored = insert_intent(&mut tx, instance).await?;
         match &event {
             Some(event) => {
-                insert_event_and_commit(tx, tenant, event).await?;
+                insert_event_and_commit(tx, &instance.tenant, event).await?;
             }
             None => tx.commit().await?,
         }
+        Ok(stored)
+    }
+
+    /// `NotFound` (kind `group`) if a group is not in its instance's tenant; `Conflict`
+    /// (kind `instance`) if an id is taken in its tenant.
+    async fn create_instances(&self, instances: &[InstanceRecord]) -> Result<Vec<InstanceRecord>> {
+        let mut tx = self.db().begin().await?;
+        let mut stored = Vec::with_capacity(instances.len());
+        for instance in instances {
+            stored.push(insert_intent(&mut tx, instance).await?);
+        }
+        tx.commit().await?;
         Ok(stored)
     }
 
@@ -228,38 +303,10 @@ impl<S: SqlStore> InstanceStore for S {
         now: Timestamp,
         event: Option<NewEvent>,
     ) -> Result<InstanceRecord> {
-        let InstanceUpdate {
-            host,
-            address,
-            native_id,
-            started_at,
-            status_reason,
-            protected,
-        } = update;
         let mut tx = self.db().begin().await?;
-        // One statement that changes the row and returns it (no read before): what
-        // `update` leaves out keeps its value.
-        let inst = sql(format!(
-            "UPDATE instances SET status = $1, host = COALESCE($2, host), \
-             address = COALESCE($3, address), native_id = COALESCE($4, native_id), \
-             protected = COALESCE($5, protected), \
-             status_reason = COALESCE($6, status_reason), \
-             started_at = COALESCE($7, started_at), updated_at = $8 \
-             WHERE tenant = $9 AND id = $10 RETURNING {INSTANCE_COLUMNS}"
-        ))
-        .bind(status.as_str())
-        .bind(host)
-        .bind(address)
-        .bind(native_id)
-        .bind(protected)
-        .bind(status_reason)
-        .bind(started_at)
-        .bind(now)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional_as(&mut tx, decode_instance)
-        .await?
-        .ok_or_else(|| not_found("instance", id.as_str()))?;
+        let inst = move_instance(&mut tx, tenant, id, status, update, now)
+            .await?
+            .ok_or_else(|| not_found("instance", id.as_str()))?;
         match &event {
             Some(event) => {
                 insert_event_and_commit(tx, tenant, event).await?;
@@ -267,6 +314,41 @@ impl<S: SqlStore> InstanceStore for S {
             None => tx.commit().await?,
         }
         Ok(inst)
+    }
+
+    async fn update_instances(
+        &self,
+        changes: Vec<InstanceChange>,
+    ) -> Result<Vec<Option<InstanceRecord>>> {
+        let mut tx = self.db().begin().await?;
+        let mut stored = Vec::with_capacity(changes.len());
+        let mut events = Vec::new();
+        for change in changes {
+            let moved = move_instance(
+                &mut tx,
+                &change.tenant,
+                &change.id,
+                change.status,
+                change.update,
+                change.now,
+            )
+            .await?;
+            if moved.is_some()
+                && let Some(event) = change.event
+            {
+                events.push((change.tenant, event));
+            }
+            stored.push(moved);
+        }
+        // The events after every row (PostgreSQL locks each group's event order until
+        // the commit), by group so each order is taken once; a group's own events keep
+        // their order.
+        events.sort_by(|(ta, a), (tb, b)| (ta, &a.group).cmp(&(tb, &b.group)));
+        for (tenant, event) in &events {
+            insert_event(&mut tx, tenant, event).await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn get_instance(

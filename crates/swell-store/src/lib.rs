@@ -135,6 +135,24 @@ pub struct InstanceUpdate {
     pub protected: Option<bool>,
 }
 
+/// One instance's move to a status, as [`InstanceStore::update_instances`] applies it
+/// (the arguments of one [`InstanceStore::update_instance`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceChange {
+    /// The instance's tenant.
+    pub tenant: TenantId,
+    /// The instance.
+    pub id: InstanceId,
+    /// Its new status.
+    pub status: InstanceStatus,
+    /// The fields that change with it.
+    pub update: InstanceUpdate,
+    /// Its `updated_at`.
+    pub now: Timestamp,
+    /// The event recorded with it.
+    pub event: Option<NewEvent>,
+}
+
 /// An event to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -232,6 +250,32 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[source] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// The same error for one more caller, when one failure answers many (the callers
+    /// of a shared write): the kinds a caller acts on are kept; a database or migration
+    /// error, which cannot be copied, becomes one with its message.
+    pub fn for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::NotFound { kind, name } => StoreError::NotFound {
+                kind,
+                name: name.clone(),
+            },
+            StoreError::Conflict { kind, name } => StoreError::Conflict {
+                kind,
+                name: name.clone(),
+            },
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            other => StoreError::lost(&other.to_string()),
+        }
+    }
+
+    /// A write whose outcome cannot be known any more (what carried it stopped, or
+    /// failed with an error that answers another caller): to be read as not done.
+    pub fn lost(why: &str) -> StoreError {
+        StoreError::Database(sqlx::Error::Protocol(format!("the write was lost: {why}")))
+    }
 }
 
 /// Result of store calls.

@@ -53,6 +53,7 @@ conformance_tests!(
     desired_clamped_into_bounds,
     instance_order,
     instance_transitions,
+    instance_batches,
     list_instances_include_final,
     live_instances,
     events_filters,

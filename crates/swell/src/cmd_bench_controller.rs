@@ -14,7 +14,7 @@ use swell_core::{EventKind, GroupSpec, InstanceStatus, TenantId};
 use swell_providers::Provider;
 use swell_providers::simulated::SimulatedProvider;
 use swell_server::clock::{Clock, TokioClock};
-use swell_server::controller::{Controller, ControllerOptions, Providers};
+use swell_server::controller::{Controller, ControllerOptions, PassKind, Providers};
 use swell_store::{NewEvent, SqliteStore, Store};
 
 /// Options of `swell bench controller`.
@@ -121,6 +121,19 @@ pub struct ControllerBenchReport {
     /// The store's `COMMIT`s per minute while measuring (each holds the writes of every
     /// caller that waited for the writer at the same time: group commit).
     pub store_commits_per_minute: f64,
+    /// The passes by what woke the worker (`evaluate`, `collect`, `reload`, `input`,
+    /// `retired`, `created`): how many, and their 99th percentile, to tell which kind
+    /// the slow ones are.
+    pub passes_by_wake: std::collections::BTreeMap<&'static str, PassFigures>,
+}
+
+/// One kind of pass's figures in a [`ControllerBenchReport`].
+#[derive(Debug, serde::Serialize)]
+pub struct PassFigures {
+    /// Passes while measuring.
+    pub passes: u64,
+    /// Their 99th percentile duration.
+    pub p99_ms: f64,
 }
 
 /// Runs `swell bench controller`.
@@ -257,6 +270,9 @@ async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchRepo
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let stats = controller.stats();
     stats.ticks.reset();
+    for kind in PassKind::ALL {
+        stats.passes(kind).reset();
+    }
     let decisions_before = stats.decisions.load(Ordering::Relaxed);
     let calls_before = sim.calls().total();
     let commits_before = sqlite.commits();
@@ -279,6 +295,17 @@ async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchRepo
         provider_calls_per_minute: calls as f64 * 60.0 / elapsed.as_secs_f64(),
         store_commits_per_minute: (sqlite.commits() - commits_before) as f64 * 60.0
             / elapsed.as_secs_f64(),
+        passes_by_wake: PassKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let passes = stats.passes(kind);
+                let figures = PassFigures {
+                    passes: passes.count(),
+                    p99_ms: passes.quantile(0.99).as_secs_f64() * 1000.0,
+                };
+                (kind.as_str(), figures)
+            })
+            .collect(),
     };
     controller.shutdown().await;
     Ok(report)

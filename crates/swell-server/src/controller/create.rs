@@ -35,12 +35,11 @@ pub(super) struct CreateOutcome {
 
 impl GroupWorker {
     /// Stores the durable intents of the pass's creates (one `pending` record each, which
-    /// the next plan counts) and starts each create whose intent is stored in its own
-    /// task: the provider's create, the wait until it serves, its `running` record. The
-    /// intents are written at once, so the store's group commit puts them in one
-    /// transaction's `fsync` rather than one each in turn. Each outcome comes back as
-    /// [`Wake::Created`]; a failure is recorded there ([`GroupWorker::created`]). The
-    /// creates started, and the store's refusal if it refused any.
+    /// the next plan counts) and starts each create in its own task: the provider's
+    /// create, the wait until it serves, its `running` record. The intents are written
+    /// in one transaction (one turn at the store's writer, all or none). Each outcome
+    /// comes back as [`Wake::Created`]; a failure is recorded there
+    /// ([`GroupWorker::created`]). The creates started, or the store's refusal.
     pub(super) async fn start_creates(
         &mut self,
         group: &GroupRecord,
@@ -68,30 +67,20 @@ impl GroupWorker {
                 updated_at: now,
             })
             .collect();
-        let stored = futures_util::future::join_all(
-            intents
-                .iter()
-                .map(|intent| c.store.create_instance(intent, None)),
-        )
-        .await;
-        let mut started = 0;
-        let mut refused = None;
-        for ((provider, lifecycle), (intent, stored)) in
-            creates.into_iter().zip(intents.into_iter().zip(stored))
-        {
-            match stored {
-                Ok(record) => {
-                    self.keep_record(record);
-                    self.spawn_create(group, provider, lifecycle, intent.id);
-                    started += 1;
-                }
-                Err(e) => {
-                    self.records_stale = true;
-                    refused = Some(e);
-                }
+        let stored = match c.store.create_instances(&intents).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.records_stale = true;
+                return (0, Some(e));
             }
+        };
+        let started = stored.len() as u32;
+        for ((provider, lifecycle), record) in creates.into_iter().zip(stored) {
+            let id = record.id.clone();
+            self.keep_record(record);
+            self.spawn_create(group, provider, lifecycle, id);
         }
-        (started, refused)
+        (started, None)
     }
 
     /// Creates instance `id`, whose intent is stored, in its own task.
@@ -156,8 +145,8 @@ impl GroupWorker {
                         );
                         let event =
                             c.event(tenant, name, EventKind::InstanceCreated, Some(&id), msg);
-                        c.store
-                            .update_instance(
+                        c.recorder
+                            .update(
                                 tenant,
                                 &id,
                                 InstanceStatus::Running,

@@ -15,6 +15,7 @@ mod lb;
 mod memory;
 mod observer;
 mod reconciler;
+mod recorder;
 mod recovery;
 mod retirement;
 pub mod stats;
@@ -26,7 +27,7 @@ pub use lb::{LbBindError, bind_lb, lb_config};
 use memory::*;
 use observer::*;
 use retirement::*;
-pub use stats::ControllerStats;
+pub use stats::{ControllerStats, PassKind};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -182,6 +183,9 @@ pub struct Controller {
     stats: ControllerStats,
     /// One observer per provider instance, keyed by [`observer::provider_key`].
     observers: Mutex<HashMap<usize, observer::ObserverHandle>>,
+    /// Every instance move of the workers and their tasks, gathered into shared
+    /// transactions.
+    recorder: recorder::InstanceRecorder,
 }
 
 impl Controller {
@@ -206,6 +210,7 @@ impl Controller {
         options: ControllerOptions,
     ) -> Arc<Self> {
         Arc::new(Controller {
+            recorder: recorder::InstanceRecorder::new(store.clone()),
             store,
             providers,
             clock,

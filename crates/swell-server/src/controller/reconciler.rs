@@ -215,8 +215,8 @@ impl GroupWorker {
                 ),
             );
             match c
-                .store
-                .update_instance(
+                .recorder
+                .update(
                     &tenant,
                     &dead.id,
                     InstanceStatus::Failed,
@@ -254,8 +254,8 @@ impl GroupWorker {
                 ),
             );
             let updated = c
-                .store
-                .update_instance(
+                .recorder
+                .update(
                     &tenant,
                     &sick.id,
                     InstanceStatus::Draining,
@@ -508,8 +508,8 @@ impl GroupWorker {
             ),
         );
         match c
-            .store
-            .update_instance(
+            .recorder
+            .update(
                 &tenant,
                 id,
                 InstanceStatus::Failed,

@@ -107,8 +107,8 @@ impl Controller {
                     }
                 }
                 let event = self.event(&inst.tenant, &inst.group, kind, Some(&inst.id), message);
-                self.store
-                    .update_instance(&inst.tenant, &inst.id, status, update, now, Some(event))
+                self.recorder
+                    .update(&inst.tenant, &inst.id, status, update, now, Some(event))
                     .await?;
             }
             // Tagged as ours but without a live row: an orphan. Nothing may keep running

@@ -44,8 +44,8 @@ impl Retirement {
 
 impl GroupWorker {
     /// Takes instances out of the load balancer (status `draining`) and retires them in
-    /// the background. Their `draining` records are written at once, so the store's
-    /// group commit puts them in one transaction's `fsync` rather than one each in turn.
+    /// the background. Their `draining` records are asked for at once, so the recorder
+    /// writes them in one transaction rather than one each in turn.
     pub(super) async fn start_retires(&mut self, group: &GroupRecord, insts: &[InstanceRecord]) {
         let c = self.controller.clone();
         let retiring: Vec<(&InstanceRecord, Arc<dyn Provider>)> = insts
@@ -64,7 +64,7 @@ impl GroupWorker {
                 Some(&inst.id),
                 msg,
             );
-            c.store.update_instance(
+            c.recorder.update(
                 &group.tenant,
                 &inst.id,
                 InstanceStatus::Draining,
@@ -175,8 +175,8 @@ impl GroupWorker {
             format!("drain of instance {id} cancelled: reused for the scale-out"),
         );
         match c
-            .store
-            .update_instance(
+            .recorder
+            .update(
                 &group.tenant,
                 id,
                 InstanceStatus::Running,
@@ -213,8 +213,8 @@ impl Controller {
         done: String,
         failed: String,
     ) -> Result<InstanceRecord, StoreError> {
-        self.store
-            .update_instance(
+        self.recorder
+            .update(
                 tenant,
                 id,
                 InstanceStatus::Terminating,
@@ -240,8 +240,8 @@ impl Controller {
             }
         };
         let event = self.event(tenant, group, kind, Some(id), msg);
-        self.store
-            .update_instance(
+        self.recorder
+            .update(
                 tenant,
                 id,
                 status,

@@ -113,11 +113,55 @@ impl DurationHistogram {
     }
 }
 
+/// What woke a worker for a pass (its wake-up without the payload), so
+/// slow passes can be told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    /// The evaluation timer: a decision, and a reconcile when something changed.
+    Evaluate,
+    /// The metrics timer: a collection.
+    Collect,
+    /// The group changed in the store.
+    Reload,
+    /// An input from the worker's queue (pushed readings, a metric-source round).
+    Input,
+    /// Retirements finished.
+    Retired,
+    /// Creates finished.
+    Created,
+}
+
+impl PassKind {
+    /// Every kind, in the order [`ControllerStats::passes`] keeps them.
+    pub const ALL: [PassKind; 6] = [
+        PassKind::Evaluate,
+        PassKind::Collect,
+        PassKind::Reload,
+        PassKind::Input,
+        PassKind::Retired,
+        PassKind::Created,
+    ];
+
+    /// Its name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassKind::Evaluate => "evaluate",
+            PassKind::Collect => "collect",
+            PassKind::Reload => "reload",
+            PassKind::Input => "input",
+            PassKind::Retired => "retired",
+            PassKind::Created => "created",
+        }
+    }
+}
+
 /// The controller's counters (see the [module docs](self)).
 #[derive(Debug, Default)]
 pub struct ControllerStats {
     /// How long each pass of a group worker took (one timer tick, reload or input).
     pub ticks: DurationHistogram,
+    /// The same passes by what woke the worker ([`PassKind::ALL`]'s order).
+    by_kind: [DurationHistogram; 6],
     /// Scaling decisions stored (desired capacity changed by a policy).
     pub decisions: AtomicU64,
     /// Calls to each provider, by provider name and call (`list`, `metrics`, `create`,
@@ -130,6 +174,17 @@ pub struct ControllerStats {
 }
 
 impl ControllerStats {
+    /// Counts one pass of a worker, woken by `kind`.
+    pub fn pass(&self, kind: PassKind, d: Duration) {
+        self.ticks.record(d);
+        self.by_kind[kind as usize].record(d);
+    }
+
+    /// The passes woken by `kind`.
+    pub fn passes(&self, kind: PassKind) -> &DurationHistogram {
+        &self.by_kind[kind as usize]
+    }
+
     /// Counts one call to a provider.
     pub fn provider_call(&self, provider: &str, call: &'static str) {
         count(&self.provider_calls, provider, call);

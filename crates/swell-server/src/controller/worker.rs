@@ -20,6 +20,20 @@ pub(super) enum Wake {
     Created(Option<CreateOutcome>),
 }
 
+impl Wake {
+    /// What woke the worker, for the pass counters.
+    fn kind(&self) -> PassKind {
+        match self {
+            Wake::Evaluate => PassKind::Evaluate,
+            Wake::Collect => PassKind::Collect,
+            Wake::Reload => PassKind::Reload,
+            Wake::Input(_) => PassKind::Input,
+            Wake::Retired(_) => PassKind::Retired,
+            Wake::Created(_) => PassKind::Created,
+        }
+    }
+}
+
 /// What a worker is doing, as the API's worker list shows it (with the load balancer's
 /// and the metric sources' trouble after it, when there is any).
 #[derive(Debug, Clone, PartialEq)]
@@ -323,6 +337,7 @@ impl GroupWorker {
                 }
             };
             let started = std::time::Instant::now();
+            let kind = wake.kind();
             done = match wake {
                 Wake::Evaluate => {
                     if self.lb_problem.is_some() {
@@ -364,13 +379,10 @@ impl GroupWorker {
                     false
                 }
                 Wake::Retired(retired) => {
-                    if let Some((id, _)) = &retired {
-                        self.retiring_ids.remove(id);
-                    }
-                    // No record back (a reuse, a refused write, a panic): read them again.
-                    match retired.and_then(|(_, record)| record) {
-                        Some(record) => self.keep_record(record),
-                        None => self.records_stale = true,
+                    self.retired(retired);
+                    // The others that finished meanwhile, for the same reconcile.
+                    while let Some(joined) = self.retiring.try_join_next() {
+                        self.retired(joined.ok());
                     }
                     self.reconcile().await
                 }
@@ -378,10 +390,15 @@ impl GroupWorker {
                     if let Some(outcome) = outcome {
                         self.created(outcome).await;
                     }
+                    while let Some(joined) = self.creating.try_join_next() {
+                        if let Ok(outcome) = joined {
+                            self.created(outcome).await;
+                        }
+                    }
                     self.reconcile().await
                 }
             };
-            self.controller.stats.ticks.record(started.elapsed());
+            self.controller.stats.pass(kind, started.elapsed());
         }
         // The period being summarised is stored as far as it got.
         let last = self.summarizer.flush();
@@ -487,6 +504,18 @@ impl GroupWorker {
         self.dirty = true;
         self.records_stale = true;
         true
+    }
+
+    /// Takes a finished retirement's outcome: its instance and last record.
+    fn retired(&mut self, retired: Option<(InstanceId, Option<InstanceRecord>)>) {
+        if let Some((id, _)) = &retired {
+            self.retiring_ids.remove(id);
+        }
+        // No record back (a reuse, a refused write, a panic): read them again.
+        match retired.and_then(|(_, record)| record) {
+            Some(record) => self.keep_record(record),
+            None => self.records_stale = true,
+        }
     }
 
     /// Keeps a record the worker's own write returned: it replaces the one of the same
