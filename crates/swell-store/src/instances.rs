@@ -250,6 +250,10 @@ impl<S: SqlStore> InstanceStore for S {
     /// `NotFound` (kind `group`) if a group is not in its instance's tenant; `Conflict`
     /// (kind `instance`) if an id is taken in its tenant.
     async fn create_instances(&self, instances: &[InstanceRecord]) -> Result<Vec<InstanceRecord>> {
+        if instances.is_empty() {
+            // No turn at the writer for nothing.
+            return Ok(Vec::new());
+        }
         let mut tx = self.db().begin().await?;
         let mut stored = Vec::with_capacity(instances.len());
         for instance in instances {
@@ -320,6 +324,9 @@ impl<S: SqlStore> InstanceStore for S {
         &self,
         changes: Vec<InstanceChange>,
     ) -> Result<Vec<Option<InstanceRecord>>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.db().begin().await?;
         let mut stored = Vec::with_capacity(changes.len());
         let mut events = Vec::new();
@@ -340,9 +347,10 @@ impl<S: SqlStore> InstanceStore for S {
             }
             stored.push(moved);
         }
-        // The events after every row (PostgreSQL locks each group's event order until
-        // the commit), by group so each order is taken once; a group's own events keep
-        // their order.
+        // The events after every row, so a batch never waits for a row while it holds a
+        // group's event order (PostgreSQL locks it until the commit), and in the order
+        // of their groups, so batches under way at once take those locks in the same
+        // order. A group's own events keep theirs (a stable sort).
         events.sort_by(|(ta, a), (tb, b)| (ta, &a.group).cmp(&(tb, &b.group)));
         for (tenant, event) in &events {
             insert_event(&mut tx, tenant, event).await?;

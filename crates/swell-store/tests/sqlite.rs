@@ -482,6 +482,27 @@ async fn a_burst_of_writers_commits_in_bounded_batches() {
     );
 }
 
+/// A batch of nothing takes no turn at the writer: a reconcile with nothing to create
+/// or move costs no `COMMIT`.
+#[tokio::test]
+async fn empty_batches_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("swell.db"))
+        .await
+        .unwrap();
+    write_some(&store).await;
+    let before = store.commits();
+    assert!(store.create_instances(&[]).await.unwrap().is_empty());
+    assert!(store.update_instances(Vec::new()).await.unwrap().is_empty());
+    assert_eq!(store.commits(), before);
+    // A batch that writes commits (the count is the one compared above).
+    store
+        .create_instances(&[instance("e-1", "web")])
+        .await
+        .unwrap();
+    assert_eq!(store.commits(), before + 1);
+}
+
 /// Group commit: writers that wait for the one writer at the same time share a
 /// `COMMIT`; each still gets its own outcome (a failed one undoes only its own writes)
 /// and what succeeded is on disk once its call returns (a reopened store reads it).

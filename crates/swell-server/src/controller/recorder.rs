@@ -34,7 +34,8 @@ type Asked = (
 pub(super) struct InstanceRecorder {
     store: Arc<dyn Store>,
     /// The queue to the recorder's task, started with the first move (inside the
-    /// runtime).
+    /// runtime). Unbounded, but every caller waits for its answer: it holds at most one
+    /// move per create or retirement under way.
     queue: std::sync::OnceLock<mpsc::UnboundedSender<Asked>>,
 }
 
