@@ -171,7 +171,8 @@ fn event(tenant: &TenantId, group: &str, kind: EventKind, at: i64) -> NewEvent {
     }
 }
 
-fn instance(tenant: &TenantId, group: &str, id: &str, at: i64) -> InstanceRecord {
+/// A `pending` create intent of `id` in `group`, recorded at `at` ms.
+pub fn instance(tenant: &TenantId, group: &str, id: &str, at: i64) -> InstanceRecord {
     InstanceRecord {
         id: InstanceId(id.to_string()),
         tenant: tenant.clone(),

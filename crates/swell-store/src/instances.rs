@@ -149,14 +149,21 @@ pub(crate) async fn fetch_instance(
     .await
 }
 
+/// Takes the group's row lock, which makes `created_order = max + 1` one transaction's
+/// at a time; `NotFound` if the tenant has no such group.
+async fn lock_group_for_intents(tx: &mut Tx, tenant: &TenantId, group: &str) -> Result<()> {
+    if lock_group(tx, tenant, group).await? {
+        Ok(())
+    } else {
+        Err(not_found("group", group))
+    }
+}
+
 /// Inserts a create intent (its `created_order` one more than its group's largest) inside
-/// a caller's transaction; returns the stored record.
+/// a caller's transaction that holds its group's lock ([`lock_group_for_intents`]);
+/// returns the stored record.
 async fn insert_intent(tx: &mut Tx, instance: &InstanceRecord) -> Result<InstanceRecord> {
     let tenant = &instance.tenant;
-    // The group's row lock makes `created_order = max + 1` one transaction's at a time.
-    if !lock_group(tx, tenant, &instance.group).await? {
-        return Err(not_found("group", &instance.group));
-    }
     let row = sql(format!(
         "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, \
          (SELECT COALESCE(MAX(created_order), 0) + 1 FROM instances \
@@ -237,6 +244,7 @@ impl<S: SqlStore> InstanceStore for S {
         event: Option<NewEvent>,
     ) -> Result<InstanceRecord> {
         let mut tx = self.db().begin().await?;
+        lock_group_for_intents(&mut tx, &instance.tenant, &instance.group).await?;
         let stored = insert_intent(&mut tx, instance).await?;
         match &event {
             Some(event) => {
@@ -257,6 +265,13 @@ impl<S: SqlStore> InstanceStore for S {
         let mut tx = self.db().begin().await?;
         let mut stored = Vec::with_capacity(instances.len());
         for instance in instances {
+            // Each group locked once, however many of its intents the batch holds.
+            if !stored
+                .iter()
+                .any(|s: &InstanceRecord| s.tenant == instance.tenant && s.group == instance.group)
+            {
+                lock_group_for_intents(&mut tx, &instance.tenant, &instance.group).await?;
+            }
             stored.push(insert_intent(&mut tx, instance).await?);
         }
         tx.commit().await?;

@@ -269,10 +269,7 @@ async fn bench(args: &ControllerBenchArgs) -> anyhow::Result<ControllerBenchRepo
     let setup_seconds = setup.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let stats = controller.stats();
-    stats.ticks.reset();
-    for kind in PassKind::ALL {
-        stats.passes(kind).reset();
-    }
+    stats.reset_passes();
     let decisions_before = stats.decisions.load(Ordering::Relaxed);
     let calls_before = sim.calls().total();
     let commits_before = sqlite.commits();

@@ -135,26 +135,6 @@ mod tests {
         Timestamp::from_millis(ms)
     }
 
-    fn intent(tenant: &TenantId, id: &str) -> InstanceRecord {
-        InstanceRecord {
-            id: InstanceId(id.into()),
-            tenant: tenant.clone(),
-            group: "web".into(),
-            status: InstanceStatus::Pending,
-            lifecycle: Lifecycle::Permanent,
-            created_order: 0,
-            provider: "process".into(),
-            host: None,
-            address: None,
-            native_id: None,
-            protected: false,
-            status_reason: None,
-            created_at: at(1_000),
-            started_at: None,
-            updated_at: at(1_000),
-        }
-    }
-
     /// Moves asked for at once (more than one transaction holds) each come back with
     /// their own instance's record, stored; a move of an instance the tenant does not
     /// have is `NotFound` without failing the moves beside it.
@@ -182,8 +162,9 @@ mod tests {
             .await
             .unwrap();
         let n = MAX_MOVES * 2 + 7;
-        let intents: Vec<InstanceRecord> =
-            (0..n).map(|i| intent(&tenant, &format!("i-{i}"))).collect();
+        let intents: Vec<InstanceRecord> = (0..n)
+            .map(|i| swell_store::conformance::instance(&tenant, "web", &format!("i-{i}"), 1_000))
+            .collect();
         store.create_instances(&intents).await.unwrap();
         let recorder = InstanceRecorder::new(store.clone());
         let moves = (0..n).map(|i| {

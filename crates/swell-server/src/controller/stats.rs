@@ -180,6 +180,14 @@ impl ControllerStats {
         self.by_kind[kind as usize].record(d);
     }
 
+    /// Forgets every pass counted, of every kind (a benchmark's warm-up).
+    pub fn reset_passes(&self) {
+        self.ticks.reset();
+        for passes in &self.by_kind {
+            passes.reset();
+        }
+    }
+
     /// The passes woken by `kind`.
     pub fn passes(&self, kind: PassKind) -> &DurationHistogram {
         &self.by_kind[kind as usize]
