@@ -13,6 +13,12 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::write_out(format_args!($($arg)*)) };
 }
 
+/// mimalloc instead of glibc's allocator: the controller allocates and frees small
+/// objects (instance ids, readings, records) across its threads all the time, and
+/// glibc's bins spent a fifth of an idle fleet's CPU on them (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod cmd_auth;
 mod cmd_bench;
