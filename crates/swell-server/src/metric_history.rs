@@ -19,7 +19,7 @@
 //! worker's metric collection).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 use swell_core::{InstanceId, InstanceStatus, Metric, MetricWindow, TenantId, Timestamp};
 use swell_providers::InstanceMetrics;
 use swell_store::{
@@ -135,7 +135,7 @@ pub struct Interval {
 impl MetricHistory {
     /// Records the metrics interval ending `now` of `group`: the mean of each metric of
     /// `window` sampled since the group's previous point (or over the last metrics
-    /// interval), the running instances of `instances` and their `latest` readings.
+    /// interval), the running instances of `instances` and their latest `readings`.
     /// Returns the interval, for [`MetricHistory::queue`].
     pub fn record(
         &self,
@@ -143,28 +143,21 @@ impl MetricHistory {
         now: Timestamp,
         instances: &[InstanceRecord],
         window: &MetricWindow,
-        latest: &RwLock<HashMap<InstanceId, InstanceMetrics>>,
+        readings: Vec<(InstanceId, InstanceMetrics)>,
     ) -> Interval {
         let key = (group.tenant.clone(), group.spec.name.clone());
         let from = self
             .last_at(&key, group.created_at)
             .unwrap_or_else(|| now.sub(group.spec.metrics_interval));
-        let running: Vec<&InstanceRecord> = instances
+        let running = instances
             .iter()
             .filter(|i| i.status == InstanceStatus::Running)
-            .collect();
-        let readings = match latest.read() {
-            Ok(latest) => running
-                .iter()
-                .filter_map(|i| latest.get(&i.id).map(|m| (i.id.clone(), *m)))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+            .count();
         let interval = Interval {
             created_at: group.created_at,
             point: GroupPoint {
                 at: now,
-                running: running.len() as u32,
+                running: running as u32,
                 desired_capacity: group.desired_capacity,
                 values: interval_means(window, from, now),
             },
@@ -322,7 +315,19 @@ impl MetricHistory {
             ring.points.pop_front();
         }
         for (id, m) in &interval.readings {
-            if !ring.instances.contains_key(id) && ring.instances.len() >= INSTANCES_KEPT {
+            // One lookup for an instance already kept (nearly every reading).
+            if let Some(points) = ring.instances.get_mut(id) {
+                points.push_back(InstancePoint {
+                    at,
+                    cpu_percent: m.cpu_percent,
+                    memory_mb: m.memory_mb,
+                });
+                if points.len() > INSTANCE_POINTS {
+                    points.pop_front();
+                }
+                continue;
+            }
+            if ring.instances.len() >= INSTANCES_KEPT {
                 // Room is made only by dropping an instance that is gone.
                 let gone = ring
                     .instances
@@ -337,21 +342,13 @@ impl MetricHistory {
                     None => continue,
                 }
             }
-            let points = match ring.instances.get_mut(id) {
-                Some(points) => points,
-                None => ring
-                    .instances
-                    .entry(id.clone())
-                    .or_insert_with(|| VecDeque::with_capacity(INSTANCE_POINTS + 1)),
-            };
+            let mut points = VecDeque::with_capacity(INSTANCE_POINTS + 1);
             points.push_back(InstancePoint {
                 at,
                 cpu_percent: m.cpu_percent,
                 memory_mb: m.memory_mb,
             });
-            while points.len() > INSTANCE_POINTS {
-                points.pop_front();
-            }
+            ring.instances.insert(id.clone(), points);
         }
     }
 

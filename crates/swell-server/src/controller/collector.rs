@@ -52,22 +52,27 @@ impl GroupWorker {
     pub(super) async fn collect(&mut self) {
         let group = self.group.clone();
         let instances = Arc::clone(&self.instances);
-        self.collect_from(&group, &instances);
+        let readings = self.collect_from(&group, &instances);
         let c = &self.controller;
         let interval = c.options.metric_history.record(
             &group,
             c.clock.now(),
             &instances,
             &self.window,
-            &c.latest,
+            readings,
         );
         // Written with every other group's by the controller's flush, not here.
         c.options.metric_history.queue(&group, interval);
         self.save_memory().await;
     }
 
-    /// [`GroupWorker::collect`] over the worker's own instance records.
-    fn collect_from(&mut self, group: &GroupRecord, instances: &[InstanceRecord]) {
+    /// [`GroupWorker::collect`] over the worker's own instance records; returns each
+    /// running instance's latest reading.
+    fn collect_from(
+        &mut self,
+        group: &GroupRecord,
+        instances: &[InstanceRecord],
+    ) -> Vec<(InstanceId, InstanceMetrics)> {
         let c = self.controller.clone();
         let running: Vec<&InstanceRecord> = instances
             .iter()
@@ -86,28 +91,31 @@ impl GroupWorker {
                 continue;
             }
             pushed.insert(metric);
-            let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
-                self.pushed_instance
-                    .get(&(metric, i.id.clone()))
-                    .map(|(value, _)| *value)
+            let values = running.iter().map(|i| {
+                let value = self.pushed_instance.get(&(metric, i.id.clone()));
+                (*i, value.map(|(value, _)| *value))
             });
+            let sample = average_sample(values, group.spec.warmup, now, metric);
             if let Some(sample) = sample {
                 self.observe(sample);
             }
         }
-        // Each provider's observer measured its instances; this group reads its own.
-        let mut readings: Vec<(&InstanceId, InstanceMetrics)> = Vec::new();
+        // Each provider's observer measured its instances; this group reads its own,
+        // one slot per running instance (no map of its own: this runs for every
+        // instance of the fleet at every metrics interval).
+        let mut provided: Vec<Option<InstanceMetrics>> = vec![None; running.len()];
         for w in &self.observed {
             let (name, snapshot) = (&w.name, w.rx.borrow());
             let Some(observed) = snapshot.groups.get(&self.key) else {
                 continue;
             };
-            readings.extend(
-                running
-                    .iter()
-                    .filter(|i| &i.provider == name)
-                    .filter_map(|i| Some((&i.id, *observed.metrics.get(&i.id)?))),
-            );
+            for (slot, i) in provided.iter_mut().zip(&running) {
+                if &i.provider == name
+                    && let Some(m) = observed.metrics.get(&i.id)
+                {
+                    *slot = Some(*m);
+                }
+            }
         }
         let ssh = ssh_source(&group.spec);
         let claimed: HashSet<Metric> = group
@@ -116,27 +124,35 @@ impl GroupWorker {
             .iter()
             .flat_map(|s| s.metrics())
             .collect();
+        // Each running instance's latest reading, as the history keeps it: the
+        // provider's, with an `ssh` source's CPU standing until its next round, or an
+        // earlier one (pushed, or an `ssh` round's) where the provider has none.
+        let mut shown: Vec<(InstanceId, InstanceMetrics)> = Vec::with_capacity(running.len());
         if let Ok(mut latest) = c.latest.write() {
-            for (id, m) in &readings {
-                // Most instances have a reading already: no new key (and id clone).
-                match latest.get_mut(*id) {
-                    Some(slot) => {
-                        // An `ssh` source's CPU reading stands until its next round.
-                        let cpu_percent = if ssh.is_some() {
-                            slot.cpu_percent
-                        } else {
-                            m.cpu_percent
-                        };
-                        *slot = InstanceMetrics { cpu_percent, ..*m };
-                    }
-                    None => {
-                        latest.insert((*id).clone(), *m);
-                    }
+            for (i, m) in running.iter().zip(&provided) {
+                let now_shown = match m {
+                    Some(m) => match latest.get_mut(&i.id) {
+                        Some(slot) => {
+                            let cpu_percent = if ssh.is_some() {
+                                slot.cpu_percent
+                            } else {
+                                m.cpu_percent
+                            };
+                            *slot = InstanceMetrics { cpu_percent, ..*m };
+                            Some(*slot)
+                        }
+                        None => {
+                            latest.insert(i.id.clone(), *m);
+                            Some(*m)
+                        }
+                    },
+                    None => latest.get(&i.id).copied(),
+                };
+                if let Some(m) = now_shown {
+                    shown.push((i.id.clone(), m));
                 }
             }
         }
-        let by_id: HashMap<&InstanceId, &InstanceMetrics> =
-            readings.iter().map(|(id, m)| (*id, m)).collect();
         // Steal only where the provider measures it (qemu's host-side reading).
         for (metric, pick) in [
             (
@@ -150,10 +166,11 @@ impl GroupWorker {
             if pushed.contains(&metric) || claimed.contains(&metric) {
                 continue;
             }
-            let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
-                by_id.get(&i.id).and_then(|m| pick(m))
-            });
-            if let Some(sample) = sample {
+            let values = running
+                .iter()
+                .zip(&provided)
+                .map(|(i, m)| (*i, m.as_ref().and_then(pick)));
+            if let Some(sample) = average_sample(values, group.spec.warmup, now, metric) {
                 self.observe(sample);
             }
         }
@@ -187,6 +204,7 @@ impl GroupWorker {
                 });
             }
         }
+        shown
     }
 
     /// Starts a round of the metric sources, unless the last one is still under way:
@@ -419,9 +437,8 @@ impl GroupWorker {
             if pushed_fresh {
                 continue;
             }
-            let sample = average_sample(&running, group.spec.warmup, now, metric, |i| {
-                ok.get(&i.id).and_then(pick)
-            });
+            let values = running.iter().map(|i| (*i, ok.get(&i.id).and_then(pick)));
+            let sample = average_sample(values, group.spec.warmup, now, metric);
             if let Some(sample) = sample {
                 self.observe(sample);
             }
@@ -449,19 +466,18 @@ impl GroupWorker {
 }
 
 /// The group's average of one metric over its running instances (those in warmup left
-/// out), as a window sample; `None` when no instance has a reading.
-pub(super) fn average_sample(
-    running: &[&InstanceRecord],
+/// out), as a window sample, from each instance and its value if it has one; `None`
+/// when none has.
+pub(super) fn average_sample<'a>(
+    values: impl Iterator<Item = (&'a InstanceRecord, Option<f64>)>,
     warmup: Duration,
     now: Timestamp,
     metric: Metric,
-    value_of: impl Fn(&InstanceRecord) -> Option<f64>,
 ) -> Option<MetricSample> {
-    let readings: Vec<InstanceReading> = running
-        .iter()
-        .filter_map(|i| {
-            value_of(i).map(|value| InstanceReading {
-                value,
+    let readings: Vec<InstanceReading> = values
+        .filter_map(|(i, value)| {
+            Some(InstanceReading {
+                value: value?,
                 started_at: i.started_at.unwrap_or(i.created_at),
             })
         })
