@@ -315,13 +315,14 @@ impl MetricHistory {
             ring.points.pop_front();
         }
         for (id, m) in &interval.readings {
+            let point = InstancePoint {
+                at,
+                cpu_percent: m.cpu_percent,
+                memory_mb: m.memory_mb,
+            };
             // One lookup for an instance already kept (nearly every reading).
             if let Some(points) = ring.instances.get_mut(id) {
-                points.push_back(InstancePoint {
-                    at,
-                    cpu_percent: m.cpu_percent,
-                    memory_mb: m.memory_mb,
-                });
+                points.push_back(point);
                 if points.len() > INSTANCE_POINTS {
                     points.pop_front();
                 }
@@ -343,11 +344,7 @@ impl MetricHistory {
                 }
             }
             let mut points = VecDeque::with_capacity(INSTANCE_POINTS + 1);
-            points.push_back(InstancePoint {
-                at,
-                cpu_percent: m.cpu_percent,
-                memory_mb: m.memory_mb,
-            });
+            points.push_back(point);
             ring.instances.insert(id.clone(), points);
         }
     }
