@@ -264,12 +264,10 @@ impl<S: SqlStore> InstanceStore for S {
         }
         let mut tx = self.db().begin().await?;
         let mut stored = Vec::with_capacity(instances.len());
+        // Each group locked once, however many of its intents the batch holds.
+        let mut locked = std::collections::HashSet::new();
         for instance in instances {
-            // Each group locked once, however many of its intents the batch holds.
-            if !stored
-                .iter()
-                .any(|s: &InstanceRecord| s.tenant == instance.tenant && s.group == instance.group)
-            {
+            if locked.insert((&instance.tenant, instance.group.as_str())) {
                 lock_group_for_intents(&mut tx, &instance.tenant, &instance.group).await?;
             }
             stored.push(insert_intent(&mut tx, instance).await?);

@@ -435,10 +435,7 @@ fn instance(id: &str, group: &str) -> InstanceRecord {
 /// holds it.
 #[tokio::test]
 async fn checkpoints_run_beside_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("swell.db"))
-        .await
-        .unwrap();
+    let (_dir, store) = file().await;
     let (auto,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
         .fetch_one(store.pool())
         .await
@@ -455,12 +452,8 @@ async fn checkpoints_run_beside_the_writer() {
 /// them before the last writer's turn (not one `COMMIT` after the whole queue).
 #[tokio::test]
 async fn a_burst_of_writers_commits_in_bounded_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("swell.db"))
-            .await
-            .unwrap(),
-    );
+    let (_dir, store) = file().await;
+    let store = Arc::new(store);
     write_some(&store).await;
     let before = store.commits();
     let mut set = tokio::task::JoinSet::new();
@@ -486,10 +479,7 @@ async fn a_burst_of_writers_commits_in_bounded_batches() {
 /// or move costs no `COMMIT`.
 #[tokio::test]
 async fn empty_batches_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("swell.db"))
-        .await
-        .unwrap();
+    let (_dir, store) = file().await;
     write_some(&store).await;
     let before = store.commits();
     assert!(store.create_instances(&[]).await.unwrap().is_empty());

@@ -45,9 +45,6 @@ impl GroupWorker {
         group: &GroupRecord,
         creates: Vec<(Arc<dyn Provider>, Lifecycle)>,
     ) -> (u32, Option<StoreError>) {
-        if creates.is_empty() {
-            return (0, None);
-        }
         let c = self.controller.clone();
         let now = c.clock.now();
         let intents: Vec<InstanceRecord> = creates
