@@ -112,24 +112,30 @@ impl MetricWindow {
         self.samples.iter()
     }
 
+    /// The samples taken after `from`, oldest first. Found by a binary search (the
+    /// samples are in time order), so a short look back over a long window does not
+    /// walk all of it: a window holds an hour of samples, and a group reads its last
+    /// few seconds at every collection and evaluation.
+    pub fn after(&self, from: Timestamp) -> impl DoubleEndedIterator<Item = &MetricSample> {
+        let start = self.samples.partition_point(|s| s.at <= from);
+        self.samples.range(start..)
+    }
+
     /// The samples of `metric` taken in `(now - period, now]`.
     pub fn over(&self, metric: Metric, now: Timestamp, period: Duration) -> Vec<f64> {
-        let from = now.sub(period);
-        self.samples
-            .iter()
-            .filter(|s| s.metric == metric && s.at > from && s.at <= now)
+        self.after(now.sub(period))
+            .filter(|s| s.metric == metric && s.at <= now)
             .map(|s| s.value)
             .collect()
     }
 
     /// Mean of `metric` over `(now - period, now]`; `None` if there is no sample.
     pub fn average(&self, metric: Metric, now: Timestamp, period: Duration) -> Option<f64> {
-        let values = self.over(metric, now, period);
-        if values.is_empty() {
-            None
-        } else {
-            Some(values.iter().sum::<f64>() / values.len() as f64)
-        }
+        let (sum, n) = self
+            .after(now.sub(period))
+            .filter(|s| s.metric == metric && s.at <= now)
+            .fold((0.0, 0u32), |(sum, n), s| (sum + s.value, n + 1));
+        (n > 0).then(|| sum / f64::from(n))
     }
 
     /// The newest sample of `metric` at or before `now`.
@@ -303,6 +309,27 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn after_is_the_samples_strictly_later() {
+        let mut w = MetricWindow::new(Duration::from_secs(600));
+        for (t, v) in [(10, 1.0), (20, 2.0), (20, 3.0), (30, 4.0)] {
+            w.push(s(t, v));
+        }
+        let check = |from: i64, expected: &[f64]| {
+            let got: Vec<f64> = w
+                .after(Timestamp::from_secs(from))
+                .map(|s| s.value)
+                .collect();
+            assert_eq!(got, expected, "after {from}");
+        };
+        check(0, &[1.0, 2.0, 3.0, 4.0]);
+        check(10, &[2.0, 3.0, 4.0]);
+        check(19, &[2.0, 3.0, 4.0]);
+        check(20, &[4.0]);
+        check(30, &[]);
+        check(99, &[]);
     }
 
     #[test]

@@ -381,7 +381,7 @@ pub fn group_view(service: &Service, g: &GroupRecord, instances: &[InstanceRecor
 /// The API view of an instance.
 pub fn instance_view(service: &Service, i: &InstanceRecord) -> api::Instance {
     let m = service
-        .latest_reading(&i.id)
+        .latest_reading(i)
         .filter(|_| i.status == InstanceStatus::Running);
     api::Instance {
         id: i.id.to_string(),

@@ -385,7 +385,6 @@ impl Server {
             config.secret_key_file.as_deref(),
         )?;
         providers.load_stored(store.as_ref(), &key).await?;
-        let metric_history = Arc::new(metric_history::MetricHistory::default());
         let controller = Controller::with_registry(
             store.clone(),
             providers,
@@ -394,7 +393,6 @@ impl Server {
                 stop_instances_on_exit: config.stop_instances_on_exit,
                 known_hosts_dir: Some(data_dir.join("known_hosts")),
                 ssh_keys_dir: Some(data_dir.join("ssh-keys")),
-                metric_history: metric_history.clone(),
                 ..ControllerOptions::default()
             },
         );
@@ -442,7 +440,6 @@ impl Server {
                 .with_secret_key(key)
                 .with_min_interval(config.min_interval)
                 .with_metric_url_policy(config.metric_urls.clone())
-                .with_metric_history(metric_history)
                 .with_auth_options(auth::AuthOptions {
                     trusted_proxies: config.trusted_proxies.clone(),
                     ..auth::AuthOptions::default()

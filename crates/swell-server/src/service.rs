@@ -110,8 +110,6 @@ pub struct Service {
     /// both be given one free port.
     pub(crate) listen_lock: tokio::sync::Mutex<()>,
     metric_urls: crate::metric_urls::MetricUrlPolicy,
-    /// The groups' short metric history, shared with the controller that feeds it.
-    metric_history: Arc<crate::metric_history::MetricHistory>,
     /// Open event streams per tenant, and their cap (see [`crate::event_stream`]).
     pub(crate) event_streams: crate::event_stream::StreamCounts,
     /// Cancelled when the server stops: open event streams end then, so that the
@@ -134,7 +132,6 @@ impl Service {
             min_interval: DEFAULT_MIN_INTERVAL,
             listen_lock: tokio::sync::Mutex::new(()),
             metric_urls: crate::metric_urls::MetricUrlPolicy::default(),
-            metric_history: Arc::default(),
             event_streams: crate::event_stream::StreamCounts::new(
                 crate::event_stream::DEFAULT_MAX_EVENT_STREAMS,
             ),
@@ -160,16 +157,6 @@ impl Service {
     /// The same service, ending its open event streams when `stop` is cancelled.
     pub fn with_shutdown(mut self, stop: tokio_util::sync::CancellationToken) -> Self {
         self.shutdown = stop;
-        self
-    }
-
-    /// The same service, answering metric history from `history` (the one the
-    /// controller's `ControllerOptions::metric_history` feeds; by default an empty one).
-    pub fn with_metric_history(
-        mut self,
-        history: Arc<crate::metric_history::MetricHistory>,
-    ) -> Self {
-        self.metric_history = history;
         self
     }
 
@@ -269,14 +256,9 @@ impl Service {
         Ok(self.controller.load_balancer(tenant, group))
     }
 
-    /// The latest resource reading of an instance, as its provider's observer last read it.
-    pub fn latest_reading(
-        &self,
-        id: &swell_core::InstanceId,
-    ) -> Option<swell_providers::InstanceMetrics> {
-        let latest = self.controller.latest_metrics();
-        let readings = latest.read().ok()?;
-        readings.get(id).copied()
+    /// The latest resource reading of an instance, as its group's worker last collected it.
+    pub fn latest_reading(&self, i: &InstanceRecord) -> Option<swell_providers::InstanceMetrics> {
+        self.controller.latest_reading(&i.tenant, &i.group, &i.id)
     }
 
     /// The group workers' names (`group/TENANT/NAME`) and states the caller may see:

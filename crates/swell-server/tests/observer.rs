@@ -113,3 +113,81 @@ async fn provider_calls_per_minute_do_not_grow_with_the_groups() {
     assert_eq!(ten, (12, 12, 24), "10 groups");
     assert_eq!(thousand, ten, "1000 groups against 10");
 }
+
+/// A group's latest readings (what the API shows of each instance) hold its live
+/// instances only: the reading of a retired instance goes at the next collection, so a
+/// fleet that turns its instances over does not grow the server's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_instance_leaves_the_latest_readings() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let manual = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
+    let clock: Arc<dyn Clock> = manual.clone();
+    let sim = Arc::new(SimulatedProvider::new(
+        "simulated",
+        Duration::from_secs(600),
+        0.0,
+    ));
+    let tenant = TenantId::default_tenant();
+    let spec: GroupSpec = serde_json::from_value(serde_json::json!({
+        "name": "g",
+        "provider": "simulated",
+        "template": {"command": ["sleep", "1000"]},
+        "min": 0, "max": 2, "desired_capacity": 2, "drain_timeout": "0s",
+        "evaluation_interval": "100ms", "metrics_interval": "100ms",
+    }))
+    .unwrap();
+    let event = |message: &str| NewEvent {
+        tenant: tenant.clone(),
+        group: "g".into(),
+        at: clock.now(),
+        kind: EventKind::GroupCreated,
+        instance_id: None,
+        cause: None,
+        message: message.into(),
+    };
+    store
+        .create_group(&tenant, &spec, clock.now(), event("created group g"))
+        .await
+        .unwrap();
+    let mut providers = Providers::new();
+    providers.insert("simulated".into(), sim.clone() as Arc<dyn Provider>);
+    let options = ControllerOptions {
+        manual_observation: true,
+        ..ControllerOptions::default()
+    };
+    let controller = Controller::new(store.clone(), providers, clock.clone(), options);
+    controller.start().await.unwrap();
+    until("both instances", || sim.len() == 2).await;
+    controller.observe_round().await;
+    let ids: Vec<_> = sim
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.instance_id)
+        .collect();
+    let reading = |id| controller.latest_reading(&tenant, "g", id);
+    until("both instances' readings", || {
+        ids.iter().all(|id| reading(id).is_some())
+    })
+    .await;
+
+    store
+        .set_desired_capacity(&tenant, "g", 1, None, event("desired 1"))
+        .await
+        .unwrap();
+    controller.notify(&tenant, "g", None);
+    until("one instance retired", || sim.len() == 1).await;
+    controller.observe_round().await;
+    let kept = sim.list().await.unwrap()[0].instance_id.clone();
+    let gone = ids.iter().find(|id| **id != kept).unwrap().clone();
+    until("the retired instance's reading dropped", || {
+        reading(&gone).is_none()
+    })
+    .await;
+    assert!(
+        reading(&kept).is_some(),
+        "the kept instance's reading stays"
+    );
+    controller.shutdown().await;
+}

@@ -14,6 +14,7 @@
 //!   behind it, for as long as that takes. A file store turns it off and checkpoints
 //!   `PASSIVE`ly every [`CHECKPOINT_EVERY`] on a reader's connection instead, which never
 //!   blocks the writer.
+//! - **Reads** of a file store go through a memory map ([`MMAP_SIZE`]), not `pread`.
 //! - **Pool.** A file store keeps up to [`FILE_POOL_SIZE`] connections (readers run beside
 //!   the one writer). An in-memory store is one private database per connection, so it
 //!   uses exactly one connection that is never closed; its callers take turns.
@@ -38,6 +39,12 @@ use std::time::Duration;
 
 /// Connections kept by a file store.
 pub const FILE_POOL_SIZE: u32 = 4;
+
+/// How much of a file store each connection reads through a memory map (`PRAGMA
+/// mmap_size`): in WAL mode a connection drops its page cache whenever another one has
+/// committed, and without the map every page it reads again is a `pread` copied out of
+/// the kernel's cache.
+pub const MMAP_SIZE: u64 = 256 << 20;
 
 /// How long a statement waits for another connection's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,7 +93,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("mmap_size", MMAP_SIZE.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .connect_with(options)

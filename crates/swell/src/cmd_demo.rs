@@ -347,14 +347,10 @@ async fn drive(
             .collect();
         max_instances = max_instances.max(running.len());
         final_instances = running.len();
-        let latest = service.controller().latest_metrics();
         let cpus: Vec<String> = running
             .iter()
             .map(|i| {
-                let cpu = latest
-                    .read()
-                    .ok()
-                    .and_then(|l| l.get(&i.id).map(|m| m.cpu_percent));
+                let cpu = service.latest_reading(i).map(|m| m.cpu_percent);
                 format!(
                     "#{} {}",
                     i.created_order,

@@ -18,7 +18,7 @@ impl GroupWorker {
         for r in readings {
             match r.instance {
                 Some(id) => {
-                    if let Ok(mut latest) = self.controller.latest.write() {
+                    if let Ok(mut latest) = self.latest.lock() {
                         let m = latest.entry(id.clone()).or_insert(InstanceMetrics {
                             cpu_percent: 0.0,
                             memory_mb: 0.0,
@@ -53,16 +53,25 @@ impl GroupWorker {
         let group = self.group.clone();
         let instances = Arc::clone(&self.instances);
         let readings = self.collect_from(&group, &instances);
-        let c = &self.controller;
-        let interval = c.options.metric_history.record(
+        let now = self.controller.clock.now();
+        let prune = self
+            .points_pruned_at
+            .is_none_or(|at| now.since(at) >= crate::metric_history::PRUNE_EVERY);
+        if prune {
+            self.points_pruned_at = Some(now);
+        }
+        let interval = crate::metric_history::interval(
             &group,
-            c.clock.now(),
+            self.points_at,
+            now,
             &instances,
             &self.window,
             readings,
+            prune,
         );
+        self.points_at = Some(now);
         // Written with every other group's by the controller's flush, not here.
-        c.options.metric_history.queue(&group, interval);
+        self.controller.metric_history.queue(interval);
         self.save_memory().await;
     }
 
@@ -128,28 +137,34 @@ impl GroupWorker {
         // provider's, with an `ssh` source's CPU standing until its next round, or an
         // earlier one (pushed, or an `ssh` round's) where the provider has none.
         let mut shown: Vec<(InstanceId, InstanceMetrics)> = Vec::with_capacity(running.len());
-        if let Ok(mut latest) = c.latest.write() {
+        if let Ok(mut latest) = self.latest.lock() {
+            // Made again from the live instances at each collection: the reading of an
+            // instance that is gone goes with it.
+            let mut was = std::mem::replace(
+                &mut *latest,
+                foldhash::HashMapExt::with_capacity(instances.len()),
+            );
             for (i, m) in running.iter().zip(&provided) {
-                let now_shown = match m {
-                    Some(m) => match latest.get_mut(&i.id) {
-                        Some(slot) => {
-                            let cpu_percent = if ssh.is_some() {
-                                slot.cpu_percent
-                            } else {
-                                m.cpu_percent
-                            };
-                            *slot = InstanceMetrics { cpu_percent, ..*m };
-                            Some(*slot)
-                        }
-                        None => {
-                            latest.insert(i.id.clone(), *m);
-                            Some(*m)
-                        }
-                    },
-                    None => latest.get(&i.id).copied(),
+                let now_shown = match (m, was.remove(&i.id)) {
+                    (Some(m), Some(earlier)) if ssh.is_some() => Some(InstanceMetrics {
+                        cpu_percent: earlier.cpu_percent,
+                        ..*m
+                    }),
+                    (Some(m), _) => Some(*m),
+                    (None, earlier) => earlier,
                 };
                 if let Some(m) = now_shown {
+                    latest.insert(i.id.clone(), m);
                     shown.push((i.id.clone(), m));
+                }
+            }
+            // A pushed reading of an instance not yet running waits for it.
+            for i in instances
+                .iter()
+                .filter(|i| i.status != InstanceStatus::Running)
+            {
+                if let Some(m) = was.remove(&i.id) {
+                    latest.insert(i.id.clone(), m);
                 }
             }
         }
@@ -398,7 +413,7 @@ impl GroupWorker {
             .iter()
             .filter_map(|(id, r)| r.as_ref().ok().map(|t| (id, *t)))
             .collect();
-        if let Ok(mut latest) = self.controller.latest.write() {
+        if let Ok(mut latest) = self.latest.lock() {
             for (id, t) in &ok {
                 let m = latest.entry((*id).clone()).or_insert(InstanceMetrics {
                     cpu_percent: 0.0,

@@ -30,7 +30,7 @@ use retirement::*;
 pub use stats::{ControllerStats, PassKind};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use swell_core::metrics::{InstanceReading, group_average};
 use swell_core::top::TopCpu;
@@ -75,16 +75,16 @@ pub struct ControllerOptions {
     /// Observers list only when [`Controller::observe_round`] is called, not on their
     /// timer (tests that count provider calls per round of an injected clock).
     pub manual_observation: bool,
-    /// The short in-memory history of every group's metrics, fed once per metrics
-    /// interval whatever the group's policy (the dashboard's chart, the exports).
-    pub metric_history: Arc<crate::metric_history::MetricHistory>,
 }
 
 /// The providers by name.
 pub type Providers = HashMap<String, Arc<dyn Provider>>;
 
-/// Latest resource readings per instance (for the API and the demo's live view).
-pub type LatestMetrics = Arc<RwLock<HashMap<InstanceId, InstanceMetrics>>>;
+/// One group's latest resource reading per instance (for the API, the demo's live view
+/// and a `most_loaded_host` retirement): kept by the group's worker, which drops the
+/// instances that are gone at each collection, so it holds only the group's live
+/// instances and a lookup touches a few entries, not the whole fleet's.
+type GroupLatest = Arc<Mutex<foldhash::HashMap<InstanceId, InstanceMetrics>>>;
 
 type GroupKey = (TenantId, String);
 
@@ -168,6 +168,7 @@ struct WorkerHandle {
     reload: Arc<Reload>,
     status: Arc<Mutex<String>>,
     lb: Arc<Mutex<Option<LoadBalancer>>>,
+    latest: GroupLatest,
 }
 
 /// Runs the group workers.
@@ -178,7 +179,6 @@ pub struct Controller {
     options: ControllerOptions,
     workers: Mutex<HashMap<GroupKey, WorkerHandle>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
-    latest: LatestMetrics,
     cancel: CancellationToken,
     stats: ControllerStats,
     /// One observer per provider instance, keyed by [`observer::provider_key`].
@@ -186,6 +186,9 @@ pub struct Controller {
     /// Every instance move of the workers and their tasks, gathered into shared
     /// transactions.
     recorder: recorder::InstanceRecorder,
+    /// Every group's metric history intervals on their way to the store, written
+    /// together once a second.
+    metric_history: Arc<crate::metric_history::MetricHistory>,
 }
 
 impl Controller {
@@ -217,10 +220,10 @@ impl Controller {
             options,
             workers: Mutex::new(HashMap::new()),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
-            latest: Arc::new(RwLock::new(HashMap::new())),
             cancel: CancellationToken::new(),
             stats: ControllerStats::default(),
             observers: Mutex::new(HashMap::new()),
+            metric_history: Arc::default(),
         })
     }
 
@@ -229,9 +232,23 @@ impl Controller {
         &self.stats
     }
 
-    /// The latest per-instance readings.
-    pub fn latest_metrics(&self) -> LatestMetrics {
-        self.latest.clone()
+    /// The latest resource reading of the instance `id` of a group, as its worker last
+    /// collected it (`None` for an instance not running or not yet measured).
+    pub fn latest_reading(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+        id: &InstanceId,
+    ) -> Option<InstanceMetrics> {
+        let latest = self
+            .workers
+            .lock()
+            .ok()?
+            .get(&(tenant.clone(), group.to_string()))?
+            .latest
+            .clone();
+        let readings = latest.lock().ok()?;
+        readings.get(id).copied()
     }
 
     /// Reconciles the store with what the providers run after a (possibly unclean) stop,
@@ -241,7 +258,7 @@ impl Controller {
         // Every group's metric history goes to the store in one write per
         // FLUSH_EVERY, not one per group and metrics interval.
         let (history, store, cancel) = (
-            self.options.metric_history.clone(),
+            self.metric_history.clone(),
             self.store.clone(),
             self.cancel.clone(),
         );
@@ -305,6 +322,7 @@ impl Controller {
                     reload: reload.clone(),
                     status,
                     lb,
+                    latest: worker.latest.clone(),
                 },
             );
         }
@@ -435,7 +453,7 @@ impl Controller {
         let mut tasks = self.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
         // What the workers recorded last.
-        self.options.metric_history.flush(self.store.as_ref()).await;
+        self.metric_history.flush(self.store.as_ref()).await;
         let lbs: Vec<LoadBalancer> = self
             .workers
             .lock()

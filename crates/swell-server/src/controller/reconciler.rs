@@ -131,8 +131,8 @@ impl GroupWorker {
             .termination_policy
             .contains(&swell_core::TerminationRule::MostLoadedHost)
         {
-            c.latest_metrics()
-                .read()
+            self.latest
+                .lock()
                 .map(|l| {
                     live.iter()
                         .filter_map(|r| Some((r.id.clone(), l.get(&r.id)?.cpu_percent)))

@@ -204,6 +204,8 @@ pub(super) struct GroupWorker {
     pub(super) would_scale: Option<u32>,
     /// Per provider: failed creates in a row and the earliest next attempt.
     pub(super) backoff: HashMap<String, swell_core::plan::CreateBackoff>,
+    /// The latest reading of each live instance (shared with the controller's readers).
+    pub(super) latest: GroupLatest,
     /// The latest pushed per-instance readings: (metric, instance) → (value, received).
     pub(super) pushed_instance: HashMap<(Metric, InstanceId), (f64, Timestamp)>,
     /// When each metric was last pushed as a group-level value.
@@ -217,6 +219,10 @@ pub(super) struct GroupWorker {
     pub(super) unsaved: Vec<LoadSummary>,
     /// When this worker last dropped summaries older than [`LOAD_HISTORY_KEPT`].
     pub(super) history_pruned_at: Option<Timestamp>,
+    /// The end of the last metrics interval queued for the group's metric history.
+    pub(super) points_at: Option<Timestamp>,
+    /// When this worker last had the group's stored metric points pruned.
+    pub(super) points_pruned_at: Option<Timestamp>,
     /// The snapshots of the group's providers (by name, by priority).
     pub(super) observed: Vec<Watch>,
     /// Instances created since their provider's observer started its list numbered
@@ -271,12 +277,15 @@ impl GroupWorker {
             announced: swell_core::plan::Announced::default(),
             would_scale: None,
             backoff: HashMap::new(),
+            latest: Arc::default(),
             pushed_instance: HashMap::new(),
             pushed_group: HashMap::new(),
             swept: HashSet::new(),
             summarizer: LoadSummarizer::new(LOAD_SUMMARY_PERIOD),
             unsaved: Vec::new(),
             history_pruned_at: None,
+            points_at: None,
+            points_pruned_at: None,
             observed: Vec::new(),
             fresh: HashMap::new(),
             seen: Vec::new(),
