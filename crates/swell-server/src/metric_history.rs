@@ -214,6 +214,49 @@ mod tests {
         Timestamp::from_millis(s * 1000)
     }
 
+    fn group() -> GroupRecord {
+        let spec: swell_core::GroupSpec = serde_json::from_value(serde_json::json!({
+            "name": "web", "template": {"command": ["sleep", "1"]},
+            "min": 1, "max": 3, "metrics_interval": "5s",
+        }))
+        .unwrap();
+        GroupRecord {
+            tenant: swell_core::TenantId::default_tenant(),
+            spec,
+            desired_capacity: 2,
+            last_scaling_at: None,
+            deleting: false,
+            suspended_at: None,
+            created_at: t(0),
+            updated_at: t(0),
+        }
+    }
+
+    #[test]
+    fn an_interval_starts_where_the_last_ended_or_one_metrics_interval_ago() {
+        let mut w = MetricWindow::new(std::time::Duration::from_secs(600));
+        for at in [1, 4, 8, 10] {
+            w.push(MetricSample {
+                at: t(at),
+                metric: Metric::Cpu,
+                value: at as f64,
+                instances: 1,
+            });
+        }
+        let check = |from: Option<i64>, prune: bool, mean: f64| {
+            let i = interval(&group(), from.map(t), t(10), &[], &w, Vec::new(), prune);
+            assert_eq!(i.point.values, vec![(Metric::Cpu, mean)], "from {from:?}");
+            assert_eq!((i.point.at, i.point.desired_capacity), (t(10), 2));
+            assert_eq!(i.prune_before, prune.then(|| t(10).sub(METRIC_POINTS_KEPT)));
+        };
+        // (5, 10]: 8 and 10.
+        check(None, false, 9.0);
+        // (0, 10]: all four.
+        check(Some(0), true, 5.75);
+        // (8, 10]: 10 alone.
+        check(Some(8), false, 10.0);
+    }
+
     #[test]
     fn interval_means_average_each_metric_in_the_half_open_interval() {
         let mut w = MetricWindow::new(std::time::Duration::from_secs(600));

@@ -45,7 +45,7 @@ pub(super) struct Observation {
     pub(super) number: u64,
     /// What the provider reports, by group. The observer's maps hash with foldhash, not
     /// the standard library's SipHash: they are made again over the whole fleet at every
-    /// interval, and SipHash was a tenth of the observer's time at 100,000 instances.
+    /// interval (SipHash was about 3 % of a run's CPU at 100,000 instances).
     pub(super) groups: foldhash::HashMap<GroupKey, Arc<GroupObservation>>,
 }
 
