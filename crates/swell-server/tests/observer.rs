@@ -30,10 +30,30 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The controller's `list` and `metrics` calls to the provider during one minute of
-/// the injected clock, once `groups` groups of one instance each run; and the
-/// provider's own count of every call in that minute.
-async fn calls_per_minute(groups: usize) -> (u64, u64, u64) {
+/// A controller on the real (in-memory) SQLite store and the simulated provider, its
+/// observers in manual mode, running the groups of `specs` (each on `simulated`, with
+/// a `sleep` template).
+struct Fleet {
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    sim: Arc<SimulatedProvider>,
+    controller: Arc<Controller>,
+}
+
+/// An event of the group `group` with `message` (its kind does not matter here).
+fn event(group: &str, message: &str) -> NewEvent {
+    NewEvent {
+        tenant: TenantId::default_tenant(),
+        group: group.into(),
+        at: Timestamp::from_secs(1_800_000_000),
+        kind: EventKind::GroupCreated,
+        instance_id: None,
+        cause: None,
+        message: message.into(),
+    }
+}
+
+async fn fleet(specs: impl IntoIterator<Item = serde_json::Value>) -> Fleet {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
     let manual = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
     let clock: Arc<dyn Clock> = manual.clone();
@@ -43,27 +63,13 @@ async fn calls_per_minute(groups: usize) -> (u64, u64, u64) {
         0.0,
     ));
     let tenant = TenantId::default_tenant();
-    for i in 0..groups {
-        let name = format!("g{i:04}");
-        let spec: GroupSpec = serde_json::from_value(serde_json::json!({
-            "name": name,
-            "provider": "simulated",
-            "template": {"command": ["sleep", "1000"]},
-            "min": 1, "max": 1, "desired_capacity": 1,
-            "evaluation_interval": "100ms", "metrics_interval": "100ms",
-        }))
-        .unwrap();
-        let event = NewEvent {
-            tenant: tenant.clone(),
-            group: name.clone(),
-            at: clock.now(),
-            kind: EventKind::GroupCreated,
-            instance_id: None,
-            cause: None,
-            message: format!("created group {name}"),
-        };
+    for mut spec in specs {
+        spec["provider"] = "simulated".into();
+        spec["template"] = serde_json::json!({"command": ["sleep", "1000"]});
+        let spec: GroupSpec = serde_json::from_value(spec).unwrap();
+        let created = event(&spec.name, &format!("created group {}", spec.name));
         store
-            .create_group(&tenant, &spec, clock.now(), event)
+            .create_group(&tenant, &spec, clock.now(), created)
             .await
             .unwrap();
     }
@@ -73,8 +79,33 @@ async fn calls_per_minute(groups: usize) -> (u64, u64, u64) {
         manual_observation: true,
         ..ControllerOptions::default()
     };
-    let controller = Controller::new(store, providers, clock, options);
+    let controller = Controller::new(store.clone(), providers, clock, options);
     controller.start().await.unwrap();
+    Fleet {
+        store,
+        clock: manual,
+        sim,
+        controller,
+    }
+}
+
+/// The controller's `list` and `metrics` calls to the provider during one minute of
+/// the injected clock, once `groups` groups of one instance each run; and the
+/// provider's own count of every call in that minute.
+async fn calls_per_minute(groups: usize) -> (u64, u64, u64) {
+    let Fleet {
+        clock,
+        sim,
+        controller,
+        ..
+    } = fleet((0..groups).map(|i| {
+        serde_json::json!({
+            "name": format!("g{i:04}"),
+            "min": 1, "max": 1, "desired_capacity": 1,
+            "evaluation_interval": "100ms", "metrics_interval": "100ms",
+        })
+    }))
+    .await;
     until("every group's instance", || sim.len() >= groups).await;
     // One round so that every observer has listed the instances.
     controller.observe_round().await;
@@ -90,7 +121,7 @@ async fn calls_per_minute(groups: usize) -> (u64, u64, u64) {
     let before = (count("list"), count("metrics"), sim.calls().total());
     let ticks = controller.stats().ticks.count();
     for _ in 0..12 {
-        manual.advance(Duration::from_secs(5));
+        clock.advance(Duration::from_secs(5));
         controller.observe_round().await;
     }
     // The workers went on meanwhile: several passes each.
@@ -119,44 +150,18 @@ async fn provider_calls_per_minute_do_not_grow_with_the_groups() {
 /// fleet that turns its instances over does not grow the server's memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retired_instance_leaves_the_latest_readings() {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-    let manual = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
-    let clock: Arc<dyn Clock> = manual.clone();
-    let sim = Arc::new(SimulatedProvider::new(
-        "simulated",
-        Duration::from_secs(600),
-        0.0,
-    ));
-    let tenant = TenantId::default_tenant();
-    let spec: GroupSpec = serde_json::from_value(serde_json::json!({
+    let Fleet {
+        store,
+        sim,
+        controller,
+        ..
+    } = fleet([serde_json::json!({
         "name": "g",
-        "provider": "simulated",
-        "template": {"command": ["sleep", "1000"]},
         "min": 0, "max": 2, "desired_capacity": 2, "drain_timeout": "0s",
         "evaluation_interval": "100ms", "metrics_interval": "100ms",
-    }))
-    .unwrap();
-    let event = |message: &str| NewEvent {
-        tenant: tenant.clone(),
-        group: "g".into(),
-        at: clock.now(),
-        kind: EventKind::GroupCreated,
-        instance_id: None,
-        cause: None,
-        message: message.into(),
-    };
-    store
-        .create_group(&tenant, &spec, clock.now(), event("created group g"))
-        .await
-        .unwrap();
-    let mut providers = Providers::new();
-    providers.insert("simulated".into(), sim.clone() as Arc<dyn Provider>);
-    let options = ControllerOptions {
-        manual_observation: true,
-        ..ControllerOptions::default()
-    };
-    let controller = Controller::new(store.clone(), providers, clock.clone(), options);
-    controller.start().await.unwrap();
+    })])
+    .await;
+    let tenant = TenantId::default_tenant();
     until("both instances", || sim.len() == 2).await;
     controller.observe_round().await;
     let ids: Vec<_> = sim
@@ -173,7 +178,7 @@ async fn a_retired_instance_leaves_the_latest_readings() {
     .await;
 
     store
-        .set_desired_capacity(&tenant, "g", 1, None, event("desired 1"))
+        .set_desired_capacity(&tenant, "g", 1, None, event("g", "desired 1"))
         .await
         .unwrap();
     controller.notify(&tenant, "g", None);
