@@ -17,7 +17,8 @@
 //!
 //! **Found from what Swell recorded.** Like the process provider, the provider writes a
 //! record (instance id, tenant, group, port, QEMU's pid and start time) into
-//! `state_dir/records/<owner>/` when it starts a VM, and [`list`](crate::Provider::list)
+//! `state_dir/records/<owner>/` when it starts a VM (first without the pid, before
+//! QEMU starts, which then writes its pid file: a crash in between loses no VM), and [`list`](crate::Provider::list)
 //! (also after a restart: adoption) trusts only these records, checked against the
 //! kernel (same pid, same start time, and the id in that process's command line):
 //! nothing a guest says is read to decide what is an instance.
@@ -78,6 +79,8 @@ const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 pub const FIRMWARE_WAIT: Duration = Duration::from_secs(2);
 /// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// QEMU's own pid file in the instance directory (`-pidfile`).
+const PID_FILE: &str = "qemu.pid";
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +188,8 @@ struct Record {
     tenant: String,
     group: String,
     port: u16,
-    /// The QEMU process.
+    /// The QEMU process; 0 in the record written before QEMU starts, whose pid is
+    /// then in QEMU's own pid file (`qemu.pid` of the instance directory).
     pid: i32,
     /// Its start time (`/proc/<pid>/stat` field 22): a reused pid is not it.
     starttime: u64,
@@ -301,7 +305,12 @@ impl QemuProvider {
 
     /// The directory of a VM's files (`qmp.sock`, `console.log`, `qemu.log`, disk).
     pub fn instance_dir(&self, id: &InstanceId) -> PathBuf {
-        self.config.state_dir.join("instances").join(id.as_str())
+        self.instances_dir().join(id.as_str())
+    }
+
+    /// Where the instance directories are.
+    fn instances_dir(&self) -> PathBuf {
+        self.config.state_dir.join("instances")
     }
 
     /// The pid of the QEMU process of a live VM of ours.
@@ -421,16 +430,17 @@ impl QemuProvider {
     async fn live(&self, id: &InstanceId) -> Result<Option<(Record, Stat)>, ProviderError> {
         check_instance_id(id)?;
         let path = record_path(&self.records_dir, id.as_str());
-        blocking(move || read_record(&path).and_then(find_live)).await
+        let instances = self.instances_dir();
+        blocking(move || read_record(&path).and_then(|r| find_live(&instances, r))).await
     }
 
     /// Every record of ours whose QEMU lives.
     async fn scan(&self) -> Result<Vec<(Record, Stat)>, ProviderError> {
-        let dir = self.records_dir.clone();
+        let (dir, instances) = (self.records_dir.clone(), self.instances_dir());
         blocking(move || {
             read_records(&dir)
                 .into_iter()
-                .filter_map(find_live)
+                .filter_map(|r| find_live(&instances, r))
                 .collect()
         })
         .await
@@ -487,6 +497,13 @@ impl QemuProvider {
     }
 
     /// Removes a VM's record and files.
+    /// Writes (or replaces) a VM's record.
+    async fn write_record(&self, record: &Record) -> Result<(), ProviderError> {
+        let (dir, record) = (self.records_dir.clone(), record.clone());
+        let path = record_path(&dir, &record.instance_id);
+        blocking(move || write_record(&dir, &path, &record)).await?
+    }
+
     async fn forget(&self, id: &InstanceId) -> Result<(), ProviderError> {
         let record = record_path(&self.records_dir, id.as_str());
         let dir = self.instance_dir(id);
@@ -596,7 +613,7 @@ impl Provider for QemuProvider {
             cloud_init::write_seed(&self.config.genisoimage, &dir, seed).await?;
         }
 
-        let args = command_line(
+        let mut args = command_line(
             request,
             &image,
             accel,
@@ -604,11 +621,26 @@ impl Provider for QemuProvider {
             Ipv4Addr::LOCALHOST.into(),
             port,
         );
+        // The record goes down before QEMU starts, and QEMU writes its own pid file:
+        // a server killed in between leaves a VM that the next one still finds.
+        let pid_file = dir.join(PID_FILE);
+        args.extend(["-pidfile".into(), pid_file.display().to_string()]);
+        let mut record = Record {
+            instance_id: id.as_str().to_string(),
+            tenant: request.tenant.as_str().to_string(),
+            group: request.group.clone(),
+            port,
+            pid: 0,
+            starttime: 0,
+            vcpus: request.template.vcpus.max(1),
+            memory_mb: request.template.memory_mb.max(64),
+        };
+        self.write_record(&record).await?;
         let stderr = log.try_clone().map_err(|source| ProviderError::Io {
             action: "opening qemu.log".into(),
             source,
         })?;
-        let mut child = tokio::process::Command::new(&self.config.qemu)
+        let spawned = tokio::process::Command::new(&self.config.qemu)
             .args(&args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -616,57 +648,40 @@ impl Provider for QemuProvider {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false)
-            .spawn()
-            .map_err(|source| ProviderError::Io {
-                action: format!("starting `{}`", self.config.qemu),
-                source,
-            })?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                let _ = self.forget(id).await;
+                return Err(ProviderError::Io {
+                    action: format!("starting `{}`", self.config.qemu),
+                    source,
+                });
+            }
+        };
         let Some(pid) = child.id().map(|p| p as i32) else {
+            let _ = self.forget(id).await;
             return Err(ProviderError::Backend(format!(
                 "`{}` exited before its pid was read",
                 self.config.qemu
             )));
         };
-        let record = blocking({
-            let (records_dir, path) = (
-                self.records_dir.clone(),
-                record_path(&self.records_dir, id.as_str()),
-            );
-            let (instance_id, tenant, group) = (
-                id.as_str().to_string(),
-                request.tenant.as_str().to_string(),
-                request.group.clone(),
-            );
-            let vcpus = request.template.vcpus.max(1);
-            let memory_mb = request.template.memory_mb.max(64);
-            move || {
-                // Not reaped yet, so its stat is there even if it exited at once.
-                let starttime = read_stat(pid).map(|s| s.starttime).ok_or_else(|| {
-                    ProviderError::Backend(format!("QEMU (pid {pid}) vanished at start"))
-                })?;
-                let record = Record {
-                    instance_id,
-                    tenant,
-                    group,
-                    port,
-                    pid,
-                    starttime,
-                    vcpus,
-                    memory_mb,
-                };
-                write_record(&records_dir, &path, &record)?;
-                Ok::<_, ProviderError>(record)
+        // Not reaped yet, so its stat is there even if it exited at once.
+        let written = match read_stat(pid) {
+            Some(stat) => {
+                (record.pid, record.starttime) = (pid, stat.starttime);
+                self.write_record(&record).await
             }
-        })
-        .await?;
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(e);
-            }
+            None => Err(ProviderError::Backend(format!(
+                "QEMU (pid {pid}) vanished at start"
+            ))),
         };
+        if let Err(e) = written {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let _ = self.forget(id).await;
+            return Err(e);
+        }
         // Wait for QMP: QEMU answering means the VM exists and runs.
         let deadline = tokio::time::Instant::now() + START_WAIT;
         let started = loop {
@@ -1229,7 +1244,13 @@ fn alive(record: &Record) -> bool {
 
 /// The record's QEMU if it lives and is this VM's: same pid and start time, and the
 /// instance id in its command line (its SMBIOS serial).
-fn find_live(record: Record) -> Option<(Record, Stat)> {
+/// A record written before its QEMU started takes the pid from QEMU's pid file.
+fn find_live(instances: &Path, mut record: Record) -> Option<(Record, Stat)> {
+    if record.pid == 0 {
+        let pid_file = instances.join(&record.instance_id).join(PID_FILE);
+        record.pid = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+        record.starttime = read_stat(record.pid)?.starttime;
+    }
     let stat =
         read_stat(record.pid).filter(|s| s.starttime == record.starttime && !s.is_exited())?;
     let cmdline = fs::read(format!("/proc/{}/cmdline", record.pid)).ok()?;
@@ -1373,12 +1394,48 @@ mod tests {
             memory_mb: 128,
         };
         assert!(alive(&record));
-        assert!(find_live(record.clone()).is_none());
+        assert!(find_live(Path::new("/nonexistent"), record.clone()).is_none());
         let other_start = Record {
             starttime: stat.starttime + 1,
             ..record
         };
         assert!(!alive(&other_start));
+    }
+
+    #[test]
+    fn a_record_written_before_qemu_started_finds_it_by_its_pid_file() {
+        // A process whose command line carries the VM's serial, as QEMU's does.
+        let mut vm = std::process::Command::new("sh")
+            .args(["-c", "read _", "sh", "type=1,serial=web-1"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let instances = tempfile::tempdir().unwrap();
+        let dir = instances.path().join("web-1");
+        fs::create_dir_all(&dir).unwrap();
+        let starting = Record {
+            instance_id: "web-1".into(),
+            tenant: "t".into(),
+            group: "g".into(),
+            port: 1,
+            pid: 0,
+            starttime: 0,
+            vcpus: 1,
+            memory_mb: 128,
+        };
+        // Killed before QEMU wrote its pid file: nothing is live.
+        assert!(find_live(instances.path(), starting.clone()).is_none());
+        // A pid file naming another process (ours, without the serial): not it.
+        fs::write(dir.join(PID_FILE), format!("{}\n", std::process::id())).unwrap();
+        assert!(find_live(instances.path(), starting.clone()).is_none());
+        fs::write(dir.join(PID_FILE), format!("{}\n", vm.id())).unwrap();
+        let (found, stat) = find_live(instances.path(), starting).expect("the VM is found");
+        assert_eq!(found.pid, vm.id() as i32);
+        assert_eq!(found.starttime, stat.starttime);
+        assert!(alive(&found));
+        vm.kill().unwrap();
+        vm.wait().unwrap();
+        assert!(!alive(&found));
     }
 
     #[test]
