@@ -15,6 +15,8 @@
 //!   `PASSIVE`ly every [`CHECKPOINT_EVERY`] on a reader's connection instead, which never
 //!   blocks the writer.
 //! - **Reads** of a file store go through a memory map ([`MMAP_SIZE`]), not `pread`.
+//!   Statement journals (a savepoint's undo pages) and temporary tables stay in memory
+//!   (`temp_store = MEMORY`).
 //! - **Pool.** A file store keeps up to [`FILE_POOL_SIZE`] connections (readers run beside
 //!   the one writer). An in-memory store is one private database per connection, so it
 //!   uses exactly one connection that is never closed; its callers take turns.
@@ -94,7 +96,11 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("wal_autocheckpoint", "0")
-            .pragma("mmap_size", MMAP_SIZE.to_string());
+            .pragma("mmap_size", MMAP_SIZE.to_string())
+            // Each write is a savepoint in a shared transaction, so SQLite keeps a
+            // statement journal of the pages it changes; in memory, not in a temporary
+            // file opened, written and closed at every commit.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .connect_with(options)

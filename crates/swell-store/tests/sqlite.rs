@@ -213,6 +213,11 @@ async fn file_store_is_durable_wal() {
         .await
         .unwrap();
     assert_eq!(fk, 1);
+    let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(temp, 2, "statement journals in memory (temp_store = MEMORY)");
 }
 
 #[tokio::test]
