@@ -217,7 +217,10 @@ async fn file_store_is_durable_wal() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(temp, 2, "statement journals in memory (temp_store = MEMORY)");
+    assert_eq!(
+        temp, 2,
+        "statement journals in memory (temp_store = MEMORY)"
+    );
 }
 
 #[tokio::test]
