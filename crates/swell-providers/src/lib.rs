@@ -175,6 +175,18 @@ impl InstanceSize {
     }
 }
 
+/// What one look at a provider found ([`Provider::observe`]).
+#[derive(Debug, Default)]
+pub struct Observation {
+    /// Every instance [`Provider::list`] reports, each with its reading when it is alive
+    /// and was measured.
+    pub instances: Vec<(ProviderInstance, Option<InstanceMetrics>)>,
+    /// Whether the live instances were measured (there were some).
+    pub measured: bool,
+    /// Why there are no readings, when measuring failed: the list stands without them.
+    pub metrics_error: Option<ProviderError>,
+}
+
 /// A place instances run.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -203,6 +215,38 @@ pub trait Provider: Send + Sync + 'static {
         &self,
         ids: &[InstanceId],
     ) -> Result<Vec<(InstanceId, InstanceMetrics)>, ProviderError>;
+
+    /// Lists every instance and measures the live ones: what the controller's observer
+    /// does once per interval. The default calls [`list`](Provider::list), then
+    /// [`metrics`](Provider::metrics) for the instances that have not exited; a
+    /// provider that can do both in one pass overrides it.
+    async fn observe(&self) -> Result<Observation, ProviderError> {
+        let list = self.list().await?;
+        let live: Vec<InstanceId> = list
+            .iter()
+            .filter(|p| p.state != ObservedState::Exited)
+            .map(|p| p.instance_id.clone())
+            .collect();
+        let mut observation = Observation {
+            measured: !live.is_empty(),
+            ..Observation::default()
+        };
+        let mut readings = std::collections::HashMap::new();
+        if observation.measured {
+            match self.metrics(&live).await {
+                Ok(r) => readings.extend(r),
+                Err(e) => observation.metrics_error = Some(e),
+            }
+        }
+        observation.instances = list
+            .into_iter()
+            .map(|p| {
+                let reading = readings.remove(&p.instance_id);
+                (p, reading)
+            })
+            .collect();
+        Ok(observation)
+    }
 
     /// Takes the instance out of any provider-side load balancer (an Octavia pool) and
     /// waits up to `drain_timeout` for it to finish what it serves; the controller calls
@@ -246,5 +290,98 @@ pub trait Provider: Send + Sync + 'static {
     /// `qemu` provider); `None` for a provider without hosts of its own.
     async fn hosts(&self) -> Result<Option<Vec<qemu::hosts::HostStatus>>, ProviderError> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lists `a` (running) and `b` (exited); measures what it is asked for, or fails.
+    struct TwoInstances {
+        metrics_fail: bool,
+    }
+
+    #[async_trait]
+    impl Provider for TwoInstances {
+        fn name(&self) -> &str {
+            "two"
+        }
+        async fn create(&self, _: &CreateRequest) -> Result<ProviderInstance, ProviderError> {
+            Err(ProviderError::Backend("not here".into()))
+        }
+        async fn delete(&self, _: &InstanceId, _: Duration) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn pause(&self, id: &InstanceId) -> Result<(), ProviderError> {
+            Err(ProviderError::NotFound(id.clone()))
+        }
+        async fn resume(&self, id: &InstanceId) -> Result<(), ProviderError> {
+            Err(ProviderError::NotFound(id.clone()))
+        }
+        async fn list(&self) -> Result<Vec<ProviderInstance>, ProviderError> {
+            let instance = |id: &str, state| ProviderInstance {
+                instance_id: InstanceId(id.into()),
+                tenant: "default".into(),
+                group: "g".into(),
+                native_id: id.into(),
+                host: "h".into(),
+                address: None,
+                state,
+            };
+            Ok(vec![
+                instance("a", ObservedState::Running),
+                instance("b", ObservedState::Exited),
+            ])
+        }
+        async fn metrics(
+            &self,
+            ids: &[InstanceId],
+        ) -> Result<Vec<(InstanceId, InstanceMetrics)>, ProviderError> {
+            if self.metrics_fail {
+                return Err(ProviderError::Backend("stats refused".into()));
+            }
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    let m = InstanceMetrics {
+                        cpu_percent: 7.0,
+                        memory_mb: 1.0,
+                        steal_percent: None,
+                    };
+                    (id.clone(), m)
+                })
+                .collect())
+        }
+    }
+
+    fn readings(o: &Observation) -> Vec<(&str, Option<f64>)> {
+        o.instances
+            .iter()
+            .map(|(p, m)| (p.instance_id.as_str(), m.map(|m| m.cpu_percent)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_default_observation_lists_then_measures_the_live_instances() {
+        let o = TwoInstances {
+            metrics_fail: false,
+        }
+        .observe()
+        .await
+        .unwrap();
+        assert!(o.measured && o.metrics_error.is_none());
+        // The exited instance is listed, and not measured.
+        assert_eq!(readings(&o), [("a", Some(7.0)), ("b", None)]);
+
+        // A failed measurement leaves the list standing, with the reason.
+        let o = TwoInstances { metrics_fail: true }.observe().await.unwrap();
+        assert!(o.measured);
+        assert!(
+            o.metrics_error
+                .as_ref()
+                .is_some_and(|e| e.to_string().contains("stats refused"))
+        );
+        assert_eq!(readings(&o), [("a", None), ("b", None)]);
     }
 }

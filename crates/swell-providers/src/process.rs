@@ -532,6 +532,48 @@ impl ProcessProvider {
         .await?
     }
 
+    /// The readings of the instances found, by instance id: CPU since the previous
+    /// reading of the same process, and resident memory.
+    async fn measure(
+        &self,
+        found: Vec<Found>,
+    ) -> Result<HashMap<String, InstanceMetrics>, ProviderError> {
+        let (readings, uptime) = blocking(move || {
+            let readings = read_usage(found);
+            let uptime = fs::read_to_string("/proc/uptime")
+                .ok()
+                .and_then(|text| procfs::parse_uptime(&text));
+            (readings, uptime)
+        })
+        .await?;
+
+        let now = Instant::now();
+        let mut samples = lock(&self.samples);
+        let mut by_id: HashMap<String, InstanceMetrics> = HashMap::new();
+        for reading in &readings {
+            let sample = next_sample(
+                samples.get(&reading.pid),
+                reading.starttime,
+                reading.ticks,
+                now,
+                uptime,
+                self.ticks_per_second,
+            );
+            samples.insert(reading.pid, sample);
+            by_id
+                .entry(reading.instance_id.clone())
+                .or_insert(InstanceMetrics {
+                    cpu_percent: sample.percent,
+                    memory_mb: (reading.resident_pages.saturating_mul(self.page_size)) as f64
+                        / (1024.0 * 1024.0),
+                    steal_percent: None,
+                });
+        }
+        samples.retain(|_, s| now.saturating_duration_since(s.at) < SAMPLE_RETENTION);
+        drop(samples);
+        Ok(by_id)
+    }
+
     /// The environment of a new instance: nothing of the server's but `PATH`.
     fn environment(
         &self,
@@ -753,40 +795,7 @@ impl Provider for ProcessProvider {
             .into_iter()
             .filter(|f| wanted.contains(f.record.instance_id.as_str()))
             .collect();
-        let (readings, uptime) = blocking(move || {
-            let readings = read_usage(found);
-            let uptime = fs::read_to_string("/proc/uptime")
-                .ok()
-                .and_then(|text| procfs::parse_uptime(&text));
-            (readings, uptime)
-        })
-        .await?;
-
-        let now = Instant::now();
-        let mut samples = lock(&self.samples);
-        let mut by_id: HashMap<&str, InstanceMetrics> = HashMap::new();
-        for reading in &readings {
-            let sample = next_sample(
-                samples.get(&reading.pid),
-                reading.starttime,
-                reading.ticks,
-                now,
-                uptime,
-                self.ticks_per_second,
-            );
-            samples.insert(reading.pid, sample);
-            by_id
-                .entry(reading.instance_id.as_str())
-                .or_insert(InstanceMetrics {
-                    cpu_percent: sample.percent,
-                    memory_mb: (reading.resident_pages.saturating_mul(self.page_size)) as f64
-                        / (1024.0 * 1024.0),
-                    steal_percent: None,
-                });
-        }
-        samples.retain(|_, s| now.saturating_duration_since(s.at) < SAMPLE_RETENTION);
-        drop(samples);
-
+        let by_id = self.measure(found).await?;
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for id in ids {
@@ -797,6 +806,33 @@ impl Provider for ProcessProvider {
             }
         }
         Ok(out)
+    }
+
+    /// One `/proc` pass lists the instances and measures the live ones (the default
+    /// would make two).
+    async fn observe(&self) -> Result<crate::Observation, ProviderError> {
+        let found = self.scan(true).await?;
+        let instances: Vec<ProviderInstance> = found.iter().map(Found::to_instance).collect();
+        let live: Vec<Found> = found
+            .into_iter()
+            .filter(|f| f.state() != ObservedState::Exited)
+            .collect();
+        let measured = !live.is_empty();
+        let (mut readings, metrics_error) = match self.measure(live).await {
+            Ok(readings) => (readings, None),
+            Err(e) => (HashMap::new(), Some(e)),
+        };
+        Ok(crate::Observation {
+            instances: instances
+                .into_iter()
+                .map(|p| {
+                    let reading = readings.remove(p.instance_id.as_str());
+                    (p, reading)
+                })
+                .collect(),
+            measured,
+            metrics_error,
+        })
     }
 }
 

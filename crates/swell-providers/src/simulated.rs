@@ -178,6 +178,33 @@ impl Provider for SimulatedProvider {
             .collect())
     }
 
+    /// One pass over the instances, counted as the list and the measurement it stands
+    /// for (as the default's two calls would be).
+    async fn observe(&self) -> Result<crate::Observation, ProviderError> {
+        self.calls.list.fetch_add(1, Ordering::Relaxed);
+        let map = self.instances.lock().map_err(|_| poisoned())?;
+        let measured = map.values().any(|i| i.state != ObservedState::Exited);
+        if measured {
+            self.calls.metrics.fetch_add(1, Ordering::Relaxed);
+        }
+        let instances = map
+            .values()
+            .map(|i| {
+                let reading = (i.state != ObservedState::Exited).then(|| InstanceMetrics {
+                    cpu_percent: self.cpu(&i.group),
+                    memory_mb: 64.0,
+                    steal_percent: None,
+                });
+                (i.clone(), reading)
+            })
+            .collect();
+        Ok(crate::Observation {
+            instances,
+            measured,
+            metrics_error: None,
+        })
+    }
+
     async fn capacity(&self) -> Result<Option<crate::ProviderCapacity>, ProviderError> {
         self.calls.capacity.fetch_add(1, Ordering::Relaxed);
         Ok(None)
@@ -210,11 +237,22 @@ mod tests {
         let cpu = readings[0].1.cpu_percent;
         assert!((10.0..=90.0).contains(&cpu), "{cpu}");
         assert_eq!(p.list().await.unwrap().len(), 1);
+        // One observation: the instance with the same reading, counted as a list and
+        // a measurement.
+        let seen = p.observe().await.unwrap();
+        assert!(seen.measured && seen.metrics_error.is_none());
+        assert_eq!(seen.instances.len(), 1);
+        assert_eq!(seen.instances[0].0.instance_id.as_str(), "a");
+        let observed_cpu = seen.instances[0].1.map(|m| m.cpu_percent);
+        assert!(
+            observed_cpu.is_some_and(|c| (c - cpu).abs() < 1.0),
+            "{observed_cpu:?}"
+        );
         p.delete(&InstanceId("a".into()), Duration::ZERO)
             .await
             .unwrap();
         assert!(p.is_empty());
         assert_eq!(p.calls().create.load(Ordering::Relaxed), 2);
-        assert_eq!(p.calls().total(), 5);
+        assert_eq!(p.calls().total(), 7);
     }
 }

@@ -382,6 +382,23 @@ async fn metrics_tell_a_busy_loop_from_a_sleeper_and_pause_stops_the_loop() {
     let resumed = f.provider.metrics(&ids[..1]).await.unwrap();
     assert!(resumed[0].1.cpu_percent > 20.0, "resumed: {resumed:?}");
 
+    // One observation lists both and measures both, from the same samples.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let observed = f.provider.observe().await.unwrap();
+    assert!(observed.measured && observed.metrics_error.is_none());
+    let mut seen: Vec<(&str, f64)> = observed
+        .instances
+        .iter()
+        .map(|(p, m)| (p.instance_id.as_str(), m.map_or(-1.0, |m| m.cpu_percent)))
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(b.0));
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].0 == "busy" && seen[0].1 > 20.0, "{seen:?}");
+    assert!(
+        seen[1].0 == "idle" && (0.0..5.0).contains(&seen[1].1),
+        "{seen:?}"
+    );
+
     for id in &ids {
         f.provider.delete(id, Duration::from_secs(5)).await.unwrap();
     }

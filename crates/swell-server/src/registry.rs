@@ -570,6 +570,10 @@ impl Provider for Named {
         self.inner.metrics(ids).await
     }
 
+    async fn observe(&self) -> Result<swell_providers::Observation, ProviderError> {
+        self.inner.observe().await
+    }
+
     async fn drain(
         &self,
         id: &swell_core::InstanceId,

@@ -120,7 +120,7 @@ impl GroupWorker {
             };
             for (slot, i) in provided.iter_mut().zip(&running) {
                 if &i.provider == name
-                    && let Some(m) = observed.metrics.get(&i.id)
+                    && let Some(m) = observed.reading(&i.id)
                 {
                     *slot = Some(*m);
                 }

@@ -52,13 +52,25 @@ pub(super) struct Observation {
 /// What one provider reports of one group.
 #[derive(Debug, Default)]
 pub(super) struct GroupObservation {
-    /// Its instances, alive or not.
+    /// Its instances, alive or not, in the order of their ids.
     pub(super) instances: Vec<ProviderInstance>,
-    /// The readings of its live instances.
-    pub(super) metrics: foldhash::HashMap<InstanceId, InstanceMetrics>,
+    /// The reading of each of [`instances`](Self::instances), in the same order: no map
+    /// of its own, since it is made again for the whole fleet at every interval.
+    pub(super) readings: Vec<Option<InstanceMetrics>>,
     /// Changes when an instance appears, goes or changes state: the worker reconciles
     /// then, and not at every snapshot.
     pub(super) fingerprint: u64,
+}
+
+impl GroupObservation {
+    /// The reading of the instance `id`, if it is listed and was measured.
+    pub(super) fn reading(&self, id: &InstanceId) -> Option<&InstanceMetrics> {
+        let at = self
+            .instances
+            .binary_search_by(|p| p.instance_id.as_str().cmp(id.as_str()))
+            .ok()?;
+        self.readings.get(at)?.as_ref()
+    }
 }
 
 /// A running observer: its latest snapshot and the metrics intervals of its readers.
@@ -179,28 +191,19 @@ async fn run_observer(
         let number = lists.fetch_add(1, Ordering::AcqRel) + 1;
         let now = controller.clock.now();
         controller.stats.provider_call(&name, "list");
-        let next = match provider.list().await {
-            Ok(list) => {
-                let live: Vec<InstanceId> = list
-                    .iter()
-                    .filter(|p| p.state != ObservedState::Exited)
-                    .map(|p| p.instance_id.clone())
-                    .collect();
-                let mut readings = foldhash::HashMap::new();
-                if !live.is_empty() {
+        let next = match provider.observe().await {
+            Ok(observed) => {
+                if observed.measured {
                     controller.stats.provider_call(&name, "metrics");
-                    match provider.metrics(&live).await {
-                        Ok(r) => readings.extend(r),
-                        Err(e) => {
-                            controller.stats.provider_error(&name, "metrics");
-                            tracing::debug!("provider metrics: {e}");
-                        }
-                    }
+                }
+                if let Some(e) = &observed.metrics_error {
+                    controller.stats.provider_error(&name, "metrics");
+                    tracing::debug!("provider metrics: {e}");
                 }
                 // Sorting a large fleet into groups is pure CPU (tens of milliseconds at
                 // 100,000 instances): off the runtime's threads, so the workers' passes
                 // are not held up behind it.
-                match tokio::task::spawn_blocking(move || by_group(list, readings)).await {
+                match tokio::task::spawn_blocking(move || by_group(observed.instances)).await {
                     Ok(groups) => Observation {
                         listed_at: Some(now),
                         number,
@@ -249,19 +252,19 @@ async fn run_observer(
     }
 }
 
-/// Groups a provider's list by (tenant, group), each with a fingerprint of its instances
-/// and their states (the same instances give the same one, whatever the order).
+/// Groups a provider's observation by (tenant, group), each with a fingerprint of its
+/// instances and their states (the same instances give the same one, whatever the
+/// order).
 fn by_group(
-    list: Vec<ProviderInstance>,
-    mut readings: foldhash::HashMap<InstanceId, InstanceMetrics>,
+    observed: Vec<(ProviderInstance, Option<InstanceMetrics>)>,
 ) -> foldhash::HashMap<GroupKey, Arc<GroupObservation>> {
     // This runs over the whole fleet at every interval: each instance is placed by
     // borrowed names, and each group's owned key is made once, not once per instance.
     let mut slots: foldhash::HashMap<(&str, &str), usize> = foldhash::HashMap::new();
     let mut keys: Vec<Option<GroupKey>> = Vec::new();
-    let placed: Vec<usize> = list
+    let placed: Vec<usize> = observed
         .iter()
-        .map(|p| {
+        .map(|(p, _)| {
             *slots
                 .entry((p.tenant.as_str(), p.group.as_str()))
                 .or_insert_with(|| {
@@ -274,29 +277,32 @@ fn by_group(
         })
         .collect();
     drop(slots);
-    let mut groups: Vec<GroupObservation> =
-        keys.iter().map(|_| GroupObservation::default()).collect();
-    for (p, slot) in list.into_iter().zip(placed) {
-        let g = &mut groups[slot];
-        // The reading's own key moves over: no id copied per instance.
-        if let Some((id, m)) = readings.remove_entry(&p.instance_id) {
-            g.metrics.insert(id, m);
-        }
-        g.instances.push(p);
+    let mut groups: Vec<Vec<(ProviderInstance, Option<InstanceMetrics>)>> =
+        keys.iter().map(|_| Vec::new()).collect();
+    for (seen, slot) in observed.into_iter().zip(placed) {
+        groups[slot].push(seen);
     }
     keys.into_iter()
         .zip(groups)
-        .filter_map(|(key, mut g)| {
+        .filter_map(|(key, mut seen)| {
             let key = key?;
-            g.instances
-                .sort_unstable_by(|a, b| a.instance_id.as_str().cmp(b.instance_id.as_str()));
+            seen.sort_unstable_by(|(a, _), (b, _)| {
+                a.instance_id.as_str().cmp(b.instance_id.as_str())
+            });
             let mut h = foldhash::fast::FixedState::default().build_hasher();
-            for p in &g.instances {
+            for (p, _) in &seen {
                 p.instance_id.as_str().hash(&mut h);
                 (p.state as u8).hash(&mut h);
             }
-            g.fingerprint = h.finish();
-            Some((key, Arc::new(g)))
+            let (instances, readings) = seen.into_iter().unzip();
+            Some((
+                key,
+                Arc::new(GroupObservation {
+                    instances,
+                    readings,
+                    fingerprint: h.finish(),
+                }),
+            ))
         })
         .collect()
 }
@@ -319,45 +325,36 @@ mod tests {
 
     #[test]
     fn groups_a_list_and_fingerprints_what_changes() {
-        let readings: foldhash::HashMap<InstanceId, InstanceMetrics> = [(
-            InstanceId("a".into()),
-            InstanceMetrics {
-                cpu_percent: 5.0,
-                memory_mb: 1.0,
-                steal_percent: None,
-            },
-        )]
-        .into_iter()
-        .collect();
-        let one = by_group(
-            vec![
-                inst("b", "g", ObservedState::Running),
-                inst("a", "g", ObservedState::Running),
-                inst("c", "h", ObservedState::Running),
-            ],
-            readings.clone(),
-        );
+        let reading = InstanceMetrics {
+            cpu_percent: 5.0,
+            memory_mb: 1.0,
+            steal_percent: None,
+        };
+        let one = by_group(vec![
+            (inst("b", "g", ObservedState::Running), None),
+            (inst("a", "g", ObservedState::Running), Some(reading)),
+            (inst("c", "h", ObservedState::Running), None),
+        ]);
         let key = |g: &str| (TenantId::default_tenant(), g.to_string());
         assert_eq!(one.len(), 2);
-        assert_eq!(one[&key("g")].instances.len(), 2);
-        assert_eq!(one[&key("g")].metrics.len(), 1);
+        let g = &one[&key("g")];
+        let ids: Vec<&str> = g.instances.iter().map(|p| p.instance_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "in the order of their ids");
+        // Each reading stays with its instance.
+        assert_eq!(g.reading(&InstanceId("a".into())), Some(&reading));
+        assert_eq!(g.reading(&InstanceId("b".into())), None);
+        assert_eq!(g.reading(&InstanceId("c".into())), None, "another group's");
         // The same instances in another order: the same fingerprint.
-        let two = by_group(
-            vec![
-                inst("a", "g", ObservedState::Running),
-                inst("b", "g", ObservedState::Running),
-            ],
-            foldhash::HashMap::new(),
-        );
+        let two = by_group(vec![
+            (inst("a", "g", ObservedState::Running), None),
+            (inst("b", "g", ObservedState::Running), None),
+        ]);
         assert_eq!(one[&key("g")].fingerprint, two[&key("g")].fingerprint);
         // One exited: another.
-        let three = by_group(
-            vec![
-                inst("a", "g", ObservedState::Running),
-                inst("b", "g", ObservedState::Exited),
-            ],
-            foldhash::HashMap::new(),
-        );
+        let three = by_group(vec![
+            (inst("a", "g", ObservedState::Running), None),
+            (inst("b", "g", ObservedState::Exited), None),
+        ]);
         assert_ne!(one[&key("g")].fingerprint, three[&key("g")].fingerprint);
     }
 }
