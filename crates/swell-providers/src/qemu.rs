@@ -18,10 +18,11 @@
 //! **Found from what Swell recorded.** Like the process provider, the provider writes a
 //! record (instance id, tenant, group, port, QEMU's pid and start time) into
 //! `state_dir/records/<owner>/` when it starts a VM (first without the pid, before
-//! QEMU starts, which then writes its pid file: a crash in between loses no VM), and [`list`](crate::Provider::list)
-//! (also after a restart: adoption) trusts only these records, checked against the
-//! kernel (same pid, same start time, and the id in that process's command line):
-//! nothing a guest says is read to decide what is an instance.
+//! QEMU starts, which then writes its pid file: a crash in between loses no VM), and
+//! [`list`](crate::Provider::list) (also after a restart: adoption) trusts only these
+//! records, checked against the kernel (same pid, same start time, and the id in that
+//! process's command line): nothing a guest says is read to decide what is an
+//! instance.
 //!
 //! **Controlled over QMP.** Each VM's QMP socket is `state_dir/instances/<id>/qmp.sock`
 //! (with its `console.log`, QEMU's own `qemu.log` and the disk overlay). Pause is QMP
@@ -198,6 +199,22 @@ struct Record {
     /// Its memory, MiB (0 in records written before it was kept).
     #[serde(default)]
     memory_mb: u32,
+}
+
+impl Record {
+    /// The record of a VM about to start, on `port`: no QEMU pid or start time yet.
+    fn starting(request: &CreateRequest, port: u16) -> Record {
+        Record {
+            instance_id: request.instance_id.as_str().to_string(),
+            tenant: request.tenant.as_str().to_string(),
+            group: request.group.clone(),
+            port,
+            pid: 0,
+            starttime: 0,
+            vcpus: request.template.vcpus.max(1),
+            memory_mb: request.template.memory_mb.max(64),
+        }
+    }
 }
 
 impl crate::records::Record for Record {
@@ -496,7 +513,6 @@ impl QemuProvider {
         }
     }
 
-    /// Removes a VM's record and files.
     /// Writes (or replaces) a VM's record.
     async fn write_record(&self, record: &Record) -> Result<(), ProviderError> {
         let (dir, record) = (self.records_dir.clone(), record.clone());
@@ -504,6 +520,7 @@ impl QemuProvider {
         blocking(move || write_record(&dir, &path, &record)).await?
     }
 
+    /// Removes a VM's record and files.
     async fn forget(&self, id: &InstanceId) -> Result<(), ProviderError> {
         let record = record_path(&self.records_dir, id.as_str());
         let dir = self.instance_dir(id);
@@ -625,16 +642,7 @@ impl Provider for QemuProvider {
         // a server killed in between leaves a VM that the next one still finds.
         let pid_file = dir.join(PID_FILE);
         args.extend(["-pidfile".into(), pid_file.display().to_string()]);
-        let mut record = Record {
-            instance_id: id.as_str().to_string(),
-            tenant: request.tenant.as_str().to_string(),
-            group: request.group.clone(),
-            port,
-            pid: 0,
-            starttime: 0,
-            vcpus: request.template.vcpus.max(1),
-            memory_mb: request.template.memory_mb.max(64),
-        };
+        let mut record = Record::starting(request, port);
         self.write_record(&record).await?;
         let stderr = log.try_clone().map_err(|source| ProviderError::Io {
             action: "opening qemu.log".into(),

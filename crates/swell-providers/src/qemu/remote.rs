@@ -1077,16 +1077,7 @@ impl RemoteQemu {
             qemu_cmd.push_str(&quote(a));
         }
         // The record without pid and start time, which the script adds.
-        let record = Record {
-            instance_id: id.as_str().to_string(),
-            tenant: request.tenant.as_str().to_string(),
-            group: request.group.clone(),
-            port,
-            pid: 0,
-            starttime: 0,
-            vcpus: request.template.vcpus.max(1),
-            memory_mb: request.template.memory_mb.max(64),
-        };
+        let record = Record::starting(request, port);
         let mut head = serde_json::to_value(&record)
             .map_err(|e| ProviderError::Backend(format!("encoding a VM record: {e}")))?;
         if let Some(map) = head.as_object_mut() {
