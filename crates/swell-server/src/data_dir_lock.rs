@@ -121,7 +121,15 @@ mod tests {
         );
         assert!(text.contains("another swell server"), "{text}");
         drop(first);
-        DataDirLock::acquire(dir.path()).unwrap();
+        // Another test of this binary may fork (to start a process) while the lock is
+        // held: until its child execs, the child holds a copy of the lock's open file
+        // description, and the lock with it. So the dropped lock is free once no such
+        // copy is left, a moment later at most.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(e) = DataDirLock::acquire(dir.path()) {
+            assert!(std::time::Instant::now() < deadline, "still held: {e}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[test]
