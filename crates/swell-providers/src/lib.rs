@@ -187,6 +187,29 @@ pub struct Observation {
     pub metrics_error: Option<ProviderError>,
 }
 
+impl Observation {
+    /// Each of `list` with its reading taken out of `readings`.
+    pub fn joined(
+        list: Vec<ProviderInstance>,
+        mut readings: std::collections::HashMap<InstanceId, InstanceMetrics>,
+        measured: bool,
+        metrics_error: Option<ProviderError>,
+    ) -> Observation {
+        let instances = list
+            .into_iter()
+            .map(|p| {
+                let reading = readings.remove(&p.instance_id);
+                (p, reading)
+            })
+            .collect();
+        Observation {
+            instances,
+            measured,
+            metrics_error,
+        }
+    }
+}
+
 /// A place instances run.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -227,25 +250,19 @@ pub trait Provider: Send + Sync + 'static {
             .filter(|p| p.state != ObservedState::Exited)
             .map(|p| p.instance_id.clone())
             .collect();
-        let mut observation = Observation {
-            measured: !live.is_empty(),
-            ..Observation::default()
-        };
-        let mut readings = std::collections::HashMap::new();
-        if observation.measured {
+        let (mut readings, mut metrics_error) = (std::collections::HashMap::new(), None);
+        if !live.is_empty() {
             match self.metrics(&live).await {
                 Ok(r) => readings.extend(r),
-                Err(e) => observation.metrics_error = Some(e),
+                Err(e) => metrics_error = Some(e),
             }
         }
-        observation.instances = list
-            .into_iter()
-            .map(|p| {
-                let reading = readings.remove(&p.instance_id);
-                (p, reading)
-            })
-            .collect();
-        Ok(observation)
+        Ok(Observation::joined(
+            list,
+            readings,
+            !live.is_empty(),
+            metrics_error,
+        ))
     }
 
     /// Takes the instance out of any provider-side load balancer (an Octavia pool) and

@@ -537,7 +537,7 @@ impl ProcessProvider {
     async fn measure(
         &self,
         found: Vec<Found>,
-    ) -> Result<HashMap<String, InstanceMetrics>, ProviderError> {
+    ) -> Result<HashMap<InstanceId, InstanceMetrics>, ProviderError> {
         let (readings, uptime) = blocking(move || {
             let readings = read_usage(found);
             let uptime = fs::read_to_string("/proc/uptime")
@@ -549,7 +549,7 @@ impl ProcessProvider {
 
         let now = Instant::now();
         let mut samples = lock(&self.samples);
-        let mut by_id: HashMap<String, InstanceMetrics> = HashMap::new();
+        let mut by_id: HashMap<InstanceId, InstanceMetrics> = HashMap::new();
         for reading in &readings {
             let sample = next_sample(
                 samples.get(&reading.pid),
@@ -561,7 +561,7 @@ impl ProcessProvider {
             );
             samples.insert(reading.pid, sample);
             by_id
-                .entry(reading.instance_id.clone())
+                .entry(InstanceId(reading.instance_id.clone()))
                 .or_insert(InstanceMetrics {
                     cpu_percent: sample.percent,
                     memory_mb: (reading.resident_pages.saturating_mul(self.page_size)) as f64
@@ -799,7 +799,7 @@ impl Provider for ProcessProvider {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for id in ids {
-            if let Some(m) = by_id.get(id.as_str())
+            if let Some(m) = by_id.get(id)
                 && seen.insert(id.as_str())
             {
                 out.push((id.clone(), *m));
@@ -818,21 +818,16 @@ impl Provider for ProcessProvider {
             .filter(|f| f.state() != ObservedState::Exited)
             .collect();
         let measured = !live.is_empty();
-        let (mut readings, metrics_error) = match self.measure(live).await {
+        let (readings, metrics_error) = match self.measure(live).await {
             Ok(readings) => (readings, None),
             Err(e) => (HashMap::new(), Some(e)),
         };
-        Ok(crate::Observation {
-            instances: instances
-                .into_iter()
-                .map(|p| {
-                    let reading = readings.remove(p.instance_id.as_str());
-                    (p, reading)
-                })
-                .collect(),
+        Ok(crate::Observation::joined(
+            instances,
+            readings,
             measured,
             metrics_error,
-        })
+        ))
     }
 }
 
